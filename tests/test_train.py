@@ -1,0 +1,125 @@
+"""edgetl train on real data: artifacts, accuracy, phases, precision and distribution."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.model_card import load_card, sha256_file
+from toolchain.config import TrainConfig
+
+
+def test_run_folder_holds_every_artifact(trained_run: Path) -> None:
+    expected = {"model.keras", "model_card.json", "labels.txt", "config.json", "history.json", "metrics.json",
+                "learning_curves.png", "confusion_test.png", "data.json", "splits"}  # fmt: skip
+    assert expected <= {p.name for p in trained_run.iterdir()}
+    assert not list(trained_run.parent.glob(".*partial*")), "temporary folder left behind"
+    card = load_card(trained_run / "model_card.json")
+    assert card.model_sha256 == sha256_file(trained_run / "model.keras")
+    assert card.labels[0] == "ankle_boot" and card.num_classes == 10 and card.height == 96
+    assert card.normalization.mean == (127.5,) * 3 and card.color_order == "RGB"
+    backbone = card.extra["backbone"]
+    assert backbone["weights"] == "imagenet" and len(backbone["sha256"]) == 64
+    assert backbone["tensors_sha256"].startswith("c009b1f1")
+    assert (trained_run / "labels.txt").read_text().split() == list(card.labels)
+    history = json.loads((trained_run / "history.json").read_text())
+    assert history[0]["phase"] == "head (cached features)" and history[0]["views"] == 2
+
+
+def test_offline_imagenet_run_learns_real_photos(trained_run: Path) -> None:
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["test"]["count"] == 40
+    assert metrics["test"]["top1"] >= 0.6  # chance is 0.1
+
+
+def test_saved_model_reloads_in_safe_mode_and_predicts(trained_run: Path) -> None:
+    from toolchain import data, feed, model
+
+    keras_model = model.load(str(trained_run / "model.keras"))
+    assert not any(type(l).__name__ in ("Lambda", "Rescaling", "Functional") for l in keras_model.layers)
+    dataset, items = data.load_split(trained_run, "test")
+    pixels, kept, _ = dataset.pixels(items, 96)
+    probs = feed.predict(keras_model, pixels, model.MOBILENET_NORMALIZATION)
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    top1 = float((probs.argmax(1) == [it.label for it in kept]).mean())
+    assert top1 == pytest.approx(metrics["test"]["top1"])
+
+
+def _train(tmp_path: Path, folder: Path, **overrides) -> dict:
+    from toolchain.train import train
+
+    options = dict(data=str(folder), output=str(tmp_path / "run"), image_size=96, epochs=8, seed=1, cache_views=1)
+    options.update(overrides)
+    return train(TrainConfig(**options)).metrics
+
+
+@pytest.mark.slow
+def test_imagenet_weights_beat_random_init_on_the_same_budget(tmp_path: Path, fm_folder: Path, trained_run: Path) -> None:
+    none = _train(tmp_path, fm_folder, weights="none", cache_views=2)
+    real = json.loads((trained_run / "metrics.json").read_text())
+    print(f"test top-1: imagenet {real['test']['top1']:.3f}, none {none['test']['top1']:.3f}")
+    assert real["test"]["top1"] >= none["test"]["top1"] + 0.25
+
+
+@pytest.mark.slow
+def test_fine_tune_keeps_batchnorm_statistics(tmp_path: Path, fm_folder: Path, imagenet_weights: Path) -> None:
+    from toolchain import model
+
+    metrics = _train(tmp_path, fm_folder, epochs=2, fine_tune_epochs=1, fine_tune_layers=20, max_per_class=12)
+    tuned = model.load(str(tmp_path / "run" / "model.keras"))
+    reference = model.keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights="imagenet")
+    bn = reference.get_layer("block_16_project_BN").get_weights()
+    np.testing.assert_array_equal(tuned.get_layer("block_16_project_BN").get_weights()[2], bn[2])
+    assert not np.array_equal(tuned.get_layer("block_16_project").get_weights()[0],
+                              reference.get_layer("block_16_project").get_weights()[0])  # fmt: skip
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["phase"] for h in history] == ["head (cached features)", "fine-tune"]
+    assert metrics["val"]["count"] > 0
+
+
+def test_uncached_path_and_config_round_trip(tmp_path: Path, fm_folder: Path) -> None:
+    _train(tmp_path, fm_folder, weights="none", alpha=0.35, image_size=32, epochs=1, cache_views=0, max_per_class=5)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["cache_views"] == 0 and config["alpha"] == 0.35
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[0]["phase"] == "head (uncached)"
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    result = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "run" / "config.json"), "-o", str(tmp_path / "again"), "-q"])
+    assert result.exit_code == 0, result.output
+    first = (tmp_path / "run" / "splits" / "test.csv").read_text()
+    assert (tmp_path / "again" / "splits" / "test.csv").read_text() == first
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_with_bfloat16_on_two_logical_cpus(tmp_path: Path, fm_folder: Path) -> None:
+    """The multi-device and mixed-precision paths, on a CPU split into two logical devices."""
+    code = f"""
+import os, json
+os.environ['TF_USE_LEGACY_KERAS'] = '1'
+import tensorflow as tf
+cpu = tf.config.list_physical_devices('CPU')[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from toolchain.config import TrainConfig
+from toolchain.train import train
+r = train(TrainConfig(data={str(fm_folder)!r}, output={str(tmp_path / 'mirror')!r}, weights='none', alpha=0.35,
+          image_size=32, epochs=1, fine_tune_epochs=1, cache_views=1, max_per_class=6, batch_size=8,
+          strategy='mirrored', mixed_precision='bfloat16'))
+print(json.dumps(r.metrics['test']['count']))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 replica(s)" in result.stderr and "mixed_bfloat16" in result.stderr
+    card = load_card(tmp_path / "mirror" / "model_card.json")
+    assert card.extra["training"]["precision"] == "mixed_bfloat16"
+    from toolchain import model
+
+    saved = model.load(str(tmp_path / "mirror" / "model.keras"))
+    assert saved.layers[1].dtype_policy.name == "float32"  # saved for conversion in float32

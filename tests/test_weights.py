@@ -1,0 +1,115 @@
+"""Offline ImageNet weights: the name map, the install, and proof that they are real."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolchain import weights
+from toolchain.errors import WeightsError
+
+
+@pytest.mark.parametrize(
+    "hub_name, expected",
+    [
+        ("Conv/weights:0", ("Conv1", "weights")),
+        ("Conv/BatchNorm/gamma:0", ("bn_Conv1", "gamma")),
+        ("expanded_conv/depthwise/depthwise_weights:0", ("expanded_conv_depthwise", "depthwise_weights")),
+        ("expanded_conv/project/BatchNorm/moving_variance:0", ("expanded_conv_project_BN", "moving_variance")),
+        ("expanded_conv_7/expand/weights:0", ("block_7_expand", "weights")),
+        ("expanded_conv_16/depthwise/BatchNorm/beta:0", ("block_16_depthwise_BN", "beta")),
+        ("Conv_1/BatchNorm/moving_mean:0", ("Conv_1_bn", "moving_mean")),
+    ],
+)
+def test_hub_names_map_to_keras_layers(hub_name: str, expected: tuple[str, str]) -> None:
+    assert weights._keras_layer(hub_name) == expected
+
+
+def test_keras_file_names_follow_keras() -> None:
+    assert weights.keras_weights_name(1.0, 96) == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5"
+    assert weights.keras_weights_name(0.35, 224) == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    assert weights.keras_weights_name(1.0, 112).endswith("_1.0_224_no_top.h5")  # Keras falls back to 224
+
+
+def test_install_writes_verified_files(tmp_path: Path, imagenet_weights: Path) -> None:
+    manifest = weights.install_imagenet_weights(cache_dir=tmp_path)
+    assert manifest["tensors"] == 260
+    assert manifest["tensors_sha256"] == weights.TENSORS_SHA256_VERIFIED
+    names = sorted(Path(f["path"]).name for f in manifest["files"])
+    assert names == sorted(weights.keras_weights_name(1.0, r) for r in weights.KERAS_SIZES)
+    assert (tmp_path / weights.MANIFEST_NAME).exists()
+    from toolchain.model import keras
+
+    model = keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=str(tmp_path / names[0]))
+    assert weights.tensors_sha256(model) == weights.TENSORS_SHA256_VERIFIED
+
+
+def test_install_refuses_a_file_that_is_not_mobilenet(tmp_path: Path) -> None:
+    import h5py
+
+    bogus = tmp_path / "model.h5"
+    with h5py.File(bogus, "w") as handle:
+        handle["model_weights/keras_layer/MobilenetV2/Conv/weights:0"] = np.zeros((3, 3, 3, 32), np.float32)
+    with pytest.raises(WeightsError, match="260 MobileNetV2 tensors"):
+        weights.install_imagenet_weights(bogus, cache_dir=tmp_path / "cache")
+
+
+def _offline_build(home: Path, alpha: float) -> subprocess.CompletedProcess[str]:
+    code = (
+        "from toolchain.config import TrainConfig\nfrom toolchain.model import build\n"
+        f"build(TrainConfig(data='x', output='y', alpha={alpha}, image_size=96), 3)\n"
+    )
+    env = {**os.environ, "HOME": str(home), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_missing_weights_name_both_fixes(tmp_path: Path) -> None:
+    result = _offline_build(tmp_path, 1.0)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "edgetl weights install" in last and "internet" in last and "--weights none" in last
+
+
+def test_other_alphas_say_only_one_has_offline_weights(tmp_path: Path) -> None:
+    last = _offline_build(tmp_path, 0.35).stderr.strip().splitlines()[-1]
+    assert "only alpha 1.0 has offline weights" in last
+
+
+def _probe_accuracy(weights_arg: str, x_train, y_train, x_test, y_test) -> float:
+    """Ridge-regression linear probe on frozen, pooled backbone features."""
+    from edge_runtime.preprocess import normalize
+    from toolchain.model import MOBILENET_NORMALIZATION, keras
+
+    base = keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=weights_arg, pooling="avg")
+    keras().utils.set_random_seed(0)
+    feats = [base.predict(normalize(x, MOBILENET_NORMALIZATION), batch_size=100, verbose=0) for x in (x_train, x_test)]
+    mean, std = feats[0].mean(0), feats[0].std(0) + 1e-6
+    a, b = ((f - mean) / std for f in feats)
+    a = np.hstack([a, np.ones((len(a), 1))])
+    b = np.hstack([b, np.ones((len(b), 1))])
+    targets = np.eye(10)[y_train]
+    w = np.linalg.solve(a.T @ a + 100.0 * np.eye(a.shape[1]), a.T @ targets)
+    return float(((b @ w).argmax(1) == y_test).mean())
+
+
+@pytest.mark.slow
+def test_weights_are_real_imagenet_features(imagenet_weights: Path) -> None:
+    """A linear probe on real photos must clearly beat the same probe on random-init features."""
+    from edge_runtime.preprocess import resize, to_rgb
+    from toolchain.datasets import load_fashion_mnist
+
+    images, labels = load_fashion_mnist("test")
+    rng = np.random.default_rng(0)
+    chosen = rng.permutation(len(images))[:1500]
+    x = np.stack([resize(to_rgb(images[i], "RGB"), 96, 96) for i in chosen])
+    y = labels[chosen].astype(int)
+    real = _probe_accuracy("imagenet", x[:1000], y[:1000], x[1000:], y[1000:])
+    random_init = _probe_accuracy(None, x[:1000], y[:1000], x[1000:], y[1000:])
+    print(f"linear probe: imagenet {real:.3f}, weights=None {random_init:.3f}")
+    assert real >= 0.75
+    assert real >= random_init + 0.10

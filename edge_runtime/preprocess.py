@@ -164,5 +164,7 @@ def prepare(frame: np.ndarray, card: ModelCard, color_order: str = "BGR") -> np.
         card: the model's card (size, normalisation, input dtype and quantization).
         color_order: ``BGR`` for OpenCV frames, ``RGB`` for already-decoded images.
     """
-    rgb = resize(to_rgb(frame, color_order), card.height, card.width, card.interpolation)
-    return quantize(normalize(rgb, card.normalization), card.input)[None]
+    pixels = resize(to_rgb(frame, color_order), card.height, card.width, card.interpolation)
+    if card.color_order.upper() == "BGR":  # a model trained on BGR pixels (Caffe-style ports)
+        pixels = pixels[:, :, ::-1]
+    return quantize(normalize(pixels, card.normalization), card.input)[None]

@@ -157,3 +157,23 @@ def data_fashion_mnist(output: str, per_class: int, seed: int, part: str) -> Non
 
     counts = write_fashion_mnist_folder(Path(output), per_class, seed, part)
     click.echo(f"{output}  {sum(counts.values())} images in {len(counts)} classes")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", "data_path", type=click.Path(exists=True), help="Another labelled folder/CSV (default: the run's test split).")
+@click.option("--max-drop", type=float, default=0.5, show_default=True, help="Max top-1 drop vs float, in points.")
+@click.option("--min-agreement", type=float, default=0.99, show_default=True, help="Min share of images with float's top-1.")
+@click.option("--max-class-drop", type=float, default=2.0, show_default=True, help="Max per-class top-1 drop, in points.")
+@click.option("--models", help="Comma-separated .tflite names (default: every model_*.tflite).")
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--junit", type=click.Path(dir_okay=False), help="Also write a JUnit XML report here.")
+@click.option("--json", "as_json", is_flag=True, help="Print parity.json to stdout.")
+@quiet_option
+def parity(run: str, data_path: Optional[str], models: Optional[str], as_json: bool, **options: Any) -> None:
+    """Check every .tflite of RUN against the float model, through the device code; exit 1 on a crossed threshold."""
+    from toolchain.parity import ParityConfig, run_parity  # noqa: PLC0415
+
+    names = tuple(m.strip() for m in models.split(",")) if models else None
+    result = run_parity(ParityConfig(run=run, data=data_path, models=names, **options))
+    emit(result.to_dict(), as_json, f"{Path(run) / 'parity.md'}  all {len(result.checks)} checks passed")

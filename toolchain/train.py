@@ -84,9 +84,9 @@ def _train_into(config: TrainConfig, work: Path) -> dict[str, Any]:
     log.stage(3, STAGES, f"building MobileNetV2 alpha={config.alpha} ({policy}, {strategy.num_replicas_in_sync} replica(s))")
     with strategy.scope():
         built = model_mod.build(config, len(dataset.class_names))
-        history = [_head_phase(config, built, pixels)]
+        history = [_timed(_head_phase, config, built, pixels)]
         if config.fine_tune_epochs:
-            history.append(_fine_tune_phase(config, built, pixels))
+            history.append(_timed(_fine_tune_phase, config, built, pixels))
     if policy != "float32":
         built = _to_float32(config, built, len(dataset.class_names))
     log.stage(6, STAGES, "evaluating and writing the run folder")
@@ -94,6 +94,15 @@ def _train_into(config: TrainConfig, work: Path) -> dict[str, Any]:
     metrics["skipped"] = len(skipped)
     _write_run(config, work, built, dataset.class_names, history, metrics, tf, policy)
     return metrics
+
+
+def _timed(phase: Any, config: TrainConfig, built: model_mod.BuiltModel, px: "Splits") -> dict[str, Any]:
+    """Run a training phase and record its wall time and training images per second."""
+    start = time.monotonic()
+    result = phase(config, built, px)
+    seconds = time.monotonic() - start
+    epochs = len(result["loss"])
+    return {**result, "seconds": round(seconds, 3), "images_per_s": round(epochs * len(px.y["train"]) / seconds, 1)}
 
 
 def _decode(dataset: data_mod.Dataset, splits: dict[str, list[data_mod.Item]], size: int) -> tuple[Splits, list[dict[str, str]]]:

@@ -123,3 +123,18 @@ print(json.dumps(r.metrics['test']['count']))
 
     saved = model.load(str(tmp_path / "mirror" / "model.keras"))
     assert saved.layers[1].dtype_policy.name == "float32"  # saved for conversion in float32
+
+
+def test_tf_hub_feature_vector_backbone(tmp_path: Path, fm_folder: Path) -> None:
+    """``--backbone hub:DIR`` trains on a local SavedModel feature vector, normalised to [0, 1]."""
+    import tensorflow as tf
+
+    from toolchain.model import keras
+
+    base = keras().applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None, pooling="avg")
+    tf.saved_model.save(base, str(tmp_path / "hub"))
+    _train(tmp_path, fm_folder, backbone=f"hub:{tmp_path / 'hub'}", image_size=32, epochs=1, max_per_class=4)
+    card = load_card(tmp_path / "run" / "model_card.json")
+    assert card.extra["backbone"]["weights"] == "hub" and card.normalization.std == (255.0,) * 3
+    with pytest.raises(Exception, match="TF-Hub backbone"):
+        _train(tmp_path / "bad", fm_folder, backbone=f"hub:{tmp_path / 'nowhere'}", image_size=32, epochs=1, max_per_class=4)

@@ -148,7 +148,7 @@ def _compile(model: Any, learning_rate: float) -> None:
 def _fit(model: Any, *args: Any, **kwargs: Any) -> dict[str, list[float]]:
     """``model.fit`` with Keras' progress bars sent to stderr (stdout carries results)."""
     with contextlib.redirect_stdout(sys.stderr):
-        hist = model.fit(*args, verbose=0 if log.QUIET else 2, **kwargs)
+        hist = model.fit(*args, verbose=0 if log.QUIET else (1 if sys.stderr.isatty() else 2), **kwargs)
     return {k: [float(v) for v in vs] for k, vs in hist.history.items()}
 
 

@@ -100,13 +100,20 @@ TRAIN_DEFAULTS = {f: getattr(TrainConfig, f) for f in TrainConfig.__dataclass_fi
 @click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="auto", show_default=True,
               help="tf.distribute strategy (auto: mirrored over several GPUs).")  # fmt: skip
 @click.option("--allow-outside-root", is_flag=True, help="Let CSV paths point outside the CSV's folder.")
+@click.option("--resume", "resume_run", type=click.Path(file_okay=False), help="Continue an interrupted run from its last completed epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @quiet_option
 @click.pass_context
-def train(ctx: click.Context, data: Optional[str], config_file: Optional[str], as_json: bool, **options: Any) -> None:
+def train(ctx: click.Context, data: Optional[str], config_file: Optional[str], resume_run: Optional[str], as_json: bool,
+          **options: Any) -> None:  # fmt: skip
     """Train on DATA (class folders, a path,label .csv, or a .npz) into a run folder."""
+    from toolchain.train import resume_config  # noqa: PLC0415
     from toolchain.train import train as run_training  # noqa: PLC0415
 
+    if resume_run:
+        result = run_training(resume_config(Path(resume_run)), resume=True)
+        _train_summary(result, as_json)
+        return
     values: dict[str, Any] = read_config_file(Path(config_file)) if config_file else {}
     for name, value in options.items():
         if config_file is None or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
@@ -115,8 +122,10 @@ def train(ctx: click.Context, data: Optional[str], config_file: Optional[str], a
         values["data"] = data
     if not values.get("data") or not values.get("output"):
         raise click.UsageError("give DATA and --output (or a --config that sets them)")
-    config = TrainConfig.from_dict(values)
-    result = run_training(config)
+    _train_summary(run_training(TrainConfig.from_dict(values)), as_json)
+
+
+def _train_summary(result: Any, as_json: bool) -> None:
     summary = {"run": str(result.run_dir), "val_top1": result.metrics["val"]["top1"],
                "test_top1": result.metrics["test"]["top1"], "seconds": round(result.seconds, 1)}  # fmt: skip
     emit(summary, as_json, f"{result.run_dir}  val top-1 {summary['val_top1']:.4f}  test top-1 {summary['test_top1']:.4f}")

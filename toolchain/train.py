@@ -15,16 +15,16 @@ import dataclasses
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_runtime.model_card import ModelCard, TensorSpec, sha256_file, write_bytes_atomic, write_json_atomic
+from edge_runtime.model_card import ModelCard, TensorSpec, read_json, sha256_file, write_bytes_atomic, write_json_atomic
+from edge_runtime.preprocess import normalize
 from toolchain import data as data_mod
-from toolchain import feed, log, report
+from toolchain import checkpoint, feed, log, report
 from toolchain import model as model_mod
 from toolchain.config import MixedPrecision, Strategy, TrainConfig
 from toolchain.errors import ConfigError, RunFolderError
@@ -49,27 +49,57 @@ class Splits:
     y: dict[str, np.ndarray]
 
 
-def train(config: TrainConfig) -> TrainResult:
+def partial_dir(run: Path) -> Path:
+    """Where a run is assembled (and checkpointed) until it is complete."""
+    run = Path(run)
+    return run.parent / f".{run.name}.partial"
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Train a classifier as ``config`` says and write its run folder.
+
+    The run is built in a hidden ``.RUN.partial`` folder, checkpointed every epoch,
+    and renamed to RUN when complete. Ctrl-C or a kill leaves the partial folder,
+    which ``resume=True`` continues from the last completed epoch.
 
     Raises:
         DataError, WeightsError, ConfigError, RunFolderError: bad input, each with its fix.
     """
     started = time.monotonic()
     final = Path(config.output)
-    if final.exists() and any(final.iterdir()):
-        raise RunFolderError(f"{final} already exists and is not empty; choose another --output or remove it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    work = partial_dir(final)
+    if resume and not (work / "config.json").exists():
+        raise RunFolderError(f"nothing to resume at {final}: no interrupted run ({work.name}) beside it")
+    if not resume:
+        if final.exists() and any(final.iterdir()):
+            raise RunFolderError(f"{final} already exists and is not empty; choose another --output or remove it")
+        if work.exists():
+            raise RunFolderError(f"an interrupted run of {final} exists; continue it with `edgetl train --resume {final}` or remove {work}")
+        work.mkdir(parents=True)
+        write_json_atomic(work / "config.json", config.to_dict())
     try:
         metrics = _train_into(config, work)
-        if final.exists():
-            final.rmdir()
-        os.replace(work, final)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+    except KeyboardInterrupt:
+        log.warn(f"interrupted; the last completed epoch is saved: continue with `edgetl train --resume {final}`")
         raise
+    except BaseException:
+        if not (work / "checkpoint" / "state.json").exists():
+            shutil.rmtree(work, ignore_errors=True)  # nothing trained yet: nothing worth keeping
+        raise
+    shutil.rmtree(work / "checkpoint", ignore_errors=True)
+    if final.exists():
+        final.rmdir()
+    os.replace(work, final)
     return TrainResult(final, metrics, time.monotonic() - started)
+
+
+def resume_config(run: Path) -> TrainConfig:
+    """The config an interrupted run was started with."""
+    path = partial_dir(run) / "config.json"
+    data = read_json(path)
+    if data is None:
+        raise RunFolderError(f"nothing to resume at {run}: no interrupted run ({path.parent.name}) beside it")
+    return TrainConfig.from_dict(data)
 
 
 def _train_into(config: TrainConfig, work: Path) -> dict[str, Any]:
@@ -82,11 +112,12 @@ def _train_into(config: TrainConfig, work: Path) -> dict[str, Any]:
     data_mod.write_splits(work, dataset, splits, skipped)
     tf, strategy, policy = _runtime(config)
     log.stage(3, STAGES, f"building MobileNetV2 alpha={config.alpha} ({policy}, {strategy.num_replicas_in_sync} replica(s))")
+    state = checkpoint.State(work / "checkpoint")
     with strategy.scope():
         built = model_mod.build(config, len(dataset.class_names))
-        history = [_timed(_head_phase, config, built, pixels)]
+        history = [_timed(_head_phase, config, built, pixels, state)]
         if config.fine_tune_epochs:
-            history.append(_timed(_fine_tune_phase, config, built, pixels))
+            history.append(_timed(_fine_tune_phase, config, built, pixels, state))
     if policy != "float32":
         built = _to_float32(config, built, len(dataset.class_names))
     log.stage(6, STAGES, "evaluating and writing the run folder")
@@ -96,10 +127,10 @@ def _train_into(config: TrainConfig, work: Path) -> dict[str, Any]:
     return metrics
 
 
-def _timed(phase: Any, config: TrainConfig, built: model_mod.BuiltModel, px: "Splits") -> dict[str, Any]:
+def _timed(phase: Any, config: TrainConfig, built: model_mod.BuiltModel, px: "Splits", state: checkpoint.State) -> dict[str, Any]:
     """Run a training phase and record its wall time and training images per second."""
     start = time.monotonic()
-    result = phase(config, built, px)
+    result = phase(config, built, px, state)
     seconds = time.monotonic() - start
     epochs = len(result["loss"])
     return {**result, "seconds": round(seconds, 3), "images_per_s": round(epochs * len(px.y["train"]) / seconds, 1)}
@@ -134,51 +165,53 @@ def _runtime(config: TrainConfig) -> tuple[Any, Any, str]:
     return tf, strategy, policy
 
 
-def _early_stopping(patience: int) -> Any:
-    return model_mod.keras().callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0
-    )
-
-
 def _compile(model: Any, learning_rate: float) -> None:
     k = model_mod.keras()
     model.compile(k.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
-def _fit(model: Any, *args: Any, **kwargs: Any) -> dict[str, list[float]]:
-    """``model.fit`` with Keras' progress bars sent to stderr (stdout carries results)."""
-    with contextlib.redirect_stdout(sys.stderr):
-        hist = model.fit(*args, verbose=0 if log.QUIET else (1 if sys.stderr.isatty() else 2), **kwargs)
-    return {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+def _fit(model: Any, state: checkpoint.State, phase: str, patience: int, *args: Any, **kwargs: Any) -> dict[str, list[float]]:
+    """``model.fit`` from the phase's last checkpoint, early-stopping and checkpointing every epoch.
+
+    Keras' progress bars go to stderr (stdout carries results). Returns the
+    phase's whole history, epochs from before a resume included.
+    """
+    start = checkpoint.resume_point(model, state, phase)
+    if start:
+        log.info(f"resuming {phase} after epoch {start}")
+    if state.phase(phase)["done"]:
+        checkpoint.restore_best(model, state, phase)
+    else:
+        callback = checkpoint.make_callback(state, phase, patience)
+        with contextlib.redirect_stdout(sys.stderr):
+            model.fit(*args, initial_epoch=start, callbacks=[callback], verbose=0 if log.QUIET else (1 if sys.stderr.isatty() else 2), **kwargs)
+    return dict(state.phase(phase)["history"])
 
 
-def _head_phase(config: TrainConfig, built: model_mod.BuiltModel, px: Splits) -> dict[str, Any]:
+def _head_phase(config: TrainConfig, built: model_mod.BuiltModel, px: Splits, state: checkpoint.State) -> dict[str, Any]:
     norm = built.normalization
     views = config.cache_views if config.augment else min(config.cache_views, 1)
+    val = (normalize(px.x["val"], norm), px.y["val"])
     if views == 0:
         log.stage(4, STAGES, f"training the head for {config.epochs} epochs, backbone recomputed every epoch (uncached)")
         _compile(built.full, config.learning_rate)
         seq = feed.make_sequence(px.x["train"], px.y["train"], norm, config.batch_size, config.seed, config.augment)
-        val = (feed.normalize(px.x["val"], norm), px.y["val"])
-        hist = _fit(built.full, seq, validation_data=val, epochs=config.epochs, callbacks=[_early_stopping(config.patience)])
+        hist = _fit(built.full, state, "head", config.patience, seq, validation_data=val, epochs=config.epochs)
         return {"phase": "head (uncached)", **hist}
     log.stage(4, STAGES, f"training the head for {config.epochs} epochs on cached features ({views} view(s) per image)")
     start = time.monotonic()
     feats = [feed.predict(built.features, v, norm, config.batch_size) for v in feed.augmented_views(px.x["train"], views, config.seed)]
-    train_x = np.concatenate(feats)
-    train_y = np.tile(px.y["train"], views)
+    train_x, train_y = np.concatenate(feats), np.tile(px.y["train"], views)
     val_x = feed.predict(built.features, px.x["val"], norm, config.batch_size)
     log.info(f"backbone features for {len(train_x) + len(val_x)} images in {time.monotonic() - start:.1f}s")
     _compile(built.head, config.learning_rate)
-    hist = _fit(
-        built.head, train_x, train_y, validation_data=(val_x, px.y["val"]), epochs=config.epochs,
-        batch_size=config.batch_size, shuffle=True, callbacks=[_early_stopping(config.patience)],
-    )  # fmt: skip
+    hist = _fit(built.head, state, "head", config.patience, train_x, train_y, validation_data=(val_x, val[1]),
+                epochs=config.epochs, batch_size=config.batch_size, shuffle=True)  # fmt: skip
     model_mod.copy_head_weights(built.head, built.full)
     return {"phase": "head (cached features)", "views": views, **hist}
 
 
-def _fine_tune_phase(config: TrainConfig, built: model_mod.BuiltModel, px: Splits) -> dict[str, Any]:
+def _fine_tune_phase(config: TrainConfig, built: model_mod.BuiltModel, px: Splits, state: checkpoint.State) -> dict[str, Any]:
     trainable = model_mod.unfreeze_top(built, config.fine_tune_layers)
     log.stage(
         5, STAGES, f"fine-tuning the top {config.fine_tune_layers} layers ({trainable} with weights, BatchNorm frozen) "
@@ -187,8 +220,8 @@ def _fine_tune_phase(config: TrainConfig, built: model_mod.BuiltModel, px: Split
     _compile(built.full, config.fine_tune_learning_rate)  # recompile: trainable flags changed
     norm = built.normalization
     seq = feed.make_sequence(px.x["train"], px.y["train"], norm, config.batch_size, config.seed, config.augment)
-    val = (feed.normalize(px.x["val"], norm), px.y["val"])
-    hist = _fit(built.full, seq, validation_data=val, epochs=config.fine_tune_epochs, callbacks=[_early_stopping(config.patience)])
+    val = (normalize(px.x["val"], norm), px.y["val"])
+    hist = _fit(built.full, state, "fine_tune", config.patience, seq, validation_data=val, epochs=config.fine_tune_epochs)
     return {"phase": "fine-tune", "trainable_layers": trainable, **hist}
 
 
@@ -226,7 +259,6 @@ def _write_run(config: TrainConfig, work: Path, built: model_mod.BuiltModel, cla
     model_path = work / "model.keras"
     built.full.save(str(model_path))
     write_bytes_atomic(work / "labels.txt", ("\n".join(class_names) + "\n").encode("utf-8"))
-    write_json_atomic(work / "config.json", config.to_dict())
     write_json_atomic(work / "history.json", history)
     write_json_atomic(work / "metrics.json", metrics)
     report.plot_history(history, work / "learning_curves.png")

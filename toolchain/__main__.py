@@ -1,0 +1,5 @@
+"""``python -m toolchain`` is ``edgetl``."""
+
+from toolchain.cli import main
+
+main()

@@ -46,3 +46,30 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path, image
     config = TrainConfig(data=str(fm_folder), output=str(run), image_size=96, epochs=8, seed=1, cache_views=2)
     train(config)
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path) -> Path:
+    """An untrained MobileNetV2 0.35/96 (weights none) as a run folder over the real Fashion-MNIST subset.
+
+    For conversion mechanics (variants, IO types, cards, calibration), where accuracy
+    does not matter; copy it before writing into it.
+    """
+    from edge_runtime.model_card import ModelCard, sha256_file, write_json_atomic
+    from toolchain import data, model
+    from toolchain.config import TrainConfig
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    config = TrainConfig(data=str(fm_folder), output=str(run), alpha=0.35, image_size=96, weights="none", seed=3)
+    dataset = data.discover(str(fm_folder))
+    data.write_splits(run, dataset, data.split(dataset, 0.1, 0.1, config.seed), [])
+    model.keras().utils.set_random_seed(config.seed)
+    built = model.build(config, len(dataset.class_names))
+    built.full.save(str(run / "model.keras"))
+    write_json_atomic(run / "config.json", config.to_dict())
+    ModelCard(
+        labels=tuple(dataset.class_names), height=96, width=96, model_file="model.keras",
+        model_sha256=sha256_file(run / "model.keras"), normalization=built.normalization,
+        extra={"backbone": {"name": "mobilenet_v2", "alpha": 0.35, "weights": "none"}},
+    ).save(run / "model_card.json")  # fmt: skip
+    return run

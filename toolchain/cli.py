@@ -16,6 +16,7 @@ import click
 
 from toolchain import log
 from toolchain.config import MixedPrecision, Pooling, Strategy, TrainConfig, read_config_file
+from toolchain.config import CalibrationConfig, ConvertConfig, IoType, QatConfig, Quantization
 from toolchain.errors import EdgeTLError
 
 
@@ -186,3 +187,117 @@ def parity(run: str, data_path: Optional[str], models: Optional[str], as_json: b
     names = tuple(m.strip() for m in models.split(",")) if models else None
     result = run_parity(ParityConfig(run=run, data=data_path, models=names, **options))
     emit(result.to_dict(), as_json, f"{Path(run) / 'parity.md'}  all {len(result.checks)} checks passed")
+
+
+def verbose_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    def _set(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:
+            import os  # noqa: PLC0415
+
+            log.VERBOSE = True
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # before TensorFlow loads
+        return value
+
+    return click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set, is_eager=True,
+                        help="Show TensorFlow's and the converter's own log.")(func)  # fmt: skip
+
+
+QAT_DEFAULTS = {f: getattr(QatConfig, f) for f in QatConfig.__dataclass_fields__ if hasattr(QatConfig, f)}
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--epochs", type=int, default=QAT_DEFAULTS["epochs"], show_default=True, help="Most fine-tuning epochs (early stopping on val).")
+@click.option("--learning-rate", type=float, default=QAT_DEFAULTS["learning_rate"], show_default=True)
+@click.option("--batch-size", type=int, default=QAT_DEFAULTS["batch_size"], show_default=True)
+@click.option("--patience", type=int, default=QAT_DEFAULTS["patience"], show_default=True, help="Early-stopping patience.")
+@click.option("--augment/--no-augment", default=True, show_default=True)
+@click.option("--seed", type=int, help="Shuffle/augmentation seed (default: the run's training seed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@quiet_option
+@verbose_option
+def qat(run: str, as_json: bool, **options: Any) -> None:
+    """Quantization-aware fine-tune of RUN/model.keras into RUN/model_qat.keras (+ model_qat.json)."""
+    from toolchain.qat import qat as run_qat  # noqa: PLC0415
+
+    result = run_qat(QatConfig(run=run, **options))
+    top1 = {s: result.metrics[s]["top1"] for s in ("val", "test")}
+    summary = {"model": str(result.model_path), "card": str(result.card_path), "val_top1": top1["val"], "test_top1": top1["test"],
+               "float_test_top1": result.float_metrics.get("test", {}).get("top1"), "seconds": round(result.seconds, 1)}  # fmt: skip
+    emit(summary, as_json, f"{result.model_path}  QAT val top-1 {top1['val']:.4f}  test top-1 {top1['test']:.4f}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--calib-size", "size", type=int, default=CalibrationConfig.size, show_default=True, help="Images in the representative set.")
+@click.option("--seed", type=int, default=CalibrationConfig.seed, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@quiet_option
+def calibrate(run: str, size: int, seed: int, as_json: bool) -> None:
+    """Choose the int8 representative set from RUN's train split; write RUN/calibration.json."""
+    from calibration import MANIFEST_NAME  # noqa: PLC0415
+    from toolchain.convert import calibrate as run_calibrate  # noqa: PLC0415
+
+    manifest = run_calibrate(CalibrationConfig(run=run, size=size, seed=seed))
+    counts = sorted(set(manifest.per_class.values()))
+    spread = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    emit(manifest.to_dict(), as_json, f"{Path(run) / MANIFEST_NAME}  {manifest.size} images, {spread} per class, "
+                                      f"seed {manifest.seed}, sha256 {manifest.sha256[:16]}…")  # fmt: skip
+
+
+def _quantizations(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[tuple[Quantization, ...]]:
+    if value is None:
+        return None
+    out = []
+    for name in (v.strip().lower().replace("-", "_") for v in value.split(",") if v.strip()):
+        try:
+            out.append(Quantization(name))
+        except ValueError:
+            choices = ", ".join(q.value.replace("_", "-") for q in Quantization)
+            raise click.BadParameter(f"{name.replace('_', '-')!r} is not one of {choices}") from None
+    return tuple(out)
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--quant", "quantizations", callback=_quantizations,
+              help="Comma-separated variants: fp32,fp16,dynamic,int8,qat-int8 (default: all but qat-int8, "
+                   "plus qat-int8 when model_qat.keras exists).")  # fmt: skip
+@click.option("--io", "io_type", type=click.Choice([t.value for t in IoType]), default="uint8", show_default=True,
+              help="Input/output type of the int8 variants (uint8 takes raw camera pixels).")  # fmt: skip
+@click.option("--calib-size", type=int, help="Representative images (default: reuse calibration.json, else 300).")
+@click.option("--calib-seed", type=int, help="Representative set seed (default: reuse calibration.json, else 42).")
+@click.option("--debug", is_flag=True, help="Per-layer int8 error statistics to RUN/int8_debug.csv.")
+@click.option("--keep-float", help="Comma-separated Keras layer names the int8 variant keeps in float.")
+@click.option("--no-parity", is_flag=True, help="Do not run `edgetl parity` after converting.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@quiet_option
+@verbose_option
+def convert(run: str, quantizations: Optional[tuple[Quantization, ...]], io_type: str, keep_float: Optional[str],
+            no_parity: bool, as_json: bool, **options: Any) -> None:  # fmt: skip
+    """Convert RUN/model.keras to TFLite variants (RUN/model_<variant>.tflite + card each)."""
+    from toolchain.convert import convert as run_convert  # noqa: PLC0415
+
+    layers = tuple(n.strip() for n in keep_float.split(",") if n.strip()) if keep_float else ()
+    result = run_convert(ConvertConfig(run=run, quantizations=quantizations, io=IoType(io_type), keep_float=layers, **options))
+    emit(result.to_dict(), as_json, result.table())
+    if not no_parity:
+        _run_parity_if_available(Path(run))
+
+
+def _run_parity_if_available(run_dir: Path) -> None:
+    """Hook: run ``edgetl parity`` on the fresh models when ``toolchain.parity`` is installed."""
+    import importlib.util  # noqa: PLC0415
+
+    if importlib.util.find_spec("toolchain.parity") is None:
+        return
+    from toolchain import parity as parity_mod  # noqa: PLC0415
+
+    config = parity_mod.ParityConfig(run=str(run_dir)) if hasattr(parity_mod, "ParityConfig") else run_dir
+    try:
+        result = parity_mod.run_parity(config)
+    except ModuleNotFoundError as exc:  # the device runtime it drives is not installed (yet)
+        log.warn(f"parity skipped ({exc}); run `edgetl parity {run_dir}` once it is available")
+        return
+    checks = getattr(result, "checks", None)
+    log.info(f"parity: {len(checks)} checks passed" if checks is not None else "parity passed")

@@ -126,6 +126,100 @@ class TrainConfig:
         return from_dict(cls, data)
 
 
+class IoType(str, enum.Enum):
+    """Input/output tensor type of a full-integer model (``uint8`` takes raw camera pixels)."""
+
+    UINT8 = "uint8"
+    INT8 = "int8"
+    FLOAT32 = "float32"
+
+
+DEFAULT_CALIB_SIZE = 300
+DEFAULT_CALIB_SEED = 42
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationConfig:
+    """``edgetl calibrate``: how many train-split images the representative set holds.
+
+    Attributes:
+        run: the run folder (its ``splits/train.csv`` is the only source).
+        size: images in the set, balanced over classes (fewer when the split is smaller).
+        seed: seeds which images are picked and their order.
+    """
+
+    run: str
+    size: int = DEFAULT_CALIB_SIZE
+    seed: int = DEFAULT_CALIB_SEED
+
+    def __post_init__(self) -> None:
+        if self.size <= 0:
+            raise ConfigError(f"--calib-size must be >= 1 (got {self.size}); a few hundred images is typical")
+
+
+@dataclasses.dataclass(frozen=True)
+class QatConfig:
+    """``edgetl qat``: a short quantization-aware fine-tune of ``RUN/model.keras``.
+
+    Attributes:
+        run: the run folder.
+        epochs: most fine-tuning epochs (early stopping on val loss restores the best).
+        learning_rate: Adam learning rate; low, the model is already trained.
+        seed: shuffling/augmentation seed; None uses the run's training seed.
+    """
+
+    run: str
+    epochs: int = 3
+    learning_rate: float = 1e-5
+    batch_size: int = 32
+    patience: int = 2
+    augment: bool = True
+    seed: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs >= 1, "--epochs must be >= 1"),
+            (self.learning_rate > 0, "--learning-rate must be > 0"),
+            (self.batch_size >= 1, "--batch-size must be >= 1"),
+            (self.patience >= 1, "--patience must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    """``edgetl convert``: which TFLite variants to write and how.
+
+    Attributes:
+        run: the run folder.
+        quantizations: variants to write; None = fp32, fp16, dynamic, int8 (+ qat_int8
+            when ``model_qat.keras`` exists).
+        io: input/output type of the full-integer variants (float variants stay float32).
+        calib_size, calib_seed: representative set; None reuses ``calibration.json``
+            (or makes a default one).
+        debug: write per-layer int8 error statistics (``int8_debug.csv``).
+        keep_float: Keras layer names the int8 variant keeps in float.
+    """
+
+    run: str
+    quantizations: Optional[tuple[Quantization, ...]] = None
+    io: IoType = IoType.UINT8
+    calib_size: Optional[int] = None
+    calib_seed: Optional[int] = None
+    debug: bool = False
+    keep_float: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.calib_size is not None and self.calib_size <= 0:
+            raise ConfigError(f"--calib-size must be >= 1 (got {self.calib_size}); a few hundred images is typical")
+        if self.quantizations is not None and not self.quantizations:
+            raise ConfigError("--quant needs at least one of: " + ", ".join(q.value for q in Quantization))
+        if (self.debug or self.keep_float) and self.quantizations is not None and Quantization.INT8 not in self.quantizations:
+            raise ConfigError("--debug and --keep-float apply to the int8 variant; add int8 to --quant")
+
+
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Build a config dataclass from plain JSON values, refusing unknown keys."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]

@@ -6,7 +6,10 @@ through ``cli.py``).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import tempfile
 import time
 from typing import Iterable, Iterator, TypeVar
 
@@ -47,3 +50,38 @@ def progress(items: Iterable[T], total: int, label: str) -> Iterator[T]:
     if show:
         prefix = "\r" if tty else ""
         print(f"{prefix}      {label}: {total} in {time.monotonic() - start:.1f}s", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def quiet_native() -> Iterator[None]:
+    """Hide what TensorFlow, absl and the TFLite converter print (C++ and Python) unless -v.
+
+    File descriptors 1 and 2 are pointed at a temporary file for the block; when
+    the block raises, the captured text is replayed on stderr so the cause is not
+    lost. With ``VERBOSE`` nothing is hidden.
+    """
+    if VERBOSE:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    sink = tempfile.TemporaryFile()
+    try:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+    except BaseException:
+        sink.seek(0)
+        sys.stderr.write(sink.read()[-4000:].decode("utf-8", "replace"))
+        raise
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
+        sink.close()

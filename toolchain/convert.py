@@ -1,0 +1,397 @@
+"""``edgetl convert`` (and ``edgetl calibrate``): TFLite variants of a run, each with its card.
+
+The Keras model is exported once to a temporary SavedModel and every variant is
+converted from it (``from_saved_model`` is several times faster than
+``from_keras_model``, which re-traces per call; the output is the same). Variants:
+fp32, fp16 (float16 weights), dynamic (int8 weights, float activations), int8
+(full-integer post-training quantization, calibrated on ``RUN/calibration.json``)
+and qat_int8 (from ``model_qat.keras``). Full-integer models take and return
+uint8 by default, so the device can feed raw camera pixels. Each file is read back
+with ai-edge-litert, which proves it loads, and its card records the tensors'
+actual dtype, scale and zero point.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib.metadata
+import io
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+import calibration
+from edge_runtime.model_card import ModelCard, TensorSpec, card_path_for, sha256_file, verify_model_file, write_bytes_atomic
+from toolchain import data as data_mod
+from toolchain import log
+from toolchain import model as model_mod
+from toolchain import qat as qat_mod
+from toolchain.config import DEFAULT_CALIB_SEED, DEFAULT_CALIB_SIZE, CalibrationConfig, ConvertConfig, IoType, Quantization
+from toolchain.errors import ConfigError, ConversionError, RunFolderError
+
+DEFAULT_VARIANTS = (Quantization.FP32, Quantization.FP16, Quantization.DYNAMIC, Quantization.INT8)
+DEBUG_CSV = "int8_debug.csv"
+DEBUG_SAMPLES = 50  # images the int8 debugger compares layer by layer
+WORST_LAYERS = 5
+
+
+@dataclasses.dataclass
+class VariantResult:
+    """One written .tflite and its card."""
+
+    quantization: Quantization
+    path: Path
+    card: ModelCard
+    size_bytes: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        spec = lambda t: {"dtype": t.dtype, "scale": t.scale, "zero_point": t.zero_point}  # noqa: E731
+        return {"quantization": self.quantization.value, "path": str(self.path), "card": str(card_path_for(self.path)),
+                "size_bytes": self.size_bytes, "seconds": round(self.seconds, 2), "sha256": self.card.model_sha256,
+                "input": spec(self.card.input), "output": spec(self.card.output)}  # fmt: skip
+
+
+@dataclasses.dataclass
+class ConvertResult:
+    """Every variant written, the calibration used and the debugger's report."""
+
+    run_dir: Path
+    variants: list[VariantResult]
+    manifest: Optional[calibration.Manifest]
+    debug_csv: Optional[Path]
+    seconds: float
+
+    def fp32_bytes(self) -> Optional[int]:
+        """Size of the fp32 model: converted now, or already in the run folder."""
+        for v in self.variants:
+            if v.quantization == Quantization.FP32:
+                return v.size_bytes
+        existing = self.run_dir / "model_fp32.tflite"
+        return existing.stat().st_size if existing.exists() else None
+
+    def to_dict(self) -> dict[str, Any]:
+        fp32 = self.fp32_bytes()
+        return {
+            "run": str(self.run_dir), "seconds": round(self.seconds, 1),
+            "calibration": {"sha256": self.manifest.sha256, "size": self.manifest.size} if self.manifest else None,
+            "debug_csv": str(self.debug_csv) if self.debug_csv else None,
+            "variants": [{**v.to_dict(), "ratio_vs_fp32": round(v.size_bytes / fp32, 4) if fp32 else None} for v in self.variants],
+        }  # fmt: skip
+
+    def table(self) -> str:
+        """The summary: variant, size, ratio to fp32, tensor types, conversion time."""
+        fp32 = self.fp32_bytes()
+        rows = [f"{'variant':<9} {'size KiB':>9} {'vs fp32':>8}  {'input':<26} {'output':<26} {'seconds':>7}"]
+        for v in self.variants:
+            ratio = f"{v.size_bytes / fp32:.3f}x" if fp32 else "-"
+            rows.append(f"{v.quantization.value:<9} {v.size_bytes / 1024:>9.1f} {ratio:>8}  {_spec_text(v.card.input):<26} "
+                        f"{_spec_text(v.card.output):<26} {v.seconds:>7.1f}")  # fmt: skip
+        return "\n".join(rows)
+
+
+def _spec_text(spec: TensorSpec) -> str:
+    return f"{spec.dtype} s={spec.scale:.4g} zp={spec.zero_point}" if spec.quantized else spec.dtype
+
+
+def calibrate(config: CalibrationConfig) -> calibration.Manifest:
+    """Choose the representative set from the run's train split and write ``RUN/calibration.json``.
+
+    Raises:
+        RunFolderError: not a run folder, or its train split is missing or empty.
+    """
+    run = Path(config.run)
+    card = qat_mod.keras_card(run)
+    _, items = data_mod.load_split(run, "train")
+    try:
+        manifest = calibration.build_manifest([(it.ref, it.label) for it in items], card.labels, config.size, config.seed)
+    except calibration.CalibrationError as exc:
+        raise RunFolderError(f"{run}: {exc}") from None
+    if manifest.size < config.size:
+        log.warn(f"the train split has only {manifest.size} images; calibrating on all of them, not {config.size}")
+    manifest.save(run / calibration.MANIFEST_NAME)
+    return manifest
+
+
+def ensure_manifest(run: Path, card: ModelCard, size: Optional[int], seed: Optional[int]) -> calibration.Manifest:
+    """The run's manifest when it matches the asked size and seed (None = any), else a new one."""
+    path = Path(run) / calibration.MANIFEST_NAME
+    if path.exists():
+        try:
+            manifest = calibration.load_manifest(path)
+        except calibration.CalibrationError as exc:
+            raise RunFolderError(str(exc)) from None
+        if (size in (None, manifest.requested) and seed in (None, manifest.seed)
+                and manifest.class_names == card.labels):  # fmt: skip
+            log.info(f"calibrating on {path.name}: {manifest.size} images, sha256 {manifest.sha256[:12]}…")
+            return manifest
+        log.info(f"{path.name} was made with other settings; choosing a new representative set")
+    manifest = calibrate(CalibrationConfig(str(run), size or DEFAULT_CALIB_SIZE, DEFAULT_CALIB_SEED if seed is None else seed))
+    log.info(f"calibrating on a new {path.name}: {manifest.size} images, sha256 {manifest.sha256[:12]}…")
+    return manifest
+
+
+def convert(config: ConvertConfig) -> ConvertResult:
+    """Write every asked variant of ``RUN/model.keras`` as ``RUN/model_<variant>.tflite`` + card.
+
+    Raises:
+        RunFolderError: not a run folder, the model does not match its card, or
+            qat_int8 asked without ``model_qat.keras``.
+        ConfigError: a ``--keep-float`` layer that is not in the graph.
+        ConversionError: the converter failed or wrote a model that does not load.
+    """
+    started = time.monotonic()
+    run = Path(config.run)
+    card = qat_mod.keras_card(run)
+    verify_model_file(card, run / "model.keras")
+    variants = _variants(config, run)
+    if Quantization.QAT_INT8 in variants and not (run / qat_mod.QAT_MODEL).is_file():
+        raise RunFolderError(f"{run} has no {qat_mod.QAT_MODEL}; run `edgetl qat {run}` first, or leave qat-int8 out of --quant")
+    manifest = ensure_manifest(run, card, config.calib_size, config.calib_seed) if Quantization.INT8 in variants else None
+    representative = calibration.representative_dataset(manifest, card, _pixel_loader(run, card)) if manifest else None
+    total = len(variants) + 1 + int(config.debug)
+    log.stage(1, total, "exporting the Keras model(s) to a temporary SavedModel")
+    results: list[VariantResult] = []
+    debug_csv = None
+    with tempfile.TemporaryDirectory(prefix="edgetl-convert-") as tmp:
+        tf, saved = _export_all(run, variants, Path(tmp))
+        for step, quant in enumerate(variants, 2):
+            log.stage(step, total, f"converting {quant.value}")
+            results.append(_write_variant(tf, quant, saved, config, card, run, manifest, representative))
+            log.info(f"{results[-1].path.name}: {results[-1].size_bytes / 1024:.1f} KiB in {results[-1].seconds:.1f}s")
+        if config.debug:
+            log.stage(total, total, f"int8 quantization debugger on {min(DEBUG_SAMPLES, manifest.size)} images")  # type: ignore[union-attr]
+            debug_csv = _debug(tf, saved["float"], representative, run)  # type: ignore[arg-type]
+    return ConvertResult(run, results, manifest, debug_csv, time.monotonic() - started)
+
+
+def _variants(config: ConvertConfig, run: Path) -> list[Quantization]:
+    asked = set(config.quantizations or DEFAULT_VARIANTS)
+    if config.quantizations is None and (run / qat_mod.QAT_MODEL).is_file():
+        asked.add(Quantization.QAT_INT8)
+    return [q for q in Quantization if q in asked]
+
+
+def _pixel_loader(run: Path, card: ModelCard) -> Optional[calibration.PixelLoader]:
+    """For ``#N`` refs (an image-array dataset) the toolchain reads the array; files decode on the device path."""
+    dataset, _ = data_mod.load_split(run, "train")
+    if dataset.kind != "array":
+        return None
+    return lambda ref: dataset._load(data_mod.Item(ref, 0), card.height, card.interpolation)  # noqa: SLF001
+
+
+def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any, dict[str, Path]]:
+    """Export the float (and QAT) Keras model once each; TF's chatter is hidden."""
+    saved: dict[str, Path] = {}
+    with log.quiet_native():
+        model_mod.keras()
+        import tensorflow as tf  # noqa: PLC0415
+
+        if any(q != Quantization.QAT_INT8 for q in variants):
+            model_mod.load(str(run / "model.keras")).export(str(tmp / "float"))
+            saved["float"] = tmp / "float"
+    if Quantization.QAT_INT8 in variants:
+        quantized = qat_mod.load_qat(run)
+        with log.quiet_native():
+            quantized.export(str(tmp / "qat"))
+        saved["qat"] = tmp / "qat"
+    return tf, saved
+
+
+def _converter(tf: Any, quant: Quantization, saved: dict[str, Path], io_type: IoType, representative: Optional[Callable[[], Any]]) -> Any:
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved["qat" if quant == Quantization.QAT_INT8 else "float"]))
+    if quant == Quantization.FP32:
+        return converter
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quant == Quantization.FP16:
+        converter.target_spec.supported_types = [tf.float16]
+    elif quant in (Quantization.INT8, Quantization.QAT_INT8):
+        if quant == Quantization.INT8:  # QAT carries its ranges in the graph; PTQ calibrates them
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.representative_dataset = representative
+        if io_type != IoType.FLOAT32:
+            converter.inference_input_type = converter.inference_output_type = getattr(tf, io_type.value)
+    return converter
+
+
+def _convert_bytes(tf: Any, quant: Quantization, saved: dict[str, Path], config: ConvertConfig,
+                   representative: Optional[Callable[[], Any]]) -> bytes:  # fmt: skip
+    converter = _converter(tf, quant, saved, config.io, representative)
+    try:
+        with log.quiet_native():
+            if quant == Quantization.INT8 and config.keep_float:
+                return _selective_int8(tf, converter, config)
+            return bytes(converter.convert())
+    except (ConfigError, ConversionError):
+        raise
+    except Exception as exc:  # the converter raises many types (ConverterError, ValueError, RuntimeError)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(f"converting {quant.value} failed: {first[:300]}; rerun with -v to see the converter's log") from None
+
+
+def _selective_int8(tf: Any, converter: Any, config: ConvertConfig) -> bytes:
+    """Full-integer int8 with the ``--keep-float`` layers denylisted (left in float).
+
+    The converter only calibrates; the MLIR quantizer then quantizes everything but
+    the denylisted ops' outputs, the same two steps QuantizationDebugger uses for
+    its selective quantization.
+    """
+    from tensorflow.lite.python import convert as tflite_convert  # noqa: PLC0415
+
+    converter._experimental_calibrate_only = True  # noqa: SLF001
+    calibrated = converter.convert()
+    nodes = keep_float_nodes(calibrated, config.keep_float)
+    io_type = tf.float32 if config.io == IoType.FLOAT32 else getattr(tf, config.io.value)
+    return bytes(tflite_convert.mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type, denylisted_nodes=nodes))
+
+
+def _layers_of(tensor_name: str) -> list[str]:
+    """Keras layer names in a TFLite tensor name (fused ops join several with ``;``)."""
+    return [part.split("/")[1] for part in tensor_name.split(";") if part.count("/") >= 1 and part.split("/")[1]]
+
+
+def keep_float_nodes(model: bytes, layers: tuple[str, ...]) -> list[str]:
+    """Output tensor names of the ops that belong to each Keras layer in ``layers``.
+
+    Raises:
+        ConfigError: a layer matches no op.
+    """
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+    interpreter = Interpreter(model_content=model)
+    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    outputs = [tensors[i] for op in interpreter._get_ops_details() for i in op["outputs"] if i in tensors]  # noqa: SLF001
+    nodes: list[str] = []
+    for layer in layers:
+        found = [name for name in outputs if layer in _layers_of(name)]
+        if not found:
+            known = list(dict.fromkeys(_layers_of(n)[-1] for n in outputs if _layers_of(n)))
+            sample = ", ".join(known[:6])
+            raise ConfigError(f"--keep-float {layer}: no such layer in the converted graph (layers look like {sample}); "
+                              f"--debug names the worst ones")  # fmt: skip
+        nodes += found
+    return nodes
+
+
+def _write_variant(tf: Any, quant: Quantization, saved: dict[str, Path], config: ConvertConfig, card: ModelCard, run: Path,
+                   manifest: Optional[calibration.Manifest], representative: Optional[Callable[[], Any]]) -> VariantResult:  # fmt: skip
+    start = time.monotonic()
+    model = _convert_bytes(tf, quant, saved, config, representative)
+    seconds = time.monotonic() - start
+    path = run / f"model_{quant.value}.tflite"
+    write_bytes_atomic(path, model)
+    spec_in, spec_out = read_back(path, card)
+    integer = quant in (Quantization.INT8, Quantization.QAT_INT8)
+    if integer and config.io != IoType.FLOAT32 and not (quant == Quantization.INT8 and config.keep_float):
+        floating = float_ops(path)
+        if floating:
+            raise ConversionError(f"{path.name} is not fully integer: {len(floating)} op(s) compute in float "
+                                  f"({', '.join(floating[:5])}); the graph lacks int8 kernels or ranges for them")  # fmt: skip
+    source = run / (qat_mod.QAT_MODEL if quant == Quantization.QAT_INT8 else "model.keras")
+    extra: dict[str, Any] = {
+        "backbone": card.extra.get("backbone", {}),
+        "source": {"file": source.name, "sha256": sha256_file(source), "float_sha256": card.model_sha256},
+        "keras_metrics": card.extra.get("metrics", {}),
+        "conversion": {"seconds": round(seconds, 2), "size_bytes": len(model), "converter": "TFLiteConverter.from_saved_model",
+                       "io": config.io.value if integer else "float32",
+                       "keep_float": list(config.keep_float) if quant == Quantization.INT8 else []},
+        "versions": _versions(tf),
+    }  # fmt: skip
+    if quant == Quantization.INT8 and manifest is not None:
+        extra["calibration"] = {"manifest": calibration.MANIFEST_NAME, "sha256": manifest.sha256, "size": manifest.size, "seed": manifest.seed}
+    variant_card = card.replace(model_file=path.name, model_sha256=sha256_file(path), quantization=quant.value,
+                                input=spec_in, output=spec_out, extra=extra)  # fmt: skip
+    variant_card.save(card_path_for(path))
+    return VariantResult(quant, path, variant_card, len(model), seconds)
+
+
+def read_back(path: Path, card: ModelCard) -> tuple[TensorSpec, TensorSpec]:
+    """Load a .tflite with ai-edge-litert and read its input and output tensors.
+
+    Raises:
+        ConversionError: it does not load, or its tensors do not fit the card.
+    """
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+    try:
+        with log.quiet_native():  # the XNNPACK delegate announces itself
+            interpreter = Interpreter(model_path=str(path))
+            interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ConversionError(f"{path} does not load in ai-edge-litert ({exc}); rerun with -v") from None
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ConversionError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; expected one of each")
+    shape_in, shape_out = tuple(inputs[0]["shape"]), tuple(outputs[0]["shape"])
+    if shape_in[1:] != (card.height, card.width, 3) or shape_out[-1] != card.num_classes:
+        raise ConversionError(f"{path} takes {shape_in} and returns {shape_out}; its card says "
+                              f"({card.height}, {card.width}, 3) -> {card.num_classes} classes")  # fmt: skip
+    return _spec(inputs[0]), _spec(outputs[0])
+
+
+def float_ops(path: Path) -> list[str]:
+    """Names of the ops in a .tflite whose outputs are float32 (none in a full-integer model)."""
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+    interpreter = Interpreter(model_path=str(path))
+    floating = {t["index"] for t in interpreter.get_tensor_details() if np.dtype(t["dtype"]) == np.float32}
+    return [op["op_name"] for op in interpreter._get_ops_details() if floating.intersection(op["outputs"])]  # noqa: SLF001
+
+
+def _spec(detail: dict[str, Any]) -> TensorSpec:
+    scale, zero_point = detail["quantization"]
+    return TensorSpec(np.dtype(detail["dtype"]).name, float(scale), int(zero_point))
+
+
+def _versions(tf: Any) -> dict[str, str]:
+    from toolchain.train import versions  # noqa: PLC0415
+
+    try:
+        litert = importlib.metadata.version("ai-edge-litert")
+    except importlib.metadata.PackageNotFoundError:
+        litert = "unknown"
+    return {**versions(tf), "ai_edge_litert": litert}
+
+
+def _debug(tf: Any, saved_dir: Path, representative: Callable[[], Any], run: Path) -> Path:
+    """Per-layer int8 error statistics to ``RUN/int8_debug.csv``; the worst layers go to the log."""
+
+    def sample() -> Any:
+        for i, item in enumerate(representative()):
+            if i >= DEBUG_SAMPLES:
+                return
+            yield item
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    try:
+        with log.quiet_native():
+            debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=sample)
+            debugger.run()
+            buffer = io.StringIO()
+            debugger.layer_statistics_dump(buffer)
+    except Exception as exc:  # the debugger raises ValueError/RuntimeError from deep inside TFLite
+        raise ConversionError(f"int8 quantization debugger failed: {str(exc).splitlines()[0][:300]}") from None
+    rows = list(csv.DictReader(io.StringIO(buffer.getvalue())))
+    for row in rows:
+        scale, mse = float(row.get("scale") or 0), float(row.get("mean_squared_error") or 0)
+        row["rmse/scale"] = f"{math.sqrt(mse) / scale:.6g}" if scale > 0 else "nan"
+        row["layer"] = (_layers_of(row.get("tensor_name", "")) or [""])[-1]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0].keys()) if rows else ["layer", "rmse/scale"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = run / DEBUG_CSV
+    write_bytes_atomic(path, out.getvalue().encode("utf-8"))
+    worst = sorted((r for r in rows if r["rmse/scale"] != "nan"), key=lambda r: -float(r["rmse/scale"]))[:WORST_LAYERS]
+    if worst:
+        names = ", ".join(f"{r['layer']} ({r['op_name']}) {float(r['rmse/scale']):.3f}" for r in worst)
+        log.info(f"worst int8 layers by rmse/scale: {names}")
+        log.info(f"{len(rows)} layers in {path.name}; keep one in float with --keep-float {worst[0]['layer']}")
+    return path

@@ -1,0 +1,365 @@
+"""Frame sources: image files, video files, USB/CSI cameras, RTSP streams, Picamera2.
+
+Live sources are read by a thread that keeps only the newest frame. OpenCV's V4L2
+backend otherwise queues frames, and a classifier slower than the camera reports
+on frames seconds old (opencv#13145); with the thread a slow consumer always gets
+the freshest frame and the skipped ones are counted as dropped. A camera that stops
+delivering is reopened with backoff, then given up on with ``SourceError``.
+Video files are decoded one frame ahead in a thread, in order, nothing dropped
+(``realtime=True`` paces them at their own frame rate and drops like a camera).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from edge_runtime import preprocess
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
+_EOF = object()
+
+
+class SourceError(RuntimeError):
+    """A source cannot be opened, or was lost and did not come back."""
+
+
+@dataclasses.dataclass
+class Frame:
+    """One image from a source.
+
+    Attributes:
+        image: uint8 pixels in ``color_order``.
+        index: position in the source (frames read, dropped ones included).
+        source: what it came from (a path, ``camera 0``, a URL).
+        color_order: ``BGR`` (OpenCV) or ``RGB`` (decoded files).
+        captured: ``time.monotonic()`` when it was read.
+    """
+
+    image: np.ndarray
+    index: int
+    source: str
+    color_order: str
+    captured: float
+
+
+@dataclasses.dataclass
+class SourceStats:
+    """What a source skipped on the way: frames dropped, files unreadable, reconnects."""
+
+    dropped: int = 0
+    reconnects: int = 0
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+
+class LatestFrame:
+    """A one-slot mailbox: ``put`` replaces the frame, ``get`` waits for one it has not returned."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Optional[Frame] = None
+        self._fresh = False
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, frame: Frame) -> None:
+        with self._cond:
+            if self._fresh:
+                self.dropped += 1
+            self._frame, self._fresh = frame, True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> Optional[Frame]:
+        """The newest unseen frame; None on timeout or once closed and drained."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._fresh or self._closed, timeout)
+            if not self._fresh:
+                return None
+            self._fresh = False
+            return self._frame
+
+
+class FrameSource:
+    """Base of all sources: iterate ``frames()``, then ``close()`` (also on errors)."""
+
+    name = "source"
+
+    def __init__(self) -> None:
+        self.stats = SourceStats()
+
+    def frames(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop background threads and release devices; safe to call twice."""
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class ImageFiles(FrameSource):
+    """Files and folders of images, in the order given (folders sorted); unreadable ones skipped."""
+
+    def __init__(self, paths: Sequence[str]):
+        super().__init__()
+        self.paths = expand_images(paths)
+        self.name = f"{len(self.paths)} image(s)"
+
+    def frames(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.paths):
+            try:
+                image = preprocess.decode_image(path)
+            except preprocess.ImageDecodeError as exc:
+                self.stats.skipped.append(str(exc))
+                continue
+            yield Frame(image, index, str(path), "RGB", time.monotonic())
+
+
+def expand_images(paths: Sequence[str]) -> list[Path]:
+    """Files as given plus the image files of each folder (sorted, not recursive).
+
+    Raises:
+        SourceError: a path does not exist, or nothing to classify was found.
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise SourceError(f"{path}: no such file or folder; pass image files or a folder of them")
+    if not found:
+        raise SourceError(f"no image files in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return found
+
+
+class _Reader(threading.Thread):
+    """Calls ``read()`` until it returns None or the stop event is set; hands frames to ``sink``."""
+
+    def __init__(self, read: Callable[[], Any], sink: Callable[[Any], None], name: str):
+        super().__init__(name=name, daemon=True)
+        self._read, self._sink = read, sink
+        self.stop = threading.Event()
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                item = self._read()
+                self._sink(item)
+                if item is _EOF:
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self.error = exc
+            self._sink(_EOF)
+
+
+def _open_capture(target: Any, *params: int) -> Any:
+    import cv2  # noqa: PLC0415
+
+    capture = cv2.VideoCapture(target, cv2.CAP_ANY, list(params)) if params else cv2.VideoCapture(target)
+    return capture
+
+
+class VideoFile(FrameSource):
+    """A video file, every frame in order (decoded one step ahead), or paced at its frame rate."""
+
+    def __init__(self, path: str, realtime: bool = False, loop: bool = False):
+        super().__init__()
+        self.path, self.realtime, self.loop = Path(path), realtime, loop
+        self.name = str(path)
+        if not self.path.is_file():
+            raise SourceError(f"{path}: no such video file")
+        self._capture = _open_capture(str(self.path))
+        if not self._capture.isOpened():
+            raise SourceError(f"{path}: OpenCV cannot open it as a video (unknown container or codec)")
+        fps = float(self._capture.get(5) or 0)  # cv2.CAP_PROP_FPS
+        self.fps = fps if 0 < fps < 1000 else 30.0
+        self._index = 0
+        self._reader: Optional[_Reader] = None
+        self._ahead: queue.Queue = queue.Queue(maxsize=4)
+
+    def _read(self) -> Any:
+        ok, image = self._capture.read()
+        if not ok and self.loop and self._index > 0:
+            self._capture.set(1, 0)  # cv2.CAP_PROP_POS_FRAMES: rewind
+            ok, image = self._capture.read()
+        if not ok:
+            return _EOF
+        frame = Frame(image, self._index, self.name, "BGR", time.monotonic())
+        self._index += 1
+        if self.realtime:  # wait until this frame's presentation time
+            time.sleep(max(0.0, self._start + self._index / self.fps - time.monotonic()))
+        return frame
+
+    def frames(self) -> Iterator[Frame]:
+        self._start = time.monotonic()
+        if self.realtime:
+            slot = LatestFrame()
+            self._reader = _Reader(self._read, lambda f: slot.close() if f is _EOF else slot.put(f), "video-reader")
+            self._reader.start()
+            while (frame := slot.get(timeout=60)) is not None:
+                self.stats.dropped = slot.dropped
+                yield frame
+            self.stats.dropped = slot.dropped
+        else:
+            self._reader = _Reader(self._read, self._ahead.put, "video-decoder")
+            self._reader.start()
+            while (frame := self._ahead.get()) is not _EOF:
+                yield frame
+        if self._reader.error is not None:
+            raise SourceError(f"{self.name}: decoding failed ({self._reader.error})")
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.stop.set()
+            while self._reader.is_alive():  # a decoder blocked on a full queue needs room to see the flag
+                try:
+                    self._ahead.get_nowait()
+                except queue.Empty:
+                    pass
+                self._reader.join(timeout=0.02)
+        self._capture.release()
+
+
+class Camera(FrameSource):
+    """A live OpenCV source (``/dev/videoN`` or an RTSP/HTTP URL) read by a latest-frame thread.
+
+    Args:
+        target: camera index or stream URL.
+        retries: reconnect attempts after the source stops delivering.
+        backoff: first wait before a reconnect, doubled each time (capped at 8 s).
+        stall_s: seconds without a frame that count as a lost source.
+        opener: makes a capture object (``cv2.VideoCapture`` by default); tests pass their own.
+    """
+
+    def __init__(self, target: Any, retries: int = 5, backoff: float = 0.5, stall_s: float = 5.0,
+                 opener: Optional[Callable[[], Any]] = None):  # fmt: skip
+        super().__init__()
+        self.target, self.retries, self.backoff, self.stall_s = target, retries, backoff, stall_s
+        self.name = f"camera {target}" if isinstance(target, int) else str(target)
+        self._opener = opener or self._default_opener
+        self._slot = LatestFrame()
+        self._capture = self._open_with_retries(first=True)
+        self._index = 0
+        self._reader = _Reader(self._read, self._deliver, "camera-reader")
+
+    def _default_opener(self) -> Any:
+        import cv2  # noqa: PLC0415
+
+        timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.stall_s * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.stall_s * 1000))
+        capture = _open_capture(self.target, *timeouts) if isinstance(self.target, str) else _open_capture(self.target)
+        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # where the backend supports it; the thread does the rest
+        return capture
+
+    def _open_with_retries(self, first: bool = False) -> Any:
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
+            capture = self._opener()
+            if capture is not None and capture.isOpened():
+                return capture
+            if capture is not None:
+                capture.release()
+            if first:  # never opened: no point retrying a device that does not exist
+                break
+        what = "cannot be opened" if first else f"was lost and did not come back after {self.retries} reconnects"
+        raise SourceError(f"{self.name} {what}; check the cable/URL and that no other program holds it")
+
+    def _read(self) -> Any:
+        failures_since = None
+        while not self._reader.stop.is_set():
+            ok, image = self._capture.read()
+            if ok and image is not None and image.size:
+                self._index += 1
+                return Frame(image, self._index - 1, self.name, "BGR", time.monotonic())
+            failures_since = failures_since or time.monotonic()
+            if time.monotonic() - failures_since < min(self.stall_s, 1.0):
+                time.sleep(0.01)  # a corrupt or late frame: try the next one
+                continue
+            self._capture.release()
+            self.stats.reconnects += 1
+            self._capture = self._open_with_retries()
+            failures_since = None
+        return _EOF
+
+    def _deliver(self, frame: Any) -> None:
+        if frame is _EOF:
+            self._slot.close()
+        else:
+            self._slot.put(frame)
+
+    def frames(self) -> Iterator[Frame]:
+        self._reader.start()
+        while True:
+            frame = self._slot.get(timeout=self.stall_s * (self.retries + 2) + 16)
+            self.stats.dropped = self._slot.dropped
+            if frame is None:
+                break
+            yield frame
+        if self._reader.error is not None:
+            raise SourceError(str(self._reader.error)) from None
+        if not self._reader.stop.is_set():
+            raise SourceError(f"{self.name} stalled: no frame for {self.stall_s * (self.retries + 2) + 16:.0f} s")
+
+    def close(self) -> None:
+        self._reader.stop.set()
+        if self._reader.is_alive():
+            self._reader.join(timeout=self.stall_s + 1)
+        self._capture.release()
+
+
+class PiCamera(Camera):
+    """The Raspberry Pi camera through Picamera2 (libcamera), which OpenCV cannot open (opencv#22820)."""
+
+    def __init__(self, size: tuple[int, int] = (640, 480), **kwargs: Any):
+        self._size = size
+        super().__init__("picam", opener=self._picamera_opener, **kwargs)
+        self.name = "picamera2"
+
+    def _picamera_opener(self) -> Any:
+        try:
+            from picamera2 import Picamera2  # noqa: PLC0415
+        except ImportError:
+            raise SourceError("--camera picam needs picamera2: sudo apt install python3-picamera2, and create the venv with --system-site-packages") from None
+        return _Picamera2Capture(Picamera2, self._size)
+
+
+class _Picamera2Capture:
+    """Picamera2 behind the small part of the VideoCapture interface that Camera uses."""
+
+    def __init__(self, factory: Any, size: tuple[int, int]):
+        self._camera = factory()
+        # "RGB888" is B, G, R in memory: the order OpenCV frames have.
+        self._camera.configure(self._camera.create_preview_configuration(main={"format": "RGB888", "size": size}))
+        self._camera.start()
+
+    def isOpened(self) -> bool:  # noqa: N802 - the cv2 name
+        return True
+
+    def read(self) -> tuple[bool, Optional[np.ndarray]]:
+        try:
+            return True, self._camera.capture_array()
+        except Exception:  # noqa: BLE001 - any camera error is a failed read, handled by reconnecting
+            return False, None
+
+    def release(self) -> None:
+        self._camera.close()

@@ -1,0 +1,157 @@
+"""Options -> Classifier -> ``list[Category]``: one frame in, the top classes out.
+
+The card beside the model says how to prepare pixels (size, colour order,
+normalisation); the interpreter's own input tensor gives the quantization that is
+applied, and the card must agree with it, so a card from another model is refused
+before it can give wrong answers quietly. Output scores are dequantized to floats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edge_runtime import preprocess
+from edge_runtime.interpreter import load_interpreter
+from edge_runtime.model_card import CardError, ModelCard, TensorSpec, card_path_for, load_card, verify_model_file
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierOptions:
+    """How to load and query a model.
+
+    Attributes:
+        model_path: the .tflite file.
+        card_path: its card; default the ``.json`` with the same stem beside it.
+        num_threads: interpreter threads; default all cores.
+        max_results: how many categories ``classify`` returns.
+        score_threshold: categories scoring below this are left out.
+        verify_checksum: refuse a model whose sha256 differs from its card's.
+    """
+
+    model_path: str
+    card_path: Optional[str] = None
+    num_threads: Optional[int] = None
+    max_results: int = 3
+    score_threshold: float = 0.0
+    verify_checksum: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Category:
+    """One class and its score (a probability for edgetl models)."""
+
+    index: int
+    label: str
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "label": self.label, "score": round(self.score, 6)}
+
+
+@dataclasses.dataclass
+class Timings:
+    """Milliseconds spent on the last frame, per stage."""
+
+    preprocess_ms: float = 0.0
+    invoke_ms: float = 0.0
+    postprocess_ms: float = 0.0
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.invoke_ms + self.postprocess_ms
+
+
+class Classifier:
+    """A .tflite image classifier driven by its model card.
+
+    Raises (from the constructor):
+        CardError: the card is missing, malformed, or does not describe this model.
+        ModelLoadError: the .tflite file is missing or corrupt.
+        RuntimeMissingError: no interpreter package is installed.
+    """
+
+    def __init__(self, options: ClassifierOptions):
+        self.options = options
+        model_path = Path(options.model_path)
+        self.card: ModelCard = load_card(Path(options.card_path) if options.card_path else card_path_for(model_path))
+        if options.verify_checksum and model_path.is_file():
+            verify_model_file(self.card, model_path)
+        self._interpreter = load_interpreter(model_path, options.num_threads)
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        self._input_spec = _spec(self._input)
+        self._output_spec = _spec(self._output)
+        self._check_card(model_path)
+        self._card_for_input = self.card.replace(input=self._input_spec)
+        self.last_timings = Timings()
+
+    def _check_card(self, model_path: Path) -> None:
+        shape = tuple(int(x) for x in self._input["shape"])
+        where = f"{model_path} and its card"
+        if len(shape) != 4 or shape[3] != 3:
+            raise CardError(f"{model_path}: input shape {shape} is not (1, H, W, 3); edge_runtime classifies RGB images only")
+        if shape[1:3] != (self.card.height, self.card.width):
+            raise CardError(f"{where} disagree: the model takes {shape[2]}x{shape[1]}, the card says {self.card.width}x{self.card.height}; use the card written with this model")
+        classes = int(np.prod(self._output["shape"][1:]))
+        if classes != self.card.num_classes:
+            raise CardError(f"{where} disagree: the model has {classes} outputs, the card lists {self.card.num_classes} labels; use the card written with this model")
+        if self._input_spec.dtype != self.card.input.dtype:
+            raise CardError(f"{where} disagree: the model's input is {self._input_spec.dtype}, the card says {self.card.input.dtype}; use the card written with this model")
+        if self._input_spec.quantized and not np.isclose(self._input_spec.scale, self.card.input.scale, rtol=1e-5):
+            raise CardError(f"{where} disagree on the input scale ({self._input_spec.scale:.6g} vs {self.card.input.scale:.6g}); use the card written with this model")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.card.labels
+
+    def prepare(self, frame: np.ndarray, color_order: str = "BGR") -> np.ndarray:
+        """The input tensor (1, H, W, 3) for a frame, exactly as ``scores`` feeds it."""
+        return preprocess.prepare(frame, self._card_for_input, color_order)
+
+    def invoke(self, tensor: np.ndarray) -> np.ndarray:
+        """Run a prepared input tensor; return dequantized float scores, one per label."""
+        self._interpreter.set_tensor(self._input["index"], tensor)
+        self._interpreter.invoke()
+        return preprocess.dequantize(self._interpreter.get_tensor(self._output["index"])[0], self._output_spec)
+
+    def scores(self, frame: np.ndarray, color_order: str = "BGR") -> np.ndarray:
+        """Float scores for every label of one frame; records ``last_timings``.
+
+        Args:
+            frame: uint8 image, grey or 3/4 channels, any size.
+            color_order: ``BGR`` for OpenCV frames, ``RGB`` for Picamera2 or decoded files.
+        """
+        t0 = time.perf_counter()
+        tensor = self.prepare(frame, color_order)
+        t1 = time.perf_counter()
+        self._interpreter.set_tensor(self._input["index"], tensor)
+        self._interpreter.invoke()
+        t2 = time.perf_counter()
+        out = preprocess.dequantize(self._interpreter.get_tensor(self._output["index"])[0], self._output_spec)
+        t3 = time.perf_counter()
+        self.last_timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return out
+
+    def classify(self, frame: np.ndarray, color_order: str = "BGR") -> list[Category]:
+        """The top ``max_results`` categories scoring at least ``score_threshold``, best first."""
+        t0 = time.perf_counter()
+        values = self.scores(frame, color_order)
+        categories = top_k(values, self.card.labels, self.options.max_results, self.options.score_threshold)
+        self.last_timings.postprocess_ms += (time.perf_counter() - t0) * 1e3 - self.last_timings.total_ms
+        return categories
+
+
+def top_k(values: np.ndarray, labels: tuple[str, ...], k: int, threshold: float = 0.0) -> list[Category]:
+    """The ``k`` best categories at or above ``threshold``, ties broken by index."""
+    order = np.argsort(-values, kind="stable")[: max(k, 0)]
+    return [Category(int(i), labels[i], float(values[i])) for i in order if values[i] >= threshold]
+
+
+def _spec(details: dict[str, Any]) -> TensorSpec:
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    return TensorSpec(dtype=np.dtype(details["dtype"]).name, scale=float(scale), zero_point=int(zero_point))

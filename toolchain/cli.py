@@ -286,18 +286,18 @@ def convert(run: str, quantizations: Optional[tuple[Quantization, ...]], io_type
 
 
 def _run_parity_if_available(run_dir: Path) -> None:
-    """Hook: run ``edgetl parity`` on the fresh models when ``toolchain.parity`` is installed."""
-    import importlib.util  # noqa: PLC0415
+    """The parity gate at the end of ``convert``: same thresholds as ``edgetl parity``; raises ParityError."""
+    from toolchain.parity import ParityConfig, run_parity  # noqa: PLC0415
 
-    if importlib.util.find_spec("toolchain.parity") is None:
-        return
-    from toolchain import parity as parity_mod  # noqa: PLC0415
+    result = run_parity(ParityConfig(run=str(run_dir)))
+    log.info(f"parity: all {len(result.checks)} checks passed ({run_dir / 'parity.md'})")
 
-    config = parity_mod.ParityConfig(run=str(run_dir)) if hasattr(parity_mod, "ParityConfig") else run_dir
-    try:
-        result = parity_mod.run_parity(config)
-    except ModuleNotFoundError as exc:  # the device runtime it drives is not installed (yet)
-        log.warn(f"parity skipped ({exc}); run `edgetl parity {run_dir}` once it is available")
-        return
-    checks = getattr(result, "checks", None)
-    log.info(f"parity: {len(checks)} checks passed" if checks is not None else "parity passed")
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+              add_help_option=False)  # fmt: skip
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def run(args: tuple[str, ...]) -> None:
+    """Classify a camera, video or images with a .tflite: `edge-classify` on this machine (see `edgetl run --help`)."""
+    from edge_runtime.__main__ import main as edge_main  # noqa: PLC0415
+
+    sys.exit(edge_main(list(args)))

@@ -188,7 +188,7 @@ def _contract_checks(name: str, card: ModelCard, keras_card: ModelCard, items: l
     step = card.input.scale if card.input.quantized else 1e-6
     limit = max(1.01 * step, 1e-5)
     checks.append(Check(name, "input tensor", worst <= limit,
-                        f"device input differs from training-side input by {worst:.4g} (> {limit:.4g} allowed)"))  # fmt: skip
+                        f"device input differs from training-side input by {worst:.4g} ({'≤' if worst <= limit else '>'} {limit:.4g} allowed)"))  # fmt: skip
     return checks
 
 

@@ -1,0 +1,126 @@
+"""edgetl parity: a gate that passes a faithful conversion and fails broken ones with their numbers.
+
+The run is real (ImageNet MobileNetV2 1.0/96 trained on Fashion-MNIST photos);
+the broken variants are the classic deployment bugs: a card with the wrong
+normalisation, a BGR/RGB mix-up, and int8 calibrated on one constant image.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from calibration.manifest import list_sha256
+from edge_runtime.model_card import load_card
+from toolchain.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def converted(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained run with fp16 and int8 variants, converted through the CLI (no parity yet)."""
+    run = Path(shutil.copytree(trained_run, tmp_path_factory.mktemp("parity") / "run"))
+    result = CliRunner().invoke(main, ["convert", str(run), "--quant", "fp16,int8", "--calib-size", "100", "--no-parity", "-q"])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def _variant_only(run: Path, tmp: Path, variant: str) -> Path:
+    """A run folder holding the float model and one .tflite variant."""
+    out = tmp / f"only_{variant}"
+    shutil.copytree(run, out, ignore=shutil.ignore_patterns("model_*.tflite", "model_*.json", "parity.*", "confusion_*"))
+    for suffix in (".tflite", ".json"):
+        shutil.copy(run / f"model_{variant}{suffix}", out / f"model_{variant}{suffix}")
+    return out
+
+
+def _edit_card(run: Path, variant: str, **changes: object) -> None:
+    path = run / f"model_{variant}.json"
+    card = json.loads(path.read_text())
+    card.update(changes)
+    path.write_text(json.dumps(card))
+
+
+def test_fp16_passes_and_reports(converted: Path, tmp_path: Path) -> None:
+    run = _variant_only(converted, tmp_path, "fp16")
+    junit = tmp_path / "parity.xml"
+    result = CliRunner().invoke(main, ["parity", str(run), "--junit", str(junit), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    fp16 = report["models"]["fp16"]
+    assert report["passed"] is True
+    assert fp16["agreement"] >= 0.99 and fp16["drop_pt"] <= 0.5
+    assert fp16["max_abs_dprob"] < 0.05  # fp16 weights, fp32 compute: scores nearly identical
+    assert fp16["count"] == report["float"]["count"] > 0
+    assert (run / "parity.md").read_text().startswith("# Parity: PASS")
+    assert (run / "confusion_fp16.png").stat().st_size > 1000
+    assert 'failures="0"' in junit.read_text()
+    names = {(c["model"], c["name"]) for c in report["checks"]}
+    assert {("fp16", "preprocessing contract"), ("fp16", "input tensor"), ("fp16", "top-1 drop"), ("fp16", "agreement")} <= names
+
+
+def test_int8_through_the_device_path_is_close_to_float(converted: Path) -> None:
+    result = CliRunner().invoke(main, ["parity", str(converted), "--max-drop", "100", "--min-agreement", "0",
+                                       "--max-class-drop", "100", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    int8 = json.loads(result.stdout)["models"]["int8"]
+    assert int8["agreement"] >= 0.85, int8  # a working int8 conversion of a trained model
+    assert abs(int8["drop_pt"]) <= 10, int8
+    checks = json.loads((converted / "parity.json").read_text())["checks"]
+    contract = [c for c in checks if c["model"] == "int8" and c["name"] == "input tensor"]
+    assert contract and contract[0]["passed"], contract  # uint8 input built on the device = training input, to one step
+
+
+def test_wrong_normalisation_in_the_card_fails(converted: Path, tmp_path: Path) -> None:
+    run = _variant_only(converted, tmp_path, "fp16")
+    _edit_card(run, "fp16", normalization={"mean": [0, 0, 0], "std": [255, 255, 255]})
+    result = CliRunner().invoke(main, ["parity", str(run)])
+    assert result.exit_code == 1
+    assert "Error: fp16: card says RGB [0, 1] (x / 255), the model was trained on RGB [-1, 1] (x / 127.5 - 1)" in result.output
+    assert "Traceback" not in result.output
+    assert "# Parity: FAIL" in (run / "parity.md").read_text()
+
+
+def test_bgr_fed_as_rgb_fails(converted: Path, tmp_path: Path) -> None:
+    run = _variant_only(converted, tmp_path, "fp16")
+    _edit_card(run, "fp16", color_order="BGR")
+    result = CliRunner().invoke(main, ["parity", str(run)])
+    assert result.exit_code == 1
+    assert "Error: fp16: card says BGR [-1, 1] (x / 127.5 - 1), the model was trained on RGB" in result.output
+
+
+def test_int8_calibrated_on_one_constant_image_fails(converted: Path, tmp_path: Path) -> None:
+    """The gate catches a bad calibration set: every number passes the contract, the accuracy does not."""
+    run = _variant_only(converted, tmp_path, "fp16")
+    (run / "model_fp16.tflite").unlink()
+    (run / "model_fp16.json").unlink()
+    import cv2
+
+    grey = run / "grey.png"
+    cv2.imwrite(str(grey), np.full((96, 96, 3), 128, np.uint8))
+    refs, labels = (str(grey),) * 20, (0,) * 20
+    card = load_card(run / "model_card.json")
+    (run / "calibration.json").write_text(json.dumps({
+        "schema_version": 1, "split": "train", "seed": 0, "requested": 20, "size": 20, "class_names": list(card.labels),
+        "sha256": list_sha256(refs, labels), "refs": list(refs), "labels": list(labels), "per_class": {}}))  # fmt: skip
+    result = CliRunner().invoke(main, ["convert", str(run), "--quant", "int8", "--calib-size", "20", "--calib-seed", "0", "-q"])
+    assert result.exit_code == 1, result.output
+    line = [l for l in result.output.splitlines() if l.startswith("Error: ")]
+    assert line and line[0].startswith("Error: int8: "), result.output
+    assert "drop" in line[0] or "agreement" in line[0]
+    assert (run / "parity.json").exists() and json.loads((run / "parity.json").read_text())["passed"] is False
+
+
+def test_missing_tflite_is_a_clear_error(trained_run: Path, tmp_path: Path) -> None:
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    for p in run.glob("model_*.tflite"):
+        p.unlink()
+    result = CliRunner().invoke(main, ["parity", str(run)])
+    assert result.exit_code == 1
+    assert f"Error: {run} has no model_*.tflite; run `edgetl convert {run}` first" in result.output

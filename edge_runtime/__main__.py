@@ -15,6 +15,7 @@ summary go to stderr. Exit codes:
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import os
@@ -25,6 +26,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+LATENCY_WINDOW = 10_000  # frames behind the summary's p95
+WARMUP_FRAMES = 100  # frames before the RSS reference: decoder queues and buffers are full by then
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,32 +60,48 @@ def parser() -> argparse.ArgumentParser:
 
 @dataclasses.dataclass
 class RunStats:
-    """Per-frame latencies and resident memory, summarised at exit."""
+    """Frame count, latencies and resident memory, summarised at exit.
 
-    totals: list = dataclasses.field(default_factory=list)
-    invokes: list = dataclasses.field(default_factory=list)
+    Its own memory stays flat however long the run (soak tests, issue #7): means are
+    running sums and p95 covers the last ``LATENCY_WINDOW`` frames (a list of every
+    latency would grow by ~160 MB a day at 30 FPS and show up as a leak). RSS is read
+    at the first frame and again after ``WARMUP_FRAMES`` (``rss_warm_mb``, the reference
+    for leak checks: a video's decode-ahead queue alone fills in the first frames, four
+    frames of 1080p are 25 MB); the last RSS is read before numpy's first
+    ``percentile`` call, which loads ~2 MB of code.
+    """
+
+    frames: int = 0
+    total_ms_sum: float = 0.0
+    invoke_ms_sum: float = 0.0
+    recent_totals: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW))
     started: float = dataclasses.field(default_factory=time.perf_counter)
     rss_first_mb: Optional[float] = None
+    rss_warm_mb: Optional[float] = None
 
     def add(self, total_ms: float, invoke_ms: float) -> None:
-        self.totals.append(total_ms)
-        self.invokes.append(invoke_ms)
-        if len(self.totals) == 1:
+        self.frames += 1
+        self.total_ms_sum += total_ms
+        self.invoke_ms_sum += invoke_ms
+        self.recent_totals.append(total_ms)
+        if self.frames == 1:
             self.rss_first_mb = rss_mb()
+        elif self.frames == WARMUP_FRAMES:
+            self.rss_warm_mb = rss_mb()
 
     def summary(self, source: Any, reason: str) -> dict[str, Any]:
+        rss_last_mb = rss_mb()
         wall = time.perf_counter() - self.started
-        frames = len(self.totals)
+        frames = self.frames
         out: dict[str, Any] = {"frames": frames, "reason": reason, "wall_s": round(wall, 3),
                                "fps": round(frames / wall, 2) if wall > 0 else 0.0}  # fmt: skip
         if frames:
-            totals = np.asarray(self.totals)
-            out.update(mean_ms=round(float(totals.mean()), 3), p95_ms=round(float(np.percentile(totals, 95)), 3),
-                       invoke_mean_ms=round(float(np.mean(self.invokes)), 3))  # fmt: skip
+            out.update(mean_ms=round(self.total_ms_sum / frames, 3), p95_ms=round(float(np.percentile(self.recent_totals, 95)), 3),
+                       invoke_mean_ms=round(self.invoke_ms_sum / frames, 3))  # fmt: skip
         if source is not None:
             out.update(dropped=source.stats.dropped, reconnects=source.stats.reconnects, skipped=len(source.stats.skipped),
                        skipped_files=source.stats.skipped)  # fmt: skip
-        out.update(rss_first_mb=self.rss_first_mb, rss_last_mb=rss_mb())
+        out.update(rss_first_mb=self.rss_first_mb, rss_warm_mb=self.rss_warm_mb, rss_last_mb=rss_last_mb)
         return out
 
 
@@ -141,7 +160,7 @@ def classify_stream(classifier: Any, source: Any, args: argparse.Namespace, stat
                 bgr = frame.image[:, :, ::-1] if frame.color_order == "RGB" and frame.image.ndim == 3 else frame.image
                 if not display.show(overlay.draw(bgr, categories, meter.tick())):
                     return "quit"
-            if args.max_frames and len(stats.totals) >= args.max_frames:
+            if args.max_frames and stats.frames >= args.max_frames:
                 return "max-frames"
         return "end of input"
     finally:
@@ -160,6 +179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from edge_runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
     from edge_runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
     from edge_runtime.model_card import CardError  # noqa: PLC0415
+    from edge_runtime.overlay import DisplayError  # noqa: PLC0415
 
     stats, source, code, reason = RunStats(), None, EXIT_OK, ""
     try:
@@ -171,7 +191,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log(f"source: {source.name}")
         stats = RunStats()
         reason = classify_stream(classifier, source, args, stats, log)
-        if not stats.totals and source.stats.skipped:
+        if not stats.frames and source.stats.skipped:
             reason, code = "no readable image", EXIT_SOURCE
             print(f"edge-classify: error: none of the {len(source.stats.skipped)} image(s) could be read (listed below)", file=sys.stderr)
     except (CardError, ModelLoadError, RuntimeMissingError) as exc:
@@ -183,7 +203,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # stdout reader went away (| head): a normal end, not a crash
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         reason = "stdout closed"
-    except RuntimeError as exc:  # no display
+    except DisplayError as exc:
         print(f"edge-classify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -196,6 +196,8 @@ class VideoFile(FrameSource):
         self._ahead: queue.Queue = queue.Queue(maxsize=4)
 
     def _read(self) -> Any:
+        if self.realtime and self._reader is not None:  # wait for this frame's presentation time, as a camera would
+            self._reader.stop.wait(max(0.0, self._start + self._index / self.fps - time.monotonic()))
         ok, image = self._capture.read()
         if not ok and self.loop and self._index > 0:
             self._capture.set(1, 0)  # cv2.CAP_PROP_POS_FRAMES: rewind
@@ -204,8 +206,6 @@ class VideoFile(FrameSource):
             return _EOF
         frame = Frame(image, self._index, self.name, "BGR", time.monotonic())
         self._index += 1
-        if self.realtime:  # wait until this frame's presentation time
-            time.sleep(max(0.0, self._start + self._index / self.fps - time.monotonic()))
         return frame
 
     def frames(self) -> Iterator[Frame]:
@@ -243,7 +243,7 @@ class Camera(FrameSource):
 
     Args:
         target: camera index or stream URL.
-        retries: reconnect attempts after the source stops delivering.
+        retries: reconnect attempts, in a row without a frame, before the source counts as lost.
         backoff: first wait before a reconnect, doubled each time (capped at 8 s).
         stall_s: seconds without a frame that count as a lost source.
         opener: makes a capture object (``cv2.VideoCapture`` by default); tests pass their own.
@@ -256,8 +256,11 @@ class Camera(FrameSource):
         self.name = f"camera {target}" if isinstance(target, int) else str(target)
         self._opener = opener or self._default_opener
         self._slot = LatestFrame()
-        self._capture = self._open_with_retries(first=True)
+        self._capture = self._try_open()
+        if self._capture is None:  # never opened: no point retrying a device that does not exist
+            raise SourceError(f"{self.name} cannot be opened; check the cable/URL and that no other program holds it")
         self._index = 0
+        self._attempts = 0  # reconnect attempts since the last good frame
         self._reader = _Reader(self._read, self._deliver, "camera-reader")
 
     def _default_opener(self) -> Any:
@@ -268,21 +271,33 @@ class Camera(FrameSource):
         capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # where the backend supports it; the thread does the rest
         return capture
 
-    def _open_with_retries(self, first: bool = False) -> Any:
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(delay)
-                delay = min(delay * 2, 8.0)
-            capture = self._opener()
-            if capture is not None and capture.isOpened():
-                return capture
+    def _try_open(self) -> Optional[Any]:
+        """One attempt: an opened capture, or None."""
+        capture = self._opener()
+        if capture is not None and capture.isOpened():
+            return capture
+        if capture is not None:
+            capture.release()
+        return None
+
+    def _reconnect(self) -> Optional[Any]:
+        """Reopen a source that stopped delivering, with backoff; None when closed meanwhile.
+
+        Attempts since the last good frame share one budget of ``retries``, so a source
+        that opens again but still delivers nothing is given up on too, not reopened forever.
+
+        Raises:
+            SourceError: ``retries`` attempts and still no frame.
+        """
+        while self._attempts < self.retries:
+            if self._reader.stop.wait(min(self.backoff * 2**self._attempts, 8.0)):
+                return None
+            self._attempts += 1
+            self.stats.reconnects += 1
+            capture = self._try_open()
             if capture is not None:
-                capture.release()
-            if first:  # never opened: no point retrying a device that does not exist
-                break
-        what = "cannot be opened" if first else f"was lost and did not come back after {self.retries} reconnects"
-        raise SourceError(f"{self.name} {what}; check the cable/URL and that no other program holds it")
+                return capture
+        raise SourceError(f"{self.name} was lost and did not come back after {self.retries} reconnects; check the cable/URL and that no other program holds it")
 
     def _read(self) -> Any:
         failures_since = None
@@ -290,14 +305,17 @@ class Camera(FrameSource):
             ok, image = self._capture.read()
             if ok and image is not None and image.size:
                 self._index += 1
+                self._attempts = 0
                 return Frame(image, self._index - 1, self.name, "BGR", time.monotonic())
             failures_since = failures_since or time.monotonic()
             if time.monotonic() - failures_since < min(self.stall_s, 1.0):
                 time.sleep(0.01)  # a corrupt or late frame: try the next one
                 continue
             self._capture.release()
-            self.stats.reconnects += 1
-            self._capture = self._open_with_retries()
+            capture = self._reconnect()
+            if capture is None:
+                break
+            self._capture = capture
             failures_since = None
         return _EOF
 

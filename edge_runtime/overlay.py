@@ -13,6 +13,10 @@ WINDOW = "edge-classify"
 QUIT_KEYS = {ord("q"), 27}  # q, Esc
 
 
+class DisplayError(RuntimeError):
+    """No window can be opened here (a headless OpenCV wheel, or no X/Wayland display)."""
+
+
 class FpsMeter:
     """Frames per second, exponentially smoothed so the number on screen is readable."""
 
@@ -49,7 +53,7 @@ class Display:
     """An OpenCV window; ``show`` returns False when the user pressed q or Esc.
 
     Raises (from the constructor):
-        RuntimeError: OpenCV has no GUI here (a headless wheel, or no X/Wayland display).
+        DisplayError: OpenCV has no GUI here (a headless wheel, or no X/Wayland display).
     """
 
     def __init__(self) -> None:
@@ -59,7 +63,7 @@ class Display:
         try:
             cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
         except cv2.error:
-            raise RuntimeError("no display available (headless OpenCV or no $DISPLAY); add --headless for JSON lines on stdout") from None
+            raise DisplayError("no display available (headless OpenCV or no $DISPLAY); add --headless for JSON lines on stdout") from None
 
     def show(self, image: np.ndarray) -> bool:
         self._cv2.imshow(WINDOW, image)

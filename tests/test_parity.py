@@ -50,12 +50,14 @@ def _edit_card(run: Path, variant: str, **changes: object) -> None:
 def test_fp16_passes_and_reports(converted: Path, tmp_path: Path) -> None:
     run = _variant_only(converted, tmp_path, "fp16")
     junit = tmp_path / "parity.xml"
-    result = CliRunner().invoke(main, ["parity", str(run), "--junit", str(junit), "--json"])
+    # 40 test images: one flipped near-tie is 2.5 pt, so the thresholds allow one (CI gates the defaults on 1,000).
+    result = CliRunner().invoke(main, ["parity", str(run), "--junit", str(junit), "--json", "--max-drop", "2.6",
+                                       "--min-agreement", "0.97", "--max-class-drop", "50"])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     fp16 = report["models"]["fp16"]
     assert report["passed"] is True
-    assert fp16["agreement"] >= 0.99 and fp16["drop_pt"] <= 0.5
+    assert fp16["agreement"] >= 0.97 and fp16["drop_pt"] <= 2.6
     assert fp16["max_abs_dprob"] < 0.05  # fp16 weights, fp32 compute: scores nearly identical
     assert fp16["count"] == report["float"]["count"] > 0
     assert (run / "parity.md").read_text().startswith("# Parity: PASS")
@@ -113,8 +115,10 @@ def test_int8_calibrated_on_one_constant_image_fails(converted: Path, tmp_path: 
     assert result.exit_code == 1, result.output
     line = [l for l in result.output.splitlines() if l.startswith("Error: ")]
     assert line and line[0].startswith("Error: int8: "), result.output
-    assert "drop" in line[0] or "agreement" in line[0]
-    assert (run / "parity.json").exists() and json.loads((run / "parity.json").read_text())["passed"] is False
+    report = json.loads((run / "parity.json").read_text())
+    failed = {c["name"] for c in report["checks"] if not c["passed"]}
+    assert report["passed"] is False and failed & {"top-1 drop", "agreement", "input tensor"}, report["checks"]
+    assert report["models"]["int8"]["agreement"] < 0.9, report["models"]["int8"]
 
 
 def test_missing_tflite_is_a_clear_error(trained_run: Path, tmp_path: Path) -> None:

@@ -215,7 +215,7 @@ class ConvertConfig:
         if self.calib_size is not None and self.calib_size <= 0:
             raise ConfigError(f"--calib-size must be >= 1 (got {self.calib_size}); a few hundred images is typical")
         if self.quantizations is not None and not self.quantizations:
-            raise ConfigError("--quant needs at least one of: " + ", ".join(q.value for q in Quantization))
+            raise ConfigError("--quant needs at least one of: " + ", ".join(q.value.replace("_", "-") for q in Quantization))
         if (self.debug or self.keep_float) and self.quantizations is not None and Quantization.INT8 not in self.quantizations:
             raise ConfigError("--debug and --keep-float apply to the int8 variant; add int8 to --quant")
 
@@ -228,10 +228,10 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(fields)}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        kind = fields[name].type
-        enum_type = next((e for e in (Pooling, MixedPrecision, Strategy, Quantization) if e.__name__ in str(kind)), None)
+        kind = str(fields[name].type)
+        enum_type = next((e for e in (Pooling, MixedPrecision, Strategy, Quantization) if e.__name__ in kind), None)
         try:
-            kwargs[name] = enum_type(value) if enum_type and value is not None else value
+            kwargs[name] = enum_type(value) if enum_type and value is not None else _checked(name, kind, value)
         except ValueError:
             choices = ", ".join(m.value for m in enum_type)  # type: ignore[union-attr]
             raise ConfigError(f"config key {name}={value!r} is not one of: {choices}") from None
@@ -241,20 +241,40 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         raise ConfigError(f"config is incomplete ({exc}); pass DATA and --output or set them in the file") from None
 
 
+_JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "an integer"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"), "str": ((str,), "a string"),
+}  # fmt: skip
+
+
+def _checked(name: str, kind: str, value: Any) -> Any:
+    """``value`` when it has the field's plain type (``int``, ``Optional[int]``...), else ConfigError."""
+    optional = kind.startswith("Optional[")
+    base = kind[len("Optional[") : -1] if optional else kind
+    if base not in _JSON_TYPES or (value is None and optional):
+        return value
+    allowed, words = _JSON_TYPES[base]
+    if isinstance(value, bool) and base != "bool" or not isinstance(value, allowed):
+        raise ConfigError(f"config key {name}={value!r} must be {'null or ' if optional else ''}{words}; fix the config file")
+    return float(value) if base == "float" else value
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """Parse a JSON or TOML config file as data (never executed)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-        if path.suffix == ".toml":
-            import tomllib  # noqa: PLC0415
-
-            return tomllib.loads(text)
-        data = json.loads(text)
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib  # noqa: PLC0415
+            except ImportError:  # Python < 3.11
+                raise ConfigError(f"config file {path}: TOML needs Python 3.11+; write it as JSON") from None
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (ValueError, OSError) as exc:
-        raise ConfigError(f"config file {path} is not valid JSON/TOML: {exc}") from None
+        raise ConfigError(f"config file {path} does not exist; pass an existing JSON/TOML file (e.g. RUN/config.json)") from None
+    except (ValueError, OSError) as exc:  # JSONDecodeError, TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        raise ConfigError(f"config file {path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'} ({exc}); fix its syntax") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold an object of option names to values")
     return data

@@ -18,6 +18,8 @@ import dataclasses
 import importlib.metadata
 import io
 import math
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +38,7 @@ from toolchain.errors import ConfigError, ConversionError, RunFolderError
 
 DEFAULT_VARIANTS = (Quantization.FP32, Quantization.FP16, Quantization.DYNAMIC, Quantization.INT8)
 DEBUG_CSV = "int8_debug.csv"
+WORK_PREFIX = ".convert-"  # hidden work folder in the run: SavedModel export, staged models
 DEBUG_SAMPLES = 50  # images the int8 debugger compares layer by layer
 WORST_LAYERS = 5
 
@@ -158,16 +161,40 @@ def convert(config: ConvertConfig) -> ConvertResult:
     log.stage(1, total, "exporting the Keras model(s) to a temporary SavedModel")
     results: list[VariantResult] = []
     debug_csv = None
-    with tempfile.TemporaryDirectory(prefix="edgetl-convert-") as tmp:
+    _sweep_stale_work(run)
+    with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=run) as tmp:
         tf, saved = _export_all(run, variants, Path(tmp))
         for step, quant in enumerate(variants, 2):
             log.stage(step, total, f"converting {quant.value}")
-            results.append(_write_variant(tf, quant, saved, config, card, run, manifest, representative))
+            results.append(_write_variant(tf, quant, saved, config, card, run, manifest, representative, Path(tmp)))
             log.info(f"{results[-1].path.name}: {results[-1].size_bytes / 1024:.1f} KiB in {results[-1].seconds:.1f}s")
         if config.debug:
             log.stage(total, total, f"int8 quantization debugger on {min(DEBUG_SAMPLES, manifest.size)} images")  # type: ignore[union-attr]
             debug_csv = _debug(tf, saved["float"], representative, run)  # type: ignore[arg-type]
     return ConvertResult(run, results, manifest, debug_csv, time.monotonic() - started)
+
+
+def _sweep_stale_work(run: Path) -> None:
+    """Remove the hidden work folders of earlier converts that were killed (their process is gone)."""
+    for folder in run.glob(f"{WORK_PREFIX}*-*"):
+        try:
+            os.kill(int(folder.name[len(WORK_PREFIX) :].split("-")[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError):  # not ours, or another user's live process
+            continue
+
+
+def _commit(staged: Path, staged_card: Path, path: Path) -> None:
+    """Move a checked model and its card into place: old card out, model in, card in (atomic renames).
+
+    A kill in between leaves at worst a model without a card (refused by the device
+    and parity), never a card that does not match the file beside it.
+    """
+    card_path = card_path_for(path)
+    card_path.unlink(missing_ok=True)
+    os.replace(staged, path)
+    os.replace(staged_card, card_path)
 
 
 def _variants(config: ConvertConfig, run: Path) -> list[Quantization]:
@@ -279,16 +306,17 @@ def keep_float_nodes(model: bytes, layers: tuple[str, ...]) -> list[str]:
 
 
 def _write_variant(tf: Any, quant: Quantization, saved: dict[str, Path], config: ConvertConfig, card: ModelCard, run: Path,
-                   manifest: Optional[calibration.Manifest], representative: Optional[Callable[[], Any]]) -> VariantResult:  # fmt: skip
+                   manifest: Optional[calibration.Manifest], representative: Optional[Callable[[], Any]], work: Path) -> VariantResult:  # fmt: skip
+    """Convert one variant, check it in the hidden ``work`` folder, then move it and its card into the run."""
     start = time.monotonic()
     model = _convert_bytes(tf, quant, saved, config, representative)
     seconds = time.monotonic() - start
-    path = run / f"model_{quant.value}.tflite"
-    write_bytes_atomic(path, model)
-    spec_in, spec_out = read_back(path, card)
+    path, staged = run / f"model_{quant.value}.tflite", work / f"model_{quant.value}.tflite"
+    write_bytes_atomic(staged, model)
+    spec_in, spec_out = read_back(staged, card)
     integer = quant in (Quantization.INT8, Quantization.QAT_INT8)
     if integer and config.io != IoType.FLOAT32 and not (quant == Quantization.INT8 and config.keep_float):
-        floating = float_ops(path)
+        floating = float_ops(staged)
         if floating:
             raise ConversionError(f"{path.name} is not fully integer: {len(floating)} op(s) compute in float "
                                   f"({', '.join(floating[:5])}); the graph lacks int8 kernels or ranges for them")  # fmt: skip
@@ -304,9 +332,10 @@ def _write_variant(tf: Any, quant: Quantization, saved: dict[str, Path], config:
     }  # fmt: skip
     if quant == Quantization.INT8 and manifest is not None:
         extra["calibration"] = {"manifest": calibration.MANIFEST_NAME, "sha256": manifest.sha256, "size": manifest.size, "seed": manifest.seed}
-    variant_card = card.replace(model_file=path.name, model_sha256=sha256_file(path), quantization=quant.value,
+    variant_card = card.replace(model_file=path.name, model_sha256=sha256_file(staged), quantization=quant.value,
                                 input=spec_in, output=spec_out, extra=extra)  # fmt: skip
-    variant_card.save(card_path_for(path))
+    variant_card.save(card_path_for(staged))
+    _commit(staged, card_path_for(staged), path)
     return VariantResult(quant, path, variant_card, len(model), seconds)
 
 
@@ -323,13 +352,13 @@ def read_back(path: Path, card: ModelCard) -> tuple[TensorSpec, TensorSpec]:
             interpreter = Interpreter(model_path=str(path))
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise ConversionError(f"{path} does not load in ai-edge-litert ({exc}); rerun with -v") from None
+        raise ConversionError(f"{path.name} does not load in ai-edge-litert ({exc}); rerun with -v") from None
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
-        raise ConversionError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; expected one of each")
+        raise ConversionError(f"{path.name} has {len(inputs)} inputs and {len(outputs)} outputs; expected one of each")
     shape_in, shape_out = tuple(inputs[0]["shape"]), tuple(outputs[0]["shape"])
     if shape_in[1:] != (card.height, card.width, 3) or shape_out[-1] != card.num_classes:
-        raise ConversionError(f"{path} takes {shape_in} and returns {shape_out}; its card says "
+        raise ConversionError(f"{path.name} takes {shape_in} and returns {shape_out}; its card says "
                               f"({card.height}, {card.width}, 3) -> {card.num_classes} classes")  # fmt: skip
     return _spec(inputs[0]), _spec(outputs[0])
 

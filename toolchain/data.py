@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -45,8 +46,9 @@ class Dataset:
     presplit: Optional[dict[str, list[Item]]] = None
     _array: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
 
-    def pixels(self, items: Sequence[Item], size: int, interpolation: str = "area") -> tuple[np.ndarray, list[Item], list[dict[str, str]]]:
-        """Decode and resize ``items`` to RGB uint8 (N, size, size, 3).
+    def pixels(self, items: Sequence[Item], size: int, interpolation: str = "area",
+               warn: bool = True) -> tuple[np.ndarray, list[Item], list[dict[str, str]]]:  # fmt: skip
+        """Decode and resize ``items`` to RGB uint8 (N, size, size, 3); ``warn`` logs the skips.
 
         Returns:
             (pixels, items that decoded, skipped ``{"ref", "reason"}`` records): an
@@ -61,7 +63,7 @@ class Dataset:
                 kept.append(item)
             except (preprocess.ImageDecodeError, ValueError) as exc:
                 skipped.append({"ref": item.ref, "reason": str(exc)})
-        if skipped:
+        if skipped and warn:
             log.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]['reason']}")
         return out[: len(kept)], kept, skipped
 
@@ -107,7 +109,14 @@ def _images_in(folder: Path) -> list[str]:
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    """Visible sub-folders, sorted; a symlinked one may point elsewhere, but not back up (a loop)."""
+    found = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    here = folder.resolve()
+    for sub in found:
+        target = sub.resolve()
+        if sub.is_symlink() and (target == here or target in here.parents):
+            raise DataError(f"{sub} is a symlink to {target}, which holds the data folder itself (a loop); remove the link")
+    return found
 
 
 def _from_folder(folder: Path) -> Dataset:
@@ -131,24 +140,37 @@ def _from_folder(folder: Path) -> Dataset:
 def _from_csv(path: Path, allow_outside_root: bool) -> Dataset:
     root = path.parent.resolve()
     rows: list[tuple[str, str]] = []
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        for lineno, row in enumerate(csv.reader(handle), 1):
-            if not row or (lineno == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]):
-                continue
-            if len(row) < 2 or not row[0].strip() or not row[1].strip():
-                raise DataError(f"{path}:{lineno}: expected 'path,label', got {','.join(row)!r}")
-            file = (root / row[0].strip()).resolve()
-            if not allow_outside_root and root not in file.parents:
-                raise DataError(
-                    f"{path}:{lineno}: {row[0]!r} points outside {root}; keep images under the CSV's folder "
-                    "or pass --allow-outside-root"
-                )
-            if not file.is_file():
-                raise DataError(f"{path}:{lineno}: image {row[0]!r} does not exist (paths are relative to the CSV)")
-            rows.append((str(file), row[1].strip()))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            for lineno, row in enumerate(csv.reader(handle), 1):
+                if not row or (lineno == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]):
+                    continue
+                rows.append((_csv_image(path, root, lineno, row, allow_outside_root), row[1].strip()))
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise DataError(f"{path} is not a readable CSV ({exc}); write one path,label row per image") from None
+    if not rows:
+        raise DataError(f"{path} has no path,label rows; write one row per image, e.g. 'cat/1.jpg,cat'")
     names = sorted({label for _, label in rows})
     index = {n: i for i, n in enumerate(names)}
     return Dataset("csv", str(root), names, [Item(f, index[label]) for f, label in rows])
+
+
+def _csv_image(path: Path, root: Path, lineno: int, row: list[str], allow_outside_root: bool) -> str:
+    """The checked absolute image path of one CSV row."""
+    where = f"{path}:{lineno}"
+    if len(row) < 2 or not row[0].strip() or not row[1].strip():
+        raise DataError(f"{where}: expected 'path,label' with both set, got {','.join(row)!r}; fix or delete the row")
+    file = (root / row[0].strip()).resolve()
+    if not allow_outside_root and root not in file.parents:
+        raise DataError(f"{where}: {row[0]!r} points outside {root}; keep images under the CSV's folder or pass --allow-outside-root")
+    if file.is_dir():
+        raise DataError(f"{where}: {row[0]!r} is a folder; list one image file per row")
+    if not file.is_file():
+        header = " (a header row must read 'path,label')" if lineno == 1 else ""
+        raise DataError(f"{where}: image {row[0]!r} does not exist (paths are relative to the CSV){header}")
+    return str(file)
 
 
 def _from_arrays(path: Path) -> Dataset:
@@ -159,7 +181,8 @@ def _from_arrays(path: Path) -> Dataset:
                 x_key = next((k for k in ("images", "x", "x_train") if k in keys), None)
                 y_key = next((k for k in ("labels", "y", "y_train") if k in keys), None)
                 if x_key is None or y_key is None:
-                    raise DataError(f"{path} needs arrays named 'images' and 'labels' (has: {', '.join(sorted(keys))})")
+                    raise DataError(f"{path} needs arrays named 'images' and 'labels' (has: {', '.join(sorted(keys))}); "
+                                    "save with np.savez(path, images=..., labels=...)")  # fmt: skip
                 images, labels = archive[x_key], archive[y_key]
                 names = [str(n) for n in archive["class_names"]] if "class_names" in keys else None
         else:
@@ -168,14 +191,23 @@ def _from_arrays(path: Path) -> Dataset:
                 raise DataError(f"{path}: name the arrays <name>images.npy and <name>labels.npy side by side")
             images, labels = np.load(path, allow_pickle=False), np.load(label_file, allow_pickle=False)
             names = None
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path} is not a readable numpy file ({exc}); save with np.savez / np.save") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):
+        raise DataError(f"{path} is not a numpy file edgetl reads (not .npz/.npy, truncated, or pickled objects, "
+                        "which are never loaded); save uint8 arrays with np.savez / np.save") from None  # fmt: skip
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
-        raise DataError(f"{path}: images must be (N, H, W[, 1|3|4]), got shape {images.shape}")
+        raise DataError(f"{path}: images must be (N, H, W[, 1|3|4]), got shape {images.shape}; "
+                        "save RGB as (N, H, W, 3) or grey as (N, H, W)")  # fmt: skip
     if images.dtype != np.uint8:
         raise DataError(f"{path}: images must be uint8 pixels 0-255, got {images.dtype}; convert with .astype(np.uint8)")
     if labels.shape != (len(images),):
-        raise DataError(f"{path}: labels must be shape ({len(images)},), got {labels.shape}")
+        raise DataError(f"{path}: labels must be shape ({len(images)},), got {labels.shape}; save one label per image")
+    if not len(images):
+        raise DataError(f"{path} holds no images; save at least a few per class")
+    if names is not None and labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: labels must be integer indices into class_names, got {labels.dtype}; "
+                        "store indices, or leave class_names out to use the labels as names")  # fmt: skip
+    if labels.dtype.kind not in "iuUS":
+        raise DataError(f"{path}: labels must be integers or strings, got {labels.dtype}; convert them with .astype(int)")
     if names is None:
         names = [str(v) for v in sorted(set(labels.tolist()))]
         index = {v: i for i, v in enumerate(sorted(set(labels.tolist())))}
@@ -183,7 +215,8 @@ def _from_arrays(path: Path) -> Dataset:
     else:
         codes = [int(v) for v in labels.tolist()]
         if min(codes) < 0 or max(codes) >= len(names):
-            raise DataError(f"{path}: labels must index class_names (0..{len(names) - 1})")
+            raise DataError(f"{path}: labels must index class_names (0..{len(names) - 1}), got {min(codes)}..{max(codes)}; "
+                            "fix the labels or class_names")  # fmt: skip
     items = [Item(f"#{i}", c) for i, c in enumerate(codes)]
     return Dataset("array", str(path.resolve()), names, items, _array=images)
 
@@ -191,10 +224,32 @@ def _from_arrays(path: Path) -> Dataset:
 def _check_classes(dataset: Dataset) -> None:
     counts = np.bincount([it.label for it in dataset.items], minlength=len(dataset.class_names))
     if len(dataset.class_names) < 2:
-        raise DataError(f"{dataset.root}: found {len(dataset.class_names)} class; a classifier needs at least two")
+        found = f"only class {dataset.class_names[0]!r}" if dataset.class_names else "no classes"
+        raise DataError(f"{dataset.root}: found {found}; a classifier needs at least two, add images of another class")
+    odd = [n for n in dataset.class_names if not n.strip() or any(ord(c) < 32 or ord(c) == 127 for c in n)]
+    if odd:
+        raise DataError(f"{dataset.root}: class name {odd[0]!r} is blank or has control characters "
+                        "(labels.txt holds one name per line); rename it")  # fmt: skip
     empty = [n for n, c in zip(dataset.class_names, counts) if c == 0]
     if empty:
         raise DataError(f"{dataset.root}: class(es) {', '.join(empty)} have no images; add images or remove the folder")
+
+
+def check_readable(dataset: Dataset, kept: dict[str, list[Item]], skipped: list[dict[str, str]]) -> None:
+    """Refuse a dataset that decoding left unusable: a class with no readable training image.
+
+    Raises:
+        DataError: no readable train or val image, or a class whose train images were all skipped.
+    """
+    example = f" (e.g. {skipped[0]['reason']})" if skipped else ""
+    if not kept["train"] or not kept["val"]:
+        raise DataError(f"{dataset.root}: no readable training or validation images left, {len(skipped)} skipped{example}; "
+                        "replace or remove the unreadable files")  # fmt: skip
+    counts = class_balance(kept["train"], len(dataset.class_names))
+    empty = [n for n, c in zip(dataset.class_names, counts) if c == 0]
+    if empty:
+        raise DataError(f"{dataset.root}: class(es) {', '.join(empty)} have no readable training image, {len(skipped)} "
+                        f"skipped{example}; replace or remove the unreadable files")  # fmt: skip
 
 
 def split(dataset: Dataset, val_fraction: float, test_fraction: float, seed: int, max_per_class: Optional[int] = None) -> dict[str, list[Item]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from edge_runtime.model_card import Normalization
 from toolchain.config import MixedPrecision, Pooling, TrainConfig
-from toolchain.errors import WeightsError
+from toolchain.errors import RunFolderError, WeightsError
 
 POOL, HIDDEN, DROPOUT, HEAD_BN, PREDICTIONS = "head_pool", "head_hidden", "head_dropout", "head_bn", "predictions"
 # MobileNetV2 (Keras and TF-Hub's Keras-trained weights) expects [-1, 1]; TF-Hub image
@@ -197,6 +197,17 @@ def unfreeze_top(built: BuiltModel, n_layers: int) -> int:
 
 
 def load(path: str, compile: bool = False) -> Any:
-    """Load a saved edgetl Keras model with safe mode on (no Lambda, no pickle)."""
+    """Load a saved edgetl Keras model with safe mode on (no Lambda, no pickle).
+
+    Raises:
+        RunFolderError: the file holds Python code (a Lambda layer) or is not a Keras model.
+    """
     k = keras()
-    return k.models.load_model(path, compile=compile, safe_mode=True)
+    try:
+        return k.models.load_model(path, compile=compile, safe_mode=True)
+    except (ValueError, OSError, TypeError) as exc:
+        if "safe_mode" in str(exc):
+            raise RunFolderError(f"{path} holds a Lambda layer (Python code), which edgetl never loads; "
+                                 "rebuild the model without Lambda layers, e.g. with `edgetl train`") from None  # fmt: skip
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise RunFolderError(f"{path} is not a loadable Keras model ({first}); re-run `edgetl train`") from None

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.model_card import ModelCard, load_card, read_json, sha256_file, verify_model_file
+from edge_runtime.model_card import CardError, ModelCard, load_card, read_json, sha256_file, verify_model_file
 from toolchain import data as data_mod
 from toolchain import feed, log, report
 from toolchain import model as model_mod
@@ -55,12 +55,16 @@ def keras_card(run: Path) -> ModelCard:
     """The float model's card, after checking the run folder holds a usable model.
 
     Raises:
-        RunFolderError: no ``model.keras`` or ``model_card.json``.
+        RunFolderError: no ``model.keras`` or ``model_card.json``, or a card this version cannot read.
     """
     run = Path(run)
     if not (run / "model.keras").is_file() or not (run / "model_card.json").is_file():
         raise RunFolderError(f"{run} has no model.keras and model_card.json; is it an `edgetl train` run folder?")
-    return load_card(run / "model_card.json")
+    path = run / "model_card.json"
+    try:
+        return load_card(path)
+    except CardError as exc:  # name the file where the card's own message does not
+        raise RunFolderError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
 
 
 def check_qat_backbone(card: ModelCard) -> None:

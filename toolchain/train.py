@@ -27,7 +27,7 @@ from toolchain import data as data_mod
 from toolchain import checkpoint, feed, log, report
 from toolchain import model as model_mod
 from toolchain.config import MixedPrecision, Strategy, TrainConfig
-from toolchain.errors import ConfigError, RunFolderError
+from toolchain.errors import RunFolderError
 
 STAGES = 6
 
@@ -139,12 +139,13 @@ def _timed(phase: Any, config: TrainConfig, built: model_mod.BuiltModel, px: "Sp
 def _decode(dataset: data_mod.Dataset, splits: dict[str, list[data_mod.Item]], size: int) -> tuple[Splits, list[dict[str, str]]]:
     x, y, skipped = {}, {}, []
     for name in data_mod.SPLITS:
-        x[name], kept, bad = dataset.pixels(splits[name], size)
+        x[name], kept, bad = dataset.pixels(splits[name], size, warn=False)
         y[name] = np.asarray([it.label for it in kept], dtype=np.int32)
         splits[name] = kept
         skipped += bad
-    if not len(x["train"]) or not len(x["val"]):
-        raise ConfigError("no readable training or validation images left; check the data folder")
+    if skipped:
+        log.warn(f"skipped {len(skipped)} unreadable image(s) (listed in data.json), e.g. {skipped[0]['reason']}")
+    data_mod.check_readable(dataset, splits, skipped)
     return Splits(x, y), skipped
 
 

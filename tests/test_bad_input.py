@@ -245,7 +245,8 @@ def test_parity_data_with_unknown_labels(tmp_path: Path, tiny_run: Path) -> None
     root = _folder(tmp_path / "d", ("zebra", "bag")).resolve()
     labels = json.loads((run / "model_card.json").read_text())["labels"]
     message = _fails(_run("parity", run, "--data", root, "-q"), 1)
-    assert message == f"{root}: classes zebra are not among the model's labels {labels}"
+    assert message == (f"{root}: classes zebra are not among the model's labels {labels}; "
+                       "name the class folders/labels as in the run's labels.txt, or leave those classes out")
 
 
 # ---- image arrays ----------------------------------------------------------------------------------------------------

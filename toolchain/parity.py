@@ -138,7 +138,8 @@ def _items(run: Path, data: Optional[str], card: ModelCard) -> tuple[list[data_m
     dataset = data_mod.discover(data)
     unknown = sorted(set(dataset.class_names) - set(card.labels))
     if unknown:
-        raise DataError(f"{data}: classes {', '.join(unknown)} are not among the model's labels {list(card.labels)}")
+        raise DataError(f"{data}: classes {', '.join(unknown)} are not among the model's labels {list(card.labels)}; "
+                        "name the class folders/labels as in the run's labels.txt, or leave those classes out")
     index = {name: card.labels.index(name) for name in dataset.class_names}
     items = [data_mod.Item(it.ref, index[dataset.class_names[it.label]]) for it in dataset.items]
     return items, dataset

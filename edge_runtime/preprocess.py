@@ -9,6 +9,7 @@ numpy + cv2 only: no TensorFlow, no Pillow.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import zlib
@@ -226,13 +227,8 @@ def _header_pixels(raw: np.ndarray) -> int:
     return 0
 
 
-def to_rgb(frame: np.ndarray, color_order: str = "BGR") -> np.ndarray:
-    """Return an RGB uint8 (H, W, 3) view of a grey, BGR(A) or RGB(A) frame.
-
-    Args:
-        frame: uint8 array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).
-        color_order: ``BGR`` for OpenCV frames, ``RGB`` for Picamera2/Pillow arrays.
-    """
+def _checked(frame: np.ndarray) -> np.ndarray:
+    """``frame`` as uint8 (H, W, 1|3|4); 16-bit keeps its high byte."""
     frame = np.asarray(frame)
     if frame.dtype != np.uint8:
         if frame.dtype == np.uint16:
@@ -243,6 +239,17 @@ def to_rgb(frame: np.ndarray, color_order: str = "BGR") -> np.ndarray:
         frame = frame[:, :, None]
     if frame.ndim != 3 or frame.shape[2] not in (1, 3, 4):
         raise ValueError(f"expected an (H, W[, 1|3|4]) image, got shape {frame.shape}")
+    return frame
+
+
+def to_rgb(frame: np.ndarray, color_order: str = "BGR") -> np.ndarray:
+    """Return an RGB uint8 (H, W, 3) view of a grey, BGR(A) or RGB(A) frame.
+
+    Args:
+        frame: uint8 array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).
+        color_order: ``BGR`` for OpenCV frames, ``RGB`` for Picamera2/Pillow arrays.
+    """
+    frame = _checked(frame)
     if frame.shape[2] == 1:
         return np.repeat(frame, 3, axis=2)
     frame = frame[:, :, :3]
@@ -296,15 +303,34 @@ def dequantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return (np.asarray(values, dtype=np.float32) - spec.zero_point) * np.float32(spec.scale)
 
 
+@functools.lru_cache(maxsize=16)
+def _input_table(mean: tuple, std: tuple, dtype: str, scale: float, zero_point: int) -> np.ndarray:
+    """``quantize(normalize(v))`` for every pixel value v and channel, as a (1, 256, 3) table."""
+    values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    table = quantize(normalize(values, Normalization(mean, std)), TensorSpec(dtype, scale, zero_point))
+    return np.ascontiguousarray(table[None])
+
+
 def prepare(frame: np.ndarray, card: ModelCard, color_order: str = "BGR") -> np.ndarray:
     """Build the model's input tensor (1, H, W, 3) from a camera frame or decoded image.
+
+    Equal to ``quantize(normalize(resize(to_rgb(frame))))``, computed in the order
+    that costs least on a Pi: resize first (per channel, so the channel order can
+    wait), then swap channels on the small image, then one table lookup that both
+    normalises and quantizes. A 640x480 frame costs a fraction of a millisecond.
 
     Args:
         frame: uint8 image; ``color_order`` says how its channels are ordered.
         card: the model's card (size, normalisation, input dtype and quantization).
         color_order: ``BGR`` for OpenCV frames, ``RGB`` for already-decoded images.
     """
-    pixels = resize(to_rgb(frame, color_order), card.height, card.width, card.interpolation)
+    frame = _checked(frame)
+    small = resize(np.ascontiguousarray(frame), card.height, card.width, card.interpolation)
+    pixels = to_rgb(small, color_order)
     if card.color_order.upper() == "BGR":  # a model trained on BGR pixels (Caffe-style ports)
-        pixels = pixels[:, :, ::-1]
-    return quantize(normalize(pixels, card.normalization), card.input)[None]
+        pixels = np.ascontiguousarray(pixels[:, :, ::-1])
+    norm, spec = card.normalization, card.input
+    table = _input_table(tuple(map(float, norm.mean)), tuple(map(float, norm.std)), spec.dtype, float(spec.scale), int(spec.zero_point))
+    if table.dtype in (np.uint8, np.int8, np.float32):
+        return _cv2().LUT(pixels, table)[None]
+    return table[0][pixels, np.arange(3)][None]

@@ -74,7 +74,7 @@ class Params:
     def quick(cls) -> "Params":
         return cls("quick", train_per_class=30, test_per_class=20, epochs=3, fine_tune_epochs=1, qat_epochs=1,
                    calib_size=100, repeats=20, rounds=2, video_frames=60, pipeline_repeats=1, soak_frames=500,
-                   cold_repeats=2)  # fmt: skip
+                   cold_repeats=2, latency_models=((0.35, 96, "none"),))  # fmt: skip
 
 
 _STARTED = time.monotonic()
@@ -149,6 +149,13 @@ def _portable(text: str, work: Path) -> str:
     return text.replace(str(work.resolve()), "$WORK").replace(str(work), "$WORK").replace(str(ROOT) + "/", "")
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` whole or not at all: an interrupted run never leaves half a report."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small subsets and few repeats (a few minutes; CI)")
@@ -185,8 +192,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     output.mkdir(parents=True, exist_ok=True)
     results = json.loads(_portable(json.dumps(clean(results)), work))
-    (output / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
-    (output / "BENCHMARKS.md").write_text(bench_report.render(results))
+    _write_atomic(output / "benchmarks.json", json.dumps(results, indent=1) + "\n")
+    _write_atomic(output / "BENCHMARKS.md", bench_report.render(results))
     if not args.keep_work and args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     say(f"done in {results['meta']['wall_s'] / 60:.1f} min")

@@ -236,3 +236,25 @@ def test_any_frame_layout_is_accepted_and_timed() -> None:
     assert t.total_ms == pytest.approx(t.preprocess_ms + t.invoke_ms + t.postprocess_ms)
     with pytest.raises(ValueError, match="expected uint8 pixels, got float32"):
         classifier.classify(rgb.astype(np.float32), "RGB")
+
+
+@pytest.mark.parametrize("dtype,scale,zero_point", [("uint8", 1 / 127.5, 127), ("int8", 0.0078431, -1), ("float32", 0.0, 0)])
+def test_fast_prepare_equals_the_composed_contract(dtype: str, scale: float, zero_point: int) -> None:
+    """prepare() resizes before swapping channels and uses a lookup table; the tensor must not change."""
+    from edge_runtime import preprocess as pp
+    from edge_runtime.model_card import ModelCard, Normalization, TensorSpec
+
+    rng = np.random.default_rng(7)
+    spec = TensorSpec(dtype, scale, zero_point)
+    for norm in (Normalization(), Normalization((123.7, 116.3, 103.5), (58.4, 57.1, 57.4))):
+        for model_order in ("RGB", "BGR"):
+            card = ModelCard(("a", "b"), 60, 80, "m.tflite", "0" * 64, color_order=model_order, normalization=norm, input=spec)
+            for shape in ((480, 640, 3), (480, 640), (480, 640, 4), (30, 40, 3), (60, 80, 1)):
+                frame = rng.integers(0, 256, shape, dtype=np.uint8)
+                for order in ("BGR", "RGB"):
+                    pixels = pp.resize(pp.to_rgb(frame, order), 60, 80)
+                    pixels = pixels[:, :, ::-1] if model_order == "BGR" else pixels
+                    expected = pp.quantize(pp.normalize(pixels, norm), spec)[None]
+                    got = pp.prepare(frame, card, order)
+                    assert got.dtype == expected.dtype and got.shape == (1, 60, 80, 3)
+                    np.testing.assert_array_equal(got, expected)

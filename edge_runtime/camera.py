@@ -40,6 +40,9 @@ class Frame:
         source: what it came from (a path, ``camera 0``, a URL).
         color_order: ``BGR`` (OpenCV) or ``RGB`` (decoded files).
         captured: ``time.monotonic()`` when it was read.
+        tensor: the model's input tensor, when the source's reader thread already
+            prepared it (see ``FrameSource.prepare``); None otherwise.
+        prepare_ms: what preparing ``tensor`` cost on the reader thread.
     """
 
     image: np.ndarray
@@ -47,6 +50,8 @@ class Frame:
     source: str
     color_order: str
     captured: float
+    tensor: Optional[np.ndarray] = None
+    prepare_ms: float = 0.0
 
 
 @dataclasses.dataclass
@@ -97,6 +102,21 @@ class FrameSource:
 
     def __init__(self) -> None:
         self.stats = SourceStats()
+        # Set to ``Classifier.prepare`` to build each frame's input tensor on the source's
+        # reader thread (video files, cameras), overlapping it with the previous frame's
+        # invoke(): the loop then only invokes. cv2 and the interpreter release the GIL.
+        self.prepare: Optional[Callable[[np.ndarray, str], np.ndarray]] = None
+
+    def _prepared(self, frame: Frame) -> Frame:
+        """``frame`` with its tensor built by ``prepare`` when set; on failure left for the consumer to report."""
+        if self.prepare is not None:
+            started = time.perf_counter()
+            try:
+                frame.tensor = self.prepare(frame.image, frame.color_order)
+            except Exception:  # noqa: BLE001 - the consumer prepares it again and raises the real error there
+                return frame
+            frame.prepare_ms = (time.perf_counter() - started) * 1e3
+        return frame
 
     def frames(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -206,7 +226,7 @@ class VideoFile(FrameSource):
             return _EOF
         frame = Frame(image, self._index, self.name, "BGR", time.monotonic())
         self._index += 1
-        return frame
+        return self._prepared(frame)
 
     def frames(self) -> Iterator[Frame]:
         self._start = time.monotonic()
@@ -306,7 +326,7 @@ class Camera(FrameSource):
             if ok and image is not None and image.size:
                 self._index += 1
                 self._attempts = 0
-                return Frame(image, self._index - 1, self.name, "BGR", time.monotonic())
+                return self._prepared(Frame(image, self._index - 1, self.name, "BGR", time.monotonic()))
             failures_since = failures_since or time.monotonic()
             if time.monotonic() - failures_since < min(self.stall_s, 1.0):
                 time.sleep(0.01)  # a corrupt or late frame: try the next one

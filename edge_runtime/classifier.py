@@ -119,15 +119,18 @@ class Classifier:
         self._interpreter.invoke()
         return preprocess.dequantize(self._interpreter.get_tensor(self._output["index"])[0], self._output_spec)
 
-    def scores(self, frame: np.ndarray, color_order: str = "BGR") -> np.ndarray:
+    def scores(self, frame: np.ndarray, color_order: str = "BGR", tensor: Optional[np.ndarray] = None) -> np.ndarray:
         """Float scores for every label of one frame; records ``last_timings``.
 
         Args:
             frame: uint8 image, grey or 3/4 channels, any size.
             color_order: ``BGR`` for OpenCV frames, ``RGB`` for Picamera2 or decoded files.
+            tensor: ``prepare(frame, color_order)`` when already built elsewhere (a
+                source's reader thread); its cost is then not in ``last_timings``.
         """
         t0 = time.perf_counter()
-        tensor = self.prepare(frame, color_order)
+        if tensor is None:
+            tensor = self.prepare(frame, color_order)
         t1 = time.perf_counter()
         self._interpreter.set_tensor(self._input["index"], tensor)
         self._interpreter.invoke()
@@ -137,10 +140,10 @@ class Classifier:
         self.last_timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return out
 
-    def classify(self, frame: np.ndarray, color_order: str = "BGR") -> list[Category]:
-        """The top ``max_results`` categories scoring at least ``score_threshold``, best first."""
+    def classify(self, frame: np.ndarray, color_order: str = "BGR", tensor: Optional[np.ndarray] = None) -> list[Category]:
+        """The top ``max_results`` categories scoring at least ``score_threshold``, best first (``tensor``: as in ``scores``)."""
         t0 = time.perf_counter()
-        values = self.scores(frame, color_order)
+        values = self.scores(frame, color_order, tensor)
         categories = top_k(values, self.card.labels, self.options.max_results, self.options.score_threshold)
         self.last_timings.postprocess_ms += (time.perf_counter() - t0) * 1e3 - self.last_timings.total_ms
         return categories

@@ -72,14 +72,19 @@ def stage_shares(lines: Sequence[dict[str, Any]], wall_s: float) -> dict[str, fl
     """Share of the loop's wall time spent per stage, from edge-classify's per-frame JSON lines.
 
     ``other`` is what no stage timer covers: waiting for the decoder thread, writing
-    the JSON line, the loop itself.
+    the JSON line, the loop itself. Frames whose tensor the reader thread prepared
+    (``prepared_ahead``) cost the loop nothing for preprocessing; that time, spent in
+    parallel with the loop, is ``preprocess_ahead`` and is not part of the 100%.
     """
-    pre = sum(float(x["preprocess_ms"]) for x in lines)
+    ahead = [bool(x.get("prepared_ahead")) for x in lines]
+    pre = sum(float(x["preprocess_ms"]) for x, a in zip(lines, ahead) if not a)
+    pre_ahead = sum(float(x["preprocess_ms"]) for x, a in zip(lines, ahead) if a)
     invoke = sum(float(x["invoke_ms"]) for x in lines)
     post = sum(float(x["total_ms"]) - float(x["preprocess_ms"]) - float(x["invoke_ms"]) for x in lines)
     wall_ms = max(wall_s * 1e3, 1e-9)
     shares = {"preprocess": pre / wall_ms, "invoke": invoke / wall_ms, "postprocess": post / wall_ms}
     shares["other"] = max(0.0, 1.0 - sum(shares.values()))
+    shares["preprocess_ahead"] = pre_ahead / wall_ms
     return {k: round(v, 4) for k, v in shares.items()}
 
 

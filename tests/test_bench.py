@@ -86,7 +86,10 @@ def test_interleaved_calls_each_callable_warmup_plus_repeats_times() -> None:
 def test_stage_shares_from_json_lines() -> None:
     lines = [{"preprocess_ms": 1.0, "invoke_ms": 6.0, "total_ms": 7.5}] * 10
     shares = bench_runtime.stage_shares(lines, wall_s=0.1)
-    assert shares == {"preprocess": 0.1, "invoke": 0.6, "postprocess": 0.05, "other": 0.25}
+    assert shares == {"preprocess": 0.1, "invoke": 0.6, "postprocess": 0.05, "other": 0.25, "preprocess_ahead": 0.0}
+    ahead = [{**line, "prepared_ahead": True} for line in lines]
+    shares = bench_runtime.stage_shares(ahead, wall_s=0.1)
+    assert shares == {"preprocess": 0.0, "invoke": 0.6, "postprocess": 0.05, "other": 0.35, "preprocess_ahead": 0.1}
 
 
 def test_clean_makes_json_safe_values() -> None:

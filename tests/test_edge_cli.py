@@ -28,7 +28,7 @@ MODEL = GOLDEN / "golden_int8.tflite"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 IMAGES = sorted(EXPECTED["images"])
 EDGE_CLASSIFY = [sys.executable, "-m", "edge_runtime"]
-LINE_KEYS = {"time", "frame", "source", "top_k", "preprocess_ms", "invoke_ms", "total_ms"}
+LINE_KEYS = {"time", "frame", "source", "top_k", "preprocess_ms", "invoke_ms", "total_ms", "prepared_ahead"}
 SUMMARY_KEYS = {"frames", "reason", "wall_s", "fps", "mean_ms", "p95_ms", "invoke_mean_ms", "dropped", "reconnects",
                 "skipped", "skipped_files", "rss_first_mb", "rss_warm_mb", "rss_last_mb", "exit_code"}  # fmt: skip
 
@@ -141,6 +141,24 @@ def test_video_frames_are_all_classified_in_order(clip: Path, capsys: pytest.Cap
     assert {f["source"] for f in frames} == {str(clip)}
     assert [f["top_k"][0]["label"] for f in frames[:3]] == ["blue", "green", "red"]  # BGR frames read as BGR
     assert json.loads((tmp_path / "s.json").read_text())["frames"] == 60
+
+
+def test_video_tensors_prepared_on_the_reader_thread_score_as_in_the_loop(clip: Path, capsys: pytest.CaptureFixture) -> None:
+    """The reader thread builds each tensor ahead; top-k and scores must equal classify() on the same decoded frame."""
+    from edge_runtime import Classifier, ClassifierOptions
+
+    code, frames, _ = classify(capsys, "--video", str(clip), "--top-k", "4", "-q")
+    assert code == EXIT_OK and all(f["prepared_ahead"] and f["preprocess_ms"] > 0 for f in frames)
+    assert all(f["total_ms"] >= f["preprocess_ms"] + f["invoke_ms"] - 1e-3 for f in frames)
+    classifier, capture = Classifier(ClassifierOptions(model_path=str(MODEL), max_results=4)), cv2.VideoCapture(str(clip))
+    for line in frames:
+        ok, bgr = capture.read()
+        assert ok
+        expected = [{**c.to_dict(), "score": pytest.approx(c.score, abs=1e-6)} for c in classifier.classify(bgr, "BGR")]
+        assert line["top_k"] == expected
+    capture.release()
+    _, images, _ = classify(capsys, "--image", str(GOLDEN), "-q")
+    assert not any(f["prepared_ahead"] for f in images)  # image files are decoded and prepared in the loop
 
 
 # --- exit codes ---------------------------------------------------------------------------------

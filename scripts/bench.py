@@ -1,7 +1,7 @@
 """Benchmark edgetl on this machine in one run; write ``BENCHMARKS.md`` and ``benchmarks.json``.
 
     python scripts/bench.py            # full: what the committed BENCHMARKS.md shows (~20 min, 2 cores)
-    python scripts/bench.py --quick    # a few minutes; CI runs it to prove the script works
+    python scripts/bench.py --quick    # ~4 min, no QAT (tests/test_qat.py covers it); CI runs it to prove the script works
 
 Sections: (1) training speed, cached vs uncached head phase and a full fine-tune;
 (2) accuracy and size of float/fp32/fp16/dynamic/int8/QAT-int8 on real held-out
@@ -72,7 +72,7 @@ class Params:
 
     @classmethod
     def quick(cls) -> "Params":
-        return cls("quick", train_per_class=30, test_per_class=20, epochs=3, fine_tune_epochs=1, qat_epochs=1,
+        return cls("quick", train_per_class=30, test_per_class=20, epochs=3, fine_tune_epochs=1, qat_epochs=0,
                    calib_size=100, repeats=20, rounds=2, video_frames=60, pipeline_repeats=1, soak_frames=500,
                    cold_repeats=2, latency_models=((0.35, 96, "none"),))  # fmt: skip
 

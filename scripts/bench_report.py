@@ -62,11 +62,12 @@ def training(section: dict[str, Any]) -> str:
 def accuracy(section: dict[str, Any], prep: dict[str, Any], data: dict[str, Any]) -> str:
     rows = [[r["variant"], pct(r["top1"]), fmt(r["drop_pt"], "+.2f"), pct(r["agreement"]), kib(r["size_bytes"]),
              fmt(r["size_ratio"], ".3f", "×")] for r in section["rows"]]  # fmt: skip
+    qat = f"QAT for {prep['qat_epochs']} epoch(s)" if prep["qat_epochs"] else "no QAT in this mode"
     goals = [[g["goal"], ("≤ " if g["at_most"] else "≥ ") + _goal_value(g["goal"], g["limit"]), _goal_value(g["goal"], g["value"]),
               "–" if g["met"] is None else ("met" if g["met"] else "**NOT met**")] for g in section["goals"]]  # fmt: skip
     return "\n".join([
         "## 2. Accuracy and size", "",
-        f"The section-1 model (3 cached views + full fine-tune), QAT for {prep['qat_epochs']} epoch(s), int8 calibrated on "
+        f"The section-1 model (3 cached views + full fine-tune), {qat}, int8 calibrated on "
         f"{prep['calibration_images']} train-split images. Evaluated on {section['images']} held-out photos of the "
         f"Fashion-MNIST *test* part ({data['test_per_class']} per class, never seen in training); every .tflite through "
         f"`edge_runtime.Classifier` (decode, resize, input quantization: the device path), via {section['via'].split(' (')[0]}.",
@@ -129,8 +130,9 @@ def runtime(section: dict[str, Any]) -> str:
                                                   for r in c["rows"]], right=[False, False, True]),
         "", f"`import tensorflow` takes {times(c['tf_over_edge'])} as long as importing edge_runtime and loading a model.",
         "", f"Soak: `{s['command']}` — {s['frames']} frames at {fmt(s['fps'], '.1f')} FPS; resident memory "
-        f"{fmt(s['rss_first_mb'], '.1f')} MiB at the first frame, {fmt(s['rss_last_mb'], '.1f')} MiB at the last "
-        f"(growth {fmt(s['rss_growth_mb'], '+.1f')} MiB).",
+        f"{fmt(s['rss_first_mb'], '.1f')} MiB at the first frame, {fmt(s.get('rss_warm_mb'), '.1f')} MiB after 100 frames "
+        f"(decode-ahead queue full), {fmt(s['rss_last_mb'], '.1f')} MiB at the last: {fmt(s.get('rss_growth_after_warmup_pct'), '+.2f')}% "
+        "after warm-up (goal < 5%).",
     ])  # fmt: skip
 
 
@@ -153,7 +155,7 @@ def conversion(rows: list[dict[str, Any]], prep: dict[str, Any]) -> str:
             [f"`calibrate()`: choose {prep['calibration_images']} balanced train images, write calibration.json", fmt(prep["calibrate_seconds"], ".2f")],
             [f"decode + prepare the {prep['calibration_images']} calibration images once (representative dataset)", fmt(prep["calibration_feed_seconds"], ".2f")],
             [f"`qat()`: quantize_model, range init, {prep['qat_epochs']} fine-tune epoch(s), save", fmt(prep["qat_seconds"], ".1f")],
-        ]),
+        ][: 3 if prep["qat_seconds"] is not None else 2]),
     ])  # fmt: skip
 
 

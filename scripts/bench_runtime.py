@@ -145,12 +145,19 @@ def cold_start(model: str, repeats: int) -> dict[str, Any]:
 
 
 def soak(model: str, video: Path, threads: int, frames: int, work: Path) -> dict[str, Any]:
-    """``edge-classify --loop --max-frames N``: resident memory at the first and the last frame."""
+    """``edge-classify --loop --max-frames N``: resident memory at the first frame, after warm-up and at the last.
+
+    Growth is judged from the warm-up reading (edge-classify's ``rss_warm_mb``, after
+    its first 100 frames): by then the decode-ahead queue and its prepared tensors are
+    full, which is buffering, not a leak (issue #7's goal: < 5% over 10,000 frames).
+    """
     result = pipeline_once(model, video, threads, work, extra=("--loop", "--max-frames", str(frames)))
-    first, last = result.get("rss_first_mb"), result.get("rss_last_mb")
+    first, warm, last = result.get("rss_first_mb"), result.get("rss_warm_mb"), result.get("rss_last_mb")
     growth = None if first is None or last is None else round(last - first, 2)
-    return {"frames": result["frames"], "fps": result["fps"], "rss_first_mb": first, "rss_last_mb": last,
-            "rss_growth_mb": growth, "threads": threads, "model": model, "command": result["command"]}  # fmt: skip
+    warm_pct = None if warm is None or last is None else round(100 * (last - warm) / warm, 2)
+    return {"frames": result["frames"], "fps": result["fps"], "rss_first_mb": first, "rss_warm_mb": warm, "rss_last_mb": last,
+            "rss_growth_mb": growth, "rss_growth_after_warmup_pct": warm_pct, "threads": threads, "model": model,
+            "command": result["command"]}  # fmt: skip
 
 
 def invoke_worker(model: str, frame_path: str, threads: int, count: int) -> dict[str, Any]:

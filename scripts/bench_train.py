@@ -107,7 +107,7 @@ def _timed(call: Any, *args: Any) -> tuple[Any, float]:
 
 
 def prepare_variants(params: Any, run: Path) -> dict[str, Any]:
-    """QAT, calibration and conversion of every variant of the trained run, each timed.
+    """QAT (unless ``params.qat_epochs`` is 0), calibration and conversion of every variant of the trained run, each timed.
 
     Returns:
         ``qat_seconds``, ``calibrate_seconds`` (choosing + writing the manifest),
@@ -121,13 +121,14 @@ def prepare_variants(params: Any, run: Path) -> dict[str, Any]:
     from toolchain.convert import calibrate, convert  # noqa: PLC0415
     from toolchain.qat import qat  # noqa: PLC0415
 
-    qat_result, qat_seconds = _timed(qat, QatConfig(str(run), epochs=params.qat_epochs))
+    qat_result, qat_seconds = _timed(qat, QatConfig(str(run), epochs=params.qat_epochs)) if params.qat_epochs else (None, None)
     manifest, calibrate_seconds = _timed(calibrate, CalibrationConfig(str(run), size=params.calib_size))
     feed = calibration.representative_dataset(manifest, load_card(run / "model_card.json"))
     _, feed_seconds = _timed(lambda: sum(1 for _ in feed()))
     converted = convert(ConvertConfig(str(run)))
     return {
-        "qat_seconds": round(qat_seconds, 1), "qat_epochs": _qat_epochs(qat_result.card_path),
+        "qat_seconds": None if qat_result is None else round(qat_seconds, 1),
+        "qat_epochs": 0 if qat_result is None else _qat_epochs(qat_result.card_path),
         "calibrate_seconds": round(calibrate_seconds, 3), "calibration_feed_seconds": round(feed_seconds, 2),
         "calibration_images": manifest.size, "convert": converted.to_dict(),
     }  # fmt: skip

@@ -161,3 +161,13 @@ def test_report_renders_every_section_with_goal_status() -> None:
     assert "| int8 size vs fp32 | ≤ 0.310× | 0.300× | met |" in text
     assert "| 1.0/224 int8 | 2 | 50.0 | 100.0 | 50.00% | **NOT met** |" in text
     assert "10.0 M multiply-accumulates" in text and "`python scripts/bench.py --quick`" in text
+
+
+def test_report_without_qat_and_with_warm_soak() -> None:
+    results = _results()
+    results["variants"].update(qat_epochs=0, qat_seconds=None)
+    results["runtime"]["soak"].update(rss_warm_mb=100.5, rss_growth_after_warmup_pct=0.5)
+    text = bench_report.render(results)
+    assert "no QAT in this mode" in text and "`qat()`" not in text
+    assert "| QAT-int8 top-1 drop (pt) | ≤ 0.20 pt | – | – |" in text
+    assert "100.5 MiB after 100 frames" in text and "+0.50% after warm-up (goal < 5%)" in text

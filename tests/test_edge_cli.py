@@ -258,7 +258,8 @@ def test_all_images_unreadable_exits_4_and_lists_them(tmp_path: Path, capsys: py
 def test_ctrl_c_exits_130_with_the_summary(clip: Path, tmp_path: Path) -> None:
     summary = tmp_path / "summary.json"
     cmd = EDGE_CLASSIFY + ["--model", str(MODEL), "--video", str(clip), "--loop", "--headless", "--summary-json", str(summary)]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # SIGINT may be inherited ignored (background jobs)
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.extend(process.stdout), daemon=True)  # a terminal: always read
     reader.start()

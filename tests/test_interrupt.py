@@ -42,7 +42,10 @@ def _assert_consistent(run: Path) -> None:
 @pytest.mark.slow
 def test_ctrl_c_saves_and_resume_continues(tmp_path: Path, fm_folder: Path) -> None:
     run = tmp_path / "run"
-    process = subprocess.Popen(_cmd(fm_folder, run, 12), stderr=subprocess.PIPE, text=True)
+    # A shell's background jobs (nohup ... &, some CI runners) inherit SIGINT ignored, and Python
+    # then never raises KeyboardInterrupt: give the child the default disposition, as a terminal does.
+    process = subprocess.Popen(_cmd(fm_folder, run, 12), stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 240
     while _state(run).get("head", {}).get("epoch", 0) < 2:
         assert process.poll() is None and time.monotonic() < deadline

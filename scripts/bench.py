@@ -149,13 +149,6 @@ def _portable(text: str, work: Path) -> str:
     return text.replace(str(work.resolve()), "$WORK").replace(str(work), "$WORK").replace(str(ROOT) + "/", "")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` whole or not at all: an interrupted run never leaves half a report."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small subsets and few repeats (a few minutes; CI)")
@@ -192,8 +185,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     output.mkdir(parents=True, exist_ok=True)
     results = json.loads(_portable(json.dumps(clean(results)), work))
-    _write_atomic(output / "benchmarks.json", json.dumps(results, indent=1) + "\n")
-    _write_atomic(output / "BENCHMARKS.md", bench_report.render(results))
+    from edge_runtime.model_card import write_bytes_atomic  # noqa: PLC0415 - never half a report
+
+    write_bytes_atomic(output / "benchmarks.json", (json.dumps(results, indent=1) + "\n").encode())
+    write_bytes_atomic(output / "BENCHMARKS.md", bench_report.render(results).encode())
     if not args.keep_work and args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     say(f"done in {results['meta']['wall_s'] / 60:.1f} min")

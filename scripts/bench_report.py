@@ -142,6 +142,11 @@ def _short(code: str) -> str:
 
 
 def conversion(rows: list[dict[str, Any]], prep: dict[str, Any]) -> str:
+    n = prep["calibration_images"]
+    steps = [[f"`calibrate()`: choose {n} balanced train images, write calibration.json", fmt(prep["calibrate_seconds"], ".2f")],
+             [f"decode + prepare the {n} calibration images once (representative dataset)", fmt(prep["calibration_feed_seconds"], ".2f")]]  # fmt: skip
+    if prep["qat_seconds"] is not None:  # --quick skips QAT
+        steps.append([f"`qat()`: quantize_model, range init, {prep['qat_epochs']} fine-tune epoch(s), save", fmt(prep["qat_seconds"], ".1f")])
     return "\n".join([
         "## 5. Conversion", "",
         "Wall time of each `toolchain.convert.convert` variant (the library's own per-variant timing; int8 includes "
@@ -151,11 +156,7 @@ def conversion(rows: list[dict[str, Any]], prep: dict[str, Any]) -> str:
         markdown_table(["model", "step", "seconds", "size KiB"],
                        [[r["model"], r["step"], fmt(r["seconds"], ".2f"), kib(r["size_bytes"])] for r in rows],
                        right=[False, False, True, True]),
-        "", markdown_table(["1.0 trained model: other steps", "seconds"], [
-            [f"`calibrate()`: choose {prep['calibration_images']} balanced train images, write calibration.json", fmt(prep["calibrate_seconds"], ".2f")],
-            [f"decode + prepare the {prep['calibration_images']} calibration images once (representative dataset)", fmt(prep["calibration_feed_seconds"], ".2f")],
-            [f"`qat()`: quantize_model, range init, {prep['qat_epochs']} fine-tune epoch(s), save", fmt(prep["qat_seconds"], ".1f")],
-        ][: 3 if prep["qat_seconds"] is not None else 2]),
+        "", markdown_table(["1.0 trained model: other steps", "seconds"], steps),
     ])  # fmt: skip
 
 

@@ -5,7 +5,7 @@
 #
 # fp16 is gated at parity's default thresholds (0.5 pt drop, 99% agreement, 2 pt per class).
 # int8 (post-training, full-integer) is gated at regression thresholds, INT8_GATE below: on this
-# model it does not reach the defaults (94.85% agreement, drop 1.45 pt, measured 2026-12; the
+# model it does not reach the defaults (95.05% agreement, drop 1.05 pt, measured 2026-12; the
 # flipped images are not near-ties: median float margin 0.26, see README); the looser gate still
 # fails a broken int8 (wrong calibration, contract mismatch).
 #

@@ -127,10 +127,11 @@ def test_unreadable_image_among_readable_ones_is_skipped_counted_and_listed(tmp_
 def test_top_k_threshold_and_max_frames(capsys: pytest.CaptureFixture) -> None:
     code, frames, _ = classify(capsys, "--image", str(GOLDEN), "--top-k", "1", "-q")
     assert code == EXIT_OK and [len(f["top_k"]) for f in frames] == [1] * 8
-    code, frames, _ = classify(capsys, "--image", str(GOLDEN), "--top-k", "4", "--threshold", "0.7", "-q")
+    # 0.74 sits >= 4 output steps (1/256) from every golden top score, so the ±0.01 golden tolerance cannot flip it
+    code, frames, _ = classify(capsys, "--image", str(GOLDEN), "--top-k", "4", "--threshold", "0.74", "-q")
     confident = [len(f["top_k"]) for f in frames]
-    assert confident == [int(max(EXPECTED["images"][name]["scores"]) >= 0.7) for name in IMAGES] and 0 < sum(confident) < 8
-    assert all(c["score"] >= 0.7 for f in frames for c in f["top_k"])
+    assert confident == [int(max(EXPECTED["images"][name]["scores"]) >= 0.74) for name in IMAGES] and 0 < sum(confident) < 8
+    assert all(c["score"] >= 0.74 for f in frames for c in f["top_k"])
     code, frames, err = classify(capsys, "--image", str(GOLDEN), "--max-frames", "3")
     assert code == EXIT_OK and len(frames) == 3 and "summary (max-frames): 3 frames" in err
 

@@ -258,3 +258,19 @@ def test_fast_prepare_equals_the_composed_contract(dtype: str, scale: float, zer
                     got = pp.prepare(frame, card, order)
                     assert got.dtype == expected.dtype and got.shape == (1, 60, 80, 3)
                     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype,zero_point", [("uint8", 128), ("uint8", 127), ("int8", 0), ("int8", -1)])
+def test_half_step_ties_round_the_same_way_for_every_pixel(dtype: str, zero_point: int) -> None:
+    """x / 127.5 - 1 at scale 2/255 puts each pixel on a tie; all ties must go up, not alternate by parity."""
+    from edge_runtime import preprocess as pp
+    from edge_runtime.model_card import Normalization, TensorSpec
+
+    spec = TensorSpec(dtype, 0.007843137718737125, zero_point)  # the converter's float32 2/255
+    values = np.arange(256, dtype=np.uint8)
+    exact = pp.normalize(np.repeat(values[:, None], 3, axis=1), Normalization())
+    error = pp.dequantize(pp.quantize(exact, spec), spec) - exact
+    inside = (values > 2) & (values < 252)  # away from the clipped ends of the range
+    np.testing.assert_allclose(error[inside], 0.5 * spec.scale, atol=1e-4 * spec.scale)
+    off_ties = pp.quantize(np.asarray([0.26, -0.26, 1.49, -1.51]) * spec.scale, spec).astype(int) - zero_point
+    assert off_ties.tolist() == [0, 0, 1, -2]  # everything else still rounds to nearest

@@ -85,3 +85,65 @@ def test_range_initialisation_keeps_a_real_model_accurate(trained_run: Path) -> 
     initialize_ranges(quantized, train, card, seed=0, batches=4)
     qat_top1 = float((feed.predict(quantized, val, card.normalization).argmax(1) == labels).mean())
     assert qat_top1 >= float_top1 - 0.1 and qat_top1 > 0.5
+
+
+def _tiny_float_model(seed: int = 0) -> object:
+    """MobileNetV2 0.35/32 with random BatchNorm statistics, so folding has something to get wrong."""
+    from toolchain import model
+
+    k = model.keras()
+    k.utils.set_random_seed(seed)
+    base = k.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    pooled = k.layers.GlobalAveragePooling2D(name="head_pool")(base.output)
+    net = k.Model(base.input, k.layers.Dense(3, activation="softmax", name="predictions")(pooled))
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:
+        if isinstance(layer, k.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), rng.uniform(0.5, 2.0, n)])
+    return net
+
+
+def test_batchnorm_folding_keeps_the_function() -> None:
+    from toolchain import model
+    from toolchain.qat import fold_batchnorm
+
+    k = model.keras()
+    net = _tiny_float_model()
+    folded = fold_batchnorm(net)
+    kinds = [type(layer).__name__ for layer in folded.layers]
+    assert "BatchNormalization" not in kinds and kinds.count("DepthwiseConv2D") == 17 and kinds.count("Conv2D") == 35
+    assert all(layer.use_bias for layer in folded.layers if isinstance(layer, (k.layers.Conv2D, k.layers.DepthwiseConv2D)))
+    images = np.random.default_rng(1).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    want, got = net.predict(images, verbose=0), folded.predict(images, verbose=0)
+    assert np.abs(want - got).max() < 1e-4 and np.abs(want - net.predict(images[::-1], verbose=0)[::-1]).max() < 1e-4
+
+
+def test_depthwise_kernels_are_fake_quantized_per_channel() -> None:
+    """tfmot's own quantizer is per-tensor on depthwise kernels; a small-weight channel collapsed to zero."""
+    import tensorflow as tf
+
+    from toolchain.qat import _folded_scheme
+
+    rng = np.random.default_rng(2)
+    kernel = rng.normal(0, 1, (3, 3, 4, 1)).astype(np.float32) * np.asarray([1e-3, 1.0, 0.1, 10.0], np.float32)[None, None, :, None]
+    quantized = _folded_scheme()["DepthwiseKernelQuantizer"]()(tf.constant(kernel), False, {}).numpy()
+    for c in range(4):
+        step = np.abs(kernel[:, :, c]).max() / 127
+        np.testing.assert_allclose(quantized[:, :, c], np.round(kernel[:, :, c] / step) * step, rtol=1e-5, atol=1e-9)
+        assert np.abs(quantized[:, :, c] - kernel[:, :, c]).max() <= step / 2 * 1.0001
+    conv = rng.normal(0, 1, (1, 1, 8, 3)).astype(np.float32) * np.asarray([1e-3, 1.0, 10.0], np.float32)
+    fake = _folded_scheme()["KernelQuantizer"]()(tf.constant(conv), False, {}).numpy()
+    for c in range(3):
+        assert np.abs(fake[..., c] - conv[..., c]).max() <= np.abs(conv[..., c]).max() / 127 / 2 * 1.0001
+
+
+def test_quantized_graph_has_no_fake_quant_between_conv_and_relu() -> None:
+    from toolchain.qat import quantize
+
+    quantized = quantize(_tiny_float_model())
+    wrappers = {layer.name: layer for layer in quantized.layers if type(layer).__name__ == "QuantizeWrapperV2"}
+    conv1, project = wrappers["quant_Conv1"], wrappers["quant_block_1_project"]
+    assert not conv1.quantize_config.get_output_quantizers(conv1.layer)  # ReLU6 follows: one range, after it
+    assert project.quantize_config.get_output_quantizers(project.layer)  # linear bottleneck: quantized itself
+    assert wrappers["quant_Conv1_relu"].quantize_config.get_output_quantizers(wrappers["quant_Conv1_relu"].layer)

@@ -1,10 +1,11 @@
 """``edgetl qat``: quantization-aware fine-tuning of a trained run.
 
-tfmot's ``quantize_model`` wraps the flat tf_keras graph of ``RUN/model.keras``
-with fake-quantization, and a short low-learning-rate fine-tune on the train
-split (early stopping on val, best weights restored) lets the weights adapt to
-int8 rounding. BatchNorm stays frozen (inference mode), as in training's
-fine-tune phase. The result is ``RUN/model_qat.keras`` plus its card
+The flat tf_keras graph of ``RUN/model.keras`` is rewritten with every frozen
+BatchNorm folded into its conv, then wrapped by tfmot's ``quantize_apply`` with
+fake quantization laid out as TFLite will run it (kernels per output channel,
+no fake-quant between a conv and its ReLU6), and a short low-learning-rate
+fine-tune on the train split (early stopping on val, best weights restored)
+lets the weights adapt to int8 rounding. The result is ``RUN/model_qat.keras`` plus its card
 ``RUN/model_qat.json``; ``edgetl convert`` turns it into ``model_qat_int8.tflite``.
 
 tfmot 0.8.1 cannot reload a quantized model from a ``.keras`` file
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import sys
 import tempfile
@@ -38,6 +40,9 @@ STAGES = 4
 QAT_MODEL = "model_qat.keras"
 QAT_CARD = "model_qat.json"
 RANGE_BATCHES = 8
+CONV_CLASSES = ("Conv2D", "DepthwiseConv2D")
+# The fake-quant layout of model_qat.keras; load_qat refuses files made with another.
+QAT_SCHEME = "bn-folded-per-channel"
 
 
 @dataclasses.dataclass
@@ -95,7 +100,7 @@ def qat(config: QatConfig) -> QatResult:
     seed = config.seed if config.seed is not None else int((read_json(run / "config.json") or {}).get("seed", 42))
     log.stage(1, STAGES, "decoding the train, val and test splits")
     pixels, labels = _splits(run, card)
-    log.stage(2, STAGES, "wrapping the model with fake quantization (tfmot quantize_model)")
+    log.stage(2, STAGES, "folding BatchNorm and wrapping the model with fake quantization (tfmot)")
     with log.quiet_native():
         k = model_mod.keras()
         model_mod.set_precision(MixedPrecision.OFF, False)
@@ -118,17 +123,195 @@ def qat(config: QatConfig) -> QatResult:
 
 
 def quantize(float_model: Any) -> Any:
-    """Wrap ``float_model`` for QAT: every layer trains except BatchNorm, which stays in inference mode.
+    """Wrap ``float_model`` for QAT: BatchNorm folded, kernels per channel, every layer trainable.
 
-    The trainable flags are fixed here, before ``quantize_model``, because the wrapped
+    The trainable flags are fixed here, before ``quantize_apply``, because the wrapped
     layers order their variables by them; ``load_qat`` relies on the same flags.
     """
     import tensorflow_model_optimization as tfmot  # noqa: PLC0415
 
+    qk = tfmot.quantization.keras
     k = model_mod.keras()
-    for layer in float_model.layers:
+    folded = fold_batchnorm(float_model)
+    for layer in folded.layers:
         layer.trainable = not isinstance(layer, k.layers.BatchNormalization)
-    return tfmot.quantization.keras.quantize_model(float_model)
+    scheme = _folded_scheme()
+    relu_fed = _relu_fed(folded)
+
+    def annotate(layer: Any) -> Any:
+        if type(layer).__name__ in CONV_CLASSES:
+            return qk.quantize_annotate_layer(layer, scheme["FoldedConvConfig"](layer.name not in relu_fed))
+        return qk.quantize_annotate_layer(layer)
+
+    annotated = k.models.clone_model(folded, clone_function=annotate)
+    with qk.quantize_scope(scheme):
+        return qk.quantize_apply(annotated, scheme["FoldedScheme"]())
+
+
+def _relu_fed(model: Any) -> set[str]:
+    """Names of the layers whose every consumer is a ReLU (no fake-quant goes between them)."""
+    consumers: dict[str, set[str]] = {}
+    for layer in model.get_config()["layers"]:
+        for node in layer["inbound_nodes"]:
+            for ref in node:
+                consumers.setdefault(ref[0], set()).add(layer["class_name"])
+    return {name for name, kinds in consumers.items() if kinds == {"ReLU"}}
+
+
+def fold_batchnorm(model: Any) -> Any:
+    """A copy of ``model`` with every conv -> BatchNorm pair fused into one conv with a bias.
+
+    BatchNorm is frozen (inference mode) in training and QAT alike, so the fused
+    graph computes the same function. Folding before quantizing makes the
+    kernels QAT fake-quantizes the ones the converter writes: tfmot's own
+    handling keeps BatchNorm separate and fake-quantizes the unfolded kernel,
+    per-tensor for DepthwiseConv2D (its per-axis quantizer uses the kernel's
+    last axis, the depth multiplier of 1), while the converter folds BatchNorm
+    and quantizes per channel; that mismatch cost 4 pt of top-1.
+    """
+    k = model_mod.keras()
+    config = model.get_config()
+    by_name = {layer["name"]: layer for layer in config["layers"]}
+    consumers: dict[str, int] = {}
+    for layer in config["layers"]:
+        for node in layer["inbound_nodes"]:
+            for ref in node:
+                consumers[ref[0]] = consumers.get(ref[0], 0) + 1
+    folded: dict[str, str] = {}  # BatchNorm name -> the conv it folds into
+    for layer in config["layers"]:
+        inbound = layer["inbound_nodes"]
+        if layer["class_name"] != "BatchNormalization" or len(inbound) != 1 or len(inbound[0]) != 1:
+            continue
+        source = by_name[inbound[0][0][0]]
+        conv_config = source["config"]
+        axis = layer["config"].get("axis", -1)
+        last_axis = axis in (-1, 3, [-1], [3])
+        if (source["class_name"] in CONV_CLASSES and conv_config["activation"] == "linear" and consumers[source["name"]] == 1
+                and last_axis and not layer["config"].get("renorm")):  # fmt: skip
+            folded[layer["name"]] = source["name"]
+            conv_config["use_bias"] = True
+    kept = []
+    for layer in config["layers"]:
+        if layer["name"] in folded:
+            continue
+        for node in layer["inbound_nodes"]:
+            for ref in node:
+                ref[0] = folded.get(ref[0], ref[0])
+        kept.append(layer)
+    config["layers"] = kept
+    for ref in config["output_layers"]:
+        ref[0] = folded.get(ref[0], ref[0])
+    fused = k.Model.from_config(config)
+    into = {conv: bn for bn, conv in folded.items()}
+    for layer in fused.layers:
+        source = model.get_layer(layer.name)
+        if layer.name not in into:
+            layer.set_weights(source.get_weights())
+            continue
+        bn = model.get_layer(into[layer.name])
+        weights = source.get_weights()
+        kernel, bias = weights[0], (weights[1] if len(weights) > 1 else 0.0)
+        gamma = bn.gamma.numpy() if bn.scale else 1.0
+        beta = bn.beta.numpy() if bn.center else 0.0
+        scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+        if isinstance(layer, k.layers.DepthwiseConv2D):  # (h, w, channels, multiplier): channel-major output
+            kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
+        else:
+            kernel = kernel * scale
+        layer.set_weights([kernel, (bias - bn.moving_mean.numpy()) * scale + beta])
+    return fused
+
+
+@functools.lru_cache(maxsize=None)
+def _folded_scheme() -> dict[str, Any]:
+    """tfmot classes for a BatchNorm-folded graph, made on first use so tfmot loads lazily.
+
+    ``KernelQuantizer`` fake-quantizes a conv kernel per output channel the way
+    TFLite stores it (symmetric, narrow range, scale max|w|/127; a depthwise
+    kernel's channels are its last two axes); ``FoldedConvConfig`` quantizes the
+    kernel and, unless a ReLU follows, the output. The scheme's layout transform
+    keeps only the input quantizer: there is no BatchNorm left to fuse, and
+    tfmot's Conv+ReLU transform would drop the custom kernel quantizer.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow_model_optimization as tfmot  # noqa: PLC0415
+    from tensorflow_model_optimization.python.core.quantization.keras import quantize_layout_transform  # noqa: PLC0415
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: PLC0415
+        default_8bit_quantize_scheme,
+        default_8bit_transforms,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (  # noqa: PLC0415
+        model_transformer,
+    )
+
+    qk = tfmot.quantization.keras
+
+    class KernelQuantizer(qk.quantizers.Quantizer):  # type: ignore[misc, name-defined]
+        def build(self, tensor_shape: Any, name: str, layer: Any) -> dict[str, Any]:
+            return {}
+
+        @tf.autograph.experimental.do_not_convert
+        def __call__(self, inputs: Any, training: Any, weights: Any, **kwargs: Any) -> Any:
+            bound = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(inputs), axis=(0, 1, 2)), 1e-8))
+            return tf.quantization.fake_quant_with_min_max_vars_per_channel(inputs, -bound, bound, num_bits=8, narrow_range=True)
+
+        def get_config(self) -> dict[str, Any]:
+            return {}
+
+    class DepthwiseKernelQuantizer(KernelQuantizer):
+        """Per output channel (each of the last two axes' pairs); rounded in float, straight-through gradient.
+
+        The converter cannot carry a per-channel fake-quant through the reshape
+        to TFLite's depthwise layout, so the kernel reaches it already on the int8
+        grid, and its own per-channel max-abs quantization reproduces it exactly.
+        """
+
+        @tf.autograph.experimental.do_not_convert
+        def __call__(self, inputs: Any, training: Any, weights: Any, **kwargs: Any) -> Any:
+            bound = tf.maximum(tf.reduce_max(tf.abs(inputs), axis=(0, 1), keepdims=True), 1e-8)
+            step = tf.stop_gradient(bound / 127.0)
+            return inputs + tf.stop_gradient(tf.round(inputs / step) * step - inputs)
+
+    class FoldedConvConfig(qk.QuantizeConfig):  # type: ignore[misc, name-defined]
+        def __init__(self, quantize_output: bool = True) -> None:
+            self.quantize_output = quantize_output
+
+        @staticmethod
+        def _attr(layer: Any) -> str:
+            return "depthwise_kernel" if hasattr(layer, "depthwise_kernel") else "kernel"
+
+        def get_weights_and_quantizers(self, layer: Any) -> list[Any]:
+            depthwise = self._attr(layer) == "depthwise_kernel"
+            return [(getattr(layer, self._attr(layer)), DepthwiseKernelQuantizer() if depthwise else KernelQuantizer())]
+
+        def get_activations_and_quantizers(self, layer: Any) -> list[Any]:
+            return []
+
+        def set_quantize_weights(self, layer: Any, quantize_weights: list[Any]) -> None:
+            setattr(layer, self._attr(layer), quantize_weights[0])
+
+        def set_quantize_activations(self, layer: Any, quantize_activations: list[Any]) -> None:
+            pass
+
+        def get_output_quantizers(self, layer: Any) -> list[Any]:
+            if not self.quantize_output:
+                return []
+            return [qk.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+        def get_config(self) -> dict[str, Any]:
+            return {"quantize_output": self.quantize_output}
+
+    class InputOnlyTransform(quantize_layout_transform.QuantizeLayoutTransform):  # type: ignore[misc]
+        def apply(self, model: Any, layer_quantize_map: dict[str, Any]) -> Any:
+            transforms = [default_8bit_transforms.InputLayerQuantize()]
+            return model_transformer.ModelTransformer(model, transforms, set(layer_quantize_map), layer_quantize_map).transform()
+
+    class FoldedScheme(default_8bit_quantize_scheme.Default8BitQuantizeScheme):  # type: ignore[misc]
+        def get_layout_transformer(self) -> Any:
+            return InputOnlyTransform()
+
+    return {"KernelQuantizer": KernelQuantizer, "DepthwiseKernelQuantizer": DepthwiseKernelQuantizer,
+            "FoldedConvConfig": FoldedConvConfig, "FoldedScheme": FoldedScheme}  # fmt: skip
 
 
 def initialize_ranges(quantized: Any, images: np.ndarray, card: ModelCard, seed: int, batches: int = RANGE_BATCHES,
@@ -173,6 +356,8 @@ def load_qat(run: Path) -> Any:
         raise RunFolderError(f"{run} has no {QAT_MODEL}; run `edgetl qat {run}` first, or leave qat_int8 out of --quant")
     card = load_card(run / QAT_CARD)
     verify_model_file(card, run / QAT_MODEL)
+    if card.extra.get("qat", {}).get("scheme") != QAT_SCHEME:
+        raise RunFolderError(f"{run}/{QAT_MODEL} was made by an older edgetl (BatchNorm not folded); run `edgetl qat {run}` again")
     source = card.extra.get("source", {}).get("sha256")
     if source != sha256_file(run / "model.keras"):
         raise RunFolderError(f"{run}/model.keras changed after QAT; run `edgetl qat {run}` again")
@@ -233,7 +418,7 @@ def _card(card: ModelCard, run: Path, model_path: Path, config: QatConfig, histo
     extra = {
         "backbone": card.extra.get("backbone", {}),
         "source": {"file": "model.keras", "sha256": sha256_file(run / "model.keras")},
-        "qat": {"epochs_run": len(history.get("loss", [])), "learning_rate": config.learning_rate, "seed": seed,
+        "qat": {"scheme": QAT_SCHEME, "epochs_run": len(history.get("loss", [])), "learning_rate": config.learning_rate, "seed": seed,
                 "batch_size": config.batch_size, "augment": config.augment, "history": history},
         "metrics": {s: {"top1": metrics[s]["top1"], "count": metrics[s]["count"]} for s in ("val", "test")},
         "float_metrics": card.extra.get("metrics", {}),

@@ -147,3 +147,38 @@ def test_quantized_graph_has_no_fake_quant_between_conv_and_relu() -> None:
     assert not conv1.quantize_config.get_output_quantizers(conv1.layer)  # ReLU6 follows: one range, after it
     assert project.quantize_config.get_output_quantizers(project.layer)  # linear bottleneck: quantized itself
     assert wrappers["quant_Conv1_relu"].quantize_config.get_output_quantizers(wrappers["quant_Conv1_relu"].layer)
+
+
+def test_dead_channel_bias_fits_int32_after_qat_conversion(tmp_path: Path) -> None:
+    """A conv channel with a ~zero kernel and a real bias: TFLite's bias (scale = input x weight scale) must not saturate."""
+    import tensorflow as tf
+
+    from toolchain import model
+    from toolchain.qat import quantize
+
+    k = model.keras()
+    inputs = k.Input((8, 8, 3))
+    x = k.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")(inputs)
+    x = k.layers.BatchNormalization(name="bn")(x)
+    x = k.layers.ReLU(6.0, name="relu")(x)
+    net = k.Model(inputs, k.layers.Dense(2, activation="softmax", name="predictions")(k.layers.GlobalAveragePooling2D()(x)))
+    kernel = np.random.default_rng(0).normal(0, 0.3, (3, 3, 3, 4)).astype(np.float32)
+    kernel[..., 1] = 1e-9  # dead channel
+    net.get_layer("conv").set_weights([kernel])
+    net.get_layer("bn").set_weights([np.ones(4), np.asarray([0.0, 2.0, 0.1, -0.1]), np.zeros(4), np.ones(4)])
+    quantized = quantize(net)
+    images = np.random.default_rng(1).uniform(-1, 1, (16, 8, 8, 3)).astype(np.float32)
+    for _ in range(4):
+        quantized(images, training=True)
+    converter = tf.lite.TFLiteConverter.from_keras_model(quantized)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    [conv] = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    bias = details[conv["inputs"][2]]
+    stored = interpreter.get_tensor(bias["index"]).astype(np.int64) * bias["quantization_parameters"]["scales"]
+    assert np.abs(interpreter.get_tensor(bias["index"]).astype(np.int64)).max() < 2**31 - 1
+    np.testing.assert_allclose(stored[1], 2.0, rtol=1e-3)  # the dead channel still outputs relu6(bias) = 2

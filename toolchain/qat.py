@@ -43,6 +43,8 @@ RANGE_BATCHES = 8
 CONV_CLASSES = ("Conv2D", "DepthwiseConv2D")
 # The fake-quant layout of model_qat.keras; load_qat refuses files made with another.
 QAT_SCHEME = "bn-folded-per-channel"
+# The smallest conv input scale the bias floor allows for (MobileNetV2's smallest, its input's, is 2/255).
+MIN_INPUT_SCALE = 1e-3
 
 
 @dataclasses.dataclass
@@ -247,12 +249,28 @@ def _folded_scheme() -> dict[str, Any]:
     qk = tfmot.quantization.keras
 
     class KernelQuantizer(qk.quantizers.Quantizer):  # type: ignore[misc, name-defined]
+        """Per output channel, with a floor on each channel's range so its int32 bias cannot overflow.
+
+        TFLite stores a bias at scale input_scale * weight_scale; a dead channel
+        (MobileNetV2 has them: kernel ~1e-9 after folding, bias not) gets a weight
+        scale so small that the bias saturates int32, which shifted whole classes
+        (dress lost 23 pt). Post-training quantization widens such scales itself;
+        the QAT converter takes this quantizer's range as given, so the floor is
+        here, where the Keras graph sees it too.
+        """
+
+        def __init__(self, bias: Any = None) -> None:
+            self.bias = bias
+
         def build(self, tensor_shape: Any, name: str, layer: Any) -> dict[str, Any]:
             return {}
 
         @tf.autograph.experimental.do_not_convert
         def __call__(self, inputs: Any, training: Any, weights: Any, **kwargs: Any) -> Any:
-            bound = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(inputs), axis=(0, 1, 2)), 1e-8))
+            bound = tf.maximum(tf.reduce_max(tf.abs(inputs), axis=(0, 1, 2)), 1e-8)
+            if self.bias is not None:
+                bound = tf.maximum(bound, tf.abs(self.bias) * (127.0 / (2.0**30 * MIN_INPUT_SCALE)))
+            bound = tf.stop_gradient(bound)
             return tf.quantization.fake_quant_with_min_max_vars_per_channel(inputs, -bound, bound, num_bits=8, narrow_range=True)
 
         def get_config(self) -> dict[str, Any]:
@@ -282,7 +300,8 @@ def _folded_scheme() -> dict[str, Any]:
 
         def get_weights_and_quantizers(self, layer: Any) -> list[Any]:
             depthwise = self._attr(layer) == "depthwise_kernel"
-            return [(getattr(layer, self._attr(layer)), DepthwiseKernelQuantizer() if depthwise else KernelQuantizer())]
+            quantizer = DepthwiseKernelQuantizer() if depthwise else KernelQuantizer(layer.bias if layer.use_bias else None)
+            return [(getattr(layer, self._attr(layer)), quantizer)]
 
         def get_activations_and_quantizers(self, layer: Any) -> list[Any]:
             return []

@@ -149,9 +149,10 @@ def test_quantized_graph_has_no_fake_quant_between_conv_and_relu() -> None:
     assert wrappers["quant_Conv1_relu"].quantize_config.get_output_quantizers(wrappers["quant_Conv1_relu"].layer)
 
 
-def test_dead_channel_bias_fits_int32_after_qat_conversion(tmp_path: Path) -> None:
+def test_dead_channel_bias_fits_int32_after_qat_conversion() -> None:
     """A conv channel with a ~zero kernel and a real bias: TFLite's bias (scale = input x weight scale) must not saturate."""
     import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
 
     from toolchain import model
     from toolchain.qat import quantize
@@ -172,8 +173,6 @@ def test_dead_channel_bias_fits_int32_after_qat_conversion(tmp_path: Path) -> No
         quantized(images, training=True)
     converter = tf.lite.TFLiteConverter.from_keras_model(quantized)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    from ai_edge_litert.interpreter import Interpreter
-
     interpreter = Interpreter(model_content=converter.convert())
     interpreter.allocate_tensors()
     details = {d["index"]: d for d in interpreter.get_tensor_details()}

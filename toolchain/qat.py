@@ -125,7 +125,7 @@ def qat(config: QatConfig) -> QatResult:
 
 
 def quantize(float_model: Any) -> Any:
-    """Wrap ``float_model`` for QAT: BatchNorm folded, kernels per channel, every layer trainable.
+    """Wrap ``float_model`` for QAT: BatchNorm folded, kernels per channel, all but unfolded BatchNorm trainable.
 
     The trainable flags are fixed here, before ``quantize_apply``, because the wrapped
     layers order their variables by them; ``load_qat`` relies on the same flags.
@@ -150,14 +150,19 @@ def quantize(float_model: Any) -> Any:
         return qk.quantize_apply(annotated, scheme["FoldedScheme"]())
 
 
-def _relu_fed(model: Any) -> set[str]:
-    """Names of the layers whose every consumer is a ReLU (no fake-quant goes between them)."""
-    consumers: dict[str, set[str]] = {}
-    for layer in model.get_config()["layers"]:
+def _consumers(config: dict[str, Any]) -> dict[str, list[str]]:
+    """Layer name -> the class name of every layer call that takes its output, from a functional config."""
+    consumers: dict[str, list[str]] = {}
+    for layer in config["layers"]:
         for node in layer["inbound_nodes"]:
             for ref in node:
-                consumers.setdefault(ref[0], set()).add(layer["class_name"])
-    return {name for name, kinds in consumers.items() if kinds == {"ReLU"}}
+                consumers.setdefault(ref[0], []).append(layer["class_name"])
+    return consumers
+
+
+def _relu_fed(model: Any) -> set[str]:
+    """Names of the layers whose every consumer is a ReLU (no fake-quant goes between them)."""
+    return {name for name, kinds in _consumers(model.get_config()).items() if set(kinds) == {"ReLU"}}
 
 
 def fold_batchnorm(model: Any) -> Any:
@@ -174,11 +179,7 @@ def fold_batchnorm(model: Any) -> Any:
     k = model_mod.keras()
     config = model.get_config()
     by_name = {layer["name"]: layer for layer in config["layers"]}
-    consumers: dict[str, int] = {}
-    for layer in config["layers"]:
-        for node in layer["inbound_nodes"]:
-            for ref in node:
-                consumers[ref[0]] = consumers.get(ref[0], 0) + 1
+    consumers = _consumers(config)
     folded: dict[str, str] = {}  # BatchNorm name -> the conv it folds into
     for layer in config["layers"]:
         inbound = layer["inbound_nodes"]
@@ -188,7 +189,7 @@ def fold_batchnorm(model: Any) -> Any:
         conv_config = source["config"]
         axis = layer["config"].get("axis", -1)
         last_axis = axis in (-1, 3, [-1], [3])
-        if (source["class_name"] in CONV_CLASSES and conv_config["activation"] == "linear" and consumers[source["name"]] == 1
+        if (source["class_name"] in CONV_CLASSES and conv_config["activation"] == "linear" and len(consumers[source["name"]]) == 1
                 and last_axis and not layer["config"].get("renorm")):  # fmt: skip
             folded[layer["name"]] = source["name"]
             conv_config["use_bias"] = True

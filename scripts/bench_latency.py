@@ -34,7 +34,7 @@ def build_models(params: Any, data_dir: Path, work: Path) -> list[dict[str, Any]
         the convert result (for the conversion section).
     """
     from toolchain import model as model_mod  # noqa: PLC0415
-    from toolchain.config import ConvertConfig, Quantization, TrainConfig  # noqa: PLC0415
+    from toolchain.config import ConvertConfig, Quantization, Rounding, TrainConfig  # noqa: PLC0415
     from toolchain.convert import convert  # noqa: PLC0415
     from toolchain.train import train  # noqa: PLC0415
 
@@ -44,7 +44,9 @@ def build_models(params: Any, data_dir: Path, work: Path) -> list[dict[str, Any]
         train(TrainConfig(data=str(data_dir), output=str(run), alpha=alpha, image_size=size, weights=weights, epochs=1,
                           cache_views=1, augment=False, max_per_class=params.latency_per_class, seed=7))  # fmt: skip
         quants = tuple(Quantization(v) for v in TFLITE_VARIANTS)
-        converted = convert(ConvertConfig(str(run), quantizations=quants, calib_size=params.latency_calib_size))
+        # latency does not depend on how the int8 weights were rounded; section 2 times the calibrated rounding
+        converted = convert(ConvertConfig(str(run), quantizations=quants, calib_size=params.latency_calib_size,
+                                          rounding=Rounding.NEAREST))  # fmt: skip
         macs = count_macs(model_mod.load(str(run / "model.keras")))
         models.append({
             "name": f"{alpha}/{size}", "alpha": alpha, "size": size, "weights": weights, "run": str(run), "macs": macs,

@@ -4,15 +4,17 @@
 # Fashion-MNIST's own test part (never seen in training or calibration). Exit status = the gate's.
 #
 # fp16 is gated at parity's default thresholds (0.5 pt drop, 99% agreement, 2 pt per class).
-# int8 (post-training, full-integer) is gated at regression thresholds, INT8_GATE below: on this
-# model it does not reach the defaults (95.05% agreement, drop 1.05 pt, measured 2026-12; the
-# flipped images are not near-ties: median float margin 0.26, see README); the looser gate still
-# fails a broken int8 (wrong calibration, contract mismatch).
+# int8 (post-training, full-integer, calibrated GPTQ rounding) is gated at the default drop and
+# at regression thresholds for agreement and per-class drop, INT8_GATE below: measured 2026-12,
+# drop 0.0 pt, agreement 98.6% (nearest rounding: 95.05%), worst class 1.5 pt. The remaining
+# 1.4% is int8 activation noise this model amplifies (float weights with int8 activations
+# alone agree 98.55%, see README); the gate still fails a broken int8 (wrong calibration,
+# contract mismatch, nearest rounding).
 #
 #   bash scripts/ci_parity.sh            # after scripts/setup.sh
 #
 # PER_CLASS (train subset, default 200), TEST_PER_CLASS (default 200), WORK (default a temp dir),
-# INT8_GATE (default "--max-drop 2.5 --min-agreement 0.92 --max-class-drop 15").
+# INT8_GATE (default "--max-drop 0.5 --min-agreement 0.975 --max-class-drop 3").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
@@ -25,7 +27,7 @@ start=$SECONDS
 "$BIN/edgetl" train "$WORK/train" --output "$WORK/run" --image-size 96 --epochs 20 \
     --fine-tune-epochs 6 --fine-tune-layers 60 --fine-tune-learning-rate 1e-4 -q
 "$BIN/edgetl" convert "$WORK/run" --quant fp16,int8 --no-parity -q
-INT8_GATE=${INT8_GATE:---max-drop 2.5 --min-agreement 0.92 --max-class-drop 15}
+INT8_GATE=${INT8_GATE:---max-drop 0.5 --min-agreement 0.975 --max-class-drop 3}
 rc=0
 "$BIN/edgetl" parity "$WORK/run" --data "$WORK/test" --models model_fp16.tflite --junit "$WORK/parity_fp16.xml" || rc=1
 cat "$WORK/run/parity.md"

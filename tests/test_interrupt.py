@@ -70,13 +70,18 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path: Path, fm_folder: Path) -> N
 def test_sigkill_at_random_moments_never_leaves_a_wrong_artifact(tmp_path: Path, fm_folder: Path) -> None:
     rng = random.Random(0)
     run = tmp_path / "run"
+    started = time.monotonic()  # one uninterrupted run sets the kill window, so kills land inside a run on any machine
+    subprocess.run(_cmd(fm_folder, run, 3), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=300)
+    window = time.monotonic() - started
+    _assert_consistent(run)
+    subprocess.run(["rm", "-rf", str(run)], check=True)
     kills = completed = 0
     for attempt in range(12):
         resume = (run.parent / f".{run.name}.partial" / "config.json").exists()
         cmd = EDGETL + ["train", "--resume", str(run), "-q"] if resume else _cmd(fm_folder, run, 3)
         process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            process.wait(timeout=rng.uniform(2.0, 14.0))
+            process.wait(timeout=rng.uniform(1.5, 0.9 * window))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -86,7 +91,7 @@ def test_sigkill_at_random_moments_never_leaves_a_wrong_artifact(tmp_path: Path,
             completed += 1
             subprocess.run(["rm", "-rf", str(run)], check=True)
     print(f"{kills} SIGKILLs, {completed} completed runs, all consistent")
-    assert kills >= 10
+    assert kills >= 8
     if not run.exists():
         final = subprocess.run(EDGETL + ["train", "--resume", str(run), "-q"], capture_output=True, text=True, timeout=300)
         assert final.returncode == 0, final.stderr[-1500:]

@@ -16,7 +16,7 @@ import click
 
 from toolchain import log
 from toolchain.config import MixedPrecision, Pooling, Strategy, TrainConfig, read_config_file
-from toolchain.config import CalibrationConfig, ConvertConfig, IoType, QatConfig, Quantization
+from toolchain.config import CalibrationConfig, ConvertConfig, IoType, QatConfig, Quantization, Rounding
 from toolchain.errors import EdgeTLError
 
 
@@ -269,17 +269,20 @@ def _quantizations(ctx: click.Context, param: click.Parameter, value: Optional[s
 @click.option("--calib-seed", type=int, help="Representative set seed (default: reuse calibration.json, else 42).")
 @click.option("--debug", is_flag=True, help="Per-layer int8 error statistics to RUN/int8_debug.csv.")
 @click.option("--keep-float", help="Comma-separated Keras layer names the int8 variant keeps in float.")
+@click.option("--rounding", type=click.Choice([r.value for r in Rounding]), default="gptq", show_default=True,
+              help="int8 weight rounding: gptq (calibrated, with bias correction) or the converter's nearest.")  # fmt: skip
 @click.option("--no-parity", is_flag=True, help="Do not run `edgetl parity` after converting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @quiet_option
 @verbose_option
 def convert(run: str, quantizations: Optional[tuple[Quantization, ...]], io_type: str, keep_float: Optional[str],
-            no_parity: bool, as_json: bool, **options: Any) -> None:  # fmt: skip
+            rounding: str, no_parity: bool, as_json: bool, **options: Any) -> None:  # fmt: skip
     """Convert RUN/model.keras to TFLite variants (RUN/model_<variant>.tflite + card each)."""
     from toolchain.convert import convert as run_convert  # noqa: PLC0415
 
     layers = tuple(n.strip() for n in keep_float.split(",") if n.strip()) if keep_float else ()
-    result = run_convert(ConvertConfig(run=run, quantizations=quantizations, io=IoType(io_type), keep_float=layers, **options))
+    result = run_convert(ConvertConfig(run=run, quantizations=quantizations, io=IoType(io_type), keep_float=layers,
+                                       rounding=Rounding(rounding), **options))  # fmt: skip
     emit(result.to_dict(), as_json, result.table())
     if not no_parity:
         _run_parity_if_available(Path(run))

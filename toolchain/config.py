@@ -134,6 +134,13 @@ class IoType(str, enum.Enum):
     FLOAT32 = "float32"
 
 
+class Rounding(str, enum.Enum):
+    """How the int8 variant's weights are rounded to their int8 steps."""
+
+    GPTQ = "gptq"  # calibrated: GPTQ + bias correction on a simulated int8 graph (toolchain.rounding)
+    NEAREST = "nearest"  # the converter's own round-to-nearest
+
+
 DEFAULT_CALIB_SIZE = 300
 DEFAULT_CALIB_SEED = 42
 
@@ -201,6 +208,7 @@ class ConvertConfig:
             (or makes a default one).
         debug: write per-layer int8 error statistics (``int8_debug.csv``).
         keep_float: Keras layer names the int8 variant keeps in float.
+        rounding: how the int8 variant's weights are rounded (calibrated GPTQ by default).
     """
 
     run: str
@@ -210,6 +218,7 @@ class ConvertConfig:
     calib_seed: Optional[int] = None
     debug: bool = False
     keep_float: tuple[str, ...] = ()
+    rounding: Rounding = Rounding.GPTQ
 
     def __post_init__(self) -> None:
         if self.calib_size is not None and self.calib_size <= 0:

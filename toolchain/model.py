@@ -196,6 +196,16 @@ def unfreeze_top(built: BuiltModel, n_layers: int) -> int:
     return count
 
 
+def consumers(config: dict[str, Any]) -> dict[str, list[str]]:
+    """Layer name -> the class name of every layer call that takes its output, from a functional config."""
+    found: dict[str, list[str]] = {}
+    for layer in config["layers"]:
+        for node in layer["inbound_nodes"]:
+            for ref in node:
+                found.setdefault(ref[0], []).append(layer["class_name"])
+    return found
+
+
 def load(path: str, compile: bool = False) -> Any:
     """Load a saved edgetl Keras model with safe mode on (no Lambda, no pickle).
 

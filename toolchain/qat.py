@@ -150,19 +150,9 @@ def quantize(float_model: Any) -> Any:
         return qk.quantize_apply(annotated, scheme["FoldedScheme"]())
 
 
-def _consumers(config: dict[str, Any]) -> dict[str, list[str]]:
-    """Layer name -> the class name of every layer call that takes its output, from a functional config."""
-    consumers: dict[str, list[str]] = {}
-    for layer in config["layers"]:
-        for node in layer["inbound_nodes"]:
-            for ref in node:
-                consumers.setdefault(ref[0], []).append(layer["class_name"])
-    return consumers
-
-
 def _relu_fed(model: Any) -> set[str]:
     """Names of the layers whose every consumer is a ReLU (no fake-quant goes between them)."""
-    return {name for name, kinds in _consumers(model.get_config()).items() if set(kinds) == {"ReLU"}}
+    return {name for name, kinds in model_mod.consumers(model.get_config()).items() if set(kinds) == {"ReLU"}}
 
 
 def fold_batchnorm(model: Any) -> Any:
@@ -179,7 +169,7 @@ def fold_batchnorm(model: Any) -> Any:
     k = model_mod.keras()
     config = model.get_config()
     by_name = {layer["name"]: layer for layer in config["layers"]}
-    consumers = _consumers(config)
+    consumers = model_mod.consumers(config)
     folded: dict[str, str] = {}  # BatchNorm name -> the conv it folds into
     for layer in config["layers"]:
         inbound = layer["inbound_nodes"]

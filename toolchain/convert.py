@@ -247,7 +247,11 @@ def _round_int8(run: Path, representative: Callable[[], Any], tmp: Path, saved: 
         folded.export(str(tmp / "folded"))
         ranges = calibrated_ranges(tmp / "folded", representative)
     images = np.concatenate([sample[0] for sample in representative()])
-    report = rounding_mod.round_weights(folded, images[: rounding_mod.image_budget(folded, len(images))], ranges)
+    try:
+        report = rounding_mod.round_weights(folded, images[: rounding_mod.image_budget(folded, len(images))], ranges)
+    except (ValueError, KeyError, TypeError, np.linalg.LinAlgError) as exc:  # a graph the simulation does not know
+        raise ConversionError(f"calibrated int8 rounding failed on this graph ({type(exc).__name__}: {str(exc)[:200]}); "
+                              f"rerun with --rounding nearest") from None  # fmt: skip
     with log.quiet_native():
         folded.export(str(tmp / "int8"))
     saved["int8"] = tmp / "int8"

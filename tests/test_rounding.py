@@ -134,11 +134,13 @@ def tiny() -> dict:
 
 
 def _ranges(model, calibration: np.ndarray) -> dict:
+    import tensorflow as tf
+
     from toolchain.convert import calibrated_ranges
 
     with tempfile.TemporaryDirectory() as tmp:
         model.export(str(Path(tmp) / "saved"))
-        return calibrated_ranges(Path(tmp) / "saved", lambda: ([image[None] / np.float32(127.5) - 1] for image in calibration))
+        return calibrated_ranges(tf, Path(tmp) / "saved", lambda: ([image[None] / np.float32(127.5) - 1] for image in calibration))
 
 
 def test_the_converter_writes_the_rounded_integers_unchanged(tiny: dict) -> None:

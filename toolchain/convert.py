@@ -7,9 +7,9 @@ fp32, fp16 (float16 weights), dynamic (int8 weights, float activations), int8
 (full-integer post-training quantization, calibrated on ``RUN/calibration.json``)
 and qat_int8 (from ``model_qat.keras``). The int8 variant is converted from a
 BatchNorm-folded copy whose weights :mod:`toolchain.rounding` has already put on
-their int8 steps (calibrated GPTQ + bias correction), unless ``--rounding
-nearest``. Full-integer models take and return
-uint8 by default, so the device can feed raw camera pixels. Each file is read back
+their int8 steps (calibrated GPTQ + bias correction), unless ``--rounding nearest``.
+Full-integer models take and return uint8 by default, so the device can feed raw
+camera pixels. Each file is read back
 with ai-edge-litert, which proves it loads, and its card records the tensors'
 actual dtype, scale and zero point.
 """
@@ -172,7 +172,7 @@ def convert(config: ConvertConfig) -> ConvertResult:
         tf, saved = _export_all(run, variants, Path(tmp))
         if rounded:
             log.stage(2, total, f"rounding the int8 weights (GPTQ + bias correction on {manifest.size} images)")  # type: ignore[union-attr]
-            rounding = _round_int8(run, representative, Path(tmp), saved)  # type: ignore[arg-type]
+            rounding = _round_int8(tf, run, representative, Path(tmp), saved)  # type: ignore[arg-type]
         for step, quant in enumerate(variants, 2 + int(rounded)):
             log.stage(step, total, f"converting {quant.value}")
             results.append(_write_variant(tf, quant, saved, config, card, run, manifest, representative, Path(tmp), rounding))
@@ -239,14 +239,13 @@ def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any
     return tf, saved
 
 
-def _round_int8(run: Path, representative: Callable[[], Any], tmp: Path, saved: dict[str, Path]) -> dict[str, Any]:
+def _round_int8(tf: Any, run: Path, representative: Callable[[], Any], tmp: Path, saved: dict[str, Path]) -> dict[str, Any]:
     """Export a BatchNorm-folded copy of the model with calibrated int8 weights as ``saved["int8"]``."""
+    images = np.concatenate([sample[0] for sample in representative()])  # decoded once, for both uses below
     with log.quiet_native():
         folded = qat_mod.fold_batchnorm(model_mod.load(str(run / "model.keras")))
-    with log.quiet_native():
         folded.export(str(tmp / "folded"))
-        ranges = calibrated_ranges(tmp / "folded", representative)
-    images = np.concatenate([sample[0] for sample in representative()])
+        ranges = calibrated_ranges(tf, tmp / "folded", lambda: ([image[None]] for image in images))
     try:
         report = rounding_mod.round_weights(folded, images[: rounding_mod.image_budget(folded, len(images))], ranges)
     except (ValueError, KeyError, TypeError, np.linalg.LinAlgError) as exc:  # a graph the simulation does not know
@@ -260,14 +259,11 @@ def _round_int8(run: Path, representative: Callable[[], Any], tmp: Path, saved: 
     return report.to_dict()
 
 
-def calibrated_ranges(saved_dir: Path, representative: Callable[[], Any]) -> dict[str, tuple[float, float]]:
+def calibrated_ranges(tf: Any, saved_dir: Path, representative: Callable[[], Any]) -> dict[str, tuple[float, float]]:
     """Keras layer name -> the (min, max) the int8 converter calibrates for that layer's output tensor."""
-    import tensorflow as tf  # noqa: PLC0415
     from tensorflow.lite.python import schema_py_generated as schema  # noqa: PLC0415
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
+    converter = _converter(tf, Quantization.INT8, {"float": Path(saved_dir)}, IoType.FLOAT32, representative)
     converter._experimental_calibrate_only = True  # noqa: SLF001
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(converter.convert(), 0))
     ranges: dict[str, tuple[float, float]] = {}

@@ -31,6 +31,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from toolchain import model as model_mod
+
 WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Dense")
 PASS_THROUGH = ("ZeroPadding2D", "Dropout", "Flatten", "Reshape")  # no new scale in TFLite
 DAMPING = 0.01  # of the mean Hessian diagonal, as in GPTQ
@@ -93,10 +95,8 @@ def simulate(model: Any, images: np.ndarray, ranges: dict[str, tuple[float, floa
 
 def _walk(model: Any, images: np.ndarray, ranges: dict[str, tuple[float, float]], rounding: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Run the float and the simulated int8 graph side by side in graph order, rounding each weighted layer."""
-    from toolchain.model import consumers as consumers_of  # noqa: PLC0415
-
     config = model.get_config()
-    consumers = consumers_of(config)
+    consumers = model_mod.consumers(config)
     float_out: dict[str, np.ndarray] = {}
     int8_out: dict[str, np.ndarray] = {}
     pending = {name: len(kinds) for name, kinds in consumers.items()}
@@ -112,10 +112,12 @@ def _walk(model: Any, images: np.ndarray, ranges: dict[str, tuple[float, float]]
         else:
             x_f = _call(layer, [float_out[s] for s in sources])
             x_q = _call(layer, [int8_out[s] for s in sources])
-        key = name
-        if kind == "Dense" and spec["config"].get("activation") == "softmax":
-            key = f"{name}:softmax"
-            ranges.setdefault(key, SOFTMAX_RANGE)
+        key = name  # a Dense with an activation has two TFLite tensors: ``name`` (logits, see _weighted) and this one
+        activation = spec["config"].get("activation", "linear")
+        if kind == "Dense" and activation != "linear":
+            key = f"{name}:{activation}"
+            if activation == "softmax":
+                ranges.setdefault(key, SOFTMAX_RANGE)
         if kind not in PASS_THROUGH and set(consumers.get(name, [])) != {"ReLU"}:
             x_q = fake_quant(x_q, key, ranges)
         for s in sources:
@@ -174,17 +176,13 @@ def _weighted(layer: Any, kind: str, x_f: np.ndarray, x_q: np.ndarray, ranges: d
             y_q = y_q + shift
     finally:
         layer.activation = activation
-    if kind == "Dense" and _activation_name(layer) != "linear":
-        y_q = fake_quant(y_q, layer.name, ranges)  # the logits are a TFLite tensor of their own; the softmax reads them
+    if kind == "Dense" and layer.get_config().get("activation", "linear") != "linear":
+        y_q = fake_quant(y_q, layer.name, ranges)  # the logits are a TFLite tensor of their own; the activation reads them
     return np.asarray(activation(tf.constant(y_f))), np.asarray(activation(tf.constant(y_q)))
 
 
 def _linear(x: Any) -> Any:
     return x
-
-
-def _activation_name(layer: Any) -> str:
-    return str(layer.get_config().get("activation", "linear"))
 
 
 def _input_hessian(layer: Any, kind: str, x: np.ndarray) -> np.ndarray:

@@ -52,7 +52,7 @@ def test_fp16_passes_and_reports(converted: Path, tmp_path: Path) -> None:
     run = _variant_only(converted, tmp_path, "fp16")
     junit = tmp_path / "parity.xml"
     # 40 test images of a small, unsure model: a flipped near-tie is 2.5 pt, so the thresholds
-    # allow a few (CI gates the defaults on 2,000 images of a better model: scripts/ci_parity.sh).
+    # allow a few (CI gates fp16 at the defaults on 10,000 images of a better model: scripts/ci_parity.sh).
     result = CliRunner().invoke(main, ["parity", str(run), "--junit", str(junit), "--json", "--max-drop", "5.1",
                                        "--min-agreement", "0.9", "--max-class-drop", "50"])  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_util import library_versions, load_average, machine_info  # noqa: E402
+from bench_util import library_versions, load_average, machine_info, preserved_sections  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,8 +187,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = json.loads(_portable(json.dumps(clean(results)), work))
     from edge_runtime.model_card import write_bytes_atomic  # noqa: PLC0415 - never half a report
 
+    old_md = (output / "BENCHMARKS.md").read_text() if (output / "BENCHMARKS.md").exists() else ""
+    old_json = json.loads((output / "benchmarks.json").read_text()) if (output / "benchmarks.json").exists() else {}
+    kept = preserved_sections(old_md, results, old_json)  # sections other scripts measured (scripts/bench_gate.py, ...)
     write_bytes_atomic(output / "benchmarks.json", (json.dumps(results, indent=1) + "\n").encode())
-    write_bytes_atomic(output / "BENCHMARKS.md", bench_report.render(results).encode())
+    write_bytes_atomic(output / "BENCHMARKS.md", (bench_report.render(results) + ("\n" + kept + "\n" if kept else "")).encode())
     if not args.keep_work and args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     say(f"done in {results['meta']['wall_s'] / 60:.1f} min")

@@ -179,3 +179,45 @@ def library_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+SECTION_START, SECTION_END = "<!-- section:{name} -->", "<!-- /section:{name} -->"
+
+
+def write_section(root: Path, name: str, markdown: str, data: dict[str, Any]) -> None:
+    """Put one separately measured section into ``BENCHMARKS.md`` (between markers) and ``benchmarks.json``.
+
+    Scripts that measure one thing (the parity gate study, the browser preview, scale)
+    own a named section; ``scripts/bench.py`` keeps every such section when it rewrites
+    the rest (``preserved_sections``).
+    """
+    import json  # noqa: PLC0415
+
+    from edge_runtime.model_card import write_bytes_atomic  # noqa: PLC0415
+
+    md_path, json_path = root / "BENCHMARKS.md", root / "benchmarks.json"
+    start, end = SECTION_START.format(name=name), SECTION_END.format(name=name)
+    text = md_path.read_text() if md_path.exists() else "# Benchmarks\n"
+    block = f"{start}\n{markdown.strip()}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    results = json.loads(json_path.read_text()) if json_path.exists() else {}
+    results.setdefault("sections", {})[name] = data
+    write_bytes_atomic(json_path, (json.dumps(results, indent=1) + "\n").encode())
+    write_bytes_atomic(md_path, text.encode())
+
+
+def preserved_sections(md_text: str, results_json: dict[str, Any], old_json: dict[str, Any]) -> str:
+    """The marked sections of an old ``BENCHMARKS.md`` (appended by ``bench.py`` to the new one; JSON too)."""
+    import re  # noqa: PLC0415
+
+    blocks = re.findall(r"<!-- section:([\w-]+) -->.*?<!-- /section:\1 -->", md_text, flags=re.S)
+    out = []
+    for name in blocks:
+        start, end = SECTION_START.format(name=name), SECTION_END.format(name=name)
+        out.append(md_text[md_text.index(start) : md_text.index(end) + len(end)])
+        if name in old_json.get("sections", {}):
+            results_json.setdefault("sections", {})[name] = old_json["sections"][name]
+    return "\n\n".join(out)

@@ -50,7 +50,7 @@ def _fails(result: Result, code: int) -> str:
     return lines[-1][len("Error: ") :]
 
 
-def _train_fails(data_path: Path, tmp_path: Path, *extra: Any, code: int = 1) -> str:
+def _train_fails(data_path: Path, tmp_path: Path, *extra: Any, code: int = 3) -> str:
     """``edgetl train`` on bad data: the error line, and no run or partial run left behind."""
     run = tmp_path / "run"
     message = _fails(_run("train", data_path, "-o", run, *TINY, *extra), code)
@@ -234,7 +234,7 @@ def test_allow_outside_root_reaches_discovery(tmp_path: Path) -> None:
     assert _train_fails(csv, tmp_path, "--allow-outside-root") == allowed
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"data": str(csv), "output": str(tmp_path / "run"), "allow_outside_root": True}))
-    assert _fails(_run("train", "--config", config, "-q"), 1) == allowed
+    assert _fails(_run("train", "--config", config, "-q"), 3) == allowed
 
 
 def test_parity_data_with_unknown_labels(tmp_path: Path, tiny_run: Path) -> None:
@@ -244,7 +244,7 @@ def test_parity_data_with_unknown_labels(tmp_path: Path, tiny_run: Path) -> None
     (run / "model_fp32.json").write_text("{}")
     root = _folder(tmp_path / "d", ("zebra", "bag")).resolve()
     labels = json.loads((run / "model_card.json").read_text())["labels"]
-    message = _fails(_run("parity", run, "--data", root, "-q"), 1)
+    message = _fails(_run("parity", run, "--data", root, "-q"), 3)
     assert message == (f"{root}: classes zebra are not among the model's labels {labels}; "
                        "name the class folders/labels as in the run's labels.txt, or leave those classes out")
 
@@ -517,7 +517,7 @@ def _fake_run(folder: Path, card: dict[str, Any] | None, model: bool = True) -> 
 @pytest.mark.parametrize("missing", ["model.keras", "model_card.json", "both"])
 def test_convert_on_a_folder_that_is_not_a_run(tmp_path: Path, missing: str) -> None:
     run = _fake_run(tmp_path / "r", None if missing != "model.keras" else {}, model=missing == "model_card.json")
-    message = _fails(_run("convert", run, "-q", "--no-parity"), 1)
+    message = _fails(_run("convert", run, "-q", "--no-parity"), 3)
     assert message == f"{run} has no model.keras and model_card.json; is it an `edgetl train` run folder?"
     assert not list(run.glob("model_*.tflite"))
 
@@ -529,7 +529,7 @@ def test_convert_refuses_a_file_that_is_not_a_keras_model(tmp_path: Path) -> Non
     card = {"schema_version": 1, "labels": ["a", "b"], "height": 96, "width": 96, "model_file": "model.keras",
             "model_sha256": sha256_file(run / "model.keras")}  # fmt: skip
     (run / "model_card.json").write_text(json.dumps(card))
-    message = _fails(_run("convert", run, "-q", "--no-parity", "--quant", "fp32"), 1)
+    message = _fails(_run("convert", run, "-q", "--no-parity", "--quant", "fp32"), 3)
     assert message.startswith(f"{run / 'model.keras'} is not a loadable Keras model (") and message.endswith("); re-run `edgetl train`")
     assert not list(run.glob("model_*.tflite")) and not list(run.glob(".convert-*"))
 
@@ -538,7 +538,7 @@ def test_convert_refuses_a_file_that_is_not_a_keras_model(tmp_path: Path) -> Non
 def test_convert_refuses_a_card_of_another_schema(tmp_path: Path, version: int) -> None:
     card = {"labels": ["a", "b"], "height": 96, "width": 96, "model_file": "model.keras", "model_sha256": "0" * 64}
     run = _fake_run(tmp_path / "r", {**card, **({"schema_version": version} if version else {})})
-    message = _fails(_run("convert", run, "-q", "--no-parity"), 1)
+    message = _fails(_run("convert", run, "-q", "--no-parity"), 3)
     assert message == f"{run / 'model_card.json'}: card schema version {version} is not 1; re-run the edgetl stage that wrote it with this version"
 
 
@@ -547,7 +547,7 @@ def test_convert_refuses_a_model_that_is_not_its_card(tmp_path: Path, tiny_run: 
     shutil.copytree(tiny_run, run)
     with open(run / "model.keras", "ab") as handle:
         handle.write(b"\0")
-    message = _fails(_run("convert", run, "-q", "--no-parity", "--quant", "fp32"), 1)
+    message = _fails(_run("convert", run, "-q", "--no-parity", "--quant", "fp32"), 3)
     assert re.fullmatch(re.escape(f"{run / 'model.keras'} does not match its card (sha256 ") + r"[0-9a-f]{12}… vs [0-9a-f]{12}… "
                         + re.escape("recorded): the copy is incomplete or the card belongs to another model; copy both again"), message)  # fmt: skip
     assert not list(run.glob("model_*.tflite"))
@@ -572,7 +572,7 @@ def test_keras_model_with_a_lambda_layer_is_refused(tmp_path: Path) -> None:
     ModelCard(labels=("a", "b"), height=96, width=96, model_file="model.keras", model_sha256=sha256_file(run / "model.keras")).save(
         run / "model_card.json"
     )
-    message = _fails(_run("convert", run, "-q", "--no-parity", "--quant", "fp32"), 1)
+    message = _fails(_run("convert", run, "-q", "--no-parity", "--quant", "fp32"), 3)
     assert message == (f"{run / 'model.keras'} holds a Lambda layer (Python code), which edgetl never loads; "
                        "rebuild the model without Lambda layers, e.g. with `edgetl train`")  # fmt: skip
     assert not marker.exists() and not list(run.glob("model_*.tflite"))
@@ -604,7 +604,7 @@ def test_bad_config_files(tmp_path: Path, name: str, text: str | None, message: 
 def test_config_files_are_parsed_as_data_never_run(tmp_path: Path) -> None:
     pwned = tmp_path / "pwned"
     (tmp_path / "c.toml").write_text(f'data = "__import__(\'os\').system(\'touch {pwned}\')"\noutput = "{tmp_path / "run"}"\n')
-    message = _fails(_run("train", "--config", tmp_path / "c.toml", "-q"), 1)
+    message = _fails(_run("train", "--config", tmp_path / "c.toml", "-q"), 3)
     assert message.startswith("__import__('os').system(") and message.endswith(") does not exist; pass a folder of class "
                                                                               "sub-folders, a .csv of path,label, or a .npz")  # fmt: skip
     assert not pwned.exists()

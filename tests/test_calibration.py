@@ -95,7 +95,7 @@ def test_calibrate_error_messages(tiny_run: Path, tmp_path: Path) -> None:
     assert zero.exit_code == 2
     assert zero.stderr.strip().splitlines()[-1] == "Error: --calib-size must be >= 1 (got 0); a few hundred images is typical"
     empty = CliRunner().invoke(main, ["calibrate", str(tmp_path)])
-    assert empty.exit_code == 1
+    assert empty.exit_code == 3
     assert empty.stderr.strip() == f"Error: {tmp_path} has no model.keras and model_card.json; is it an `edgetl train` run folder?"
 
 

@@ -42,7 +42,7 @@ def _run(*args: str):
 
 def test_missing_data_is_one_line(tmp_path: Path) -> None:
     result = _run("train", str(tmp_path / "nope"), "-o", str(tmp_path / "run"))
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert result.stderr.strip().splitlines()[-1] == (
         f"Error: {tmp_path / 'nope'} does not exist; pass a folder of class sub-folders, a .csv of path,label, or a .npz"
     )
@@ -53,11 +53,11 @@ def test_single_class_and_existing_output(tmp_path: Path) -> None:
     (tmp_path / "d" / "only").mkdir(parents=True)
     (tmp_path / "d" / "only" / "x.png").write_bytes(b"")
     result = _run("train", str(tmp_path / "d"), "-o", str(tmp_path / "run"))
-    assert result.exit_code == 1 and "a classifier needs at least two" in result.output
+    assert result.exit_code == 3 and "a classifier needs at least two" in result.output
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("x")
     result = _run("train", str(tmp_path / "d"), "-o", str(tmp_path / "run"))
-    assert result.exit_code == 1 and "already exists and is not empty" in result.output
+    assert result.exit_code == 3 and "already exists and is not empty" in result.output
 
 
 def test_invalid_values_exit_2(tmp_path: Path) -> None:
@@ -76,4 +76,4 @@ def test_data_command_writes_fashion_mnist(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "30 images in 10 classes" in result.output
     assert sorted(p.name for p in (tmp_path / "fm").iterdir())[:2] == ["ankle_boot", "bag"]
     again = _run("data", "fashion-mnist", str(tmp_path / "fm"))
-    assert again.exit_code == 1 and "already exists" in again.output
+    assert again.exit_code == 3 and "already exists" in again.output

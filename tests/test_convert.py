@@ -187,7 +187,7 @@ def test_convert_error_messages(tiny_run: Path, tmp_path: Path) -> None:
     zero = run(str(tiny_run), "--calib-size", "0")
     assert zero.exit_code == 2 and "--calib-size must be >= 1 (got 0)" in zero.output
     no_qat = run(str(tiny_run), "--quant", "qat-int8")
-    assert no_qat.exit_code == 1
+    assert no_qat.exit_code == 3
     assert no_qat.stderr.strip() == (f"Error: {tiny_run} has no model_qat.keras; run `edgetl qat {tiny_run}` first, "
                                      "or leave qat-int8 out of --quant")  # fmt: skip
     debug = run(str(tiny_run), "--quant", "fp32", "--debug")

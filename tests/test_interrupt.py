@@ -63,7 +63,7 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path: Path, fm_folder: Path) -> N
     assert len(history[0]["loss"]) == 12
     _assert_consistent(run)
     again = subprocess.run(EDGETL + ["train", "--resume", str(run)], capture_output=True, text=True, timeout=120)
-    assert again.returncode == 1 and "nothing to resume" in again.stderr
+    assert again.returncode == 3 and "nothing to resume" in again.stderr
 
 
 @pytest.mark.slow

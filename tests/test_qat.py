@@ -31,7 +31,7 @@ def test_hub_backbone_is_refused(tmp_path: Path) -> None:
             "schema_version": 1, "extra": {"backbone": {"name": "hub:/models/mnv2"}}}  # fmt: skip
     (run / "model_card.json").write_text(json.dumps(card))
     result = CliRunner().invoke(main, ["qat", str(run)])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert result.stderr.strip() == (
         "Error: QAT needs the Keras MobileNetV2 backbone; this run uses hub:/models/mnv2, which tfmot cannot wrap. "
         "Retrain with --backbone mobilenet_v2, or skip QAT: `edgetl convert` makes int8 by post-training quantization"
@@ -42,7 +42,7 @@ def test_qat_error_messages(tmp_path: Path) -> None:
     missing = CliRunner().invoke(main, ["qat", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and f"Directory '{tmp_path / 'nope'}' does not exist" in missing.output
     empty = CliRunner().invoke(main, ["qat", str(tmp_path)])
-    assert empty.exit_code == 1 and "has no model.keras and model_card.json" in empty.output
+    assert empty.exit_code == 3 and "has no model.keras and model_card.json" in empty.output
     bad = CliRunner().invoke(main, ["qat", str(tmp_path), "--epochs", "0"])
     assert bad.exit_code == 2 and "--epochs must be >= 1" in bad.output
 
@@ -69,6 +69,22 @@ def test_qat_run_reloads_and_converts_to_full_integer(tiny_run: Path, tmp_path: 
     [qat_int8] = convert(ConvertConfig(run=str(run), quantizations=(Quantization.QAT_INT8,))).variants
     assert qat_int8.card.input.dtype == qat_int8.card.output.dtype == "uint8"
     assert qat_int8.card.extra["source"]["file"] == "model_qat.keras" and not float_ops(qat_int8.path)
+    _parity_judges_qat_int8_against_its_own_graph(run)
+
+
+def _parity_judges_qat_int8_against_its_own_graph(run: Path) -> None:
+    """Fidelity of qat_int8 is measured against model_qat.keras (what it was converted from), accuracy against model.keras."""
+    from toolchain.config import ParityConfig
+    from toolchain.parity import run_parity
+
+    result = run_parity(ParityConfig(run=str(run), models=("qat-int8",)))
+    m, probs, labels = result.models["qat_int8"], result.probabilities, result.labels
+    assert m["reference"] == "model_qat.keras" and m["accuracy_reference"] == "model.keras"
+    own = float((probs["qat_int8"].argmax(1) == probs["model_qat.keras"].argmax(1)).mean())
+    assert m["agreement"] == pytest.approx(own)
+    drop = 100 * float((probs["model.keras"].argmax(1) == labels).mean() - (probs["qat_int8"].argmax(1) == labels).mean())
+    assert m["drop_pt"] == pytest.approx(drop)
+    assert np.abs(probs["qat_int8"] - probs["model_qat.keras"]).mean() == pytest.approx(m["mean_abs_dprob"], rel=1e-5)
 
 
 @pytest.mark.slow

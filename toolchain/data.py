@@ -75,8 +75,11 @@ class Dataset:
         return preprocess.load_image(item.ref, size, size, interpolation)
 
 
-def discover(path: str, allow_outside_root: bool = False) -> Dataset:
+def discover(path: str, allow_outside_root: bool = False, min_classes: int = 2) -> Dataset:
     """Read a dataset description from a folder, CSV, ``.npz`` or ``.npy``.
+
+    ``min_classes`` is 2 for training (a classifier needs two); evaluation data
+    (``parity --data``) may hold a single class of the model's labels.
 
     Raises:
         DataError: missing path, no images, fewer than two classes, an empty class,
@@ -93,7 +96,7 @@ def discover(path: str, allow_outside_root: bool = False) -> Dataset:
         dataset = _from_arrays(source)
     else:
         raise DataError(f"{path}: unsupported data file; pass a folder, a .csv of path,label, or a .npz/.npy")
-    _check_classes(dataset)
+    _check_classes(dataset, min_classes)
     return dataset
 
 
@@ -221,9 +224,9 @@ def _from_arrays(path: Path) -> Dataset:
     return Dataset("array", str(path.resolve()), names, items, _array=images)
 
 
-def _check_classes(dataset: Dataset) -> None:
+def _check_classes(dataset: Dataset, min_classes: int = 2) -> None:
     counts = np.bincount([it.label for it in dataset.items], minlength=len(dataset.class_names))
-    if len(dataset.class_names) < 2:
+    if len(dataset.class_names) < min_classes:
         found = f"only class {dataset.class_names[0]!r}" if dataset.class_names else "no classes"
         raise DataError(f"{dataset.root}: found {found}; a classifier needs at least two, add images of another class")
     odd = [n for n in dataset.class_names if not n.strip() or any(ord(c) < 32 or ord(c) == 127 for c in n)]

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 
 class EdgeTLError(Exception):
-    """Base of every user-facing error; ``exit_code`` is what the CLI exits with."""
+    """Base of every user-facing error; ``exit_code`` is what the CLI exits with.
 
-    exit_code = 1
+    Exit codes of ``edgetl``: 0 success; 1 the parity gate failed (evidence that a
+    threshold is crossed); 2 usage or an invalid option/config value; 3 bad input or
+    setup (data, run folder, weights, model, conversion); 4 parity inconclusive under
+    ``--inconclusive fail``; 130 interrupted.
+    """
+
+    exit_code = 3
 
 
 class DataError(EdgeTLError):
@@ -37,3 +43,11 @@ class ConversionError(EdgeTLError):
 
 class ParityError(EdgeTLError):
     """A converted model crossed a parity threshold; the message carries the numbers."""
+
+    exit_code = 1
+
+
+class ParityInconclusive(EdgeTLError):
+    """The held-out images cannot resolve a parity check and ``--inconclusive fail`` was asked."""
+
+    exit_code = 4

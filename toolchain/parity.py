@@ -1,12 +1,20 @@
-"""``edgetl parity``: is every .tflite as accurate as the float model, measured as the Pi runs it?
+"""``edgetl parity``: is every .tflite as good as the model it came from, measured as the Pi runs it?
 
-The float Keras model is evaluated on the run's held-out test split (or another
-labelled folder/CSV); each .tflite is evaluated on the same images through
-``edge_runtime.Classifier`` -- the device's decode, resize, colour order, input
-quantization and output dequantization. A preprocessing-contract check compares
-the tensor the device builds with the one training-side evaluation builds. Any
-crossed threshold is a ``ParityError`` carrying its numbers (exit 1), so CI can
-gate on it.
+Each ``.tflite`` is evaluated on the held-out images through ``edge_runtime.Classifier``
+-- the device's decode, resize, colour order, input quantization and output
+dequantization -- and compared, image by image, with two Keras models:
+
+- **fidelity** (top-1 agreement, |Δprob|) against the model the variant was converted
+  from: ``model.keras`` for fp32/fp16/dynamic/int8, the QAT fake-quant graph
+  (``model_qat.keras``) for qat_int8;
+- **accuracy** (top-1 drop, per-class drop) against ``model.keras``, the model the
+  user trained: no variant may be worse than it.
+
+Every figure carries a 95% interval from the paired per-image results, and every
+check has three verdicts (:mod:`toolchain.verdict`): pass, fail (the data shows the
+threshold crossed) and inconclusive (too few images to tell; the report says how
+many would). A card that does not belong to this run (other source model, labels,
+size) is refused before anything is measured.
 """
 
 from __future__ import annotations
@@ -19,123 +27,183 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from edge_runtime import preprocess
-from edge_runtime.model_card import ModelCard, load_card, write_bytes_atomic, write_json_atomic
+from edge_runtime.model_card import ModelCard, load_card, sha256_file, verify_model_file
 from toolchain import data as data_mod
 from toolchain import feed, log, report
-from toolchain.errors import DataError, ParityError, RunFolderError
+from toolchain import parity_report as reports
+from toolchain import verdict as stats
+from toolchain.config import ParityConfig, Thresholds
+from toolchain.errors import DataError, ParityError, ParityInconclusive, RunFolderError
 
 CONTRACT_SAMPLES = 8
-
-
-@dataclasses.dataclass(frozen=True)
-class ParityConfig:
-    """Thresholds and inputs of a parity check.
-
-    Attributes:
-        run: the run folder (``model.keras`` + ``model_*.tflite`` with cards).
-        data: another labelled folder or CSV to evaluate on; default the run's test split.
-        max_drop: largest allowed top-1 drop vs float, in percentage points.
-        min_agreement: smallest allowed share of images whose top-1 equals float's.
-        max_class_drop: largest allowed per-class top-1 drop, in points.
-        threads: interpreter threads.
-        models: .tflite file names to check; default every ``model_*.tflite`` in the run.
-    """
-
-    run: str
-    data: Optional[str] = None
-    max_drop: float = 0.5
-    min_agreement: float = 0.99
-    max_class_drop: float = 2.0
-    threads: int = 2
-    models: Optional[tuple[str, ...]] = None
-    junit: Optional[str] = None
+QAT_MODEL = "model_qat.keras"
 
 
 @dataclasses.dataclass
 class Check:
-    """One pass/fail line of the report."""
+    """One line of the report: a named check of one variant and its verdict."""
 
     model: str
     name: str
-    passed: bool
+    verdict: stats.Verdict
     detail: str
+    estimate: Optional[stats.Estimate] = None
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == stats.Verdict.PASS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "name": self.name, "verdict": self.verdict.value, "passed": self.passed,
+                "detail": self.detail, "estimate": self.estimate.to_dict() if self.estimate else None}  # fmt: skip
 
 
 @dataclasses.dataclass
 class ParityReport:
+    """Every model's figures and every check; ``verdict`` is the gate's answer."""
+
     float_metrics: dict[str, Any]
     models: dict[str, dict[str, Any]]
     checks: list[Check]
+    report_path: Path
+    inconclusive_policy: str = "pass"
+    labels: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
+    probabilities: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)  # per image, by model
+
+    @property
+    def verdict(self) -> stats.Verdict:
+        return stats.combine([c.verdict for c in self.checks])
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        """What the gate says: pass, or inconclusive under ``--inconclusive pass``."""
+        return self.verdict == stats.Verdict.PASS or (
+            self.verdict == stats.Verdict.INCONCLUSIVE and self.inconclusive_policy == "pass")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "float": self.float_metrics,
-            "models": self.models,
-            "checks": [dataclasses.asdict(c) for c in self.checks],
-        }
+        return {"verdict": self.verdict.value, "passed": self.passed, "inconclusive_policy": self.inconclusive_policy,
+                "float": self.float_metrics, "models": self.models,
+                "checks": [c.to_dict() for c in self.checks]}  # fmt: skip
+
+    def raise_for_verdict(self) -> None:
+        """Raise ``ParityError`` (exit 1) on a failed check, ``ParityInconclusive`` (exit 4) under ``--inconclusive fail``."""
+        failed = [c for c in self.checks if c.verdict == stats.Verdict.FAIL]
+        if failed:
+            more = f" (+{len(failed) - 1} more, see {self.report_path})" if len(failed) > 1 else ""
+            raise ParityError(f"{failed[0].model}: {failed[0].detail}{more}")
+        unsure = [c for c in self.checks if c.verdict == stats.Verdict.INCONCLUSIVE]
+        if unsure and self.inconclusive_policy == "fail":
+            raise ParityInconclusive(f"{unsure[0].model}: {unsure[0].name} is inconclusive: {unsure[0].detail}; "
+                                     "evaluate on more held-out images (--data DIR) or pass --inconclusive pass")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A .tflite of the run, its card, and the Keras model it was converted from."""
+
+    name: str
+    path: Path
+    card: ModelCard
+    reference: str  # "model.keras" or "model_qat.keras"
 
 
 def run_parity(config: ParityConfig) -> ParityReport:
-    """Evaluate float vs every .tflite, write ``parity.json``/``parity.md``, and raise on a crossed threshold.
+    """Evaluate every variant against its references, write the reports, and return the verdict.
+
+    The reports (``parity.json``/``.md``, confusion and flip pictures, JUnit) are written
+    whatever the verdict; call ``raise_for_verdict()`` to turn it into an exit code.
 
     Raises:
-        RunFolderError: no Keras model, no .tflite, or a card that does not match.
-        ParityError: a threshold was crossed (after the reports are written).
+        RunFolderError: no Keras model, no .tflite, or a variant that does not belong to this run.
+        DataError: ``--data`` labels that the model does not know.
     """
     run = Path(config.run)
-    keras_card, tflites = _inventory(run, config.models)
+    keras_card, variants = _inventory(run, config.models)
     items, dataset = _items(run, config.data, keras_card)
-    log.stage(1, 3, f"float Keras model on {len(items)} held-out images")
+    total = 3 if any(v.reference == QAT_MODEL for v in variants) else 2
+    log.stage(1, total + 1, f"float Keras model on {len(items)} held-out images")
     pixels, kept, _ = dataset.pixels(items, keras_card.height, keras_card.interpolation)
+    if not kept:
+        raise DataError(f"none of the {len(items)} held-out images could be read; check the data folder or pass --data")
     labels = np.asarray([it.label for it in kept])
-    float_probs = _keras_probs(run, keras_card, pixels)
-    float_metrics = report.classification_metrics(float_probs, labels, keras_card.labels)
-    log.stage(2, 3, f"{len(tflites)} .tflite model(s) through edge_runtime")
+    references = {"model.keras": _keras_probs(run / "model.keras", keras_card, pixels)}
+    if total == 3:
+        log.stage(2, total + 1, "QAT fake-quant graph (the reference of qat_int8)")
+        references[QAT_MODEL] = _qat_probs(run, keras_card, pixels)
+    float_probs = references["model.keras"]
+    float_metrics = _with_interval(report.classification_metrics(float_probs, labels, keras_card.labels))
+    log.stage(total, total + 1, f"{len(variants)} .tflite model(s) through edge_runtime")
     results: dict[str, dict[str, Any]] = {}
+    per_image: dict[str, np.ndarray] = {}
     checks: list[Check] = []
-    for path in tflites:
-        card, variant = load_card(path.with_suffix(".json")), path.stem.removeprefix("model_")
-        checks += _contract_checks(variant, card, keras_card, kept[:CONTRACT_SAMPLES], dataset)
-        probs, latency = _device_probs(path, config.threads, [it.ref for it in kept], dataset)
-        results[variant] = _compare(path, probs, latency, float_probs, labels, float_metrics, keras_card.labels)
-        checks += _threshold_checks(variant, results[variant], config)
-        report.plot_confusion(results[variant]["confusion"], keras_card.labels,
-                              f"{variant} top-1 {results[variant]['top1']:.3f}", run / f"confusion_{variant}.png")  # fmt: skip
-    log.stage(3, 3, "writing parity.json and parity.md")
-    result = ParityReport(float_metrics, results, checks)
-    _write_reports(run, config, result)
-    failed = [c for c in checks if not c.passed]
-    if failed:
-        more = f" (+{len(failed) - 1} more, see {run / 'parity.md'})" if len(failed) > 1 else ""
-        raise ParityError(f"{failed[0].model}: {failed[0].detail}{more}")
+    for variant in variants:
+        checks += _contract_checks(variant, keras_card, kept[:CONTRACT_SAMPLES], dataset)
+        probs, latency = _device_probs(variant.path, config.threads, [it.ref for it in kept], dataset)
+        m = _measure(variant, probs, latency, references, labels, keras_card.labels)
+        m["flips"] = reports.flips(kept, labels, references[variant.reference], probs, keras_card.labels)
+        judged, figures = threshold_checks(variant.name, probs, references[variant.reference], float_probs, labels,
+                                           keras_card.labels, config.thresholds_for(variant.name), variant.reference)  # fmt: skip
+        checks += judged
+        results[variant.name] = {**m, **figures}
+        per_image[variant.name] = probs
+        report.plot_confusion(m["confusion"], keras_card.labels, f"{variant.name} top-1 {m['top1']:.3f}",
+                              run / f"confusion_{variant.name}.png")  # fmt: skip
+        reports.contact_sheet(m["flips"], lambda ref: _frame(ref, dataset)[0], run / f"flips_{variant.name}.png")
+    log.stage(total + 1, total + 1, f"writing {config.report_name}.json and .md")
+    result = ParityReport(float_metrics, results, checks, run / f"{config.report_name}.md", config.inconclusive.value,
+                          labels=labels, probabilities={**references, **per_image})  # fmt: skip
+    reports.write(run, config, result)
     return result
 
 
-def _inventory(run: Path, models: Optional[Sequence[str]]) -> tuple[ModelCard, list[Path]]:
-    if not (run / "model.keras").exists() or not (run / "model_card.json").exists():
+def _inventory(run: Path, models: Optional[Sequence[str]]) -> tuple[ModelCard, list[Variant]]:
+    if not (run / "model.keras").is_file() or not (run / "model_card.json").is_file():
         raise RunFolderError(f"{run} has no model.keras/model_card.json; run `edgetl train` first")
     keras_card = load_card(run / "model_card.json")
-    tflites = [run / m for m in models] if models else sorted(run.glob("model_*.tflite"))
-    if not tflites:
+    paths = [run / f"model_{m}.tflite" for m in models] if models else sorted(run.glob("model_*.tflite"))
+    if not paths:
         raise RunFolderError(f"{run} has no model_*.tflite; run `edgetl convert {run}` first")
-    for path in tflites:
-        if not path.exists():
-            raise RunFolderError(f"{path} does not exist; run `edgetl convert` or fix --models")
-        if not path.with_suffix(".json").exists():
-            raise RunFolderError(f"{path} has no card {path.with_suffix('.json').name}; re-run `edgetl convert`")
-    return keras_card, tflites
+    variants = []
+    for path in paths:
+        if not path.is_file():
+            present = ", ".join(p.stem.removeprefix("model_") for p in sorted(run.glob("model_*.tflite"))) or "none"
+            raise RunFolderError(f"{path} does not exist (variants in this run: {present}); "
+                                 f"run `edgetl convert {run}` or fix --models")  # fmt: skip
+        if not path.with_suffix(".json").is_file():
+            raise RunFolderError(f"{path} has no card {path.with_suffix('.json').name}; re-run `edgetl convert {run}`")
+        card = load_card(path.with_suffix(".json"))
+        verify_model_file(card, path)
+        variants.append(_lineage(run, path, card, keras_card))
+    return keras_card, variants
+
+
+def _lineage(run: Path, path: Path, card: ModelCard, keras_card: ModelCard) -> Variant:
+    """Refuse a variant that was not converted from this run's model, or whose card disagrees with it."""
+    name = path.stem.removeprefix("model_")
+    fix = f"run `edgetl convert {run}` again (or remove {path.name})"
+    if tuple(card.labels) != tuple(keras_card.labels):
+        raise RunFolderError(f"{path.name}'s card labels {list(card.labels)} differ from the run's "
+                             f"{list(keras_card.labels)}; {fix}")  # fmt: skip
+    if (card.height, card.width) != (keras_card.height, keras_card.width):
+        raise RunFolderError(f"{path.name} takes {card.height}x{card.width} images, the run's model "
+                             f"{keras_card.height}x{keras_card.width}; {fix}")  # fmt: skip
+    source = card.extra.get("source") if isinstance(card.extra.get("source"), dict) else {}
+    reference = QAT_MODEL if source.get("file") == QAT_MODEL else "model.keras"
+    if not (run / reference).is_file():
+        raise RunFolderError(f"{path.name} was converted from {reference}, which this run does not have; {fix}")
+    if source.get("sha256") != sha256_file(run / reference) or source.get("float_sha256", keras_card.model_sha256) != keras_card.model_sha256:
+        raise RunFolderError(f"{path.name} was not converted from this run's {reference} "
+                             f"(its card records sha256 {str(source.get('sha256'))[:12]}…); {fix}")  # fmt: skip
+    return Variant(name, path, card, reference)
 
 
 def _items(run: Path, data: Optional[str], card: ModelCard) -> tuple[list[data_mod.Item], data_mod.Dataset]:
     if data is None:
         dataset, items = data_mod.load_split(run, "test")
+        if not items:
+            raise RunFolderError(f"{run}/splits/test.csv lists no images; pass --data DIR with held-out images")
         return items, dataset
-    dataset = data_mod.discover(data)
+    dataset = data_mod.discover(data, min_classes=1)
     unknown = sorted(set(dataset.class_names) - set(card.labels))
     if unknown:
         raise DataError(f"{data}: classes {', '.join(unknown)} are not among the model's labels {list(card.labels)}; "
@@ -145,12 +213,21 @@ def _items(run: Path, data: Optional[str], card: ModelCard) -> tuple[list[data_m
     return items, dataset
 
 
-def _keras_probs(run: Path, card: ModelCard, pixels: np.ndarray) -> np.ndarray:
-    from edge_runtime.model_card import verify_model_file  # noqa: PLC0415
+def _keras_probs(path: Path, card: ModelCard, pixels: np.ndarray) -> np.ndarray:
     from toolchain import model as model_mod  # noqa: PLC0415
 
-    verify_model_file(card, run / "model.keras")
-    return feed.predict(model_mod.load(str(run / "model.keras")), pixels, card.normalization)
+    verify_model_file(card, path)
+    with log.quiet_native():
+        model = model_mod.load(str(path))
+    return feed.predict(model, pixels, card.normalization)
+
+
+def _qat_probs(run: Path, card: ModelCard, pixels: np.ndarray) -> np.ndarray:
+    from toolchain import qat as qat_mod  # noqa: PLC0415
+
+    with log.quiet_native():
+        model = qat_mod.load_qat(run)
+    return feed.predict(model, pixels, card.normalization)
 
 
 def _frame(ref: str, dataset: data_mod.Dataset) -> tuple[np.ndarray, str]:
@@ -163,7 +240,8 @@ def _frame(ref: str, dataset: data_mod.Dataset) -> tuple[np.ndarray, str]:
 def _device_probs(path: Path, threads: int, refs: list[str], dataset: data_mod.Dataset) -> tuple[np.ndarray, list[float]]:
     from edge_runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
 
-    classifier = Classifier(ClassifierOptions(model_path=str(path), num_threads=threads))
+    with log.quiet_native():
+        classifier = Classifier(ClassifierOptions(model_path=str(path), num_threads=threads))
     probs, latency = [], []
     for ref in log.progress(refs, len(refs), path.name):
         frame, order = _frame(ref, dataset)
@@ -173,99 +251,79 @@ def _device_probs(path: Path, threads: int, refs: list[str], dataset: data_mod.D
     return np.asarray(probs, dtype=np.float32), latency
 
 
-def _contract_checks(name: str, card: ModelCard, keras_card: ModelCard, items: list[data_mod.Item], dataset: data_mod.Dataset) -> list[Check]:
-    """Compare the device's input tensor with the training-side one on sample images."""
-    checks = []
+def _contract_checks(variant: Variant, keras_card: ModelCard, items: list[data_mod.Item], dataset: data_mod.Dataset) -> list[Check]:
+    """Compare the device's input tensor with the training-side one on sample images (exact checks, no statistics)."""
+    card, name = variant.card, variant.name
     same = card.color_order == keras_card.color_order and card.normalization == keras_card.normalization
-    checks.append(Check(name, "preprocessing contract", same,
-                        f"card says {card.color_order} {card.normalization.description}, the model was trained on "
-                        f"{keras_card.color_order} {keras_card.normalization.description}"))  # fmt: skip
+    checks = [Check(name, "preprocessing contract", stats.Verdict.PASS if same else stats.Verdict.FAIL,
+                    f"card says {card.color_order} {card.normalization.description}, the model was trained on "
+                    f"{keras_card.color_order} {keras_card.normalization.description}")]  # fmt: skip
     worst = 0.0
     for item in items:
         frame, order = _frame(item.ref, dataset)
         device = preprocess.dequantize(preprocess.prepare(frame, card, order)[0], card.input)
         training = preprocess.normalize(dataset._load(item, keras_card.height, keras_card.interpolation), keras_card.normalization)  # noqa: SLF001
         worst = max(worst, float(np.abs(device - training).max()))
-    step = card.input.scale if card.input.quantized else 1e-6
-    limit = max(1.01 * step, 1e-5)
-    checks.append(Check(name, "input tensor", worst <= limit,
-                        f"device input differs from training-side input by {worst:.4g} ({'≤' if worst <= limit else '>'} {limit:.4g} allowed)"))  # fmt: skip
+    limit = max(1.01 * (card.input.scale if card.input.quantized else 1e-6), 1e-5)
+    ok = stats.Verdict.PASS if worst <= limit else stats.Verdict.FAIL
+    checks.append(Check(name, "input tensor", ok, f"device input differs from training-side input by {worst:.4g} "
+                                                   f"({'≤' if worst <= limit else '>'} {limit:.4g} allowed)"))  # fmt: skip
     return checks
 
 
-def _compare(path: Path, probs: np.ndarray, latency: list[float], float_probs: np.ndarray, labels: np.ndarray,
-             float_metrics: dict[str, Any], class_names: Sequence[str]) -> dict[str, Any]:  # fmt: skip
-    metrics = report.classification_metrics(probs, labels, class_names)
-    delta = np.abs(probs - float_probs)
-    per_class_drop = {
-        c: (None if f is None else round(100 * (f - metrics["per_class"][c]), 3))
-        for c, f in float_metrics["per_class"].items()
-    }
-    return {
-        **metrics,
-        "drop_pt": round(100 * (float_metrics["top1"] - metrics["top1"]), 3),
-        "agreement": float((probs.argmax(1) == float_probs.argmax(1)).mean()),
-        "mean_abs_dprob": float(delta.mean()),
-        "max_abs_dprob": float(delta.max()),
-        "per_class_drop_pt": per_class_drop,
-        "size_bytes": path.stat().st_size,
-        "median_ms": float(np.median(latency)),
-    }
+def _with_interval(metrics: dict[str, Any]) -> dict[str, Any]:
+    n = metrics["count"]
+    low, high = stats.wilson(round(metrics["top1"] * n), n)
+    return {**metrics, "top1_ci": [low, high]}
 
 
-def _threshold_checks(name: str, m: dict[str, Any], config: ParityConfig) -> list[Check]:
-    worst_class, worst_drop = max(((c, d) for c, d in m["per_class_drop_pt"].items() if d is not None), key=lambda x: x[1])
-    float_top1 = m["top1"] + m["drop_pt"] / 100
+def _measure(variant: Variant, probs: np.ndarray, latency: list[float], references: dict[str, np.ndarray],
+             labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+    """Figures of one variant: its own accuracy, and |Δprob| against the model it came from."""
+    metrics = _with_interval(report.classification_metrics(probs, labels, class_names))
+    delta = np.abs(probs - references[variant.reference])
+    return {**metrics, "reference": variant.reference, "accuracy_reference": "model.keras",
+            "mean_abs_dprob": float(delta.mean()), "max_abs_dprob": float(delta.max()),
+            "size_bytes": variant.path.stat().st_size, "median_ms": float(np.median(latency))}  # fmt: skip
+
+
+def threshold_checks(name: str, probs: np.ndarray, ref_probs: np.ndarray, float_probs: np.ndarray, labels: np.ndarray,
+                     class_names: Sequence[str], limits: Thresholds,
+                     reference: str = "model.keras") -> tuple[list[Check], dict[str, Any]]:  # fmt: skip
+    """Judge one variant from per-image outputs: the statistical half of the gate.
+
+    Top-1 drop and per-class drop are measured against ``float_probs`` (``model.keras``,
+    the model the user trained); agreement against ``ref_probs`` (the model the variant
+    was converted from). Pure numpy: the gate study (``scripts/bench_gate.py``) calls it
+    on many subsets of one evaluation.
+
+    Returns:
+        The three checks and the figures behind them (for the report).
+    """
+    pred = probs.argmax(1)
+    float_right, right = float_probs.argmax(1) == labels, pred == labels
+    drop = stats.drop_check(float_right, right, limits.max_drop)
+    agree = stats.agreement_check(pred == ref_probs.argmax(1), limits.min_agreement)
+    classes = _class_drops(float_right, right, labels, class_names, limits.max_class_drop)
+    figures = {"drop_pt": drop.value, "drop": drop.to_dict(), "agreement": agree.value / 100,
+               "agreement_check": agree.to_dict(), "per_class_drop_pt": {c: e.value for c, e in classes.items()},
+               "per_class_drop": {c: e.to_dict() for c, e in classes.items()}}  # fmt: skip
+    worst = max(classes, key=lambda c: (classes[c].verdict == stats.Verdict.FAIL, classes[c].value))
+    class_verdict = stats.combine([e.verdict for e in classes.values()])
+    needed = max((e.images_needed or 0 for e in classes.values() if e.verdict == stats.Verdict.INCONCLUSIVE), default=0)
+    class_estimate = dataclasses.replace(classes[worst], verdict=class_verdict, images_needed=needed or None)
+    top1 = float(right.mean())
+    shown = {"top1": top1, "top1_ci": list(stats.wilson(int(right.sum()), len(right)))}
     return [
-        Check(name, "top-1 drop", m["drop_pt"] <= config.max_drop,
-              f"top-1 {100 * m['top1']:.1f}% vs float {100 * float_top1:.1f}%, drop {m['drop_pt']:.1f} pt "
-              f"(> {config.max_drop} pt allowed)" if m["drop_pt"] > config.max_drop else
-              f"top-1 {100 * m['top1']:.1f}% vs float {100 * float_top1:.1f}%, drop {m['drop_pt']:.1f} pt"),
-        Check(name, "agreement", m["agreement"] >= config.min_agreement,
-              f"top-1 agreement with float {100 * m['agreement']:.2f}% (min {100 * config.min_agreement:.1f}%)"),
-        Check(name, "per-class drop", worst_drop <= config.max_class_drop,
-              f"worst class {worst_class} drops {worst_drop:.1f} pt (max {config.max_class_drop} pt)"),
-    ]  # fmt: skip
+        Check(name, "top-1 drop", drop.verdict, reports.drop_text(shown, drop), drop),
+        Check(name, "agreement", agree.verdict, reports.agreement_text(reference, agree), agree),
+        Check(name, "per-class drop", class_verdict, reports.class_text(worst, class_estimate, len(classes)), class_estimate),
+    ], figures
 
 
-def _write_reports(run: Path, config: ParityConfig, result: ParityReport) -> None:
-    for check in result.checks:
-        log.info(f"[{'✓' if check.passed else 'x'}] {check.model}: {check.name}: {check.detail}")
-    payload = {"config": dataclasses.asdict(config), **result.to_dict()}
-    write_json_atomic(run / "parity.json", payload)
-    write_bytes_atomic(run / "parity.md", markdown(result, config).encode("utf-8"))
-    if config.junit:
-        write_bytes_atomic(Path(config.junit), junit_xml(result).encode("utf-8"))
-
-
-def markdown(result: ParityReport, config: ParityConfig) -> str:
-    """The parity table a person reads (and CI posts)."""
-    f = result.float_metrics
-    lines = [
-        f"# Parity: {'PASS' if result.passed else 'FAIL'}", "",
-        f"Thresholds: top-1 drop ≤ {config.max_drop} pt, agreement ≥ {100 * config.min_agreement:g}%, "
-        f"per-class drop ≤ {config.max_class_drop} pt. {f['count']} held-out images.", "",
-        "| model | top-1 | drop (pt) | agreement | mean abs Δprob | max abs Δprob | size KiB | median ms |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| float (Keras) | {100 * f['top1']:.2f}% | – | – | – | – | – | – |",
-    ]  # fmt: skip
-    for name, m in result.models.items():
-        lines.append(
-            f"| {name} | {100 * m['top1']:.2f}% | {m['drop_pt']:.2f} | {100 * m['agreement']:.2f}% | "
-            f"{m['mean_abs_dprob']:.4f} | {m['max_abs_dprob']:.4f} | {m['size_bytes'] / 1024:.0f} | {m['median_ms']:.2f} |"
-        )
-    lines += ["", "## Checks", ""] + [f"- [{'✓' if c.passed else 'x'}] {c.model}: {c.name}: {c.detail}" for c in result.checks]
-    return "\n".join(lines) + "\n"
-
-
-def junit_xml(result: ParityReport) -> str:
-    """JUnit XML, one test case per check, for CI systems that render it."""
-    from xml.sax.saxutils import quoteattr  # noqa: PLC0415
-
-    failures = sum(not c.passed for c in result.checks)
-    cases = []
-    for c in result.checks:
-        body = "" if c.passed else f"<failure message={quoteattr(c.detail)}/>"
-        cases.append(f"  <testcase classname={quoteattr('parity.' + c.model)} name={quoteattr(c.name)}>{body}</testcase>")
-    head = f'<testsuite name="edgetl-parity" tests="{len(result.checks)}" failures="{failures}">'
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + head + "\n" + "\n".join(cases) + "\n</testsuite>\n"
+def _class_drops(float_right: np.ndarray, right: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                 max_class_drop: float) -> dict[str, stats.Estimate]:  # fmt: skip
+    present = [i for i in range(len(class_names)) if (labels == i).any()]
+    level = stats.class_confidence(len(present))
+    return {class_names[i]: stats.drop_check(float_right[labels == i], right[labels == i], max_class_drop, level)
+            for i in present}  # fmt: skip

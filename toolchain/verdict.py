@@ -1,0 +1,196 @@
+"""Statistics behind parity verdicts: intervals from paired per-image results, three-valued checks.
+
+A parity check compares a converted model with the model it came from on the same
+images. Every figure is a count of images, so it carries sampling noise: on 300
+images one flipped answer is 0.33 pt, and on 30 images of a class it is 3.3 pt. A
+gate that compares point estimates with thresholds turns red on noise at small test
+sets and cannot tell a real loss from one at large ones. So each check here is
+judged on a 95% interval:
+
+- **pass**: the whole interval lies on the allowed side of the threshold;
+- **fail**: the whole interval lies beyond it (the data shows the threshold crossed);
+- **inconclusive**: the interval straddles it; the check also says how many
+  images would resolve it, assuming the observed rates hold.
+
+Intervals: Wilson score for a proportion (top-1, agreement); Newcombe's hybrid
+score interval (1998, method 10) for the difference of two *paired* proportions
+(top-1 drop: the same images through both models, so only discordant pairs carry
+information). Per-class checks use a Bonferroni-adjusted level (95% over all
+classes jointly), so a ten-class model does not get ten chances to fail on noise.
+
+Pure numpy and the standard library: no TensorFlow, testable in milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from statistics import NormalDist
+from typing import Callable, Optional
+
+import numpy as np
+
+CONFIDENCE = 0.95
+
+
+class Verdict(str, enum.Enum):
+    """What a check's interval says about its threshold."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+def z_value(confidence: float = CONFIDENCE) -> float:
+    """Two-sided normal quantile for ``confidence`` (1.96 at 95%)."""
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion; (0, 1) when ``n`` is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    z = z_value(confidence)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_difference(ref_correct: np.ndarray, new_correct: np.ndarray,
+                      confidence: float = CONFIDENCE) -> tuple[float, float, float]:  # fmt: skip
+    """Reference accuracy minus new accuracy on the same images, with Newcombe's paired interval.
+
+    Args:
+        ref_correct: per image, whether the reference model was right.
+        new_correct: per image, whether the new model was right (same images, same order).
+        confidence: two-sided level of the interval.
+
+    Returns:
+        (difference, low, high) as fractions; a positive difference is a loss.
+    """
+    ref, new = np.asarray(ref_correct, bool), np.asarray(new_correct, bool)
+    a, b = int((ref & new).sum()), int((ref & ~new).sum())
+    c, d = int((~ref & new).sum()), int((~ref & ~new).sum())
+    return paired_interval(a, b, c, d, confidence)
+
+
+def paired_interval(a: int, b: int, c: int, d: int, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Newcombe (1998) method 10 from the 2x2 counts: both right, only the reference, only the new, neither."""
+    n = a + b + c + d
+    if n == 0:
+        return 0.0, -1.0, 1.0
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson(a + b, n, confidence)
+    l2, u2 = wilson(a + c, n, confidence)
+    denom = math.sqrt(float(a + b) * (c + d) * (a + c) * (b + d))
+    phi = (a * d - b * c) / denom if denom > 0 else 0.0
+    delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    epsilon = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    theta = p1 - p2
+    return theta, max(-1.0, theta - delta), min(1.0, theta + epsilon)
+
+
+def at_most(low: float, high: float, threshold: float) -> Verdict:
+    """Verdict for "the true value is at most ``threshold``" given its interval."""
+    if high <= threshold:
+        return Verdict.PASS
+    if low > threshold:
+        return Verdict.FAIL
+    return Verdict.INCONCLUSIVE
+
+
+def at_least(low: float, high: float, threshold: float) -> Verdict:
+    """Verdict for "the true value is at least ``threshold``" given its interval."""
+    if low >= threshold:
+        return Verdict.PASS
+    if high < threshold:
+        return Verdict.FAIL
+    return Verdict.INCONCLUSIVE
+
+
+MAX_IMAGES = 10_000_000
+
+
+def images_to_resolve(verdict_at: Callable[[int], Verdict], start: int) -> Optional[int]:
+    """Smallest test-set size at which ``verdict_at(n)`` is no longer inconclusive.
+
+    ``verdict_at`` recomputes the check at ``n`` images with the observed rates held
+    fixed (the question a user asks: "how many images would settle this?"). None when
+    no size up to ten million does (the observed value sits on the threshold).
+    """
+    low, high = start, max(start, 1) * 2
+    while verdict_at(high) == Verdict.INCONCLUSIVE:
+        if high > MAX_IMAGES:
+            return None
+        low, high = high, high * 2
+    while high - low > max(1, low // 100):  # to 1%: a hint, not a promise
+        mid = (low + high) // 2
+        low, high = (mid, high) if verdict_at(mid) == Verdict.INCONCLUSIVE else (low, mid)
+    return high
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """A figure with its interval and the verdict against its threshold (units as reported)."""
+
+    value: float
+    low: float
+    high: float
+    threshold: float
+    verdict: Verdict
+    images_needed: Optional[int] = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"value": self.value, "low": self.low, "high": self.high, "threshold": self.threshold,
+                "verdict": self.verdict.value, "images_needed": self.images_needed}  # fmt: skip
+
+
+def agreement_check(agree: np.ndarray, min_share: float, confidence: float = CONFIDENCE) -> Estimate:
+    """Share of images whose top-1 equals the reference's, in percent, judged against ``min_share`` percent."""
+    agree = np.asarray(agree, bool)
+    n, k = len(agree), int(agree.sum())
+    p = k / n if n else 0.0
+
+    def at(size: int) -> Verdict:
+        low, high = wilson(round(p * size), size, confidence)
+        return at_least(low, high, min_share / 100)
+
+    low, high = wilson(k, n, confidence)
+    verdict = at_least(low, high, min_share / 100)
+    needed = images_to_resolve(at, n) if verdict == Verdict.INCONCLUSIVE else None
+    return Estimate(100 * p, 100 * low, 100 * high, min_share, verdict, needed)
+
+
+def drop_check(ref_correct: np.ndarray, new_correct: np.ndarray, max_drop: float,
+               confidence: float = CONFIDENCE) -> Estimate:  # fmt: skip
+    """Top-1 drop (reference minus new) in points with its paired interval, judged against ``max_drop`` points."""
+    ref, new = np.asarray(ref_correct, bool), np.asarray(new_correct, bool)
+    n = len(ref)
+    cells = [float((ref & new).sum()), float((ref & ~new).sum()), float((~ref & new).sum()), float((~ref & ~new).sum())]
+
+    def at(size: int) -> Verdict:
+        counts = [round(cell * size / n) for cell in cells]
+        _, low, high = paired_interval(*counts, confidence=confidence)
+        return at_most(100 * low, 100 * high, max_drop)
+
+    theta, low, high = paired_interval(*(int(c) for c in cells), confidence=confidence)
+    verdict = at_most(100 * low, 100 * high, max_drop)
+    needed = images_to_resolve(at, n) if verdict == Verdict.INCONCLUSIVE and n else None
+    return Estimate(100 * theta, 100 * low, 100 * high, max_drop, verdict, needed)
+
+
+def class_confidence(num_classes: int, confidence: float = CONFIDENCE) -> float:
+    """Bonferroni level for per-class intervals: ``confidence`` jointly over ``num_classes`` classes."""
+    return 1 - (1 - confidence) / max(1, num_classes)
+
+
+def combine(verdicts: list[Verdict]) -> Verdict:
+    """Fail if any check fails, else inconclusive if any is, else pass."""
+    if Verdict.FAIL in verdicts:
+        return Verdict.FAIL
+    if Verdict.INCONCLUSIVE in verdicts:
+        return Verdict.INCONCLUSIVE
+    return Verdict.PASS

@@ -19,10 +19,18 @@ from pathlib import Path
 def check(model: Path, image_path: Path, labels: list[str]) -> dict:
     """What MediaPipe's ImageClassifier returns for one model and image, and whether its names are the labels."""
     import mediapipe as mp
+    import numpy as np  # mediapipe's own dependency
     from mediapipe.tasks.python import vision
 
-    with vision.ImageClassifier.create_from_model_path(str(model)) as classifier:
-        result = classifier.classify(mp.Image.create_from_file(str(image_path)))
+    image = mp.Image.create_from_file(str(image_path))
+    pixels = image.numpy_view()
+    if pixels.ndim == 2 or pixels.shape[-1] == 1:  # grey photos (Fashion-MNIST): the RGB the model was trained on
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(np.repeat(pixels.reshape(*pixels.shape[:2], 1), 3, -1)))
+    try:
+        with vision.ImageClassifier.create_from_model_path(str(model)) as classifier:
+            result = classifier.classify(image)
+    except Exception as exc:  # MediaPipe raises RuntimeError/ValueError from its C++ graph
+        return {"model": model.name, "error": str(exc).strip().splitlines()[0][:300], "match": False}
     categories = sorted(result.classifications[0].categories, key=lambda c: c.index)
     names = [c.category_name for c in categories]
     return {"model": model.name, "category_names": names, "indices": [c.index for c in categories],
@@ -41,7 +49,7 @@ def main(argv: list[str]) -> int:
         return 2
     labels = [line for line in labels_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     results = [check(model, image, labels) for model in models]
-    print(json.dumps({"labels": labels, "results": results}, indent=2))
+    print(json.dumps({"labels": labels, "results": results}))
     bad = [r["model"] for r in results if not r["match"]]
     if bad:
         print(f"Error: MediaPipe's category names differ from {labels_path.name} for {', '.join(bad)}", file=sys.stderr)

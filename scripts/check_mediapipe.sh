@@ -29,9 +29,9 @@ if [ -z "$RUN" ]; then
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/edgetl-mediapipe-run.XXXXXX")
   RUN=$WORK/run
   echo "[check_mediapipe] a tiny real run in $WORK" >&2
-  "$BIN/edgetl" data fashion-mnist "$WORK/data" --per-class "${PER_CLASS:-20}" -q
-  "$BIN/edgetl" train "$WORK/data" --output "$RUN" --alpha 0.35 --image-size 96 --weights none --epochs 2 -q
-  "$BIN/edgetl" convert "$RUN" --quant fp32,int8 --no-parity -q
+  "$BIN/edgetl" data fashion-mnist "$WORK/data" --per-class "${PER_CLASS:-20}" -q >&2
+  "$BIN/edgetl" train "$WORK/data" --output "$RUN" --alpha 0.35 --image-size 96 --weights none --epochs 2 -q >&2
+  "$BIN/edgetl" convert "$RUN" --quant fp32,int8 --no-parity -q >&2
 fi
 [ -d "$RUN" ] || { echo "Error: $RUN is not a run folder; pass a folder written by edgetl convert" >&2; exit 2; }
 IMAGE=$(sed -n '2p' "$RUN/splits/test.csv" 2>/dev/null | cut -d, -f1)  # a held-out photo of the run

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import select
 import socket
 import threading
 import time
@@ -79,7 +80,7 @@ class PreviewHub:
         latest = {**record, "fps": round(fps, 2)}
         with self._cond:
             self._latest = latest
-            if not self._recent or self._recent[-1]["top_k"][:1] != latest["top_k"][:1]:  # the list shows changes
+            if not self._recent or _top_label(self._recent[-1]) != _top_label(latest):  # the list shows changes of label
                 self._recent = [*self._recent[-(self.history - 1):], latest]
             if self.viewers:
                 self._pending = (image, color_order, list(categories), fps)
@@ -139,6 +140,10 @@ class PreviewHub:
                         self.encoded += 1
                         self._cond.notify_all()
             time.sleep(max(0.0, interval - (time.perf_counter() - started)))
+
+
+def _top_label(record: dict[str, Any]) -> Optional[str]:
+    return record["top_k"][0]["label"] if record.get("top_k") else None
 
 
 class PreviewServer:
@@ -224,8 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
             seen = 0
-            while not self.hub.closed:
-                seen, jpeg = self.hub.next_jpeg(seen)
+            while not self.hub.closed and not self._viewer_left():
+                seen, jpeg = self.hub.next_jpeg(seen, timeout=0.02)  # short waits: a viewer that left is noticed within 20 ms
                 if jpeg:
                     self.wfile.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
                                      % (BOUNDARY.encode(), len(jpeg), jpeg))  # fmt: skip
@@ -234,6 +239,16 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.hub.leave_viewer()
             self.close_connection = True
+
+
+    def _viewer_left(self) -> bool:
+        """True once the viewer closed its end: a viewer sends nothing after its request, so readable means EOF or reset."""
+        if not select.select([self.connection], [], [], 0)[0]:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
 
 def page(title: str, first: dict[str, Any]) -> str:

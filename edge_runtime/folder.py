@@ -142,10 +142,12 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def confusion_text(labels: Sequence[str], confusion: Sequence[Sequence[int]]) -> list[str]:
     """The matrix as aligned text lines for the log (rows true, columns predicted)."""
-    width = max([len(str(v)) for row in confusion for v in row] + [len(s) for s in labels] + [4])
-    lines = ["true \\ predicted".ljust(width) + " " + " ".join(s[:width].rjust(width) for s in labels)]
+    corner = "true \\ predicted"
+    first = max([len(s) for s in labels] + [len(corner)])
+    width = max([len(str(v)) for row in confusion for v in row] + [len(s) for s in labels])
+    lines = [corner.ljust(first) + " " + " ".join(s.rjust(width) for s in labels)]
     for name, row in zip(labels, confusion):
-        lines.append(name[:width].ljust(width) + " " + " ".join(str(v).rjust(width) for v in row))
+        lines.append(name.ljust(first) + " " + " ".join(str(v).rjust(width) for v in row))
     return lines
 
 

@@ -141,3 +141,26 @@ def test_wilson_interval_known_values() -> None:
     low, high = wilson(81, 100)  # centre (0.81 + 1.96²/200) / (1 + 1.96²/100) = 0.7985, half-width 0.0763
     assert (round(low, 4), round(high, 4)) == (0.7222, 0.8749)
     assert wilson(10, 10)[1] == 1.0 and wilson(10, 10)[0] == pytest.approx(0.7225, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_folder_accuracy_equals_parity_on_a_real_run(trained_run: Path, fm_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The same int8 model and class folders: edge-classify's accuracy and matrix are parity's, to the image."""
+    from click.testing import CliRunner
+
+    from toolchain.cli import main as edgetl
+
+    run = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    result = CliRunner().invoke(edgetl, ["convert", str(run), "--quant", "int8", "--calib-size", "100", "--no-parity", "-q"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(edgetl, ["parity", str(run), "--data", str(fm_folder), "--models", "model_int8.tflite", "--json", "-q",
+                                         "--max-drop", "100", "--min-agreement", "0", "--max-class-drop", "100"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    parity = json.loads(result.stdout)["models"]["int8"]
+    summary, out = tmp_path / "summary.json", tmp_path / "out.csv"
+    code = main(["--model", str(run / "model_int8.tflite"), "--image", str(fm_folder), "--csv", str(out), "-q", "--summary-json", str(summary)])
+    capsys.readouterr()
+    accuracy = json.loads(summary.read_text())["accuracy"]
+    assert code == EXIT_OK and len(out.read_text().splitlines()) - 1 == accuracy["n"] == parity["count"] == 400
+    assert accuracy["top1"] == pytest.approx(parity["top1"], abs=1e-9) and accuracy["confusion"] == parity["confusion"]
+    print(f"int8 on {accuracy['n']} Fashion-MNIST photos: edge-classify {accuracy['top1']:.4f}, parity {parity['top1']:.4f}")

@@ -128,7 +128,10 @@ def test_interrupted_folder_run_writes_no_csv(tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
     process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "--model", str(MODEL), "--image", str(folder), "--csv", str(out)],
                                stderr=subprocess.PIPE, text=True, cwd=REPO, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
-    time.sleep(3)
+    started = time.monotonic()
+    while "[edge-classify] source: " not in process.stderr.readline():  # the loop is running, Python's SIGINT handler too
+        assert process.poll() is None and time.monotonic() - started < 60
+    time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     err = process.communicate(timeout=60)[1]
     assert process.returncode == 130, err[-2000:]

@@ -8,7 +8,8 @@ failed call to cuInit … (303)`` on every CPU-only machine; LiteRT's interprete
 announces ``Created TensorFlow Lite XNNPACK delegate for CPU``. None of them is
 actionable, so :func:`hide_native_logs` points fd 2 at a temporary file around the
 code that prints them, then writes back every captured line that is *not* one of
-these known patterns (a real error is never swallowed). ``SHOW = True`` (``-v``)
+these known patterns (a real error is never swallowed). ``SHOW = True`` (``edgetl
+-v``, or ``EDGETL_NATIVE_LOGS=1`` in the environment, e.g. for ``edge-classify``)
 turns the capture off.
 """
 
@@ -21,7 +22,7 @@ import sys
 import tempfile
 from typing import Iterator
 
-SHOW = False  # -v: let native logs through untouched
+SHOW = os.environ.get("EDGETL_NATIVE_LOGS", "") not in ("", "0")  # -v: let native logs through untouched
 
 # glog/absl lines ("I0000 00:00:1796398594.010108   25079 port.cc:153] ..."), absl's pre-init
 # banner, the CPU-feature line's continuation and LiteRT's delegate banner.

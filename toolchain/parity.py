@@ -118,8 +118,9 @@ def run_parity(config: ParityConfig) -> ParityReport:
         DataError: ``--data`` labels that the model does not know.
     """
     run = Path(config.run)
-    keras_card, variants = _inventory(run, config.models)
-    items, dataset = _items(run, config.data, keras_card)
+    keras_card = _keras_card(run)
+    items, dataset = _items(run, config.data, keras_card)  # the data's labels are checked before any model is opened
+    variants = _inventory(run, keras_card, config.models)
     total = 3 if any(v.reference == QAT_MODEL for v in variants) else 2
     log.stage(1, total + 1, f"float Keras model on {len(items)} held-out images")
     pixels, kept, _ = dataset.pixels(items, keras_card.height, keras_card.interpolation)
@@ -156,10 +157,13 @@ def run_parity(config: ParityConfig) -> ParityReport:
     return result
 
 
-def _inventory(run: Path, models: Optional[Sequence[str]]) -> tuple[ModelCard, list[Variant]]:
+def _keras_card(run: Path) -> ModelCard:
     if not (run / "model.keras").is_file() or not (run / "model_card.json").is_file():
         raise RunFolderError(f"{run} has no model.keras/model_card.json; run `edgetl train` first")
-    keras_card = load_card(run / "model_card.json")
+    return load_card(run / "model_card.json")
+
+
+def _inventory(run: Path, keras_card: ModelCard, models: Optional[Sequence[str]]) -> list[Variant]:
     paths = [run / f"model_{m}.tflite" for m in models] if models else sorted(run.glob("model_*.tflite"))
     if not paths:
         raise RunFolderError(f"{run} has no model_*.tflite; run `edgetl convert {run}` first")
@@ -174,7 +178,7 @@ def _inventory(run: Path, models: Optional[Sequence[str]]) -> tuple[ModelCard, l
         card = load_card(path.with_suffix(".json"))
         verify_model_file(card, path)
         variants.append(_lineage(run, path, card, keras_card))
-    return keras_card, variants
+    return variants
 
 
 def _lineage(run: Path, path: Path, card: ModelCard, keras_card: ModelCard) -> Variant:

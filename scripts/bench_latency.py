@@ -107,11 +107,11 @@ def worker(spec_path: str, out_path: str) -> None:
     """Subprocess body: fix TensorFlow's threads, then time every model's variants interleaved."""
     import cv2  # noqa: PLC0415
 
-    from toolchain import model as model_mod  # noqa: PLC0415
+    from toolchain import graph  # noqa: PLC0415
 
     spec = json.loads(Path(spec_path).read_text())
     threads = int(spec["threads"])
-    model_mod.keras()
+    graph.keras()
     import tensorflow as tf  # noqa: PLC0415
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -122,7 +122,8 @@ def test_int8_io_type_is_as_asked(tiny_run: Path, tmp_path: Path, io_type: str) 
 
 @pytest.mark.slow
 def test_debug_statistics_and_keep_float(tiny_run: Path, tmp_path: Path) -> None:
-    from toolchain.convert import convert, float_ops
+    from toolchain.convert import convert
+    from toolchain.tflite_inspect import float_ops
 
     run = _copy(tiny_run, tmp_path)
     config = ConvertConfig(run=str(run), quantizations=(Quantization.INT8,), calib_size=20, debug=True, keep_float=("Conv1",))

@@ -129,7 +129,7 @@ def test_tf_hub_feature_vector_backbone(tmp_path: Path, fm_folder: Path) -> None
     """``--backbone hub:DIR`` trains on a local SavedModel feature vector, normalised to [0, 1]."""
     import tensorflow as tf
 
-    from toolchain.model import keras
+    from toolchain.graph import keras
 
     base = keras().applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None, pooling="avg")
     tf.saved_model.save(base, str(tmp_path / "hub"))

@@ -43,7 +43,7 @@ def test_install_writes_verified_files(tmp_path: Path, imagenet_weights: Path) -
     names = sorted(Path(f["path"]).name for f in manifest["files"])
     assert names == sorted(weights.keras_weights_name(1.0, r) for r in weights.KERAS_SIZES)
     assert (tmp_path / weights.MANIFEST_NAME).exists()
-    from toolchain.model import keras
+    from toolchain.graph import keras
 
     model = keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=str(tmp_path / names[0]))
     assert weights.tensors_sha256(model) == weights.TENSORS_SHA256_VERIFIED
@@ -83,7 +83,8 @@ def test_other_alphas_say_only_one_has_offline_weights(tmp_path: Path) -> None:
 def _probe_accuracy(weights_arg: str, x_train, y_train, x_test, y_test) -> float:
     """Ridge-regression linear probe on frozen, pooled backbone features."""
     from edge_runtime.preprocess import normalize
-    from toolchain.model import MOBILENET_NORMALIZATION, keras
+    from toolchain.graph import keras
+    from toolchain.model import MOBILENET_NORMALIZATION
 
     base = keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=weights_arg, pooling="avg")
     keras().utils.set_random_seed(0)

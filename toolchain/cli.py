@@ -236,7 +236,7 @@ def qat(run: str, as_json: bool, **options: Any) -> None:
 def calibrate(run: str, size: int, seed: int, as_json: bool) -> None:
     """Choose the int8 representative set from RUN's train split; write RUN/calibration.json."""
     from calibration import MANIFEST_NAME  # noqa: PLC0415
-    from toolchain.convert import calibrate as run_calibrate  # noqa: PLC0415
+    from toolchain.calibrate import calibrate as run_calibrate  # noqa: PLC0415
 
     manifest = run_calibrate(CalibrationConfig(run=run, size=size, seed=seed))
     counts = sorted(set(manifest.per_class.values()))

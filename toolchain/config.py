@@ -52,6 +52,9 @@ class Quantization(str, enum.Enum):
     QAT_INT8 = "qat_int8"
 
 
+# What ``edgetl convert`` writes when --quant is not given (plus qat_int8 when the run has a QAT model).
+DEFAULT_VARIANTS = (Quantization.FP32, Quantization.FP16, Quantization.DYNAMIC, Quantization.INT8)
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything ``edgetl train`` needs; its JSON form reproduces a run.

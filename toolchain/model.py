@@ -16,25 +16,13 @@ from typing import Any
 from edge_runtime.model_card import Normalization
 from toolchain.config import MixedPrecision, Pooling, TrainConfig
 from toolchain.errors import RunFolderError, WeightsError
+from toolchain.graph import keras
 
 POOL, HIDDEN, DROPOUT, HEAD_BN, PREDICTIONS = "head_pool", "head_hidden", "head_dropout", "head_bn", "predictions"
 # MobileNetV2 (Keras and TF-Hub's Keras-trained weights) expects [-1, 1]; TF-Hub image
 # feature vectors take [0, 1] by the hub convention.
 MOBILENET_NORMALIZATION = Normalization((127.5,) * 3, (127.5,) * 3)
 HUB_NORMALIZATION = Normalization((0.0,) * 3, (255.0,) * 3)
-
-
-def keras() -> Any:
-    """The tf_keras module, with TensorFlow's C++ and absl chatter turned down.
-
-    ``TF_USE_LEGACY_KERAS`` is set before TensorFlow loads so ``tf.keras`` is the
-    same Keras 2 that tfmot needs; every model in edgetl comes through here.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import tf_keras  # noqa: PLC0415
-
-    return tf_keras
 
 
 @dataclasses.dataclass
@@ -194,16 +182,6 @@ def unfreeze_top(built: BuiltModel, n_layers: int) -> int:
         layer.trainable = True
         count += 1
     return count
-
-
-def consumers(config: dict[str, Any]) -> dict[str, list[str]]:
-    """Layer name -> the class name of every layer call that takes its output, from a functional config."""
-    found: dict[str, list[str]] = {}
-    for layer in config["layers"]:
-        for node in layer["inbound_nodes"]:
-            for ref in node:
-                found.setdefault(ref[0], []).append(layer["class_name"])
-    return found
 
 
 def load(path: str, compile: bool = False) -> Any:

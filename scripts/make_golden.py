@@ -69,9 +69,9 @@ def main() -> int:
     import tensorflow as tf  # noqa: PLC0415
     import tf_keras  # noqa: PLC0415
 
-    from edge_runtime import preprocess  # noqa: PLC0415
-    from edge_runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
-    from edge_runtime.model_card import ModelCard, TensorSpec, sha256_file, write_bytes_atomic, write_json_atomic  # noqa: PLC0415
+    from edgetl.runtime import decode, preprocess  # noqa: PLC0415
+    from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
+    from edgetl.runtime.model_card import ModelCard, TensorSpec, sha256_file, write_bytes_atomic, write_json_atomic  # noqa: PLC0415
 
     tf.keras.utils.set_random_seed(SEED)
     rng = np.random.default_rng(SEED)
@@ -113,7 +113,7 @@ def main() -> int:
         ok, png = cv2.imencode(".png", image[:, :, ::-1])
         assert ok
         write_bytes_atomic(path, png.tobytes())
-        scores = classifier.scores(preprocess.decode_image(path), "RGB")
+        scores = classifier.scores(decode.decode_image(path), "RGB")
         expected[path.name] = {"label": LABELS[label], "top1": LABELS[int(np.argmax(scores))],
                                "scores": [round(float(s), 6) for s in scores]}  # fmt: skip
     write_json_atomic(out / "expected.json", {"model": model_path.name, "labels": list(LABELS), "images": expected})

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import calibration
-from edge_runtime import preprocess
-from edge_runtime.model_card import load_card
-from toolchain.cli import main
+from edgetl import calibration
+from edgetl.runtime import decode, preprocess
+from edgetl.runtime.model_card import load_card
+from edgetl.cli import main
 
 
 def _items(per_class: dict[int, int]) -> list[tuple[str, int]]:
@@ -107,6 +107,6 @@ def test_representative_images_are_device_preprocessed_one_at_a_time(tiny_run: P
     batches = list(calibration.representative_dataset(manifest, card)())
     assert len(batches) == 12 and all(len(b) == 1 for b in batches)
     assert batches[0][0].shape == (1, 96, 96, 3) and batches[0][0].dtype == np.float32
-    expected = preprocess.normalize(preprocess.load_image(manifest.refs[0], 96, 96), card.normalization)
+    expected = preprocess.normalize(decode.load_image(manifest.refs[0], 96, 96), card.normalization)
     np.testing.assert_array_equal(batches[0][0][0], expected)
     assert -1.0 <= batches[0][0].min() and batches[0][0].max() <= 1.0

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import calibration
-from toolchain import data as data_mod
-from toolchain import log, runfolder
-from toolchain.config import DEFAULT_CALIB_SEED, DEFAULT_CALIB_SIZE, CalibrationConfig
-from toolchain.errors import RunFolderError
-from toolchain.runfolder import ModelCard
+from edgetl import calibration
+from edgetl import data as data_mod
+from edgetl import log, runfolder
+from edgetl.config import DEFAULT_CALIB_SEED, DEFAULT_CALIB_SIZE, CalibrationConfig
+from edgetl.errors import RunFolderError
+from edgetl.runfolder import ModelCard
 
 
 def calibrate(config: CalibrationConfig) -> calibration.Manifest:

@@ -6,7 +6,7 @@ converted from it (``from_saved_model`` is several times faster than
 fp32, fp16 (float16 weights), dynamic (int8 weights, float activations), int8
 (full-integer post-training quantization, calibrated on ``RUN/calibration.json``)
 and qat_int8 (from ``model_qat.keras``). The int8 variant is converted from a
-BatchNorm-folded copy whose weights :mod:`toolchain.rounding` has already put on
+BatchNorm-folded copy whose weights :mod:`edgetl.rounding` has already put on
 their int8 steps (calibrated GPTQ + bias correction), unless ``--rounding nearest``.
 Full-integer models take and return uint8 by default, so the device can feed raw
 camera pixels. Each file is read back
@@ -26,17 +26,17 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-import calibration
-from edge_runtime.model_card import ModelCard
-from toolchain import data as data_mod
-from toolchain import graph, log, runfolder
-from toolchain import model as model_mod
-from toolchain import rounding as rounding_mod
-from toolchain.calibrate import ensure_manifest
-from toolchain.config import DEFAULT_VARIANTS, ConvertConfig, IoType, Quantization, Rounding
-from toolchain.errors import ConfigError, ConversionError, RunFolderError
-from toolchain.runfolder import FLOAT_MODEL, QAT_MODEL, card_path_for, sha256_file, write_bytes_atomic
-from toolchain.tflite_inspect import float_ops, keep_float_nodes, layers_of, read_back, spec_text
+from edgetl import calibration
+from edgetl.runtime.model_card import ModelCard
+from edgetl import data as data_mod
+from edgetl import graph, log, runfolder
+from edgetl import model as model_mod
+from edgetl import rounding as rounding_mod
+from edgetl.calibrate import ensure_manifest
+from edgetl.config import DEFAULT_VARIANTS, ConvertConfig, IoType, Quantization, Rounding
+from edgetl.errors import ConfigError, ConversionError, RunFolderError
+from edgetl.runfolder import FLOAT_MODEL, QAT_MODEL, card_path_for, sha256_file, write_bytes_atomic
+from edgetl.tflite_inspect import float_ops, keep_float_nodes, layers_of, read_back, spec_text
 
 WORK_PREFIX = ".convert-"  # hidden work folder in the run: SavedModel export, staged models
 
@@ -131,7 +131,7 @@ def convert(config: ConvertConfig) -> ConvertResult:
             results.append(_write_variant(tf, quant, saved, config, card, run, manifest, representative, Path(tmp), rounding))
             log.info(f"{results[-1].path.name}: {results[-1].size_bytes / 1024:.1f} KiB in {results[-1].seconds:.1f}s")
         if config.debug:
-            from toolchain import debugger  # noqa: PLC0415
+            from edgetl import debugger  # noqa: PLC0415
 
             log.stage(total, total, f"int8 quantization debugger on {min(debugger.DEBUG_SAMPLES, manifest.size)} images")  # type: ignore[union-attr]
             debug_csv = debugger.debug_int8(tf, _source(Quantization.INT8, saved), representative, run)  # type: ignore[arg-type]
@@ -187,7 +187,7 @@ def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any
             model_mod.load(str(run / FLOAT_MODEL)).export(str(tmp / "float"))
             saved["float"] = tmp / "float"
     if Quantization.QAT_INT8 in variants:
-        from toolchain.qat_scheme import load_qat  # noqa: PLC0415 - tfmot only when a QAT model is converted
+        from edgetl.qat_scheme import load_qat  # noqa: PLC0415 - tfmot only when a QAT model is converted
 
         quantized = load_qat(run)
         with log.quiet_native():

@@ -14,10 +14,10 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_runtime.model_card import write_bytes_atomic
-from toolchain import log
-from toolchain.errors import ConversionError
-from toolchain.tflite_inspect import layers_of
+from edgetl.runtime.model_card import write_bytes_atomic
+from edgetl import log
+from edgetl.errors import ConversionError
+from edgetl.tflite_inspect import layers_of
 
 DEBUG_CSV = "int8_debug.csv"
 DEBUG_SAMPLES = 50  # images the int8 debugger compares layer by layer

@@ -13,10 +13,10 @@ import dataclasses
 import os
 from typing import Any
 
-from edge_runtime.model_card import Normalization
-from toolchain.config import MixedPrecision, Pooling, TrainConfig
-from toolchain.errors import RunFolderError, WeightsError
-from toolchain.graph import keras
+from edgetl.runtime.model_card import Normalization
+from edgetl.config import MixedPrecision, Pooling, TrainConfig
+from edgetl.errors import RunFolderError, WeightsError
+from edgetl.graph import keras
 
 POOL, HIDDEN, DROPOUT, HEAD_BN, PREDICTIONS = "head_pool", "head_hidden", "head_dropout", "head_bn", "predictions"
 # MobileNetV2 (Keras and TF-Hub's Keras-trained weights) expects [-1, 1]; TF-Hub image
@@ -73,7 +73,7 @@ def _apply(layers: list[Any], x: Any) -> Any:
 
 
 def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
-    from toolchain import weights as w  # noqa: PLC0415
+    from edgetl import weights as w  # noqa: PLC0415
 
     apps = keras().applications
     shape = (config.image_size, config.image_size, 3)
@@ -101,7 +101,7 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
             f"--weights {path} does not fit MobileNetV2 alpha={config.alpha} without top ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:160]}); pass a matching weights file"
         ) from None
-    from edge_runtime.model_card import sha256_file  # noqa: PLC0415
+    from edgetl.runtime.model_card import sha256_file  # noqa: PLC0415
 
     return base, {"weights": "file", "file": path, "sha256": sha256_file(path)}
 

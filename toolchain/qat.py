@@ -9,8 +9,8 @@ lets the weights adapt to int8 rounding. The result is ``RUN/model_qat.keras`` p
 ``RUN/model_qat.json``; ``edgetl convert`` turns it into ``model_qat_int8.tflite``.
 
 The fake-quantization scheme, the wrapper and the loader of a saved QAT model
-live in :mod:`toolchain.qat_scheme` (convert loads QAT models too); BatchNorm
-folding is graph surgery shared with the int8 rounding (:mod:`toolchain.graph`).
+live in :mod:`edgetl.qat_scheme` (convert loads QAT models too); BatchNorm
+folding is graph surgery shared with the int8 rounding (:mod:`edgetl.graph`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from toolchain import data as data_mod
-from toolchain import feed, graph, log, report, runfolder
-from toolchain import model as model_mod
-from toolchain.config import MixedPrecision, QatConfig
-from toolchain.errors import RunFolderError
-from toolchain.runfolder import FLOAT_MODEL, QAT_CARD, QAT_MODEL, ModelCard, read_json, sha256_file
+from edgetl import data as data_mod
+from edgetl import feed, graph, log, report, runfolder
+from edgetl import model as model_mod
+from edgetl.config import MixedPrecision, QatConfig
+from edgetl.errors import RunFolderError
+from edgetl.runfolder import FLOAT_MODEL, QAT_CARD, QAT_MODEL, ModelCard, read_json, sha256_file
 
 STAGES = 4
 RANGE_BATCHES = 8
@@ -77,7 +77,7 @@ def qat(config: QatConfig) -> QatResult:
     log.stage(2, STAGES, "folding BatchNorm and wrapping the model with fake quantization (tfmot)")
     with log.quiet_native():
         k = graph.keras()
-        from toolchain import qat_scheme  # noqa: PLC0415 - imports TensorFlow and tfmot
+        from edgetl import qat_scheme  # noqa: PLC0415 - imports TensorFlow and tfmot
 
         model_mod.set_precision(MixedPrecision.OFF, False)
         k.utils.set_random_seed(seed)
@@ -156,7 +156,7 @@ def _card(card: ModelCard, run: Path, model_path: Path, config: QatConfig, histo
           metrics: dict[str, Any], seed: int) -> ModelCard:  # fmt: skip
     import tensorflow as tf  # noqa: PLC0415
 
-    from toolchain.qat_scheme import QAT_SCHEME  # noqa: PLC0415
+    from edgetl.qat_scheme import QAT_SCHEME  # noqa: PLC0415
 
     extra = {
         "backbone": card.extra.get("backbone", {}),

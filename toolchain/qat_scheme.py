@@ -3,7 +3,7 @@
 Import this module lazily, inside the function that needs it: it imports
 TensorFlow and tfmot at the top, because its classes subclass tfmot's.
 
-The scheme quantizes a BatchNorm-folded graph (:func:`toolchain.graph.fold_batchnorm`)
+The scheme quantizes a BatchNorm-folded graph (:func:`edgetl.graph.fold_batchnorm`)
 the way TFLite will run it: ``KernelQuantizer`` fake-quantizes a conv kernel per
 output channel as TFLite stores it (symmetric, narrow range, scale max|w|/127; a
 depthwise kernel's channels are its last two axes); ``FoldedConvConfig``
@@ -23,9 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from toolchain import graph, log, model
-from toolchain.errors import RunFolderError
-from toolchain.runfolder import FLOAT_MODEL, QAT_CARD, QAT_MODEL, atomic_path, load_card, sha256_file, verify_model_file
+from edgetl import graph, log, model
+from edgetl.errors import RunFolderError
+from edgetl.runfolder import FLOAT_MODEL, QAT_CARD, QAT_MODEL, atomic_path, load_card, sha256_file, verify_model_file
 
 graph.keras()  # TF_USE_LEGACY_KERAS before TensorFlow loads
 import tensorflow as tf  # noqa: E402

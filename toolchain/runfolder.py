@@ -9,7 +9,7 @@ folder through this module, so its layout is written down once::
     RUN/calibration.json     the int8 representative set (calibrate)
     RUN/data.json, RUN/splits/{train,val,test}.csv         the data (train; see :mod:`data`)
 
-The atomic writers live in ``edge_runtime.model_card`` (the device writes files
+The atomic writers live in ``edgetl.runtime.model_card`` (the device writes files
 too, and never imports the toolchain); they are re-exported here so stage code
 has one place to import run-folder I/O from. TensorFlow is imported only by
 :func:`load_float_model` and :func:`versions` when given it.
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from edge_runtime.model_card import (
+from edgetl.runtime.model_card import (
     CardError,
     ModelCard,
     atomic_path,
@@ -34,7 +34,7 @@ from edge_runtime.model_card import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from toolchain.errors import RunFolderError
+from edgetl.errors import RunFolderError
 
 __all__ = [
     "CardError", "ModelCard", "FLOAT_MODEL", "FLOAT_CARD", "QAT_MODEL", "QAT_CARD", "CONFIG", "variant_file", "float_card", "load_float_model",
@@ -78,7 +78,7 @@ def load_float_model(run: Path, card: Optional[ModelCard] = None) -> Any:
         RunFolderError: not a run folder, or a model that is not a loadable, code-free Keras file.
         CardError: the model's sha256 differs from its card's.
     """
-    from toolchain import graph  # noqa: PLC0415 - TensorFlow only when a model is loaded
+    from edgetl import graph  # noqa: PLC0415 - TensorFlow only when a model is loaded
 
     run = Path(run)
     card = card or float_card(run)
@@ -96,11 +96,11 @@ def versions(tf: Any = None, litert: bool = False) -> dict[str, str]:
     import cv2  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    import toolchain  # noqa: PLC0415
+    import edgetl  # noqa: PLC0415
 
-    found = {"edgetl": toolchain.__version__}
+    found = {"edgetl": edgetl.__version__}
     if tf is not None:
-        from toolchain import graph  # noqa: PLC0415
+        from edgetl import graph  # noqa: PLC0415
 
         found.update(tensorflow=tf.__version__, tf_keras=graph.keras().__version__)
     found.update(numpy=np.__version__, opencv=cv2.__version__, python=sys.version.split()[0])

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.model_card import ModelCard, TensorSpec
-from toolchain import log
-from toolchain.errors import ConfigError, ConversionError
+from edgetl.runtime.model_card import ModelCard, TensorSpec
+from edgetl import log
+from edgetl.errors import ConfigError, ConversionError
 
 
 def layers_of(tensor_name: str) -> list[str]:

@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.model_card import ModelCard, TensorSpec
-from edge_runtime.preprocess import normalize
-from toolchain import data as data_mod
-from toolchain import checkpoint, feed, graph, log, report, runfolder
-from toolchain import model as model_mod
-from toolchain.config import MixedPrecision, Strategy, TrainConfig
-from toolchain.errors import RunFolderError
-from toolchain.runfolder import CONFIG, FLOAT_CARD, FLOAT_MODEL, read_json, sha256_file, write_bytes_atomic, write_json_atomic
+from edgetl.runtime.model_card import ModelCard, TensorSpec
+from edgetl.runtime.preprocess import normalize
+from edgetl import data as data_mod
+from edgetl import checkpoint, feed, graph, log, report, runfolder
+from edgetl import model as model_mod
+from edgetl.config import MixedPrecision, Strategy, TrainConfig
+from edgetl.errors import RunFolderError
+from edgetl.runfolder import CONFIG, FLOAT_CARD, FLOAT_MODEL, read_json, sha256_file, write_bytes_atomic, write_json_atomic
 
 STAGES = 6
 

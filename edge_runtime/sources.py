@@ -184,7 +184,7 @@ class _Reader(threading.Thread):
                 self._sink(item)
                 if item is _EOF:
                     return
-        except BaseException as exc:  # handed to the consumer, which raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self.error = exc
             self._sink(_EOF)
 

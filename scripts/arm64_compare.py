@@ -108,7 +108,7 @@ def read_frames(path: Path) -> list[dict[str, Any]]:
         try:
             frames.append(json.loads(line))
         except json.JSONDecodeError:
-            raise SystemExit(f"{path}:{n}: not a JSON line (stdout must carry results only): {line[:120]!r}")
+            raise SystemExit(f"{path}:{n}: not a JSON line (stdout must carry results only): {line[:120]!r}") from None
     return frames
 
 

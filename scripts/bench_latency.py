@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent  # holds toolchain/ and edge_runti
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from bench_util import count_macs, interleaved, ratio, summarize
+from bench_util import count_macs, interleaved, ratio, summarize  # noqa: E402 - after the sys.path line
 
 TFLITE_VARIANTS = ("fp32", "fp16", "dynamic", "int8")
 

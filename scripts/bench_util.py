@@ -6,7 +6,6 @@ Nothing here times anything that matters or imports TensorFlow at module level, 
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -172,10 +171,6 @@ def load_average() -> Optional[list[float]]:
 
 def library_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
     """Installed versions of ``packages`` (``not installed`` when absent), read without importing them."""
-    out = {}
-    for name in packages:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    from edgetl.runfolder import package_version  # noqa: PLC0415 - scripts run before edgetl is importable
+
+    return {name: package_version(name, missing="not installed") for name in packages}

@@ -13,7 +13,6 @@ runtime's contract changes on purpose:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -44,7 +43,7 @@ def synthetic(label: int, rng: np.random.Generator, height: int, width: int) -> 
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def train_model(tf_keras, x: np.ndarray, y: np.ndarray):  # noqa: ANN001
+def train_model(tf_keras, x: np.ndarray, y: np.ndarray):
     layers = tf_keras.layers
     inputs = tf_keras.Input((SIZE, SIZE, 3))
     h = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(inputs)

@@ -27,7 +27,6 @@ from edgetl.runtime import decode
 from edgetl.runtime.decode import ImageDecodeError
 from edgetl import data
 from edgetl.cli import main
-from edgetl.errors import DataError
 
 TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "-q"]
 NOT_DECODABLE = "not a decodable image (truncated, or not an image format cv2 reads)"
@@ -562,7 +561,7 @@ def test_keras_model_with_a_lambda_layer_is_refused(tmp_path: Path) -> None:
 
     k = model.keras()
     marker = tmp_path / "ran"
-    payload = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")  # noqa: S307
+    payload = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")
     inputs = k.Input((96, 96, 3))
     outputs = k.layers.Lambda(payload)(inputs)  # code that must never run on load
     run = tmp_path / "r"

@@ -10,11 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-import bench  # noqa: E402
-import bench_report  # noqa: E402
-import bench_runtime  # noqa: E402
-import bench_train  # noqa: E402
-import bench_util  # noqa: E402
+import bench
+import bench_report
+import bench_runtime
+import bench_train
+import bench_util
 
 
 def test_markdown_table_aligns_numbers_right_and_escapes_pipes() -> None:

@@ -41,7 +41,7 @@ def test_saved_model_reloads_in_safe_mode_and_predicts(trained_run: Path) -> Non
     from edgetl import data, feed, model
 
     keras_model = model.load(str(trained_run / "model.keras"))
-    assert not any(type(l).__name__ in ("Lambda", "Rescaling", "Functional") for l in keras_model.layers)
+    assert not any(type(layer).__name__ in ("Lambda", "Rescaling", "Functional") for layer in keras_model.layers)
     dataset, items = data.load_split(trained_run, "test")
     pixels, kept, _ = dataset.pixels(items, 96)
     probs = feed.predict(keras_model, pixels, model.MOBILENET_NORMALIZATION)

@@ -66,6 +66,7 @@ def main() -> None:
       edgetl convert runs/a           # fp32, fp16, dynamic, int8 (+ parity)
       edgetl parity runs/a            # exit 1 when int8 drops too much
     """
+    log.configure()  # library log records -> stage lines and notes on stderr
 
 
 TRAIN_DEFAULTS = {f: getattr(TrainConfig, f) for f in TrainConfig.__dataclass_fields__ if hasattr(TrainConfig, f)}

@@ -264,7 +264,7 @@ def _convert_bytes(tf: Any, quant: Quantization, saved: dict[str, Path], config:
             return bytes(converter.convert())
     except (ConfigError, ConversionError):
         raise
-    except Exception as exc:  # the converter raises many types (ConverterError, ValueError, RuntimeError)
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types (ConverterError, ValueError, RuntimeError)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"converting {quant.value} failed: {first[:300]}; rerun with -v to see the converter's log") from None
 

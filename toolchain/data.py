@@ -326,7 +326,7 @@ def load_split(run_dir: Path, name: str) -> tuple[Dataset, list[Item]]:
     if meta["kind"] == "array":
         if not Path(meta["root"]).exists():
             raise RunFolderError(f"the run's image array {meta['root']} is gone; restore it or pass --data")
-        array = _from_arrays(Path(meta["root"]))._array
+        array = _from_arrays(Path(meta["root"]))._array  # noqa: SLF001 - this module's own Dataset
     elif items and not Path(items[0].ref).exists():
         raise RunFolderError(f"the run's images under {meta['root']} are gone; restore them or pass --data")
     return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, _array=array), items

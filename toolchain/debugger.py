@@ -42,7 +42,7 @@ def debug_int8(tf: Any, saved_dir: Path, representative: Callable[[], Any], run:
             debugger.run()
             buffer = io.StringIO()
             debugger.layer_statistics_dump(buffer)
-    except Exception as exc:  # the debugger raises ValueError/RuntimeError from deep inside TFLite
+    except Exception as exc:  # noqa: BLE001 - the debugger raises ValueError/RuntimeError from deep inside TFLite
         raise ConversionError(f"int8 quantization debugger failed: {str(exc).splitlines()[0][:300]}") from None
     rows = list(csv.DictReader(io.StringIO(buffer.getvalue())))
     for row in rows:

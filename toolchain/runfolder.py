@@ -78,12 +78,12 @@ def load_float_model(run: Path, card: Optional[ModelCard] = None) -> Any:
         RunFolderError: not a run folder, or a model that is not a loadable, code-free Keras file.
         CardError: the model's sha256 differs from its card's.
     """
-    from edgetl import graph  # noqa: PLC0415 - TensorFlow only when a model is loaded
+    from edgetl import model  # noqa: PLC0415 - TensorFlow only when a model is loaded
 
     run = Path(run)
     card = card or float_card(run)
     verify_model_file(card, run / FLOAT_MODEL)
-    return graph.load(str(run / FLOAT_MODEL))
+    return model.load(str(run / FLOAT_MODEL))
 
 
 def versions(tf: Any = None, litert: bool = False) -> dict[str, str]:

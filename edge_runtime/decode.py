@@ -21,6 +21,7 @@ numpy + cv2 only. The colour conversion is :func:`preprocess.to_rgb`'s.
 from __future__ import annotations
 
 import math
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -44,6 +45,19 @@ MAX_SOURCE_PIXELS = 1 << 30
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STRIP_BYTES = 16 << 20  # raw PNG bytes inflated per strip
 NOT_DECODABLE = "not a decodable image (truncated, or not an image format cv2 reads)"
+
+
+def image_files(root: Union[str, Path]) -> list[Path]:
+    """The image files under ``root``: recursive, sorted, hidden files and folders and symlinked folders skipped.
+
+    The one listing of "the images in this folder" for training data, ``--image DIR --csv`` and the
+    like, so a folder edgetl trains on is a folder edge-classify reads the same way.
+    """
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [Path(dirpath) / n for n in sorted(filenames) if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.startswith(".")]
+    return found
 
 
 class ImageDecodeError(ValueError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 import zipfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -97,14 +96,8 @@ def discover(path: str, allow_outside_root: bool = False) -> Dataset:
 
 
 def _images_in(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursive, sorted, symlinked folders not followed)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if Path(name).suffix.lower() in decode.IMAGE_EXTENSIONS and not name.startswith("."):
-                found.append(os.path.join(dirpath, name))
-    return found
+    """Image files under ``folder`` as strings (see ``decode.image_files``: recursive, sorted, hidden skipped)."""
+    return [str(path) for path in decode.image_files(folder)]
 
 
 def _class_dirs(folder: Path) -> list[Path]:

@@ -197,8 +197,8 @@ FAILED=()
 mkdir -p "$(dirname "$ROOT")"
 exec 9>"$ROOT.lock"
 flock -w 1800 9 || die "another arm64_check holds $ROOT.lock"
-"$X86_PYTHON" -c 'import ai_edge_litert, cv2, numpy' 2>/dev/null \
-    || die "X86_PYTHON=$X86_PYTHON lacks numpy, cv2 or ai_edge_litert (install .[edge] there)"
+"$X86_PYTHON" -c 'import ai_edge_litert, cv2, numpy, edgetl.runtime' 2>/dev/null \
+    || die "X86_PYTHON=$X86_PYTHON lacks numpy, cv2, ai_edge_litert or edgetl (pip install -e '.[edge]' there)"
 
 step "host tools and binfmt";      host_tools
 step "rootfs ($SUITE arm64)";      build_rootfs

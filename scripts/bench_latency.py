@@ -23,7 +23,9 @@ if str(ROOT) not in sys.path:
 
 from bench_util import count_macs, interleaved, ratio, summarize  # noqa: E402 - after the sys.path line
 
-TFLITE_VARIANTS = ("fp32", "fp16", "dynamic", "int8")
+from edgetl.config import DEFAULT_VARIANTS  # noqa: E402
+
+TFLITE_VARIANTS = tuple(q.value for q in DEFAULT_VARIANTS)
 
 
 def build_models(params: Any, data_dir: Path, work: Path) -> list[dict[str, Any]]:

@@ -15,7 +15,9 @@ from typing import Any
 
 from bench_util import ratio
 
-VARIANTS = ("fp32", "fp16", "dynamic", "int8", "qat_int8")
+from edgetl.config import Quantization
+
+VARIANTS = tuple(q.value for q in Quantization)  # every variant convert can write
 # The goals of issue #6, shown next to the numbers (not asserted).
 GOALS = {"int8_drop_pt": 0.3, "qat_int8_drop_pt": 0.2, "min_agreement": 0.995, "int8_size_ratio": 0.31}
 

@@ -11,24 +11,40 @@ source of truth for "which layers carry quantized weights".
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import numpy as np
+
+from edgetl.errors import MissingExtraError
 
 CONV_CLASSES = ("Conv2D", "DepthwiseConv2D")
 WEIGHTED_CLASSES = (*CONV_CLASSES, "Dense")  # the layers whose weights int8 stores per channel
 
 
 def keras() -> Any:
-    """The tf_keras module, with TensorFlow's C++ and absl chatter turned down.
+    """The tf_keras module, loaded quietly; every model in edgetl comes through here.
 
     ``TF_USE_LEGACY_KERAS`` is set before TensorFlow loads so ``tf.keras`` is the
-    same Keras 2 that tfmot needs; every model in edgetl comes through here.
+    same Keras 2 that tfmot needs. The first call also queries the devices (the
+    cuInit attempt) so that all of TensorFlow's start-up lines (oneDNN, CUDA, absl)
+    are written inside :func:`~edgetl.runtime.native_log.hide_native_logs`, which
+    drops them unless ``-v``. A missing ``train`` extra becomes one ``Error:`` line.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import tf_keras  # noqa: PLC0415
+    if "tf_keras" in sys.modules:
+        return sys.modules["tf_keras"]
+    from edgetl.runtime import native_log  # noqa: PLC0415
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if native_log.SHOW else "2")
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    try:
+        with native_log.hide_native_logs():
+            import tensorflow as tf  # noqa: PLC0415
+            import tf_keras  # noqa: PLC0415
+
+            tf.config.list_physical_devices("GPU")
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "tensorflow") from None
     return tf_keras
 
 

@@ -14,11 +14,26 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-# Fixtures that train a real model: any test using one is slow (`pytest -m "not slow"` skips it).
-SLOW_FIXTURES = frozenset({"trained_run"})
-# Tests measured over ~10 s on 2 cores (`pytest --durations=0`) that no slow fixture gives away:
-# they convert (tiny_run), train through the CLI, or run a soak.
-SLOW_TESTS: frozenset[str] = frozenset()
+# Fixtures that train or convert a real model: any test using one is slow (`pytest -m "not slow"` skips it).
+SLOW_FIXTURES = frozenset({"trained_run", "converted"})
+# Tests measured over ~10 s (`pytest -m "not slow" --durations=0`, 2 cores shared at load ~20, 2026-12-04)
+# that no slow fixture gives away: they convert or train a tiny model, build full-size MobileNetV2s,
+# decode a 20000 px PNG, or cycle 300 browser viewers.
+SLOW_TESTS = frozenset({
+    "tests/test_bad_input.py::test_20000px_png_is_decoded_downscaled_in_bounded_memory",
+    "tests/test_bad_input.py::test_skips_are_counted_and_listed_in_the_run",
+    "tests/test_bench.py::test_count_macs_mobilenet_v2_matches_the_paper",
+    "tests/test_convert.py::test_int8_io_type_is_as_asked",
+    "tests/test_convert.py::test_unknown_keep_float_layer_is_named",
+    "tests/test_edge_serve.py::test_viewers_coming_and_going_keep_memory_flat",
+    "tests/test_qat.py::test_batchnorm_folding_keeps_the_function",
+    "tests/test_qat.py::test_quantized_graph_has_no_fake_quant_between_conv_and_relu",
+    "tests/test_train.py::test_tf_hub_feature_vector_backbone",
+    "tests/test_train.py::test_uncached_path_and_config_round_trip",
+    "tests/test_weights.py::test_install_writes_verified_files",
+    "tests/test_weights.py::test_missing_weights_name_both_fixes",
+    "tests/test_weights.py::test_other_alphas_say_only_one_has_offline_weights",
+})  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

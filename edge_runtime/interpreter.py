@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from edge_runtime.native_log import hide_native_logs
+
 BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 INSTALL_HINT = "pip install ai-edge-litert (or, where no wheel exists for this platform, pip install tflite-runtime)"
 
@@ -60,8 +62,9 @@ def load_interpreter(model_path: Path, num_threads: Optional[int] = None) -> Any
     _, module = backend()
     threads = num_threads if num_threads and num_threads > 0 else (os.cpu_count() or 1)
     try:
-        interpreter = module.Interpreter(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
+        with hide_native_logs():  # "Created TensorFlow Lite XNNPACK delegate for CPU." (shown with -v)
+            interpreter = module.Interpreter(model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{path}: the interpreter cannot load it ({first}); copy it again or re-run edgetl convert") from None

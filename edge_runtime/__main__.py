@@ -275,16 +275,15 @@ def run(config: RunConfig) -> int:
     from edge_runtime.camera import SourceError  # noqa: PLC0415
     from edge_runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
     from edge_runtime.folder import FolderError  # noqa: PLC0415
-    from edge_runtime.interpreter import ModelLoadError, RuntimeMissingError, backend, quiet_native_logs  # noqa: PLC0415
+    from edge_runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
     from edge_runtime.model_card import CardError  # noqa: PLC0415
     from edge_runtime.overlay import DisplayError  # noqa: PLC0415
     from edge_runtime.serve import ServeError  # noqa: PLC0415
 
     stats, source, outputs, server, code, reason = RunStats(), None, Outputs(), None, EXIT_OK, ""
     try:
-        with quiet_native_logs(config.quiet):  # LiteRT's XNNPACK line is written by C++ to fd 2
-            classifier = Classifier(ClassifierOptions(model_path=config.model, card_path=config.card, num_threads=config.threads,
-                                                      max_results=config.top_k, score_threshold=config.threshold))  # fmt: skip
+        classifier = Classifier(ClassifierOptions(model_path=config.model, card_path=config.card, num_threads=config.threads,
+                                                  max_results=config.top_k, score_threshold=config.threshold))  # fmt: skip
         card = classifier.card
         log(f"{config.model}: {card.quantization}, {card.width}x{card.height} {card.input.dtype} input, {card.num_classes} labels, {backend()[0]}")
         source, server = _open_io(classifier, config, outputs, log)

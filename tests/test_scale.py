@@ -98,10 +98,13 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
     logs = [err for _, err in outputs]
-    for index, err in enumerate(logs):
+    for index, err in enumerate(logs):  # 8 per class: 60 train images, 30 per worker, batch 8 = 4 per replica
+        name = "chief" if index == 0 else "worker 1"
         assert "2 replica(s) in sync" in err
-        assert f"{'chief' if index == 0 else 'worker 1'}: head on 32 of 64 training rows" in err, err[-2000:]
-        assert f"{'chief' if index == 0 else 'worker 1'}: fine_tune on 32 of 64 training rows" in err
+        assert f"{name}: head on 30 rows (input shard {index + 1}/2), 8 steps of 4 per epoch" in err, err[-2000:]
+        assert f"{name}: fine_tune on 30 rows (input shard {index + 1}/2), 8 steps of 4 per epoch" in err
+        assert err.count("8/8 - ") == 3  # Keras ran every step of 2 head epochs + 1 fine-tune epoch on each worker
+        assert "unhealthy" not in err  # neither left while the other still worked
     assert "the chief writes the run" in logs[1]
     summaries = [json.loads(out) for out, _ in outputs]
     assert summaries[0]["test_top1"] == summaries[1]["test_top1"]  # one model, in sync

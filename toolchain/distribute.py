@@ -97,3 +97,16 @@ def distribute(strategy: Any, worker: Worker, make: Any) -> Any:
     if worker.count == 1:
         return make()
     return strategy.distribute_datasets_from_function(lambda _context: make())
+
+
+def barrier(strategy: Any, worker: Worker) -> None:
+    """Wait for every worker (one all-reduce): none exits while the chief still writes the run.
+
+    A worker that exits early stops its heartbeats and the chief's coordination
+    service reports it as crashed.
+    """
+    if worker.count == 1:
+        return
+    import tensorflow as tf  # noqa: PLC0415
+
+    strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)

@@ -143,6 +143,7 @@ def _train_into(config: TrainConfig, work: Path, worker: distribute.Worker) -> d
     metrics["skipped"] = len(skipped)
     if worker.chief:
         _write_run(config, work, built, dataset.class_names, history, metrics, tf, policy)
+    distribute.barrier(strategy, worker)
     return metrics
 
 
@@ -229,7 +230,7 @@ def _fit(model: Any, run: _Run, phase: str, epochs: int, train: pipeline.Source,
     x = distribute.distribute(run.strategy, worker, lambda: pipeline.training_batches(train, batch, seed, start, epochs, prepare, shape))
     plain = pipeline.as_float32 if prepare is pipeline.as_float32 else pipeline.pixel_preparer(run.built.normalization, seed, False)
     v = distribute.distribute(run.strategy, worker, lambda: pipeline.ordered_batches(val, batch, plain, shape))
-    log.info(f"{worker.name}: {phase} on {len(train)} of {len(train.rows) if worker.count > 1 else len(train)} training rows, "
+    log.info(f"{worker.name}: {phase} on {len(train)} rows (input shard {worker.index + 1}/{worker.count}), "
              f"{pipeline.steps(len(train), batch)} steps of {batch} per epoch")
     callback = checkpoint.make_callback(state, phase, run.config.patience)
     with contextlib.redirect_stdout(sys.stderr):

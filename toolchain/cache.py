@@ -25,12 +25,13 @@ stale one. Files appear complete or not at all (temporary name + rename);
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -109,6 +110,28 @@ def pwrite_rows(fd: int, offset: int, start: int, rows: np.ndarray) -> None:
     os.pwrite(fd, data, offset + start * row_bytes)
 
 
+@contextlib.contextmanager
+def writing(path: Path, dtype: str, shape: tuple[int, ...]) -> Iterator[Callable[[int, np.ndarray], None]]:
+    """Fill a new ``.npy`` at ``path`` through ``write(start_row, rows)``; it appears only when the block succeeds.
+
+    The file is built under a temporary name beside ``path`` and renamed at the
+    end; on any error (or Ctrl-C) the temporary file is removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+    offset = create_npy(tmp, dtype, shape)
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        yield lambda start, rows: pwrite_rows(fd, offset, start, rows)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+
+
 @dataclasses.dataclass
 class Split:
     """One decoded split: its pixels on disk, the items that decoded, their labels, the skips."""
@@ -157,13 +180,10 @@ def load_split(dataset: data_mod.Dataset, items: Sequence[data_mod.Item], size: 
 
 def _decode_to(npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.Item], size: int,
                interpolation: str, name: str) -> tuple[list[data_mod.Item], list[dict[str, str]]]:  # fmt: skip
-    """Decode ``items`` in parallel into ``npy`` (temp file + rename); unreadable ones are left out."""
-    tmp = npy.with_name(f".{npy.stem}.{os.getpid()}.tmp.npy")
-    offset = create_npy(tmp, "uint8", (len(items), size, size, 3))
+    """Decode ``items`` in parallel into ``npy``; unreadable ones are left out."""
     ok = np.zeros(len(items), dtype=bool)
     reasons: dict[int, str] = {}
-    fd = os.open(tmp, os.O_RDWR)
-    try:
+    with writing(npy, "uint8", (len(items), size, size, 3)) as write:
         def work(start: int) -> None:
             block = np.zeros((min(CHUNK, len(items) - start), size, size, 3), dtype=np.uint8)
             for i in range(len(block)):
@@ -172,7 +192,7 @@ def _decode_to(npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.It
                     ok[start + i] = True
                 except (preprocess.ImageDecodeError, ValueError) as exc:
                     reasons[start + i] = str(exc)
-            pwrite_rows(fd, offset, start, block)
+            write(start, block)
 
         workers = max(1, min(8, os.cpu_count() or 1))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -180,15 +200,8 @@ def _decode_to(npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.It
             for future in log.progress(concurrent.futures.as_completed(futures), len(futures),
                                        f"{name}: decoding {len(items)} images at {size}px, {CHUNK} per step, {workers} threads"):  # fmt: skip
                 future.result()
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
     if not ok.all():
-        _shrink(tmp, ok)
-    os.replace(tmp, npy)
+        _shrink(npy, ok)  # before the .json that marks the entry complete is written
     kept = [it for it, good in zip(items, ok) if good]
     return kept, [{"ref": items[i].ref, "reason": reasons[i]} for i in sorted(reasons)]
 
@@ -196,13 +209,7 @@ def _decode_to(npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.It
 def _shrink(path: Path, ok: np.ndarray) -> None:
     """Rewrite ``path`` keeping only the rows that decoded (rare: a few unreadable files)."""
     src = Rows(path)
-    tmp = path.with_name(path.name + ".kept.npy")
-    offset = create_npy(tmp, "uint8", (int(ok.sum()),) + src.shape[1:])
-    fd = os.open(tmp, os.O_RDWR)
-    try:
-        kept = np.flatnonzero(ok)
+    kept = np.flatnonzero(ok)
+    with writing(path, "uint8", (len(kept),) + src.shape[1:]) as write:
         for start in range(0, len(kept), 256):
-            pwrite_rows(fd, offset, start, src.take(kept[start : start + 256]))
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+            write(start, src.take(kept[start : start + 256]))

@@ -17,7 +17,6 @@ folder; the head then trains on batches streamed from it.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -158,12 +157,7 @@ def write_features(model: Any, src: Source, views: int, normalization: Normaliza
         return cache.Rows(path)
     tf = _tf()
     fn = batch_function(model, shape)
-    width = int(model.output_shape[-1])
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    offset = cache.create_npy(tmp, "float16", (views * len(src), width))
-    fd = os.open(tmp, os.O_RDWR)
-    try:
+    with cache.writing(path, "float16", (views * len(src), int(model.output_shape[-1]))) as write:
         for view in range(views):
             rng: Optional[np.random.Generator] = np.random.default_rng((seed, 1000 + view)) if view else None
 
@@ -173,14 +167,6 @@ def write_features(model: Any, src: Source, views: int, normalization: Normaliza
                     yield normalize(feed.augment(pixels, rng) if rng is not None else pixels, normalization)
 
             ds = tf.data.Dataset.from_generator(batches, output_signature=tf.TensorSpec((None,) + tuple(shape), tf.float32))
-            steps_done = log.progress(ds.prefetch(2), steps(len(src), FEATURE_BATCH), f"features of view {view + 1}/{views}")
-            for k, x in enumerate(steps_done):
-                cache.pwrite_rows(fd, offset, view * len(src) + k * FEATURE_BATCH, np.asarray(fn(x)).astype(np.float16))
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
+            for k, x in enumerate(log.progress(ds.prefetch(2), steps(len(src), FEATURE_BATCH), f"features of view {view + 1}/{views}")):
+                write(view * len(src) + k * FEATURE_BATCH, np.asarray(fn(x)).astype(np.float16))
     return cache.Rows(path)

@@ -70,7 +70,7 @@ class Rows:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` (one read)."""
-        stop = min(stop, len(self))
+        start, stop = min(start, len(self)), min(stop, len(self))
         raw = os.pread(self.fd, (stop - start) * self.row_bytes, self.offset + start * self.row_bytes)
         return np.frombuffer(raw, dtype=self.dtype).reshape((stop - start,) + self.shape[1:])
 

@@ -139,8 +139,8 @@ def test_qat_trains_in_float32_after_float16_training(tmp_path: Path, fm_folder:
     result = qat(QatConfig(run=str(trained.run_dir), epochs=1, batch_size=8))
     assert result.metrics["test"]["count"] > 0
     quantized = load_qat(trained.run_dir)
-    assert {w.dtype.name for w in quantized.weights} == {"float32"}
-    assert {layer.dtype_policy.name for layer in quantized.layers} == {"float32"}
+    assert {w.dtype.name for w in quantized.weights if w.dtype.is_floating} == {"float32"}  # (int32: tfmot's step counters)
+    assert {layer.compute_dtype for layer in quantized.layers if layer.weights} == {"float32"}
     out = quantized(np.zeros((2, 32, 32, 3), np.float32), training=False)
     assert out.dtype.name == "float32"
     assert model.keras().mixed_precision.global_policy().name == "float32"  # QAT switched the process to float32

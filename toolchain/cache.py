@@ -28,6 +28,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -197,9 +198,14 @@ def _decode_to(npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.It
         workers = max(1, min(8, os.cpu_count() or 1))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             futures = [pool.submit(work, s) for s in range(0, len(items), CHUNK)]
-            for future in log.progress(concurrent.futures.as_completed(futures), len(futures),
-                                       f"{name}: decoding {len(items)} images at {size}px, {CHUNK} per step, {workers} threads"):  # fmt: skip
-                future.result()
+
+            def done() -> Iterator[int]:  # one tick per image, as each chunk completes
+                for future in concurrent.futures.as_completed(futures):
+                    future.result()
+                    yield from range(CHUNK)
+
+            for _ in log.progress(itertools.islice(done(), len(items)), len(items), f"{name}: decoding at {size}px ({workers} threads)"):
+                pass
     if not ok.all():
         _shrink(npy, ok)  # before the .json that marks the entry complete is written
     kept = [it for it, good in zip(items, ok) if good]

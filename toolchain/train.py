@@ -28,7 +28,11 @@ from toolchain import model as model_mod
 from toolchain.config import MixedPrecision, Strategy, TrainConfig
 from toolchain.errors import RunFolderError
 
-STAGES = 6
+
+
+def stage_count(config: TrainConfig) -> int:
+    """Stages that run: read, decode, build, head, [fine-tune], evaluate (no gap when one is skipped)."""
+    return 5 + int(config.fine_tune_epochs > 0)
 
 
 @dataclasses.dataclass
@@ -119,16 +123,16 @@ def resume_config(run: Path) -> TrainConfig:
 
 
 def _train_into(config: TrainConfig, work: Path, worker: distribute.Worker) -> dict[str, Any]:
-    log.stage(1, STAGES, f"reading {config.data}")
+    log.stage(1, stage_count(config), f"reading {config.data}")
     dataset = data_mod.discover(config.data, config.allow_outside_root)
     splits = data_mod.split(dataset, config.val_fraction, config.test_fraction, config.seed, config.max_per_class)
     log.info(data_mod.describe(splits, dataset.class_names))
-    log.stage(2, STAGES, f"decoding images at {config.image_size}px into the pixel cache")
+    log.stage(2, stage_count(config), f"decoding images at {config.image_size}px into the pixel cache")
     pixels, skipped = _decode(dataset, splits, config, worker)
     if worker.chief:
         data_mod.write_splits(work, dataset, splits, skipped)
     tf, strategy, policy = _runtime(config)
-    log.stage(3, STAGES, f"building MobileNetV2 alpha={config.alpha} ({policy}, {strategy.num_replicas_in_sync} replica(s))")
+    log.stage(3, stage_count(config), f"building MobileNetV2 alpha={config.alpha} ({policy}, {strategy.num_replicas_in_sync} replica(s))")
     state = checkpoint.State(work / "checkpoint")
     with strategy.scope():
         built = model_mod.build(config, len(dataset.class_names))
@@ -138,7 +142,8 @@ def _train_into(config: TrainConfig, work: Path, worker: distribute.Worker) -> d
             history.append(_timed(_fine_tune_phase, run))
     if policy != "float32" or worker.count > 1:
         built = _to_float32(config, built, len(dataset.class_names))
-    log.stage(6, STAGES, "evaluating" + (" and writing the run folder" if worker.chief else f" ({worker.name}: the chief writes the run)"))
+    log.stage(stage_count(config), stage_count(config),
+              "evaluating" + (" and writing the run folder" if worker.chief else f" ({worker.name}: the chief writes the run)"))
     metrics = _evaluate(built, pixels, dataset.class_names, config.image_size)
     metrics["skipped"] = len(skipped)
     if worker.chief:
@@ -245,12 +250,12 @@ def _head_phase(run: _Run) -> dict[str, Any]:
     views = config.cache_views if config.augment else min(config.cache_views, 1)
     train, val = px.source("train"), px.source("val")
     if views == 0:
-        log.stage(4, STAGES, f"training the head for {config.epochs} epochs, backbone recomputed every epoch (uncached)")
+        log.stage(4, stage_count(config), f"training the head for {config.epochs} epochs, backbone recomputed every epoch (uncached)")
         _compile(built.full, config.learning_rate)
         prepare = pipeline.pixel_preparer(built.normalization, config.seed, config.augment)
         hist = _fit(built.full, run, "head", config.epochs, train, val, prepare, run.shape)
         return {"phase": "head (uncached)", **hist}
-    log.stage(4, STAGES, f"training the head for {config.epochs} epochs on cached features ({views} view(s) per image)")
+    log.stage(4, stage_count(config), f"training the head for {config.epochs} epochs on cached features ({views} view(s) per image)")
     start = time.monotonic()
     folder = run.state.folder.parent / "features"
     train_f = pipeline.write_features(built.features, train, views, built.normalization, config.seed, run.shape, folder / "train.npy")
@@ -268,7 +273,7 @@ def _fine_tune_phase(run: _Run) -> dict[str, Any]:
     config, built = run.config, run.built
     trainable = model_mod.unfreeze_top(built, config.fine_tune_layers)
     log.stage(
-        5, STAGES, f"fine-tuning the top {config.fine_tune_layers} layers ({trainable} with weights, BatchNorm frozen) "
+        5, stage_count(config), f"fine-tuning the top {config.fine_tune_layers} layers ({trainable} with weights, BatchNorm frozen) "
         f"for {config.fine_tune_epochs} epochs at lr {config.fine_tune_learning_rate:g}",
     )  # fmt: skip
     _compile(built.full, config.fine_tune_learning_rate)  # recompile: trainable flags changed

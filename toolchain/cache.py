@@ -28,7 +28,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
-import itertools
 import json
 import os
 from pathlib import Path
@@ -185,7 +184,7 @@ def _decode_to(npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.It
     ok = np.zeros(len(items), dtype=bool)
     reasons: dict[int, str] = {}
     with writing(npy, "uint8", (len(items), size, size, 3)) as write:
-        def work(start: int) -> None:
+        def work(start: int) -> int:
             block = np.zeros((min(CHUNK, len(items) - start), size, size, 3), dtype=np.uint8)
             for i in range(len(block)):
                 try:
@@ -194,6 +193,7 @@ def _decode_to(npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.It
                 except (preprocess.ImageDecodeError, ValueError) as exc:
                     reasons[start + i] = str(exc)
             write(start, block)
+            return len(block)
 
         workers = max(1, min(8, os.cpu_count() or 1))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -201,10 +201,9 @@ def _decode_to(npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.It
 
             def done() -> Iterator[int]:  # one tick per image, as each chunk completes
                 for future in concurrent.futures.as_completed(futures):
-                    future.result()
-                    yield from range(CHUNK)
+                    yield from range(future.result())
 
-            for _ in log.progress(itertools.islice(done(), len(items)), len(items), f"{name}: decoding at {size}px ({workers} threads)"):
+            for _ in log.progress(done(), len(items), f"{name}: decoding at {size}px ({workers} threads)"):
                 pass
     if not ok.all():
         _shrink(npy, ok)  # before the .json that marks the entry complete is written

@@ -144,3 +144,15 @@ def test_qat_trains_in_float32_after_float16_training(tmp_path: Path, fm_folder:
     out = quantized(np.zeros((2, 32, 32, 3), np.float32), training=False)
     assert out.dtype.name == "float32"
     assert model.keras().mixed_precision.global_policy().name == "float32"  # QAT switched the process to float32
+
+
+def test_multi_worker_without_tf_config_is_one_error_line(tmp_path: Path, fm_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from toolchain.cli import main
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    result = CliRunner().invoke(main, ["train", str(fm_folder), "-o", str(tmp_path / "run"), "--strategy", "multi-worker"])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: --strategy multi-worker needs TF_CONFIG")
+    assert not list(tmp_path.iterdir())  # nothing half-written

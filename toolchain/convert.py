@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgetl import calibration
+from edgetl.runtime.metadata import embed as embed_metadata
 from edgetl.runtime.model_card import ModelCard
 from edgetl import data as data_mod
 from edgetl import graph, log, runfolder
@@ -292,6 +293,7 @@ def _write_variant(tf: Any, quant: Quantization, saved: dict[str, Path], config:
     start = time.monotonic()
     model = _convert_bytes(tf, quant, saved, config, representative)
     seconds = time.monotonic() - start
+    model = embed_metadata(model, card, quant.value)  # labels + normalisation inside the file too (MediaPipe, card-less edge-classify)
     name = runfolder.variant_file(quant.value)
     path, staged = run / name, work / name
     write_bytes_atomic(staged, model)

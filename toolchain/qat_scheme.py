@@ -189,6 +189,9 @@ def load_qat(run: Path) -> Any:
     source = card.extra.get("source", {}).get("sha256")
     if source != sha256_file(run / FLOAT_MODEL):
         raise RunFolderError(f"{run}/{FLOAT_MODEL} changed after QAT; run `edgetl qat {run}` again")
+    from edgetl import keras_file  # noqa: PLC0415
+
+    keras_file.check(run / QAT_MODEL)  # only its weights are read, but it is refused like any other foreign model
     with log.quiet_native(), qk.quantize_scope():
         quantized = quantize(model.load(str(run / FLOAT_MODEL)))
         quantized.load_weights(str(run / QAT_MODEL))

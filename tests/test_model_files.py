@@ -73,11 +73,11 @@ def test_hdf5_lambda_named_model_keras_never_runs(tmp_path: Path, run: Path, com
 
 def test_hdf5_payload_as_model_qat_keras_is_refused(tmp_path: Path, run: Path) -> None:
     """``model_qat.keras`` (only its weights are read) is refused the same way, before tfmot or Keras."""
-    from edgetl import qat
+    from edgetl.runfolder import QAT_SCHEME
 
     marker = tmp_path / "ran"
     card = json.loads((run / "model_card.json").read_text())
-    card.update(quantization="qat", extra={"qat": {"scheme": qat.QAT_SCHEME}, "source": {"sha256": sha256_file(run / "model.keras")}})
+    card.update(quantization="qat", extra={"qat": {"scheme": QAT_SCHEME}, "source": {"sha256": sha256_file(run / "model.keras")}})
     (run / "model_qat.json").write_text(json.dumps(card))
     _swap_model(run, _hdf5_payload(tmp_path, marker), "model_qat.keras", "model_qat.json")
     message = clicheck.fails(clicheck.run("convert", run, "--quant", "qat-int8", "--no-parity", "-q"), 1)

@@ -29,7 +29,7 @@ from edgetl import feed, graph, log, report, runfolder
 from edgetl import model as model_mod
 from edgetl.config import MixedPrecision, QatConfig
 from edgetl.errors import RunFolderError
-from edgetl.runfolder import FLOAT_MODEL, QAT_CARD, QAT_MODEL, ModelCard, read_json, sha256_file
+from edgetl.runfolder import FLOAT_MODEL, QAT_CARD, QAT_MODEL, QAT_SCHEME, ModelCard, read_json, sha256_file
 
 STAGES = 4
 RANGE_BATCHES = 8
@@ -155,8 +155,6 @@ def _fit(model: Any, config: QatConfig, pixels: dict[str, np.ndarray], labels: d
 def _card(card: ModelCard, run: Path, model_path: Path, config: QatConfig, history: dict[str, list[float]],
           metrics: dict[str, Any], seed: int) -> ModelCard:  # fmt: skip
     import tensorflow as tf  # noqa: PLC0415
-
-    from edgetl.qat_scheme import QAT_SCHEME  # noqa: PLC0415
 
     extra = {
         "backbone": card.extra.get("backbone", {}),

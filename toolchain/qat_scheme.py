@@ -25,7 +25,7 @@ from typing import Any
 
 from edgetl import graph, log, model
 from edgetl.errors import RunFolderError
-from edgetl.runfolder import FLOAT_MODEL, QAT_CARD, QAT_MODEL, atomic_path, load_card, sha256_file, verify_model_file
+from edgetl.runfolder import FLOAT_MODEL, QAT_CARD, QAT_MODEL, QAT_SCHEME, atomic_path, load_card, sha256_file, verify_model_file
 
 graph.keras()  # TF_USE_LEGACY_KERAS before TensorFlow loads
 import tensorflow as tf  # noqa: E402
@@ -39,8 +39,6 @@ from tensorflow_model_optimization.python.core.quantization.keras.graph_transfor
     model_transformer,
 )
 
-# The fake-quant layout of model_qat.keras; load_qat refuses files made with another.
-QAT_SCHEME = "bn-folded-per-channel"
 # The smallest conv input scale the bias floor allows for (MobileNetV2's smallest, its input's, is 2/255).
 MIN_INPUT_SCALE = 1e-3
 

@@ -37,7 +37,7 @@ from edgetl.runtime.model_card import (
 from edgetl.errors import RunFolderError
 
 __all__ = [
-    "CardError", "ModelCard", "FLOAT_MODEL", "FLOAT_CARD", "QAT_MODEL", "QAT_CARD", "CONFIG", "variant_file", "float_card", "load_float_model",
+    "CardError", "ModelCard", "FLOAT_MODEL", "FLOAT_CARD", "QAT_MODEL", "QAT_CARD", "QAT_SCHEME", "CONFIG", "variant_file", "float_card", "load_float_model",
     "versions", "atomic_path", "card_path_for", "load_card", "read_json", "sha256_file", "verify_model_file",
     "write_bytes_atomic", "write_json_atomic",
 ]  # fmt: skip
@@ -46,6 +46,8 @@ FLOAT_MODEL = "model.keras"
 FLOAT_CARD = "model_card.json"
 QAT_MODEL = "model_qat.keras"
 QAT_CARD = "model_qat.json"
+# The fake-quant layout of model_qat.keras (see qat_scheme); load_qat refuses files made with another.
+QAT_SCHEME = "bn-folded-per-channel"
 CONFIG = "config.json"
 VARIANT_GLOB = "model_*.tflite"
 

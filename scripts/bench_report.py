@@ -160,6 +160,27 @@ def conversion(rows: list[dict[str, Any]], prep: dict[str, Any]) -> str:
     ])  # fmt: skip
 
 
+def serve(section: dict[str, Any]) -> str:
+    """Section 6 (``scripts/bench_serve.py``): classification FPS with the browser preview and one viewer vs without."""
+    rows = [[f"run {i + 1}", fmt(a["fps"], ".1f"), fmt(b["fps"], ".1f"), fmt(b.get("viewer_fps"), ".1f")]
+            for i, (a, b) in enumerate(zip([r for r in section["samples"] if not r["serve"]], [r for r in section["samples"] if r["serve"]]))]  # fmt: skip
+    rows.append(["**median**", f"**{fmt(section['fps_without'], '.1f')}**", f"**{fmt(section['fps_with_viewer'], '.1f')}**",
+                 fmt(section["viewer_fps"], ".1f")])  # fmt: skip
+    v = section["video"]
+    return "\n".join([
+        "## 6. Browser preview", "",
+        f"`edge-classify --video clip.avi --loop --max-frames {section['frames_per_run']} --headless` with and without "
+        "`--serve 127.0.0.1:PORT` and one viewer reading the MJPEG stream (`scripts/bench_serve.py`, "
+        f"{section['date']}): model `{section['model']}`, a {v['frames']}-frame {v['size']} {v['codec']} video of real "
+        f"Fashion-MNIST photos, {section['runs']} interleaved pairs of runs, FPS from the per-frame JSON lines after each "
+        f"run's first {section['skip_s']:g} s. The preview encodes only while someone watches, at most 15 JPEGs a second, "
+        "on its own thread.", "",
+        markdown_table(["run", "FPS without", "FPS with a viewer", "JPEGs/s the viewer got"], rows), "",
+        f"With a viewer: {pct(section['ratio'])} of the FPS without (median of {section['runs']} each; load average at the "
+        f"end {', '.join(f'{x:.1f}' for x in section.get('loadavg_end') or [])} on this shared 2-core machine).",
+    ])  # fmt: skip
+
+
 def render(results: dict[str, Any]) -> str:
     """The whole ``BENCHMARKS.md``."""
     parts = [
@@ -170,4 +191,6 @@ def render(results: dict[str, Any]) -> str:
         runtime(results["runtime"]),
         conversion(results["conversion"], results["variants"]),
     ]
+    if "serve" in results:  # scripts/bench_serve.py adds it
+        parts.append(serve(results["serve"]))
     return "\n\n".join(parts) + "\n"

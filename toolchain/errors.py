@@ -37,3 +37,30 @@ class ConversionError(EdgeTLError):
 
 class ParityError(EdgeTLError):
     """A converted model crossed a parity threshold; the message carries the numbers."""
+
+
+TRAIN_EXTRA_MODULES = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "h5py", "matplotlib")
+
+
+class MissingExtraError(EdgeTLError):
+    """A module of the ``train`` extra is not installed (an ``[edge]``-only install, as on a Pi)."""
+
+    exit_code = 3
+
+    def __init__(self, module: str) -> None:
+        super().__init__(
+            f"{module} is not installed: this command needs edgetl's train extra (TensorFlow); "
+            f'install it with: pip install "edgetl[train]"  (in a checkout: pip install ".[train]")'
+        )
+
+
+def require_train_extra() -> None:
+    """Raise :class:`MissingExtraError` before any work when the ``train`` extra is missing.
+
+    ``importlib.util.find_spec`` only looks the modules up; nothing is imported.
+    """
+    import importlib.util  # noqa: PLC0415
+
+    for name in TRAIN_EXTRA_MODULES:
+        if importlib.util.find_spec(name) is None:
+            raise MissingExtraError(name)

@@ -35,21 +35,21 @@ def warn(message: str) -> None:
 
 
 def progress(items: Iterable[T], total: int, label: str) -> Iterator[T]:
-    """Yield ``items`` while redrawing a one-line counter on stderr (when it is a terminal)."""
+    """Yield ``items`` with a tqdm bar on stderr when it is a terminal.
+
+    Not a terminal (CI logs, ``2>file``): no bar and no carriage-return redraws, one
+    plain line at the end. ``-q``: nothing.
+    """
     show = not QUIET and total > 0
-    tty = sys.stderr.isatty()
     start = time.monotonic()
-    last = 0.0
-    for i, item in enumerate(items, 1):
-        yield item
-        now = time.monotonic()
-        if show and tty and (now - last > 0.2 or i == total):
-            last = now
-            rate = i / max(now - start, 1e-9)
-            print(f"\r      {label}: {i}/{total} ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
+    if show and sys.stderr.isatty():
+        from tqdm import tqdm  # noqa: PLC0415
+
+        yield from tqdm(items, total=total, desc=f"      {label}", unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
+    else:
+        yield from items
     if show:
-        prefix = "\r" if tty else ""
-        print(f"{prefix}      {label}: {total} in {time.monotonic() - start:.1f}s", file=sys.stderr, flush=True)
+        print(f"      {label}: {total} in {time.monotonic() - start:.1f}s", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

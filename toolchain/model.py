@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Any
 
 from edge_runtime.model_card import Normalization
 from toolchain.config import MixedPrecision, Pooling, TrainConfig
-from toolchain.errors import RunFolderError, WeightsError
+from toolchain.errors import MissingExtraError, RunFolderError, WeightsError
 
 POOL, HIDDEN, DROPOUT, HEAD_BN, PREDICTIONS = "head_pool", "head_hidden", "head_dropout", "head_bn", "predictions"
 # MobileNetV2 (Keras and TF-Hub's Keras-trained weights) expects [-1, 1]; TF-Hub image
@@ -25,15 +26,28 @@ HUB_NORMALIZATION = Normalization((0.0,) * 3, (255.0,) * 3)
 
 
 def keras() -> Any:
-    """The tf_keras module, with TensorFlow's C++ and absl chatter turned down.
+    """The tf_keras module, loaded quietly; every model in edgetl comes through here.
 
     ``TF_USE_LEGACY_KERAS`` is set before TensorFlow loads so ``tf.keras`` is the
-    same Keras 2 that tfmot needs; every model in edgetl comes through here.
+    same Keras 2 that tfmot needs. The first call also queries the devices (the
+    cuInit attempt) so that all of TensorFlow's start-up lines (oneDNN, CUDA, absl)
+    are written inside :func:`~edge_runtime.native_log.hide_native_logs`, which
+    drops them unless ``-v``. A missing ``train`` extra becomes one ``Error:`` line.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    import tf_keras  # noqa: PLC0415
+    if "tf_keras" in sys.modules:
+        return sys.modules["tf_keras"]
+    from edge_runtime import native_log  # noqa: PLC0415
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if native_log.SHOW else "2")
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    try:
+        with native_log.hide_native_logs():
+            import tensorflow as tf  # noqa: PLC0415
+            import tf_keras  # noqa: PLC0415
+
+            tf.config.list_physical_devices("GPU")
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "tensorflow") from None
     return tf_keras
 
 

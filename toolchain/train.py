@@ -29,7 +29,11 @@ from toolchain import model as model_mod
 from toolchain.config import MixedPrecision, Strategy, TrainConfig
 from toolchain.errors import RunFolderError
 
-STAGES = 6
+
+
+def stage_count(config: TrainConfig) -> int:
+    """Stages that run: read, decode, build, head, [fine-tune], evaluate (no gap when one is skipped)."""
+    return 5 + int(config.fine_tune_epochs > 0)
 
 
 @dataclasses.dataclass
@@ -103,15 +107,15 @@ def resume_config(run: Path) -> TrainConfig:
 
 
 def _train_into(config: TrainConfig, work: Path) -> dict[str, Any]:
-    log.stage(1, STAGES, f"reading {config.data}")
+    log.stage(1, stage_count(config), f"reading {config.data}")
     dataset = data_mod.discover(config.data, config.allow_outside_root)
     splits = data_mod.split(dataset, config.val_fraction, config.test_fraction, config.seed, config.max_per_class)
     log.info(data_mod.describe(splits, dataset.class_names))
-    log.stage(2, STAGES, f"decoding images at {config.image_size}px")
+    log.stage(2, stage_count(config), f"decoding images at {config.image_size}px")
     pixels, skipped = _decode(dataset, splits, config.image_size)
     data_mod.write_splits(work, dataset, splits, skipped)
     tf, strategy, policy = _runtime(config)
-    log.stage(3, STAGES, f"building MobileNetV2 alpha={config.alpha} ({policy}, {strategy.num_replicas_in_sync} replica(s))")
+    log.stage(3, stage_count(config), f"building MobileNetV2 alpha={config.alpha} ({policy}, {strategy.num_replicas_in_sync} replica(s))")
     state = checkpoint.State(work / "checkpoint")
     with strategy.scope():
         built = model_mod.build(config, len(dataset.class_names))
@@ -120,7 +124,7 @@ def _train_into(config: TrainConfig, work: Path) -> dict[str, Any]:
             history.append(_timed(_fine_tune_phase, config, built, pixels, state))
     if policy != "float32":
         built = _to_float32(config, built, len(dataset.class_names))
-    log.stage(6, STAGES, "evaluating and writing the run folder")
+    log.stage(stage_count(config), stage_count(config), "evaluating and writing the run folder")
     metrics = _evaluate(built, pixels, dataset.class_names)
     metrics["skipped"] = len(skipped)
     _write_run(config, work, built, dataset.class_names, history, metrics, tf, policy)
@@ -194,12 +198,12 @@ def _head_phase(config: TrainConfig, built: model_mod.BuiltModel, px: Splits, st
     views = config.cache_views if config.augment else min(config.cache_views, 1)
     val = (normalize(px.x["val"], norm), px.y["val"])
     if views == 0:
-        log.stage(4, STAGES, f"training the head for {config.epochs} epochs, backbone recomputed every epoch (uncached)")
+        log.stage(4, stage_count(config), f"training the head for {config.epochs} epochs, backbone recomputed every epoch (uncached)")
         _compile(built.full, config.learning_rate)
         seq = feed.make_sequence(px.x["train"], px.y["train"], norm, config.batch_size, config.seed, config.augment)
         hist = _fit(built.full, state, "head", config.patience, seq, validation_data=val, epochs=config.epochs)
         return {"phase": "head (uncached)", **hist}
-    log.stage(4, STAGES, f"training the head for {config.epochs} epochs on cached features ({views} view(s) per image)")
+    log.stage(4, stage_count(config), f"training the head for {config.epochs} epochs on cached features ({views} view(s) per image)")
     start = time.monotonic()
     feats = [feed.predict(built.features, v, norm, config.batch_size) for v in feed.augmented_views(px.x["train"], views, config.seed)]
     train_x, train_y = np.concatenate(feats), np.tile(px.y["train"], views)
@@ -215,7 +219,7 @@ def _head_phase(config: TrainConfig, built: model_mod.BuiltModel, px: Splits, st
 def _fine_tune_phase(config: TrainConfig, built: model_mod.BuiltModel, px: Splits, state: checkpoint.State) -> dict[str, Any]:
     trainable = model_mod.unfreeze_top(built, config.fine_tune_layers)
     log.stage(
-        5, STAGES, f"fine-tuning the top {config.fine_tune_layers} layers ({trainable} with weights, BatchNorm frozen) "
+        5, stage_count(config), f"fine-tuning the top {config.fine_tune_layers} layers ({trainable} with weights, BatchNorm frozen) "
         f"for {config.fine_tune_epochs} epochs at lr {config.fine_tune_learning_rate:g}",
     )  # fmt: skip
     _compile(built.full, config.fine_tune_learning_rate)  # recompile: trainable flags changed

@@ -155,7 +155,9 @@ build_rootfs() {
         echo "pi:x:1000:1000:pi:$PI_HOME:/bin/bash" >>"$tmp/etc/passwd"
         echo "pi:x:1000:" >>"$tmp/etc/group"
         for lib in blas/libblas.so.3 lapack/liblapack.so.3; do
-            [ -e "$tmp/usr/lib/aarch64-linux-gnu/$lib" ] && ln -sf "/usr/lib/aarch64-linux-gnu/$lib" "$tmp/usr/lib/aarch64-linux-gnu/${lib#*/}"
+            if [ -e "$tmp/usr/lib/aarch64-linux-gnu/$lib" ]; then
+                ln -sf "/usr/lib/aarch64-linux-gnu/$lib" "$tmp/usr/lib/aarch64-linux-gnu/${lib#*/}"
+            fi
         done
         mv "$tmp" "$ROOT"
         echo "$RECIPE" >"$ROOT/.edgetl-rootfs"

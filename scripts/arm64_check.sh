@@ -131,6 +131,9 @@ write_cpuinfo() {
         done
         printf 'Hardware\t: BCM2835\nRevision\t: c03114\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n'
     } >"$ROOT/proc/cpuinfo"
+    # No /sys in the chroot either: the CPU lists cpuinfo (LiteRT) and os.cpu_count() read, a Pi 4's.
+    mkdir -p "$ROOT/sys/devices/system/cpu"
+    for list in possible present online; do echo 0-3 >"$ROOT/sys/devices/system/cpu/$list"; done
 }
 
 # The fast route (~1 min instead of a second stage under emulation): debootstrap --foreign only

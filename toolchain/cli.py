@@ -116,7 +116,8 @@ TRAIN_DEFAULTS = {f: getattr(TrainConfig, f) for f in TrainConfig.__dataclass_fi
 @click.option("--patience", type=int, default=TRAIN_DEFAULTS["patience"], show_default=True, help="Early-stopping patience.")
 @click.option("--mixed-precision", type=click.Choice([m.value for m in MixedPrecision]), default="auto", show_default=True)
 @click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="auto", show_default=True,
-              help="tf.distribute strategy (auto: mirrored over several GPUs).")  # fmt: skip
+              help="tf.distribute strategy (auto: mirrored over several GPUs; multi-worker: the hosts in TF_CONFIG).")  # fmt: skip
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Decoded-pixel cache (default ~/.cache/edgetl/pixels).")
 @click.option("--allow-outside-root", is_flag=True, help="Let CSV paths point outside the CSV's folder.")
 @click.option("--resume", "resume_run", type=click.Path(file_okay=False), help="Continue an interrupted run from its last completed epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -114,3 +114,13 @@ def test_readme_install_line_matches_the_package():
     at_boot = _readme_block("at-boot")
     assert at_boot[0] == "sudo cp edge-classify@.service /etc/systemd/system/"
     assert "sudo systemctl enable --now edge-classify@$USER" in at_boot
+
+
+def test_edge_bookworm_is_edge_with_numpy_1():
+    """Everything [edge] installs, [edge-bookworm] installs too (a dependency added to one is added to both)."""
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].lower() for req in requirements}
+
+    assert names(extras["edge"]) == names(extras["edge-bookworm"])

@@ -187,8 +187,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = json.loads(_portable(json.dumps(clean(results)), work))
     from edge_runtime.model_card import write_bytes_atomic  # noqa: PLC0415 - never half a report
 
+    old_json = json.loads((output / "benchmarks.json").read_text()) if (output / "benchmarks.json").exists() else {}
+    if "scale" in old_json:  # scripts/bench_scale.py's section is measured separately: keep it
+        results["scale"] = old_json["scale"]
     write_bytes_atomic(output / "benchmarks.json", (json.dumps(results, indent=1) + "\n").encode())
-    write_bytes_atomic(output / "BENCHMARKS.md", bench_report.render(results).encode())
+    old_md = (output / "BENCHMARKS.md").read_text() if (output / "BENCHMARKS.md").exists() else ""
+    scale = old_md[old_md.find("<!-- scale:begin -->"):] if "<!-- scale:begin -->" in old_md else ""
+    write_bytes_atomic(output / "BENCHMARKS.md", (bench_report.render(results).rstrip("\n") + ("\n\n" + scale if scale else "\n")).encode())
     if not args.keep_work and args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     say(f"done in {results['meta']['wall_s'] / 60:.1f} min")

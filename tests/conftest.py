@@ -13,6 +13,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# Decoded-pixel cache of this test session (subprocesses inherit it), not the user's ~/.cache.
+if "EDGETL_PIXEL_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["EDGETL_PIXEL_CACHE"] = tempfile.mkdtemp(prefix="edgetl-pixels-")
 
 
 @pytest.fixture(scope="session")

@@ -107,6 +107,33 @@ def test_same_manifest_gives_byte_identical_int8(converted: tuple[Path, str], tm
     assert (again / "model_int8.tflite").read_bytes() == (run / "model_int8.tflite").read_bytes()
 
 
+@pytest.mark.slow
+def test_every_variant_carries_standard_metadata_that_changes_no_output(converted: tuple[Path, str]) -> None:
+    """Labels and normalisation inside each .tflite; its card's sha256 covers them; outputs are byte-identical without them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge_runtime import metadata
+
+    run, _ = converted
+    images, _ = _held_out(run, 20)
+    for path in sorted(run.glob("model_*.tflite")):
+        card = load_card(path.with_suffix(".json"))
+        found = metadata.read_metadata(path)
+        assert found["labels"] == list(card.labels) and found["min_parser_version"] == "1.0.0"
+        assert found["normalization"] == {"mean": list(card.normalization.mean), "std": list(card.normalization.std)}
+        assert card.model_sha256 == sha256_file(path) and f"({card.quantization})" in found["name"]
+        raw = []
+        for model in (path.read_bytes(), metadata.strip(path.read_bytes())):
+            interpreter = Interpreter(model_content=model, num_threads=1)
+            interpreter.allocate_tensors()
+            inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+            for image in images:
+                interpreter.set_tensor(inp["index"], preprocess.prepare(image, card, color_order="RGB"))
+                interpreter.invoke()
+                raw.append(interpreter.get_tensor(out["index"]).tobytes())
+        assert raw[: len(images)] == raw[len(images) :], path.name
+
+
 @pytest.mark.parametrize("io_type", ["int8", "float32"])
 def test_int8_io_type_is_as_asked(tiny_run: Path, tmp_path: Path, io_type: str) -> None:
     from toolchain.convert import convert

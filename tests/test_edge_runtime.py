@@ -28,7 +28,7 @@ CARD = json.loads((GOLDEN / "golden_int8.json").read_text())
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 BLOCKED = ("tensorflow", "tf_keras", "keras")
 # What a Pi install has (the core dependencies click + numpy, and the edge extra): anything else imported by edge_runtime is a bug.
-EDGE_IMPORTS = {"click", "numpy", "cv2", "ai_edge_litert", "tflite_runtime", "picamera2", "edge_runtime"}
+EDGE_IMPORTS = {"click", "numpy", "cv2", "ai_edge_litert", "tflite_runtime", "picamera2", "flatbuffers", "edge_runtime"}
 
 WITHOUT_TF = r"""
 import contextlib, io, json, sys

@@ -150,7 +150,8 @@ D = dataclass_defaults(TrainConfig)
 @click.option("--mixed-precision", type=click.Choice([m.value for m in MixedPrecision]), default=D["mixed_precision"].value, show_default=True,
               help="auto: float16 on a GPU, float32 elsewhere; bfloat16 for AVX-512 BF16 CPUs.")  # fmt: skip
 @click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default=D["strategy"].value, show_default=True,
-              help="tf.distribute strategy (auto: mirrored over several GPUs).")  # fmt: skip
+              help="tf.distribute strategy (auto: mirrored over several GPUs; multi-worker: the hosts in TF_CONFIG).")  # fmt: skip
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Decoded-pixel cache (default ~/.cache/edgetl/pixels).")
 @click.option("--allow-outside-root", is_flag=True, help="Let CSV paths point outside the CSV's folder.")
 @click.option("--resume", "resume_run", type=click.Path(file_okay=False), help="Continue an interrupted run from its last completed epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

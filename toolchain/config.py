@@ -35,11 +35,15 @@ class MixedPrecision(str, enum.Enum):
 
 
 class Strategy(str, enum.Enum):
-    """``tf.distribute`` strategy; ``auto`` mirrors across GPUs when there are several."""
+    """``tf.distribute`` strategy; ``auto`` mirrors across GPUs when there are several.
+
+    ``multi-worker`` is ``MultiWorkerMirroredStrategy`` over the hosts ``TF_CONFIG`` lists.
+    """
 
     AUTO = "auto"
     DEFAULT = "default"
     MIRRORED = "mirrored"
+    MULTI_WORKER = "multi-worker"
 
 
 class Quantization(str, enum.Enum):
@@ -69,6 +73,8 @@ class TrainConfig:
             the backbone every epoch, the slow way).
         max_per_class: cap images per class (a quick subset); None keeps all.
         patience: early-stopping patience in epochs (best weights are restored).
+        cache_dir: where decoded pixels are cached; None = ``~/.cache/edgetl/pixels``
+            (``$XDG_CACHE_HOME``, or ``$EDGETL_PIXEL_CACHE``).
     """
 
     data: str
@@ -99,6 +105,7 @@ class TrainConfig:
     mixed_precision: MixedPrecision = MixedPrecision.AUTO
     strategy: Strategy = Strategy.AUTO
     allow_outside_root: bool = False
+    cache_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         checks = [

@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 import calibration
+from edge_runtime.metadata import embed as embed_metadata
 from edge_runtime.model_card import ModelCard, TensorSpec, card_path_for, sha256_file, verify_model_file, write_bytes_atomic
 from toolchain import data as data_mod
 from toolchain import log
@@ -363,6 +364,7 @@ def _write_variant(tf: Any, quant: Quantization, saved: dict[str, Path], config:
     start = time.monotonic()
     model = _convert_bytes(tf, quant, saved, config, representative)
     seconds = time.monotonic() - start
+    model = embed_metadata(model, card, quant.value)  # labels + normalisation inside the file too (MediaPipe, card-less edge-classify)
     path, staged = run / f"model_{quant.value}.tflite", work / f"model_{quant.value}.tflite"
     write_bytes_atomic(staged, model)
     spec_in, spec_out = read_back(staged, card)

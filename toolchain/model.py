@@ -225,17 +225,23 @@ def consumers(config: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def load(path: str, compile: bool = False) -> Any:
-    """Load a saved edgetl Keras model with safe mode on (no Lambda, no pickle).
+    """Load a saved edgetl Keras model: checked as data first, then Keras' safe mode.
+
+    :func:`toolchain.keras_file.check` refuses anything but a zip ``.keras`` of the
+    classes edgetl builds (a legacy HDF5 file would reach Keras' legacy loader,
+    which runs a Lambda's bytecode whatever ``safe_mode`` says); only then does
+    Keras deserialise it, with ``safe_mode=True`` as a second line of defence.
 
     Raises:
-        RunFolderError: the file holds Python code (a Lambda layer) or is not a Keras model.
+        RunFolderError: the file is not a zip ``.keras``, holds a Lambda or a class
+            edgetl does not build, or Keras cannot load it.
     """
+    from toolchain import keras_file  # noqa: PLC0415
+
+    keras_file.check(path)
     k = keras()
     try:
         return k.models.load_model(path, compile=compile, safe_mode=True)
-    except (ValueError, OSError, TypeError) as exc:
-        if "safe_mode" in str(exc):
-            raise RunFolderError(f"{path} holds a Lambda layer (Python code), which edgetl never loads; "
-                                 "rebuild the model without Lambda layers, e.g. with `edgetl train`") from None  # fmt: skip
+    except (ValueError, OSError, TypeError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise RunFolderError(f"{path} is not a loadable Keras model ({first}); re-run `edgetl train`") from None

@@ -371,6 +371,9 @@ def load_qat(run: Path) -> Any:
     source = card.extra.get("source", {}).get("sha256")
     if source != sha256_file(run / "model.keras"):
         raise RunFolderError(f"{run}/model.keras changed after QAT; run `edgetl qat {run}` again")
+    from toolchain import keras_file  # noqa: PLC0415
+
+    keras_file.check(run / QAT_MODEL)  # only its weights are read, but it is refused like any other foreign model
     import tensorflow_model_optimization as tfmot  # noqa: PLC0415
 
     with log.quiet_native(), tfmot.quantization.keras.quantize_scope():

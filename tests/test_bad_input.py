@@ -28,7 +28,7 @@ from edgetl.runtime import decode
 from edgetl.runtime.decode import ImageDecodeError
 from edgetl import data
 
-TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "-q"]
+TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "0", "-q"]
 NOT_DECODABLE = "not a decodable image (truncated, or not an image format cv2 reads)"
 
 

@@ -69,7 +69,7 @@ def test_metadata_reads_back_with_labels_normalisation_and_names(tmp_path: Path,
 def test_metadata_layout_is_the_standard_one(embedded: bytes) -> None:
     """TFL3 model, a TFLITE_METADATA buffer holding an M001 flatbuffer, labels.txt stored last in a zip."""
     assert embedded[4:8] == b"TFL3"
-    buffer = metadata._metadata_bytes(embedded)  # noqa: SLF001
+    buffer = metadata._metadata_bytes(embedded)
     assert buffer is not None and buffer[4:8] == b"M001"
     assert schema.ModelMetadata.ModelMetadataBufferHasIdentifier(buffer, 0)
     graph = schema.ModelMetadataT.InitFromObj(schema.ModelMetadata.GetRootAs(buffer, 0)).subgraphMetadata[0]
@@ -104,7 +104,7 @@ def test_weights_stay_16_byte_aligned_after_repacking(embedded: bytes) -> None:
     for i in range(model.BuffersLength()):
         buffer = model.Buffers(i)
         if buffer.DataLength():
-            assert buffer._tab.Vector(buffer._tab.Offset(4)) % 16 == 0, i  # noqa: SLF001
+            assert buffer._tab.Vector(buffer._tab.Offset(4)) % 16 == 0, i
 
 
 def test_classifier_without_a_card_reads_the_metadata(tmp_path: Path, embedded: bytes) -> None:

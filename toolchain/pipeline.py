@@ -48,7 +48,7 @@ class Source:
 
 
 def _tf() -> Any:
-    from edgetl.model import keras  # noqa: PLC0415 - sets TF_USE_LEGACY_KERAS before TensorFlow loads
+    from edgetl.graph import keras  # noqa: PLC0415 - sets TF_USE_LEGACY_KERAS before TensorFlow loads
 
     keras()
     import tensorflow as tf  # noqa: PLC0415

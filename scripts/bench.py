@@ -166,10 +166,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     output = args.output or (ROOT / "runs" / "bench-quick" if args.quick else ROOT)
     work = args.work or Path(tempfile.mkdtemp(prefix="edgetl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    if args.quiet:
-        from toolchain import log  # noqa: PLC0415
+    from edgetl import log  # noqa: PLC0415
 
-        log.QUIET = True
+    log.configure()  # the stages' log lines on stderr, as the edgetl command shows them
+    log.QUIET = args.quiet
     started, date = time.monotonic(), datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results: dict[str, Any] = {"params": dataclasses.asdict(params)}
     meta = {"mode": params.mode, "date": date, "machine": machine_info(), "versions": library_versions(),
@@ -185,13 +185,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     output.mkdir(parents=True, exist_ok=True)
     results = json.loads(_portable(json.dumps(clean(results)), work))
-    from edge_runtime.model_card import write_bytes_atomic  # noqa: PLC0415 - never half a report
+    from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415 - never half a report
 
-    old_md = (output / "BENCHMARKS.md").read_text() if (output / "BENCHMARKS.md").exists() else ""
     old_json = json.loads((output / "benchmarks.json").read_text()) if (output / "benchmarks.json").exists() else {}
-    kept = preserved_sections(old_md, results, old_json)  # sections other scripts measured (scripts/bench_gate.py, ...)
+    if "scale" in old_json:  # scripts/bench_scale.py's section is measured separately: keep it
+        results["scale"] = old_json["scale"]
+    old_md = (output / "BENCHMARKS.md").read_text() if (output / "BENCHMARKS.md").exists() else ""
+    kept = preserved_sections(old_md, results, old_json)  # sections of scripts/bench_gate.py and the like
+    scale = ""
+    if "<!-- scale:begin -->" in old_md:
+        end = old_md.find("<!-- scale:end -->")
+        scale = old_md[old_md.find("<!-- scale:begin -->") : end + len("<!-- scale:end -->") if end >= 0 else None]
+    tail = "\n\n".join(part for part in (kept, scale) if part)
     write_bytes_atomic(output / "benchmarks.json", (json.dumps(results, indent=1) + "\n").encode())
-    write_bytes_atomic(output / "BENCHMARKS.md", (bench_report.render(results) + ("\n" + kept + "\n" if kept else "")).encode())
+    write_bytes_atomic(output / "BENCHMARKS.md", (bench_report.render(results).rstrip("\n") + ("\n\n" + tail + "\n" if tail else "\n")).encode())
     if not args.keep_work and args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     say(f"done in {results['meta']['wall_s'] / 60:.1f} min")

@@ -10,7 +10,7 @@ the int8 card saying BGR (a colour-order bug), and the int8 card saying [0, 1]
 normalisation (a normalisation bug) -- evaluates every variant once on TEST_DATA with
 ``edgetl parity`` (through ``edge_runtime``, as the Pi runs it), then splits the
 per-image results into many small test sets and judges each with the default gate's
-own statistics (``toolchain.parity.threshold_checks`` at the int8 defaults). It reports
+own statistics (``edgetl.parity.threshold_checks`` at the int8 defaults). It reports
 per variant and test-set size how often the gate says fail, pass and inconclusive.
 
 Disjoint sets: the held-out images are shuffled once (seeded) and cut into
@@ -52,7 +52,7 @@ def _converted(run: Path, work: Path, name: str, *args: str, calibration: Option
     """Convert int8 in a scratch copy of ``run`` with ``args`` and bring it back as ``model_<name>``."""
     from click.testing import CliRunner  # noqa: PLC0415
 
-    from toolchain.cli import main  # noqa: PLC0415
+    from edgetl.cli import main  # noqa: PLC0415
 
     scratch = work / name
     shutil.copytree(run, scratch, ignore=_variants_and_reports)
@@ -76,8 +76,8 @@ def _constant_calibration(run: Path, work: Path) -> dict[str, Any]:
     """A manifest of 20 copies of one grey image: the calibration mistake of a careless script."""
     import cv2  # noqa: PLC0415
 
-    from calibration.manifest import list_sha256  # noqa: PLC0415
-    from edge_runtime.model_card import load_card  # noqa: PLC0415
+    from edgetl.calibration.manifest import list_sha256  # noqa: PLC0415
+    from edgetl.runtime.model_card import load_card  # noqa: PLC0415
 
     grey = work / "grey.png"
     card = load_card(run / "model_card.json")
@@ -102,9 +102,9 @@ def prepare(run: Path, work: Path) -> Path:
 
 def gate_rates(result: Any, sizes: Sequence[int], seed: int = 0) -> dict[str, dict[str, Any]]:
     """Per variant and size: how often the default int8 gate fails, passes or is inconclusive."""
-    from toolchain.config import DEFAULT_THRESHOLDS  # noqa: PLC0415
-    from toolchain.parity import threshold_checks  # noqa: PLC0415
-    from toolchain.verdict import combine  # noqa: PLC0415
+    from edgetl.config import DEFAULT_THRESHOLDS  # noqa: PLC0415
+    from edgetl.parity import threshold_checks  # noqa: PLC0415
+    from edgetl.verdict import combine  # noqa: PLC0415
 
     labels, probs = result.labels, result.probabilities
     names = list(result.float_metrics["per_class"])
@@ -128,7 +128,7 @@ def gate_rates(result: Any, sizes: Sequence[int], seed: int = 0) -> dict[str, di
 
 
 def _markdown(name: str, images: int, result: Any, rates: dict[str, dict[str, Any]], seconds: float) -> str:
-    from toolchain.config import DEFAULT_THRESHOLDS  # noqa: PLC0415
+    from edgetl.config import DEFAULT_THRESHOLDS  # noqa: PLC0415
 
     t = DEFAULT_THRESHOLDS["int8"]
     rows = []
@@ -167,8 +167,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     import time  # noqa: PLC0415
 
-    from toolchain.config import ParityConfig  # noqa: PLC0415
-    from toolchain.parity import run_parity  # noqa: PLC0415
+    from edgetl.config import ParityConfig  # noqa: PLC0415
+    from edgetl.parity import run_parity  # noqa: PLC0415
 
     start = time.monotonic()
     work = args.work or Path(tempfile.mkdtemp(prefix="edgetl-gate-"))

@@ -25,6 +25,7 @@ if [ ! -x "$MP_VENV/bin/python" ] || ! "$MP_VENV/bin/python" -c "import mediapip
 fi
 
 RUN=${1:-}
+WORK=
 if [ -z "$RUN" ]; then
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/edgetl-mediapipe-run.XXXXXX")
   RUN=$WORK/run
@@ -41,4 +42,7 @@ rc=0
 "$MP_VENV/bin/python" scripts/check_mediapipe.py "$RUN/labels.txt" "$IMAGE" "$RUN/model_int8.tflite" "$RUN/model_fp32.tflite" || rc=$?
 version=$("$MP_VENV/bin/python" -c "import importlib.metadata as m; print(m.version('mediapipe'))")
 echo "[check_mediapipe] mediapipe $version: exit $rc in $((SECONDS - start)) s" >&2
+if [ -n "${WORK:-}" ]; then
+  if [ "$rc" = 0 ]; then rm -rf "$WORK"; else echo "[check_mediapipe] run kept in $WORK" >&2; fi
+fi
 exit $rc

@@ -11,7 +11,7 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from toolchain.cli import main
+from edgetl.cli import main
 
 EDGETL_EXIT_CODES = {1, 2, 3, 4}  # 1 parity gate failed; 2 bad option/config value; 3 bad data, run folder, model or I/O; 4 parity inconclusive (README)
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from toolchain import verdict as v
-from toolchain.cli import main
-from toolchain.config import DEFAULT_THRESHOLDS, ParityConfig, Thresholds, parse_limit, variant_name
-from toolchain.errors import ConfigError
+from edgetl import verdict as v
+from edgetl.cli import main
+from edgetl.config import DEFAULT_THRESHOLDS, ParityConfig, Thresholds, parse_limit, variant_name
+from edgetl.errors import ConfigError
 
 
 def test_wilson_matches_textbook_values() -> None:

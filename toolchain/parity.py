@@ -1,6 +1,6 @@
 """``edgetl parity``: is every .tflite as good as the model it came from, measured as the Pi runs it?
 
-Each ``.tflite`` is evaluated on the held-out images through ``edge_runtime.Classifier``
+Each ``.tflite`` is evaluated on the held-out images through ``edgetl.runtime.Classifier``
 -- the device's decode, resize, colour order, input quantization and output
 dequantization -- and compared, image by image, with two Keras models:
 
@@ -11,7 +11,7 @@ dequantization -- and compared, image by image, with two Keras models:
   user trained: no variant may be worse than it.
 
 Every figure carries a 95% interval from the paired per-image results, and every
-check has three verdicts (:mod:`toolchain.verdict`): pass, fail (the data shows the
+check has three verdicts (:mod:`edgetl.verdict`): pass, fail (the data shows the
 threshold crossed) and inconclusive (too few images to tell; the report says how
 many would). A card that does not belong to this run (other source model, labels,
 size) is refused before anything is measured.
@@ -26,17 +26,17 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from edge_runtime import preprocess
-from edge_runtime.model_card import ModelCard, load_card, sha256_file, verify_model_file
-from toolchain import data as data_mod
-from toolchain import feed, log, report
-from toolchain import parity_report as reports
-from toolchain import verdict as stats
-from toolchain.config import ParityConfig, Thresholds
-from toolchain.errors import DataError, ParityError, ParityInconclusive, RunFolderError
+from edgetl import data as data_mod
+from edgetl import feed, log, report, runfolder
+from edgetl import parity_report as reports
+from edgetl import verdict as stats
+from edgetl.config import ParityConfig, Thresholds
+from edgetl.errors import DataError, ParityError, ParityInconclusive, RunFolderError
+from edgetl.runtime import decode, preprocess
+from edgetl.runtime.model_card import ModelCard, load_card, sha256_file, verify_model_file
 
 CONTRACT_SAMPLES = 8
-QAT_MODEL = "model_qat.keras"
+QAT_MODEL = runfolder.QAT_MODEL
 
 
 @dataclasses.dataclass
@@ -127,7 +127,7 @@ def run_parity(config: ParityConfig) -> ParityReport:
     if not kept:
         raise DataError(f"none of the {len(items)} held-out images could be read; check the data folder or pass --data")
     labels = np.asarray([it.label for it in kept])
-    references = {"model.keras": _keras_probs(run / "model.keras", keras_card, pixels)}
+    references = {"model.keras": _keras_probs(run, keras_card, pixels)}
     if total == 3:
         log.stage(2, total + 1, "QAT fake-quant graph (the reference of qat_int8)")
         references[QAT_MODEL] = _qat_probs(run, keras_card, pixels)
@@ -158,9 +158,7 @@ def run_parity(config: ParityConfig) -> ParityReport:
 
 
 def _keras_card(run: Path) -> ModelCard:
-    if not (run / "model.keras").is_file() or not (run / "model_card.json").is_file():
-        raise RunFolderError(f"{run} has no model.keras/model_card.json; run `edgetl train` first")
-    return load_card(run / "model_card.json")
+    return runfolder.float_card(run)
 
 
 def _inventory(run: Path, keras_card: ModelCard, models: Optional[Sequence[str]]) -> list[Variant]:
@@ -217,20 +215,17 @@ def _items(run: Path, data: Optional[str], card: ModelCard) -> tuple[list[data_m
     return items, dataset
 
 
-def _keras_probs(path: Path, card: ModelCard, pixels: np.ndarray) -> np.ndarray:
-    from toolchain import model as model_mod  # noqa: PLC0415
-
-    verify_model_file(card, path)
+def _keras_probs(run: Path, card: ModelCard, pixels: np.ndarray) -> np.ndarray:
     with log.quiet_native():
-        model = model_mod.load(str(path))
+        model = runfolder.load_float_model(run, card)
     return feed.predict(model, pixels, card.normalization)
 
 
 def _qat_probs(run: Path, card: ModelCard, pixels: np.ndarray) -> np.ndarray:
-    from toolchain import qat as qat_mod  # noqa: PLC0415
+    from edgetl.qat_scheme import load_qat  # noqa: PLC0415 - tfmot only when a QAT variant is checked
 
     with log.quiet_native():
-        model = qat_mod.load_qat(run)
+        model = load_qat(run)
     return feed.predict(model, pixels, card.normalization)
 
 
@@ -238,11 +233,11 @@ def _frame(ref: str, dataset: data_mod.Dataset) -> tuple[np.ndarray, str]:
     """The image as the device gets it: a file decoded by cv2 (BGR), or an array row (RGB)."""
     if ref.startswith("#"):
         return preprocess.to_rgb(dataset._array[int(ref[1:])], "RGB"), "RGB"  # noqa: SLF001
-    return preprocess.decode_image(ref), "RGB"
+    return decode.decode_image(ref), "RGB"
 
 
 def _device_probs(path: Path, threads: int, refs: list[str], dataset: data_mod.Dataset) -> tuple[np.ndarray, list[float]]:
-    from edge_runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
+    from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
 
     with log.quiet_native():
         classifier = Classifier(ClassifierOptions(model_path=str(path), num_threads=threads))

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from edge_runtime.model_card import write_bytes_atomic, write_json_atomic
-from toolchain import log
-from toolchain import verdict as stats
+from edgetl.runtime.model_card import write_bytes_atomic, write_json_atomic
+from edgetl import log
+from edgetl import verdict as stats
 
 if TYPE_CHECKING:
-    from toolchain.config import ParityConfig
-    from toolchain.data import Item
-    from toolchain.parity import ParityReport
+    from edgetl.config import ParityConfig
+    from edgetl.data import Item
+    from edgetl.parity import ParityReport
 
 MARKS = {stats.Verdict.PASS: "✓", stats.Verdict.FAIL: "x", stats.Verdict.INCONCLUSIVE: "?"}
 MAX_FLIPS = 1000  # flipped images listed in parity.json

@@ -151,4 +151,4 @@ def test_parity_option_errors_exit_2(tmp_path: Path, args: list[str], message: s
 def test_parity_on_a_folder_that_is_not_a_run_exits_3(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["parity", str(tmp_path)])
     assert result.exit_code == 3
-    assert result.stderr.strip() == f"Error: {tmp_path} has no model.keras/model_card.json; run `edgetl train` first"
+    assert result.stderr.strip() == f"Error: {tmp_path} has no model.keras and model_card.json; is it an `edgetl train` run folder?"

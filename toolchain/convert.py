@@ -114,9 +114,10 @@ def calibrate(config: CalibrationConfig) -> calibration.Manifest:
     """
     run = Path(config.run)
     card = qat_mod.keras_card(run)
-    _, items = data_mod.load_split(run, "train")
-    try:
-        manifest = calibration.build_manifest([(it.ref, it.label) for it in items], card.labels, config.size, config.seed)
+    dataset, items = data_mod.load_split(run, "train")
+    try:  # refs relative to the data root: the sha256 does not depend on where the run or the cwd is
+        refs = [(dataset.relative(it.ref), it.label) for it in items]
+        manifest = calibration.build_manifest(refs, card.labels, config.size, config.seed)
     except calibration.CalibrationError as exc:
         raise RunFolderError(f"{run}: {exc}") from None
     if manifest.size < config.size:
@@ -213,12 +214,9 @@ def _variants(config: ConvertConfig, run: Path) -> list[Quantization]:
     return [q for q in Quantization if q in asked]
 
 
-def _pixel_loader(run: Path, card: ModelCard) -> Optional[calibration.PixelLoader]:
-    """For ``#N`` refs (an image-array dataset) the toolchain reads the array; files decode on the device path."""
-    dataset, _ = data_mod.load_split(run, "train")
-    if dataset.kind != "array":
-        return None
-    return lambda ref: dataset._load(data_mod.Item(ref, 0), card.height, card.interpolation)  # noqa: SLF001
+def _pixel_loader(run: Path, card: ModelCard) -> calibration.PixelLoader:
+    """Pixels of a manifest ref: a file under the run's recorded data root (decoded on the device path), or an array row."""
+    return data_mod.split_image_loader(run, card.height, card.interpolation)
 
 
 def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any, dict[str, Path]]:

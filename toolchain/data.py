@@ -14,13 +14,13 @@ import dataclasses
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from edge_runtime import preprocess
 from edge_runtime.model_card import read_json, write_bytes_atomic, write_json_atomic
-from toolchain import log
+from toolchain import datapaths, log
 from toolchain.errors import DataError, RunFolderError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -45,6 +45,24 @@ class Dataset:
     items: list[Item]
     presplit: Optional[dict[str, list[Item]]] = None
     _array: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
+    legacy: bool = False  # a run folder from before the relative layout (datapaths)
+
+    def relative(self, ref: str) -> str:
+        """``ref`` as a run folder records it: relative to ``root`` (``#N`` as is)."""
+        return datapaths.relative_ref(self.root, ref)
+
+    def load_ref(self, ref: str, size: int, interpolation: str) -> np.ndarray:
+        """RGB uint8 pixels of a recorded ``ref`` (a manifest's), resolved under ``root``.
+
+        Raises:
+            RunFolderError: the ref escapes the root, or its image is gone or unreadable.
+        """
+        path = datapaths.resolve_ref(self.root, ref, "calibration.json", self.legacy)
+        try:
+            return self._load(Item(path, 0), size, interpolation)
+        except (preprocess.ImageDecodeError, ValueError, IndexError) as exc:
+            raise RunFolderError(f"calibration image {path} is unreadable or gone ({str(exc)[:120]}); restore it, "
+                                 "or run `edgetl calibrate` to choose a new set") from None  # fmt: skip
 
     def pixels(self, items: Sequence[Item], size: int, interpolation: str = "area",
                warn: bool = True) -> tuple[np.ndarray, list[Item], list[dict[str, str]]]:  # fmt: skip
@@ -86,7 +104,7 @@ def discover(path: str, allow_outside_root: bool = False) -> Dataset:
     if not source.exists():
         raise DataError(f"{path} does not exist; pass a folder of class sub-folders, a .csv of path,label, or a .npz")
     if source.is_dir():
-        dataset = _from_folder(source)
+        dataset = _from_folder(Path(os.path.abspath(source)))
     elif source.suffix.lower() == ".csv":
         dataset = _from_csv(source, allow_outside_root)
     elif source.suffix.lower() in (".npz", ".npy"):
@@ -295,42 +313,55 @@ def _stratify(items: list[Item], fraction: float, rng: np.random.Generator) -> t
 
 
 def write_splits(run_dir: Path, dataset: Dataset, splits: dict[str, list[Item]], skipped: list[dict[str, str]]) -> None:
-    """Record the data source and split lists in the run folder (``data.json``, ``splits/*.csv``)."""
+    """Record the data source and split lists in the run folder (``data.json``, ``splits/*.csv``).
+
+    The root is recorded once, absolute; every image relative to it (``datapaths``),
+    so the run folder works from any directory and after being moved.
+    """
+    root = datapaths.record_root(dataset.kind, dataset.root, (it.ref for v in splits.values() for it in v))
     for name, items in splits.items():
-        lines = ["ref,label"] + [f"{_csv_field(it.ref)},{it.label}" for it in items]
+        lines = ["ref,label"] + [f"{_csv_field(datapaths.relative_ref(root, it.ref))},{it.label}" for it in items]
         write_bytes_atomic(run_dir / "splits" / f"{name}.csv", ("\n".join(lines) + "\n").encode("utf-8"))
     counts = {s: np.bincount([i.label for i in v], minlength=len(dataset.class_names)).tolist() for s, v in splits.items()}
-    write_json_atomic(
-        run_dir / "data.json",
-        {"kind": dataset.kind, "root": dataset.root, "class_names": dataset.class_names, "counts": counts, "skipped": skipped},
-    )
+    skipped = [{**s, "ref": datapaths.relative_ref(root, s["ref"])} for s in skipped]
+    write_json_atomic(run_dir / "data.json", {"kind": dataset.kind, "root": root, "paths": datapaths.LAYOUT,
+                                              "class_names": dataset.class_names, "counts": counts, "skipped": skipped})  # fmt: skip
 
 
 def _csv_field(value: str) -> str:
-    return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n') else value
+    return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n\r') else value
 
 
 def load_split(run_dir: Path, name: str) -> tuple[Dataset, list[Item]]:
-    """The dataset a run was trained on and the items of one of its splits.
+    """The dataset a run was trained on and the items of one of its splits (absolute paths).
 
     Raises:
-        RunFolderError: the run folder lacks ``data.json`` or the split list.
+        RunFolderError: the run folder lacks ``data.json`` or the split list, either is
+            damaged, a path escapes the data root, or the images are gone.
     """
     run_dir = Path(run_dir)
-    meta = read_json(run_dir / "data.json")
-    split_file = run_dir / "splits" / f"{name}.csv"
-    if meta is None or not split_file.exists():
-        raise RunFolderError(f"{run_dir} has no data.json or splits/{name}.csv; is it an `edgetl train` run folder?")
-    with open(split_file, newline="", encoding="utf-8") as handle:
-        items = [Item(row["ref"], int(row["label"])) for row in csv.DictReader(handle)]
+    meta = datapaths.read_meta(run_dir)
+    legacy = meta.get("paths") != datapaths.LAYOUT
+    rows = datapaths.read_split_rows(run_dir, name, len(meta["class_names"]))
+    items = [Item(datapaths.resolve_ref(meta["root"], ref, where, legacy), label) for ref, label, where in rows]
     array = None
     if meta["kind"] == "array":
-        if not Path(meta["root"]).exists():
-            raise RunFolderError(f"the run's image array {meta['root']} is gone; restore it or pass --data")
+        if not Path(meta["root"]).is_file():
+            raise RunFolderError(f"the run's image array {meta['root']} is gone; restore it there (data.json records it)")
         array = _from_arrays(Path(meta["root"]))._array
-    elif items and not Path(items[0].ref).exists():
-        raise RunFolderError(f"the run's images under {meta['root']} are gone; restore them or pass --data")
-    return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, _array=array), items
+        if any(int(it.ref[1:]) >= len(array) for it in items):
+            raise RunFolderError(f"{run_dir}/splits/{name}.csv lists rows beyond {meta['root']}'s {len(array)} images; "
+                                 "the array changed since training: restore it or re-run `edgetl train`")  # fmt: skip
+    elif not Path(items[0].ref).exists():
+        raise RunFolderError(f"the run's images under {meta['root']} are gone; restore them there (data.json records "
+                             "where they were), or re-run `edgetl train`")  # fmt: skip
+    return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, _array=array, legacy=legacy), items
+
+
+def split_image_loader(run_dir: Path, size: int, interpolation: str) -> Callable[[str], np.ndarray]:
+    """``ref -> RGB uint8 (size, size, 3)`` for the refs of a run's calibration manifest, resolved under its data root."""
+    dataset, _ = load_split(run_dir, "train")
+    return lambda ref: dataset.load_ref(ref, size, interpolation)
 
 
 def class_balance(items: Sequence[Item], num_classes: int) -> list[int]:

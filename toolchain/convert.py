@@ -161,7 +161,7 @@ def convert(config: ConvertConfig) -> ConvertResult:
     if Quantization.QAT_INT8 in variants and not (run / qat_mod.QAT_MODEL).is_file():
         raise RunFolderError(f"{run} has no {qat_mod.QAT_MODEL}; run `edgetl qat {run}` first, or leave qat-int8 out of --quant")
     manifest = ensure_manifest(run, card, config.calib_size, config.calib_seed) if Quantization.INT8 in variants else None
-    representative = calibration.representative_dataset(manifest, card, _pixel_loader(run, card)) if manifest else None
+    representative = calibration.representative_dataset(manifest, card, _pixel_loader(run, card, manifest.refs)) if manifest else None
     rounded = Quantization.INT8 in variants and config.rounding == Rounding.GPTQ
     total = len(variants) + 1 + int(config.debug) + int(rounded)
     log.stage(1, total, "exporting the Keras model(s) to a temporary SavedModel")
@@ -214,9 +214,9 @@ def _variants(config: ConvertConfig, run: Path) -> list[Quantization]:
     return [q for q in Quantization if q in asked]
 
 
-def _pixel_loader(run: Path, card: ModelCard) -> calibration.PixelLoader:
+def _pixel_loader(run: Path, card: ModelCard, refs: tuple[str, ...]) -> calibration.PixelLoader:
     """Pixels of a manifest ref: a file under the run's recorded data root (decoded on the device path), or an array row."""
-    return data_mod.split_image_loader(run, card.height, card.interpolation)
+    return data_mod.split_image_loader(run, card.height, card.interpolation, refs)
 
 
 def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any, dict[str, Path]]:

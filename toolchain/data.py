@@ -139,7 +139,11 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 def _from_folder(folder: Path) -> Dataset:
     subdirs = {p.name for p in _class_dirs(folder)}
-    if "train" in subdirs and subdirs <= set(SPLITS):
+    if "train" in subdirs and not subdirs <= set(SPLITS):
+        others = ", ".join(sorted(subdirs - set(SPLITS)))
+        raise DataError(f"{folder} has a train/ folder (a pre-split layout) beside other folders ({others}); move those out, "
+                        "or rename train/ if it is a class")  # fmt: skip
+    if "train" in subdirs:
         names = sorted({c.name for s in subdirs for c in _class_dirs(folder / s)})
         index = {n: i for i, n in enumerate(names)}
         presplit = {
@@ -158,15 +162,21 @@ def _from_folder(folder: Path) -> Dataset:
 def _from_csv(path: Path, allow_outside_root: bool) -> Dataset:
     root = path.parent.resolve()
     rows: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             for lineno, row in enumerate(csv.reader(handle), 1):
                 if not row or (lineno == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]):
                     continue
-                rows.append((_csv_image(path, root, lineno, row, allow_outside_root), row[1].strip()))
+                file = _csv_image(path, root, lineno, row, allow_outside_root)
+                if file in seen:  # a repeated image would land in train and test alike, or carry two labels
+                    raise DataError(f"{path}:{lineno}: {row[0].strip()!r} is already listed on line {seen[file]}; list each "
+                                    "image once, with one label")  # fmt: skip
+                seen[file] = lineno
+                rows.append((file, row[1].strip()))
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text; save the CSV as UTF-8") from None
-    except csv.Error as exc:
+    except (csv.Error, ValueError) as exc:  # ValueError: a NUL byte in a path
         raise DataError(f"{path} is not a readable CSV ({exc}); write one path,label row per image") from None
     if not rows:
         raise DataError(f"{path} has no path,label rows; write one row per image, e.g. 'cat/1.jpg,cat'")
@@ -216,7 +226,11 @@ def _from_arrays(path: Path) -> Dataset:
         raise DataError(f"{path}: images must be (N, H, W[, 1|3|4]), got shape {images.shape}; "
                         "save RGB as (N, H, W, 3) or grey as (N, H, W)")  # fmt: skip
     if images.dtype != np.uint8:
-        raise DataError(f"{path}: images must be uint8 pixels 0-255, got {images.dtype}; convert with .astype(np.uint8)")
+        fix = ("if they are 0..1, scale them: (images * 255).round().astype(np.uint8)" if images.dtype.kind == "f"
+               else "convert with .astype(np.uint8)")  # fmt: skip
+        raise DataError(f"{path}: images must be uint8 pixels 0-255, got {images.dtype}; {fix}")
+    if images.ndim >= 3 and 0 in images.shape[1:3]:
+        raise DataError(f"{path}: images have zero size {images.shape[1:3]}; save real (N, H, W[, C]) pixels")
     if labels.shape != (len(images),):
         raise DataError(f"{path}: labels must be shape ({len(images)},), got {labels.shape}; save one label per image")
     if not len(images):
@@ -260,6 +274,9 @@ def check_readable(dataset: Dataset, kept: dict[str, list[Item]], skipped: list[
         DataError: no readable train or val image, or a class whose train images were all skipped.
     """
     example = f" (e.g. {skipped[0]['reason']})" if skipped else ""
+    if (not kept["train"] or not kept["val"]) and not skipped:
+        raise DataError(f"{dataset.root}: too few images to split ({len(dataset.items)} in {len(dataset.class_names)} classes leave "
+                        "the train or val split empty); add at least 3 images per class")  # fmt: skip
     if not kept["train"] or not kept["val"]:
         raise DataError(f"{dataset.root}: no readable training or validation images left, {len(skipped)} skipped{example}; "
                         "replace or remove the unreadable files")  # fmt: skip
@@ -282,6 +299,9 @@ def split(dataset: Dataset, val_fraction: float, test_fraction: float, seed: int
             given["train"], given["val"] = _stratify(given["train"], val_fraction, rng)
         if "test" not in given:
             given["train"], given["test"] = _stratify(given["train"], test_fraction, rng)
+        empty = [s for s in SPLITS if not given[s]]
+        if empty:
+            raise DataError(f"{dataset.root}/{empty[0]}/ holds no images; add images to it, or remove the folder to split it off train")
         return {s: given[s] for s in SPLITS}
     items = _cap(dataset.items, max_per_class, rng)
     rest, test = _stratify(items, test_fraction, rng)
@@ -358,9 +378,20 @@ def load_split(run_dir: Path, name: str) -> tuple[Dataset, list[Item]]:
     return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, _array=array, legacy=legacy), items
 
 
-def split_image_loader(run_dir: Path, size: int, interpolation: str) -> Callable[[str], np.ndarray]:
-    """``ref -> RGB uint8 (size, size, 3)`` for the refs of a run's calibration manifest, resolved under its data root."""
+def split_image_loader(run_dir: Path, size: int, interpolation: str, refs: Sequence[str] = ()) -> Callable[[str], np.ndarray]:
+    """``ref -> RGB uint8 (size, size, 3)`` for a run's calibration refs, resolved under its data root.
+
+    ``refs`` are checked up front (each under the root, each file present), so a
+    deleted calibration image fails in a line before any conversion starts.
+
+    Raises:
+        RunFolderError: a ref escapes the data root or its file is gone.
+    """
     dataset, _ = load_split(run_dir, "train")
+    for ref in refs:
+        path = datapaths.resolve_ref(dataset.root, ref, f"{run_dir}/calibration.json", dataset.legacy)
+        if not ref.startswith("#") and not os.path.isfile(path):
+            raise RunFolderError(f"calibration image {path} is gone; restore it, or run `edgetl calibrate` to choose a new set")
     return lambda ref: dataset.load_ref(ref, size, interpolation)
 
 

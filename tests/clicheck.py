@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from toolchain.cli import main
 
-EDGETL_EXIT_CODES = {1, 2}  # 1: bad data, run folder, model or I/O; 2: bad option or config value (README)
+EDGETL_EXIT_CODES = {1, 2, 3}  # 1: data, run folder, model, parity or I/O; 2: option or config value; 3: missing train extra (README)
 
 
 def run(*args: Any) -> Result:

@@ -60,7 +60,7 @@ def _train_fails(tmp_path: Path, data: Any, *extra: Any, code: int = 2) -> str:
         (["--learning-rate", "0"], "--learning-rate must be a number in (0, 10] (got 0)"),
         (["--backbone", "resnet50"], "--backbone 'resnet50' is not supported; pass mobilenet_v2 or hub:HANDLE_OR_DIR"),
         (["--backbone", "hub:"], "--backbone 'hub:' is not supported; pass mobilenet_v2 or hub:HANDLE_OR_DIR"),
-        (["--fine-tune-layers", "-3"], "--fine-tune-layers must be in 0..1000 (got -3)"),
+        (["--fine-tune-layers", "-3"], "--fine-tune-layers must be >= 0 (got -3); a large number tunes every layer"),
         (["--patience", "0"], "--patience must be in 1..100000 (got 0)"),
         (["--cache-views", "-1"], "--cache-views must be in 0..100 (got -1)"),
         (["--batch-size", "0"], "--batch-size must be in 1..65536 (got 0)"),

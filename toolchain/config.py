@@ -107,7 +107,7 @@ class TrainConfig:
             (32 <= self.image_size <= 1024, f"--image-size must be between 32 and 1024 (got {self.image_size})"),
             (1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be in 1..{MAX_EPOCHS} (got {self.epochs}); the head needs at least one"),
             (0 <= self.fine_tune_epochs <= MAX_EPOCHS, f"--fine-tune-epochs must be in 0..{MAX_EPOCHS} (got {self.fine_tune_epochs})"),
-            (0 <= self.fine_tune_layers <= 1000, f"--fine-tune-layers must be in 0..1000 (got {self.fine_tune_layers})"),
+            (self.fine_tune_layers >= 0, f"--fine-tune-layers must be >= 0 (got {self.fine_tune_layers}); a large number tunes every layer"),
             (1 <= self.batch_size <= 65536, f"--batch-size must be in 1..65536 (got {self.batch_size})"),
             (0 <= self.hidden_units <= 65536, f"--hidden-units must be in 0..65536, 0 = none (got {self.hidden_units})"),
             (0 <= self.dropout < 1, f"--dropout must be in [0, 1) (got {self.dropout:g})"),
@@ -280,7 +280,9 @@ def check_types(config: Any) -> None:
             if not optional:
                 raise ConfigError(f"{_flag(field.name)} must be set (got null); remove the key to use the default")
         elif enum_type is not None and not isinstance(value, enum_type):
-            raise ConfigError(f"{_flag(field.name)}={shown} is not one of: {', '.join(m.value for m in enum_type)}")
+            if value not in {m.value for m in enum_type}:
+                raise ConfigError(f"{_flag(field.name)}={shown} is not one of: {', '.join(m.value for m in enum_type)}")
+            object.__setattr__(config, field.name, enum_type(value))  # a library caller's plain string: the member
         elif base in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))
                                            or (base == "int" and not isinstance(value, int))):  # fmt: skip
             raise ConfigError(f"{_flag(field.name)}={shown} must be {'an integer' if base == 'int' else 'a number'}")

@@ -82,6 +82,7 @@ class Classifier:
         if options.verify_checksum and model_path.is_file():
             verify_model_file(self.card, model_path)
         self._interpreter = load_interpreter(model_path, options.num_threads)
+        _check_signature(model_path, self._interpreter.get_input_details(), self._interpreter.get_output_details())
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self._input_spec = _spec(self._input)
@@ -147,6 +148,22 @@ class Classifier:
         categories = top_k(values, self.card.labels, self.options.max_results, self.options.score_threshold)
         self.last_timings.postprocess_ms += (time.perf_counter() - t0) * 1e3 - self.last_timings.total_ms
         return categories
+
+
+def _check_signature(model_path: Path, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+    """Refuse at load what would crash on the first frame: several tensors, a batch other than 1, a non-vector output.
+
+    Raises:
+        CardError: not one (1, H, W, 3) input and one (1, classes) output.
+    """
+    shapes = [tuple(int(x) for x in d["shape"]) for d in (*inputs, *outputs)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise CardError(f"{model_path} has {len(inputs)} input(s) and {len(outputs)} output(s) {shapes}; edge_runtime runs "
+                        "classifiers with one image input and one score output, as edgetl convert writes")  # fmt: skip
+    out = shapes[1]
+    if shapes[0][:1] != (1,) or len(out) != 2 or out[0] != 1:
+        raise CardError(f"{model_path}: input {shapes[0]} and output {out} are not batch-1 (1, H, W, 3) -> (1, classes); "
+                        "convert the classifier with batch 1, as edgetl convert does")  # fmt: skip
 
 
 def top_k(values: np.ndarray, labels: tuple[str, ...], k: int, threshold: float = 0.0) -> list[Category]:

@@ -43,7 +43,7 @@ class _FriendlyGroup(click.Group):
 
 def os_error_line(exc: OSError) -> str:
     """``PATH: reason; fix`` for an operating-system error that reached the command line."""
-    where = f"{exc.filename}: " if exc.filename else ""
+    where = f"{exc.filename2 or exc.filename}: " if exc.filename else ""
     reason = exc.strerror or str(exc) or type(exc).__name__
     return f"{where}{reason}; free disk space or fix the path's permissions and run the command again"
 

@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from calibration.select import CalibrationError, select_balanced
-from edge_runtime.model_card import write_json_atomic
+from edgetl.calibration.select import CalibrationError, select_balanced
+from edgetl.runtime.model_card import write_json_atomic
 
 MANIFEST_NAME = "calibration.json"
 MANIFEST_VERSION = 1

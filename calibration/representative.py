@@ -1,6 +1,6 @@
 """The representative dataset the TFLite converter calibrates with.
 
-Each image is prepared by the device's own functions (``edge_runtime.preprocess``:
+Each image is prepared by the device's own functions (``edgetl.runtime.preprocess``:
 decode, RGB, resize, normalise with the card's normalisation), so int8 ranges are
 set on exactly the values the Pi will feed. One image per step, as the converter
 expects: a list holding one float32 (1, H, W, 3) array.
@@ -12,9 +12,9 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from calibration.manifest import Manifest
-from edge_runtime import preprocess
-from edge_runtime.model_card import ModelCard
+from edgetl.calibration.manifest import Manifest
+from edgetl.runtime import preprocess
+from edgetl.runtime.model_card import ModelCard
 
 PixelLoader = Callable[[str], np.ndarray]
 

@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge_runtime import preprocess
-from edge_runtime.interpreter import load_interpreter
-from edge_runtime.model_card import CardError, ModelCard, TensorSpec, card_path_for, load_card, verify_model_file
+from edgetl.runtime import preprocess
+from edgetl.runtime.interpreter import load_interpreter
+from edgetl.runtime.model_card import CardError, ModelCard, TensorSpec, card_path_for, load_card, verify_model_file
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,9 +23,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from edge_runtime.camera import IMAGE_SUFFIXES
-from edge_runtime.classifier import Category
-from edge_runtime.model_card import write_bytes_atomic
+from edgetl.runtime.camera import IMAGE_SUFFIXES
+from edgetl.runtime.classifier import Category
+from edgetl.runtime.model_card import write_bytes_atomic
 
 
 class FolderError(ValueError):

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from edge_runtime.native_log import hide_native_logs
+from edgetl.runtime.native_log import hide_native_logs
 
 BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 INSTALL_HINT = "pip install ai-edge-litert (or, where no wheel exists for this platform, pip install tflite-runtime)"

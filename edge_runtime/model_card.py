@@ -204,9 +204,9 @@ def how_to_feed(card: ModelCard) -> str:
     if card.input.quantized:
         return (
             f"{base}, then quantize: q = floor(x / {card.input.scale:.8g} + 0.5) + {card.input.zero_point} (halves round up), "
-            f"clipped to {card.input.dtype}. edge_runtime.Classifier does all of this."
+            f"clipped to {card.input.dtype}. edgetl.runtime.Classifier does all of this."
         )
-    return f"{base}; feed {card.input.dtype}. edge_runtime.Classifier does all of this."
+    return f"{base}; feed {card.input.dtype}. edgetl.runtime.Classifier does all of this."
 
 
 def card_path_for(model_path: Path) -> Path:

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Union
 
 import numpy as np
 
-from edge_runtime.model_card import ModelCard, Normalization, TensorSpec
+from edgetl.runtime.model_card import ModelCard, Normalization, TensorSpec
 
 # Images larger than this are decoded at a reduced scale instead of allocating
 # gigabytes for a 20000x20000 scan; classifiers want a few hundred pixels anyway.

@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from edge_runtime.classifier import Category
+from edgetl.runtime.classifier import Category
 
 BOUNDARY = "edgetlframe"
 STREAM_PATH, JSON_PATH = "/stream.mjpg", "/latest.json"
@@ -121,7 +121,7 @@ class PreviewHub:
         """Draw and encode the newest pending frame, at most ``max_fps`` times a second."""
         import cv2  # noqa: PLC0415
 
-        from edge_runtime import overlay  # noqa: PLC0415
+        from edgetl.runtime import overlay  # noqa: PLC0415
 
         interval = 1.0 / self.max_fps if self.max_fps > 0 else 0.0
         while True:

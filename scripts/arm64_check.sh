@@ -171,7 +171,7 @@ EOF
 # installed console script, run through binfmt like on a Pi), JSON lines into $WORK/NAME.*.jsonl.
 classify() {
     local name=$1 rc=0; shift
-    (cd "$REPO" && "$X86_PYTHON" -m edge_runtime --model "$MODEL" "$@") >"$WORK/$name.x86.jsonl" 2>"$WORK/$name.x86.err" \
+    (cd "$REPO" && "$X86_PYTHON" -m edgetl.runtime --model "$MODEL" "$@") >"$WORK/$name.x86.jsonl" 2>"$WORK/$name.x86.err" \
         || { tail -20 "$WORK/$name.x86.err" >&2; die "edge-classify ($name) failed on x86 with $X86_PYTHON"; }
     (cd "$WORK" && emu timeout 1200 "$VENV/bin/edge-classify" --model "$MODEL" "$@") >"$WORK/$name.arm64.jsonl" 2>"$WORK/$name.arm64.err" \
         || rc=$?
@@ -180,7 +180,7 @@ classify() {
         >>"$WORK/summary.txt" 2>&1 || FAILED+=("$name")
 }
 
-# The strict check: identical input tensors (made once, on x86, by edge_runtime.preprocess) through
+# The strict check: identical input tensors (made once, on x86, by edgetl.runtime.preprocess) through
 # the interpreter on both sides; only the int8 kernels differ, and their outputs must be equal.
 same_tensor() {
     PYTHONPATH="$REPO" "$X86_PYTHON" "$COMPARE" tensors "$MODEL" "$WORK/inputs.npy" "${images[@]}" >/dev/null \

@@ -167,7 +167,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="edgetl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     if args.quiet:
-        from toolchain import log  # noqa: PLC0415
+        from edgetl import log  # noqa: PLC0415
 
         log.QUIET = True
     started, date = time.monotonic(), datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -185,7 +185,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     output.mkdir(parents=True, exist_ok=True)
     results = json.loads(_portable(json.dumps(clean(results)), work))
-    from edge_runtime.model_card import write_bytes_atomic  # noqa: PLC0415 - never half a report
+    from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415 - never half a report
 
     write_bytes_atomic(output / "benchmarks.json", (json.dumps(results, indent=1) + "\n").encode())
     write_bytes_atomic(output / "BENCHMARKS.md", bench_report.render(results).encode())

@@ -87,7 +87,7 @@ def one_run(model: str, video: Path, frames: int, serve: bool, work: Path) -> di
 
 def measure(model: str, runs: int, frames: int, work: Path) -> dict[str, Any]:
     """``runs`` interleaved pairs (without, with a viewer); medians and their ratio."""
-    from toolchain.datasets import write_fashion_mnist_folder  # noqa: PLC0415
+    from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
 
     write_fashion_mnist_folder(work / "photos", per_class=6, seed=0, part="test")
     video = write_video(work / "clip.avi", make_frames(work / "photos", 300))
@@ -113,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     import bench_report  # noqa: PLC0415
 
-    from edge_runtime.model_card import write_bytes_atomic  # noqa: PLC0415
+    from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-serve-") as work:
         section = measure(args.model, args.runs, args.frames, Path(work))

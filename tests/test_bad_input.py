@@ -24,10 +24,10 @@ import pytest
 from click.testing import Result
 
 import clicheck
-from edge_runtime import preprocess
-from edge_runtime.preprocess import ImageDecodeError
-from toolchain import data
-from toolchain.errors import DataError
+from edgetl.runtime import preprocess
+from edgetl.runtime.preprocess import ImageDecodeError
+from edgetl import data
+from edgetl.errors import DataError
 
 TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "-q"]
 NOT_DECODABLE = "not a decodable image (truncated, or not an image format cv2 reads)"
@@ -386,7 +386,7 @@ def _huge_png(path: Path, size: int, rgb: tuple[int, int, int]) -> Path:
 def test_20000px_png_is_decoded_downscaled_in_bounded_memory(tmp_path: Path) -> None:
     path = _huge_png(tmp_path / "huge.png", 20000, (10, 200, 30))
     code = (
-        "import json, resource, sys\nfrom edge_runtime import preprocess\n"
+        "import json, resource, sys\nfrom edgetl.runtime import preprocess\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "pixels = preprocess.decode_image(sys.argv[1])\n"
         "grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024\n"
@@ -518,7 +518,7 @@ def test_convert_on_a_folder_that_is_not_a_run(tmp_path: Path, missing: str) -> 
 
 
 def test_convert_refuses_a_file_that_is_not_a_keras_model(tmp_path: Path) -> None:
-    from edge_runtime.model_card import sha256_file
+    from edgetl.runtime.model_card import sha256_file
 
     run = _fake_run(tmp_path / "r", None)
     card = {"schema_version": 1, "labels": ["a", "b"], "height": 96, "width": 96, "model_file": "model.keras",
@@ -552,8 +552,8 @@ def test_convert_refuses_a_model_that_is_not_its_card(tmp_path: Path, tiny_run: 
 
 
 def test_keras_model_with_a_lambda_layer_is_refused(tmp_path: Path) -> None:
-    from edge_runtime.model_card import ModelCard, sha256_file
-    from toolchain import model
+    from edgetl.runtime.model_card import ModelCard, sha256_file
+    from edgetl import model
 
     k = model.keras()
     marker = tmp_path / "ran"

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import calibration
-from edge_runtime import preprocess
-from edge_runtime.model_card import load_card
-from toolchain import data
-from toolchain.cli import main
+from edgetl import calibration
+from edgetl.runtime import preprocess
+from edgetl.runtime.model_card import load_card
+from edgetl import data
+from edgetl.cli import main
 
 
 def _items(per_class: dict[int, int]) -> list[tuple[str, int]]:

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from toolchain import data
-from toolchain.errors import DataError
+from edgetl import data
+from edgetl.errors import DataError
 
 
 def _png(path: Path, value: int = 128, shape=(20, 24, 3)) -> Path:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from edge_runtime.__main__ import EXIT_IO, EXIT_MODEL, EXIT_USAGE, main
-from edge_runtime.model_card import sha256_file
+from edgetl.runtime.__main__ import EXIT_IO, EXIT_MODEL, EXIT_USAGE, main
+from edgetl.runtime.model_card import sha256_file
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 EDGE_EXIT_CODES = {0, 2, 3, 4, 5, 130}

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime import camera
-from edge_runtime.camera import Camera, Frame, LatestFrame, SourceError, VideoFile
+from edgetl.runtime import camera
+from edgetl.runtime.camera import Camera, Frame, LatestFrame, SourceError, VideoFile
 
 LEVEL = 4  # grey level per frame number; MJPG keeps a flat grey within +-2
 

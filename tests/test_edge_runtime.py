@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.classifier import Category, Classifier, ClassifierOptions, top_k
-from edge_runtime.interpreter import INSTALL_HINT, ModelLoadError
-from edge_runtime.model_card import CardError, sha256_file
-from edge_runtime.preprocess import decode_image
+from edgetl.runtime.classifier import Category, Classifier, ClassifierOptions, top_k
+from edgetl.runtime.interpreter import INSTALL_HINT, ModelLoadError
+from edgetl.runtime.model_card import CardError, sha256_file
+from edgetl.runtime.preprocess import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
@@ -34,15 +34,15 @@ WITHOUT_TF = r"""
 import contextlib, io, json, sys
 for name in {blocked!r}:
     sys.modules[name] = None  # `import tensorflow` now raises ImportError
-import edge_runtime, edge_runtime.__main__, edge_runtime.camera, edge_runtime.overlay
-from edge_runtime import Classifier, ClassifierOptions
-from edge_runtime.preprocess import decode_image
+import edgetl.runtime, edgetl.runtime.__main__, edgetl.runtime.camera, edgetl.runtime.overlay
+from edgetl.runtime import Classifier, ClassifierOptions
+from edgetl.runtime.preprocess import decode_image
 golden, summary = sys.argv[1], sys.argv[2]
 classifier = Classifier(ClassifierOptions(model_path=golden + "/golden_int8.tflite", max_results=1))
 top1 = {{n: classifier.classify(decode_image(golden + "/" + n), "RGB")[0].label for n in {images!r}}}
 lines = io.StringIO()
 with contextlib.redirect_stdout(lines):
-    code = edge_runtime.__main__.main(["--model", golden + "/golden_int8.tflite", "--image", golden, "--headless",
+    code = edgetl.runtime.__main__.main(["--model", golden + "/golden_int8.tflite", "--image", golden, "--headless",
                                        "-q", "--summary-json", summary])
 loaded = sorted(k for k, v in sys.modules.items() if v is not None and k.split(".")[0] in {forbidden!r})
 print(json.dumps({{"top1": top1, "code": code, "lines": len(lines.getvalue().splitlines()), "loaded": loaded}}))
@@ -102,8 +102,8 @@ def test_runtime_missing_error_names_the_pip_command(tmp_path: Path) -> None:
     code = r"""
 import sys
 sys.modules["ai_edge_litert"] = sys.modules["tflite_runtime"] = None
-from edge_runtime.interpreter import RuntimeMissingError
-from edge_runtime import Classifier, ClassifierOptions
+from edgetl.runtime.interpreter import RuntimeMissingError
+from edgetl.runtime import Classifier, ClassifierOptions
 try:
     Classifier(ClassifierOptions(model_path=sys.argv[1]))
 except RuntimeMissingError as exc:
@@ -241,8 +241,8 @@ def test_any_frame_layout_is_accepted_and_timed() -> None:
 @pytest.mark.parametrize("dtype,scale,zero_point", [("uint8", 1 / 127.5, 127), ("int8", 0.0078431, -1), ("float32", 0.0, 0)])
 def test_fast_prepare_equals_the_composed_contract(dtype: str, scale: float, zero_point: int) -> None:
     """prepare() resizes before swapping channels and uses a lookup table; the tensor must not change."""
-    from edge_runtime import preprocess as pp
-    from edge_runtime.model_card import ModelCard, Normalization, TensorSpec
+    from edgetl.runtime import preprocess as pp
+    from edgetl.runtime.model_card import ModelCard, Normalization, TensorSpec
 
     rng = np.random.default_rng(7)
     spec = TensorSpec(dtype, scale, zero_point)
@@ -263,8 +263,8 @@ def test_fast_prepare_equals_the_composed_contract(dtype: str, scale: float, zer
 @pytest.mark.parametrize("dtype,zero_point", [("uint8", 128), ("uint8", 127), ("int8", 0), ("int8", -1)])
 def test_half_step_ties_round_the_same_way_for_every_pixel(dtype: str, zero_point: int) -> None:
     """x / 127.5 - 1 at scale 2/255 puts each pixel on a tie; all ties must go up, not alternate by parity."""
-    from edge_runtime import preprocess as pp
-    from edge_runtime.model_card import Normalization, TensorSpec
+    from edgetl.runtime import preprocess as pp
+    from edgetl.runtime.model_card import Normalization, TensorSpec
 
     spec = TensorSpec(dtype, 0.007843137718737125, zero_point)  # the converter's float32 2/255
     values = np.arange(256, dtype=np.uint8)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.model_card import load_card, sha256_file
+from edgetl.runtime.model_card import load_card, sha256_file
 
-EDGETL = [sys.executable, "-m", "toolchain"]
+EDGETL = [sys.executable, "-m", "edgetl"]
 
 
 def _cmd(fm_folder: Path, run: Path, epochs: int) -> list[str]:

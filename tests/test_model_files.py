@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 import clicheck
-from edge_runtime.model_card import sha256_file
-from toolchain import keras_file, model
-from toolchain.errors import RunFolderError
+from edgetl.runtime.model_card import sha256_file
+from edgetl import keras_file, model
+from edgetl.errors import RunFolderError
 
 FIX = "re-run `edgetl train` (or `edgetl qat`) to write it again"
 
@@ -73,7 +73,7 @@ def test_hdf5_lambda_named_model_keras_never_runs(tmp_path: Path, run: Path, com
 
 def test_hdf5_payload_as_model_qat_keras_is_refused(tmp_path: Path, run: Path) -> None:
     """``model_qat.keras`` (only its weights are read) is refused the same way, before tfmot or Keras."""
-    from toolchain import qat
+    from edgetl import qat
 
     marker = tmp_path / "ran"
     card = json.loads((run / "model_card.json").read_text())
@@ -163,7 +163,7 @@ def test_files_that_are_not_an_edgetl_keras_zip(tmp_path: Path, tiny_run: Path, 
 
 def test_models_edgetl_writes_pass_the_check(tiny_run: Path, tmp_path: Path) -> None:
     """The allow-list holds every class of a real model, including the optional head layers."""
-    from toolchain.config import Pooling, TrainConfig
+    from edgetl.config import Pooling, TrainConfig
 
     keras_file.check(tiny_run / "model.keras")
     config = TrainConfig(data="x", output="y", alpha=0.35, image_size=32, weights="none", hidden_units=4, head_batchnorm=True,

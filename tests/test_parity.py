@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from calibration.manifest import list_sha256
-from edge_runtime.model_card import load_card
-from toolchain.cli import main
+from edgetl.calibration.manifest import list_sha256
+from edgetl.runtime.model_card import load_card
+from edgetl.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import clicheck
-from toolchain import data
+from edgetl import data
 
 TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "--max-per-class", "8", "-q"]
 

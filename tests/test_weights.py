@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain import weights
-from toolchain.errors import WeightsError
+from edgetl import weights
+from edgetl.errors import WeightsError
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ def test_install_writes_verified_files(tmp_path: Path, imagenet_weights: Path) -
     names = sorted(Path(f["path"]).name for f in manifest["files"])
     assert names == sorted(weights.keras_weights_name(1.0, r) for r in weights.KERAS_SIZES)
     assert (tmp_path / weights.MANIFEST_NAME).exists()
-    from toolchain.model import keras
+    from edgetl.model import keras
 
     model = keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=str(tmp_path / names[0]))
     assert weights.tensors_sha256(model) == weights.TENSORS_SHA256_VERIFIED
@@ -61,7 +61,7 @@ def test_install_refuses_a_file_that_is_not_mobilenet(tmp_path: Path) -> None:
 
 def _offline_build(home: Path, alpha: float) -> subprocess.CompletedProcess[str]:
     code = (
-        "from toolchain.config import TrainConfig\nfrom toolchain.model import build\n"
+        "from edgetl.config import TrainConfig\nfrom edgetl.model import build\n"
         f"build(TrainConfig(data='x', output='y', alpha={alpha}, image_size=96), 3)\n"
     )
     env = {**os.environ, "HOME": str(home), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
@@ -82,8 +82,8 @@ def test_other_alphas_say_only_one_has_offline_weights(tmp_path: Path) -> None:
 
 def _probe_accuracy(weights_arg: str, x_train, y_train, x_test, y_test) -> float:
     """Ridge-regression linear probe on frozen, pooled backbone features."""
-    from edge_runtime.preprocess import normalize
-    from toolchain.model import MOBILENET_NORMALIZATION, keras
+    from edgetl.runtime.preprocess import normalize
+    from edgetl.model import MOBILENET_NORMALIZATION, keras
 
     base = keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=weights_arg, pooling="avg")
     keras().utils.set_random_seed(0)
@@ -100,8 +100,8 @@ def _probe_accuracy(weights_arg: str, x_train, y_train, x_test, y_test) -> float
 @pytest.mark.slow
 def test_weights_are_real_imagenet_features(imagenet_weights: Path) -> None:
     """A linear probe on real photos must clearly beat the same probe on random-init features."""
-    from edge_runtime.preprocess import resize, to_rgb
-    from toolchain.datasets import load_fashion_mnist
+    from edgetl.runtime.preprocess import resize, to_rgb
+    from edgetl.datasets import load_fashion_mnist
 
     images, labels = load_fashion_mnist("test")
     rng = np.random.default_rng(0)

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from edge_runtime.model_card import read_json, write_json_atomic
-from toolchain.model import keras
+from edgetl.runtime.model_card import read_json, write_json_atomic
+from edgetl.model import keras
 
 
 class State:

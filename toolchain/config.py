@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
-from toolchain.errors import ConfigError
+from edgetl.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -145,7 +145,7 @@ class IoType(str, enum.Enum):
 class Rounding(str, enum.Enum):
     """How the int8 variant's weights are rounded to their int8 steps."""
 
-    GPTQ = "gptq"  # calibrated: GPTQ + bias correction on a simulated int8 graph (toolchain.rounding)
+    GPTQ = "gptq"  # calibrated: GPTQ + bias correction on a simulated int8 graph (edgetl.rounding)
     NEAREST = "nearest"  # the converter's own round-to-nearest
 
 

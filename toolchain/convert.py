@@ -6,7 +6,7 @@ converted from it (``from_saved_model`` is several times faster than
 fp32, fp16 (float16 weights), dynamic (int8 weights, float activations), int8
 (full-integer post-training quantization, calibrated on ``RUN/calibration.json``)
 and qat_int8 (from ``model_qat.keras``). The int8 variant is converted from a
-BatchNorm-folded copy whose weights :mod:`toolchain.rounding` has already put on
+BatchNorm-folded copy whose weights :mod:`edgetl.rounding` has already put on
 their int8 steps (calibrated GPTQ + bias correction), unless ``--rounding nearest``.
 Full-integer models take and return uint8 by default, so the device can feed raw
 camera pixels. Each file is read back
@@ -30,15 +30,15 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-import calibration
-from edge_runtime.model_card import ModelCard, TensorSpec, card_path_for, sha256_file, verify_model_file, write_bytes_atomic
-from toolchain import data as data_mod
-from toolchain import log
-from toolchain import model as model_mod
-from toolchain import qat as qat_mod
-from toolchain import rounding as rounding_mod
-from toolchain.config import DEFAULT_CALIB_SEED, DEFAULT_CALIB_SIZE, CalibrationConfig, ConvertConfig, IoType, Quantization, Rounding
-from toolchain.errors import ConfigError, ConversionError, RunFolderError
+from edgetl import calibration
+from edgetl.runtime.model_card import ModelCard, TensorSpec, card_path_for, sha256_file, verify_model_file, write_bytes_atomic
+from edgetl import data as data_mod
+from edgetl import log
+from edgetl import model as model_mod
+from edgetl import qat as qat_mod
+from edgetl import rounding as rounding_mod
+from edgetl.config import DEFAULT_CALIB_SEED, DEFAULT_CALIB_SIZE, CalibrationConfig, ConvertConfig, IoType, Quantization, Rounding
+from edgetl.errors import ConfigError, ConversionError, RunFolderError
 
 DEFAULT_VARIANTS = (Quantization.FP32, Quantization.FP16, Quantization.DYNAMIC, Quantization.INT8)
 DEBUG_CSV = "int8_debug.csv"
@@ -429,7 +429,7 @@ def _spec(detail: dict[str, Any]) -> TensorSpec:
 
 
 def _versions(tf: Any) -> dict[str, str]:
-    from toolchain.train import versions  # noqa: PLC0415
+    from edgetl.train import versions  # noqa: PLC0415
 
     try:
         litert = importlib.metadata.version("ai-edge-litert")

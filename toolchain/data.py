@@ -4,7 +4,7 @@ A dataset is a list of items (a file path, or ``#index`` into an image array) wi
 integer labels into sorted class names. ``split`` makes the seeded, stratified
 train/val/test lists that ``edgetl train`` writes into the run folder, so every
 later stage (calibration, convert, parity) reads exactly the same held-out files.
-Pixels are decoded and resized by ``edge_runtime.preprocess``, the device's code.
+Pixels are decoded and resized by ``edgetl.runtime.preprocess``, the device's code.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from edge_runtime import preprocess
-from edge_runtime.model_card import read_json, write_bytes_atomic, write_json_atomic
-from toolchain import datapaths, log
-from toolchain.errors import DataError, RunFolderError
+from edgetl.runtime import preprocess
+from edgetl.runtime.model_card import read_json, write_bytes_atomic, write_json_atomic
+from edgetl import datapaths, log
+from edgetl.errors import DataError, RunFolderError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 SPLITS = ("train", "val", "test")

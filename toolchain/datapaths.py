@@ -18,8 +18,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Optional
 
-from edge_runtime.model_card import read_json
-from toolchain.errors import RunFolderError
+from edgetl.runtime.model_card import read_json
+from edgetl.errors import RunFolderError
 
 LAYOUT = "relative-to-root"  # data.json "paths": how split refs are written
 RETRAIN = "re-run `edgetl train` to write it again"

@@ -17,8 +17,8 @@ from typing import Optional
 
 import numpy as np
 
-from toolchain.config import check_seed, require
-from toolchain.errors import DataError
+from edgetl.config import check_seed, require
+from edgetl.errors import DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (

@@ -14,9 +14,9 @@ import os
 import sys
 from typing import Any
 
-from edge_runtime.model_card import Normalization
-from toolchain.config import MixedPrecision, Pooling, TrainConfig
-from toolchain.errors import MissingExtraError, RunFolderError, WeightsError
+from edgetl.runtime.model_card import Normalization
+from edgetl.config import MixedPrecision, Pooling, TrainConfig
+from edgetl.errors import MissingExtraError, RunFolderError, WeightsError
 
 POOL, HIDDEN, DROPOUT, HEAD_BN, PREDICTIONS = "head_pool", "head_hidden", "head_dropout", "head_bn", "predictions"
 # MobileNetV2 (Keras and TF-Hub's Keras-trained weights) expects [-1, 1]; TF-Hub image
@@ -31,12 +31,12 @@ def keras() -> Any:
     ``TF_USE_LEGACY_KERAS`` is set before TensorFlow loads so ``tf.keras`` is the
     same Keras 2 that tfmot needs. The first call also queries the devices (the
     cuInit attempt) so that all of TensorFlow's start-up lines (oneDNN, CUDA, absl)
-    are written inside :func:`~edge_runtime.native_log.hide_native_logs`, which
+    are written inside :func:`~edgetl.runtime.native_log.hide_native_logs`, which
     drops them unless ``-v``. A missing ``train`` extra becomes one ``Error:`` line.
     """
     if "tf_keras" in sys.modules:
         return sys.modules["tf_keras"]
-    from edge_runtime import native_log  # noqa: PLC0415
+    from edgetl.runtime import native_log  # noqa: PLC0415
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if native_log.SHOW else "2")
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
@@ -99,7 +99,7 @@ def _apply(layers: list[Any], x: Any) -> Any:
 
 
 def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
-    from toolchain import weights as w  # noqa: PLC0415
+    from edgetl import weights as w  # noqa: PLC0415
 
     apps = keras().applications
     shape = (config.image_size, config.image_size, 3)
@@ -127,7 +127,7 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
             f"--weights {path} does not fit MobileNetV2 alpha={config.alpha} without top ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:160]}); pass a matching weights file"
         ) from None
-    from edge_runtime.model_card import sha256_file  # noqa: PLC0415
+    from edgetl.runtime.model_card import sha256_file  # noqa: PLC0415
 
     return base, {"weights": "file", "file": path, "sha256": sha256_file(path)}
 
@@ -223,7 +223,7 @@ def consumers(config: dict[str, Any]) -> dict[str, list[str]]:
 def load(path: str, compile: bool = False) -> Any:
     """Load a saved edgetl Keras model: checked as data first, then Keras' safe mode.
 
-    :func:`toolchain.keras_file.check` refuses anything but a zip ``.keras`` of the
+    :func:`edgetl.keras_file.check` refuses anything but a zip ``.keras`` of the
     classes edgetl builds (a legacy HDF5 file would reach Keras' legacy loader,
     which runs a Lambda's bytecode whatever ``safe_mode`` says); only then does
     Keras deserialise it, with ``safe_mode=True`` as a second line of defence.
@@ -232,7 +232,7 @@ def load(path: str, compile: bool = False) -> Any:
         RunFolderError: the file is not a zip ``.keras``, holds a Lambda or a class
             edgetl does not build, or Keras cannot load it.
     """
-    from toolchain import keras_file  # noqa: PLC0415
+    from edgetl import keras_file  # noqa: PLC0415
 
     keras_file.check(path)
     k = keras()

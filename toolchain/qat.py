@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.model_card import CardError, ModelCard, load_card, read_json, sha256_file, verify_model_file
-from toolchain import data as data_mod
-from toolchain import feed, log, report
-from toolchain import model as model_mod
-from toolchain.config import MixedPrecision, QatConfig
-from toolchain.errors import RunFolderError
+from edgetl.runtime.model_card import CardError, ModelCard, load_card, read_json, sha256_file, verify_model_file
+from edgetl import data as data_mod
+from edgetl import feed, log, report
+from edgetl import model as model_mod
+from edgetl.config import MixedPrecision, QatConfig
+from edgetl.errors import RunFolderError
 
 STAGES = 4
 QAT_MODEL = "model_qat.keras"
@@ -371,7 +371,7 @@ def load_qat(run: Path) -> Any:
     source = card.extra.get("source", {}).get("sha256")
     if source != sha256_file(run / "model.keras"):
         raise RunFolderError(f"{run}/model.keras changed after QAT; run `edgetl qat {run}` again")
-    from toolchain import keras_file  # noqa: PLC0415
+    from edgetl import keras_file  # noqa: PLC0415
 
     keras_file.check(run / QAT_MODEL)  # only its weights are read, but it is refused like any other foreign model
     import tensorflow_model_optimization as tfmot  # noqa: PLC0415
@@ -426,7 +426,7 @@ def _card(card: ModelCard, run: Path, model_path: Path, config: QatConfig, histo
           metrics: dict[str, Any], seed: int) -> ModelCard:  # fmt: skip
     import tensorflow as tf  # noqa: PLC0415
 
-    from toolchain.train import versions  # noqa: PLC0415
+    from edgetl.train import versions  # noqa: PLC0415
 
     extra = {
         "backbone": card.extra.get("backbone", {}),

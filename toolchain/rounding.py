@@ -20,7 +20,7 @@ the logits) with the converter's asymmetric per-tensor scheme over the
 calibration min/max. Weights land exactly on the converter's per-channel grid
 (``scale = max|w| / 127`` with each channel's largest weight kept at ±127), so
 the converter recomputes the same scales and writes these integers unchanged.
-Works on a BatchNorm-folded flat functional graph (:func:`toolchain.qat.fold_batchnorm`).
+Works on a BatchNorm-folded flat functional graph (:func:`edgetl.qat.fold_batchnorm`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from toolchain import model as model_mod
+from edgetl import model as model_mod
 
 WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Dense")
 PASS_THROUGH = ("ZeroPadding2D", "Dropout", "Flatten", "Reshape")  # no new scale in TFLite

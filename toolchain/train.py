@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.model_card import ModelCard, TensorSpec, read_json, sha256_file, write_bytes_atomic, write_json_atomic
-from edge_runtime.preprocess import normalize
-from toolchain import data as data_mod
-from toolchain import checkpoint, feed, log, report
-from toolchain import model as model_mod
-from toolchain.config import MixedPrecision, Strategy, TrainConfig
-from toolchain.errors import ConfigError, RunFolderError
+from edgetl.runtime.model_card import ModelCard, TensorSpec, read_json, sha256_file, write_bytes_atomic, write_json_atomic
+from edgetl.runtime.preprocess import normalize
+from edgetl import data as data_mod
+from edgetl import checkpoint, feed, log, report
+from edgetl import model as model_mod
+from edgetl.config import MixedPrecision, Strategy, TrainConfig
+from edgetl.errors import ConfigError, RunFolderError
 
 
 
@@ -280,10 +280,10 @@ def _evaluate(built: model_mod.BuiltModel, px: Splits, class_names: list[str]) -
 def versions(tf: Any) -> dict[str, str]:
     import cv2  # noqa: PLC0415
 
-    import toolchain  # noqa: PLC0415
+    import edgetl  # noqa: PLC0415
 
     return {
-        "edgetl": toolchain.__version__, "tensorflow": tf.__version__, "tf_keras": model_mod.keras().__version__,
+        "edgetl": edgetl.__version__, "tensorflow": tf.__version__, "tf_keras": model_mod.keras().__version__,
         "numpy": np.__version__, "opencv": cv2.__version__, "python": sys.version.split()[0],
     }  # fmt: skip
 

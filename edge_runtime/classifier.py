@@ -69,6 +69,9 @@ class Timings:
 class Classifier:
     """A .tflite image classifier driven by its model card.
 
+    The card beside the model (or ``card_path``) wins; a model without one is
+    described by its standard TFLite metadata (``edgetl convert`` embeds it).
+
     Raises (from the constructor):
         CardError: the card is missing, malformed, or does not describe this model.
         ModelLoadError: the .tflite file is missing or corrupt.
@@ -78,13 +81,23 @@ class Classifier:
     def __init__(self, options: ClassifierOptions):
         self.options = options
         model_path = Path(options.model_path)
-        self.card: ModelCard = load_card(Path(options.card_path) if options.card_path else card_path_for(model_path))
-        if options.verify_checksum and model_path.is_file():
-            verify_model_file(self.card, model_path)
+        card_path = Path(options.card_path) if options.card_path else card_path_for(model_path)
+        # No card beside an existing model (and none named): the card comes from the model's TFLite metadata.
+        from_metadata = options.card_path is None and model_path.is_file() and not card_path.exists()
+        if from_metadata:
+            found = _read_metadata(model_path, card_path)
+        else:
+            self.card: ModelCard = load_card(card_path)
+            if options.verify_checksum and model_path.is_file():
+                verify_model_file(self.card, model_path)
         self._interpreter = load_interpreter(model_path, options.num_threads)
         _check_signature(model_path, self._interpreter.get_input_details(), self._interpreter.get_output_details())
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
+        if from_metadata:
+            from edgetl.runtime.metadata import card_from_metadata  # noqa: PLC0415
+
+            self.card = card_from_metadata(model_path, self._input, self._output, found)  # type: ignore[assignment]
         self._input_spec = _spec(self._input)
         self._output_spec = _spec(self._output)
         self._check_card(model_path)
@@ -170,6 +183,19 @@ def top_k(values: np.ndarray, labels: tuple[str, ...], k: int, threshold: float 
     """The ``k`` best categories at or above ``threshold``, ties broken by index."""
     order = np.argsort(-values, kind="stable")[: max(k, 0)]
     return [Category(int(i), labels[i], float(values[i])) for i in order if values[i] >= threshold]
+
+
+def _read_metadata(model_path: Path, card_path: Path) -> dict[str, Any]:
+    """The model's TFLite metadata, read before the interpreter loads; the usual missing-card error without any."""
+    try:
+        from edgetl.runtime.metadata import read_metadata  # noqa: PLC0415  (needs flatbuffers; only this path does)
+    except ImportError as exc:
+        raise CardError(f"no model card at {card_path}, and reading the model's TFLite metadata needs {exc.name} "
+                        f"(pip install flatbuffers); or keep the .json beside the model") from None  # fmt: skip
+    found = read_metadata(model_path)
+    if not found:
+        load_card(card_path)  # raises "no model card at …"
+    return found
 
 
 def _spec(details: dict[str, Any]) -> TensorSpec:

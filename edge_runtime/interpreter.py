@@ -8,12 +8,10 @@ needs TensorFlow to classify is the problem this package exists to avoid.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
-import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from edgetl.runtime.native_log import hide_native_logs
 
@@ -76,25 +74,3 @@ def load_interpreter(model_path: Path, num_threads: Optional[int] = None) -> Any
         raise ModelLoadError(f"{path}: the interpreter cannot load it ({first}); copy it again or re-run edgetl convert") from None
     return interpreter
 
-
-@contextlib.contextmanager
-def quiet_native_logs(enabled: bool = True) -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the block (a no-op when ``enabled`` is False).
-
-    LiteRT's C++ side writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-    straight to fd 2 when an interpreter is created; no environment variable or Python
-    logger silences it, so ``-q`` redirects the descriptor around the creation. Errors
-    still reach the caller as Python exceptions carrying their message.
-    """
-    if not enabled:
-        yield
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)

@@ -196,10 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 10  # a viewer that stops reading for 10 s is dropped (its socket write times out)
     server_version = "edge-classify"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # stderr belongs to the classifier's log lines
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/":
             latest = self.hub.latest().get("top_k") or [{"label": "waiting for the first frame", "score": 0.0}]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_util import library_versions, load_average, machine_info  # noqa: E402
+from bench_util import library_versions, load_average, machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,10 +166,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     output = args.output or (ROOT / "runs" / "bench-quick" if args.quick else ROOT)
     work = args.work or Path(tempfile.mkdtemp(prefix="edgetl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    if args.quiet:
-        from edgetl import log  # noqa: PLC0415
+    from edgetl import log  # noqa: PLC0415
 
-        log.QUIET = True
+    log.configure()  # the stages' log lines on stderr, as the edgetl command shows them
+    log.QUIET = args.quiet
     started, date = time.monotonic(), datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results: dict[str, Any] = {"params": dataclasses.asdict(params)}
     meta = {"mode": params.mode, "date": date, "machine": machine_info(), "versions": library_versions(),
@@ -187,8 +187,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = json.loads(_portable(json.dumps(clean(results)), work))
     from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415 - never half a report
 
+    old_json = json.loads((output / "benchmarks.json").read_text()) if (output / "benchmarks.json").exists() else {}
+    if "scale" in old_json:  # scripts/bench_scale.py's section is measured separately: keep it
+        results["scale"] = old_json["scale"]
     write_bytes_atomic(output / "benchmarks.json", (json.dumps(results, indent=1) + "\n").encode())
-    write_bytes_atomic(output / "BENCHMARKS.md", bench_report.render(results).encode())
+    old_md = (output / "BENCHMARKS.md").read_text() if (output / "BENCHMARKS.md").exists() else ""
+    scale = old_md[old_md.find("<!-- scale:begin -->"):] if "<!-- scale:begin -->" in old_md else ""
+    write_bytes_atomic(output / "BENCHMARKS.md", (bench_report.render(results).rstrip("\n") + ("\n\n" + scale if scale else "\n")).encode())
     if not args.keep_work and args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     say(f"done in {results['meta']['wall_s'] / 60:.1f} min")

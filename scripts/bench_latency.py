@@ -21,9 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent  # holds toolchain/ and edge_runti
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from bench_util import count_macs, interleaved, ratio, summarize
+from bench_util import count_macs, interleaved, ratio, summarize  # noqa: E402 - after the sys.path line
 
-TFLITE_VARIANTS = ("fp32", "fp16", "dynamic", "int8")
+from edgetl.config import DEFAULT_VARIANTS  # noqa: E402
+
+TFLITE_VARIANTS = tuple(q.value for q in DEFAULT_VARIANTS)
 
 
 def build_models(params: Any, data_dir: Path, work: Path) -> list[dict[str, Any]]:
@@ -41,7 +43,7 @@ def build_models(params: Any, data_dir: Path, work: Path) -> list[dict[str, Any]
     models = []
     for alpha, size, weights in params.latency_models:
         run = work / f"latency-{alpha}-{size}"
-        train(TrainConfig(data=str(data_dir), output=str(run), alpha=alpha, image_size=size, weights=weights, epochs=1,
+        train(TrainConfig(data=str(data_dir), output=str(run), alpha=alpha, image_size=size, weights=weights, epochs=1, fine_tune_epochs=0,
                           cache_views=1, augment=False, max_per_class=params.latency_per_class, seed=7))  # fmt: skip
         quants = tuple(Quantization(v) for v in TFLITE_VARIANTS)
         # latency does not depend on how the int8 weights were rounded; section 2 times the calibrated rounding
@@ -107,11 +109,11 @@ def worker(spec_path: str, out_path: str) -> None:
     """Subprocess body: fix TensorFlow's threads, then time every model's variants interleaved."""
     import cv2  # noqa: PLC0415
 
-    from edgetl import model as model_mod  # noqa: PLC0415
+    from edgetl import graph  # noqa: PLC0415
 
     spec = json.loads(Path(spec_path).read_text())
     threads = int(spec["threads"])
-    model_mod.keras()
+    graph.keras()
     import tensorflow as tf  # noqa: PLC0415
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)

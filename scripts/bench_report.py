@@ -161,24 +161,39 @@ def conversion(rows: list[dict[str, Any]], prep: dict[str, Any]) -> str:
 
 
 def serve(section: dict[str, Any]) -> str:
-    """Section 6 (``scripts/bench_serve.py``): classification FPS with the browser preview and one viewer vs without."""
-    rows = [[f"run {i + 1}", fmt(a["fps"], ".1f"), fmt(b["fps"], ".1f"), fmt(b.get("viewer_fps"), ".1f")]
-            for i, (a, b) in enumerate(zip([r for r in section["samples"] if not r["serve"]], [r for r in section["samples"] if r["serve"]]))]  # fmt: skip
-    rows.append(["**median**", f"**{fmt(section['fps_without'], '.1f')}**", f"**{fmt(section['fps_with_viewer'], '.1f')}**",
-                 fmt(section["viewer_fps"], ".1f")])  # fmt: skip
-    v = section["video"]
-    return "\n".join([
+    """Section 6 (``scripts/bench_serve.py``): classification FPS and CPU per frame with the browser preview and one viewer vs without."""
+    first = section["models"][0]
+    v = section["models"][0]["video"]
+    parts = [
         "## 6. Browser preview", "",
-        f"`edge-classify --video clip.avi --loop --max-frames {section['frames_per_run']} --headless` with and without "
+        f"`edge-classify --video clip.avi --loop --max-frames {first['frames_per_run']} --threads {first['threads']} --headless` with and without "
         "`--serve 127.0.0.1:PORT` and one viewer reading the MJPEG stream (`scripts/bench_serve.py`, "
-        f"{section['date']}): model `{section['model']}`, a {v['frames']}-frame {v['size']} {v['codec']} video of real "
-        f"Fashion-MNIST photos, {section['runs']} interleaved pairs of runs, FPS from the per-frame JSON lines after each "
-        f"run's first {section['skip_s']:g} s. The preview encodes only while someone watches, at most 15 JPEGs a second, "
-        "on its own thread.", "",
-        markdown_table(["run", "FPS without", "FPS with a viewer", "JPEGs/s the viewer got"], rows), "",
-        f"With a viewer: {pct(section['ratio'])} of the FPS without (median of {section['runs']} each; load average at the "
-        f"end {', '.join(f'{x:.1f}' for x in section.get('loadavg_end') or [])} on this shared 2-core machine).",
-    ])  # fmt: skip
+        f"{first['date']}): a {v['frames']}-frame {v['size']} {v['codec']} video of real Fashion-MNIST photos, "
+        "interleaved pairs of runs per model. FPS from the per-frame JSON lines after each "
+        f"run's first {first['skip_s']:g} s; CPU = user + system time of the whole edge-classify process per frame "
+        "(on this shared machine FPS swings with the other jobs, CPU per frame much less; a CPU-bound Pi's FPS follows it). "
+        "The preview encodes only while someone watches, at most 15 JPEGs a second, on its own thread.",
+    ]  # fmt: skip
+    for m in section["models"]:
+        pairs = zip([r for r in m["samples"] if not r["serve"]], [r for r in m["samples"] if r["serve"]])
+        rows = [[f"pair {i + 1}", fmt(a["fps"], ".1f"), fmt(b["fps"], ".1f"), fmt(a["cpu_ms_per_frame"], ".3f"),
+                 fmt(b["cpu_ms_per_frame"], ".3f"), fmt(b.get("viewer_fps"), ".1f")] for i, (a, b) in enumerate(pairs)]  # fmt: skip
+        rows.append(["**median**", f"**{fmt(m['fps_without'], '.1f')}**", f"**{fmt(m['fps_with_viewer'], '.1f')}**",
+                     f"**{fmt(m['cpu_ms_per_frame_without'], '.3f')}**", f"**{fmt(m['cpu_ms_per_frame_with_viewer'], '.3f')}**",
+                     fmt(m["viewer_fps"], ".1f")])  # fmt: skip
+        parts += [
+            "", f"Model `{m['model']}`:", "",
+            markdown_table(["run", "FPS without", "FPS with a viewer", "CPU ms/frame without", "CPU ms/frame with a viewer",
+                            "JPEGs/s the viewer got"], rows), "",
+            f"With a viewer: FPS {pct(m['ratio'])} of the FPS without, CPU per frame {pct(m['cpu_ratio'])} of it "
+            f"(medians of {m['runs']} runs each; load average at the end {', '.join(f'{x:.1f}' for x in m.get('loadavg_end') or [])} "
+            f"on this shared 2-core machine, benchmark at niceness {m.get('nice', 0)}). The process used "
+            f"{pct(m['fps_without'] * m['cpu_ms_per_frame_without'] / 1e3)} of a core without a viewer and "
+            f"{pct(m['fps_with_viewer'] * m['cpu_ms_per_frame_with_viewer'] / 1e3)} with one: where that is well under 100%, the "
+            "machine's other jobs set the FPS (it came out higher with a viewer here, a scheduling effect, not a speed-up) and "
+            "the CPU per frame is the figure that says what serving costs.",
+        ]  # fmt: skip
+    return "\n".join(parts)
 
 
 def render(results: dict[str, Any]) -> str:

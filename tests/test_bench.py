@@ -10,11 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-import bench  # noqa: E402
-import bench_report  # noqa: E402
-import bench_runtime  # noqa: E402
-import bench_train  # noqa: E402
-import bench_util  # noqa: E402
+import bench
+import bench_report
+import bench_runtime
+import bench_train
+import bench_util
 
 
 def test_markdown_table_aligns_numbers_right_and_escapes_pipes() -> None:
@@ -44,7 +44,7 @@ def test_ratio_fmt_and_goal() -> None:
 
 
 def _tiny_model():
-    from edgetl.model import keras
+    from edgetl.graph import keras
 
     k = keras()
     inputs = k.Input((8, 8, 3))
@@ -66,7 +66,7 @@ def test_count_macs_matches_a_hand_count() -> None:
 
 def test_count_macs_mobilenet_v2_matches_the_paper() -> None:
     """MobileNetV2 1.0/224 with its 1000-class head: 300 M multiply-adds (Sandler et al., Table 4)."""
-    from edgetl.model import keras
+    from edgetl.graph import keras
 
     model = keras().applications.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, weights=None)
     assert 295e6 < bench_util.count_macs(model) < 305e6
@@ -171,3 +171,18 @@ def test_report_without_qat_and_with_warm_soak() -> None:
     assert "no QAT in this mode" in text and "`qat()`" not in text
     assert "| QAT-int8 top-1 drop (pt) | ≤ 0.20 pt | – | – |" in text
     assert "100.5 MiB after 100 frames" in text and "+0.50% after warm-up (goal < 5%)" in text
+
+
+def test_report_adds_the_browser_preview_section_when_bench_serve_ran() -> None:
+    results = _results()
+    assert "## 6. Browser preview" not in bench_report.render(results)
+    samples = [{"serve": False, "fps": 100.0, "cpu_ms_per_frame": 5.0}, {"serve": True, "fps": 90.0, "cpu_ms_per_frame": 5.5, "viewer_fps": 14.9}]
+    results["serve"] = {"models": [{"model": "m.tflite", "video": {"frames": 300, "size": "640x480", "codec": "MJPG"}, "frames_per_run": 1500,
+                                    "threads": 1, "runs": 1, "skip_s": 1.0, "fps_without": 100.0, "fps_with_viewer": 90.0, "ratio": 0.9,
+                                    "cpu_ms_per_frame_without": 5.0, "cpu_ms_per_frame_with_viewer": 5.5, "cpu_ratio": 1.1, "viewer_fps": 14.9,
+                                    "samples": samples, "loadavg_end": [1.0, 1.0, 1.0], "nice": 0, "date": "2026-12-04 16:00 UTC"}]}  # fmt: skip
+    text = bench_report.render(results)
+    assert text.index("## 5. Conversion") < text.index("## 6. Browser preview")
+    assert "| pair 1 | 100.0 | 90.0 | 5.000 | 5.500 | 14.9 |" in text
+    assert "With a viewer: FPS 90.00% of the FPS without, CPU per frame 110.00% of it (medians of 1 runs each" in text
+    assert "The process used 50.00% of a core without a viewer and 49.50% with one" in text

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgetl import calibration
+from edgetl import data
 from edgetl.runtime import preprocess
 from edgetl.runtime.model_card import load_card
-from edgetl import data
 from edgetl.cli import main
 
 
@@ -34,7 +34,7 @@ def test_selection_is_balanced_seeded_and_order_independent() -> None:
     assert len(chosen) == 30 and len(set(chosen)) == 30
     counts = Counter(label for _, label in chosen)
     assert max(counts.values()) - min(counts.values()) <= 1
-    assert Counter(l for _, l in chosen[:8]) == Counter({0: 2, 1: 2, 2: 2, 3: 2})  # interleaved: prefixes balanced
+    assert Counter(label for _, label in chosen[:8]) == Counter({0: 2, 1: 2, 2: 2, 3: 2})  # interleaved: prefixes balanced
     assert calibration.select_balanced(list(reversed(items)), 30, seed=5) == chosen
     assert calibration.select_balanced(items, 30, seed=6) != chosen
 
@@ -42,7 +42,7 @@ def test_selection_is_balanced_seeded_and_order_independent() -> None:
 def test_small_classes_are_filled_by_the_others_and_bounds_are_checked() -> None:
     items = _items({0: 2, 1: 20, 2: 20})
     chosen = calibration.select_balanced(items, 30, seed=0)
-    assert Counter(l for _, l in chosen) == Counter({0: 2, 1: 14, 2: 14})
+    assert Counter(label for _, label in chosen) == Counter({0: 2, 1: 14, 2: 14})
     assert len(calibration.select_balanced(items, 1000, seed=0)) == 42
     with pytest.raises(calibration.CalibrationError, match="calibration size must be >= 1"):
         calibration.select_balanced(items, 0, seed=0)

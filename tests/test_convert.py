@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgetl.runtime import preprocess
-from edgetl.runtime.model_card import load_card, sha256_file
 from edgetl import data
+from edgetl.runtime import decode, preprocess
+from edgetl.runtime.model_card import load_card, sha256_file
 from edgetl.cli import main
 from edgetl.config import ConvertConfig, IoType, Quantization, Rounding
 
@@ -46,7 +46,7 @@ def _classify(path: Path, images: np.ndarray) -> np.ndarray:
 def _held_out(run: Path, limit: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Real photos the model never trained on (test, then val split)."""
     items = [it for split in ("test", "val") for it in data.load_split(run, split)[1]][:limit]
-    images = np.stack([preprocess.load_image(it.ref, 96, 96) for it in items])
+    images = np.stack([decode.load_image(it.ref, 96, 96) for it in items])
     return images, np.asarray([it.label for it in items])
 
 
@@ -104,6 +104,33 @@ def test_same_manifest_gives_byte_identical_int8(converted: tuple[Path, str], tm
     assert (again / "model_int8.tflite").read_bytes() == (run / "model_int8.tflite").read_bytes()
 
 
+@pytest.mark.slow
+def test_every_variant_carries_standard_metadata_that_changes_no_output(converted: tuple[Path, str]) -> None:
+    """Labels and normalisation inside each .tflite; its card's sha256 covers them; outputs are byte-identical without them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgetl.runtime import metadata
+
+    run, _ = converted
+    images, _ = _held_out(run, 20)
+    for path in sorted(run.glob("model_*.tflite")):
+        card = load_card(path.with_suffix(".json"))
+        found = metadata.read_metadata(path)
+        assert found["labels"] == list(card.labels) and found["min_parser_version"] == "1.0.0"
+        assert found["normalization"] == {"mean": list(card.normalization.mean), "std": list(card.normalization.std)}
+        assert card.model_sha256 == sha256_file(path) and f"({card.quantization})" in found["name"]
+        raw = []
+        for model in (path.read_bytes(), metadata.strip(path.read_bytes())):
+            interpreter = Interpreter(model_content=model, num_threads=1)
+            interpreter.allocate_tensors()
+            inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+            for image in images:
+                interpreter.set_tensor(inp["index"], preprocess.prepare(image, card, color_order="RGB"))
+                interpreter.invoke()
+                raw.append(interpreter.get_tensor(out["index"]).tobytes())
+        assert raw[: len(images)] == raw[len(images) :], path.name
+
+
 @pytest.mark.parametrize("io_type", ["int8", "float32"])
 def test_int8_io_type_is_as_asked(tiny_run: Path, tmp_path: Path, io_type: str) -> None:
     from edgetl.convert import convert
@@ -119,7 +146,8 @@ def test_int8_io_type_is_as_asked(tiny_run: Path, tmp_path: Path, io_type: str) 
 
 @pytest.mark.slow
 def test_debug_statistics_and_keep_float(tiny_run: Path, tmp_path: Path) -> None:
-    from edgetl.convert import convert, float_ops
+    from edgetl.convert import convert
+    from edgetl.tflite_inspect import float_ops
 
     run = _copy(tiny_run, tmp_path)
     config = ConvertConfig(run=str(run), quantizations=(Quantization.INT8,), calib_size=20, debug=True, keep_float=("Conv1",))

@@ -19,7 +19,7 @@ import pytest
 from edgetl.runtime import Classifier, ClassifierOptions
 from edgetl.runtime.__main__ import EXIT_OK, EXIT_USAGE, main
 from edgetl.runtime.folder import wilson
-from edgetl.runtime.preprocess import decode_image
+from edgetl.runtime.decode import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"

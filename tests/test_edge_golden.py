@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edgetl.runtime import Classifier, ClassifierOptions
-from edgetl.runtime.preprocess import decode_image
+from edgetl.runtime.decode import decode_image
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MODEL = GOLDEN / "golden_int8.tflite"

@@ -19,7 +19,7 @@ EDGETL = [sys.executable, "-m", "edgetl"]
 
 def _cmd(fm_folder: Path, run: Path, epochs: int) -> list[str]:
     return EDGETL + ["train", str(fm_folder), "-o", str(run), "--weights", "none", "--alpha", "0.35", "--image-size", "32",
-                     "--epochs", str(epochs), "--patience", str(epochs), "--cache-views", "0", "--max-per-class", "8", "-q"]  # fmt: skip
+                     "--epochs", str(epochs), "--fine-tune-epochs", "0", "--patience", str(epochs), "--cache-views", "0", "--max-per-class", "8", "-q"]  # fmt: skip
 
 
 def _state(run: Path) -> dict:
@@ -76,7 +76,7 @@ def test_sigkill_at_random_moments_never_leaves_a_wrong_artifact(tmp_path: Path,
     _assert_consistent(run)
     subprocess.run(["rm", "-rf", str(run)], check=True)
     kills = completed = 0
-    for attempt in range(12):
+    for _attempt in range(12):
         resume = (run.parent / f".{run.name}.partial" / "config.json").exists()
         cmd = EDGETL + ["train", "--resume", str(run), "-q"] if resume else _cmd(fm_folder, run, 3)
         process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

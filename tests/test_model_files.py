@@ -29,7 +29,7 @@ FIX = "re-run `edgetl train` (or `edgetl qat`) to write it again"
 def _lambda_model(marker: Path, size: int = 96) -> Any:
     """A model whose Lambda layer touches ``marker`` whenever its code runs."""
     k = model.keras()
-    payload = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")  # noqa: S307
+    payload = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")
     inputs = k.Input((size, size, 3))
     return k.Model(inputs, k.layers.Lambda(payload)(inputs))
 
@@ -73,11 +73,11 @@ def test_hdf5_lambda_named_model_keras_never_runs(tmp_path: Path, run: Path, com
 
 def test_hdf5_payload_as_model_qat_keras_is_refused(tmp_path: Path, run: Path) -> None:
     """``model_qat.keras`` (only its weights are read) is refused the same way, before tfmot or Keras."""
-    from edgetl import qat
+    from edgetl.runfolder import QAT_SCHEME
 
     marker = tmp_path / "ran"
     card = json.loads((run / "model_card.json").read_text())
-    card.update(quantization="qat", extra={"qat": {"scheme": qat.QAT_SCHEME}, "source": {"sha256": sha256_file(run / "model.keras")}})
+    card.update(quantization="qat", extra={"qat": {"scheme": QAT_SCHEME}, "source": {"sha256": sha256_file(run / "model.keras")}})
     (run / "model_qat.json").write_text(json.dumps(card))
     _swap_model(run, _hdf5_payload(tmp_path, marker), "model_qat.keras", "model_qat.json")
     message = clicheck.fails(clicheck.run("convert", run, "--quant", "qat-int8", "--no-parity", "-q"), 1)

@@ -41,7 +41,7 @@ def test_saved_model_reloads_in_safe_mode_and_predicts(trained_run: Path) -> Non
     from edgetl import data, feed, model
 
     keras_model = model.load(str(trained_run / "model.keras"))
-    assert not any(type(l).__name__ in ("Lambda", "Rescaling", "Functional") for l in keras_model.layers)
+    assert not any(type(layer).__name__ in ("Lambda", "Rescaling", "Functional") for layer in keras_model.layers)
     dataset, items = data.load_split(trained_run, "test")
     pixels, kept, _ = dataset.pixels(items, 96)
     probs = feed.predict(keras_model, pixels, model.MOBILENET_NORMALIZATION)
@@ -53,7 +53,8 @@ def test_saved_model_reloads_in_safe_mode_and_predicts(trained_run: Path) -> Non
 def _train(tmp_path: Path, folder: Path, **overrides) -> dict:
     from edgetl.train import train
 
-    options = dict(data=str(folder), output=str(tmp_path / "run"), image_size=96, epochs=8, seed=1, cache_views=1)
+    options = dict(data=str(folder), output=str(tmp_path / "run"), image_size=96, epochs=8, seed=1, cache_views=1,
+                   fine_tune_epochs=0)
     options.update(overrides)
     return train(TrainConfig(**options)).metrics
 
@@ -129,7 +130,7 @@ def test_tf_hub_feature_vector_backbone(tmp_path: Path, fm_folder: Path) -> None
     """``--backbone hub:DIR`` trains on a local SavedModel feature vector, normalised to [0, 1]."""
     import tensorflow as tf
 
-    from edgetl.model import keras
+    from edgetl.graph import keras
 
     base = keras().applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None, pooling="avg")
     tf.saved_model.save(base, str(tmp_path / "hub"))

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from edgetl.runtime import preprocess
+from edgetl.runtime import decode, preprocess
 from edgetl.runtime.model_card import read_json, write_bytes_atomic, write_json_atomic
 from edgetl import datapaths, log
 from edgetl.errors import DataError, RunFolderError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 SPLITS = ("train", "val", "test")
 
 
@@ -79,7 +77,7 @@ class Dataset:
             try:
                 out[len(kept)] = self._load(item, size, interpolation)
                 kept.append(item)
-            except (preprocess.ImageDecodeError, ValueError) as exc:
+            except (decode.ImageDecodeError, ValueError) as exc:
                 skipped.append({"ref": item.ref, "reason": str(exc)})
         if skipped and warn:
             log.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]['reason']}")
@@ -90,7 +88,7 @@ class Dataset:
             assert self._array is not None
             rgb = preprocess.to_rgb(self._array[int(item.ref[1:])], "RGB")
             return preprocess.resize(rgb, size, size, interpolation)
-        return preprocess.load_image(item.ref, size, size, interpolation)
+        return decode.load_image(item.ref, size, size, interpolation)
 
 
 def discover(path: str, allow_outside_root: bool = False) -> Dataset:
@@ -116,14 +114,8 @@ def discover(path: str, allow_outside_root: bool = False) -> Dataset:
 
 
 def _images_in(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursive, sorted, symlinked folders not followed)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
-                found.append(os.path.join(dirpath, name))
-    return found
+    """Image files under ``folder`` as strings (see ``decode.image_files``: recursive, sorted, hidden skipped)."""
+    return [str(path) for path in decode.image_files(folder)]
 
 
 def _class_dirs(folder: Path) -> list[Path]:

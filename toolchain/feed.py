@@ -51,7 +51,7 @@ def predict(model: Any, images: np.ndarray, normalization: Normalization, batch_
 
 def make_sequence(images: np.ndarray, labels: np.ndarray, normalization: Normalization, batch_size: int, seed: int, augmented: bool, shuffle: bool = True) -> Any:
     """A ``keras.utils.Sequence`` of (normalised images, labels), reshuffled and re-augmented each epoch."""
-    from edgetl.model import keras  # noqa: PLC0415
+    from edgetl.graph import keras  # noqa: PLC0415
 
     class _Batches(keras().utils.Sequence):
         def __init__(self) -> None:

@@ -11,44 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from typing import Any
 
 from edgetl.runtime.model_card import Normalization
 from edgetl.config import MixedPrecision, Pooling, TrainConfig
-from edgetl.errors import MissingExtraError, RunFolderError, WeightsError
+from edgetl.errors import RunFolderError, WeightsError
+from edgetl.graph import keras
 
 POOL, HIDDEN, DROPOUT, HEAD_BN, PREDICTIONS = "head_pool", "head_hidden", "head_dropout", "head_bn", "predictions"
 # MobileNetV2 (Keras and TF-Hub's Keras-trained weights) expects [-1, 1]; TF-Hub image
 # feature vectors take [0, 1] by the hub convention.
 MOBILENET_NORMALIZATION = Normalization((127.5,) * 3, (127.5,) * 3)
 HUB_NORMALIZATION = Normalization((0.0,) * 3, (255.0,) * 3)
-
-
-def keras() -> Any:
-    """The tf_keras module, loaded quietly; every model in edgetl comes through here.
-
-    ``TF_USE_LEGACY_KERAS`` is set before TensorFlow loads so ``tf.keras`` is the
-    same Keras 2 that tfmot needs. The first call also queries the devices (the
-    cuInit attempt) so that all of TensorFlow's start-up lines (oneDNN, CUDA, absl)
-    are written inside :func:`~edgetl.runtime.native_log.hide_native_logs`, which
-    drops them unless ``-v``. A missing ``train`` extra becomes one ``Error:`` line.
-    """
-    if "tf_keras" in sys.modules:
-        return sys.modules["tf_keras"]
-    from edgetl.runtime import native_log  # noqa: PLC0415
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if native_log.SHOW else "2")
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    try:
-        with native_log.hide_native_logs():
-            import tensorflow as tf  # noqa: PLC0415
-            import tf_keras  # noqa: PLC0415
-
-            tf.config.list_physical_devices("GPU")
-    except ImportError as exc:
-        raise MissingExtraError(exc.name or "tensorflow") from None
-    return tf_keras
 
 
 @dataclasses.dataclass
@@ -109,27 +83,30 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
             "weights": "none"
         }
     if choice == "imagenet":
+        # edgetl's own cache first (`edgetl weights install`), passed to Keras as a file; else Keras' download.
+        installed = w.cached_weights(config.alpha, config.image_size)
         try:
-            base = apps.MobileNetV2(input_shape=shape, alpha=config.alpha, include_top=False, weights="imagenet")
+            base = apps.MobileNetV2(input_shape=shape, alpha=config.alpha, include_top=False,
+                                    weights=str(installed) if installed else "imagenet")  # fmt: skip
         except ValueError as exc:  # Keras refuses alphas/sizes it has no weights for
             raise WeightsError(f"--weights imagenet: {str(exc).splitlines()[0]}; or pass --weights none") from None
         except Exception as exc:  # Keras raises a bare Exception on URL fetch failure
             raise w.missing_weights_error(config.alpha, config.image_size) from exc
-        return base, w.imagenet_provenance(config.alpha, config.image_size)
+        return base, w.imagenet_provenance(installed, config.alpha, config.image_size)
     path = os.path.expanduser(config.weights)
     if not os.path.isfile(path):
         raise WeightsError(f"--weights {config.weights}: no such file; pass imagenet, none, or a Keras weights file")
     base = apps.MobileNetV2(input_shape=shape, alpha=config.alpha, include_top=False, weights=None)
     try:
         base.load_weights(path)
-    except Exception as exc:  # h5py/Keras raise many types for a file that does not fit
+    except Exception as exc:  # noqa: BLE001 - h5py/Keras raise many types for a file that does not fit
         raise WeightsError(
             f"--weights {path} does not fit MobileNetV2 alpha={config.alpha} without top ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:160]}); pass a matching weights file"
         ) from None
     from edgetl.runtime.model_card import sha256_file  # noqa: PLC0415
 
-    return base, {"weights": "file", "file": path, "sha256": sha256_file(path)}
+    return base, {"weights": "file", "file": os.path.basename(path), "sha256": sha256_file(path)}  # no absolute path in cards
 
 
 def build(config: TrainConfig, num_classes: int) -> BuiltModel:
@@ -165,7 +142,7 @@ def _build_hub(config: TrainConfig, num_classes: int) -> BuiltModel:
     try:
         hub_layer = hub.KerasLayer(handle, trainable=False, name="hub_backbone")
         pooled = hub_layer(inputs)
-    except Exception as exc:  # hub raises OSError/ValueError/tf errors for a bad handle
+    except Exception as exc:  # noqa: BLE001 - hub raises OSError/ValueError/tf errors for a bad handle
         raise WeightsError(
             f"cannot load TF-Hub backbone {handle!r} ({type(exc).__name__}); pass a local SavedModel "
             "folder of an image feature vector (offline) or a reachable hub handle"
@@ -176,7 +153,8 @@ def _build_hub(config: TrainConfig, num_classes: int) -> BuiltModel:
     features = k.Model(inputs, pooled, name="features")
     feat_in = k.Input(shape=(int(pooled.shape[-1]),), name="features_in")
     head = k.Model(feat_in, _apply(_head_layers(config, num_classes), feat_in), name="head")
-    return BuiltModel(full, features, head, [hub_layer], HUB_NORMALIZATION, {"weights": "hub", "handle": handle})
+    shown = os.path.basename(os.path.normpath(handle)) if os.path.isdir(handle) else handle  # no absolute path in cards
+    return BuiltModel(full, features, head, [hub_layer], HUB_NORMALIZATION, {"weights": "hub", "handle": shown})
 
 
 def copy_head_weights(head: Any, full: Any) -> None:
@@ -208,16 +186,6 @@ def unfreeze_top(built: BuiltModel, n_layers: int) -> int:
         layer.trainable = True
         count += 1
     return count
-
-
-def consumers(config: dict[str, Any]) -> dict[str, list[str]]:
-    """Layer name -> the class name of every layer call that takes its output, from a functional config."""
-    found: dict[str, list[str]] = {}
-    for layer in config["layers"]:
-        for node in layer["inbound_nodes"]:
-            for ref in node:
-                found.setdefault(ref[0], []).append(layer["class_name"])
-    return found
 
 
 def load(path: str, compile: bool = False) -> Any:

@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.runtime.model_card import ModelCard, TensorSpec, read_json, sha256_file, write_bytes_atomic, write_json_atomic
-from edgetl.runtime.preprocess import normalize
+from edgetl.runtime.model_card import ModelCard, TensorSpec
+from edgetl import cache, checkpoint, distribute, graph, log, pipeline, report, runfolder
 from edgetl import data as data_mod
-from edgetl import checkpoint, feed, log, report
 from edgetl import model as model_mod
 from edgetl.config import MixedPrecision, Strategy, TrainConfig
 from edgetl.errors import ConfigError, RunFolderError
+from edgetl.runfolder import CONFIG, FLOAT_CARD, FLOAT_MODEL, read_json, sha256_file, write_bytes_atomic, write_json_atomic
 
 
 
@@ -48,16 +48,27 @@ class TrainResult:
 
 @dataclasses.dataclass
 class Splits:
-    """Decoded pixels and labels of the three splits."""
+    """The three splits' pixels in the on-disk cache, and this worker's place in the cluster."""
 
-    x: dict[str, np.ndarray]
-    y: dict[str, np.ndarray]
+    parts: dict[str, cache.Split]
+    worker: distribute.Worker
+
+    def source(self, name: str, sharded: bool = True) -> pipeline.Source:
+        """A split's rows this worker reads (``sharded``) or all of them."""
+        part = self.parts[name]
+        count = len(part.labels)
+        indices = distribute.shard(count, self.worker) if sharded else np.arange(count, dtype=np.int64)
+        return pipeline.Source(part.rows, part.labels, indices)
+
+    @property
+    def y(self) -> dict[str, np.ndarray]:
+        return {name: part.labels for name, part in self.parts.items()}
 
 
-def partial_dir(run: Path) -> Path:
-    """Where a run is assembled (and checkpointed) until it is complete."""
+def partial_dir(run: Path, worker: distribute.Worker = distribute.Worker()) -> Path:
+    """Where a run is assembled (and checkpointed) until it is complete; other workers' own folders."""
     run = Path(run)
-    return run.parent / f".{run.name}.partial"
+    return run.parent / (f".{run.name}.partial" if worker.chief else f".{run.name}.worker{worker.index}.partial")
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
@@ -72,17 +83,19 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """
     started = time.monotonic()
     final = Path(config.output)
-    work = partial_dir(final)
-    if resume and not (work / "config.json").exists():
+    worker = distribute.worker_from_env(config.strategy)
+    work = partial_dir(final, worker)
+    if resume and not (work / CONFIG).exists():
         raise RunFolderError(f"nothing to resume at {final}: no interrupted run ({work.name}) beside it")
     if not resume:
-        check_output(final)
+        if worker.chief:
+            check_output(final)
         if work.exists():
             raise RunFolderError(f"an interrupted run of {final} exists; continue it with `edgetl train --resume {final}` or remove {work}")
         work.mkdir(parents=True)
-        write_json_atomic(work / "config.json", config.to_dict())
+        write_json_atomic(work / CONFIG, config.to_dict())
     try:
-        metrics = _train_into(config, work)
+        metrics = _train_into(config, work, worker)
     except KeyboardInterrupt:
         log.warn(f"interrupted; the last completed epoch is saved: continue with `edgetl train --resume {final}`")
         raise
@@ -91,6 +104,10 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
             shutil.rmtree(work, ignore_errors=True)  # nothing trained yet: nothing worth keeping
         raise
     shutil.rmtree(work / "checkpoint", ignore_errors=True)
+    shutil.rmtree(work / "features", ignore_errors=True)
+    if not worker.chief:  # the chief writes the run; this worker's checkpoints were only its part of the saves
+        shutil.rmtree(work, ignore_errors=True)
+        return TrainResult(final, metrics, time.monotonic() - started)
     if final.exists():
         final.rmdir()
     os.replace(work, final)
@@ -127,135 +144,172 @@ def check_output(final: Path) -> None:
 
 
 def resume_config(run: Path) -> TrainConfig:
-    """The config an interrupted run was started with."""
-    path = partial_dir(run) / "config.json"
+    """The config an interrupted run was started with (this worker's copy in a multi-worker run)."""
+    worker = distribute.worker_from_env(Strategy.MULTI_WORKER) if os.environ.get("TF_CONFIG") else distribute.Worker()
+    path = partial_dir(run, worker) / CONFIG
     data = read_json(path)
     if data is None:
         raise RunFolderError(f"nothing to resume at {run}: no interrupted run ({path.parent.name}) beside it")
     return TrainConfig.from_dict(data)
 
 
-def _train_into(config: TrainConfig, work: Path) -> dict[str, Any]:
+def _train_into(config: TrainConfig, work: Path, worker: distribute.Worker) -> dict[str, Any]:
     log.stage(1, stage_count(config), f"reading {config.data}")
     dataset = data_mod.discover(config.data, config.allow_outside_root)
     splits = data_mod.split(dataset, config.val_fraction, config.test_fraction, config.seed, config.max_per_class)
     log.info(data_mod.describe(splits, dataset.class_names))
-    log.stage(2, stage_count(config), f"decoding images at {config.image_size}px")
-    pixels, skipped = _decode(dataset, splits, config.image_size)
-    data_mod.write_splits(work, dataset, splits, skipped)
+    log.stage(2, stage_count(config), f"decoding images at {config.image_size}px into the pixel cache")
+    pixels, skipped = _decode(dataset, splits, config, worker)
+    if worker.chief:
+        data_mod.write_splits(work, dataset, splits, skipped)
     tf, strategy, policy = _runtime(config)
     log.stage(3, stage_count(config), f"building MobileNetV2 alpha={config.alpha} ({policy}, {strategy.num_replicas_in_sync} replica(s))")
     state = checkpoint.State(work / "checkpoint")
     with strategy.scope():
         built = model_mod.build(config, len(dataset.class_names))
-        history = [_timed(_head_phase, config, built, pixels, state)]
+        run = _Run(config, built, pixels, state, strategy)
+        history = [_timed(_head_phase, run)]
         if config.fine_tune_epochs:
-            history.append(_timed(_fine_tune_phase, config, built, pixels, state))
-    if policy != "float32":
+            history.append(_timed(_fine_tune_phase, run))
+    if policy != "float32" or worker.count > 1:
         built = _to_float32(config, built, len(dataset.class_names))
-    log.stage(stage_count(config), stage_count(config), "evaluating and writing the run folder")
-    metrics = _evaluate(built, pixels, dataset.class_names)
+    log.stage(stage_count(config), stage_count(config),
+              "evaluating" + (" and writing the run folder" if worker.chief else f" ({worker.name}: the chief writes the run)"))
+    metrics = _evaluate(built, pixels, dataset.class_names, config.image_size)
     metrics["skipped"] = len(skipped)
-    _write_run(config, work, built, dataset.class_names, history, metrics, tf, policy)
+    if worker.chief:
+        _write_run(config, work, built, dataset.class_names, history, metrics, tf, policy)
+    distribute.barrier(strategy, worker)
     return metrics
 
 
-def _timed(phase: Any, config: TrainConfig, built: model_mod.BuiltModel, px: "Splits", state: checkpoint.State) -> dict[str, Any]:
+@dataclasses.dataclass
+class _Run:
+    """What a training phase works with."""
+
+    config: TrainConfig
+    built: model_mod.BuiltModel
+    px: Splits
+    state: checkpoint.State
+    strategy: Any
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.config.image_size, self.config.image_size, 3)
+
+    @property
+    def batch_size(self) -> int:
+        """Batches each input pipeline yields: the global ``--batch-size`` split over a cluster's replicas."""
+        if self.px.worker.count == 1:
+            return self.config.batch_size
+        return max(1, self.config.batch_size // self.strategy.num_replicas_in_sync)
+
+
+def _timed(phase: Any, run: _Run) -> dict[str, Any]:
     """Run a training phase and record its wall time and training images per second."""
     start = time.monotonic()
-    result = phase(config, built, px, state)
+    result = phase(run)
     seconds = time.monotonic() - start
     epochs = len(result["loss"])
-    return {**result, "seconds": round(seconds, 3), "images_per_s": round(epochs * len(px.y["train"]) / seconds, 1)}
+    return {**result, "seconds": round(seconds, 3), "images_per_s": round(epochs * len(run.px.y["train"]) / seconds, 1)}
 
 
-def _decode(dataset: data_mod.Dataset, splits: dict[str, list[data_mod.Item]], size: int) -> tuple[Splits, list[dict[str, str]]]:
-    x, y, skipped = {}, {}, []
+def _decode(dataset: data_mod.Dataset, splits: dict[str, list[data_mod.Item]], config: TrainConfig,
+            worker: distribute.Worker) -> tuple[Splits, list[dict[str, str]]]:  # fmt: skip
+    """Each split decoded once into the pixel cache (reused when the data has not changed)."""
+    parts, skipped = {}, []
+    folder = Path(config.cache_dir).expanduser() if config.cache_dir else None
     for name in data_mod.SPLITS:
-        x[name], kept, bad = dataset.pixels(splits[name], size, warn=False)
-        y[name] = np.asarray([it.label for it in kept], dtype=np.int32)
-        splits[name] = kept
-        skipped += bad
+        parts[name] = cache.load_split(dataset, splits[name], config.image_size, folder=folder, name=name)
+        splits[name] = parts[name].items
+        skipped += parts[name].skipped
     if skipped:
         log.warn(f"skipped {len(skipped)} unreadable image(s) (listed in data.json), e.g. {skipped[0]['reason']}")
     data_mod.check_readable(dataset, splits, skipped)
-    return Splits(x, y), skipped
+    return Splits(parts, worker), skipped
 
 
 def _runtime(config: TrainConfig) -> tuple[Any, Any, str]:
     """TensorFlow, the distribution strategy and the dtype policy for this machine."""
-    k = model_mod.keras()
+    k = graph.keras()
     import tensorflow as tf  # noqa: PLC0415
 
-    k.utils.set_random_seed(config.seed)
     gpus = tf.config.list_physical_devices("GPU")
+    strategy = distribute.make_strategy(config, len(gpus))  # multi-worker must exist before any other TF op
+    k.utils.set_random_seed(config.seed)
     policy = model_mod.set_precision(config.mixed_precision, bool(gpus))
     if config.mixed_precision == MixedPrecision.FLOAT16 and not gpus:
         log.warn("float16 mixed precision without a GPU is slow; bfloat16 suits CPUs with AVX-512 BF16")
-    if config.strategy == Strategy.MIRRORED or (config.strategy == Strategy.AUTO and len(gpus) > 1):
-        strategy = tf.distribute.MirroredStrategy()
-    else:
-        strategy = tf.distribute.get_strategy()
     return tf, strategy, policy
 
 
 def _compile(model: Any, learning_rate: float) -> None:
-    k = model_mod.keras()
+    k = graph.keras()
     model.compile(k.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
-def _fit(model: Any, state: checkpoint.State, phase: str, patience: int, *args: Any, **kwargs: Any) -> dict[str, list[float]]:
-    """``model.fit`` from the phase's last checkpoint, early-stopping and checkpointing every epoch.
+def _fit(model: Any, run: _Run, phase: str, epochs: int, train: pipeline.Source, val: pipeline.Source,
+         prepare: Any, shape: tuple[int, ...]) -> dict[str, list[float]]:  # fmt: skip
+    """``model.fit`` on streamed batches from the phase's last checkpoint, early-stopping and checkpointing every epoch.
 
     Keras' progress bars go to stderr (stdout carries results). Returns the
     phase's whole history, epochs from before a resume included.
     """
+    state = run.state
     start = checkpoint.resume_point(model, state, phase)
     if start:
         log.info(f"resuming {phase} after epoch {start}")
     if state.phase(phase)["done"]:
         checkpoint.restore_best(model, state, phase)
-    else:
-        callback = checkpoint.make_callback(state, phase, patience)
-        with contextlib.redirect_stdout(sys.stderr):
-            model.fit(*args, initial_epoch=start, callbacks=[callback], verbose=0 if log.QUIET else (1 if sys.stderr.isatty() else 2), **kwargs)
+        return dict(state.phase(phase)["history"])
+    batch, worker, seed = run.batch_size, run.px.worker, run.config.seed
+    x = distribute.distribute(run.strategy, worker, lambda: pipeline.training_batches(train, batch, seed, start, epochs, prepare, shape))
+    plain = pipeline.as_float32 if prepare is pipeline.as_float32 else pipeline.pixel_preparer(run.built.normalization, seed, False)
+    v = distribute.distribute(run.strategy, worker, lambda: pipeline.ordered_batches(val, batch, plain, shape))
+    log.info(f"{worker.name}: {phase} on {len(train)} rows (input shard {worker.index + 1}/{worker.count}), "
+             f"{pipeline.steps(len(train), batch)} steps of {batch} per epoch")
+    callback = checkpoint.make_callback(state, phase, run.config.patience)
+    with contextlib.redirect_stdout(sys.stderr):
+        model.fit(x, steps_per_epoch=pipeline.steps(len(train), batch), validation_data=v,
+                  validation_steps=pipeline.steps(len(val), batch), epochs=epochs, initial_epoch=start, callbacks=[callback],
+                  verbose=0 if log.QUIET else (1 if sys.stderr.isatty() else 2))  # fmt: skip
     return dict(state.phase(phase)["history"])
 
 
-def _head_phase(config: TrainConfig, built: model_mod.BuiltModel, px: Splits, state: checkpoint.State) -> dict[str, Any]:
-    norm = built.normalization
+def _head_phase(run: _Run) -> dict[str, Any]:
+    config, built, px = run.config, run.built, run.px
     views = config.cache_views if config.augment else min(config.cache_views, 1)
-    val = (normalize(px.x["val"], norm), px.y["val"])
+    train, val = px.source("train"), px.source("val")
     if views == 0:
         log.stage(4, stage_count(config), f"training the head for {config.epochs} epochs, backbone recomputed every epoch (uncached)")
         _compile(built.full, config.learning_rate)
-        seq = feed.make_sequence(px.x["train"], px.y["train"], norm, config.batch_size, config.seed, config.augment)
-        hist = _fit(built.full, state, "head", config.patience, seq, validation_data=val, epochs=config.epochs)
+        prepare = pipeline.pixel_preparer(built.normalization, config.seed, config.augment)
+        hist = _fit(built.full, run, "head", config.epochs, train, val, prepare, run.shape)
         return {"phase": "head (uncached)", **hist}
     log.stage(4, stage_count(config), f"training the head for {config.epochs} epochs on cached features ({views} view(s) per image)")
     start = time.monotonic()
-    feats = [feed.predict(built.features, v, norm, config.batch_size) for v in feed.augmented_views(px.x["train"], views, config.seed)]
-    train_x, train_y = np.concatenate(feats), np.tile(px.y["train"], views)
-    val_x = feed.predict(built.features, px.x["val"], norm, config.batch_size)
-    log.info(f"backbone features for {len(train_x) + len(val_x)} images in {time.monotonic() - start:.1f}s")
+    folder = run.state.folder.parent / "features"
+    train_f = pipeline.write_features(built.features, train, views, built.normalization, config.seed, run.shape, folder / "train.npy")
+    val_f = pipeline.write_features(built.features, val, 1, built.normalization, config.seed, run.shape, folder / "val.npy")
+    log.info(f"backbone features for {len(train_f) + len(val_f)} images in {time.monotonic() - start:.1f}s (float16, on disk)")
     _compile(built.head, config.learning_rate)
-    hist = _fit(built.head, state, "head", config.patience, train_x, train_y, validation_data=(val_x, val[1]),
-                epochs=config.epochs, batch_size=config.batch_size, shuffle=True)  # fmt: skip
+    train_feats = pipeline.Source(train_f, np.tile(train.labels[train.indices], views), np.arange(len(train_f)))
+    val_feats = pipeline.Source(val_f, val.labels[val.indices], np.arange(len(val_f)))
+    hist = _fit(built.head, run, "head", config.epochs, train_feats, val_feats, pipeline.as_float32, (train_f.shape[1],))
     model_mod.copy_head_weights(built.head, built.full)
     return {"phase": "head (cached features)", "views": views, **hist}
 
 
-def _fine_tune_phase(config: TrainConfig, built: model_mod.BuiltModel, px: Splits, state: checkpoint.State) -> dict[str, Any]:
+def _fine_tune_phase(run: _Run) -> dict[str, Any]:
+    config, built = run.config, run.built
     trainable = model_mod.unfreeze_top(built, config.fine_tune_layers)
     log.stage(
         5, stage_count(config), f"fine-tuning the top {config.fine_tune_layers} layers ({trainable} with weights, BatchNorm frozen) "
         f"for {config.fine_tune_epochs} epochs at lr {config.fine_tune_learning_rate:g}",
     )  # fmt: skip
     _compile(built.full, config.fine_tune_learning_rate)  # recompile: trainable flags changed
-    norm = built.normalization
-    seq = feed.make_sequence(px.x["train"], px.y["train"], norm, config.batch_size, config.seed, config.augment)
-    val = (normalize(px.x["val"], norm), px.y["val"])
-    hist = _fit(built.full, state, "fine_tune", config.patience, seq, validation_data=val, epochs=config.fine_tune_epochs)
+    prepare = pipeline.pixel_preparer(built.normalization, config.seed, config.augment)
+    hist = _fit(built.full, run, "fine_tune", config.fine_tune_epochs, run.px.source("train"), run.px.source("val"), prepare, run.shape)
     return {"phase": "fine-tune", "trainable_layers": trainable, **hist}
 
 
@@ -268,30 +322,20 @@ def _to_float32(config: TrainConfig, built: model_mod.BuiltModel, num_classes: i
     return plain
 
 
-def _evaluate(built: model_mod.BuiltModel, px: Splits, class_names: list[str]) -> dict[str, Any]:
+def _evaluate(built: model_mod.BuiltModel, px: Splits, class_names: list[str], size: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("val", "test"):
-        probs = feed.predict(built.full, px.x[name], built.normalization)
+        probs = pipeline.predict(built.full, px.source(name, sharded=False), built.normalization, (size, size, 3))
         out[name] = report.classification_metrics(probs, px.y[name], class_names)
         log.info(f"{name} top-1 {out[name]['top1']:.4f} on {out[name]['count']} images")
     return out
 
 
-def versions(tf: Any) -> dict[str, str]:
-    import cv2  # noqa: PLC0415
-
-    import edgetl  # noqa: PLC0415
-
-    return {
-        "edgetl": edgetl.__version__, "tensorflow": tf.__version__, "tf_keras": model_mod.keras().__version__,
-        "numpy": np.__version__, "opencv": cv2.__version__, "python": sys.version.split()[0],
-    }  # fmt: skip
-
-
 def _write_run(config: TrainConfig, work: Path, built: model_mod.BuiltModel, class_names: list[str],
                history: list[dict[str, Any]], metrics: dict[str, Any], tf: Any, policy: str) -> None:  # fmt: skip
-    model_path = work / "model.keras"
-    built.full.save(str(model_path))
+    model_path = work / FLOAT_MODEL
+    with runfolder.atomic_path(model_path, suffix=".keras") as tmp:
+        built.full.save(str(tmp))
     write_bytes_atomic(work / "labels.txt", ("\n".join(class_names) + "\n").encode("utf-8"))
     write_json_atomic(work / "history.json", history)
     write_json_atomic(work / "metrics.json", metrics)
@@ -305,7 +349,7 @@ def _write_run(config: TrainConfig, work: Path, built: model_mod.BuiltModel, cla
             "backbone": {"name": config.backbone, "alpha": config.alpha, **built.weights_info},
             "training": {"seed": config.seed, "precision": policy, "epochs_run": [len(h["loss"]) for h in history]},
             "metrics": {s: {"top1": metrics[s]["top1"], "count": metrics[s]["count"]} for s in ("val", "test")},
-            "versions": versions(tf),
+            "versions": runfolder.versions(tf),
         },
     )  # fmt: skip
-    card.save(work / "model_card.json")
+    card.save(work / FLOAT_CARD)

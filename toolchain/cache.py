@@ -1,0 +1,220 @@
+"""Decoded pixels on disk: each image decoded once, in parallel, into a ``.npy`` per split.
+
+``edgetl train`` used to decode every split into one in-memory uint8 array, so
+memory grew with the dataset (60,000 photos at 224 px are 9 GB). Here each split
+becomes a uint8 ``(N, size, size, 3)`` ``.npy`` file (``np.load(mmap_mode="r")``
+opens it) in a cache folder, decoded by ``edgetl.runtime.decode`` -- the
+device's decode and resize, the one preprocessing contract -- in a thread pool
+(OpenCV releases the GIL).
+
+Rows are written and read with ``os.pwrite``/``os.pread``, not through a memory
+map: pages of a mapped file count towards the process's resident memory once
+touched, so reading a 4.6 GB map in an epoch would show a 4.6 GB process; plain
+reads leave those pages in the kernel's page cache, which it can drop.
+
+The cache lives under ``$XDG_CACHE_HOME/edgetl/pixels`` (``~/.cache/edgetl/pixels``),
+beside ``edgetl``'s weights cache, not in the run folder: a second run on the
+same data (other hyperparameters, another ``--output``, a resume) reuses it, and
+run folders stay small. A file's name is a hash of what its content depends on
+(each image's path, size and mtime -- or the array file's --, the labels, the
+pixel size and the interpolation), so changed data gets a new file, never a
+stale one. Files appear complete or not at all (temporary name + rename);
+``rm -rf ~/.cache/edgetl/pixels`` frees the space.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from edgetl.runtime import decode
+from edgetl.runtime.model_card import read_json, write_json_atomic
+from edgetl import data as data_mod
+from edgetl import log
+
+FORMAT = 1  # bump when what a cached file holds changes
+CHUNK = 64  # images per decode task
+
+
+def default_dir() -> Path:
+    """``$EDGETL_PIXEL_CACHE``, else ``$XDG_CACHE_HOME/edgetl/pixels`` (``~/.cache/edgetl/pixels``)."""
+    if os.environ.get("EDGETL_PIXEL_CACHE"):
+        return Path(os.environ["EDGETL_PIXEL_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "edgetl" / "pixels"
+
+
+class Rows:
+    """Random access to the rows of a ``.npy`` array by ``pread``: nothing stays mapped or resident."""
+
+    def __init__(self, path: Path) -> None:
+        view = np.load(path, mmap_mode="r")  # reads the header only
+        self.path = Path(path)
+        self.shape: tuple[int, ...] = tuple(view.shape)
+        self.dtype = view.dtype
+        self.offset = int(view.offset)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        del view
+        self.fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` (one read)."""
+        start, stop = min(start, len(self)), min(stop, len(self))
+        raw = os.pread(self.fd, (stop - start) * self.row_bytes, self.offset + start * self.row_bytes)
+        return np.frombuffer(raw, dtype=self.dtype).reshape((stop - start,) + self.shape[1:])
+
+    def take(self, indices: Sequence[int]) -> np.ndarray:
+        """Rows at ``indices`` in that order (consecutive indices are read together)."""
+        out = np.empty((len(indices),) + self.shape[1:], dtype=self.dtype)
+        order = np.argsort(indices, kind="stable")
+        chosen = np.asarray(indices)[order]
+        i = 0
+        while i < len(chosen):
+            j = i + 1
+            while j < len(chosen) and chosen[j] == chosen[j - 1] + 1:
+                j += 1
+            out[order[i:j]] = self.read(int(chosen[i]), int(chosen[j - 1]) + 1)
+            i = j
+        return out
+
+    def __del__(self) -> None:
+        try:
+            os.close(self.fd)
+        except (AttributeError, OSError):
+            pass
+
+
+def create_npy(path: Path, dtype: str, shape: tuple[int, ...]) -> int:
+    """Create a sparse ``.npy`` file of ``shape`` and return where its data starts (no page is touched)."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    offset = int(array.offset)
+    del array
+    return offset
+
+
+def pwrite_rows(fd: int, offset: int, start: int, rows: np.ndarray) -> None:
+    """Write ``rows`` as rows ``start...`` of a ``.npy`` whose data starts at ``offset``."""
+    data = np.ascontiguousarray(rows).tobytes()
+    row_bytes = len(data) // max(len(rows), 1)
+    os.pwrite(fd, data, offset + start * row_bytes)
+
+
+@contextlib.contextmanager
+def writing(path: Path, dtype: str, shape: tuple[int, ...]) -> Iterator[Callable[[int, np.ndarray], None]]:
+    """Fill a new ``.npy`` at ``path`` through ``write(start_row, rows)``; it appears only when the block succeeds.
+
+    The file is built under a temporary name beside ``path`` and renamed at the
+    end; on any error (or Ctrl-C) the temporary file is removed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+    offset = create_npy(tmp, dtype, shape)
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        yield lambda start, rows: pwrite_rows(fd, offset, start, rows)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class Split:
+    """One decoded split: its pixels on disk, the items that decoded, their labels, the skips."""
+
+    rows: Rows
+    items: list[data_mod.Item]
+    labels: np.ndarray
+    skipped: list[dict[str, str]]
+
+
+def key(dataset: data_mod.Dataset, items: Sequence[data_mod.Item], size: int, interpolation: str) -> str:
+    """A hash of everything the decoded pixels depend on (file identities by path, size and mtime)."""
+    digest = hashlib.sha256(json.dumps([FORMAT, dataset.kind, size, interpolation]).encode())
+    if dataset.kind == "array":
+        stat = os.stat(dataset.root)
+        digest.update(f"{dataset.root}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    for item in items:
+        if item.ref.startswith("#"):
+            digest.update(f"{item.ref}\0{item.label}\n".encode())
+            continue
+        try:
+            stat = os.stat(item.ref)
+            digest.update(f"{item.ref}\0{item.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{item.ref}\0{item.label}\0missing\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def load_split(dataset: data_mod.Dataset, items: Sequence[data_mod.Item], size: int, interpolation: str = "area",
+               folder: Optional[Path] = None, name: str = "images") -> Split:  # fmt: skip
+    """The split's decoded pixels from the cache, decoding (and caching) them first when needed."""
+    folder = Path(folder) if folder else default_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{size}px-{interpolation}-{key(dataset, items, size, interpolation)}"
+    npy, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
+    meta = read_json(meta_path) if meta_path.exists() else None
+    if meta is None or not npy.exists():
+        kept, skipped = _decode_to(npy, dataset, items, size, interpolation, name)
+        meta = {"refs": [it.ref for it in kept], "labels": [it.label for it in kept], "skipped": skipped}
+        write_json_atomic(meta_path, meta)  # written last: its presence marks a complete entry
+    else:
+        log.info(f"{name}: {len(meta['refs'])} decoded images reused from {npy}")
+    kept = [data_mod.Item(r, int(lab)) for r, lab in zip(meta["refs"], meta["labels"])]
+    return Split(Rows(npy), kept, np.asarray(meta["labels"], dtype=np.int32), list(meta["skipped"]))
+
+
+def _decode_to(npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.Item], size: int,
+               interpolation: str, name: str) -> tuple[list[data_mod.Item], list[dict[str, str]]]:  # fmt: skip
+    """Decode ``items`` in parallel into ``npy``; unreadable ones are left out."""
+    ok = np.zeros(len(items), dtype=bool)
+    reasons: dict[int, str] = {}
+    with writing(npy, "uint8", (len(items), size, size, 3)) as write:
+        def work(start: int) -> int:
+            block = np.zeros((min(CHUNK, len(items) - start), size, size, 3), dtype=np.uint8)
+            for i in range(len(block)):
+                try:
+                    block[i] = dataset._load(items[start + i], size, interpolation)
+                    ok[start + i] = True
+                except (decode.ImageDecodeError, ValueError) as exc:
+                    reasons[start + i] = str(exc)
+            write(start, block)
+            return len(block)
+
+        workers = max(1, min(8, os.cpu_count() or 1))
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(work, s) for s in range(0, len(items), CHUNK)]
+
+            def done() -> Iterator[int]:  # one tick per image, as each chunk completes
+                for future in concurrent.futures.as_completed(futures):
+                    yield from range(future.result())
+
+            for _ in log.progress(done(), len(items), f"{name}: decoding at {size}px ({workers} threads)"):
+                pass
+    if not ok.all():
+        _shrink(npy, ok)  # before the .json that marks the entry complete is written
+    kept = [it for it, good in zip(items, ok) if good]
+    return kept, [{"ref": items[i].ref, "reason": reasons[i]} for i in sorted(reasons)]
+
+
+def _shrink(path: Path, ok: np.ndarray) -> None:
+    """Rewrite ``path`` keeping only the rows that decoded (rare: a few unreadable files)."""
+    src = Rows(path)
+    kept = np.flatnonzero(ok)
+    with writing(path, "uint8", (len(kept),) + src.shape[1:]) as write:
+        for start in range(0, len(kept), 256):
+            write(start, src.take(kept[start : start + 256]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -58,7 +59,7 @@ class Dataset:
         path = datapaths.resolve_ref(self.root, ref, "calibration.json", self.legacy)
         try:
             return self._load(Item(path, 0), size, interpolation)
-        except (preprocess.ImageDecodeError, ValueError, IndexError) as exc:
+        except (decode.ImageDecodeError, ValueError, IndexError) as exc:
             raise RunFolderError(f"calibration image {path} is unreadable or gone ({str(exc)[:120]}); restore it, "
                                  "or run `edgetl calibrate` to choose a new set") from None  # fmt: skip
 

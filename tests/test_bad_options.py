@@ -245,3 +245,17 @@ def test_a_deleted_calibration_image_is_one_line(tmp_path: Path, run: Path) -> N
     message = clicheck.fails(clicheck.run("convert", run, "--quant", "int8", "--rounding", "nearest", "--no-parity", "-q"), 1)
     assert message == f"calibration image {data_root / victim} is gone; restore it, or run `edgetl calibrate` to choose a new set"
     assert not list(run.glob("model_*.tflite")) and not list(run.glob(".convert-*"))
+
+
+@pytest.mark.parametrize("swap", ["labels-renamed", "label-count", "other-run"])
+def test_convert_int8_refuses_a_model_and_card_from_another_run(run: Path, tmp_path: Path, swap: str) -> None:
+    """Lineage (convert's side): the card's labels must be the classes the run's splits were made with."""
+    card_path = run / "model_card.json"
+    card = json.loads(card_path.read_text())
+    labels = {"labels-renamed": [f"x{i}" for i in range(10)], "label-count": card["labels"][:9], "other-run": ["cat", "dog"]}[swap]
+    card["labels"] = labels
+    card_path.write_text(json.dumps(card))
+    message = clicheck.fails(clicheck.run("convert", run, "--quant", "int8", "--no-parity", "-q"), 1)
+    assert message.startswith(f"{card_path} lists {len(labels)} labels (") and message.endswith(
+        "the model and card come from another run or were edited; copy the whole run folder again, or re-run `edgetl train`")
+    assert not list(run.glob("model_*.tflite")) and not (run / "calibration.json").exists()

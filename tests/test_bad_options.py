@@ -14,27 +14,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 
 import clicheck
+from test_bad_input import _folder
 
 TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "-q"]
 SEED = "must be in 0..4294967295 (got {}); pick a seed in that range"
-
-
-def _image(path: Path, value: int = 128) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.full((20, 24, 3), value, np.uint8))
-    return path
-
-
-def _folder(root: Path, classes: tuple[str, ...] = ("a", "b"), per_class: int = 4) -> Path:
-    for k, name in enumerate(classes):
-        for i in range(per_class):
-            _image(root / name / f"{i}.png", (40 * k + 10 * i) % 256)
-    return root
 
 
 def _train_fails(tmp_path: Path, data: Any, *extra: Any, code: int = 2) -> str:

@@ -108,16 +108,26 @@ class Classifier:
         shape = tuple(int(x) for x in self._input["shape"])
         where = f"{model_path} and its card"
         if len(shape) != 4 or shape[3] != 3:
-            raise CardError(f"{model_path}: input shape {shape} is not (1, H, W, 3); edge_runtime classifies RGB images only")
+            raise CardError(
+                f"{model_path}: input shape {shape} is not (1, H, W, 3); edge_runtime classifies RGB images only"
+            )
         if shape[1:3] != (self.card.height, self.card.width):
-            raise CardError(f"{where} disagree: the model takes {shape[2]}x{shape[1]}, the card says {self.card.width}x{self.card.height}; use the card written with this model")
+            raise CardError(
+                f"{where} disagree: the model takes {shape[2]}x{shape[1]}, the card says {self.card.width}x{self.card.height}; use the card written with this model"
+            )
         classes = int(np.prod(self._output["shape"][1:]))
         if classes != self.card.num_classes:
-            raise CardError(f"{where} disagree: the model has {classes} outputs, the card lists {self.card.num_classes} labels; use the card written with this model")
+            raise CardError(
+                f"{where} disagree: the model has {classes} outputs, the card lists {self.card.num_classes} labels; use the card written with this model"
+            )
         if self._input_spec.dtype != self.card.input.dtype:
-            raise CardError(f"{where} disagree: the model's input is {self._input_spec.dtype}, the card says {self.card.input.dtype}; use the card written with this model")
+            raise CardError(
+                f"{where} disagree: the model's input is {self._input_spec.dtype}, the card says {self.card.input.dtype}; use the card written with this model"
+            )
         if self._input_spec.quantized and not np.isclose(self._input_spec.scale, self.card.input.scale, rtol=1e-5):
-            raise CardError(f"{where} disagree on the input scale ({self._input_spec.scale:.6g} vs {self.card.input.scale:.6g}); use the card written with this model")
+            raise CardError(
+                f"{where} disagree on the input scale ({self._input_spec.scale:.6g} vs {self.card.input.scale:.6g}); use the card written with this model"
+            )
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -154,7 +164,9 @@ class Classifier:
         self.last_timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return out
 
-    def classify(self, frame: np.ndarray, color_order: str = "BGR", tensor: Optional[np.ndarray] = None) -> list[Category]:
+    def classify(
+        self, frame: np.ndarray, color_order: str = "BGR", tensor: Optional[np.ndarray] = None
+    ) -> list[Category]:
         """The top ``max_results`` categories scoring at least ``score_threshold``, best first (``tensor``: as in ``scores``)."""
         t0 = time.perf_counter()
         values = self.scores(frame, color_order, tensor)

@@ -41,7 +41,7 @@ def build_models(params: Any, data_dir: Path, work: Path) -> list[dict[str, Any]
     models = []
     for alpha, size, weights in params.latency_models:
         run = work / f"latency-{alpha}-{size}"
-        train(TrainConfig(data=str(data_dir), output=str(run), alpha=alpha, image_size=size, weights=weights, epochs=1,
+        train(TrainConfig(data=str(data_dir), output=str(run), alpha=alpha, image_size=size, weights=weights, epochs=1, fine_tune_epochs=0,
                           cache_views=1, augment=False, max_per_class=params.latency_per_class, seed=7))  # fmt: skip
         quants = tuple(Quantization(v) for v in TFLITE_VARIANTS)
         # latency does not depend on how the int8 weights were rounded; section 2 times the calibrated rounding

@@ -84,7 +84,8 @@ def training_speed(params: Any, data: Data, work: Path) -> dict[str, Any]:
     from toolchain.config import TrainConfig  # noqa: PLC0415
 
     base = dict(data=str(data.train), alpha=1.0, image_size=params.image_size, weights="imagenet", epochs=params.epochs,
-                patience=params.epochs + 1, seed=42, mixed_precision="off")  # fmt: skip
+                patience=params.epochs + 1, seed=42, mixed_precision="off",
+                fine_tune_epochs=0, fine_tune_learning_rate=1e-5)  # fmt: skip
     plans = [
         ("uncached (backbone every epoch), augmented", dict(cache_views=0)),
         ("cached, 3 views (default), augmented", dict(cache_views=3, fine_tune_epochs=params.fine_tune_epochs, fine_tune_layers=10_000)),

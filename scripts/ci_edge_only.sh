@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Device-side check without TensorFlow (issue #5): install edgetl[edge] into a fresh venv, prove
-# TensorFlow is not there, then run edge-classify on a synthetic video and on the golden images
-# (tests/golden) and require the golden answers. Prints what it measured, cold start included.
+# Device-side check without TensorFlow (issue #5): build the wheel with pip (as README's install
+# section says), install edgetl[edge] from it into a fresh venv, prove TensorFlow is not there and
+# that the train commands say which extra is missing (issue #20), then run edge-classify on a
+# synthetic video and on the golden images (tests/golden) and require the golden answers. Prints
+# what it measured, cold start included.
 #
 #   scripts/ci_edge_only.sh
 #
@@ -40,14 +42,28 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 # pip builds in the source tree (build/, *.egg-info): build from a snapshot so the checkout stays clean.
 log "snapshot of $REPO (pyproject, README, packages)"
 mkdir -p "$WORK/src" "$WORK/run"
-(cd "$REPO" && tar --exclude=__pycache__ --exclude='*.pyc' -cf - pyproject.toml README.md edge_runtime toolchain calibration) | tar -xf - -C "$WORK/src"
+(cd "$REPO" && tar --exclude=__pycache__ --exclude='*.pyc' -cf - pyproject.toml README.md LICENSE edge_runtime toolchain calibration) | tar -xf - -C "$WORK/src"
+
+log "pip wheel --no-deps (the README's wheel for a Pi)"
+t=$(now)
+"$PYTHON" -m pip wheel --disable-pip-version-check --no-deps -w "$WORK/dist" "$WORK/src" >"$WORK/wheel.log" 2>&1 || { tail -30 "$WORK/wheel.log" >&2; die "building the wheel failed"; }
+WHEEL=$(ls "$WORK"/dist/edgetl-*-py3-none-any.whl)
+"$PYTHON" - "$WHEEL" <<'EOF' || die "the wheel lacks its licence or metadata"
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+meta = zipfile.ZipFile(sys.argv[1]).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "no LICENSE in the wheel"
+assert "License-Expression: MIT" in meta and "Provides-Extra: edge" in meta and "Provides-Extra: train" in meta, meta[:600]
+print(f"[edge-ci] wheel: {sys.argv[1].rsplit('/', 1)[-1]}, {len(names)} files, LICENSE + License-Expression: MIT", file=sys.stderr)
+EOF
+measured "wheel build" "$(since "$t") s"
 
 log "fresh venv from $("$PYTHON" -c 'import sys; print(sys.executable, sys.version.split()[0])')"
 t=$(now)
 "$PYTHON" -m venv "$WORK/venv" || die "python -m venv failed"
 PY=$WORK/venv/bin/python
-log "pip install '.[edge]' (a minute or two)"
-"$PY" -m pip install --disable-pip-version-check "$WORK/src[edge]" >"$WORK/pip.log" 2>&1 || { tail -30 "$WORK/pip.log" >&2; die "pip install .[edge] failed"; }
+log "pip install 'edgetl[edge] @ file://...whl' (a minute or two)"
+"$PY" -m pip install --disable-pip-version-check "edgetl[edge] @ file://$WHEEL" >"$WORK/pip.log" 2>&1 || { tail -30 "$WORK/pip.log" >&2; die "pip install edgetl[edge] from the wheel failed"; }
 measured "venv + install" "$(since "$t") s"
 
 # Every venv command runs in an empty folder: the checkout must not shadow the installed package.
@@ -64,6 +80,18 @@ assert edge_runtime.__file__.startswith(sys.argv[1]), edge_runtime.__file__
 print(f"[edge-ci] installed: edge_runtime {edge_runtime.__version__}, numpy {numpy.__version__}, opencv {cv2.__version__}, "
       f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}", file=sys.stderr)
 EOF
+log "train commands without the train extra: one Error line, exit 3"
+for cmd in "train $WORK/run -o $WORK/run/x" "qat $WORK/run" "convert $WORK/run" "parity $WORK/run"; do
+    rc=0
+    # shellcheck disable=SC2086 - cmd is a word list
+    "$WORK/venv/bin/edgetl" $cmd >"$WORK/extra.out" 2>"$WORK/extra.err" || rc=$?
+    [ "$rc" = 3 ] || { cat "$WORK/extra.err" >&2; die "edgetl $cmd exited $rc, not 3"; }
+    [ "$(wc -l <"$WORK/extra.err")" = 1 ] && grep -q '^Error: tensorflow is not installed: .*pip install "edgetl\[train\]"' "$WORK/extra.err" \
+        || { cat "$WORK/extra.err" >&2; die "edgetl $cmd did not print one Error line naming the train extra"; }
+    [ ! -s "$WORK/extra.out" ] || die "edgetl $cmd wrote to stdout"
+done
+"$WORK/venv/bin/edge-classify" --help >/dev/null || die "edge-classify --help failed"
+
 measured "packages in venv" "$(wc -l <"$WORK/packages.txt") ($(grep -ciE '^(numpy|opencv-python-headless|ai-edge-litert)==' "$WORK/packages.txt") of them numpy/opencv/litert)"
 
 log "cold start: import edge_runtime + Classifier(golden model), 3 fresh processes"

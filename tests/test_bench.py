@@ -171,3 +171,18 @@ def test_report_without_qat_and_with_warm_soak() -> None:
     assert "no QAT in this mode" in text and "`qat()`" not in text
     assert "| QAT-int8 top-1 drop (pt) | ≤ 0.20 pt | – | – |" in text
     assert "100.5 MiB after 100 frames" in text and "+0.50% after warm-up (goal < 5%)" in text
+
+
+def test_report_adds_the_browser_preview_section_when_bench_serve_ran() -> None:
+    results = _results()
+    assert "## 6. Browser preview" not in bench_report.render(results)
+    samples = [{"serve": False, "fps": 100.0, "cpu_ms_per_frame": 5.0}, {"serve": True, "fps": 90.0, "cpu_ms_per_frame": 5.5, "viewer_fps": 14.9}]
+    results["serve"] = {"models": [{"model": "m.tflite", "video": {"frames": 300, "size": "640x480", "codec": "MJPG"}, "frames_per_run": 1500,
+                                    "threads": 1, "runs": 1, "skip_s": 1.0, "fps_without": 100.0, "fps_with_viewer": 90.0, "ratio": 0.9,
+                                    "cpu_ms_per_frame_without": 5.0, "cpu_ms_per_frame_with_viewer": 5.5, "cpu_ratio": 1.1, "viewer_fps": 14.9,
+                                    "samples": samples, "loadavg_end": [1.0, 1.0, 1.0], "nice": 0, "date": "2026-12-04 16:00 UTC"}]}  # fmt: skip
+    text = bench_report.render(results)
+    assert text.index("## 5. Conversion") < text.index("## 6. Browser preview")
+    assert "| pair 1 | 100.0 | 90.0 | 5.000 | 5.500 | 14.9 |" in text
+    assert "With a viewer: FPS 90.00% of the FPS without, CPU per frame 110.00% of it (medians of 1 runs each" in text
+    assert "The process used 50.00% of a core without a viewer and 49.50% with one" in text

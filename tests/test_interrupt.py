@@ -19,7 +19,7 @@ EDGETL = [sys.executable, "-m", "toolchain"]
 
 def _cmd(fm_folder: Path, run: Path, epochs: int) -> list[str]:
     return EDGETL + ["train", str(fm_folder), "-o", str(run), "--weights", "none", "--alpha", "0.35", "--image-size", "32",
-                     "--epochs", str(epochs), "--patience", str(epochs), "--cache-views", "0", "--max-per-class", "8", "-q"]  # fmt: skip
+                     "--epochs", str(epochs), "--fine-tune-epochs", "0", "--patience", str(epochs), "--cache-views", "0", "--max-per-class", "8", "-q"]  # fmt: skip
 
 
 def _state(run: Path) -> dict:

@@ -130,7 +130,8 @@ def test_qat_trains_in_float32_after_float16_training(tmp_path: Path, fm_folder:
     from toolchain.train import train
 
     config = TrainConfig(data=str(fm_folder), output=str(tmp_path / "run"), weights="none", alpha=0.35, image_size=32,
-                         epochs=1, cache_views=1, max_per_class=6, batch_size=8, mixed_precision=MixedPrecision.FLOAT16)  # fmt: skip
+                         epochs=1, fine_tune_epochs=0, cache_views=1, max_per_class=6, batch_size=8,
+                         mixed_precision=MixedPrecision.FLOAT16)  # fmt: skip
     trained = train(config)
     from edge_runtime.model_card import load_card
 

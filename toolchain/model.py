@@ -109,13 +109,16 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
             "weights": "none"
         }
     if choice == "imagenet":
+        # edgetl's own cache first (`edgetl weights install`), passed to Keras as a file; else Keras' download.
+        installed = w.cached_weights(config.alpha, config.image_size)
         try:
-            base = apps.MobileNetV2(input_shape=shape, alpha=config.alpha, include_top=False, weights="imagenet")
+            base = apps.MobileNetV2(input_shape=shape, alpha=config.alpha, include_top=False,
+                                    weights=str(installed) if installed else "imagenet")  # fmt: skip
         except ValueError as exc:  # Keras refuses alphas/sizes it has no weights for
             raise WeightsError(f"--weights imagenet: {str(exc).splitlines()[0]}; or pass --weights none") from None
         except Exception as exc:  # Keras raises a bare Exception on URL fetch failure
             raise w.missing_weights_error(config.alpha, config.image_size) from exc
-        return base, w.imagenet_provenance(config.alpha, config.image_size)
+        return base, w.imagenet_provenance(installed, config.alpha, config.image_size)
     path = os.path.expanduser(config.weights)
     if not os.path.isfile(path):
         raise WeightsError(f"--weights {config.weights}: no such file; pass imagenet, none, or a Keras weights file")
@@ -129,7 +132,7 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
         ) from None
     from edge_runtime.model_card import sha256_file  # noqa: PLC0415
 
-    return base, {"weights": "file", "file": path, "sha256": sha256_file(path)}
+    return base, {"weights": "file", "file": os.path.basename(path), "sha256": sha256_file(path)}  # no absolute path in cards
 
 
 def build(config: TrainConfig, num_classes: int) -> BuiltModel:
@@ -176,7 +179,8 @@ def _build_hub(config: TrainConfig, num_classes: int) -> BuiltModel:
     features = k.Model(inputs, pooled, name="features")
     feat_in = k.Input(shape=(int(pooled.shape[-1]),), name="features_in")
     head = k.Model(feat_in, _apply(_head_layers(config, num_classes), feat_in), name="head")
-    return BuiltModel(full, features, head, [hub_layer], HUB_NORMALIZATION, {"weights": "hub", "handle": handle})
+    shown = os.path.basename(os.path.normpath(handle)) if os.path.isdir(handle) else handle  # no absolute path in cards
+    return BuiltModel(full, features, head, [hub_layer], HUB_NORMALIZATION, {"weights": "hub", "handle": shown})
 
 
 def copy_head_weights(head: Any, full: Any) -> None:

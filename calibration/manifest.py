@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from calibration.select import CalibrationError, select_balanced
-from edge_runtime.model_card import write_json_atomic
+from edgetl.calibration.select import CalibrationError, select_balanced
+from edgetl.runtime.model_card import write_json_atomic
 
 MANIFEST_NAME = "calibration.json"
 MANIFEST_VERSION = 1
@@ -24,7 +24,7 @@ MANIFEST_VERSION = 1
 
 def list_sha256(refs: Sequence[str], labels: Sequence[int]) -> str:
     """sha256 of the canonical list: compact JSON ``[[ref, label], ...]`` in order, UTF-8."""
-    canonical = json.dumps([[str(r), int(l)] for r, l in zip(refs, labels)], separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps([[str(r), int(label)] for r, label in zip(refs, labels)], separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -56,7 +56,7 @@ class Manifest:
 
     @property
     def per_class(self) -> dict[str, int]:
-        counts = {name: 0 for name in self.class_names}
+        counts = dict.fromkeys(self.class_names, 0)
         for label in self.labels:
             counts[self.class_names[label]] += 1
         return counts
@@ -83,7 +83,7 @@ def build_manifest(items: Sequence[tuple[str, int]], class_names: Sequence[str],
         raise CalibrationError(f"calibrate on the train split only, not {split!r}: val/test must stay unseen")
     chosen = select_balanced(items, size, seed)
     refs = tuple(r for r, _ in chosen)
-    labels = tuple(l for _, l in chosen)
+    labels = tuple(label for _, label in chosen)
     return Manifest(refs, labels, tuple(class_names), int(seed), int(size), split, list_sha256(refs, labels))
 
 
@@ -97,7 +97,7 @@ def load_manifest(path: Path) -> Manifest:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         manifest = Manifest(
-            refs=tuple(str(r) for r in data["refs"]), labels=tuple(int(l) for l in data["labels"]),
+            refs=tuple(str(r) for r in data["refs"]), labels=tuple(int(label) for label in data["labels"]),
             class_names=tuple(str(n) for n in data["class_names"]), seed=int(data["seed"]),
             requested=int(data["requested"]), split=str(data.get("split", "train")), sha256=str(data["sha256"]),
         )  # fmt: skip
@@ -107,6 +107,6 @@ def load_manifest(path: Path) -> Manifest:
         raise CalibrationError(f"calibration manifest {path} is malformed ({exc!r}); delete it and run `edgetl calibrate`") from None
     if len(manifest.refs) != len(manifest.labels) or list_sha256(manifest.refs, manifest.labels) != manifest.sha256:
         raise CalibrationError(f"calibration manifest {path} does not match its sha256 (edited?); delete it and run `edgetl calibrate`")
-    if any(not 0 <= l < len(manifest.class_names) for l in manifest.labels):
+    if any(not 0 <= label < len(manifest.class_names) for label in manifest.labels):
         raise CalibrationError(f"calibration manifest {path} has labels outside its class names; run `edgetl calibrate`")
     return manifest

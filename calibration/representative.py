@@ -1,6 +1,6 @@
 """The representative dataset the TFLite converter calibrates with.
 
-Each image is prepared by the device's own functions (``edge_runtime.preprocess``:
+Each image is prepared by the device's own functions (``edgetl.runtime.preprocess``:
 decode, RGB, resize, normalise with the card's normalisation), so int8 ranges are
 set on exactly the values the Pi will feed. One image per step, as the converter
 expects: a list holding one float32 (1, H, W, 3) array.
@@ -12,9 +12,9 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from calibration.manifest import Manifest
-from edge_runtime import preprocess
-from edge_runtime.model_card import ModelCard
+from edgetl.calibration.manifest import Manifest
+from edgetl.runtime import decode, preprocess
+from edgetl.runtime.model_card import ModelCard
 
 PixelLoader = Callable[[str], np.ndarray]
 
@@ -27,7 +27,7 @@ def representative_dataset(manifest: Manifest, card: ModelCard, load: Optional[P
         card: the float model's card (input size, interpolation, normalisation).
         load: ``ref -> RGB uint8 (H, W, 3)`` at the card's size, for refs that are
             not files (``#N`` rows of an image array); default decodes files with
-            ``preprocess.load_image``.
+            ``decode.load_image``.
 
     Returns:
         A zero-argument callable; each call yields every image once, in order.
@@ -36,7 +36,7 @@ def representative_dataset(manifest: Manifest, card: ModelCard, load: Optional[P
     def read(ref: str) -> np.ndarray:
         if load is not None:
             return load(ref)
-        return preprocess.load_image(ref, card.height, card.width, card.interpolation)
+        return decode.load_image(ref, card.height, card.width, card.interpolation)
 
     def generate() -> Iterator[list[np.ndarray]]:
         for ref in manifest.refs:

@@ -1,9 +1,9 @@
-"""``edge-classify`` (also ``python -m edge_runtime``): classify a camera, video or images on the device.
+"""``edge-classify`` (also ``python -m edgetl.runtime``): classify a camera, video or images on the device.
 
 Headless mode prints one JSON line per frame on stdout; logs and the closing
-summary go to stderr. ``--serve`` adds a browser preview (``edge_runtime.serve``);
+summary go to stderr. ``--serve`` adds a browser preview (``edgetl.runtime.serve``);
 ``--csv`` classifies a folder into a CSV, with accuracy when it has class sub-folders
-(``edge_runtime.folder``). Exit codes:
+(``edgetl.runtime.folder``). Exit codes:
 
     0    the input ended, --max-frames was reached, or q/Esc was pressed
     2    usage error (bad option, no display without --headless, --serve address
@@ -69,7 +69,7 @@ class RunConfig:
 
 
 def _parse_serve(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[tuple[str, int]]:
-    from edge_runtime.serve import ServeError, parse_address  # noqa: PLC0415
+    from edgetl.runtime.serve import ServeError, parse_address  # noqa: PLC0415
 
     try:
         return None if value is None else parse_address(value)
@@ -190,25 +190,25 @@ def rss_mb() -> Optional[float]:
 
 
 def open_source(config: RunConfig, folder: Any = None) -> Any:
-    from edge_runtime import camera  # noqa: PLC0415
+    from edgetl.runtime import sources  # noqa: PLC0415
 
     if folder is not None:
         if not folder.paths:
-            raise camera.SourceError(f"no image files under {config.images[0]} (looked for {', '.join(sorted(camera.IMAGE_SUFFIXES))})")
-        return camera.ImageFiles([str(p) for p in folder.paths])
+            raise sources.SourceError(f"no image files under {config.images[0]} (looked for {', '.join(sorted(sources.IMAGE_EXTENSIONS))})")
+        return sources.ImageFiles([str(p) for p in folder.paths])
     if config.images:
-        return camera.ImageFiles(config.images)
+        return sources.ImageFiles(config.images)
     if config.video:
-        return camera.VideoFile(config.video, realtime=config.realtime, loop=config.loop)
+        return sources.VideoFile(config.video, realtime=config.realtime, loop=config.loop)
     if config.rtsp:
-        return camera.Camera(config.rtsp, retries=config.retries)
+        return sources.Camera(config.rtsp, retries=config.retries)
     if config.camera == "picam":
-        return camera.PiCamera(retries=config.retries)
+        return sources.PiCamera(retries=config.retries)
     try:
         index = int(config.camera or "")
     except ValueError:
-        raise camera.SourceError(f"--camera {config.camera!r}: give a camera index (0, 1, ...) or 'picam'") from None
-    return camera.Camera(index, retries=config.retries)
+        raise sources.SourceError(f"--camera {config.camera!r}: give a camera index (0, 1, ...) or 'picam'") from None
+    return sources.Camera(index, retries=config.retries)
 
 
 @dataclasses.dataclass
@@ -227,8 +227,8 @@ class Outputs:
 
 def classify_stream(classifier: Any, source: Any, config: RunConfig, stats: RunStats, outputs: Outputs) -> str:
     """The loop: frame -> scores -> top-k -> JSON line, window, preview and/or CSV row. Returns why it ended."""
-    from edge_runtime import overlay  # noqa: PLC0415
-    from edge_runtime.classifier import top_k  # noqa: PLC0415
+    from edgetl.runtime import overlay  # noqa: PLC0415
+    from edgetl.runtime.classifier import top_k  # noqa: PLC0415
 
     meter = overlay.FpsMeter()
     min_interval = 1.0 / config.fps_cap if config.fps_cap > 0 else 0.0
@@ -272,13 +272,13 @@ def run(config: RunConfig) -> int:
         if not config.quiet:
             print(f"[edge-classify] {message}", file=sys.stderr, flush=True)
 
-    from edge_runtime.camera import SourceError  # noqa: PLC0415
-    from edge_runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
-    from edge_runtime.folder import FolderError  # noqa: PLC0415
-    from edge_runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
-    from edge_runtime.model_card import CardError  # noqa: PLC0415
-    from edge_runtime.overlay import DisplayError  # noqa: PLC0415
-    from edge_runtime.serve import ServeError  # noqa: PLC0415
+    from edgetl.runtime.sources import SourceError  # noqa: PLC0415
+    from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
+    from edgetl.runtime.folder import FolderError  # noqa: PLC0415
+    from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
+    from edgetl.runtime.model_card import CardError  # noqa: PLC0415
+    from edgetl.runtime.overlay import DisplayError  # noqa: PLC0415
+    from edgetl.runtime.serve import ServeError  # noqa: PLC0415
 
     stats, source, outputs, server, code, reason = RunStats(), None, Outputs(), None, EXIT_OK, ""
     try:
@@ -317,7 +317,7 @@ def run(config: RunConfig) -> int:
 
 def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> tuple[Any, Any]:
     """The source, then the outputs ``config`` asks for (filled into ``outputs``); (source, preview server or None)."""
-    from edge_runtime import folder, overlay  # noqa: PLC0415
+    from edgetl.runtime import folder, overlay  # noqa: PLC0415
 
     plan = folder.plan(config.images, classifier.labels) if config.folder_mode else None
     if plan is not None and config.confusion and not plan.labelled:
@@ -332,7 +332,7 @@ def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> 
         outputs.display = overlay.Display()
     server = None
     if config.serve is not None:
-        from edge_runtime.serve import PreviewHub, PreviewServer  # noqa: PLC0415
+        from edgetl.runtime.serve import PreviewHub, PreviewServer  # noqa: PLC0415
 
         server = PreviewServer(*config.serve, PreviewHub(), title=f"edge-classify: {os.path.basename(config.model)}")
         outputs.hub = server.hub
@@ -355,7 +355,7 @@ def _finish(stats: RunStats, source: Any, reason: str, code: int, config: RunCon
     if results is not None:
         code = _finish_folder(results, summary, code, config, log)
     if config.summary_json:
-        from edge_runtime.model_card import write_json_atomic  # noqa: PLC0415
+        from edgetl.runtime.model_card import write_json_atomic  # noqa: PLC0415
 
         write_json_atomic(config.summary_json, {**summary, "exit_code": code})
     return code
@@ -363,7 +363,7 @@ def _finish(stats: RunStats, source: Any, reason: str, code: int, config: RunCon
 
 def _finish_folder(results: Any, summary: dict[str, Any], code: int, config: RunConfig, log: Any) -> int:
     """Folder mode: the CSV and the confusion PNG (only when the run was not cut short), accuracy in the summary."""
-    from edge_runtime import folder  # noqa: PLC0415
+    from edgetl.runtime import folder  # noqa: PLC0415
 
     accuracy = results.accuracy()
     if accuracy is not None:

@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge_runtime import preprocess
-from edge_runtime.interpreter import load_interpreter
-from edge_runtime.model_card import CardError, ModelCard, TensorSpec, card_path_for, load_card, verify_model_file
+from edgetl.runtime import preprocess
+from edgetl.runtime.interpreter import load_interpreter
+from edgetl.runtime.model_card import CardError, ModelCard, TensorSpec, card_path_for, load_card, verify_model_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Classifier:
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         if from_metadata:
-            from edge_runtime.metadata import card_from_metadata  # noqa: PLC0415
+            from edgetl.runtime.metadata import card_from_metadata  # noqa: PLC0415
 
             self.card = card_from_metadata(model_path, self._input, self._output, found)  # type: ignore[assignment]
         self._input_spec = _spec(self._input)
@@ -171,7 +171,7 @@ def top_k(values: np.ndarray, labels: tuple[str, ...], k: int, threshold: float 
 def _read_metadata(model_path: Path, card_path: Path) -> dict[str, Any]:
     """The model's TFLite metadata, read before the interpreter loads; the usual missing-card error without any."""
     try:
-        from edge_runtime.metadata import read_metadata  # noqa: PLC0415  (needs flatbuffers; only this path does)
+        from edgetl.runtime.metadata import read_metadata  # noqa: PLC0415  (needs flatbuffers; only this path does)
     except ImportError as exc:
         raise CardError(f"no model card at {card_path}, and reading the model's TFLite metadata needs {exc.name} "
                         f"(pip install flatbuffers); or keep the .json beside the model") from None  # fmt: skip

@@ -5,7 +5,7 @@ relative to DIR). When DIR holds class sub-folders named like the model's labels
 layout ``edgetl train`` and ``edgetl parity --data`` read), each image's folder is its
 true class and the summary adds top-1 accuracy with a 95% Wilson interval and a
 confusion matrix, computed as parity computes it: the file decoded by
-``preprocess.decode_image``, the argmax of ``Classifier.scores`` (``--threshold`` and
+``decode.decode_image``, the argmax of ``Classifier.scores`` (``--threshold`` and
 ``--top-k`` shape the CSV only). ``draw_confusion`` renders the matrix with OpenCV, as a
 Pi has no matplotlib.
 """
@@ -16,16 +16,15 @@ import csv
 import dataclasses
 import io
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from edge_runtime.camera import IMAGE_SUFFIXES
-from edge_runtime.classifier import Category
-from edge_runtime.model_card import write_bytes_atomic
+from edgetl.runtime.decode import image_files
+from edgetl.runtime.classifier import Category
+from edgetl.runtime.model_card import write_bytes_atomic
 
 
 class FolderError(ValueError):
@@ -66,15 +65,8 @@ def plan(images: Sequence[str], labels: Sequence[str]) -> FolderPlan:
         raise FolderError(f"{root}: sub-folders {', '.join(unknown)} are not among the model's labels ({', '.join(labels)}); "
                           "name each class folder as its label, or move the others out")  # fmt: skip
     index = {name: labels.index(name) for name in known}
-    paths, truth = [], []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
-                path = Path(dirpath) / name
-                paths.append(path)
-                top = path.relative_to(root).parts
-                truth.append(index.get(top[0]) if len(top) > 1 else None)
+    paths = image_files(root)
+    truth = [index.get(path.relative_to(root).parts[0]) if len(path.relative_to(root).parts) > 1 else None for path in paths]
     return FolderPlan(root, tuple(paths), tuple(truth), bool(known))
 
 

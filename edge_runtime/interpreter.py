@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from edge_runtime.native_log import hide_native_logs
+from edgetl.runtime.native_log import hide_native_logs
 
 BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 INSTALL_HINT = "pip install ai-edge-litert (or, where no wheel exists for this platform, pip install tflite-runtime)"

@@ -9,7 +9,7 @@ runs without the card). The interpreter ignores both parts: outputs are unchange
 
 Writing follows what MediaPipe's and tflite-support's ``MetadataPopulator`` do:
 the metadata is built with the vendored, generated schema
-(:mod:`edge_runtime._vendor.metadata_schema_py_generated`, needs only
+(:mod:`edgetl.runtime._vendor.metadata_schema_py_generated`, needs only
 ``flatbuffers``), the model is unpacked and re-packed with ``ai_edge_litert``'s
 TFLite schema (object API), and ``labels.txt`` is appended as a stored (uncompressed)
 zip entry. Reading needs only the vendored module, so a device with tflite-runtime
@@ -27,9 +27,9 @@ from typing import Any, Optional
 import flatbuffers
 import numpy as np
 
-from edge_runtime import __version__
-from edge_runtime._vendor import metadata_schema_py_generated as meta
-from edge_runtime.model_card import CardError, ModelCard, Normalization, TensorSpec, sha256_file
+from edgetl.runtime import __version__
+from edgetl.runtime._vendor import metadata_schema_py_generated as meta
+from edgetl.runtime.model_card import CardError, ModelCard, Normalization, TensorSpec, sha256_file
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"

@@ -10,13 +10,14 @@ the toolchain writes cards with it and the device reads them with it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 SCHEMA_VERSION = 1
 
@@ -159,9 +160,9 @@ def how_to_feed(card: ModelCard) -> str:
     if card.input.quantized:
         return (
             f"{base}, then quantize: q = floor(x / {card.input.scale:.8g} + 0.5) + {card.input.zero_point} (halves round up), "
-            f"clipped to {card.input.dtype}. edge_runtime.Classifier does all of this."
+            f"clipped to {card.input.dtype}. edgetl.runtime.Classifier does all of this."
         )
-    return f"{base}; feed {card.input.dtype}. edge_runtime.Classifier does all of this."
+    return f"{base}; feed {card.input.dtype}. edgetl.runtime.Classifier does all of this."
 
 
 def card_path_for(model_path: Path) -> Path:
@@ -213,26 +214,40 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place.
+@contextlib.contextmanager
+def atomic_path(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; renamed onto ``path`` when the block succeeds.
 
-    A reader (or a Pi copying the folder) never sees a half-written file: either the
-    old content or the new one.
+    The one atomic-write mechanism of edgetl (JSON, bytes, Keras models and weights):
+    a reader, or a Pi copying the folder, never sees a half-written file, only the
+    old content or the new. On an exception the temporary file is removed. The
+    file gets the permissions a plain ``open`` would give it (not mkstemp's 0600).
+
+    Args:
+        path: the final file.
+        suffix: ending of the temporary name (writers that pick a format by
+            extension, as Keras does, need ``.keras`` or ``.h5``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`), flushed to disk before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _umask() -> int:

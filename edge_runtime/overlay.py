@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edge_runtime.classifier import Category
+from edgetl.runtime.classifier import Category
 
 WINDOW = "edge-classify"
 QUIT_KEYS = {ord("q"), 27}  # q, Esc

@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from edge_runtime.classifier import Category
+from edgetl.runtime.classifier import Category
 
 BOUNDARY = "edgetlframe"
 STREAM_PATH, JSON_PATH = "/stream.mjpg", "/latest.json"
@@ -121,7 +121,7 @@ class PreviewHub:
         """Draw and encode the newest pending frame, at most ``max_fps`` times a second."""
         import cv2  # noqa: PLC0415
 
-        from edge_runtime import overlay  # noqa: PLC0415
+        from edgetl.runtime import overlay  # noqa: PLC0415
 
         interval = 1.0 / self.max_fps if self.max_fps > 0 else 0.0
         while True:
@@ -196,10 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 10  # a viewer that stops reading for 10 s is dropped (its socket write times out)
     server_version = "edge-classify"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # stderr belongs to the classifier's log lines
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/":
             latest = self.hub.latest().get("top_k") or [{"label": "waiting for the first frame", "score": 0.0}]

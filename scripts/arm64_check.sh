@@ -291,7 +291,7 @@ EOF
 
 # The inputs both sides classify, in a folder copied into the Pi's home (~/check): the golden
 # images, a short MJPG video made from them, their exact input tensors (made once, on x86, by
-# edge_runtime.preprocess) and arm64_compare.py, which needs only numpy and ai_edge_litert there.
+# edgetl.runtime.preprocess) and arm64_compare.py, which needs only numpy and ai_edge_litert there.
 make_inputs() {
     mkdir -p "$WORK/check"
     cp "${images[@]}" "$COMPARE" "$WORK/check/"
@@ -306,7 +306,7 @@ in_check() { pi /bin/bash -c 'cd check && exec timeout 1200 "$@"' in_check "$@";
 # guide's venv and model, as user pi), JSON lines into $WORK/NAME.*.jsonl.
 classify() {
     local name=$1 rc=0; shift
-    (cd "$WORK/check" && PYTHONPATH="$REPO" "$X86_PYTHON" -m edge_runtime --model "$MODEL" "$@") \
+    (cd "$WORK/check" && PYTHONPATH="$REPO" "$X86_PYTHON" -m edgetl.runtime --model "$MODEL" "$@") \
         >"$WORK/$name.x86.jsonl" 2>"$WORK/$name.x86.err" \
         || { tail -20 "$WORK/$name.x86.err" >&2; die "edge-classify ($name) failed on x86 with $X86_PYTHON"; }
     in_check "$VENV/bin/edge-classify" --model "$PI_HOME/models/model_int8.tflite" "$@" \
@@ -331,8 +331,8 @@ FAILED=() GUIDE_LOG=()
 mkdir -p "$(dirname "$ROOT")"
 exec 9>"$ROOT.lock"
 flock -w 1800 9 || die "another arm64_check holds $ROOT.lock"
-"$X86_PYTHON" -c 'import ai_edge_litert, cv2, numpy' 2>/dev/null \
-    || die "X86_PYTHON=$X86_PYTHON lacks numpy, cv2 or ai_edge_litert (install .[edge] there)"
+"$X86_PYTHON" -c 'import ai_edge_litert, cv2, numpy, edgetl.runtime' 2>/dev/null \
+    || die "X86_PYTHON=$X86_PYTHON lacks numpy, cv2, ai_edge_litert or edgetl (pip install -e '.[edge]' there)"
 
 step "host tools and binfmt";      host_tools
 step "rootfs ($SUITE arm64)";      build_rootfs

@@ -4,7 +4,7 @@ Subcommands (each prints results to stdout, problems to stderr, exits 1 on a mis
 
     video OUT.avi IMAGE...               a short MJPG .avi built from the images (x86 side, cv2)
     tensors MODEL.tflite OUT.npy IMAGE...  the model's exact input tensors for the images, through
-                                         edge_runtime.preprocess (the one contract), plus seeded
+                                         edgetl.runtime.preprocess (the one contract), plus seeded
                                          random tensors (x86 side)
     invoke MODEL.tflite IN.npy OUT.npy   raw output tensors for those inputs (run on both sides;
                                          numpy + ai_edge_litert only, so it runs in the Pi venv)
@@ -62,8 +62,9 @@ def make_video(out: Path, images: list[Path], size: tuple[int, int] = (160, 120)
 
 def make_tensors(model: Path, out: Path, images: list[Path]) -> np.ndarray:
     """Stack the model's input tensors for ``images`` plus seeded random ones into ``out``."""
-    from edge_runtime.model_card import card_path_for, load_card  # noqa: PLC0415
-    from edge_runtime.preprocess import decode_image, prepare  # noqa: PLC0415
+    from edgetl.runtime.model_card import card_path_for, load_card  # noqa: PLC0415
+    from edgetl.runtime.decode import decode_image  # noqa: PLC0415
+    from edgetl.runtime.preprocess import prepare  # noqa: PLC0415
 
     card = load_card(card_path_for(model))
     batch = [prepare(decode_image(p), card, "RGB")[0] for p in images]
@@ -107,7 +108,7 @@ def read_frames(path: Path) -> list[dict[str, Any]]:
         try:
             frames.append(json.loads(line))
         except json.JSONDecodeError:
-            raise SystemExit(f"{path}:{n}: not a JSON line (stdout must carry results only): {line[:120]!r}")
+            raise SystemExit(f"{path}:{n}: not a JSON line (stdout must carry results only): {line[:120]!r}") from None
     return frames
 
 

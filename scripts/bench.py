@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_util import library_versions, load_average, machine_info  # noqa: E402
+from bench_util import library_versions, load_average, machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,10 +166,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     output = args.output or (ROOT / "runs" / "bench-quick" if args.quick else ROOT)
     work = args.work or Path(tempfile.mkdtemp(prefix="edgetl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    if args.quiet:
-        from toolchain import log  # noqa: PLC0415
+    from edgetl import log  # noqa: PLC0415
 
-        log.QUIET = True
+    log.configure()  # the stages' log lines on stderr, as the edgetl command shows them
+    log.QUIET = args.quiet
     started, date = time.monotonic(), datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results: dict[str, Any] = {"params": dataclasses.asdict(params)}
     meta = {"mode": params.mode, "date": date, "machine": machine_info(), "versions": library_versions(),
@@ -185,7 +185,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     output.mkdir(parents=True, exist_ok=True)
     results = json.loads(_portable(json.dumps(clean(results)), work))
-    from edge_runtime.model_card import write_bytes_atomic  # noqa: PLC0415 - never half a report
+    from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415 - never half a report
 
     old_json = json.loads((output / "benchmarks.json").read_text()) if (output / "benchmarks.json").exists() else {}
     if "scale" in old_json:  # scripts/bench_scale.py's section is measured separately: keep it

@@ -1,8 +1,8 @@
 """Benchmark section 3: per-image latency, Keras vs every .tflite, through edge_runtime.
 
-The models are built with ``toolchain.train`` (one short head epoch: latency does
+The models are built with ``edgetl.train`` (one short head epoch: latency does
 not depend on how well the head is trained) and converted with
-``toolchain.convert``. Each thread count is measured in its own subprocess
+``edgetl.convert``. Each thread count is measured in its own subprocess
 (``python scripts/bench_latency.py SPEC OUT``) because TensorFlow fixes its thread
 pools when it starts; inside it, Keras and every .tflite take turns in interleaved
 blocks, so the ratios compare like with like on a shared machine.
@@ -21,9 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent  # holds toolchain/ and edge_runti
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
-from bench_util import count_macs, interleaved, ratio, summarize
+from bench_util import count_macs, interleaved, ratio, summarize  # noqa: E402 - after the sys.path line
 
-TFLITE_VARIANTS = ("fp32", "fp16", "dynamic", "int8")
+from edgetl.config import DEFAULT_VARIANTS  # noqa: E402
+
+TFLITE_VARIANTS = tuple(q.value for q in DEFAULT_VARIANTS)
 
 
 def build_models(params: Any, data_dir: Path, work: Path) -> list[dict[str, Any]]:
@@ -33,10 +35,10 @@ def build_models(params: Any, data_dir: Path, work: Path) -> list[dict[str, Any]
         Per model: name, run folder, weights, MACs per image, the .tflite paths and
         the convert result (for the conversion section).
     """
-    from toolchain import model as model_mod  # noqa: PLC0415
-    from toolchain.config import ConvertConfig, Quantization, Rounding, TrainConfig  # noqa: PLC0415
-    from toolchain.convert import convert  # noqa: PLC0415
-    from toolchain.train import train  # noqa: PLC0415
+    from edgetl import model as model_mod  # noqa: PLC0415
+    from edgetl.config import ConvertConfig, Quantization, Rounding, TrainConfig  # noqa: PLC0415
+    from edgetl.convert import convert  # noqa: PLC0415
+    from edgetl.train import train  # noqa: PLC0415
 
     models = []
     for alpha, size, weights in params.latency_models:
@@ -86,9 +88,9 @@ def _row(r: dict[str, Any], macs: int, results: list[dict[str, Any]]) -> dict[st
 
 def _worker_calls(model: dict[str, Any], frame: Any, threads: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The callables to time: invoke on a prepared tensor (Keras: predict_on_batch), and scores() on the frame."""
-    from edge_runtime import Classifier, ClassifierOptions, preprocess  # noqa: PLC0415
-    from edge_runtime.model_card import load_card  # noqa: PLC0415
-    from toolchain import model as model_mod  # noqa: PLC0415
+    from edgetl.runtime import Classifier, ClassifierOptions, preprocess  # noqa: PLC0415
+    from edgetl.runtime.model_card import load_card  # noqa: PLC0415
+    from edgetl import model as model_mod  # noqa: PLC0415
 
     card = load_card(Path(model["run"]) / "model_card.json")
     keras_model = model_mod.load(str(Path(model["run"]) / "model.keras"))
@@ -107,11 +109,11 @@ def worker(spec_path: str, out_path: str) -> None:
     """Subprocess body: fix TensorFlow's threads, then time every model's variants interleaved."""
     import cv2  # noqa: PLC0415
 
-    from toolchain import model as model_mod  # noqa: PLC0415
+    from edgetl import graph  # noqa: PLC0415
 
     spec = json.loads(Path(spec_path).read_text())
     threads = int(spec["threads"])
-    model_mod.keras()
+    graph.keras()
     import tensorflow as tf  # noqa: PLC0415
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -70,7 +70,7 @@ def accuracy(section: dict[str, Any], prep: dict[str, Any], data: dict[str, Any]
         f"The section-1 model (3 cached views + full fine-tune), {qat}, int8 calibrated on "
         f"{prep['calibration_images']} train-split images. Evaluated on {section['images']} held-out photos of the "
         f"Fashion-MNIST *test* part ({data['test_per_class']} per class, never seen in training); every .tflite through "
-        f"`edge_runtime.Classifier` (decode, resize, input quantization: the device path), via {section['via'].split(' (')[0]}.",
+        f"`edgetl.runtime.Classifier` (decode, resize, input quantization: the device path), via {section['via'].split(' (')[0]}.",
         "Drop = float top-1 − variant top-1 (negative: the variant did better); agreement = share of images whose top-1 equals float's.",
         "", markdown_table(["model", "top-1", "drop vs float (pt)", "agreement with float", "size KiB", "size vs fp32"], rows),
         "", "Goals (issue #6), measured against the table above:", "",
@@ -89,7 +89,7 @@ def _goal_value(name: str, value: Any) -> str:
 def latency(section: dict[str, Any], models: list[dict[str, Any]]) -> str:
     out = [
         "## 3. Latency per image", "",
-        f"Through `edge_runtime.Classifier`: `invoke()` on a prepared tensor, and `scores()` on a {section['frame']} "
+        f"Through `edgetl.runtime.Classifier`: `invoke()` on a prepared tensor, and `scores()` on a {section['frame']} "
         "(resize, colour order, quantization, dequantization included); Keras is `predict_on_batch` on one normalised image "
         f"with TensorFlow's intra/inter-op threads set to the same count. {section['repeats']} calls per cell in "
         f"{section['rounds']} interleaved rounds after 3 warm-up calls; heads trained one epoch (latency does not depend on it).",
@@ -149,7 +149,7 @@ def conversion(rows: list[dict[str, Any]], prep: dict[str, Any]) -> str:
         steps.append([f"`qat()`: quantize_model, range init, {prep['qat_epochs']} fine-tune epoch(s), save", fmt(prep["qat_seconds"], ".1f")])
     return "\n".join([
         "## 5. Conversion", "",
-        "Wall time of each `toolchain.convert.convert` variant (the library's own per-variant timing; int8 includes "
+        "Wall time of each `edgetl.convert.convert` variant (the library's own per-variant timing; int8 includes "
         "running the calibration set through the model), the rest of the call (one SavedModel export per Keras model; "
         "for QAT also rebuilding the fake-quant graph from model.keras, as tfmot cannot reload it; read-back with "
         "ai-edge-litert; cards), and the calibration steps around it.", "",

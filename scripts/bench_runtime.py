@@ -63,9 +63,9 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 30.0) -> 
 
 
 def edge_classify() -> list[str]:
-    """The ``edge-classify`` console script of this Python's environment (``-m edge_runtime`` without it)."""
+    """The ``edge-classify`` console script of this Python's environment (``-m edgetl.runtime`` without it)."""
     script = Path(sys.executable).parent / "edge-classify"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "edge_runtime"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "edgetl.runtime"]
 
 
 def stage_shares(lines: Sequence[dict[str, Any]], wall_s: float) -> dict[str, float]:
@@ -132,8 +132,8 @@ def pipeline(params: Any, models: Sequence[tuple[str, str]], video: Path, frame:
 
 
 def cold_start(model: str, repeats: int) -> dict[str, Any]:
-    """Median wall seconds of: an empty Python, ``import edge_runtime`` + a Classifier, ``import tensorflow``."""
-    load = f"import edge_runtime as e; e.Classifier(e.ClassifierOptions(model_path={model!r}))"
+    """Median wall seconds of: an empty Python, ``import edgetl.runtime`` + a Classifier, ``import tensorflow``."""
+    load = f"import edgetl.runtime as e; e.Classifier(e.ClassifierOptions(model_path={model!r}))"
     commands = {"empty Python": "pass", "edge_runtime + a Classifier": load, "TensorFlow import": "import tensorflow"}
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(repeats):
@@ -164,7 +164,7 @@ def invoke_worker(model: str, frame_path: str, threads: int, count: int) -> dict
     """Bare invoke loop on one prepared tensor: FPS over ``count`` calls and per-call statistics."""
     import cv2  # noqa: PLC0415
 
-    from edge_runtime import Classifier, ClassifierOptions  # noqa: PLC0415
+    from edgetl.runtime import Classifier, ClassifierOptions  # noqa: PLC0415
 
     classifier = Classifier(ClassifierOptions(model_path=model, num_threads=threads))
     tensor = classifier.prepare(cv2.imread(frame_path, cv2.IMREAD_COLOR), "BGR")

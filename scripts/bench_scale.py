@@ -40,7 +40,7 @@ def say(message: str) -> None:
 def peak_train(code: Path, data: Path, out: Path, args: Sequence[str], cache: Path) -> dict[str, Any]:
     """Wall time, peak RSS (MiB) and the summary of one ``edgetl train`` subprocess running ``code``."""
     env = {**os.environ, "PYTHONPATH": str(code), "EDGETL_PIXEL_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "toolchain", "train", str(data), "-o", str(out), "--json", *args]
+    command = ["/usr/bin/time", "-v", sys.executable, "-m", "edgetl", "train", str(data), "-o", str(out), "--json", *args]
     start = time.monotonic()
     proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=str(code))
     seconds = time.monotonic() - start
@@ -52,7 +52,7 @@ def peak_train(code: Path, data: Path, out: Path, args: Sequence[str], cache: Pa
 
 def memory(base: Path, work: Path, counts: Sequence[int], px: int, codes: Sequence[str] = ("before", "after")) -> list[dict[str, Any]]:
     """Peak RSS of 1 cached head epoch at each dataset size, before (base) and after (this checkout)."""
-    from toolchain.datasets import write_fashion_mnist_folder  # noqa: PLC0415
+    from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
 
     args = ["--weights", "none", "--alpha", "0.35", "--image-size", str(px), "--epochs", "1", "--fine-tune-epochs", "0",
             "--cache-views", "1", "--batch-size", "32", "--seed", "1"]  # fmt: skip
@@ -75,8 +75,8 @@ def throughput(data_dir: Path, work: Path, px: int, alpha: float, count: int = 1
     """Images/s of decode, augment+normalise (one thread = one core) and tf.data (all cores) vs the model's step."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from toolchain import cache, data, model, pipeline  # noqa: PLC0415
-    from toolchain.config import TrainConfig  # noqa: PLC0415
+    from edgetl import cache, data, model, pipeline  # noqa: PLC0415
+    from edgetl.config import TrainConfig  # noqa: PLC0415
 
     dataset = data.discover(str(data_dir))
     items = list(np.random.default_rng(0).permutation(np.asarray(dataset.items, dtype=object))[:count])
@@ -113,8 +113,8 @@ def throughput(data_dir: Path, work: Path, px: int, alpha: float, count: int = 1
 
 def feature_pass(px: int = 96, count: int = 1024, rounds: int = 3) -> dict[str, Any]:
     """Backbone features of ``count`` images: ``predict_on_batch`` at 32 (before) vs one ``tf.function`` at 256 (after)."""
-    from toolchain import model, pipeline  # noqa: PLC0415
-    from toolchain.config import TrainConfig  # noqa: PLC0415
+    from edgetl import model, pipeline  # noqa: PLC0415
+    from edgetl.config import TrainConfig  # noqa: PLC0415
 
     built = model.build(TrainConfig(data="-", output="-", weights="imagenet", alpha=1.0, image_size=px), 10)
     images = np.random.default_rng(0).uniform(-1, 1, (count, px, px, 3)).astype(np.float32)
@@ -146,7 +146,7 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 def accuracy(base: Path, work: Path, per_class: int, px: int) -> dict[str, Any]:
     """Test top-1 of the same seeded run (ImageNet 1.0, 3 augmented cached views + fine-tune) before and after."""
-    from toolchain.datasets import write_fashion_mnist_folder  # noqa: PLC0415
+    from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
 
     data = work / f"acc{per_class}"
     if not data.exists():
@@ -170,8 +170,8 @@ def keras_recipe(run: Path, target: float, max_head: int = 10, max_fine: int = 3
     fine-tuning of the top 30 layers at 1e-5; test top-1 is checked after every
     epoch and only training time is counted (plus decoding, which the recipe does too).
     """
-    from toolchain import data, feed, model  # noqa: PLC0415
-    from toolchain.config import TrainConfig  # noqa: PLC0415
+    from edgetl import data, feed, model  # noqa: PLC0415
+    from edgetl.config import TrainConfig  # noqa: PLC0415
 
     card = json.loads((run / "model_card.json").read_text())
     px, norm = int(card["height"]), model.MOBILENET_NORMALIZATION
@@ -226,7 +226,7 @@ def render(results: dict[str, Any]) -> str:
         cores = ratio(tp["model_step_fine_tune"], tp["input_per_core"])
         lines += [f"**Input pipeline vs model step** at {tp['px']} px (images/s; one Python thread ≈ one core):", "",
                   markdown_table(["stage", "images/s"], [
-                      ["decode + resize (edge_runtime.preprocess), per core", tp["decode_per_core"]],
+                      ["decode + resize (edgetl.runtime.preprocess), per core", tp["decode_per_core"]],
                       ["augment + normalise (cv2 + numpy), per core", tp["augment_normalise_per_core"]],
                       ["decode + augment + normalise, per core", tp["input_per_core"]],
                       [f"tf.data from the cache (augment + normalise, {tp['cores']} cores, parallel map + prefetch)", tp["tfdata_all_cores"]],
@@ -294,7 +294,7 @@ def _closing(results: dict[str, Any]) -> list[str]:
 
 
 def write(results: dict[str, Any], out: Path) -> None:
-    from edge_runtime.model_card import write_bytes_atomic  # noqa: PLC0415
+    from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415
 
     md = out / "BENCHMARKS.md"
     text = md.read_text() if md.exists() else "# Benchmarks\n"
@@ -335,7 +335,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "throughput" in sections:
         first = int(args.counts.split(",")[0])
         if not (work / f"fm{first}").exists():
-            from toolchain.datasets import write_fashion_mnist_folder  # noqa: PLC0415
+            from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
 
             write_fashion_mnist_folder(work / f"fm{first}", per_class=first // 10, seed=0, part="train")
         results["throughput"] = throughput(work / f"fm{first}", work, args.px, 0.35)

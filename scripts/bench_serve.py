@@ -123,9 +123,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     import bench_report  # noqa: PLC0415
 
-    from edge_runtime.model_card import write_bytes_atomic  # noqa: PLC0415
+    from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415
 
-    from toolchain.datasets import write_fashion_mnist_folder  # noqa: PLC0415
+    from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
 
     models = args.model or [str(ROOT / "tests" / "golden" / "golden_int8.tflite")]
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-serve-") as tmp:

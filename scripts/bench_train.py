@@ -15,7 +15,9 @@ from typing import Any
 
 from bench_util import ratio
 
-VARIANTS = ("fp32", "fp16", "dynamic", "int8", "qat_int8")
+from edgetl.config import Quantization
+
+VARIANTS = tuple(q.value for q in Quantization)  # every variant convert can write
 # The goals of issue #6, shown next to the numbers (not asserted).
 GOALS = {"int8_drop_pt": 0.3, "qat_int8_drop_pt": 0.2, "min_agreement": 0.995, "int8_size_ratio": 0.31}
 
@@ -32,7 +34,7 @@ class Data:
 
 def write_data(work: Path, train_per_class: int, test_per_class: int) -> Data:
     """Write class-balanced Fashion-MNIST subsets: ``train_per_class`` from its train part, ``test_per_class`` from its test part."""
-    from toolchain.datasets import write_fashion_mnist_folder  # noqa: PLC0415
+    from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
 
     train_dir, test_dir = work / "fashion-train", work / "fashion-test"
     write_fashion_mnist_folder(train_dir, per_class=train_per_class, seed=0, part="train")
@@ -55,7 +57,7 @@ def _split_counts(run: Path) -> dict[str, int]:
 
 
 def _train_once(name: str, config: Any) -> dict[str, Any]:
-    from toolchain.train import train  # noqa: PLC0415
+    from edgetl.train import train  # noqa: PLC0415
 
     result = train(config)
     history = json.loads((result.run_dir / "history.json").read_text())
@@ -81,7 +83,7 @@ def training_speed(params: Any, data: Data, work: Path) -> dict[str, Any]:
     head epochs. The 3-view cached run also fine-tunes every backbone layer (BatchNorm
     frozen) and is the model the accuracy section quantizes.
     """
-    from toolchain.config import TrainConfig  # noqa: PLC0415
+    from edgetl.config import TrainConfig  # noqa: PLC0415
 
     base = dict(data=str(data.train), alpha=1.0, image_size=params.image_size, weights="imagenet", epochs=params.epochs,
                 patience=params.epochs + 1, seed=42, mixed_precision="off",
@@ -116,11 +118,11 @@ def prepare_variants(params: Any, run: Path) -> dict[str, Any]:
         the input side of what the int8 converter does), and ``convert`` (the library's
         own per-variant times).
     """
-    import calibration  # noqa: PLC0415
-    from edge_runtime.model_card import load_card  # noqa: PLC0415
-    from toolchain.config import CalibrationConfig, ConvertConfig, QatConfig  # noqa: PLC0415
-    from toolchain.convert import calibrate, convert  # noqa: PLC0415
-    from toolchain.qat import qat  # noqa: PLC0415
+    from edgetl import calibration  # noqa: PLC0415
+    from edgetl.runtime.model_card import load_card  # noqa: PLC0415
+    from edgetl.config import CalibrationConfig, ConvertConfig, QatConfig  # noqa: PLC0415
+    from edgetl.convert import calibrate, convert  # noqa: PLC0415
+    from edgetl.qat import qat  # noqa: PLC0415
 
     qat_result, qat_seconds = _timed(qat, QatConfig(str(run), epochs=params.qat_epochs)) if params.qat_epochs else (None, None)
     manifest, calibrate_seconds = _timed(calibrate, CalibrationConfig(str(run), size=params.calib_size))
@@ -136,7 +138,7 @@ def prepare_variants(params: Any, run: Path) -> dict[str, Any]:
 
 
 def _qat_epochs(card_path: Path) -> int:
-    from edge_runtime.model_card import load_card  # noqa: PLC0415
+    from edgetl.runtime.model_card import load_card  # noqa: PLC0415
 
     return int(load_card(card_path).extra.get("qat", {}).get("epochs_run", 0))
 
@@ -145,10 +147,10 @@ def accuracy(run: Path, data: Data, threads: int) -> dict[str, Any]:
     """Section 2: float Keras vs every .tflite on the held-out Fashion-MNIST test part, through edge_runtime.
 
     ``run_parity`` evaluates the Keras model and each ``.tflite`` (via
-    ``edge_runtime.Classifier``) on the same images; its thresholds are opened wide
+    ``edgetl.runtime.Classifier``) on the same images; its thresholds are opened wide
     here because the benchmark reports the issue's goals rather than gating on them.
     """
-    from toolchain.parity import ParityConfig, run_parity  # noqa: PLC0415
+    from edgetl.parity import ParityConfig, run_parity  # noqa: PLC0415
 
     config = ParityConfig(str(run), data=str(data.test), max_drop=100.0, min_agreement=0.0, max_class_drop=100.0, threads=threads)
     result, seconds = _timed(run_parity, config)
@@ -163,7 +165,7 @@ def accuracy(run: Path, data: Data, threads: int) -> dict[str, Any]:
                      "size_bytes": m["size_bytes"], "size_ratio": ratio(m["size_bytes"], fp32),
                      "device_median_ms": m["median_ms"]})  # fmt: skip
     return {"rows": rows, "images": result.float_metrics["count"], "seconds": round(seconds, 1), "goals": _goals(rows),
-            "via": "toolchain.parity.run_parity (edge_runtime.Classifier.scores per image)"}  # fmt: skip
+            "via": "edgetl.parity.run_parity (edgetl.runtime.Classifier.scores per image)"}  # fmt: skip
 
 
 def _goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

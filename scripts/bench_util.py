@@ -6,7 +6,6 @@ Nothing here times anything that matters or imports TensorFlow at module level, 
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -16,8 +15,11 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from edgetl.graph import WEIGHTED_CLASSES
+from edgetl.runfolder import package_version
+
 # Layers whose multiply-accumulates are counted: their kernel holds one weight per MAC per output position.
-MAC_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
+MAC_LAYERS = WEIGHTED_CLASSES  # the layers whose multiply-accumulates count
 PACKAGES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy", "opencv-python-headless")
 
 
@@ -172,10 +174,4 @@ def load_average() -> Optional[list[float]]:
 
 def library_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
     """Installed versions of ``packages`` (``not installed`` when absent), read without importing them."""
-    out = {}
-    for name in packages:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return {name: package_version(name, missing="not installed") for name in packages}

@@ -75,9 +75,9 @@ grep -q "ModuleNotFoundError: No module named 'tensorflow'" "$WORK/tf.log" || { 
 if grep -iE '^(tensorflow|tf[-_]keras|keras|tensorflow[-_].*|tf[-_]nightly)==' "$WORK/packages.txt"; then die "the edge extra pulled a TensorFlow package (above)"; fi
 "$PY" - "$WORK/venv" <<'EOF' || die "edge_runtime is not the installed copy, or its dependencies do not import"
 import sys
-import ai_edge_litert, cv2, numpy, edge_runtime
-assert edge_runtime.__file__.startswith(sys.argv[1]), edge_runtime.__file__
-print(f"[edge-ci] installed: edge_runtime {edge_runtime.__version__}, numpy {numpy.__version__}, opencv {cv2.__version__}, "
+import ai_edge_litert, cv2, numpy, edgetl.runtime
+assert edgetl.runtime.__file__.startswith(sys.argv[1]), edgetl.runtime.__file__
+print(f"[edge-ci] installed: edge_runtime {edgetl.runtime.__version__}, numpy {numpy.__version__}, opencv {cv2.__version__}, "
       f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}", file=sys.stderr)
 EOF
 log "train commands without the train extra: one Error line, exit 3"
@@ -94,18 +94,18 @@ done
 
 measured "packages in venv" "$(wc -l <"$WORK/packages.txt") ($(grep -ciE '^(numpy|opencv-python-headless|ai-edge-litert)==' "$WORK/packages.txt") of them numpy/opencv/litert)"
 
-log "cold start: import edge_runtime + Classifier(golden model), 3 fresh processes"
+log "cold start: import edgetl.runtime + Classifier(golden model), 3 fresh processes"
 COLD=()
 for i in 1 2 3; do
     t=$(now)
-    "$PY" -c "import sys; from edge_runtime import Classifier, ClassifierOptions; Classifier(ClassifierOptions(model_path=sys.argv[1]))" "$MODEL" 2>>"$WORK/cold.log" \
+    "$PY" -c "import sys; from edgetl.runtime import Classifier, ClassifierOptions; Classifier(ClassifierOptions(model_path=sys.argv[1]))" "$MODEL" 2>>"$WORK/cold.log" \
         || { cat "$WORK/cold.log" >&2; die "Classifier(golden model) failed"; }
     COLD+=("$(since "$t")")
 done
 measured "cold start (import+load)" "${COLD[0]} s first, ${COLD[1]} s, ${COLD[2]} s"
 t=$(now)
-"$PY" -c "import edge_runtime" || die "import edge_runtime failed"
-measured "import edge_runtime" "$(since "$t") s"
+"$PY" -c "import edgetl.runtime" || die "import edgetl.runtime failed"
+measured "import edgetl.runtime" "$(since "$t") s"
 
 log "synthetic video ($VIDEO_FRAMES frames, MJPG) made with the venv's cv2"
 "$PY" - "$WORK/clip.avi" "$VIDEO_FRAMES" <<'EOF' || die "could not write the synthetic video"

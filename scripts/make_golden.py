@@ -13,7 +13,6 @@ runtime's contract changes on purpose:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -44,7 +43,7 @@ def synthetic(label: int, rng: np.random.Generator, height: int, width: int) -> 
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def train_model(tf_keras, x: np.ndarray, y: np.ndarray):  # noqa: ANN001
+def train_model(tf_keras, x: np.ndarray, y: np.ndarray):
     layers = tf_keras.layers
     inputs = tf_keras.Input((SIZE, SIZE, 3))
     h = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(inputs)
@@ -69,9 +68,9 @@ def main() -> int:
     import tensorflow as tf  # noqa: PLC0415
     import tf_keras  # noqa: PLC0415
 
-    from edge_runtime import preprocess  # noqa: PLC0415
-    from edge_runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
-    from edge_runtime.model_card import ModelCard, TensorSpec, sha256_file, write_bytes_atomic, write_json_atomic  # noqa: PLC0415
+    from edgetl.runtime import decode, preprocess  # noqa: PLC0415
+    from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
+    from edgetl.runtime.model_card import ModelCard, TensorSpec, sha256_file, write_bytes_atomic, write_json_atomic  # noqa: PLC0415
 
     tf.keras.utils.set_random_seed(SEED)
     rng = np.random.default_rng(SEED)
@@ -113,7 +112,7 @@ def main() -> int:
         ok, png = cv2.imencode(".png", image[:, :, ::-1])
         assert ok
         write_bytes_atomic(path, png.tobytes())
-        scores = classifier.scores(preprocess.decode_image(path), "RGB")
+        scores = classifier.scores(decode.decode_image(path), "RGB")
         expected[path.name] = {"label": LABELS[label], "top1": LABELS[int(np.argmax(scores))],
                                "scores": [round(float(s), 6) for s in scores]}  # fmt: skip
     write_json_atomic(out / "expected.json", {"model": model_path.name, "labels": list(LABELS), "images": expected})

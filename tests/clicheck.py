@@ -11,7 +11,7 @@ from typing import Any
 
 from click.testing import CliRunner, Result
 
-from toolchain.cli import main
+from edgetl.cli import main
 
 EDGETL_EXIT_CODES = {1, 2}  # 1: bad data, run folder, model or I/O; 2: bad option or config value (README)
 

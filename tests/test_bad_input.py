@@ -24,10 +24,9 @@ import pytest
 from click.testing import Result
 
 import clicheck
-from edge_runtime import preprocess
-from edge_runtime.preprocess import ImageDecodeError
-from toolchain import data
-from toolchain.errors import DataError
+from edgetl.runtime import decode
+from edgetl.runtime.decode import ImageDecodeError
+from edgetl import data
 
 TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "0", "-q"]
 NOT_DECODABLE = "not a decodable image (truncated, or not an image format cv2 reads)"
@@ -309,7 +308,7 @@ def test_bad_npy_and_fake_npz(tmp_path: Path) -> None:
 def test_zero_byte_file(tmp_path: Path) -> None:
     (tmp_path / "x.png").write_bytes(b"")
     with pytest.raises(ImageDecodeError) as info:
-        preprocess.decode_image(tmp_path / "x.png")
+        decode.decode_image(tmp_path / "x.png")
     assert str(info.value) == f"{tmp_path / 'x.png'}: empty file"
 
 
@@ -319,14 +318,14 @@ def test_truncated_jpeg(tmp_path: Path, fraction: float) -> None:
     jpeg = cv2.imencode(".jpg", noise)[1].tobytes()
     (tmp_path / "x.jpg").write_bytes(jpeg[: int(len(jpeg) * fraction)])
     with pytest.raises(ImageDecodeError) as info:
-        preprocess.decode_image(tmp_path / "x.jpg")
+        decode.decode_image(tmp_path / "x.jpg")
     assert str(info.value) == f"{tmp_path / 'x.jpg'}: {NOT_DECODABLE}"
 
 
 def test_text_file_named_jpg(tmp_path: Path) -> None:
     (tmp_path / "x.jpg").write_text("hello, I am not a JPEG")
     with pytest.raises(ImageDecodeError) as info:
-        preprocess.decode_image(tmp_path / "x.jpg")
+        decode.decode_image(tmp_path / "x.jpg")
     assert str(info.value) == f"{tmp_path / 'x.jpg'}: {NOT_DECODABLE}"
 
 
@@ -355,21 +354,21 @@ def _cmyk_jpeg(path: Path) -> Path:
     ids=["16-bit", "grey", "rgba", "palette", "cmyk-jpeg"],
 )  # fmt: skip
 def test_image_modes_become_8bit_rgb(tmp_path: Path, write: Any, rgb: tuple[int, int, int]) -> None:
-    pixels = preprocess.decode_image(write(tmp_path))
+    pixels = decode.decode_image(write(tmp_path))
     assert pixels.shape == (10, 12, 3) and pixels.dtype == np.uint8
     assert np.abs(pixels[0, 0].astype(int) - rgb).max() <= 2
 
 
 def test_exif_rotated_jpeg(tmp_path: Path) -> None:
-    plain = preprocess.decode_image(_exif_jpeg(tmp_path / "plain.jpg", 1))
-    rotated = preprocess.decode_image(_exif_jpeg(tmp_path / "rotated.jpg", 6))
+    plain = decode.decode_image(_exif_jpeg(tmp_path / "plain.jpg", 1))
+    rotated = decode.decode_image(_exif_jpeg(tmp_path / "rotated.jpg", 6))
     assert plain.shape == (40, 60, 3) and rotated.shape == (60, 40, 3)
     assert plain[20, 5, 0] > 200 and rotated[5, 20, 0] > 200 and rotated[55, 20, 2] > 200  # red went from left to top
 
 
 def test_exif_rotation_survives_the_reduced_decode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(preprocess, "MAX_DECODE_PIXELS", 1000)  # as if it were a huge photo: libjpeg decodes at 1/2
-    rotated = preprocess.decode_image(_exif_jpeg(tmp_path / "rotated.jpg", 6))
+    monkeypatch.setattr(decode, "MAX_DECODE_PIXELS", 1000)  # as if it were a huge photo: libjpeg decodes at 1/2
+    rotated = decode.decode_image(_exif_jpeg(tmp_path / "rotated.jpg", 6))
     assert rotated.shape == (30, 20, 3) and rotated[3, 10, 0] > 200 and rotated[27, 10, 2] > 200
 
 
@@ -386,9 +385,9 @@ def _huge_png(path: Path, size: int, rgb: tuple[int, int, int]) -> Path:
 def test_20000px_png_is_decoded_downscaled_in_bounded_memory(tmp_path: Path) -> None:
     path = _huge_png(tmp_path / "huge.png", 20000, (10, 200, 30))
     code = (
-        "import json, resource, sys\nfrom edge_runtime import preprocess\n"
+        "import json, resource, sys\nfrom edgetl.runtime import decode\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "pixels = preprocess.decode_image(sys.argv[1])\n"
+        "pixels = decode.decode_image(sys.argv[1])\n"
         "grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024\n"
         "print(json.dumps({'shape': pixels.shape, 'rgb': pixels[2500, 2500].tolist(), 'grown_mb': grown}))\n"
     )  # fmt: skip
@@ -415,9 +414,9 @@ def test_strip_decoder_matches_full_decode(tmp_path: Path, kind: str, monkeypatc
                   "16-bit": base.astype(np.uint16) * 257 + 3}[kind]  # fmt: skip
         cv2.imwrite(str(path), pixels)
     full = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]
-    monkeypatch.setattr(preprocess, "MAX_DECODE_PIXELS", 120 * 160 // 16)
-    monkeypatch.setattr(preprocess, "STRIP_BYTES", 3000)
-    strips = preprocess.decode_image(path)
+    monkeypatch.setattr(decode, "MAX_DECODE_PIXELS", 120 * 160 // 16)
+    monkeypatch.setattr(decode, "STRIP_BYTES", 3000)
+    strips = decode.decode_image(path)
     assert strips.shape == (30, 40, 3)
     assert np.array_equal(strips, cv2.resize(full, (40, 30), interpolation=cv2.INTER_AREA))
 
@@ -426,7 +425,7 @@ def test_decompression_bomb_header_is_refused(tmp_path: Path) -> None:
     header = struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0)
     (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IEND", b""))
     with pytest.raises(ImageDecodeError) as info:
-        preprocess.decode_image(tmp_path / "bomb.png")
+        decode.decode_image(tmp_path / "bomb.png")
     assert str(info.value) == f"{tmp_path / 'bomb.png'}: 1600 megapixels is too large to decode; downscale it first"
 
 
@@ -437,18 +436,18 @@ def test_large_png_that_cannot_be_streamed(tmp_path: Path, monkeypatch: pytest.M
                                            reason: str) -> None:  # fmt: skip
     header = struct.pack(">IIBBBBB", 200, 200, 8, colour, 0, 0, interlace)
     (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"")) + _chunk(b"IEND", b""))
-    monkeypatch.setattr(preprocess, "MAX_DECODE_PIXELS", 1000)
+    monkeypatch.setattr(decode, "MAX_DECODE_PIXELS", 1000)
     with pytest.raises(ImageDecodeError) as info:
-        preprocess.decode_image(tmp_path / "x.png")
+        decode.decode_image(tmp_path / "x.png")
     assert str(info.value) == f"{tmp_path / 'x.png'}: {reason}"
 
 
 def test_large_png_cut_short_is_unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cv2.imwrite(str(tmp_path / "x.png"), np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8))
     (tmp_path / "x.png").write_bytes((tmp_path / "x.png").read_bytes()[:-5000])
-    monkeypatch.setattr(preprocess, "MAX_DECODE_PIXELS", 1000)
+    monkeypatch.setattr(decode, "MAX_DECODE_PIXELS", 1000)
     with pytest.raises(ImageDecodeError) as info:
-        preprocess.decode_image(tmp_path / "x.png")
+        decode.decode_image(tmp_path / "x.png")
     assert str(info.value) == f"{tmp_path / 'x.png'}: not a decodable image (truncated PNG data)"
 
 
@@ -518,7 +517,7 @@ def test_convert_on_a_folder_that_is_not_a_run(tmp_path: Path, missing: str) -> 
 
 
 def test_convert_refuses_a_file_that_is_not_a_keras_model(tmp_path: Path) -> None:
-    from edge_runtime.model_card import sha256_file
+    from edgetl.runtime.model_card import sha256_file
 
     run = _fake_run(tmp_path / "r", None)
     card = {"schema_version": 1, "labels": ["a", "b"], "height": 96, "width": 96, "model_file": "model.keras",
@@ -552,12 +551,12 @@ def test_convert_refuses_a_model_that_is_not_its_card(tmp_path: Path, tiny_run: 
 
 
 def test_keras_model_with_a_lambda_layer_is_refused(tmp_path: Path) -> None:
-    from edge_runtime.model_card import ModelCard, sha256_file
-    from toolchain import model
+    from edgetl.runtime.model_card import ModelCard, sha256_file
+    from edgetl import model
 
     k = model.keras()
     marker = tmp_path / "ran"
-    payload = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")  # noqa: S307
+    payload = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")
     inputs = k.Input((96, 96, 3))
     outputs = k.layers.Lambda(payload)(inputs)  # code that must never run on load
     run = tmp_path / "r"

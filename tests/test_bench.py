@@ -10,11 +10,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
-import bench  # noqa: E402
-import bench_report  # noqa: E402
-import bench_runtime  # noqa: E402
-import bench_train  # noqa: E402
-import bench_util  # noqa: E402
+import bench
+import bench_report
+import bench_runtime
+import bench_train
+import bench_util
 
 
 def test_markdown_table_aligns_numbers_right_and_escapes_pipes() -> None:
@@ -44,7 +44,7 @@ def test_ratio_fmt_and_goal() -> None:
 
 
 def _tiny_model():
-    from toolchain.model import keras
+    from edgetl.graph import keras
 
     k = keras()
     inputs = k.Input((8, 8, 3))
@@ -66,7 +66,7 @@ def test_count_macs_matches_a_hand_count() -> None:
 
 def test_count_macs_mobilenet_v2_matches_the_paper() -> None:
     """MobileNetV2 1.0/224 with its 1000-class head: 300 M multiply-adds (Sandler et al., Table 4)."""
-    from toolchain.model import keras
+    from edgetl.graph import keras
 
     model = keras().applications.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, weights=None)
     assert 295e6 < bench_util.count_macs(model) < 305e6
@@ -139,7 +139,7 @@ def _results() -> dict:
         "data": {"train_per_class": 1, "test_per_class": 1},
         "training": {"rows": [train_row], "image_size": 96, "epochs": 2},
         "variants": {"qat_epochs": 1, "calibration_images": 10, "calibrate_seconds": 0.1, "calibration_feed_seconds": 0.2, "qat_seconds": 3.0},
-        "accuracy": {"rows": acc, "images": 10, "via": "toolchain.parity.run_parity (x)", "goals": bench_train._goals(acc)},
+        "accuracy": {"rows": acc, "images": 10, "via": "edgetl.parity.run_parity (x)", "goals": bench_train._goals(acc)},
         "latency": {"rows": lat, "repeats": 10, "rounds": 2, "frame": "640x480 BGR frame"},
         "latency_models": [{"name": "0.35/96", "weights": "none", "macs": 10_000_000}],
         "runtime": {"video": {"frames": 60, "size": "640x480", "codec": "MJPG"},

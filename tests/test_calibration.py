@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import calibration
-from edge_runtime import preprocess
-from edge_runtime.model_card import load_card
-from toolchain.cli import main
+from edgetl import calibration
+from edgetl.runtime import decode, preprocess
+from edgetl.runtime.model_card import load_card
+from edgetl.cli import main
 
 
 def _items(per_class: dict[int, int]) -> list[tuple[str, int]]:
@@ -33,7 +33,7 @@ def test_selection_is_balanced_seeded_and_order_independent() -> None:
     assert len(chosen) == 30 and len(set(chosen)) == 30
     counts = Counter(label for _, label in chosen)
     assert max(counts.values()) - min(counts.values()) <= 1
-    assert Counter(l for _, l in chosen[:8]) == Counter({0: 2, 1: 2, 2: 2, 3: 2})  # interleaved: prefixes balanced
+    assert Counter(label for _, label in chosen[:8]) == Counter({0: 2, 1: 2, 2: 2, 3: 2})  # interleaved: prefixes balanced
     assert calibration.select_balanced(list(reversed(items)), 30, seed=5) == chosen
     assert calibration.select_balanced(items, 30, seed=6) != chosen
 
@@ -41,7 +41,7 @@ def test_selection_is_balanced_seeded_and_order_independent() -> None:
 def test_small_classes_are_filled_by_the_others_and_bounds_are_checked() -> None:
     items = _items({0: 2, 1: 20, 2: 20})
     chosen = calibration.select_balanced(items, 30, seed=0)
-    assert Counter(l for _, l in chosen) == Counter({0: 2, 1: 14, 2: 14})
+    assert Counter(label for _, label in chosen) == Counter({0: 2, 1: 14, 2: 14})
     assert len(calibration.select_balanced(items, 1000, seed=0)) == 42
     with pytest.raises(calibration.CalibrationError, match="calibration size must be >= 1"):
         calibration.select_balanced(items, 0, seed=0)
@@ -107,6 +107,6 @@ def test_representative_images_are_device_preprocessed_one_at_a_time(tiny_run: P
     batches = list(calibration.representative_dataset(manifest, card)())
     assert len(batches) == 12 and all(len(b) == 1 for b in batches)
     assert batches[0][0].shape == (1, 96, 96, 3) and batches[0][0].dtype == np.float32
-    expected = preprocess.normalize(preprocess.load_image(manifest.refs[0], 96, 96), card.normalization)
+    expected = preprocess.normalize(decode.load_image(manifest.refs[0], 96, 96), card.normalization)
     np.testing.assert_array_equal(batches[0][0][0], expected)
     assert -1.0 <= batches[0][0].min() and batches[0][0].max() <= 1.0

@@ -9,8 +9,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from toolchain.cli import main
-from toolchain.config import CalibrationConfig, QatConfig, TrainConfig
+from edgetl.cli import main
+from edgetl.config import CalibrationConfig, QatConfig, TrainConfig
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, click.Command]]:

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge_runtime import native_log
-from toolchain.cli import main
+from edgetl.runtime import native_log
+from edgetl.cli import main
 
-EDGETL = [sys.executable, "-m", "toolchain"]
+EDGETL = [sys.executable, "-m", "edgetl"]
 # What TensorFlow and LiteRT print natively on this CPU-only machine (issue #20).
 NATIVE = re.compile(r"oneDNN custom operations|Could not find cuda drivers|cuInit|absl::InitializeLog|XNNPACK delegate|^[IWEF]\d{4} ", re.M)
 TINY = ["--alpha", "0.35", "--image-size", "96", "--weights", "none", "--seed", "1"]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge_runtime import preprocess
-from edge_runtime.model_card import load_card, sha256_file
-from toolchain.cli import main
-from toolchain.config import ConvertConfig, IoType, Quantization, Rounding
+from edgetl.runtime import decode, preprocess
+from edgetl.runtime.model_card import load_card, sha256_file
+from edgetl.cli import main
+from edgetl.config import ConvertConfig, IoType, Quantization, Rounding
 
 
 def _copy(run: Path, tmp: Path) -> Path:
@@ -49,7 +49,7 @@ def _held_out(run: Path, limit: int = 100) -> tuple[np.ndarray, np.ndarray]:
         with open(run / "splits" / f"{split}.csv", newline="") as handle:
             rows += list(csv.DictReader(handle))
     rows = rows[:limit]
-    images = np.stack([preprocess.load_image(r["ref"], 96, 96) for r in rows])
+    images = np.stack([decode.load_image(r["ref"], 96, 96) for r in rows])
     return images, np.asarray([int(r["label"]) for r in rows])
 
 
@@ -88,7 +88,7 @@ def test_every_default_variant_converts_with_a_matching_card(converted: tuple[Pa
 
 
 def test_fp32_matches_keras(converted: tuple[Path, str]) -> None:
-    from toolchain import feed, model
+    from edgetl import feed, model
 
     run, _ = converted
     images, _ = _held_out(run, 8)
@@ -98,7 +98,7 @@ def test_fp32_matches_keras(converted: tuple[Path, str]) -> None:
 
 
 def test_same_manifest_gives_byte_identical_int8(converted: tuple[Path, str], tmp_path: Path) -> None:
-    from toolchain.convert import convert
+    from edgetl.convert import convert
 
     run, _ = converted
     again = _copy(run, tmp_path)
@@ -112,7 +112,7 @@ def test_every_variant_carries_standard_metadata_that_changes_no_output(converte
     """Labels and normalisation inside each .tflite; its card's sha256 covers them; outputs are byte-identical without them."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edge_runtime import metadata
+    from edgetl.runtime import metadata
 
     run, _ = converted
     images, _ = _held_out(run, 20)
@@ -136,7 +136,7 @@ def test_every_variant_carries_standard_metadata_that_changes_no_output(converte
 
 @pytest.mark.parametrize("io_type", ["int8", "float32"])
 def test_int8_io_type_is_as_asked(tiny_run: Path, tmp_path: Path, io_type: str) -> None:
-    from toolchain.convert import convert
+    from edgetl.convert import convert
 
     run = _copy(tiny_run, tmp_path)
     result = convert(ConvertConfig(run=str(run), quantizations=(Quantization.INT8,), io=IoType(io_type), calib_size=20))
@@ -149,7 +149,8 @@ def test_int8_io_type_is_as_asked(tiny_run: Path, tmp_path: Path, io_type: str) 
 
 @pytest.mark.slow
 def test_debug_statistics_and_keep_float(tiny_run: Path, tmp_path: Path) -> None:
-    from toolchain.convert import convert, float_ops
+    from edgetl.convert import convert
+    from edgetl.tflite_inspect import float_ops
 
     run = _copy(tiny_run, tmp_path)
     config = ConvertConfig(run=str(run), quantizations=(Quantization.INT8,), calib_size=20, debug=True, keep_float=("Conv1",))
@@ -177,7 +178,7 @@ def test_int8_agrees_with_float_on_real_photos(trained_run: Path, tmp_path: Path
     calibrated rounding (GPTQ + bias correction) recovers it; ``--keep-float`` on
     the stem recovers part of it the other way, at the cost of float ops.
     """
-    from toolchain.convert import convert
+    from edgetl.convert import convert
 
     run = _copy(trained_run, tmp_path)
     convert(ConvertConfig(run=str(run), quantizations=(Quantization.FP32, Quantization.INT8), rounding=Rounding.NEAREST))

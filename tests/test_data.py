@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from toolchain import data
-from toolchain.errors import DataError
+from edgetl import data
+from edgetl.errors import DataError
 
 
 def _png(path: Path, value: int = 128, shape=(20, 24, 3)) -> Path:
@@ -40,7 +40,7 @@ def test_split_is_seeded_stratified_and_disjoint(tmp_path: Path) -> None:
     again = data.split(ds, 0.1, 0.1, seed=7)
     other = data.split(ds, 0.1, 0.1, seed=8)
     assert first == again and first != other
-    refs = [set(it.ref for it in first[s]) for s in data.SPLITS]
+    refs = [{it.ref for it in first[s]} for s in data.SPLITS]
     assert not (refs[0] & refs[1]) and not (refs[0] & refs[2]) and not (refs[1] & refs[2])
     assert sum(map(len, refs)) == 60
     assert data.class_balance(first["test"], 3) == [2, 2, 2]

@@ -1,4 +1,4 @@
-"""``edge-classify`` (``python -m edge_runtime``): JSON lines, options, exit codes, signals, pipes, soak.
+"""``edge-classify`` (``python -m edgetl.runtime``): JSON lines, options, exit codes, signals, pipes, soak.
 
 In-process ``main()`` with capsys where that is enough; a subprocess where the
 process itself is the subject (the module entry point, Ctrl-C, a closed pipe, RSS).
@@ -21,14 +21,14 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.__main__ import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_SOURCE, EXIT_USAGE, main
+from edgetl.runtime.__main__ import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_SOURCE, EXIT_USAGE, main
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
 MODEL = GOLDEN / "golden_int8.tflite"
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 IMAGES = sorted(EXPECTED["images"])
-EDGE_CLASSIFY = [sys.executable, "-m", "edge_runtime"]
+EDGE_CLASSIFY = [sys.executable, "-m", "edgetl.runtime"]
 LINE_KEYS = {"time", "frame", "source", "top_k", "preprocess_ms", "invoke_ms", "total_ms", "prepared_ahead"}
 SUMMARY_KEYS = {"frames", "reason", "wall_s", "fps", "mean_ms", "p95_ms", "invoke_mean_ms", "dropped", "reconnects",
                 "skipped", "skipped_files", "rss_first_mb", "rss_warm_mb", "rss_last_mb", "exit_code"}  # fmt: skip
@@ -147,7 +147,7 @@ def test_video_frames_are_all_classified_in_order(clip: Path, capsys: pytest.Cap
 
 def test_video_tensors_prepared_on_the_reader_thread_score_as_in_the_loop(clip: Path, capsys: pytest.CaptureFixture) -> None:
     """The reader thread builds each tensor ahead; top-k and scores must equal classify() on the same decoded frame."""
-    from edge_runtime import Classifier, ClassifierOptions
+    from edgetl.runtime import Classifier, ClassifierOptions
 
     code, frames, _ = classify(capsys, "--video", str(clip), "--top-k", "4", "-q")
     assert code == EXIT_OK and all(f["prepared_ahead"] and f["preprocess_ms"] > 0 for f in frames)
@@ -189,8 +189,8 @@ def test_usage_errors_exit_2(args: list[str], message: str) -> None:
 def test_version_and_edgetl_run_forwarding(capsys: pytest.CaptureFixture) -> None:
     from click.testing import CliRunner
 
-    from edge_runtime import __version__
-    from toolchain.cli import main as edgetl
+    from edgetl.runtime import __version__
+    from edgetl.cli import main as edgetl
 
     result = subprocess.run(EDGE_CLASSIFY + ["--version"], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (0, f"edge-classify {__version__}\n", "")
@@ -246,7 +246,7 @@ def test_unusable_model_or_card_exits_3(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_no_interpreter_package_exits_3() -> None:
     code = ("import sys; sys.modules['ai_edge_litert'] = sys.modules['tflite_runtime'] = None; "
-            "from edge_runtime.__main__ import main; sys.exit(main(sys.argv[1:]))")  # fmt: skip
+            "from edgetl.runtime.__main__ import main; sys.exit(main(sys.argv[1:]))")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code, "--model", str(MODEL), "--image", str(GOLDEN), "--headless"],
                             capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
     assert result.returncode == EXIT_MODEL and result.stdout == ""

@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime import Classifier, ClassifierOptions
-from edge_runtime.__main__ import EXIT_OK, EXIT_USAGE, main
-from edge_runtime.folder import wilson
-from edge_runtime.preprocess import decode_image
+from edgetl.runtime import Classifier, ClassifierOptions
+from edgetl.runtime.__main__ import EXIT_OK, EXIT_USAGE, main
+from edgetl.runtime.folder import wilson
+from edgetl.runtime.decode import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
@@ -126,7 +126,7 @@ def test_interrupted_folder_run_writes_no_csv(tmp_path: Path) -> None:
     for i in range(2000):  # hard links: 2,000 images to decode, one file on disk
         (folder / f"{i:04d}.png").hardlink_to(tmp_path / "noise.png")
     out = tmp_path / "out.csv"
-    process = subprocess.Popen([sys.executable, "-m", "edge_runtime", "--model", str(MODEL), "--image", str(folder), "--csv", str(out)],
+    process = subprocess.Popen([sys.executable, "-m", "edgetl.runtime", "--model", str(MODEL), "--image", str(folder), "--csv", str(out)],
                                stderr=subprocess.PIPE, text=True, cwd=REPO, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     started = time.monotonic()
     while "[edge-classify] source: " not in process.stderr.readline():  # the loop is running, Python's SIGINT handler too
@@ -151,7 +151,7 @@ def test_folder_accuracy_equals_parity_on_a_real_run(trained_run: Path, fm_folde
     """The same int8 model and class folders: edge-classify's accuracy and matrix are parity's, to the image."""
     from click.testing import CliRunner
 
-    from toolchain.cli import main as edgetl
+    from edgetl.cli import main as edgetl
 
     run = Path(shutil.copytree(trained_run, tmp_path / "run"))
     result = CliRunner().invoke(edgetl, ["convert", str(run), "--quant", "int8", "--calib-size", "100", "--no-parity", "-q"])

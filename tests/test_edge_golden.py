@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime import Classifier, ClassifierOptions
-from edge_runtime.preprocess import decode_image
+from edgetl.runtime import Classifier, ClassifierOptions
+from edgetl.runtime.decode import decode_image
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MODEL = GOLDEN / "golden_int8.tflite"

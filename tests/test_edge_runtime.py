@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.classifier import Category, Classifier, ClassifierOptions, top_k
-from edge_runtime.interpreter import INSTALL_HINT, ModelLoadError
-from edge_runtime.model_card import CardError, sha256_file
-from edge_runtime.preprocess import decode_image
+from edgetl.runtime.classifier import Category, Classifier, ClassifierOptions, top_k
+from edgetl.runtime.interpreter import INSTALL_HINT, ModelLoadError
+from edgetl.runtime.model_card import CardError, sha256_file
+from edgetl.runtime.decode import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
@@ -28,23 +28,24 @@ CARD = json.loads((GOLDEN / "golden_int8.json").read_text())
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 BLOCKED = ("tensorflow", "tf_keras", "keras")
 # What a Pi install has (the core dependencies click + numpy, and the edge extra): anything else imported by edge_runtime is a bug.
-EDGE_IMPORTS = {"click", "numpy", "cv2", "ai_edge_litert", "tflite_runtime", "picamera2", "flatbuffers", "edge_runtime"}
+EDGE_IMPORTS = {"click", "numpy", "cv2", "ai_edge_litert", "tflite_runtime", "picamera2", "flatbuffers", "edgetl.runtime"}
 
 WITHOUT_TF = r"""
 import contextlib, io, json, sys
 for name in {blocked!r}:
     sys.modules[name] = None  # `import tensorflow` now raises ImportError
-import edge_runtime, edge_runtime.__main__, edge_runtime.camera, edge_runtime.overlay
-from edge_runtime import Classifier, ClassifierOptions
-from edge_runtime.preprocess import decode_image
+import edgetl.runtime, edgetl.runtime.__main__, edgetl.runtime.sources, edgetl.runtime.decode, edgetl.runtime.overlay
+from edgetl.runtime import Classifier, ClassifierOptions
+from edgetl.runtime.decode import decode_image
 golden, summary = sys.argv[1], sys.argv[2]
 classifier = Classifier(ClassifierOptions(model_path=golden + "/golden_int8.tflite", max_results=1))
 top1 = {{n: classifier.classify(decode_image(golden + "/" + n), "RGB")[0].label for n in {images!r}}}
 lines = io.StringIO()
 with contextlib.redirect_stdout(lines):
-    code = edge_runtime.__main__.main(["--model", golden + "/golden_int8.tflite", "--image", golden, "--headless",
+    code = edgetl.runtime.__main__.main(["--model", golden + "/golden_int8.tflite", "--image", golden, "--headless",
                                        "-q", "--summary-json", summary])
-loaded = sorted(k for k, v in sys.modules.items() if v is not None and k.split(".")[0] in {forbidden!r})
+loaded = sorted(k for k, v in sys.modules.items() if v is not None and k.split(".")[0] in {forbidden!r}
+                or k.startswith("edgetl.") and not k.startswith("edgetl.runtime"))
 print(json.dumps({{"top1": top1, "code": code, "lines": len(lines.getvalue().splitlines()), "loaded": loaded}}))
 """
 
@@ -69,7 +70,7 @@ def test_runtime_classifies_and_runs_the_command_without_tensorflow(tmp_path: Pa
     """Blocked: it works with no TensorFlow. Not blocked (TF is in the dev venv): nothing even tries it."""
     images = sorted(EXPECTED["images"])
     code = WITHOUT_TF.format(blocked=BLOCKED if block else (), images=images,
-                             forbidden=("tensorflow", "tf_keras", "keras", "toolchain", "calibration"))  # fmt: skip
+                             forbidden=("tensorflow", "tf_keras", "keras", "toolchain", "edge_runtime", "calibration"))  # fmt: skip
     result = _run_python(code, str(GOLDEN), str(tmp_path / "summary.json"))
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -83,10 +84,16 @@ def _imports(path: Path) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(_package(alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            names.add(_package(node.module))
     return names
+
+
+def _package(module: str) -> str:
+    """The top-level name of an import, or ``edgetl.runtime``/``edgetl.<x>`` for edgetl's own."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "edgetl" and len(parts) > 1 else parts[0]
 
 
 def test_edge_runtime_imports_only_the_edge_extra_and_the_stdlib() -> None:
@@ -95,15 +102,15 @@ def test_edge_runtime_imports_only_the_edge_extra_and_the_stdlib() -> None:
     for path in modules:
         third_party = _imports(path) - set(sys.stdlib_module_names) - {"__future__"}
         assert third_party <= EDGE_IMPORTS, f"{path.name} imports {sorted(third_party - EDGE_IMPORTS)}"
-        assert not _imports(path) & {"tensorflow", "tf_keras", "keras", "toolchain", "calibration", "PIL"}
+        assert not _imports(path) & {"tensorflow", "tf_keras", "keras", "edgetl", "edgetl.calibration", "PIL"}
 
 
 def test_runtime_missing_error_names_the_pip_command(tmp_path: Path) -> None:
     code = r"""
 import sys
 sys.modules["ai_edge_litert"] = sys.modules["tflite_runtime"] = None
-from edge_runtime.interpreter import RuntimeMissingError
-from edge_runtime import Classifier, ClassifierOptions
+from edgetl.runtime.interpreter import RuntimeMissingError
+from edgetl.runtime import Classifier, ClassifierOptions
 try:
     Classifier(ClassifierOptions(model_path=sys.argv[1]))
 except RuntimeMissingError as exc:
@@ -241,8 +248,8 @@ def test_any_frame_layout_is_accepted_and_timed() -> None:
 @pytest.mark.parametrize("dtype,scale,zero_point", [("uint8", 1 / 127.5, 127), ("int8", 0.0078431, -1), ("float32", 0.0, 0)])
 def test_fast_prepare_equals_the_composed_contract(dtype: str, scale: float, zero_point: int) -> None:
     """prepare() resizes before swapping channels and uses a lookup table; the tensor must not change."""
-    from edge_runtime import preprocess as pp
-    from edge_runtime.model_card import ModelCard, Normalization, TensorSpec
+    from edgetl.runtime import preprocess as pp
+    from edgetl.runtime.model_card import ModelCard, Normalization, TensorSpec
 
     rng = np.random.default_rng(7)
     spec = TensorSpec(dtype, scale, zero_point)
@@ -263,8 +270,8 @@ def test_fast_prepare_equals_the_composed_contract(dtype: str, scale: float, zer
 @pytest.mark.parametrize("dtype,zero_point", [("uint8", 128), ("uint8", 127), ("int8", 0), ("int8", -1)])
 def test_half_step_ties_round_the_same_way_for_every_pixel(dtype: str, zero_point: int) -> None:
     """x / 127.5 - 1 at scale 2/255 puts each pixel on a tie; all ties must go up, not alternate by parity."""
-    from edge_runtime import preprocess as pp
-    from edge_runtime.model_card import Normalization, TensorSpec
+    from edgetl.runtime import preprocess as pp
+    from edgetl.runtime.model_card import Normalization, TensorSpec
 
     spec = TensorSpec(dtype, 0.007843137718737125, zero_point)  # the converter's float32 2/255
     values = np.arange(256, dtype=np.uint8)

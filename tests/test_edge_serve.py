@@ -25,14 +25,14 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.__main__ import EXIT_INTERRUPTED, EXIT_USAGE
-from edge_runtime.classifier import Category
-from edge_runtime.serve import PreviewHub, ServeError, parse_address
+from edgetl.runtime.__main__ import EXIT_INTERRUPTED, EXIT_USAGE
+from edgetl.runtime.classifier import Category
+from edgetl.runtime.serve import PreviewHub, ServeError, parse_address
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "tests" / "golden" / "golden_int8.tflite"
 LABELS = tuple(json.loads((REPO / "tests" / "golden" / "golden_int8.json").read_text())["labels"])
-EDGE_CLASSIFY = [sys.executable, "-m", "edge_runtime"]
+EDGE_CLASSIFY = [sys.executable, "-m", "edgetl.runtime"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]  # fmt: skip
@@ -41,7 +41,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 @pytest.fixture(scope="module")
 def photo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4 s MJPG .avi (320x240, 30 FPS): 12 real Fashion-MNIST photos, 10 frames each, on a grey canvas."""
-    from toolchain.datasets import load_fashion_mnist
+    from edgetl.datasets import load_fashion_mnist
 
     images, _ = load_fashion_mnist("test")
     path = tmp_path_factory.mktemp("serve") / "photos.avi"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.model_card import load_card, sha256_file
+from edgetl.runtime.model_card import load_card, sha256_file
 
-EDGETL = [sys.executable, "-m", "toolchain"]
+EDGETL = [sys.executable, "-m", "edgetl"]
 
 
 def _cmd(fm_folder: Path, run: Path, epochs: int) -> list[str]:
@@ -76,7 +76,7 @@ def test_sigkill_at_random_moments_never_leaves_a_wrong_artifact(tmp_path: Path,
     _assert_consistent(run)
     subprocess.run(["rm", "-rf", str(run)], check=True)
     kills = completed = 0
-    for attempt in range(12):
+    for _attempt in range(12):
         resume = (run.parent / f".{run.name}.partial" / "config.json").exists()
         cmd = EDGETL + ["train", "--resume", str(run), "-q"] if resume else _cmd(fm_folder, run, 3)
         process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

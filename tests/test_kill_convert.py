@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.model_card import load_card, sha256_file
+from edgetl.runtime.model_card import load_card, sha256_file
 
-CONVERT = [sys.executable, "-m", "toolchain", "convert"]
+CONVERT = [sys.executable, "-m", "edgetl", "convert"]
 OPTIONS = ["--quant", "fp32,int8", "--calib-size", "8", "--calib-seed", "1", "--no-parity"]
 STAGE = re.compile(r"^(\[\d/\d\] .*|\s+calibrating on .*|\s+model_\w+\.tflite: .*)$")
 

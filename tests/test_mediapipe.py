@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.model_card import load_card
+from edgetl.runtime.model_card import load_card
 
 REPO = Path(__file__).resolve().parents[1]
 MP_VENV = Path(os.environ.get("MP_VENV") or Path(tempfile.gettempdir()) / "edgetl-mediapipe")
@@ -34,8 +34,8 @@ def _mediapipe_python() -> Path:
 @pytest.mark.slow
 def test_mediapipe_reads_the_labels_of_int8_and_fp32(tiny_run: Path, tmp_path: Path) -> None:
     _mediapipe_python()
-    from toolchain.config import ConvertConfig, Quantization
-    from toolchain.convert import convert
+    from edgetl.config import ConvertConfig, Quantization
+    from edgetl.convert import convert
 
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     labels = load_card(run / "model_card.json").labels

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime import Classifier, ClassifierOptions, metadata
-from edge_runtime._vendor import metadata_schema_py_generated as schema
-from edge_runtime.model_card import CardError, load_card, sha256_file
-from edge_runtime.preprocess import decode_image, prepare
+from edgetl.runtime import Classifier, ClassifierOptions, metadata
+from edgetl.runtime._vendor import metadata_schema_py_generated as schema
+from edgetl.runtime.model_card import CardError, load_card, sha256_file
+from edgetl.runtime.decode import decode_image
+from edgetl.runtime.preprocess import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
@@ -68,7 +69,7 @@ def test_metadata_reads_back_with_labels_normalisation_and_names(tmp_path: Path,
 def test_metadata_layout_is_the_standard_one(embedded: bytes) -> None:
     """TFL3 model, a TFLITE_METADATA buffer holding an M001 flatbuffer, labels.txt stored last in a zip."""
     assert embedded[4:8] == b"TFL3"
-    buffer = metadata._metadata_bytes(embedded)  # noqa: SLF001
+    buffer = metadata._metadata_bytes(embedded)
     assert buffer is not None and buffer[4:8] == b"M001"
     assert schema.ModelMetadata.ModelMetadataBufferHasIdentifier(buffer, 0)
     graph = schema.ModelMetadataT.InitFromObj(schema.ModelMetadata.GetRootAs(buffer, 0)).subgraphMetadata[0]
@@ -103,7 +104,7 @@ def test_weights_stay_16_byte_aligned_after_repacking(embedded: bytes) -> None:
     for i in range(model.BuffersLength()):
         buffer = model.Buffers(i)
         if buffer.DataLength():
-            assert buffer._tab.Vector(buffer._tab.Offset(4)) % 16 == 0, i  # noqa: SLF001
+            assert buffer._tab.Vector(buffer._tab.Offset(4)) % 16 == 0, i
 
 
 def test_classifier_without_a_card_reads_the_metadata(tmp_path: Path, embedded: bytes) -> None:
@@ -144,7 +145,7 @@ def test_damaged_or_missing_metadata_is_one_clear_error(tmp_path: Path, embedded
 def test_edge_classify_runs_a_model_whose_card_was_deleted(tmp_path: Path, embedded: bytes) -> None:
     model = _write(tmp_path, embedded)
     assert not model.with_suffix(".json").exists()
-    result = subprocess.run([sys.executable, "-m", "edge_runtime", "--model", str(model), "--image", str(GOLDEN), "--headless"],
+    result = subprocess.run([sys.executable, "-m", "edgetl.runtime", "--model", str(model), "--image", str(GOLDEN), "--headless"],
                             capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 import clicheck
-from edge_runtime.model_card import sha256_file
-from toolchain import keras_file, model
-from toolchain.errors import RunFolderError
+from edgetl.runtime.model_card import sha256_file
+from edgetl import keras_file, model
+from edgetl.errors import RunFolderError
 
 FIX = "re-run `edgetl train` (or `edgetl qat`) to write it again"
 
@@ -29,7 +29,7 @@ FIX = "re-run `edgetl train` (or `edgetl qat`) to write it again"
 def _lambda_model(marker: Path, size: int = 96) -> Any:
     """A model whose Lambda layer touches ``marker`` whenever its code runs."""
     k = model.keras()
-    payload = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")  # noqa: S307
+    payload = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")
     inputs = k.Input((size, size, 3))
     return k.Model(inputs, k.layers.Lambda(payload)(inputs))
 
@@ -73,11 +73,11 @@ def test_hdf5_lambda_named_model_keras_never_runs(tmp_path: Path, run: Path, com
 
 def test_hdf5_payload_as_model_qat_keras_is_refused(tmp_path: Path, run: Path) -> None:
     """``model_qat.keras`` (only its weights are read) is refused the same way, before tfmot or Keras."""
-    from toolchain import qat
+    from edgetl.runfolder import QAT_SCHEME
 
     marker = tmp_path / "ran"
     card = json.loads((run / "model_card.json").read_text())
-    card.update(quantization="qat", extra={"qat": {"scheme": qat.QAT_SCHEME}, "source": {"sha256": sha256_file(run / "model.keras")}})
+    card.update(quantization="qat", extra={"qat": {"scheme": QAT_SCHEME}, "source": {"sha256": sha256_file(run / "model.keras")}})
     (run / "model_qat.json").write_text(json.dumps(card))
     _swap_model(run, _hdf5_payload(tmp_path, marker), "model_qat.keras", "model_qat.json")
     message = clicheck.fails(clicheck.run("convert", run, "--quant", "qat-int8", "--no-parity", "-q"), 1)
@@ -163,7 +163,7 @@ def test_files_that_are_not_an_edgetl_keras_zip(tmp_path: Path, tiny_run: Path, 
 
 def test_models_edgetl_writes_pass_the_check(tiny_run: Path, tmp_path: Path) -> None:
     """The allow-list holds every class of a real model, including the optional head layers."""
-    from toolchain.config import TrainConfig
+    from edgetl.config import TrainConfig
 
     keras_file.check(tiny_run / "model.keras")
     config = TrainConfig(data="x", output="y", alpha=0.35, image_size=32, weights="none", hidden_units=4, head_batchnorm=True,

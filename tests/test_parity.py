@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from calibration.manifest import list_sha256
-from edge_runtime.model_card import load_card
-from toolchain.cli import main
+from edgetl.calibration.manifest import list_sha256
+from edgetl.runtime.model_card import load_card
+from edgetl.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +116,7 @@ def test_int8_calibrated_on_one_constant_image_fails(converted: Path, tmp_path: 
         "sha256": list_sha256(refs, labels), "refs": list(refs), "labels": list(labels), "per_class": {}}))  # fmt: skip
     result = CliRunner().invoke(main, ["convert", str(run), "--quant", "int8", "--calib-size", "20", "--calib-seed", "0", "-q"])
     assert result.exit_code == 1, result.output
-    line = [l for l in result.output.splitlines() if l.startswith("Error: ")]
+    line = [text for text in result.output.splitlines() if text.startswith("Error: ")]
     assert line and line[0].startswith("Error: int8: "), result.output
     report = json.loads((run / "parity.json").read_text())
     failed = {c["name"] for c in report["checks"] if not c["passed"]}

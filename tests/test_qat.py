@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge_runtime.model_card import load_card, sha256_file
-from toolchain.cli import main
-from toolchain.config import ConvertConfig, Quantization
+from edgetl.runtime.model_card import load_card, sha256_file
+from edgetl.cli import main
+from edgetl.config import ConvertConfig, Quantization
 
 
 def _pixels(run: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from toolchain import data
+    from edgetl import data
 
     dataset, items = data.load_split(run, split)
     pixels, kept, _ = dataset.pixels(items, 96)
@@ -49,9 +49,10 @@ def test_qat_error_messages(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_qat_run_reloads_and_converts_to_full_integer(tiny_run: Path, tmp_path: Path) -> None:
-    from toolchain import feed
-    from toolchain.convert import _variants, convert, float_ops
-    from toolchain.qat import load_qat
+    from edgetl import feed
+    from edgetl.convert import _variants, convert
+    from edgetl.qat_scheme import load_qat
+    from edgetl.tflite_inspect import float_ops
 
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     result = CliRunner().invoke(main, ["qat", str(run), "--epochs", "1", "--json"])
@@ -74,8 +75,9 @@ def test_qat_run_reloads_and_converts_to_full_integer(tiny_run: Path, tmp_path: 
 @pytest.mark.slow
 def test_range_initialisation_keeps_a_real_model_accurate(trained_run: Path) -> None:
     """tfmot's [-6, 6] starting ranges clip MobileNetV2's activations; calibrated ones do not."""
-    from toolchain import feed, model
-    from toolchain.qat import initialize_ranges, quantize
+    from edgetl import feed, model
+    from edgetl.qat import initialize_ranges
+    from edgetl.qat_scheme import quantize
 
     card = load_card(trained_run / "model_card.json")
     val, labels = _pixels(trained_run, "val")
@@ -89,7 +91,7 @@ def test_range_initialisation_keeps_a_real_model_accurate(trained_run: Path) -> 
 
 def _tiny_float_model(seed: int = 0) -> object:
     """MobileNetV2 0.35/32 with random BatchNorm statistics, so folding has something to get wrong."""
-    from toolchain import model
+    from edgetl import model
 
     k = model.keras()
     k.utils.set_random_seed(seed)
@@ -105,8 +107,8 @@ def _tiny_float_model(seed: int = 0) -> object:
 
 
 def test_batchnorm_folding_keeps_the_function() -> None:
-    from toolchain import model
-    from toolchain.qat import fold_batchnorm
+    from edgetl import model
+    from edgetl.graph import fold_batchnorm
 
     k = model.keras()
     net = _tiny_float_model()
@@ -123,23 +125,23 @@ def test_depthwise_kernels_are_fake_quantized_per_channel() -> None:
     """tfmot's own quantizer is per-tensor on depthwise kernels; a small-weight channel collapsed to zero."""
     import tensorflow as tf
 
-    from toolchain.qat import _folded_scheme
+    from edgetl import qat_scheme
 
     rng = np.random.default_rng(2)
     kernel = rng.normal(0, 1, (3, 3, 4, 1)).astype(np.float32) * np.asarray([1e-3, 1.0, 0.1, 10.0], np.float32)[None, None, :, None]
-    quantized = _folded_scheme()["DepthwiseKernelQuantizer"]()(tf.constant(kernel), False, {}).numpy()
+    quantized = qat_scheme.DepthwiseKernelQuantizer()(tf.constant(kernel), False, {}).numpy()
     for c in range(4):
         step = np.abs(kernel[:, :, c]).max() / 127
         np.testing.assert_allclose(quantized[:, :, c], np.round(kernel[:, :, c] / step) * step, rtol=1e-5, atol=1e-9)
         assert np.abs(quantized[:, :, c] - kernel[:, :, c]).max() <= step / 2 * 1.0001
     conv = rng.normal(0, 1, (1, 1, 8, 3)).astype(np.float32) * np.asarray([1e-3, 1.0, 10.0], np.float32)
-    fake = _folded_scheme()["KernelQuantizer"]()(tf.constant(conv), False, {}).numpy()
+    fake = qat_scheme.KernelQuantizer()(tf.constant(conv), False, {}).numpy()
     for c in range(3):
         assert np.abs(fake[..., c] - conv[..., c]).max() <= np.abs(conv[..., c]).max() / 127 / 2 * 1.0001
 
 
 def test_quantized_graph_has_no_fake_quant_between_conv_and_relu() -> None:
-    from toolchain.qat import quantize
+    from edgetl.qat_scheme import quantize
 
     quantized = quantize(_tiny_float_model())
     wrappers = {layer.name: layer for layer in quantized.layers if type(layer).__name__ == "QuantizeWrapperV2"}
@@ -154,8 +156,8 @@ def test_dead_channel_bias_fits_int32_after_qat_conversion() -> None:
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from toolchain import model
-    from toolchain.qat import quantize
+    from edgetl import model
+    from edgetl.qat_scheme import quantize
 
     k = model.keras()
     inputs = k.Input((8, 8, 3))

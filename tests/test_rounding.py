@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain import rounding
+from edgetl import rounding
 
 SIZE = 24
 
@@ -52,7 +52,7 @@ def _model(seed: int):
     The depthwise kernels get a few large taps per channel and BatchNorm random
     statistics, the pattern that makes nearest rounding lose most on MobileNetV2.
     """
-    from toolchain.model import keras
+    from edgetl.graph import keras
 
     k = keras()
     k.utils.set_random_seed(seed)
@@ -122,12 +122,12 @@ def _run(model: bytes, images: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny() -> dict:
-    from toolchain import qat
+    from edgetl import graph
 
     model = _model(5)
     calibration, held_out = _images(1, 96), _images(2, 200)
     float_probs = model.predict(held_out / np.float32(127.5) - 1, verbose=0)
-    rounded = qat.fold_batchnorm(model)
+    rounded = graph.fold_batchnorm(model)
     report = rounding.round_weights(rounded, calibration / np.float32(127.5) - 1, _ranges(rounded, calibration))
     return {"model": model, "rounded": rounded, "report": report, "calibration": calibration, "held_out": held_out,
             "float": float_probs, "gptq_bytes": _int8(rounded, calibration)}  # fmt: skip
@@ -136,7 +136,7 @@ def tiny() -> dict:
 def _ranges(model, calibration: np.ndarray) -> dict:
     import tensorflow as tf
 
-    from toolchain.convert import calibrated_ranges
+    from edgetl.convert import calibrated_ranges
 
     with tempfile.TemporaryDirectory() as tmp:
         model.export(str(Path(tmp) / "saved"))
@@ -188,9 +188,9 @@ def test_simulation_tracks_the_real_int8_model(tiny: dict) -> None:
 
 
 def test_gptq_int8_is_closer_to_float_than_nearest(tiny: dict) -> None:
-    from toolchain import qat
+    from edgetl import graph
 
-    nearest = _run(_int8(qat.fold_batchnorm(tiny["model"]), tiny["calibration"]), tiny["held_out"])
+    nearest = _run(_int8(graph.fold_batchnorm(tiny["model"]), tiny["calibration"]), tiny["held_out"])
     gptq = _run(tiny["gptq_bytes"], tiny["held_out"])
     error_nearest = np.abs(nearest - tiny["float"]).mean()
     error_gptq = np.abs(gptq - tiny["float"]).mean()

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain import cache, data, distribute
-from toolchain.config import Strategy
-from toolchain.errors import ConfigError
+from edgetl import cache, data, distribute
+from edgetl.config import Strategy
+from edgetl.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ def _items(folder: Path) -> tuple[data.Dataset, list[data.Item]]:
 def test_cache_decodes_once_with_the_device_decoder_and_reuses_it(tmp_path: Path, fm_folder: Path) -> None:
     dataset, items = _items(fm_folder)
     first = cache.load_split(dataset, items, 48, folder=tmp_path)
-    expected, _, _ = dataset.pixels(items, 48, warn=False)  # edge_runtime.preprocess, one image at a time
+    expected, _, _ = dataset.pixels(items, 48, warn=False)  # edgetl.runtime.preprocess, one image at a time
     assert first.rows.shape == (50, 48, 48, 3)
     np.testing.assert_array_equal(first.rows.read(0, 50), expected)
     np.testing.assert_array_equal(first.rows.take([7, 3, 4, 49]), expected[[7, 3, 4, 49]])
@@ -86,7 +86,7 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
     """A real MultiWorkerMirroredStrategy run: two processes, each its shard; only the chief writes the run."""
     hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     run = tmp_path / "mw"
-    args = [sys.executable, "-m", "toolchain", "train", str(fm_folder), "-o", str(run), "--strategy", "multi-worker",
+    args = [sys.executable, "-m", "edgetl", "train", str(fm_folder), "-o", str(run), "--strategy", "multi-worker",
             "--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "2", "--fine-tune-epochs", "1",
             "--max-per-class", "8", "--batch-size", "8", "--cache-views", "1", "--json"]  # fmt: skip
     procs = []
@@ -112,8 +112,8 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
                 "metrics.json", "learning_curves.png", "confusion_test.png"}  # fmt: skip
     assert {p.name for p in run.iterdir()} == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mw"]  # no worker folder left behind
-    from edge_runtime.model_card import load_card
-    from toolchain import model
+    from edgetl.runtime.model_card import load_card
+    from edgetl import model
 
     card = load_card(run / "model_card.json")
     assert card.extra["training"]["epochs_run"] == [2, 1]
@@ -124,16 +124,16 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
 @pytest.mark.slow
 def test_qat_trains_in_float32_after_float16_training(tmp_path: Path, fm_folder: Path) -> None:
     """tfmot's fake-quant ops take float32 only: QAT must not inherit a float16 training's policy."""
-    from toolchain import model
-    from toolchain.config import MixedPrecision, QatConfig, TrainConfig
-    from toolchain.qat import load_qat, qat
-    from toolchain.train import train
+    from edgetl import model
+    from edgetl.config import MixedPrecision, QatConfig, TrainConfig
+    from edgetl.qat import load_qat, qat
+    from edgetl.train import train
 
     config = TrainConfig(data=str(fm_folder), output=str(tmp_path / "run"), weights="none", alpha=0.35, image_size=32,
                          epochs=1, fine_tune_epochs=0, cache_views=1, max_per_class=6, batch_size=8,
                          mixed_precision=MixedPrecision.FLOAT16)  # fmt: skip
     trained = train(config)
-    from edge_runtime.model_card import load_card
+    from edgetl.runtime.model_card import load_card
 
     assert load_card(trained.run_dir / "model_card.json").extra["training"]["precision"] == "mixed_float16"
     model.keras().mixed_precision.set_global_policy("mixed_float16")  # as a float16 training in this process leaves it
@@ -150,7 +150,7 @@ def test_qat_trains_in_float32_after_float16_training(tmp_path: Path, fm_folder:
 def test_multi_worker_without_tf_config_is_one_error_line(tmp_path: Path, fm_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from toolchain.cli import main
+    from edgetl.cli import main
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     result = CliRunner().invoke(main, ["train", str(fm_folder), "-o", str(tmp_path / "run"), "--strategy", "multi-worker"])

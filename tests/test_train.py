@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.model_card import load_card, sha256_file
-from toolchain.config import TrainConfig
+from edgetl.runtime.model_card import load_card, sha256_file
+from edgetl.config import TrainConfig
 
 
 def test_run_folder_holds_every_artifact(trained_run: Path) -> None:
@@ -38,10 +38,10 @@ def test_offline_imagenet_run_learns_real_photos(trained_run: Path) -> None:
 
 
 def test_saved_model_reloads_in_safe_mode_and_predicts(trained_run: Path) -> None:
-    from toolchain import data, feed, model
+    from edgetl import data, feed, model
 
     keras_model = model.load(str(trained_run / "model.keras"))
-    assert not any(type(l).__name__ in ("Lambda", "Rescaling", "Functional") for l in keras_model.layers)
+    assert not any(type(layer).__name__ in ("Lambda", "Rescaling", "Functional") for layer in keras_model.layers)
     dataset, items = data.load_split(trained_run, "test")
     pixels, kept, _ = dataset.pixels(items, 96)
     probs = feed.predict(keras_model, pixels, model.MOBILENET_NORMALIZATION)
@@ -51,7 +51,7 @@ def test_saved_model_reloads_in_safe_mode_and_predicts(trained_run: Path) -> Non
 
 
 def _train(tmp_path: Path, folder: Path, **overrides) -> dict:
-    from toolchain.train import train
+    from edgetl.train import train
 
     options = dict(data=str(folder), output=str(tmp_path / "run"), image_size=96, epochs=8, seed=1, cache_views=1,
                    fine_tune_epochs=0)
@@ -69,7 +69,7 @@ def test_imagenet_weights_beat_random_init_on_the_same_budget(tmp_path: Path, fm
 
 @pytest.mark.slow
 def test_fine_tune_keeps_batchnorm_statistics(tmp_path: Path, fm_folder: Path, imagenet_weights: Path) -> None:
-    from toolchain import model
+    from edgetl import model
 
     metrics = _train(tmp_path, fm_folder, epochs=2, fine_tune_epochs=1, fine_tune_layers=20, max_per_class=12)
     tuned = model.load(str(tmp_path / "run" / "model.keras"))
@@ -91,7 +91,7 @@ def test_uncached_path_and_config_round_trip(tmp_path: Path, fm_folder: Path) ->
     assert history[0]["phase"] == "head (uncached)"
     from click.testing import CliRunner
 
-    from toolchain.cli import main
+    from edgetl.cli import main
 
     result = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "run" / "config.json"), "-o", str(tmp_path / "again"), "-q"])
     assert result.exit_code == 0, result.output
@@ -108,8 +108,8 @@ os.environ['TF_USE_LEGACY_KERAS'] = '1'
 import tensorflow as tf
 cpu = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from toolchain.config import TrainConfig
-from toolchain.train import train
+from edgetl.config import TrainConfig
+from edgetl.train import train
 r = train(TrainConfig(data={str(fm_folder)!r}, output={str(tmp_path / 'mirror')!r}, weights='none', alpha=0.35,
           image_size=32, epochs=1, fine_tune_epochs=1, cache_views=1, max_per_class=6, batch_size=8,
           strategy='mirrored', mixed_precision='bfloat16'))
@@ -120,7 +120,7 @@ print(json.dumps(r.metrics['test']['count']))
     assert "2 replica(s)" in result.stderr and "mixed_bfloat16" in result.stderr
     card = load_card(tmp_path / "mirror" / "model_card.json")
     assert card.extra["training"]["precision"] == "mixed_bfloat16"
-    from toolchain import model
+    from edgetl import model
 
     saved = model.load(str(tmp_path / "mirror" / "model.keras"))
     assert saved.layers[1].dtype_policy.name == "float32"  # saved for conversion in float32
@@ -130,7 +130,7 @@ def test_tf_hub_feature_vector_backbone(tmp_path: Path, fm_folder: Path) -> None
     """``--backbone hub:DIR`` trains on a local SavedModel feature vector, normalised to [0, 1]."""
     import tensorflow as tf
 
-    from toolchain.model import keras
+    from edgetl.graph import keras
 
     base = keras().applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None, pooling="avg")
     tf.saved_model.save(base, str(tmp_path / "hub"))

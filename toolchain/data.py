@@ -4,26 +4,24 @@ A dataset is a list of items (a file path, or ``#index`` into an image array) wi
 integer labels into sorted class names. ``split`` makes the seeded, stratified
 train/val/test lists that ``edgetl train`` writes into the run folder, so every
 later stage (calibration, convert, parity) reads exactly the same held-out files.
-Pixels are decoded and resized by ``edge_runtime.preprocess``, the device's code.
+Pixels are decoded and resized by ``edgetl.runtime.preprocess``, the device's code.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 import zipfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from edge_runtime import preprocess
-from edge_runtime.model_card import read_json, write_bytes_atomic, write_json_atomic
-from toolchain import log
-from toolchain.errors import DataError, RunFolderError
+from edgetl.runtime import decode, preprocess
+from edgetl.runtime.model_card import read_json, write_bytes_atomic, write_json_atomic
+from edgetl import log
+from edgetl.errors import DataError, RunFolderError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 SPLITS = ("train", "val", "test")
 
 
@@ -61,7 +59,7 @@ class Dataset:
             try:
                 out[len(kept)] = self._load(item, size, interpolation)
                 kept.append(item)
-            except (preprocess.ImageDecodeError, ValueError) as exc:
+            except (decode.ImageDecodeError, ValueError) as exc:
                 skipped.append({"ref": item.ref, "reason": str(exc)})
         if skipped and warn:
             log.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]['reason']}")
@@ -72,7 +70,7 @@ class Dataset:
             assert self._array is not None
             rgb = preprocess.to_rgb(self._array[int(item.ref[1:])], "RGB")
             return preprocess.resize(rgb, size, size, interpolation)
-        return preprocess.load_image(item.ref, size, size, interpolation)
+        return decode.load_image(item.ref, size, size, interpolation)
 
 
 def discover(path: str, allow_outside_root: bool = False) -> Dataset:
@@ -98,14 +96,8 @@ def discover(path: str, allow_outside_root: bool = False) -> Dataset:
 
 
 def _images_in(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursive, sorted, symlinked folders not followed)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."):
-                found.append(os.path.join(dirpath, name))
-    return found
+    """Image files under ``folder`` as strings (see ``decode.image_files``: recursive, sorted, hidden skipped)."""
+    return [str(path) for path in decode.image_files(folder)]
 
 
 def _class_dirs(folder: Path) -> list[Path]:
@@ -327,7 +319,7 @@ def load_split(run_dir: Path, name: str) -> tuple[Dataset, list[Item]]:
     if meta["kind"] == "array":
         if not Path(meta["root"]).exists():
             raise RunFolderError(f"the run's image array {meta['root']} is gone; restore it or pass --data")
-        array = _from_arrays(Path(meta["root"]))._array
+        array = _from_arrays(Path(meta["root"]))._array  # noqa: SLF001 - this module's own Dataset
     elif items and not Path(items[0].ref).exists():
         raise RunFolderError(f"the run's images under {meta['root']} are gone; restore them or pass --data")
     return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, _array=array), items

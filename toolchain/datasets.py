@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from toolchain.errors import DataError
+from edgetl.errors import DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from toolchain import log
-from toolchain.config import Strategy, TrainConfig
-from toolchain.errors import ConfigError
+from edgetl import log
+from edgetl.config import Strategy, TrainConfig
+from edgetl.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

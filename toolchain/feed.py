@@ -1,6 +1,6 @@
 """Feeding pixels to Keras: normalised batches and seeded augmentation, in numpy + cv2.
 
-Normalisation is ``edge_runtime.preprocess.normalize``, the function the device
+Normalisation is ``edgetl.runtime.preprocess.normalize``, the function the device
 runs, so training sees exactly the values the Pi will feed. Augmentation (flip,
 small rotation, contrast) is applied to uint8 pixels before that, as a camera
 would deliver them.
@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edge_runtime.model_card import Normalization
-from edge_runtime.preprocess import normalize
+from edgetl.runtime.model_card import Normalization
+from edgetl.runtime.preprocess import normalize
 
 
 def augment(images: np.ndarray, rng: np.random.Generator, max_degrees: float = 10.0, contrast: float = 0.2) -> np.ndarray:
@@ -51,7 +51,7 @@ def predict(model: Any, images: np.ndarray, normalization: Normalization, batch_
 
 def make_sequence(images: np.ndarray, labels: np.ndarray, normalization: Normalization, batch_size: int, seed: int, augmented: bool, shuffle: bool = True) -> Any:
     """A ``keras.utils.Sequence`` of (normalised images, labels), reshuffled and re-augmented each epoch."""
-    from toolchain.model import keras  # noqa: PLC0415
+    from edgetl.graph import keras  # noqa: PLC0415
 
     class _Batches(keras().utils.Sequence):
         def __init__(self) -> None:

@@ -19,7 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from toolchain.errors import RunFolderError
+from edgetl.errors import RunFolderError
 
 ZIP_MAGIC = b"PK\x03\x04"
 MEMBERS = frozenset({"metadata.json", "config.json", "model.weights.h5"})

@@ -1,12 +1,16 @@
 """Stage lines, notes and progress on stderr; stdout is kept for results.
 
-``-q`` sets ``QUIET`` and silences all of it (errors still reach the user
-through ``cli.py``).
+Stage lines, notes and warnings are ``logging`` records of the ``edgetl`` logger:
+a library user sees warnings only (Python's last-resort handler) unless they add
+a handler; the ``edgetl`` command calls :func:`configure`, which prints them on
+stderr as before. ``-q`` sets ``QUIET`` and silences all but warnings (errors
+still reach the user through ``cli.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -16,22 +20,41 @@ from typing import Iterable, Iterator, TypeVar
 T = TypeVar("T")
 QUIET = False
 VERBOSE = False
+LOGGER = logging.getLogger("edgetl")
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it), warnings prefixed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "warning: " if record.levelno == logging.WARNING else ""
+        sys.stderr.write(f"{prefix}{record.getMessage()}\n")
+        sys.stderr.flush()
+
+
+def configure() -> None:
+    """Print the ``edgetl`` logger's records on stderr (once per process): what the command line shows."""
+    if not any(isinstance(h, _StderrHandler) for h in LOGGER.handlers):
+        LOGGER.addHandler(_StderrHandler())
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
 
 
 def stage(step: int, total: int, message: str) -> None:
     """A numbered stage line: ``[2/5] converting int8``."""
     if not QUIET:
-        print(f"[{step}/{total}] {message}", file=sys.stderr, flush=True)
+        LOGGER.info(f"[{step}/{total}] {message}")
 
 
 def info(message: str) -> None:
+    """A note under the current stage line."""
     if not QUIET:
-        print(f"      {message}", file=sys.stderr, flush=True)
+        LOGGER.info(f"      {message}")
 
 
 def warn(message: str) -> None:
     """Warnings are shown even with -q: they change what the user should trust."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    LOGGER.warning(message)
 
 
 def progress(items: Iterable[T], total: int, label: str) -> Iterator[T]:

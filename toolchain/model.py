@@ -11,44 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from typing import Any
 
-from edge_runtime.model_card import Normalization
-from toolchain.config import MixedPrecision, Pooling, TrainConfig
-from toolchain.errors import MissingExtraError, RunFolderError, WeightsError
+from edgetl.runtime.model_card import Normalization
+from edgetl.config import MixedPrecision, Pooling, TrainConfig
+from edgetl.errors import RunFolderError, WeightsError
+from edgetl.graph import keras
 
 POOL, HIDDEN, DROPOUT, HEAD_BN, PREDICTIONS = "head_pool", "head_hidden", "head_dropout", "head_bn", "predictions"
 # MobileNetV2 (Keras and TF-Hub's Keras-trained weights) expects [-1, 1]; TF-Hub image
 # feature vectors take [0, 1] by the hub convention.
 MOBILENET_NORMALIZATION = Normalization((127.5,) * 3, (127.5,) * 3)
 HUB_NORMALIZATION = Normalization((0.0,) * 3, (255.0,) * 3)
-
-
-def keras() -> Any:
-    """The tf_keras module, loaded quietly; every model in edgetl comes through here.
-
-    ``TF_USE_LEGACY_KERAS`` is set before TensorFlow loads so ``tf.keras`` is the
-    same Keras 2 that tfmot needs. The first call also queries the devices (the
-    cuInit attempt) so that all of TensorFlow's start-up lines (oneDNN, CUDA, absl)
-    are written inside :func:`~edge_runtime.native_log.hide_native_logs`, which
-    drops them unless ``-v``. A missing ``train`` extra becomes one ``Error:`` line.
-    """
-    if "tf_keras" in sys.modules:
-        return sys.modules["tf_keras"]
-    from edge_runtime import native_log  # noqa: PLC0415
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if native_log.SHOW else "2")
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    try:
-        with native_log.hide_native_logs():
-            import tensorflow as tf  # noqa: PLC0415
-            import tf_keras  # noqa: PLC0415
-
-            tf.config.list_physical_devices("GPU")
-    except ImportError as exc:
-        raise MissingExtraError(exc.name or "tensorflow") from None
-    return tf_keras
 
 
 @dataclasses.dataclass
@@ -99,7 +73,7 @@ def _apply(layers: list[Any], x: Any) -> Any:
 
 
 def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
-    from toolchain import weights as w  # noqa: PLC0415
+    from edgetl import weights as w  # noqa: PLC0415
 
     apps = keras().applications
     shape = (config.image_size, config.image_size, 3)
@@ -125,12 +99,12 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
     base = apps.MobileNetV2(input_shape=shape, alpha=config.alpha, include_top=False, weights=None)
     try:
         base.load_weights(path)
-    except Exception as exc:  # h5py/Keras raise many types for a file that does not fit
+    except Exception as exc:  # noqa: BLE001 - h5py/Keras raise many types for a file that does not fit
         raise WeightsError(
             f"--weights {path} does not fit MobileNetV2 alpha={config.alpha} without top ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:160]}); pass a matching weights file"
         ) from None
-    from edge_runtime.model_card import sha256_file  # noqa: PLC0415
+    from edgetl.runtime.model_card import sha256_file  # noqa: PLC0415
 
     return base, {"weights": "file", "file": os.path.basename(path), "sha256": sha256_file(path)}  # no absolute path in cards
 
@@ -168,7 +142,7 @@ def _build_hub(config: TrainConfig, num_classes: int) -> BuiltModel:
     try:
         hub_layer = hub.KerasLayer(handle, trainable=False, name="hub_backbone")
         pooled = hub_layer(inputs)
-    except Exception as exc:  # hub raises OSError/ValueError/tf errors for a bad handle
+    except Exception as exc:  # noqa: BLE001 - hub raises OSError/ValueError/tf errors for a bad handle
         raise WeightsError(
             f"cannot load TF-Hub backbone {handle!r} ({type(exc).__name__}); pass a local SavedModel "
             "folder of an image feature vector (offline) or a reachable hub handle"
@@ -214,20 +188,10 @@ def unfreeze_top(built: BuiltModel, n_layers: int) -> int:
     return count
 
 
-def consumers(config: dict[str, Any]) -> dict[str, list[str]]:
-    """Layer name -> the class name of every layer call that takes its output, from a functional config."""
-    found: dict[str, list[str]] = {}
-    for layer in config["layers"]:
-        for node in layer["inbound_nodes"]:
-            for ref in node:
-                found.setdefault(ref[0], []).append(layer["class_name"])
-    return found
-
-
 def load(path: str, compile: bool = False) -> Any:
     """Load a saved edgetl Keras model: checked as data first, then Keras' safe mode.
 
-    :func:`toolchain.keras_file.check` refuses anything but a zip ``.keras`` of the
+    :func:`edgetl.keras_file.check` refuses anything but a zip ``.keras`` of the
     classes edgetl builds (a legacy HDF5 file would reach Keras' legacy loader,
     which runs a Lambda's bytecode whatever ``safe_mode`` says); only then does
     Keras deserialise it, with ``safe_mode=True`` as a second line of defence.
@@ -236,7 +200,7 @@ def load(path: str, compile: bool = False) -> Any:
         RunFolderError: the file is not a zip ``.keras``, holds a Lambda or a class
             edgetl does not build, or Keras cannot load it.
     """
-    from toolchain import keras_file  # noqa: PLC0415
+    from edgetl import keras_file  # noqa: PLC0415
 
     keras_file.check(path)
     k = keras()

@@ -2,7 +2,7 @@
 
 The float Keras model is evaluated on the run's held-out test split (or another
 labelled folder/CSV); each .tflite is evaluated on the same images through
-``edge_runtime.Classifier`` -- the device's decode, resize, colour order, input
+``edgetl.runtime.Classifier`` -- the device's decode, resize, colour order, input
 quantization and output dequantization. A preprocessing-contract check compares
 the tensor the device builds with the one training-side evaluation builds. Any
 crossed threshold is a ``ParityError`` carrying its numbers (exit 1), so CI can
@@ -18,11 +18,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from edge_runtime import preprocess
-from edge_runtime.model_card import ModelCard, load_card, write_bytes_atomic, write_json_atomic
-from toolchain import data as data_mod
-from toolchain import feed, log, report
-from toolchain.errors import DataError, ParityError, RunFolderError
+from edgetl.runtime import decode, preprocess
+from edgetl.runtime.model_card import ModelCard, load_card, write_bytes_atomic, write_json_atomic
+from edgetl import data as data_mod
+from edgetl import feed, log, report, runfolder
+from edgetl.errors import DataError, ParityError, RunFolderError
 
 CONTRACT_SAMPLES = 8
 
@@ -117,9 +117,7 @@ def run_parity(config: ParityConfig) -> ParityReport:
 
 
 def _inventory(run: Path, models: Optional[Sequence[str]]) -> tuple[ModelCard, list[Path]]:
-    if not (run / "model.keras").exists() or not (run / "model_card.json").exists():
-        raise RunFolderError(f"{run} has no model.keras/model_card.json; run `edgetl train` first")
-    keras_card = load_card(run / "model_card.json")
+    keras_card = runfolder.float_card(run)
     tflites = [run / m for m in models] if models else sorted(run.glob("model_*.tflite"))
     if not tflites:
         raise RunFolderError(f"{run} has no model_*.tflite; run `edgetl convert {run}` first")
@@ -146,22 +144,18 @@ def _items(run: Path, data: Optional[str], card: ModelCard) -> tuple[list[data_m
 
 
 def _keras_probs(run: Path, card: ModelCard, pixels: np.ndarray) -> np.ndarray:
-    from edge_runtime.model_card import verify_model_file  # noqa: PLC0415
-    from toolchain import model as model_mod  # noqa: PLC0415
-
-    verify_model_file(card, run / "model.keras")
-    return feed.predict(model_mod.load(str(run / "model.keras")), pixels, card.normalization)
+    return feed.predict(runfolder.load_float_model(run, card), pixels, card.normalization)
 
 
 def _frame(ref: str, dataset: data_mod.Dataset) -> tuple[np.ndarray, str]:
     """The image as the device gets it: a file decoded by cv2 (BGR), or an array row (RGB)."""
     if ref.startswith("#"):
         return preprocess.to_rgb(dataset._array[int(ref[1:])], "RGB"), "RGB"  # noqa: SLF001
-    return preprocess.decode_image(ref), "RGB"
+    return decode.decode_image(ref), "RGB"
 
 
 def _device_probs(path: Path, threads: int, refs: list[str], dataset: data_mod.Dataset) -> tuple[np.ndarray, list[float]]:
-    from edge_runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
+    from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
 
     classifier = Classifier(ClassifierOptions(model_path=str(path), num_threads=threads))
     probs, latency = [], []

@@ -1,8 +1,8 @@
 """``tf.data`` pipelines over the on-disk caches, so the model never waits on one Python thread.
 
-Training batches are read from a cached split (``toolchain.cache.Rows``),
+Training batches are read from a cached split (``edgetl.cache.Rows``),
 augmented (``feed.augment``: flip, rotation, contrast on uint8 pixels, as a camera
-delivers them) and normalised (``edge_runtime.preprocess.normalize``, the device's
+delivers them) and normalised (``edgetl.runtime.preprocess.normalize``, the device's
 function) in ``tf.data``'s parallel map, and prefetched. Which rows and which
 augmentation an epoch gets depend only on (seed, epoch, batch index) -- the same
 seeding the in-memory ``feed.make_sequence`` used -- so a resumed run sees the
@@ -22,9 +22,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edge_runtime.model_card import Normalization
-from edge_runtime.preprocess import normalize
-from toolchain import cache, feed, log
+from edgetl.runtime.model_card import Normalization
+from edgetl.runtime.preprocess import normalize
+from edgetl import cache, feed, log
 
 FEATURE_BATCH = 256
 
@@ -48,7 +48,7 @@ class Source:
 
 
 def _tf() -> Any:
-    from toolchain.model import keras  # noqa: PLC0415 - sets TF_USE_LEGACY_KERAS before TensorFlow loads
+    from edgetl.graph import keras  # noqa: PLC0415 - sets TF_USE_LEGACY_KERAS before TensorFlow loads
 
     keras()
     import tensorflow as tf  # noqa: PLC0415

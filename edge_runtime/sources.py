@@ -20,9 +20,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from edge_runtime import preprocess
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
+from edgetl.runtime import decode
+from edgetl.runtime.decode import IMAGE_EXTENSIONS
 _EOF = object()
 
 
@@ -142,8 +141,8 @@ class ImageFiles(FrameSource):
     def frames(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
             try:
-                image = preprocess.decode_image(path)
-            except preprocess.ImageDecodeError as exc:
+                image = decode.decode_image(path)
+            except decode.ImageDecodeError as exc:
                 self.stats.skipped.append(str(exc))
                 continue
             yield Frame(image, index, str(path), "RGB", time.monotonic())
@@ -159,13 +158,13 @@ def expand_images(paths: Sequence[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
         elif path.is_file():
             found.append(path)
         else:
             raise SourceError(f"{path}: no such file or folder; pass image files or a folder of them")
     if not found:
-        raise SourceError(f"no image files in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise SourceError(f"no image files in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return found
 
 
@@ -185,7 +184,7 @@ class _Reader(threading.Thread):
                 self._sink(item)
                 if item is _EOF:
                     return
-        except BaseException as exc:  # handed to the consumer, which raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self.error = exc
             self._sink(_EOF)
 

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime import camera
-from edge_runtime.camera import Camera, Frame, LatestFrame, SourceError, VideoFile
+from edgetl.runtime import sources
+from edgetl.runtime.sources import Camera, Frame, LatestFrame, SourceError, VideoFile
 
 LEVEL = 4  # grey level per frame number; MJPG keeps a flat grey within +-2
 
@@ -273,9 +273,9 @@ def test_image_folder_expansion_and_errors(tmp_path: Path) -> None:
     for name in ("b.png", "a.JPG", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub").mkdir()
-    assert [p.name for p in camera.expand_images([str(tmp_path)])] == ["a.JPG", "b.png"]
-    assert [p.name for p in camera.expand_images([str(tmp_path / "notes.txt"), str(tmp_path)])] == ["notes.txt", "a.JPG", "b.png"]
+    assert [p.name for p in sources.expand_images([str(tmp_path)])] == ["a.JPG", "b.png"]
+    assert [p.name for p in sources.expand_images([str(tmp_path / "notes.txt"), str(tmp_path)])] == ["notes.txt", "a.JPG", "b.png"]
     with pytest.raises(SourceError, match=r"missing\.png: no such file or folder; pass image files or a folder of them$"):
-        camera.expand_images([str(tmp_path / "missing.png")])
-    with pytest.raises(SourceError, match=r"^no image files in .*sub \(looked for \.bmp, \.jpeg"):
-        camera.expand_images([str(tmp_path / "sub")])
+        sources.expand_images([str(tmp_path / "missing.png")])
+    with pytest.raises(SourceError, match=r"^no image files in .*sub \(looked for \.bmp, \.dib, \.jpe, \.jpeg"):
+        sources.expand_images([str(tmp_path / "sub")])

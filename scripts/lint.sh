@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Lint and format check (ruff, configured in pyproject.toml): the CI step after the tests.
+# Fix what it reports with `ruff check --fix .` (import order and the like) and `ruff format .`.
+# VENV overrides the venv path (default .venv); ruff is installed into it when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/ruff" ]; then
+  "$VENV/bin/pip" install -q "ruff>=0.6" 2>&1 | grep -v -E "^WARNING: Location|ignored: it is neither" >&2 || true
+fi
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .

@@ -1,0 +1,119 @@
+"""The run folder: its file names, the one "is this a run" check, the float model and card, versions, atomic writes.
+
+Every stage (``train``, ``qat``, ``convert``, ``parity``) reads and writes a run
+folder through this module, so its layout is written down once::
+
+    RUN/model.keras          float Keras model (train)     RUN/model_card.json   its card
+    RUN/model_qat.keras      QAT weights (qat)              RUN/model_qat.json    its card
+    RUN/model_<variant>.tflite + model_<variant>.json      one per variant (convert)
+    RUN/calibration.json     the int8 representative set (calibrate)
+    RUN/data.json, RUN/splits/{train,val,test}.csv         the data (train; see :mod:`data`)
+
+The atomic writers live in ``edgetl.runtime.model_card`` (the device writes files
+too, and never imports the toolchain); they are re-exported here so stage code
+has one place to import run-folder I/O from. TensorFlow is imported only by
+:func:`load_float_model` and :func:`versions` when given it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from edgetl.runtime.model_card import (
+    CardError,
+    ModelCard,
+    atomic_path,
+    card_path_for,
+    load_card,
+    read_json,
+    sha256_file,
+    verify_model_file,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+from edgetl.errors import RunFolderError
+
+__all__ = [
+    "CardError", "ModelCard", "FLOAT_MODEL", "FLOAT_CARD", "QAT_MODEL", "QAT_CARD", "QAT_SCHEME", "CONFIG", "variant_file", "float_card", "load_float_model",
+    "versions", "atomic_path", "card_path_for", "load_card", "read_json", "sha256_file", "verify_model_file",
+    "write_bytes_atomic", "write_json_atomic",
+]  # fmt: skip
+
+FLOAT_MODEL = "model.keras"
+FLOAT_CARD = "model_card.json"
+QAT_MODEL = "model_qat.keras"
+QAT_CARD = "model_qat.json"
+# The fake-quant layout of model_qat.keras (see qat_scheme); load_qat refuses files made with another.
+QAT_SCHEME = "bn-folded-per-channel"
+CONFIG = "config.json"
+VARIANT_GLOB = "model_*.tflite"
+
+
+def variant_file(variant: str) -> str:
+    """File name of one TFLite variant (``fp32`` -> ``model_fp32.tflite``); its card is the same stem + ``.json``."""
+    return f"model_{variant}.tflite"
+
+
+def float_card(run: Path) -> ModelCard:
+    """The float model's card, after checking the run folder holds a usable model: the one "is this a run" check.
+
+    Raises:
+        RunFolderError: no ``model.keras`` or ``model_card.json``, or a card this version cannot read.
+    """
+    run = Path(run)
+    if not (run / FLOAT_MODEL).is_file() or not (run / FLOAT_CARD).is_file():
+        raise RunFolderError(f"{run} has no {FLOAT_MODEL} and {FLOAT_CARD}; is it an `edgetl train` run folder?")
+    path = run / FLOAT_CARD
+    try:
+        return load_card(path)
+    except CardError as exc:  # name the file where the card's own message does not
+        raise RunFolderError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+
+
+def load_float_model(run: Path, card: Optional[ModelCard] = None) -> Any:
+    """``RUN/model.keras`` loaded in safe mode, after checking it is the file its card describes.
+
+    Raises:
+        RunFolderError: not a run folder, or a model that is not a loadable, code-free Keras file.
+        CardError: the model's sha256 differs from its card's.
+    """
+    from edgetl import model  # noqa: PLC0415 - TensorFlow only when a model is loaded
+
+    run = Path(run)
+    card = card or float_card(run)
+    verify_model_file(card, run / FLOAT_MODEL)
+    return model.load(str(run / FLOAT_MODEL))
+
+
+def versions(tf: Any = None, litert: bool = False) -> dict[str, str]:
+    """Library versions a card records: edgetl, TensorFlow and tf_keras (when ``tf`` is given), numpy, OpenCV, Python.
+
+    Args:
+        tf: the imported ``tensorflow`` module, or None to leave TensorFlow out.
+        litert: also record the installed ``ai-edge-litert`` version.
+    """
+    import cv2  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    import edgetl  # noqa: PLC0415
+
+    found = {"edgetl": edgetl.__version__}
+    if tf is not None:
+        from edgetl import graph  # noqa: PLC0415
+
+        found.update(tensorflow=tf.__version__, tf_keras=graph.keras().__version__)
+    found.update(numpy=np.__version__, opencv=cv2.__version__, python=sys.version.split()[0])
+    if litert:
+        found["ai_edge_litert"] = package_version("ai-edge-litert")
+    return found
+
+
+def package_version(name: str, missing: str = "unknown") -> str:
+    """The installed version of a distribution (read from its metadata, not imported), or ``missing``."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return missing

@@ -39,8 +39,11 @@ def say(message: str) -> None:
 
 def peak_train(code: Path, data: Path, out: Path, args: Sequence[str], cache: Path) -> dict[str, Any]:
     """Wall time, peak RSS (MiB) and the summary of one ``edgetl train`` subprocess running ``code``."""
-    env = {**os.environ, "PYTHONPATH": str(code), "EDGETL_PIXEL_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "edgetl", "train", str(data), "-o", str(out), "--json", *args]
+    env = {**os.environ, "EDGETL_PIXEL_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    module = "edgetl"  # this checkout, installed with pip install -e
+    if code != ROOT:  # the base checkout predates the edgetl namespace: its packages run from PYTHONPATH
+        env["PYTHONPATH"], module = str(code), "toolchain"
+    command = ["/usr/bin/time", "-v", sys.executable, "-m", module, "train", str(data), "-o", str(out), "--json", *args]
     start = time.monotonic()
     proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=str(code))
     seconds = time.monotonic() - start

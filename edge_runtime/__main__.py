@@ -195,10 +195,11 @@ def rss_mb() -> Optional[float]:
 
 def open_source(config: RunConfig, folder: Any = None) -> Any:
     from edgetl.runtime import sources  # noqa: PLC0415
+    from edgetl.runtime.decode import IMAGE_EXTENSIONS  # noqa: PLC0415
 
     if folder is not None:
         if not folder.paths:
-            raise sources.SourceError(f"no image files under {config.images[0]} (looked for {', '.join(sorted(sources.IMAGE_EXTENSIONS))})")
+            raise sources.SourceError(f"no image files under {config.images[0]} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         return sources.ImageFiles([str(p) for p in folder.paths])
     if config.images:
         return sources.ImageFiles(config.images)

@@ -10,7 +10,6 @@ the root.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 

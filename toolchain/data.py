@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from edgetl.runtime import decode, preprocess
-from edgetl.runtime.model_card import read_json, write_bytes_atomic, write_json_atomic
+from edgetl.runtime.model_card import write_bytes_atomic, write_json_atomic
 from edgetl import datapaths, log
 from edgetl.errors import DataError, RunFolderError
 
@@ -361,7 +361,7 @@ def load_split(run_dir: Path, name: str) -> tuple[Dataset, list[Item]]:
     if meta["kind"] == "array":
         if not Path(meta["root"]).is_file():
             raise RunFolderError(f"the run's image array {meta['root']} is gone; restore it there (data.json records it)")
-        array = _from_arrays(Path(meta["root"]))._array
+        array = _from_arrays(Path(meta["root"]))._array  # noqa: SLF001 - this module's own Dataset
         if any(int(it.ref[1:]) >= len(array) for it in items):
             raise RunFolderError(f"{run_dir}/splits/{name}.csv lists rows beyond {meta['root']}'s {len(array)} images; "
                                  "the array changed since training: restore it or re-run `edgetl train`")  # fmt: skip

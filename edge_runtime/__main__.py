@@ -28,10 +28,10 @@ from typing import Any, Optional, Sequence
 import click
 import numpy as np
 
-EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_IO, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
 LATENCY_WINDOW = 10_000  # frames behind the summary's p95
 WARMUP_FRAMES = 100  # frames before the RSS reference: decoder queues and buffers are full by then
-EXIT_CODES = "Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 130 interrupted."
+EXIT_CODES = "Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 5 output not writable, 130 interrupted."
 SERVE_HELP = ("browser preview at http://HOST:PORT/ (MJPEG stream with label/score/FPS, /latest.json); HOST defaults to "
               "127.0.0.1 (this machine only). 0.0.0.0 exposes it on the LAN with no authentication: anyone on the "
               "network can watch the camera")  # fmt: skip
@@ -86,7 +86,7 @@ def _parse_serve(ctx: click.Context, param: click.Parameter, value: Optional[str
 @click.option("--rtsp", metavar="URL", help="RTSP/HTTP stream URL")
 @click.argument("more_images", nargs=-1, metavar="[PATH]...")
 @click.option("--headless", is_flag=True, help="no window: one JSON line per frame on stdout")
-@click.option("--threads", type=int, default=None, help="interpreter threads (default: all cores)")
+@click.option("--threads", type=click.IntRange(1, 64), default=None, help="interpreter threads (default: all cores)")
 @click.option("--top-k", type=int, default=3, show_default=True, help="categories per frame")
 @click.option("--threshold", type=float, default=0.0, help="leave out categories scoring below this")
 @click.option("--max-frames", type=int, default=0, help="stop after this many frames (0 = no limit)")
@@ -128,6 +128,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return exc.exit_code
     except click.Abort:
         return EXIT_INTERRUPTED
+    except OSError as exc:  # an output (--summary-json, --csv, a full disk) that cannot be written: one line
+        where = f"{exc.filename2 or exc.filename}: " if exc.filename else ""
+        print(f"edge-classify: error: {where}{exc.strerror or exc}; pass a writable file path", file=sys.stderr)
+        return EXIT_IO
 
 
 @dataclasses.dataclass
@@ -191,10 +195,11 @@ def rss_mb() -> Optional[float]:
 
 def open_source(config: RunConfig, folder: Any = None) -> Any:
     from edgetl.runtime import sources  # noqa: PLC0415
+    from edgetl.runtime.decode import IMAGE_EXTENSIONS  # noqa: PLC0415
 
     if folder is not None:
         if not folder.paths:
-            raise sources.SourceError(f"no image files under {config.images[0]} (looked for {', '.join(sorted(sources.IMAGE_EXTENSIONS))})")
+            raise sources.SourceError(f"no image files under {config.images[0]} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
         return sources.ImageFiles([str(p) for p in folder.paths])
     if config.images:
         return sources.ImageFiles(config.images)

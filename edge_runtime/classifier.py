@@ -91,6 +91,7 @@ class Classifier:
             if options.verify_checksum and model_path.is_file():
                 verify_model_file(self.card, model_path)
         self._interpreter = load_interpreter(model_path, options.num_threads)
+        _check_signature(model_path, self._interpreter.get_input_details(), self._interpreter.get_output_details())
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         if from_metadata:
@@ -107,16 +108,26 @@ class Classifier:
         shape = tuple(int(x) for x in self._input["shape"])
         where = f"{model_path} and its card"
         if len(shape) != 4 or shape[3] != 3:
-            raise CardError(f"{model_path}: input shape {shape} is not (1, H, W, 3); edge_runtime classifies RGB images only")
+            raise CardError(
+                f"{model_path}: input shape {shape} is not (1, H, W, 3); edge_runtime classifies RGB images only"
+            )
         if shape[1:3] != (self.card.height, self.card.width):
-            raise CardError(f"{where} disagree: the model takes {shape[2]}x{shape[1]}, the card says {self.card.width}x{self.card.height}; use the card written with this model")
+            raise CardError(
+                f"{where} disagree: the model takes {shape[2]}x{shape[1]}, the card says {self.card.width}x{self.card.height}; use the card written with this model"
+            )
         classes = int(np.prod(self._output["shape"][1:]))
         if classes != self.card.num_classes:
-            raise CardError(f"{where} disagree: the model has {classes} outputs, the card lists {self.card.num_classes} labels; use the card written with this model")
+            raise CardError(
+                f"{where} disagree: the model has {classes} outputs, the card lists {self.card.num_classes} labels; use the card written with this model"
+            )
         if self._input_spec.dtype != self.card.input.dtype:
-            raise CardError(f"{where} disagree: the model's input is {self._input_spec.dtype}, the card says {self.card.input.dtype}; use the card written with this model")
+            raise CardError(
+                f"{where} disagree: the model's input is {self._input_spec.dtype}, the card says {self.card.input.dtype}; use the card written with this model"
+            )
         if self._input_spec.quantized and not np.isclose(self._input_spec.scale, self.card.input.scale, rtol=1e-5):
-            raise CardError(f"{where} disagree on the input scale ({self._input_spec.scale:.6g} vs {self.card.input.scale:.6g}); use the card written with this model")
+            raise CardError(
+                f"{where} disagree on the input scale ({self._input_spec.scale:.6g} vs {self.card.input.scale:.6g}); use the card written with this model"
+            )
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -153,13 +164,31 @@ class Classifier:
         self.last_timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return out
 
-    def classify(self, frame: np.ndarray, color_order: str = "BGR", tensor: Optional[np.ndarray] = None) -> list[Category]:
+    def classify(
+        self, frame: np.ndarray, color_order: str = "BGR", tensor: Optional[np.ndarray] = None
+    ) -> list[Category]:
         """The top ``max_results`` categories scoring at least ``score_threshold``, best first (``tensor``: as in ``scores``)."""
         t0 = time.perf_counter()
         values = self.scores(frame, color_order, tensor)
         categories = top_k(values, self.card.labels, self.options.max_results, self.options.score_threshold)
         self.last_timings.postprocess_ms += (time.perf_counter() - t0) * 1e3 - self.last_timings.total_ms
         return categories
+
+
+def _check_signature(model_path: Path, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+    """Refuse at load what would crash on the first frame: several tensors, a batch other than 1, a non-vector output.
+
+    Raises:
+        CardError: not one (1, H, W, 3) input and one (1, classes) output.
+    """
+    shapes = [tuple(int(x) for x in d["shape"]) for d in (*inputs, *outputs)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise CardError(f"{model_path} has {len(inputs)} input(s) and {len(outputs)} output(s) {shapes}; edge_runtime runs "
+                        "classifiers with one image input and one score output, as edgetl convert writes")  # fmt: skip
+    out = shapes[1]
+    if shapes[0][:1] != (1,) or len(out) != 2 or out[0] != 1:
+        raise CardError(f"{model_path}: input {shapes[0]} and output {out} are not batch-1 (1, H, W, 3) -> (1, classes); "
+                        "convert the classifier with batch 1, as edgetl convert does")  # fmt: skip
 
 
 def top_k(values: np.ndarray, labels: tuple[str, ...], k: int, threshold: float = 0.0) -> list[Category]:

@@ -42,6 +42,11 @@ def backend() -> tuple[str, Any]:
     raise RuntimeMissingError(f"no TFLite interpreter is installed ({'; '.join(errors)}); {INSTALL_HINT}")
 
 
+def max_threads() -> int:
+    """The most interpreter threads edge_runtime creates: 4 per core, at most 64."""
+    return min(64, 4 * (os.cpu_count() or 1))
+
+
 def load_interpreter(model_path: Path, num_threads: Optional[int] = None) -> Any:
     """Create and allocate an interpreter for a .tflite file.
 
@@ -58,7 +63,8 @@ def load_interpreter(model_path: Path, num_threads: Optional[int] = None) -> Any
     if path.stat().st_size < 16 or path.read_bytes()[4:8] != b"TFL3":
         raise ModelLoadError(f"{path}: not a TFLite model (no TFL3 header: truncated or another format); copy it again or re-run edgetl convert")
     _, module = backend()
-    threads = num_threads if num_threads and num_threads > 0 else (os.cpu_count() or 1)
+    # bounded: LiteRT segfaults creating 100,000 threads; more than 4 per core only adds contention
+    threads = min(num_threads if num_threads and num_threads > 0 else (os.cpu_count() or 1), max_threads())
     try:
         with hide_native_logs():  # "Created TensorFlow Lite XNNPACK delegate for CPU." (shown with -v)
             interpreter = module.Interpreter(model_path=str(path), num_threads=threads)

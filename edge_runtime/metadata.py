@@ -113,9 +113,13 @@ def embed(model: bytes, card: ModelCard, quantization: str) -> bytes:
     tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model, 0))
     graph = tree.subgraphs[0] if tree.subgraphs else None
     if graph is None or len(tree.subgraphs) != 1 or len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise MetadataError("TFLite metadata here describes one subgraph with one image input and one output; this model has another shape")
+        raise MetadataError(
+            "TFLite metadata here describes one subgraph with one image input and one output; this model has another shape"
+        )
     if any(buffer.offset > 1 for buffer in tree.buffers or []):
-        raise MetadataError("the model keeps its weights outside the flatbuffer (over 2 GB); re-packing it would lose them")
+        raise MetadataError(
+            "the model keeps its weights outside the flatbuffer (over 2 GB); re-packing it would lose them"
+        )
     entry = schema.BufferT()
     entry.data = np.frombuffer(metadata_buffer(card, quantization), dtype=np.uint8)
     tree.buffers, tree.metadata = tree.buffers or [], tree.metadata or []
@@ -205,10 +209,18 @@ def read_metadata(path: Path) -> dict[str, Any]:
         if buffer[4:8] != METADATA_IDENTIFIER:
             raise MetadataError(f"{path}: its {METADATA_NAME} buffer is not TFLite metadata (no M001 identifier)")
         model = meta.ModelMetadataT.InitFromObj(meta.ModelMetadata.GetRootAs(buffer, 0))
-    except (IndexError, ValueError, TypeError, AttributeError, struct.error) as exc:  # flatbuffers' errors on bad offsets
+    except (
+        IndexError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        struct.error,
+    ) as exc:  # flatbuffers' errors on bad offsets
         if isinstance(exc, MetadataError):
             raise
-        raise MetadataError(f"{path}: its TFLite metadata is damaged ({type(exc).__name__}); re-run edgetl convert") from None
+        raise MetadataError(
+            f"{path}: its TFLite metadata is damaged ({type(exc).__name__}); re-run edgetl convert"
+        ) from None
     text = lambda value: value.decode("utf-8") if isinstance(value, bytes) else value  # noqa: E731
     graph = model.subgraphMetadata[0] if model.subgraphMetadata else None
     image = graph.inputTensorMetadata[0] if graph and graph.inputTensorMetadata else None
@@ -245,7 +257,11 @@ def _normalization(tensor: Any) -> Optional[dict[str, list[float]]]:
 
 
 def _labels(path: Path, data: bytes, tensor: Any) -> Optional[list[str]]:
-    files = [f for f in (tensor.associatedFiles or []) if f.type == meta.AssociatedFileType.TENSOR_AXIS_LABELS] if tensor else []
+    files = (
+        [f for f in (tensor.associatedFiles or []) if f.type == meta.AssociatedFileType.TENSOR_AXIS_LABELS]
+        if tensor
+        else []
+    )
     if not files:
         return None
     name = files[0].name.decode("utf-8") if isinstance(files[0].name, bytes) else files[0].name
@@ -253,7 +269,9 @@ def _labels(path: Path, data: bytes, tensor: Any) -> Optional[list[str]]:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             content = archive.read(name).decode("utf-8")
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
-        raise MetadataError(f"{path}: the label file {name} its metadata names is missing or unreadable ({exc})") from None
+        raise MetadataError(
+            f"{path}: the label file {name} its metadata names is missing or unreadable ({exc})"
+        ) from None
     return [line.rstrip("\r") for line in content.split("\n") if line.strip()]
 
 

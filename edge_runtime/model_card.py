@@ -111,8 +111,9 @@ class ModelCard:
                     f"card schema version {version} is not {SCHEMA_VERSION}; "
                     "re-run the edgetl stage that wrote it with this version"
                 )
+            _check_shapes(data)
             norm = data.get("normalization", {})
-            return cls(
+            card = cls(
                 labels=tuple(str(x) for x in data["labels"]),
                 height=int(data["height"]),
                 width=int(data["width"]),
@@ -130,10 +131,12 @@ class ModelCard:
                 extra=dict(data.get("extra", {})),
                 schema_version=version,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+            check_values(card)
+            return card
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, CardError):
                 raise
-            raise CardError(f"model card is malformed ({exc!r}); regenerate it with edgetl") from exc
+            raise CardError(f"model card is malformed ({exc!r}); regenerate it with edgetl") from None
 
     def save(self, path: Path) -> None:
         """Write the card atomically as indented JSON."""
@@ -141,6 +144,48 @@ class ModelCard:
 
     def replace(self, **changes: Any) -> "ModelCard":
         return dataclasses.replace(self, **changes)
+
+
+INTERPOLATIONS = ("area", "linear", "nearest", "cubic", "lanczos4")
+TENSOR_DTYPES = ("float32", "float16", "uint8", "int8")
+MAX_SIDE = 8192
+
+
+def _check_shapes(data: dict[str, Any]) -> None:
+    """Each field has its JSON kind (a string where an object belongs is caught here, not as a crash later)."""
+    kinds = {"labels": list, "normalization": dict, "input": dict, "output": dict, "extra": dict}
+    for key, kind in kinds.items():
+        if key in data and not isinstance(data[key], kind):
+            raise CardError(f"model card field {key!r} must be a JSON {'list' if kind is list else 'object'}, got "
+                            f"{type(data[key]).__name__}; regenerate the card with edgetl")  # fmt: skip
+
+
+def check_values(card: ModelCard) -> None:
+    """Refuse values that would misbehave on every frame (std 0 gives inf/NaN scores, which rank nothing).
+
+    Raises:
+        CardError: empty labels, a size, normalisation, tensor type, colour order or interpolation out of range.
+    """
+    import math  # noqa: PLC0415
+
+    norm, problems = card.normalization, []
+    if not card.labels:
+        problems.append("labels is empty")
+    if not (1 <= card.height <= MAX_SIDE and 1 <= card.width <= MAX_SIDE):
+        problems.append(f"input size {card.width}x{card.height} is not within 1..{MAX_SIDE}")
+    if len(norm.mean) != 3 or len(norm.std) != 3:
+        problems.append(f"normalization needs 3 means and 3 stds, got {len(norm.mean)} and {len(norm.std)}")
+    elif not all(math.isfinite(v) for v in norm.mean + norm.std) or any(abs(v) < 1e-12 for v in norm.std):
+        problems.append(f"normalization mean {list(norm.mean)} / std {list(norm.std)} must be finite with no zero std")
+    for name, spec in (("input", card.input), ("output", card.output)):
+        if spec.dtype not in TENSOR_DTYPES or not math.isfinite(spec.scale) or spec.scale < 0:
+            problems.append(f"{name} tensor {spec.dtype} scale {spec.scale} is not a TFLite tensor type with a finite scale >= 0")
+    if card.color_order not in ("RGB", "BGR"):
+        problems.append(f"color_order {card.color_order!r} is not RGB or BGR")
+    if card.interpolation not in INTERPOLATIONS:
+        problems.append(f"interpolation {card.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
+    if problems:
+        raise CardError(f"model card is malformed ({problems[0]}); regenerate it with edgetl")
 
 
 def _tensor_spec(data: dict[str, Any]) -> TensorSpec:

@@ -21,7 +21,6 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from edgetl.runtime import decode
-from edgetl.runtime.decode import IMAGE_EXTENSIONS
 _EOF = object()
 
 
@@ -158,13 +157,13 @@ def expand_images(paths: Sequence[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
+            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in decode.IMAGE_EXTENSIONS and p.is_file()))
         elif path.is_file():
             found.append(path)
         else:
             raise SourceError(f"{path}: no such file or folder; pass image files or a folder of them")
     if not found:
-        raise SourceError(f"no image files in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        raise SourceError(f"no image files in {', '.join(map(str, paths))} (looked for {', '.join(sorted(decode.IMAGE_EXTENSIONS))})")
     return found
 
 
@@ -192,8 +191,7 @@ class _Reader(threading.Thread):
 def _open_capture(target: Any, *params: int) -> Any:
     import cv2  # noqa: PLC0415
 
-    capture = cv2.VideoCapture(target, cv2.CAP_ANY, list(params)) if params else cv2.VideoCapture(target)
-    return capture
+    return cv2.VideoCapture(target, cv2.CAP_ANY, list(params)) if params else cv2.VideoCapture(target)
 
 
 class VideoFile(FrameSource):

@@ -62,8 +62,8 @@ def make_video(out: Path, images: list[Path], size: tuple[int, int] = (160, 120)
 
 def make_tensors(model: Path, out: Path, images: list[Path]) -> np.ndarray:
     """Stack the model's input tensors for ``images`` plus seeded random ones into ``out``."""
-    from edgetl.runtime.model_card import card_path_for, load_card  # noqa: PLC0415
     from edgetl.runtime.decode import decode_image  # noqa: PLC0415
+    from edgetl.runtime.model_card import card_path_for, load_card  # noqa: PLC0415
     from edgetl.runtime.preprocess import prepare  # noqa: PLC0415
 
     card = load_card(card_path_for(model))

@@ -121,12 +121,15 @@ def prepare_variants(params: Any, run: Path) -> dict[str, Any]:
     from edgetl import calibration  # noqa: PLC0415
     from edgetl.runtime.model_card import load_card  # noqa: PLC0415
     from edgetl.config import CalibrationConfig, ConvertConfig, QatConfig  # noqa: PLC0415
-    from edgetl.convert import calibrate, convert  # noqa: PLC0415
+    from edgetl.calibrate import calibrate  # noqa: PLC0415
+    from edgetl.convert import convert  # noqa: PLC0415
+    from edgetl.data import split_image_loader  # noqa: PLC0415
     from edgetl.qat import qat  # noqa: PLC0415
 
     qat_result, qat_seconds = _timed(qat, QatConfig(str(run), epochs=params.qat_epochs)) if params.qat_epochs else (None, None)
     manifest, calibrate_seconds = _timed(calibrate, CalibrationConfig(str(run), size=params.calib_size))
-    feed = calibration.representative_dataset(manifest, load_card(run / "model_card.json"))
+    card = load_card(run / "model_card.json")
+    feed = calibration.representative_dataset(manifest, card, split_image_loader(run, card.height, card.interpolation))
     _, feed_seconds = _timed(lambda: sum(1 for _ in feed()))
     converted = convert(ConvertConfig(str(run)))
     return {

@@ -15,21 +15,24 @@ import json
 import sys
 from pathlib import Path
 
+import mediapipe as mp
+import numpy as np  # mediapipe's own dependency
+from mediapipe.tasks.python import vision
+
 
 def check(model: Path, image_path: Path, labels: list[str]) -> dict:
     """What MediaPipe's ImageClassifier returns for one model and image, and whether its names are the labels."""
-    import mediapipe as mp
-    import numpy as np  # mediapipe's own dependency
-    from mediapipe.tasks.python import vision
-
     image = mp.Image.create_from_file(str(image_path))
     pixels = image.numpy_view()
     if pixels.ndim == 2 or pixels.shape[-1] == 1:  # grey photos (Fashion-MNIST): the RGB the model was trained on
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(np.repeat(pixels.reshape(*pixels.shape[:2], 1), 3, -1)))
+        image = mp.Image(
+            image_format=mp.ImageFormat.SRGB,
+            data=np.ascontiguousarray(np.repeat(pixels.reshape(*pixels.shape[:2], 1), 3, -1)),
+        )
     try:
         with vision.ImageClassifier.create_from_model_path(str(model)) as classifier:
             result = classifier.classify(image)
-    except Exception as exc:  # MediaPipe raises RuntimeError/ValueError from its C++ graph
+    except Exception as exc:  # noqa: BLE001  (MediaPipe raises RuntimeError/ValueError from its C++ graph)
         return {"model": model.name, "error": str(exc).strip().splitlines()[0][:300], "match": False}
     categories = sorted(result.classifications[0].categories, key=lambda c: c.index)
     names = [c.category_name for c in categories]

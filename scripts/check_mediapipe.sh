@@ -6,7 +6,7 @@
 #
 # RUN: a converted run folder (model_int8.tflite, model_fp32.tflite, labels.txt, splits/). Without it,
 # a real tiny run is made first: `edgetl data fashion-mnist` (PER_CLASS, default 20), `edgetl train`
-# (MobileNetV2 0.35/96, no pretrained weights, 2 epochs: only the names are checked), `edgetl convert
+# (MobileNetV2 0.35/96, no pretrained weights, 2 head epochs, no fine-tuning: only the names are checked), `edgetl convert
 # --quant fp32,int8`. MP_VENV (default ${TMPDIR:-/tmp}/edgetl-mediapipe) is created with
 # `pip install mediapipe` when missing; VENV is edgetl's venv (default .venv). Prints MediaPipe's answer as
 # JSON; exit 1 when a name differs, 2 on bad arguments.
@@ -31,7 +31,7 @@ if [ -z "$RUN" ]; then
   RUN=$WORK/run
   echo "[check_mediapipe] a tiny real run in $WORK" >&2
   "$BIN/edgetl" data fashion-mnist "$WORK/data" --per-class "${PER_CLASS:-20}" -q >&2
-  "$BIN/edgetl" train "$WORK/data" --output "$RUN" --alpha 0.35 --image-size 96 --weights none --epochs 2 -q >&2
+  "$BIN/edgetl" train "$WORK/data" --output "$RUN" --alpha 0.35 --image-size 96 --weights none --epochs 2 --fine-tune-epochs 0 -q >&2
   "$BIN/edgetl" convert "$RUN" --quant fp32,int8 --no-parity -q >&2
 fi
 [ -d "$RUN" ] || { echo "Error: $RUN is not a run folder; pass a folder written by edgetl convert" >&2; exit 2; }

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from edgetl.cli import main
 
-EDGETL_EXIT_CODES = {1, 2, 3, 4}  # 1 parity gate failed; 2 bad option/config value; 3 bad data, run folder, model or I/O; 4 parity inconclusive (README)
+EDGETL_EXIT_CODES = {1, 2, 3, 4}  # 1 parity gate failed; 2 option or config value; 3 data, run folder, model, missing extra or I/O; 4 parity inconclusive under --inconclusive fail (README)
 
 
 def run(*args: Any) -> Result:
@@ -26,7 +26,7 @@ def fails(result: Result, code: int) -> str:
     assert code in EDGETL_EXIT_CODES
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output and result.stdout == ""
+    assert "Traceback" not in result.output and result.stdout == "", result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and result.stderr.strip().splitlines()[-1] == errors[0], result.stderr
     return errors[0][len("Error: ") :]

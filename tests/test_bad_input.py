@@ -257,7 +257,7 @@ LABELS = np.array([0, 0, 0, 1, 1, 1])
         ({"images": np.zeros((6, 64), np.uint8), "labels": LABELS},
          "{p}: images must be (N, H, W[, 1|3|4]), got shape (6, 64); save RGB as (N, H, W, 3) or grey as (N, H, W)"),
         ({"images": IMAGES.astype(np.float32), "labels": LABELS},
-         "{p}: images must be uint8 pixels 0-255, got float32; convert with .astype(np.uint8)"),
+         "{p}: images must be uint8 pixels 0-255, got float32; if they are 0..1, scale them: (images * 255).round().astype(np.uint8)"),
         ({"images": IMAGES.astype(np.uint16), "labels": LABELS},
          "{p}: images must be uint8 pixels 0-255, got uint16; convert with .astype(np.uint8)"),
         ({"images": IMAGES, "labels": LABELS[:4]}, "{p}: labels must be shape (6,), got (4,); save one label per image"),

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgetl import calibration
-from edgetl.runtime import decode, preprocess
+from edgetl import data
+from edgetl.runtime import preprocess
 from edgetl.runtime.model_card import load_card
 from edgetl.cli import main
 
@@ -104,9 +105,10 @@ def test_representative_images_are_device_preprocessed_one_at_a_time(tiny_run: P
     with open(tiny_run / "splits" / "train.csv", newline="") as handle:
         items = [(row["ref"], int(row["label"])) for row in csv.DictReader(handle)]
     manifest = calibration.build_manifest(items, card.labels, 12, seed=0)
-    batches = list(calibration.representative_dataset(manifest, card)())
+    loader = data.split_image_loader(tiny_run, 96, "area")  # refs are relative to the run's data root
+    batches = list(calibration.representative_dataset(manifest, card, loader)())
     assert len(batches) == 12 and all(len(b) == 1 for b in batches)
     assert batches[0][0].shape == (1, 96, 96, 3) and batches[0][0].dtype == np.float32
-    expected = preprocess.normalize(decode.load_image(manifest.refs[0], 96, 96), card.normalization)
+    expected = preprocess.normalize(loader(manifest.refs[0]), card.normalization)
     np.testing.assert_array_equal(batches[0][0][0], expected)
     assert -1.0 <= batches[0][0].min() and batches[0][0].max() <= 1.0

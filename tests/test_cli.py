@@ -57,7 +57,7 @@ def test_single_class_and_existing_output(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("x")
     result = _run("train", str(tmp_path / "d"), "-o", str(tmp_path / "run"))
-    assert result.exit_code == 3 and "already exists and is not empty" in result.output
+    assert result.exit_code == 2 and "already exists and is not empty" in result.output
 
 
 def test_invalid_values_exit_2(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgetl import data
 from edgetl.runtime import decode, preprocess
 from edgetl.runtime.model_card import load_card, sha256_file
 from edgetl.cli import main
@@ -44,13 +45,9 @@ def _classify(path: Path, images: np.ndarray) -> np.ndarray:
 
 def _held_out(run: Path, limit: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Real photos the model never trained on (test, then val split)."""
-    rows = []
-    for split in ("test", "val"):
-        with open(run / "splits" / f"{split}.csv", newline="") as handle:
-            rows += list(csv.DictReader(handle))
-    rows = rows[:limit]
-    images = np.stack([decode.load_image(r["ref"], 96, 96) for r in rows])
-    return images, np.asarray([int(r["label"]) for r in rows])
+    items = [it for split in ("test", "val") for it in data.load_split(run, split)[1]][:limit]
+    images = np.stack([decode.load_image(it.ref, 96, 96) for it in items])
+    return images, np.asarray([it.label for it in items])
 
 
 @pytest.fixture(scope="module")

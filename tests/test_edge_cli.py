@@ -93,7 +93,7 @@ def test_module_entry_point_prints_one_json_line_per_image(tmp_path: Path) -> No
 def test_help_lists_the_exit_codes() -> None:
     result = subprocess.run(EDGE_CLASSIFY + ["--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    assert "Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 130 interrupted." in " ".join(result.stdout.split())
+    assert "Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 5 output not writable, 130 interrupted." in " ".join(result.stdout.split())
 
 
 def test_images_from_files_and_folders_in_the_order_given(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

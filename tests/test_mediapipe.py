@@ -27,7 +27,9 @@ MP_VENV = Path(os.environ.get("MP_VENV") or Path(tempfile.gettempdir()) / "edget
 def _mediapipe_python() -> Path:
     python = MP_VENV / "bin" / "python"
     if not python.is_file() or subprocess.run([str(python), "-c", "import mediapipe"], capture_output=True).returncode:
-        pytest.skip(f"no mediapipe venv at {MP_VENV} (bash scripts/check_mediapipe.sh creates one; MP_VENV names another)")
+        pytest.skip(
+            f"no mediapipe venv at {MP_VENV} (bash scripts/check_mediapipe.sh creates one; MP_VENV names another)"
+        )
     return python
 
 

@@ -131,10 +131,15 @@ def test_the_card_wins_and_must_cover_the_final_file(tmp_path: Path, embedded: b
 
 
 def test_damaged_or_missing_metadata_is_one_clear_error(tmp_path: Path, embedded: bytes) -> None:
-    with pytest.raises(CardError, match=r"no model card at .*model\.json; pass --card or keep the \.json beside the model$"):
+    with pytest.raises(
+        CardError, match=r"no model card at .*model\.json; pass --card or keep the \.json beside the model$"
+    ):
         Classifier(ClassifierOptions(model_path=str(_write(tmp_path, MODEL.read_bytes()))))
     cut = _write(tmp_path, embedded[:-30], "cut.tflite")  # the zip's directory is gone: no labels
-    with pytest.raises(metadata.MetadataError, match=r"cut\.tflite: the label file labels\.txt its metadata names is missing or unreadable"):
+    with pytest.raises(
+        metadata.MetadataError,
+        match=r"cut\.tflite: the label file labels\.txt its metadata names is missing or unreadable",
+    ):
         Classifier(ClassifierOptions(model_path=str(cut)))
     with pytest.raises(metadata.MetadataError, match=r"not a TFLite model \(no TFL3 header"):
         metadata.read_metadata(_write(tmp_path, b"PK\x03\x04" + bytes(64), "zip.tflite"))
@@ -149,4 +154,6 @@ def test_edge_classify_runs_a_model_whose_card_was_deleted(tmp_path: Path, embed
                             capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert {Path(x["source"]).name: x["top_k"][0]["label"] for x in lines} == {n: EXPECTED["images"][n]["top1"] for n in IMAGES}
+    assert {Path(x["source"]).name: x["top_k"][0]["label"] for x in lines} == {
+        n: EXPECTED["images"][n]["top1"] for n in IMAGES
+    }

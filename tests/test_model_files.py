@@ -163,10 +163,10 @@ def test_files_that_are_not_an_edgetl_keras_zip(tmp_path: Path, tiny_run: Path, 
 
 def test_models_edgetl_writes_pass_the_check(tiny_run: Path, tmp_path: Path) -> None:
     """The allow-list holds every class of a real model, including the optional head layers."""
-    from edgetl.config import TrainConfig
+    from edgetl.config import Pooling, TrainConfig
 
     keras_file.check(tiny_run / "model.keras")
     config = TrainConfig(data="x", output="y", alpha=0.35, image_size=32, weights="none", hidden_units=4, head_batchnorm=True,
-                         pooling="max")  # fmt: skip
+                         pooling=Pooling.MAX)  # fmt: skip
     model.build(config, 3).full.save(str(tmp_path / "m.keras"))
     assert model.load(str(tmp_path / "m.keras")).output_shape == (None, 3)

@@ -126,9 +126,11 @@ def test_int8_calibrated_on_one_constant_image_fails(converted: Path, tmp_path: 
     (run / "model_fp16.json").unlink()
     import cv2
 
-    grey = run / "grey.png"
-    cv2.imwrite(str(grey), np.full((96, 96, 3), 128, np.uint8))
-    refs, labels = (str(grey),) * 20, (0,) * 20
+    meta = json.loads((run / "data.json").read_text())  # calibration images live under the run's data root
+    meta["root"] = str(shutil.copytree(meta["root"], tmp_path / "data"))
+    (run / "data.json").write_text(json.dumps(meta))
+    cv2.imwrite(str(tmp_path / "data" / "grey.png"), np.full((96, 96, 3), 128, np.uint8))
+    refs, labels = ("grey.png",) * 20, (0,) * 20
     card = load_card(run / "model_card.json")
     (run / "calibration.json").write_text(json.dumps({
         "schema_version": 1, "split": "train", "seed": 0, "requested": 20, "size": 20, "class_names": list(card.labels),

@@ -15,11 +15,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from edgetl.runtime.__main__ import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_SOURCE, EXIT_USAGE
 
 REPO = Path(__file__).resolve().parents[1]

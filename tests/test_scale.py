@@ -17,7 +17,6 @@ from edgetl import cache, data, distribute
 from edgetl.config import Strategy
 from edgetl.errors import ConfigError
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _items(folder: Path) -> tuple[data.Dataset, list[data.Item]]:
@@ -91,8 +90,7 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
             "--max-per-class", "8", "--batch-size", "8", "--cache-views", "1", "--json"]  # fmt: skip
     procs = []
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}),
-               "PYTHONPATH": str(REPO)}  # fmt: skip
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})}
         procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path))
     outputs = [p.communicate(timeout=900) for p in procs]
     for proc, (_, err) in zip(procs, outputs):
@@ -126,7 +124,8 @@ def test_qat_trains_in_float32_after_float16_training(tmp_path: Path, fm_folder:
     """tfmot's fake-quant ops take float32 only: QAT must not inherit a float16 training's policy."""
     from edgetl import model
     from edgetl.config import MixedPrecision, QatConfig, TrainConfig
-    from edgetl.qat import load_qat, qat
+    from edgetl.qat import qat
+    from edgetl.qat_scheme import load_qat
     from edgetl.train import train
 
     config = TrainConfig(data=str(fm_folder), output=str(tmp_path / "run"), weights="none", alpha=0.35, image_size=32,

@@ -26,9 +26,10 @@ def calibrate(config: CalibrationConfig) -> calibration.Manifest:
     """
     run = Path(config.run)
     card = runfolder.float_card(run)
-    _, items = data_mod.load_split(run, "train")
-    try:
-        manifest = calibration.build_manifest([(it.ref, it.label) for it in items], card.labels, config.size, config.seed)
+    dataset, items = data_mod.load_split(run, "train")
+    try:  # refs relative to the data root: the sha256 does not depend on where the run or the cwd is
+        refs = [(dataset.relative(it.ref), it.label) for it in items]
+        manifest = calibration.build_manifest(refs, card.labels, config.size, config.seed)
     except calibration.CalibrationError as exc:
         raise RunFolderError(f"{run}: {exc}") from None
     if manifest.size < config.size:

@@ -38,9 +38,20 @@ class _FriendlyGroup(click.Group):
             error = click.ClickException(str(exc))
             error.exit_code = 3  # a model or card that cannot be used: bad input, like EdgeTLError's default
             raise error from None
+        except OSError as exc:  # a full disk, a read-only or vanished path: one line with the path, exit 3
+            error = click.ClickException(os_error_line(exc))
+            error.exit_code = 3
+            raise error from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``PATH: reason; fix`` for an operating-system error that reached the command line."""
+    where = f"{exc.filename2 or exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{where}{reason}; free disk space or fix the path's permissions and run the command again"
 
 
 def quiet_option(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -112,20 +112,27 @@ class TrainConfig:
     cache_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
-        checks = [
-            (0 < self.alpha <= 1.4, "--alpha must be in (0, 1.4]"),
-            (32 <= self.image_size <= 1024, "--image-size must be between 32 and 1024"),
-            (self.epochs >= 0 and self.fine_tune_epochs >= 0, "epochs must be >= 0"),
-            (self.batch_size >= 1, "--batch-size must be >= 1"),
-            (0 <= self.dropout < 1, "--dropout must be in [0, 1)"),
+        check_types(self)
+        check_seed("--seed", self.seed)
+        require([
+            (0 < self.alpha <= 1.4, f"--alpha must be in (0, 1.4] (got {self.alpha:g})"),
+            (32 <= self.image_size <= 1024, f"--image-size must be between 32 and 1024 (got {self.image_size})"),
+            (1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be in 1..{MAX_EPOCHS} (got {self.epochs}); the head needs at least one"),
+            (0 <= self.fine_tune_epochs <= MAX_EPOCHS, f"--fine-tune-epochs must be in 0..{MAX_EPOCHS} (got {self.fine_tune_epochs})"),
+            (self.fine_tune_layers >= 0, f"--fine-tune-layers must be >= 0 (got {self.fine_tune_layers}); a large number tunes every layer"),
+            (1 <= self.batch_size <= 65536, f"--batch-size must be in 1..65536 (got {self.batch_size})"),
+            (0 <= self.hidden_units <= 65536, f"--hidden-units must be in 0..65536, 0 = none (got {self.hidden_units})"),
+            (0 <= self.dropout < 1, f"--dropout must be in [0, 1) (got {self.dropout:g})"),
+            (0 < self.learning_rate <= 10, f"--learning-rate must be a number in (0, 10] (got {self.learning_rate:g})"),
+            (0 < self.fine_tune_learning_rate <= 10, f"--fine-tune-learning-rate must be a number in (0, 10] (got {self.fine_tune_learning_rate:g})"),
             (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1, "split fractions must be in (0, 1)"),
             (self.val_fraction + self.test_fraction < 0.9, "val + test fractions must leave >= 10% to train"),
-            (self.cache_views >= 0, "--cache-views must be >= 0"),
-            (self.max_per_class is None or self.max_per_class >= 3, "--max-per-class must be >= 3"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+            (0 <= self.cache_views <= 100, f"--cache-views must be in 0..100 (got {self.cache_views})"),
+            (self.max_per_class is None or self.max_per_class >= 3, f"--max-per-class must be >= 3 (got {self.max_per_class})"),
+            (1 <= self.patience <= MAX_EPOCHS, f"--patience must be in 1..{MAX_EPOCHS} (got {self.patience})"),
+            (self.backbone == "mobilenet_v2" or (self.backbone.startswith("hub:") and len(self.backbone) > 4),
+             f"--backbone {self.backbone!r} is not supported; pass mobilenet_v2 or hub:HANDLE_OR_DIR"),
+        ])  # fmt: skip
 
     @property
     def is_hub(self) -> bool:
@@ -173,8 +180,9 @@ class CalibrationConfig:
     seed: int = DEFAULT_CALIB_SEED
 
     def __post_init__(self) -> None:
-        if self.size <= 0:
-            raise ConfigError(f"--calib-size must be >= 1 (got {self.size}); a few hundred images is typical")
+        check_types(self)
+        check_seed("--seed", self.seed)
+        check_calib_size(self.size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,15 +205,14 @@ class QatConfig:
     seed: Optional[int] = None
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, "--epochs must be >= 1"),
-            (self.learning_rate > 0, "--learning-rate must be > 0"),
-            (self.batch_size >= 1, "--batch-size must be >= 1"),
-            (self.patience >= 1, "--patience must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        check_types(self)
+        check_seed("--seed", self.seed)
+        require([
+            (1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be >= 1 and <= {MAX_EPOCHS} (got {self.epochs})"),
+            (0 < self.learning_rate <= 10, f"--learning-rate must be a number in (0, 10] (got {self.learning_rate:g})"),
+            (1 <= self.batch_size <= 65536, f"--batch-size must be in 1..65536 (got {self.batch_size})"),
+            (1 <= self.patience <= MAX_EPOCHS, f"--patience must be in 1..{MAX_EPOCHS} (got {self.patience})"),
+        ])  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,8 +241,10 @@ class ConvertConfig:
     rounding: Rounding = Rounding.GPTQ
 
     def __post_init__(self) -> None:
-        if self.calib_size is not None and self.calib_size <= 0:
-            raise ConfigError(f"--calib-size must be >= 1 (got {self.calib_size}); a few hundred images is typical")
+        check_types(self)
+        check_seed("--calib-seed", self.calib_seed)
+        if self.calib_size is not None:
+            check_calib_size(self.calib_size)
         if self.quantizations is not None and not self.quantizations:
             raise ConfigError("--quant needs at least one of: " + ", ".join(q.value.replace("_", "-") for q in Quantization))
         if (self.debug or self.keep_float) and self.quantizations is not None and Quantization.INT8 not in self.quantizations:
@@ -381,6 +390,66 @@ def parse_limit(option: str, text: Optional[str]) -> Limit:
                           f"(got {text!r})") from None  # fmt: skip
 
 
+SEED_MAX = 2**32 - 1  # numpy and TensorFlow seeds are unsigned 32-bit
+MAX_EPOCHS = 100_000
+MAX_CALIB_SIZE = 100_000
+
+
+def require(checks: list[tuple[bool, str]]) -> None:
+    """Raise ConfigError with the message of the first failed ``(ok, message)`` check."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def check_seed(name: str, value: Optional[int]) -> None:
+    """A seed is None (where allowed) or an integer in 0..2**32-1, what numpy and TensorFlow accept."""
+    if value is not None and not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{name} must be in 0..{SEED_MAX} (got {value}); pick a seed in that range")
+
+
+def check_calib_size(size: int) -> None:
+    if not 1 <= size <= MAX_CALIB_SIZE:
+        raise ConfigError(f"--calib-size must be >= 1 (got {size}); a few hundred images is typical"
+                          if size < 1 else f"--calib-size must be <= {MAX_CALIB_SIZE} (got {size}); a few hundred images is typical")  # fmt: skip
+
+
+def check_types(config: Any) -> None:
+    """Every field of a config dataclass has its declared kind: enums are members, numbers finite, no stray nulls.
+
+    The one place a value of the wrong kind is caught, whether it came from a flag,
+    a config file or a library caller (``"pooling": null`` was max pooling, a NaN
+    learning rate saved a NaN model).
+    """
+    for field in dataclasses.fields(config):
+        value, kind = getattr(config, field.name), str(field.type)
+        optional = kind.startswith("Optional[")
+        base = kind[len("Optional[") : -1] if optional else kind
+        shown = "null" if value is None else repr(value)
+        enum_type = next((e for e in _ENUMS if e.__name__ == base), None)
+        if value is None:
+            if not optional:
+                raise ConfigError(f"{_flag(field.name)} must be set (got null); remove the key to use the default")
+        elif enum_type is not None and not isinstance(value, enum_type):
+            if value not in {m.value for m in enum_type}:
+                raise ConfigError(f"{_flag(field.name)}={shown} is not one of: {', '.join(m.value for m in enum_type)}")
+            object.__setattr__(config, field.name, enum_type(value))  # a library caller's plain string: the member
+        elif base in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                           or (base == "int" and not isinstance(value, int))):  # fmt: skip
+            raise ConfigError(f"{_flag(field.name)}={shown} must be {'an integer' if base == 'int' else 'a number'}")
+        elif base == "float" and not math.isfinite(value):
+            raise ConfigError(f"{_flag(field.name)} must be a finite number (got {value}); pass a real value")
+        elif base in ("str", "bool") and not isinstance(value, str if base == "str" else bool):
+            raise ConfigError(f"{_flag(field.name)}={shown} must be {'a string' if base == 'str' else 'true or false'}")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+_ENUMS: tuple[type[enum.Enum], ...] = (Pooling, MixedPrecision, Strategy, Quantization, IoType, Rounding)
+
+
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Build a config dataclass from plain JSON values, refusing unknown keys."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -390,12 +459,13 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         kind = str(fields[name].type)
-        enum_type = next((e for e in (Pooling, MixedPrecision, Strategy, Quantization) if e.__name__ in kind), None)
+        enum_type = next((e for e in _ENUMS if e.__name__ in kind), None)
         try:
-            kwargs[name] = enum_type(value) if enum_type and value is not None else _checked(name, kind, value)
+            kwargs[name] = enum_type(value) if enum_type else _checked(name, kind, value)
         except ValueError:
             choices = ", ".join(m.value for m in enum_type)  # type: ignore[union-attr]
-            raise ConfigError(f"config key {name}={value!r} is not one of: {choices}") from None
+            shown = "null" if value is None else repr(value)
+            raise ConfigError(f"config key {name}={shown} is not one of: {choices}") from None
     try:
         return cls(**kwargs)
     except TypeError as exc:

@@ -36,7 +36,7 @@ from edgetl import rounding as rounding_mod
 from edgetl.calibrate import ensure_manifest
 from edgetl.config import DEFAULT_VARIANTS, ConvertConfig, IoType, Quantization, Rounding
 from edgetl.errors import ConfigError, ConversionError, RunFolderError
-from edgetl.runfolder import FLOAT_MODEL, QAT_MODEL, card_path_for, sha256_file, write_bytes_atomic
+from edgetl.runfolder import FLOAT_CARD, FLOAT_MODEL, QAT_MODEL, card_path_for, sha256_file, write_bytes_atomic
 from edgetl.tflite_inspect import float_ops, keep_float_nodes, layers_of, read_back, spec_text
 
 WORK_PREFIX = ".convert-"  # hidden work folder in the run: SavedModel export, staged models
@@ -111,10 +111,12 @@ def convert(config: ConvertConfig) -> ConvertResult:
     card = runfolder.float_card(run)
     runfolder.verify_model_file(card, run / FLOAT_MODEL)
     variants = _variants(config, run)
+    if Quantization.INT8 in variants:
+        check_lineage(run, card)
     if Quantization.QAT_INT8 in variants and not (run / QAT_MODEL).is_file():
         raise RunFolderError(f"{run} has no {QAT_MODEL}; run `edgetl qat {run}` first, or leave qat-int8 out of --quant")
     manifest = ensure_manifest(run, card, config.calib_size, config.calib_seed) if Quantization.INT8 in variants else None
-    representative = calibration.representative_dataset(manifest, card, _pixel_loader(run, card)) if manifest else None
+    representative = calibration.representative_dataset(manifest, card, _pixel_loader(run, card, manifest.refs)) if manifest else None
     rounded = Quantization.INT8 in variants and config.rounding == Rounding.GPTQ
     total = len(variants) + 1 + int(config.debug) + int(rounded)
     log.stage(1, total, "exporting the Keras model(s) to a temporary SavedModel")
@@ -169,12 +171,26 @@ def _variants(config: ConvertConfig, run: Path) -> list[Quantization]:
     return [q for q in Quantization if q in asked]
 
 
-def _pixel_loader(run: Path, card: ModelCard) -> Optional[calibration.PixelLoader]:
-    """For ``#N`` refs (an image-array dataset) the toolchain reads the array; files decode on the device path."""
-    dataset, _ = data_mod.load_split(run, "train")
-    if dataset.kind != "array":
-        return None
-    return lambda ref: dataset._load(data_mod.Item(ref, 0), card.height, card.interpolation)  # noqa: SLF001
+def check_lineage(run: Path, card: ModelCard) -> None:
+    """Refuse a model + card that are not this run's: their labels must be the classes its splits were made with.
+
+    Calibration reads the run's train split with the card's labels; a model and card
+    swapped in from another run (or a card with labels edited) would be calibrated on
+    the wrong classes, or crash on a label index the model does not have.
+
+    Raises:
+        RunFolderError: the card's labels differ from ``data.json``'s class names.
+    """
+    names = data_mod.datapaths.read_meta(run)["class_names"]
+    if list(card.labels) != list(names):
+        raise RunFolderError(f"{run / FLOAT_CARD} lists {len(card.labels)} labels ({', '.join(card.labels)[:80]}), the run's data.json "
+                             f"{len(names)} classes ({', '.join(names)[:80]}): the model and card come from another run or were "
+                             "edited; copy the whole run folder again, or re-run `edgetl train`")  # fmt: skip
+
+
+def _pixel_loader(run: Path, card: ModelCard, refs: tuple[str, ...]) -> calibration.PixelLoader:
+    """Pixels of a manifest ref: a file under the run's recorded data root (decoded on the device path), or an array row."""
+    return data_mod.split_image_loader(run, card.height, card.interpolation, refs)
 
 
 def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any, dict[str, Path]]:

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import zipfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from edgetl.runtime import decode, preprocess
-from edgetl.runtime.model_card import read_json, write_bytes_atomic, write_json_atomic
-from edgetl import log
+from edgetl.runtime.model_card import write_bytes_atomic, write_json_atomic
+from edgetl import datapaths, log
 from edgetl.errors import DataError, RunFolderError
 
 SPLITS = ("train", "val", "test")
@@ -43,6 +44,24 @@ class Dataset:
     items: list[Item]
     presplit: Optional[dict[str, list[Item]]] = None
     _array: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
+    legacy: bool = False  # a run folder from before the relative layout (datapaths)
+
+    def relative(self, ref: str) -> str:
+        """``ref`` as a run folder records it: relative to ``root`` (``#N`` as is)."""
+        return datapaths.relative_ref(self.root, ref)
+
+    def load_ref(self, ref: str, size: int, interpolation: str) -> np.ndarray:
+        """RGB uint8 pixels of a recorded ``ref`` (a manifest's), resolved under ``root``.
+
+        Raises:
+            RunFolderError: the ref escapes the root, or its image is gone or unreadable.
+        """
+        path = datapaths.resolve_ref(self.root, ref, "calibration.json", self.legacy)
+        try:
+            return self._load(Item(path, 0), size, interpolation)
+        except (decode.ImageDecodeError, ValueError, IndexError) as exc:
+            raise RunFolderError(f"calibration image {path} is unreadable or gone ({str(exc)[:120]}); restore it, "
+                                 "or run `edgetl calibrate` to choose a new set") from None  # fmt: skip
 
     def pixels(self, items: Sequence[Item], size: int, interpolation: str = "area",
                warn: bool = True) -> tuple[np.ndarray, list[Item], list[dict[str, str]]]:  # fmt: skip
@@ -87,7 +106,7 @@ def discover(path: str, allow_outside_root: bool = False, min_classes: int = 2) 
     if not source.exists():
         raise DataError(f"{path} does not exist; pass a folder of class sub-folders, a .csv of path,label, or a .npz")
     if source.is_dir():
-        dataset = _from_folder(source)
+        dataset = _from_folder(Path(os.path.abspath(source)))
     elif source.suffix.lower() == ".csv":
         dataset = _from_csv(source, allow_outside_root)
     elif source.suffix.lower() in (".npz", ".npy"):
@@ -116,7 +135,11 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 def _from_folder(folder: Path) -> Dataset:
     subdirs = {p.name for p in _class_dirs(folder)}
-    if "train" in subdirs and subdirs <= set(SPLITS):
+    if "train" in subdirs and not subdirs <= set(SPLITS):
+        others = ", ".join(sorted(subdirs - set(SPLITS)))
+        raise DataError(f"{folder} has a train/ folder (a pre-split layout) beside other folders ({others}); move those out, "
+                        "or rename train/ if it is a class")  # fmt: skip
+    if "train" in subdirs:
         names = sorted({c.name for s in subdirs for c in _class_dirs(folder / s)})
         index = {n: i for i, n in enumerate(names)}
         presplit = {
@@ -135,15 +158,21 @@ def _from_folder(folder: Path) -> Dataset:
 def _from_csv(path: Path, allow_outside_root: bool) -> Dataset:
     root = path.parent.resolve()
     rows: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             for lineno, row in enumerate(csv.reader(handle), 1):
                 if not row or (lineno == 1 and [c.strip().lower() for c in row[:2]] == ["path", "label"]):
                     continue
-                rows.append((_csv_image(path, root, lineno, row, allow_outside_root), row[1].strip()))
+                file = _csv_image(path, root, lineno, row, allow_outside_root)
+                if file in seen:  # a repeated image would land in train and test alike, or carry two labels
+                    raise DataError(f"{path}:{lineno}: {row[0].strip()!r} is already listed on line {seen[file]}; list each "
+                                    "image once, with one label")  # fmt: skip
+                seen[file] = lineno
+                rows.append((file, row[1].strip()))
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text; save the CSV as UTF-8") from None
-    except csv.Error as exc:
+    except (csv.Error, ValueError) as exc:  # ValueError: a NUL byte in a path
         raise DataError(f"{path} is not a readable CSV ({exc}); write one path,label row per image") from None
     if not rows:
         raise DataError(f"{path} has no path,label rows; write one row per image, e.g. 'cat/1.jpg,cat'")
@@ -193,7 +222,11 @@ def _from_arrays(path: Path) -> Dataset:
         raise DataError(f"{path}: images must be (N, H, W[, 1|3|4]), got shape {images.shape}; "
                         "save RGB as (N, H, W, 3) or grey as (N, H, W)")  # fmt: skip
     if images.dtype != np.uint8:
-        raise DataError(f"{path}: images must be uint8 pixels 0-255, got {images.dtype}; convert with .astype(np.uint8)")
+        fix = ("if they are 0..1, scale them: (images * 255).round().astype(np.uint8)" if images.dtype.kind == "f"
+               else "convert with .astype(np.uint8)")  # fmt: skip
+        raise DataError(f"{path}: images must be uint8 pixels 0-255, got {images.dtype}; {fix}")
+    if images.ndim >= 3 and 0 in images.shape[1:3]:
+        raise DataError(f"{path}: images have zero size {images.shape[1:3]}; save real (N, H, W[, C]) pixels")
     if labels.shape != (len(images),):
         raise DataError(f"{path}: labels must be shape ({len(images)},), got {labels.shape}; save one label per image")
     if not len(images):
@@ -237,6 +270,9 @@ def check_readable(dataset: Dataset, kept: dict[str, list[Item]], skipped: list[
         DataError: no readable train or val image, or a class whose train images were all skipped.
     """
     example = f" (e.g. {skipped[0]['reason']})" if skipped else ""
+    if (not kept["train"] or not kept["val"]) and not skipped:
+        raise DataError(f"{dataset.root}: too few images to split ({len(dataset.items)} in {len(dataset.class_names)} classes leave "
+                        "the train or val split empty); add at least 3 images per class")  # fmt: skip
     if not kept["train"] or not kept["val"]:
         raise DataError(f"{dataset.root}: no readable training or validation images left, {len(skipped)} skipped{example}; "
                         "replace or remove the unreadable files")  # fmt: skip
@@ -259,6 +295,9 @@ def split(dataset: Dataset, val_fraction: float, test_fraction: float, seed: int
             given["train"], given["val"] = _stratify(given["train"], val_fraction, rng)
         if "test" not in given:
             given["train"], given["test"] = _stratify(given["train"], test_fraction, rng)
+        empty = [s for s in SPLITS if not given[s]]
+        if empty:
+            raise DataError(f"{dataset.root}/{empty[0]}/ holds no images; add images to it, or remove the folder to split it off train")
         return {s: given[s] for s in SPLITS}
     items = _cap(dataset.items, max_per_class, rng)
     rest, test = _stratify(items, test_fraction, rng)
@@ -290,42 +329,66 @@ def _stratify(items: list[Item], fraction: float, rng: np.random.Generator) -> t
 
 
 def write_splits(run_dir: Path, dataset: Dataset, splits: dict[str, list[Item]], skipped: list[dict[str, str]]) -> None:
-    """Record the data source and split lists in the run folder (``data.json``, ``splits/*.csv``)."""
+    """Record the data source and split lists in the run folder (``data.json``, ``splits/*.csv``).
+
+    The root is recorded once, absolute; every image relative to it (``datapaths``),
+    so the run folder works from any directory and after being moved.
+    """
+    root = datapaths.record_root(dataset.kind, dataset.root, (it.ref for v in splits.values() for it in v))
     for name, items in splits.items():
-        lines = ["ref,label"] + [f"{_csv_field(it.ref)},{it.label}" for it in items]
+        lines = ["ref,label"] + [f"{_csv_field(datapaths.relative_ref(root, it.ref))},{it.label}" for it in items]
         write_bytes_atomic(run_dir / "splits" / f"{name}.csv", ("\n".join(lines) + "\n").encode("utf-8"))
     counts = {s: np.bincount([i.label for i in v], minlength=len(dataset.class_names)).tolist() for s, v in splits.items()}
-    write_json_atomic(
-        run_dir / "data.json",
-        {"kind": dataset.kind, "root": dataset.root, "class_names": dataset.class_names, "counts": counts, "skipped": skipped},
-    )
+    skipped = [{**s, "ref": datapaths.relative_ref(root, s["ref"])} for s in skipped]
+    write_json_atomic(run_dir / "data.json", {"kind": dataset.kind, "root": root, "paths": datapaths.LAYOUT,
+                                              "class_names": dataset.class_names, "counts": counts, "skipped": skipped})  # fmt: skip
 
 
 def _csv_field(value: str) -> str:
-    return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n') else value
+    return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n\r') else value
 
 
 def load_split(run_dir: Path, name: str) -> tuple[Dataset, list[Item]]:
-    """The dataset a run was trained on and the items of one of its splits.
+    """The dataset a run was trained on and the items of one of its splits (absolute paths).
 
     Raises:
-        RunFolderError: the run folder lacks ``data.json`` or the split list.
+        RunFolderError: the run folder lacks ``data.json`` or the split list, either is
+            damaged, a path escapes the data root, or the images are gone.
     """
     run_dir = Path(run_dir)
-    meta = read_json(run_dir / "data.json")
-    split_file = run_dir / "splits" / f"{name}.csv"
-    if meta is None or not split_file.exists():
-        raise RunFolderError(f"{run_dir} has no data.json or splits/{name}.csv; is it an `edgetl train` run folder?")
-    with open(split_file, newline="", encoding="utf-8") as handle:
-        items = [Item(row["ref"], int(row["label"])) for row in csv.DictReader(handle)]
+    meta = datapaths.read_meta(run_dir)
+    legacy = meta.get("paths") != datapaths.LAYOUT
+    rows = datapaths.read_split_rows(run_dir, name, len(meta["class_names"]))
+    items = [Item(datapaths.resolve_ref(meta["root"], ref, where, legacy), label) for ref, label, where in rows]
     array = None
     if meta["kind"] == "array":
-        if not Path(meta["root"]).exists():
-            raise RunFolderError(f"the run's image array {meta['root']} is gone; restore it or pass --data")
+        if not Path(meta["root"]).is_file():
+            raise RunFolderError(f"the run's image array {meta['root']} is gone; restore it there (data.json records it)")
         array = _from_arrays(Path(meta["root"]))._array  # noqa: SLF001 - this module's own Dataset
-    elif items and not Path(items[0].ref).exists():
-        raise RunFolderError(f"the run's images under {meta['root']} are gone; restore them or pass --data")
-    return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, _array=array), items
+        if any(int(it.ref[1:]) >= len(array) for it in items):
+            raise RunFolderError(f"{run_dir}/splits/{name}.csv lists rows beyond {meta['root']}'s {len(array)} images; "
+                                 "the array changed since training: restore it or re-run `edgetl train`")  # fmt: skip
+    elif not Path(items[0].ref).exists():
+        raise RunFolderError(f"the run's images under {meta['root']} are gone; restore them there (data.json records "
+                             "where they were), or re-run `edgetl train`")  # fmt: skip
+    return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, _array=array, legacy=legacy), items
+
+
+def split_image_loader(run_dir: Path, size: int, interpolation: str, refs: Sequence[str] = ()) -> Callable[[str], np.ndarray]:
+    """``ref -> RGB uint8 (size, size, 3)`` for a run's calibration refs, resolved under its data root.
+
+    ``refs`` are checked up front (each under the root, each file present), so a
+    deleted calibration image fails in a line before any conversion starts.
+
+    Raises:
+        RunFolderError: a ref escapes the data root or its file is gone.
+    """
+    dataset, _ = load_split(run_dir, "train")
+    for ref in refs:
+        path = datapaths.resolve_ref(dataset.root, ref, f"{run_dir}/calibration.json", dataset.legacy)
+        if not ref.startswith("#") and not os.path.isfile(path):
+            raise RunFolderError(f"calibration image {path} is gone; restore it, or run `edgetl calibrate` to choose a new set")
+    return lambda ref: dataset.load_ref(ref, size, interpolation)
 
 
 def class_balance(items: Sequence[Item], num_classes: int) -> list[int]:

@@ -17,6 +17,7 @@ from typing import Optional
 
 import numpy as np
 
+from edgetl.config import check_seed, require
 from edgetl.errors import DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -62,6 +63,8 @@ def write_fashion_mnist_folder(output: Path, per_class: int, seed: int = 0, part
     """
     import cv2  # noqa: PLC0415
 
+    check_seed("--seed", seed)
+    require([(1 <= per_class <= 7000, f"--per-class must be in 1..7000 (got {per_class}); each class has 6000 train, 1000 test images")])
     images, labels = load_fashion_mnist(part, source)
     rng = np.random.default_rng(seed)
     output = Path(output)

@@ -128,7 +128,7 @@ def test_output_targets_are_refused_before_training(tmp_path: Path, kind: str, m
 def test_an_os_error_is_one_line_with_the_path(tmp_path: Path) -> None:
     """An OSError from any command (here: a folder that cannot be made under a file) becomes one line, exit 1."""
     (tmp_path / "f").write_text("x")
-    message = clicheck.fails(clicheck.run("data", "fashion-mnist", tmp_path / "f" / "sub" / "fm", "--per-class", "1", "-q"), 1)
+    message = clicheck.fails(clicheck.run("data", "fashion-mnist", tmp_path / "f" / "sub" / "fm", "--per-class", "1", "-q"), 3)
     assert message.startswith(str(tmp_path / "f")) and message.endswith(
         "; free disk space or fix the path's permissions and run the command again"
     )
@@ -143,7 +143,7 @@ def test_an_image_listed_twice_is_refused(tmp_path: Path, second_label: str) -> 
     csv_path = tmp_path / "d" / "list.csv"
     rows = [f"{c}/{i}.png,{c}" for c in "ab" for i in range(4)] + [f"a/1.png,{second_label}"]
     csv_path.write_text("path,label\n" + "\n".join(rows) + "\n")
-    message = _train_fails(tmp_path, csv_path, code=1)
+    message = _train_fails(tmp_path, csv_path, code=3)
     assert message == f"{csv_path}:10: 'a/1.png' is already listed on line 3; list each image once, with one label"
 
 
@@ -151,7 +151,7 @@ def test_a_presplit_folder_with_another_folder_is_refused(tmp_path: Path) -> Non
     for split in ("train", "val", "test"):
         _folder(tmp_path / "d" / split)
     _folder(tmp_path / "d" / "unused")
-    message = _train_fails(tmp_path, tmp_path / "d", code=1)
+    message = _train_fails(tmp_path, tmp_path / "d", code=3)
     assert message == (f"{tmp_path / 'd'} has a train/ folder (a pre-split layout) beside other folders (unused); move those out, "
                        "or rename train/ if it is a class")  # fmt: skip
 
@@ -159,21 +159,21 @@ def test_a_presplit_folder_with_another_folder_is_refused(tmp_path: Path) -> Non
 def test_a_presplit_folder_with_an_empty_test_split_is_refused(tmp_path: Path) -> None:
     _folder(tmp_path / "d" / "train")
     (tmp_path / "d" / "test" / "a").mkdir(parents=True)
-    message = _train_fails(tmp_path, tmp_path / "d", code=1)
+    message = _train_fails(tmp_path, tmp_path / "d", code=3)
     assert message == f"{(tmp_path / 'd').resolve()}/test/ holds no images; add images to it, or remove the folder to split it off train"
 
 
 def test_two_images_per_class_says_too_few(tmp_path: Path) -> None:
-    message = _train_fails(tmp_path, _folder(tmp_path / "d", per_class=2), code=1)
+    message = _train_fails(tmp_path, _folder(tmp_path / "d", per_class=2), code=3)
     assert message == (f"{(tmp_path / 'd').resolve()}: too few images to split (4 in 2 classes leave the train or val split empty); "
                        "add at least 3 images per class")  # fmt: skip
 
 
 def test_csv_with_a_nul_byte_and_npz_with_zero_size_images(tmp_path: Path) -> None:
     (tmp_path / "n.csv").write_bytes(b"path,label\na/1.png\0,a\n")
-    assert _train_fails(tmp_path, tmp_path / "n.csv", code=1).startswith(f"{tmp_path / 'n.csv'} is not a readable CSV (")
+    assert _train_fails(tmp_path, tmp_path / "n.csv", code=3).startswith(f"{tmp_path / 'n.csv'} is not a readable CSV (")
     np.savez(tmp_path / "z.npz", images=np.zeros((6, 0, 8, 3), np.uint8), labels=np.array([0, 1] * 3))
-    assert _train_fails(tmp_path, tmp_path / "z.npz", code=1) == f"{tmp_path / 'z.npz'}: images have zero size (0, 8); save real (N, H, W[, C]) pixels"
+    assert _train_fails(tmp_path, tmp_path / "z.npz", code=3) == f"{tmp_path / 'z.npz'}: images have zero size (0, 8); save real (N, H, W[, C]) pixels"
 
 
 # ---- damaged run folders (item 11) ------------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_damaged_run_folders(run: Path, damage: str) -> None:
         train_csv.write_text("ref,label\n")
     else:
         train_csv.unlink()
-    message = clicheck.fails(clicheck.run("calibrate", run, "-q"), 1)
+    message = clicheck.fails(clicheck.run("calibrate", run, "-q"), 3)
     expected = {
         "truncated-data-json": f"{run / 'data.json'} is not readable JSON (",
         "non-integer-label": f"{train_csv}:",
@@ -214,7 +214,7 @@ def test_images_gone_names_no_missing_option(tmp_path: Path, run: Path) -> None:
     meta = json.loads((run / "data.json").read_text())
     meta["root"] = str(tmp_path / "gone")
     (run / "data.json").write_text(json.dumps(meta))
-    message = clicheck.fails(clicheck.run("calibrate", run, "-q"), 1)
+    message = clicheck.fails(clicheck.run("calibrate", run, "-q"), 3)
     assert message == (f"the run's images under {tmp_path / 'gone'} are gone; restore them there (data.json records where they "
                        "were), or re-run `edgetl train`")  # fmt: skip
 
@@ -229,7 +229,7 @@ def test_a_deleted_calibration_image_is_one_line(tmp_path: Path, run: Path) -> N
     assert clicheck.run("calibrate", run, "--calib-size", "10", "-q").exit_code == 0
     victim = json.loads((run / "calibration.json").read_text())["refs"][3]
     (data_root / victim).unlink()
-    message = clicheck.fails(clicheck.run("convert", run, "--quant", "int8", "--rounding", "nearest", "--no-parity", "-q"), 1)
+    message = clicheck.fails(clicheck.run("convert", run, "--quant", "int8", "--rounding", "nearest", "--no-parity", "-q"), 3)
     assert message == f"calibration image {data_root / victim} is gone; restore it, or run `edgetl calibrate` to choose a new set"
     assert not list(run.glob("model_*.tflite")) and not list(run.glob(".convert-*"))
 
@@ -242,7 +242,7 @@ def test_convert_int8_refuses_a_model_and_card_from_another_run(run: Path, tmp_p
     labels = {"labels-renamed": [f"x{i}" for i in range(10)], "label-count": card["labels"][:9], "other-run": ["cat", "dog"]}[swap]
     card["labels"] = labels
     card_path.write_text(json.dumps(card))
-    message = clicheck.fails(clicheck.run("convert", run, "--quant", "int8", "--no-parity", "-q"), 1)
+    message = clicheck.fails(clicheck.run("convert", run, "--quant", "int8", "--no-parity", "-q"), 3)
     assert message.startswith(f"{card_path} lists {len(labels)} labels (") and message.endswith(
         "the model and card come from another run or were edited; copy the whole run folder again, or re-run `edgetl train`")
     assert not list(run.glob("model_*.tflite")) and not (run / "calibration.json").exists()

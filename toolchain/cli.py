@@ -96,7 +96,7 @@ def main() -> None:
       edgetl weights install          # offline ImageNet weights (once)
       edgetl train DATA --output runs/a
       edgetl convert runs/a           # fp32, fp16, dynamic, int8 (+ parity)
-      edgetl parity runs/a            # exit 1 when int8 drops too much
+      edgetl parity runs/a            # exit 1 when a variant is measurably worse
     """
     log.configure()  # library log records -> stage lines and notes on stderr
 

@@ -108,8 +108,10 @@ os.environ['TF_USE_LEGACY_KERAS'] = '1'
 import tensorflow as tf
 cpu = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from edgetl import log
 from edgetl.config import TrainConfig
 from edgetl.train import train
+log.configure()  # the library logs through `logging`; show its stage lines as the CLI does
 r = train(TrainConfig(data={str(fm_folder)!r}, output={str(tmp_path / 'mirror')!r}, weights='none', alpha=0.35,
           image_size=32, epochs=1, fine_tune_epochs=1, cache_views=1, max_per_class=6, batch_size=8,
           strategy='mirrored', mixed_precision='bfloat16'))

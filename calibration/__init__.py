@@ -11,6 +11,13 @@ from edgetl.calibration.representative import PixelLoader, representative_datase
 from edgetl.calibration.select import CalibrationError, select_balanced
 
 __all__ = [
-    "MANIFEST_NAME", "CalibrationError", "Manifest", "PixelLoader", "build_manifest", "list_sha256",
-    "load_manifest", "representative_dataset", "select_balanced",
-]  # fmt: skip
+    "MANIFEST_NAME",
+    "CalibrationError",
+    "Manifest",
+    "PixelLoader",
+    "build_manifest",
+    "list_sha256",
+    "load_manifest",
+    "representative_dataset",
+    "select_balanced",
+]

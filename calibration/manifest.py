@@ -24,7 +24,9 @@ MANIFEST_VERSION = 1
 
 def list_sha256(refs: Sequence[str], labels: Sequence[int]) -> str:
     """sha256 of the canonical list: compact JSON ``[[ref, label], ...]`` in order, UTF-8."""
-    canonical = json.dumps([[str(r), int(label)] for r, label in zip(refs, labels)], separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        [[str(r), int(label)] for r, label in zip(refs, labels)], separators=(",", ":"), ensure_ascii=False
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -63,17 +65,26 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema_version": MANIFEST_VERSION, "split": self.split, "seed": self.seed, "requested": self.requested,
-            "size": self.size, "sha256": self.sha256, "class_names": list(self.class_names), "per_class": self.per_class,
-            "refs": list(self.refs), "labels": list(self.labels),
-        }  # fmt: skip
+            "schema_version": MANIFEST_VERSION,
+            "split": self.split,
+            "seed": self.seed,
+            "requested": self.requested,
+            "size": self.size,
+            "sha256": self.sha256,
+            "class_names": list(self.class_names),
+            "per_class": self.per_class,
+            "refs": list(self.refs),
+            "labels": list(self.labels),
+        }
 
     def save(self, path: Path) -> None:
         """Write the manifest atomically (same manifest, same bytes)."""
         write_json_atomic(Path(path), self.to_dict())
 
 
-def build_manifest(items: Sequence[tuple[str, int]], class_names: Sequence[str], size: int, seed: int, split: str = "train") -> Manifest:
+def build_manifest(
+    items: Sequence[tuple[str, int]], class_names: Sequence[str], size: int, seed: int, split: str = "train"
+) -> Manifest:
     """Choose a balanced representative set from ``items`` and describe it.
 
     Raises:
@@ -97,16 +108,26 @@ def load_manifest(path: Path) -> Manifest:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         manifest = Manifest(
-            refs=tuple(str(r) for r in data["refs"]), labels=tuple(int(label) for label in data["labels"]),
-            class_names=tuple(str(n) for n in data["class_names"]), seed=int(data["seed"]),
-            requested=int(data["requested"]), split=str(data.get("split", "train")), sha256=str(data["sha256"]),
-        )  # fmt: skip
+            refs=tuple(str(r) for r in data["refs"]),
+            labels=tuple(int(label) for label in data["labels"]),
+            class_names=tuple(str(n) for n in data["class_names"]),
+            seed=int(data["seed"]),
+            requested=int(data["requested"]),
+            split=str(data.get("split", "train")),
+            sha256=str(data["sha256"]),
+        )
     except FileNotFoundError:
         raise CalibrationError(f"no calibration manifest at {path}; run `edgetl calibrate` to make one") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CalibrationError(f"calibration manifest {path} is malformed ({exc!r}); delete it and run `edgetl calibrate`") from None
+        raise CalibrationError(
+            f"calibration manifest {path} is malformed ({exc!r}); delete it and run `edgetl calibrate`"
+        ) from None
     if len(manifest.refs) != len(manifest.labels) or list_sha256(manifest.refs, manifest.labels) != manifest.sha256:
-        raise CalibrationError(f"calibration manifest {path} does not match its sha256 (edited?); delete it and run `edgetl calibrate`")
+        raise CalibrationError(
+            f"calibration manifest {path} does not match its sha256 (edited?); delete it and run `edgetl calibrate`"
+        )
     if any(not 0 <= label < len(manifest.class_names) for label in manifest.labels):
-        raise CalibrationError(f"calibration manifest {path} has labels outside its class names; run `edgetl calibrate`")
+        raise CalibrationError(
+            f"calibration manifest {path} has labels outside its class names; run `edgetl calibrate`"
+        )
     return manifest

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Callable, Iterator, Optional
 
 import numpy as np
-
 from edgetl.calibration.manifest import Manifest
 from edgetl.runtime import decode, preprocess
 from edgetl.runtime.model_card import ModelCard
@@ -19,7 +18,9 @@ from edgetl.runtime.model_card import ModelCard
 PixelLoader = Callable[[str], np.ndarray]
 
 
-def representative_dataset(manifest: Manifest, card: ModelCard, load: Optional[PixelLoader] = None) -> Callable[[], Iterator[list[np.ndarray]]]:
+def representative_dataset(
+    manifest: Manifest, card: ModelCard, load: Optional[PixelLoader] = None
+) -> Callable[[], Iterator[list[np.ndarray]]]:
     """A converter-ready generator factory over the manifest's images.
 
     Args:
@@ -42,7 +43,9 @@ def representative_dataset(manifest: Manifest, card: ModelCard, load: Optional[P
         for ref in manifest.refs:
             pixels = read(ref)
             if pixels.shape != (card.height, card.width, 3):
-                raise ValueError(f"calibration image {ref} is {pixels.shape}, expected ({card.height}, {card.width}, 3)")
+                raise ValueError(
+                    f"calibration image {ref} is {pixels.shape}, expected ({card.height}, {card.width}, 3)"
+                )
             yield [preprocess.normalize(pixels, card.normalization)[None].astype(np.float32)]
 
     return generate

@@ -32,9 +32,11 @@ EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_IO, EXIT_INTERRUPTED = 0, 2, 
 LATENCY_WINDOW = 10_000  # frames behind the summary's p95
 WARMUP_FRAMES = 100  # frames before the RSS reference: decoder queues and buffers are full by then
 EXIT_CODES = "Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 5 output not writable, 130 interrupted."
-SERVE_HELP = ("browser preview at http://HOST:PORT/ (MJPEG stream with label/score/FPS, /latest.json); HOST defaults to "
-              "127.0.0.1 (this machine only). 0.0.0.0 exposes it on the LAN with no authentication: anyone on the "
-              "network can watch the camera")  # fmt: skip
+SERVE_HELP = (
+    "browser preview at http://HOST:PORT/ (MJPEG stream with label/score/FPS, /latest.json); HOST defaults to "
+    "127.0.0.1 (this machine only). 0.0.0.0 exposes it on the LAN with no authentication: anyone on the "
+    "network can watch the camera"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,11 +80,15 @@ def _parse_serve(ctx: click.Context, param: click.Parameter, value: Optional[str
 
 
 @click.command(name="edge-classify", epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", required=True, help="the .tflite file (its .json card beside it; without one, its own TFLite metadata)")
+@click.option(
+    "--model", required=True, help="the .tflite file (its .json card beside it; without one, its own TFLite metadata)"
+)
 @click.option("--card", help="the model card, when it is not beside the model")
 @click.option("--camera", help="camera index (0 = /dev/video0) or 'picam' for the Pi camera via Picamera2")
 @click.option("--video", help="video file, processed frame by frame (see --realtime)")
-@click.option("--image", "image", metavar="PATH", help="image file or folder; more paths may follow (--image photos/ a.jpg)")
+@click.option(
+    "--image", "image", metavar="PATH", help="image file or folder; more paths may follow (--image photos/ a.jpg)"
+)
 @click.option("--rtsp", metavar="URL", help="RTSP/HTTP stream URL")
 @click.argument("more_images", nargs=-1, metavar="[PATH]...")
 @click.option("--headless", is_flag=True, help="no window: one JSON line per frame on stdout")
@@ -93,10 +99,17 @@ def _parse_serve(ctx: click.Context, param: click.Parameter, value: Optional[str
 @click.option("--fps-cap", type=float, default=0.0, help="classify at most this many frames per second")
 @click.option("--realtime", is_flag=True, help="video: pace at its frame rate and drop frames like a camera")
 @click.option("--loop", is_flag=True, help="video: start again at the end (soak tests, a demo preview)")
-@click.option("--retries", type=int, default=5, show_default=True, help="camera/stream reconnect attempts before exit 4")
+@click.option(
+    "--retries", type=int, default=5, show_default=True, help="camera/stream reconnect attempts before exit 4"
+)
 @click.option("--serve", metavar="[HOST:]PORT", callback=_parse_serve, help=SERVE_HELP)
-@click.option("--csv", "csv_path", metavar="FILE", help="--image DIR: one row per image (path,label,score,label_2,score_2,...) "
-              "to FILE ('-' = stdout) instead of JSON lines; class sub-folders named like the labels add accuracy")  # fmt: skip
+@click.option(
+    "--csv",
+    "csv_path",
+    metavar="FILE",
+    help="--image DIR: one row per image (path,label,score,label_2,score_2,...) "
+    "to FILE ('-' = stdout) instead of JSON lines; class sub-folders named like the labels add accuracy",
+)
 @click.option("--confusion", metavar="PNG", help="--image DIR with class sub-folders: draw the confusion matrix to PNG")
 @click.option("--summary-json", metavar="FILE", help="also write the closing summary to FILE as JSON")
 @click.option("-q", "--quiet", is_flag=True, help="nothing on stderr (no log lines, no summary) unless an error")
@@ -104,11 +117,21 @@ def _parse_serve(ctx: click.Context, param: click.Parameter, value: Optional[str
 def cli(image: Optional[str], more_images: tuple[str, ...], csv_path: Optional[str], **options: Any) -> int:
     """Classify frames from a camera, video, stream or image files with an edgetl .tflite model
     (card read from beside it, else from the model's TFLite metadata). No TensorFlow needed."""
-    sources = [name for name, given in (("--camera", options["camera"]), ("--video", options["video"]), ("--image", image),
-                                        ("--rtsp", options["rtsp"])) if given is not None]  # fmt: skip
+    sources = [
+        name
+        for name, given in (
+            ("--camera", options["camera"]),
+            ("--video", options["video"]),
+            ("--image", image),
+            ("--rtsp", options["rtsp"]),
+        )
+        if given is not None
+    ]
     if len(sources) != 1:
-        raise click.UsageError("give exactly one source: --camera, --video, --image or --rtsp"
-                               + (f" (got {' and '.join(sources)})" if sources else ""))  # fmt: skip
+        raise click.UsageError(
+            "give exactly one source: --camera, --video, --image or --rtsp"
+            + (f" (got {' and '.join(sources)})" if sources else "")
+        )
     if more_images and image is None:
         raise click.UsageError(f"unexpected argument {more_images[0]!r}: only --image takes several paths")
     if (csv_path is not None or options["confusion"] is not None) and image is None:
@@ -150,7 +173,9 @@ class RunStats:
     frames: int = 0
     total_ms_sum: float = 0.0
     invoke_ms_sum: float = 0.0
-    recent_totals: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW))
+    recent_totals: collections.deque = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW)
+    )
     started: float = dataclasses.field(default_factory=time.perf_counter)
     rss_first_mb: Optional[float] = None
     rss_warm_mb: Optional[float] = None
@@ -169,14 +194,25 @@ class RunStats:
         rss_last_mb = rss_mb()
         wall = time.perf_counter() - self.started
         frames = self.frames
-        out: dict[str, Any] = {"frames": frames, "reason": reason, "wall_s": round(wall, 3),
-                               "fps": round(frames / wall, 2) if wall > 0 else 0.0}  # fmt: skip
+        out: dict[str, Any] = {
+            "frames": frames,
+            "reason": reason,
+            "wall_s": round(wall, 3),
+            "fps": round(frames / wall, 2) if wall > 0 else 0.0,
+        }
         if frames:
-            out.update(mean_ms=round(self.total_ms_sum / frames, 3), p95_ms=round(float(np.percentile(self.recent_totals, 95)), 3),
-                       invoke_mean_ms=round(self.invoke_ms_sum / frames, 3))  # fmt: skip
+            out.update(
+                mean_ms=round(self.total_ms_sum / frames, 3),
+                p95_ms=round(float(np.percentile(self.recent_totals, 95)), 3),
+                invoke_mean_ms=round(self.invoke_ms_sum / frames, 3),
+            )
         if source is not None:
-            out.update(dropped=source.stats.dropped, reconnects=source.stats.reconnects, skipped=len(source.stats.skipped),
-                       skipped_files=source.stats.skipped)  # fmt: skip
+            out.update(
+                dropped=source.stats.dropped,
+                reconnects=source.stats.reconnects,
+                skipped=len(source.stats.skipped),
+                skipped_files=source.stats.skipped,
+            )
         out.update(rss_first_mb=self.rss_first_mb, rss_warm_mb=self.rss_warm_mb, rss_last_mb=rss_last_mb)
         return out
 
@@ -199,7 +235,9 @@ def open_source(config: RunConfig, folder: Any = None) -> Any:
 
     if folder is not None:
         if not folder.paths:
-            raise sources.SourceError(f"no image files under {config.images[0]} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise sources.SourceError(
+                f"no image files under {config.images[0]} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
         return sources.ImageFiles([str(p) for p in folder.paths])
     if config.images:
         return sources.ImageFiles(config.images)
@@ -250,10 +288,16 @@ def classify_stream(classifier: Any, source: Any, config: RunConfig, stats: RunS
             t = dataclasses.replace(t, preprocess_ms=frame.prepare_ms)
         stats.add(t.total_ms, t.invoke_ms)
         fps = meter.tick()
-        record = {"time": round(time.time(), 3), "frame": frame.index, "source": frame.source,
-                  "top_k": [c.to_dict() for c in categories], "preprocess_ms": round(t.preprocess_ms, 3),
-                  "invoke_ms": round(t.invoke_ms, 3), "total_ms": round(t.total_ms, 3),
-                  "prepared_ahead": frame.tensor is not None}  # fmt: skip
+        record = {
+            "time": round(time.time(), 3),
+            "frame": frame.index,
+            "source": frame.source,
+            "top_k": [c.to_dict() for c in categories],
+            "preprocess_ms": round(t.preprocess_ms, 3),
+            "invoke_ms": round(t.invoke_ms, 3),
+            "total_ms": round(t.total_ms, 3),
+            "prepared_ahead": frame.tensor is not None,
+        }
         if outputs.results is not None:
             outputs.results.add(frame.source, scores, categories)
         if outputs.lines is not None:
@@ -277,26 +321,38 @@ def run(config: RunConfig) -> int:
         if not config.quiet:
             print(f"[edge-classify] {message}", file=sys.stderr, flush=True)
 
-    from edgetl.runtime.sources import SourceError  # noqa: PLC0415
     from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
     from edgetl.runtime.folder import FolderError  # noqa: PLC0415
     from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
     from edgetl.runtime.model_card import CardError  # noqa: PLC0415
     from edgetl.runtime.overlay import DisplayError  # noqa: PLC0415
     from edgetl.runtime.serve import ServeError  # noqa: PLC0415
+    from edgetl.runtime.sources import SourceError  # noqa: PLC0415
 
     stats, source, outputs, server, code, reason = RunStats(), None, Outputs(), None, EXIT_OK, ""
     try:
-        classifier = Classifier(ClassifierOptions(model_path=config.model, card_path=config.card, num_threads=config.threads,
-                                                  max_results=config.top_k, score_threshold=config.threshold))  # fmt: skip
+        classifier = Classifier(
+            ClassifierOptions(
+                model_path=config.model,
+                card_path=config.card,
+                num_threads=config.threads,
+                max_results=config.top_k,
+                score_threshold=config.threshold,
+            )
+        )
         card = classifier.card
-        log(f"{config.model}: {card.quantization}, {card.width}x{card.height} {card.input.dtype} input, {card.num_classes} labels, {backend()[0]}")
+        log(
+            f"{config.model}: {card.quantization}, {card.width}x{card.height} {card.input.dtype} input, {card.num_classes} labels, {backend()[0]}"
+        )
         source, server = _open_io(classifier, config, outputs, log)
         stats = RunStats()
         reason = classify_stream(classifier, source, config, stats, outputs)
         if not stats.frames and source.stats.skipped:
             reason, code = "no readable image", EXIT_SOURCE
-            print(f"edge-classify: error: none of the {len(source.stats.skipped)} image(s) could be read (listed below)", file=sys.stderr)
+            print(
+                f"edge-classify: error: none of the {len(source.stats.skipped)} image(s) could be read (listed below)",
+                file=sys.stderr,
+            )
     except (CardError, ModelLoadError, RuntimeMissingError) as exc:
         print(f"edge-classify: error: {exc}", file=sys.stderr)
         return EXIT_MODEL
@@ -326,7 +382,9 @@ def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> 
 
     plan = folder.plan(config.images, classifier.labels) if config.folder_mode else None
     if plan is not None and config.confusion and not plan.labelled:
-        raise folder.FolderError(f"--confusion needs class sub-folders named like the model's labels in {config.images[0]}")
+        raise folder.FolderError(
+            f"--confusion needs class sub-folders named like the model's labels in {config.images[0]}"
+        )
     source = open_source(config, plan)
     log(f"source: {source.name}" + (" in class sub-folders" if plan is not None and plan.labelled else ""))
     if plan is not None:
@@ -341,8 +399,14 @@ def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> 
 
         server = PreviewServer(*config.serve, PreviewHub(), title=f"edge-classify: {os.path.basename(config.model)}")
         outputs.hub = server.hub
-        log(f"preview: {server.url}" + ("" if server.host in ("127.0.0.1", "::1", "localhost") else
-                                        " (no authentication: anyone who can reach this address sees the camera)"))  # fmt: skip
+        log(
+            f"preview: {server.url}"
+            + (
+                ""
+                if server.host in ("127.0.0.1", "::1", "localhost")
+                else " (no authentication: anyone who can reach this address sees the camera)"
+            )
+        )
     return source, server
 
 
@@ -355,7 +419,11 @@ def _finish(stats: RunStats, source: Any, reason: str, code: int, config: RunCon
     if summary["frames"]:
         parts += [f"mean {summary['mean_ms']} ms", f"p95 {summary['p95_ms']} ms"]
     if source is not None:
-        parts += [f"{summary['dropped']} dropped", f"{summary['skipped']} skipped", f"{summary['reconnects']} reconnects"]
+        parts += [
+            f"{summary['dropped']} dropped",
+            f"{summary['skipped']} skipped",
+            f"{summary['reconnects']} reconnects",
+        ]
     log(f"summary ({reason}): " + ", ".join(parts))
     if results is not None:
         code = _finish_folder(results, summary, code, config, log)
@@ -374,9 +442,15 @@ def _finish_folder(results: Any, summary: dict[str, Any], code: int, config: Run
     if accuracy is not None:
         summary["accuracy"] = accuracy
         if accuracy["n"]:
-            log(f"top-1 accuracy {100 * accuracy['top1']:.2f}% ({accuracy['correct']}/{accuracy['n']} images, 95% Wilson interval "
-                f"{100 * accuracy['ci95'][0]:.2f}-{100 * accuracy['ci95'][1]:.2f}%)" +
-                (f"; {accuracy['unlabelled']} image(s) outside the class folders not counted" if accuracy["unlabelled"] else ""))  # fmt: skip
+            log(
+                f"top-1 accuracy {100 * accuracy['top1']:.2f}% ({accuracy['correct']}/{accuracy['n']} images, 95% Wilson interval "
+                f"{100 * accuracy['ci95'][0]:.2f}-{100 * accuracy['ci95'][1]:.2f}%)"
+                + (
+                    f"; {accuracy['unlabelled']} image(s) outside the class folders not counted"
+                    if accuracy["unlabelled"]
+                    else ""
+                )
+            )
             for line in folder.confusion_text(accuracy["labels"], accuracy["confusion"]):
                 log(line)
     if code != EXIT_OK or not results.rows:

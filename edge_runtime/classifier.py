@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-
 from edgetl.runtime import preprocess
 from edgetl.runtime.interpreter import load_interpreter
 from edgetl.runtime.model_card import CardError, ModelCard, TensorSpec, card_path_for, load_card, verify_model_file
@@ -183,12 +182,16 @@ def _check_signature(model_path: Path, inputs: list[dict[str, Any]], outputs: li
     """
     shapes = [tuple(int(x) for x in d["shape"]) for d in (*inputs, *outputs)]
     if len(inputs) != 1 or len(outputs) != 1:
-        raise CardError(f"{model_path} has {len(inputs)} input(s) and {len(outputs)} output(s) {shapes}; edge_runtime runs "
-                        "classifiers with one image input and one score output, as edgetl convert writes")  # fmt: skip
+        raise CardError(
+            f"{model_path} has {len(inputs)} input(s) and {len(outputs)} output(s) {shapes}; edge_runtime runs "
+            "classifiers with one image input and one score output, as edgetl convert writes"
+        )
     out = shapes[1]
     if shapes[0][:1] != (1,) or len(out) != 2 or out[0] != 1:
-        raise CardError(f"{model_path}: input {shapes[0]} and output {out} are not batch-1 (1, H, W, 3) -> (1, classes); "
-                        "convert the classifier with batch 1, as edgetl convert does")  # fmt: skip
+        raise CardError(
+            f"{model_path}: input {shapes[0]} and output {out} are not batch-1 (1, H, W, 3) -> (1, classes); "
+            "convert the classifier with batch 1, as edgetl convert does"
+        )
 
 
 def top_k(values: np.ndarray, labels: tuple[str, ...], k: int, threshold: float = 0.0) -> list[Category]:
@@ -202,8 +205,10 @@ def _read_metadata(model_path: Path, card_path: Path) -> dict[str, Any]:
     try:
         from edgetl.runtime.metadata import read_metadata  # noqa: PLC0415  (needs flatbuffers; only this path does)
     except ImportError as exc:
-        raise CardError(f"no model card at {card_path}, and reading the model's TFLite metadata needs {exc.name} "
-                        f"(pip install flatbuffers); or keep the .json beside the model") from None  # fmt: skip
+        raise CardError(
+            f"no model card at {card_path}, and reading the model's TFLite metadata needs {exc.name} "
+            f"(pip install flatbuffers); or keep the .json beside the model"
+        ) from None
     found = read_metadata(model_path)
     if not found:
         load_card(card_path)  # raises "no model card at …"

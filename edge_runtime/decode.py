@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
-
 from edgetl.runtime.preprocess import _cv2, resize, to_rgb
 
 # The one set of image file extensions for the whole project (training folders, calibration,
 # parity, edge-classify --image): formats OpenCV 4.8+ decodes on every platform and whose
 # header the pixel budget below can read. (GIF: only OpenCV >= 4.11 decodes it; convert to PNG.)
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".dib",
-                              ".pbm", ".pgm", ".ppm", ".pnm"})  # fmt: skip
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".dib", ".pbm", ".pgm", ".ppm", ".pnm"}
+)
 # Images larger than this are decoded at a reduced scale instead of allocating
 # gigabytes for a 20000x20000 scan; classifiers want a few hundred pixels anyway.
 # JPEGs shrink inside libjpeg; PNGs are inflated and shrunk a strip at a time.
@@ -56,7 +56,11 @@ def image_files(root: Union[str, Path]) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / n for n in sorted(filenames) if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.startswith(".")]
+        found += [
+            Path(dirpath) / n
+            for n in sorted(filenames)
+            if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.startswith(".")
+        ]
     return found
 
 
@@ -126,9 +130,11 @@ def _budget_flag(raw: np.ndarray, path: Path) -> Optional[int]:
     if kind == "PNG":
         return None
     if kind != "JPEG":
-        raise ImageDecodeError(f"{path}: a {width}x{height} {kind} ({pixels / 1e6:.0f} megapixels) is too large to decode "
-                               f"(over {MAX_DECODE_PIXELS / 1e6:.0f}; only JPEG and PNG shrink while decoding); "
-                               "downscale it or save it as JPEG/PNG")  # fmt: skip
+        raise ImageDecodeError(
+            f"{path}: a {width}x{height} {kind} ({pixels / 1e6:.0f} megapixels) is too large to decode "
+            f"(over {MAX_DECODE_PIXELS / 1e6:.0f}; only JPEG and PNG shrink while decoding); "
+            "downscale it or save it as JPEG/PNG"
+        )
     for factor, reduced in ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4)):
         if pixels <= MAX_DECODE_PIXELS * factor**2:
             return reduced
@@ -200,7 +206,9 @@ def _unfilter(previous: np.ndarray, strip: np.ndarray, bpp: int) -> np.ndarray:
     out = out.reshape(rows + 1, row_bytes // bpp, -1)[1:]
     if out.shape[2] >= 3:  # cv2 hands back BGR(A); put the channels back in file order
         out = np.concatenate([out[:, :, 2::-1], out[:, :, 3:]], axis=2)
-    return np.frombuffer(out.astype(">u2").tobytes() if depth == 16 else out.tobytes(), np.uint8).reshape(rows, row_bytes)
+    return np.frombuffer(out.astype(">u2").tobytes() if depth == 16 else out.tobytes(), np.uint8).reshape(
+        rows, row_bytes
+    )
 
 
 def _strip_rgb(raw: np.ndarray, width: int, depth: int, colour: int, keep: list[tuple[bytes, bytes]]) -> np.ndarray:
@@ -237,7 +245,9 @@ def _decode_large_png(raw: np.ndarray, factor: int, path: Path) -> np.ndarray:
     if channels is None:
         raise ImageDecodeError(f"{path}: not a decodable image (PNG colour type {colour})")
     if interlace:
-        raise ImageDecodeError(f"{path}: a {width}x{height} interlaced PNG is too large to decode; save it non-interlaced or smaller")
+        raise ImageDecodeError(
+            f"{path}: a {width}x{height} interlaced PNG is too large to decode; save it non-interlaced or smaller"
+        )
     row_bytes, bpp = (width * depth * channels + 7) // 8, max(1, depth * channels // 8)
     keep = [(k, bytes(d)) for k, d in chunks if k in (b"PLTE", b"tRNS")]
     read = _inflate((d for k, d in chunks if k == b"IDAT"), path)
@@ -375,5 +385,10 @@ def _pnm_size(head: bytes) -> Optional[tuple[int, int]]:
 
 
 _READERS: dict[str, Callable[[bytes], Optional[tuple[int, int]]]] = {
-    "PNG": _png_size, "JPEG": _jpeg_size, "WebP": _webp_size, "TIFF": _tiff_size, "BMP": _bmp_size, "PNM": _pnm_size,
-}  # fmt: skip
+    "PNG": _png_size,
+    "JPEG": _jpeg_size,
+    "WebP": _webp_size,
+    "TIFF": _tiff_size,
+    "BMP": _bmp_size,
+    "PNM": _pnm_size,
+}

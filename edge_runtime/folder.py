@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-
-from edgetl.runtime.decode import image_files
 from edgetl.runtime.classifier import Category
+from edgetl.runtime.decode import image_files
 from edgetl.runtime.model_card import write_bytes_atomic
 
 
@@ -62,11 +61,15 @@ def plan(images: Sequence[str], labels: Sequence[str]) -> FolderPlan:
     known = [s for s in subs if s in labels]
     unknown = [s for s in subs if s not in labels]
     if known and unknown:
-        raise FolderError(f"{root}: sub-folders {', '.join(unknown)} are not among the model's labels ({', '.join(labels)}); "
-                          "name each class folder as its label, or move the others out")  # fmt: skip
+        raise FolderError(
+            f"{root}: sub-folders {', '.join(unknown)} are not among the model's labels ({', '.join(labels)}); "
+            "name each class folder as its label, or move the others out"
+        )
     index = {name: labels.index(name) for name in known}
     paths = image_files(root)
-    truth = [index.get(path.relative_to(root).parts[0]) if len(path.relative_to(root).parts) > 1 else None for path in paths]
+    truth = [
+        index.get(path.relative_to(root).parts[0]) if len(path.relative_to(root).parts) > 1 else None for path in paths
+    ]
     return FolderPlan(root, tuple(paths), tuple(truth), bool(known))
 
 
@@ -117,8 +120,15 @@ class FolderResults:
             return None
         n, correct = int(self.confusion.sum()), int(np.trace(self.confusion))
         low, high = wilson(correct, n)
-        return {"top1": round(correct / n, 6) if n else None, "n": n, "correct": correct, "ci95": [round(low, 6), round(high, 6)],
-                "unlabelled": self.unlabelled, "labels": self.labels, "confusion": self.confusion.tolist()}  # fmt: skip
+        return {
+            "top1": round(correct / n, 6) if n else None,
+            "n": n,
+            "correct": correct,
+            "ci95": [round(low, 6), round(high, 6)],
+            "unlabelled": self.unlabelled,
+            "labels": self.labels,
+            "confusion": self.confusion.tolist(),
+        }
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -170,12 +180,20 @@ def draw_confusion(labels: Sequence[str], confusion: Sequence[Sequence[int]], ti
         (w, h), _ = cv2.getTextSize(name, font, 0.5, 1)
         strip = np.full((h + 8, w + 8, 3), 255, np.uint8)
         cv2.putText(strip, name, (4, h + 3), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        strip = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)[-(top - 36):]
+        strip = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)[-(top - 36) :]
         x = margin + j * cell + (cell - strip.shape[1]) // 2
-        image[top - strip.shape[0] - 2: top - 2, x: x + strip.shape[1]] = strip
-    cv2.putText(image, "rows: true class, columns: predicted", (10, image.shape[0] - 10), font, 0.45, (80, 80, 80), 1, cv2.LINE_AA)
+        image[top - strip.shape[0] - 2 : top - 2, x : x + strip.shape[1]] = strip
+    cv2.putText(
+        image,
+        "rows: true class, columns: predicted",
+        (10, image.shape[0] - 10),
+        font,
+        0.45,
+        (80, 80, 80),
+        1,
+        cv2.LINE_AA,
+    )
     ok, buffer = cv2.imencode(".png", image)
     if not ok:
         raise FolderError(f"{path}: OpenCV could not encode the confusion matrix as PNG")
     write_bytes_atomic(path, buffer.tobytes())
-

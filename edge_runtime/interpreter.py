@@ -61,7 +61,9 @@ def load_interpreter(model_path: Path, num_threads: Optional[int] = None) -> Any
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such model file; pass the path of a .tflite written by edgetl convert")
     if path.stat().st_size < 16 or path.read_bytes()[4:8] != b"TFL3":
-        raise ModelLoadError(f"{path}: not a TFLite model (no TFL3 header: truncated or another format); copy it again or re-run edgetl convert")
+        raise ModelLoadError(
+            f"{path}: not a TFLite model (no TFL3 header: truncated or another format); copy it again or re-run edgetl convert"
+        )
     _, module = backend()
     # bounded: LiteRT segfaults creating 100,000 threads; more than 4 per core only adds contention
     threads = min(num_threads if num_threads and num_threads > 0 else (os.cpu_count() or 1), max_threads())
@@ -71,6 +73,7 @@ def load_interpreter(model_path: Path, num_threads: Optional[int] = None) -> Any
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path}: the interpreter cannot load it ({first}); copy it again or re-run edgetl convert") from None
+        raise ModelLoadError(
+            f"{path}: the interpreter cannot load it ({first}); copy it again or re-run edgetl convert"
+        ) from None
     return interpreter
-

@@ -26,7 +26,6 @@ from typing import Any, Optional
 
 import flatbuffers
 import numpy as np
-
 from edgetl.runtime import __version__
 from edgetl.runtime._vendor import metadata_schema_py_generated as meta
 from edgetl.runtime.model_card import CardError, ModelCard, Normalization, TensorSpec, sha256_file
@@ -62,23 +61,33 @@ def metadata_buffer(card: ModelCard, quantization: str) -> bytes:
     image = meta.ImagePropertiesT()
     image.colorSpace = meta.ColorSpaceType.RGB
     source = card.normalization.description
-    image_in = _tensor("image", f"{card.color_order} image {card.width}x{card.height}, pixels 0-255 normalised {source}; "
-                       "integer inputs then quantize with the tensor's scale and zero point",
-                       meta.ContentProperties.ImageProperties, image)  # fmt: skip
+    image_in = _tensor(
+        "image",
+        f"{card.color_order} image {card.width}x{card.height}, pixels 0-255 normalised {source}; "
+        "integer inputs then quantize with the tensor's scale and zero point",
+        meta.ContentProperties.ImageProperties,
+        image,
+    )
     image_in.processUnits = [unit]
     labels = meta.AssociatedFileT()
     labels.name, labels.type = LABELS_FILE, meta.AssociatedFileType.TENSOR_AXIS_LABELS
     labels.description = "Class names in output order, one per line."
-    scores = _tensor("probability", f"Scores of the {card.num_classes} classes (softmax).",
-                     meta.ContentProperties.FeatureProperties, meta.FeaturePropertiesT())  # fmt: skip
+    scores = _tensor(
+        "probability",
+        f"Scores of the {card.num_classes} classes (softmax).",
+        meta.ContentProperties.FeatureProperties,
+        meta.FeaturePropertiesT(),
+    )
     scores.associatedFiles = [labels]
     subgraph = meta.SubGraphMetadataT()
     subgraph.inputTensorMetadata, subgraph.outputTensorMetadata = [image_in], [scores]
     model = meta.ModelMetadataT()
     backbone = card.extra.get("backbone", {}) if isinstance(card.extra.get("backbone"), dict) else {}
     model.name = f"edgetl {backbone.get('name', 'image')} classifier ({quantization})"
-    model.description = (f"Image classifier over {card.num_classes} classes trained with edgetl; {quantization} variant. "
-                         f"The JSON model card beside the file has the training, calibration and parity details.")  # fmt: skip
+    model.description = (
+        f"Image classifier over {card.num_classes} classes trained with edgetl; {quantization} variant. "
+        f"The JSON model card beside the file has the training, calibration and parity details."
+    )
     model.version = f"edgetl {__version__}; float model sha256 {card.model_sha256[:12]}"
     model.author = AUTHOR
     model.license = str(card.extra.get("license") or "see the backbone weights' source in the model card")
@@ -200,8 +209,10 @@ def read_metadata(path: Path) -> dict[str, Any]:
     """
     data = Path(path).read_bytes()
     if len(data) < 8 or data[4:8] != MODEL_IDENTIFIER:
-        raise MetadataError(f"{path}: not a TFLite model (no TFL3 header: truncated or another format); "
-                            f"copy it again or re-run edgetl convert")  # fmt: skip
+        raise MetadataError(
+            f"{path}: not a TFLite model (no TFL3 header: truncated or another format); "
+            f"copy it again or re-run edgetl convert"
+        )
     try:
         buffer = _metadata_bytes(data)
         if buffer is None:
@@ -228,11 +239,16 @@ def read_metadata(path: Path) -> dict[str, Any]:
     props = image.content.contentProperties if image is not None and image.content is not None else None
     colour = {v: k for k, v in vars(meta.ColorSpaceType).items() if not k.startswith("_")}
     return {
-        "name": text(model.name), "description": text(model.description), "version": text(model.version),
-        "author": text(model.author), "license": text(model.license), "min_parser_version": text(model.minParserVersion),
+        "name": text(model.name),
+        "description": text(model.description),
+        "version": text(model.version),
+        "author": text(model.author),
+        "license": text(model.license),
+        "min_parser_version": text(model.minParserVersion),
         "color_space": colour.get(props.colorSpace) if isinstance(props, meta.ImagePropertiesT) else None,
-        "normalization": _normalization(image), "labels": _labels(path, data, scores),
-    }  # fmt: skip
+        "normalization": _normalization(image),
+        "labels": _labels(path, data, scores),
+    }
 
 
 def _metadata_bytes(data: bytes) -> Optional[bytes]:
@@ -275,8 +291,9 @@ def _labels(path: Path, data: bytes, tensor: Any) -> Optional[list[str]]:
     return [line.rstrip("\r") for line in content.split("\n") if line.strip()]
 
 
-def card_from_metadata(path: Path, input_detail: dict[str, Any], output_detail: dict[str, Any],
-                       found: Optional[dict[str, Any]] = None) -> Optional[ModelCard]:  # fmt: skip
+def card_from_metadata(
+    path: Path, input_detail: dict[str, Any], output_detail: dict[str, Any], found: Optional[dict[str, Any]] = None
+) -> Optional[ModelCard]:
     """A model card for a .tflite without one, from its metadata and its interpreter's tensors.
 
     Labels and normalisation come from the metadata; input size and the tensors'
@@ -295,16 +312,26 @@ def card_from_metadata(path: Path, input_detail: dict[str, Any], output_detail: 
     if not found:
         return None
     if not found.get("labels") or not found.get("normalization"):
-        raise MetadataError(f"{path} has no card beside it and its TFLite metadata lacks labels or normalisation; "
-                            f"keep the .json card beside the model or pass --card")  # fmt: skip
+        raise MetadataError(
+            f"{path} has no card beside it and its TFLite metadata lacks labels or normalisation; "
+            f"keep the .json card beside the model or pass --card"
+        )
     norm, shape = found["normalization"], [int(x) for x in input_detail["shape"]]
     return ModelCard(
-        labels=tuple(found["labels"]), height=shape[1] if len(shape) == 4 else 0, width=shape[2] if len(shape) == 4 else 0,
-        model_file=path.name, model_sha256=sha256_file(path), quantization="tflite-metadata",
+        labels=tuple(found["labels"]),
+        height=shape[1] if len(shape) == 4 else 0,
+        width=shape[2] if len(shape) == 4 else 0,
+        model_file=path.name,
+        model_sha256=sha256_file(path),
+        quantization="tflite-metadata",
         normalization=Normalization(mean=tuple(norm["mean"]), std=tuple(norm["std"])),
-        input=_spec(input_detail), output=_spec(output_detail),
-        extra={"source": "TFLite metadata", "metadata": {k: v for k, v in found.items() if k not in ("labels", "normalization")}},
-    )  # fmt: skip
+        input=_spec(input_detail),
+        output=_spec(output_detail),
+        extra={
+            "source": "TFLite metadata",
+            "metadata": {k: v for k, v in found.items() if k not in ("labels", "normalization")},
+        },
+    )
 
 
 def _spec(detail: dict[str, Any]) -> TensorSpec:

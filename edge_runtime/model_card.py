@@ -156,8 +156,10 @@ def _check_shapes(data: dict[str, Any]) -> None:
     kinds = {"labels": list, "normalization": dict, "input": dict, "output": dict, "extra": dict}
     for key, kind in kinds.items():
         if key in data and not isinstance(data[key], kind):
-            raise CardError(f"model card field {key!r} must be a JSON {'list' if kind is list else 'object'}, got "
-                            f"{type(data[key]).__name__}; regenerate the card with edgetl")  # fmt: skip
+            raise CardError(
+                f"model card field {key!r} must be a JSON {'list' if kind is list else 'object'}, got "
+                f"{type(data[key]).__name__}; regenerate the card with edgetl"
+            )
 
 
 def check_values(card: ModelCard) -> None:
@@ -179,7 +181,9 @@ def check_values(card: ModelCard) -> None:
         problems.append(f"normalization mean {list(norm.mean)} / std {list(norm.std)} must be finite with no zero std")
     for name, spec in (("input", card.input), ("output", card.output)):
         if spec.dtype not in TENSOR_DTYPES or not math.isfinite(spec.scale) or spec.scale < 0:
-            problems.append(f"{name} tensor {spec.dtype} scale {spec.scale} is not a TFLite tensor type with a finite scale >= 0")
+            problems.append(
+                f"{name} tensor {spec.dtype} scale {spec.scale} is not a TFLite tensor type with a finite scale >= 0"
+            )
     if card.color_order not in ("RGB", "BGR"):
         problems.append(f"color_order {card.color_order!r} is not RGB or BGR")
     if card.interpolation not in INTERPOLATIONS:

@@ -6,7 +6,6 @@ import time
 from typing import Optional, Sequence
 
 import numpy as np
-
 from edgetl.runtime.classifier import Category
 
 WINDOW = "edge-classify"
@@ -38,7 +37,9 @@ def draw(frame: np.ndarray, categories: Sequence[Category], fps: float) -> np.nd
     """A copy of ``frame`` (BGR) with one ``label score`` line per category and the FPS."""
     import cv2  # noqa: PLC0415
 
-    out = np.ascontiguousarray(frame if frame.ndim == 3 and frame.shape[2] == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)).copy()
+    out = np.ascontiguousarray(
+        frame if frame.ndim == 3 and frame.shape[2] == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    ).copy()
     scale = max(0.4, out.shape[0] / 720)
     lines = [f"{c.label} {c.score:.2f}" for c in categories] or ["(below threshold)"]
     lines.append(f"{fps:.1f} FPS")
@@ -63,7 +64,9 @@ class Display:
         try:
             cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
         except cv2.error:
-            raise DisplayError("no display available (headless OpenCV or no $DISPLAY); add --headless for JSON lines on stdout") from None
+            raise DisplayError(
+                "no display available (headless OpenCV or no $DISPLAY); add --headless for JSON lines on stdout"
+            ) from None
 
     def show(self, image: np.ndarray) -> bool:
         self._cv2.imshow(WINDOW, image)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-
 from edgetl.runtime.model_card import ModelCard, Normalization, TensorSpec
 
 TIE_SLACK = 1e-3  # of a quantization step: float32 normalisation lands within ~1e-5 of a true half

@@ -27,7 +27,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional, Sequence
 
 import numpy as np
-
 from edgetl.runtime.classifier import Category
 
 BOUNDARY = "edgetlframe"
@@ -47,7 +46,9 @@ def parse_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ServeError(f"{text!r} is not PORT or HOST:PORT; give e.g. 8080 (this machine only) or 0.0.0.0:8080 (the LAN)")
+        raise ServeError(
+            f"{text!r} is not PORT or HOST:PORT; give e.g. 8080 (this machine only) or 0.0.0.0:8080 (the LAN)"
+        )
     return host, int(port)
 
 
@@ -75,13 +76,17 @@ class PreviewHub:
         self._encoder = threading.Thread(target=self._encode_loop, name="preview-encoder", daemon=True)
         self._encoder.start()
 
-    def offer(self, image: np.ndarray, color_order: str, categories: Sequence[Category], fps: float, record: dict[str, Any]) -> None:
+    def offer(
+        self, image: np.ndarray, color_order: str, categories: Sequence[Category], fps: float, record: dict[str, Any]
+    ) -> None:
         """Called by the loop once per frame: keeps the prediction, and the frame only while someone watches."""
         latest = {**record, "fps": round(fps, 2)}
         with self._cond:
             self._latest = latest
-            if not self._recent or _top_label(self._recent[-1]) != _top_label(latest):  # the list shows changes of label
-                self._recent = [*self._recent[-(self.history - 1):], latest]
+            if not self._recent or _top_label(self._recent[-1]) != _top_label(
+                latest
+            ):  # the list shows changes of label
+                self._recent = [*self._recent[-(self.history - 1) :], latest]
             if self.viewers:
                 self._pending = (image, color_order, list(categories), fps)
                 self._cond.notify_all()
@@ -120,7 +125,6 @@ class PreviewHub:
     def _encode_loop(self) -> None:
         """Draw and encode the newest pending frame, at most ``max_fps`` times a second."""
         import cv2  # noqa: PLC0415
-
         from edgetl.runtime import overlay  # noqa: PLC0415
 
         interval = 1.0 / self.max_fps if self.max_fps > 0 else 0.0
@@ -132,7 +136,9 @@ class PreviewHub:
                 (image, order, categories, fps), self._pending = self._pending, None
             started = time.perf_counter()
             bgr = image[:, :, ::-1] if order == "RGB" and image.ndim == 3 else image
-            ok, buffer = cv2.imencode(".jpg", overlay.draw(bgr, categories, fps), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+            ok, buffer = cv2.imencode(
+                ".jpg", overlay.draw(bgr, categories, fps), [cv2.IMWRITE_JPEG_QUALITY, self.quality]
+            )
             if ok:
                 with self._cond:
                     if self.viewers:
@@ -159,11 +165,15 @@ class PreviewServer:
         try:
             self.httpd = server_class((host, port), handler)
         except (OSError, OverflowError) as exc:
-            raise ServeError(f"--serve {host}:{port}: cannot listen there ({getattr(exc, 'strerror', None) or exc}); "
-                             "pick another port or address") from None  # fmt: skip
+            raise ServeError(
+                f"--serve {host}:{port}: cannot listen there ({getattr(exc, 'strerror', None) or exc}); "
+                "pick another port or address"
+            ) from None
         self.hub = hub
         self.host, self.port = host, self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="preview-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="preview-http", daemon=True
+        )
         self._thread.start()
 
     @property
@@ -230,16 +240,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             seen = 0
             while not self.hub.closed and not self._viewer_left():
-                seen, jpeg = self.hub.next_jpeg(seen, timeout=0.02)  # short waits: a viewer that left is noticed within 20 ms
+                seen, jpeg = self.hub.next_jpeg(
+                    seen, timeout=0.02
+                )  # short waits: a viewer that left is noticed within 20 ms
                 if jpeg:
-                    self.wfile.write(b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
-                                     % (BOUNDARY.encode(), len(jpeg), jpeg))  # fmt: skip
+                    self.wfile.write(
+                        b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
+                        % (BOUNDARY.encode(), len(jpeg), jpeg)
+                    )
         except OSError:  # the viewer went away (reset, broken pipe, write timeout)
             pass
         finally:
             self.hub.leave_viewer()
             self.close_connection = True
-
 
     def _viewer_left(self) -> bool:
         """True once the viewer closed its end: a viewer sends nothing after its request, so readable means EOF or reset."""

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
-
 from edgetl.runtime import decode
+
 _EOF = object()
 
 
@@ -157,13 +157,17 @@ def expand_images(paths: Sequence[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in decode.IMAGE_EXTENSIONS and p.is_file()))
+            found.extend(
+                sorted(p for p in path.iterdir() if p.suffix.lower() in decode.IMAGE_EXTENSIONS and p.is_file())
+            )
         elif path.is_file():
             found.append(path)
         else:
             raise SourceError(f"{path}: no such file or folder; pass image files or a folder of them")
     if not found:
-        raise SourceError(f"no image files in {', '.join(map(str, paths))} (looked for {', '.join(sorted(decode.IMAGE_EXTENSIONS))})")
+        raise SourceError(
+            f"no image files in {', '.join(map(str, paths))} (looked for {', '.join(sorted(decode.IMAGE_EXTENSIONS))})"
+        )
     return found
 
 
@@ -266,8 +270,14 @@ class Camera(FrameSource):
         opener: makes a capture object (``cv2.VideoCapture`` by default); tests pass their own.
     """
 
-    def __init__(self, target: Any, retries: int = 5, backoff: float = 0.5, stall_s: float = 5.0,
-                 opener: Optional[Callable[[], Any]] = None):  # fmt: skip
+    def __init__(
+        self,
+        target: Any,
+        retries: int = 5,
+        backoff: float = 0.5,
+        stall_s: float = 5.0,
+        opener: Optional[Callable[[], Any]] = None,
+    ):
         super().__init__()
         self.target, self.retries, self.backoff, self.stall_s = target, retries, backoff, stall_s
         self.name = f"camera {target}" if isinstance(target, int) else str(target)
@@ -283,7 +293,12 @@ class Camera(FrameSource):
     def _default_opener(self) -> Any:
         import cv2  # noqa: PLC0415
 
-        timeouts = (cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.stall_s * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.stall_s * 1000))
+        timeouts = (
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(self.stall_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(self.stall_s * 1000),
+        )
         capture = _open_capture(self.target, *timeouts) if isinstance(self.target, str) else _open_capture(self.target)
         capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # where the backend supports it; the thread does the rest
         return capture
@@ -314,7 +329,9 @@ class Camera(FrameSource):
             capture = self._try_open()
             if capture is not None:
                 return capture
-        raise SourceError(f"{self.name} was lost and did not come back after {self.retries} reconnects; check the cable/URL and that no other program holds it")
+        raise SourceError(
+            f"{self.name} was lost and did not come back after {self.retries} reconnects; check the cable/URL and that no other program holds it"
+        )
 
     def _read(self) -> Any:
         failures_since = None
@@ -374,7 +391,9 @@ class PiCamera(Camera):
         try:
             from picamera2 import Picamera2  # noqa: PLC0415
         except ImportError:
-            raise SourceError("--camera picam needs picamera2: sudo apt install python3-picamera2, and create the venv with --system-site-packages") from None
+            raise SourceError(
+                "--camera picam needs picamera2: sudo apt install python3-picamera2, and create the venv with --system-site-packages"
+            ) from None
         return _Picamera2Capture(Picamera2, self._size)
 
 

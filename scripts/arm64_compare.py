@@ -126,14 +126,18 @@ def compare_frames(name: str, x86: list[dict], arm: list[dict], tol: float) -> l
         if top_a["label"] == top_b["label"]:
             labels_equal += 1
         else:
-            problems.append(f"{where}: top-1 x86 {top_a['label']} {top_a['score']:.4f} vs arm64 {top_b['label']} {top_b['score']:.4f}")
+            problems.append(
+                f"{where}: top-1 x86 {top_a['label']} {top_a['score']:.4f} vs arm64 {top_b['label']} {top_b['score']:.4f}"
+            )
         scores_b = {c["label"]: c["score"] for c in b["top_k"]}
         for cat in a["top_k"]:
             if cat["label"] in scores_b:
                 diff = abs(cat["score"] - scores_b[cat["label"]])
                 max_diff = max(max_diff, diff)
                 if diff > tol:
-                    problems.append(f"{where}: score of {cat['label']} x86 {cat['score']:.4f} vs arm64 {scores_b[cat['label']]:.4f} (diff {diff:.4f} > {tol})")
+                    problems.append(
+                        f"{where}: score of {cat['label']} x86 {cat['score']:.4f} vs arm64 {scores_b[cat['label']]:.4f} (diff {diff:.4f} > {tol})"
+                    )
     print(
         f"{name}: {len(arm)} frames (x86 {len(x86)}), top-1 equal {labels_equal}/{min(len(x86), len(arm))}, "
         f"max score diff {max_diff:.4f} (tolerance {tol})"
@@ -154,7 +158,9 @@ def _timings(frames: list[dict]) -> str:
 def compare_outputs(x86: np.ndarray, arm: np.ndarray) -> list[str]:
     """Same input tensors on both sides: integer outputs must be equal, float ones to rounding."""
     if x86.shape != arm.shape or x86.dtype != arm.dtype:
-        return [f"same-tensor outputs differ in shape/dtype: x86 {x86.shape} {x86.dtype} vs arm64 {arm.shape} {arm.dtype}"]
+        return [
+            f"same-tensor outputs differ in shape/dtype: x86 {x86.shape} {x86.dtype} vs arm64 {arm.shape} {arm.dtype}"
+        ]
     diff = np.abs(x86.astype(np.float64) - arm.astype(np.float64))
     exact = np.issubdtype(x86.dtype, np.integer)
     tol = 0.0 if exact else FLOAT_OUTPUT_TOL
@@ -166,7 +172,9 @@ def compare_outputs(x86: np.ndarray, arm: np.ndarray) -> list[str]:
         f"{diff.max():g} {unit} (allowed {tol:g}), argmax equal {argmax_equal}/{len(x86)}, differing inputs {bad}"
     )
     if bad:
-        return [f"same tensor: {bad}/{len(x86)} inputs give different outputs on arm64 (max diff {diff.max():g} {unit})"]
+        return [
+            f"same tensor: {bad}/{len(x86)} inputs give different outputs on arm64 (max diff {diff.max():g} {unit})"
+        ]
     return []
 
 

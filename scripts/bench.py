@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_util import library_versions, load_average, machine_info, preserved_sections  # noqa: E402
+from bench_util import library_versions, load_average, machine_info, preserved_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,15 +66,40 @@ class Params:
 
     @classmethod
     def full(cls) -> "Params":
-        return cls("full", train_per_class=200, test_per_class=300, epochs=10, fine_tune_epochs=1, qat_epochs=2,
-                   calib_size=300, repeats=200, rounds=5, video_frames=600, pipeline_repeats=3, soak_frames=10_000,
-                   cold_repeats=5)  # fmt: skip
+        return cls(
+            "full",
+            train_per_class=200,
+            test_per_class=300,
+            epochs=10,
+            fine_tune_epochs=1,
+            qat_epochs=2,
+            calib_size=300,
+            repeats=200,
+            rounds=5,
+            video_frames=600,
+            pipeline_repeats=3,
+            soak_frames=10_000,
+            cold_repeats=5,
+        )
 
     @classmethod
     def quick(cls) -> "Params":
-        return cls("quick", train_per_class=30, test_per_class=20, epochs=3, fine_tune_epochs=1, qat_epochs=0,
-                   calib_size=100, repeats=20, rounds=2, video_frames=60, pipeline_repeats=1, soak_frames=500,
-                   cold_repeats=2, latency_models=((0.35, 96, "none"),))  # fmt: skip
+        return cls(
+            "quick",
+            train_per_class=30,
+            test_per_class=20,
+            epochs=3,
+            fine_tune_epochs=1,
+            qat_epochs=0,
+            calib_size=100,
+            repeats=20,
+            rounds=2,
+            video_frames=60,
+            pipeline_repeats=1,
+            soak_frames=500,
+            cold_repeats=2,
+            latency_models=((0.35, 96, "none"),),
+        )
 
 
 _STARTED = time.monotonic()
@@ -109,8 +134,11 @@ def run_sections(params: Params, work: Path, results: dict[str, Any]) -> None:
     save = lambda: (work / "results.json").write_text(json.dumps(clean(results), indent=1))  # noqa: E731
     say(f"data: Fashion-MNIST {params.train_per_class}/class (train part), {params.test_per_class}/class (test part)")
     data = bench_train.write_data(work, params.train_per_class, params.test_per_class)
-    results["data"] = {"train_per_class": data.train_per_class, "test_per_class": data.test_per_class,
-                       "source": "Debian dataset-fashion-mnist"}  # fmt: skip
+    results["data"] = {
+        "train_per_class": data.train_per_class,
+        "test_per_class": data.test_per_class,
+        "source": "Debian dataset-fashion-mnist",
+    }
     say("1/5 training speed")
     results["training"] = bench_train.training_speed(params, data, work)
     save()
@@ -127,14 +155,20 @@ def run_sections(params: Params, work: Path, results: dict[str, Any]) -> None:
     save()
     say("4/5 runtime pipeline, cold start, soak")
     big = models[-1]
-    pipeline_models = [(f"{big['name']} int8", big["tflite"]["int8"]),
-                       (f"1.0/{params.image_size} int8 (section 2 model)", str(run / "model_int8.tflite"))]  # fmt: skip
+    pipeline_models = [
+        (f"{big['name']} int8", big["tflite"]["int8"]),
+        (f"1.0/{params.image_size} int8 (section 2 model)", str(run / "model_int8.tflite")),
+    ]
     results["runtime"] = {
         "video": video,
-        "pipeline": bench_runtime.pipeline(params, pipeline_models, Path(video["path"]), Path(video["frame_png"]), work),
+        "pipeline": bench_runtime.pipeline(
+            params, pipeline_models, Path(video["path"]), Path(video["frame_png"]), work
+        ),
         "cold_start": bench_runtime.cold_start(big["tflite"]["int8"], params.cold_repeats),
-        "soak": bench_runtime.soak(pipeline_models[1][1], Path(video["path"]), max(params.threads), params.soak_frames, work),
-    }  # fmt: skip
+        "soak": bench_runtime.soak(
+            pipeline_models[1][1], Path(video["path"]), max(params.threads), params.soak_frames, work
+        ),
+    }
     save()
     say("5/5 conversion")
     rows = bench_train.conversion_rows(f"1.0/{params.image_size} (section 2, with QAT)", results["variants"]["convert"])
@@ -152,11 +186,18 @@ def _portable(text: str, work: Path) -> str:
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small subsets and few repeats (a few minutes; CI)")
-    p.add_argument("--output", "--out", type=Path, help="folder for BENCHMARKS.md and benchmarks.json "
-                   "(default: the repository root; runs/bench-quick with --quick)")  # fmt: skip
+    p.add_argument(
+        "--output",
+        "--out",
+        type=Path,
+        help="folder for BENCHMARKS.md and benchmarks.json "
+        "(default: the repository root; runs/bench-quick with --quick)",
+    )
     p.add_argument("--work", type=Path, help="scratch folder for data, runs and models (default: a temporary one)")
     p.add_argument("--keep-work", action="store_true", help="keep the scratch folder")
-    p.add_argument("-q", "--quiet", action="store_true", help="silence the toolchain's stage lines and Keras' epoch lines")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="silence the toolchain's stage lines and Keras' epoch lines"
+    )
     return p.parse_args(argv)
 
 
@@ -172,8 +213,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log.QUIET = args.quiet
     started, date = time.monotonic(), datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results: dict[str, Any] = {"params": dataclasses.asdict(params)}
-    meta = {"mode": params.mode, "date": date, "machine": machine_info(), "versions": library_versions(),
-            "command": shlex.join(["python", "scripts/bench.py", *(sys.argv[1:] if argv is None else argv)])}  # fmt: skip
+    meta = {
+        "mode": params.mode,
+        "date": date,
+        "machine": machine_info(),
+        "versions": library_versions(),
+        "command": shlex.join(["python", "scripts/bench.py", *(sys.argv[1:] if argv is None else argv)]),
+    }
     say(f"{params.mode} mode; scratch folder {work}")
     try:
         run_sections(params, work, results)
@@ -198,7 +244,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         scale = old_md[old_md.find("<!-- scale:begin -->") : end + len("<!-- scale:end -->") if end >= 0 else None]
     tail = "\n\n".join(part for part in (kept, scale) if part)
     write_bytes_atomic(output / "benchmarks.json", (json.dumps(results, indent=1) + "\n").encode())
-    write_bytes_atomic(output / "BENCHMARKS.md", (bench_report.render(results).rstrip("\n") + ("\n\n" + tail + "\n" if tail else "\n")).encode())
+    write_bytes_atomic(
+        output / "BENCHMARKS.md",
+        (bench_report.render(results).rstrip("\n") + ("\n\n" + tail + "\n" if tail else "\n")).encode(),
+    )
     if not args.keep_work and args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     say(f"done in {results['meta']['wall_s'] / 60:.1f} min")

@@ -33,7 +33,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_util import markdown_table, write_section  # noqa: E402
+from bench_util import markdown_table, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (200, 300, 1000, 2000)
@@ -51,7 +51,6 @@ def _variant_copy(run: Path, name: str, **card_changes: Any) -> None:
 def _converted(run: Path, work: Path, name: str, *args: str, calibration: Optional[dict[str, Any]] = None) -> None:
     """Convert int8 in a scratch copy of ``run`` with ``args`` and bring it back as ``model_<name>``."""
     from click.testing import CliRunner  # noqa: PLC0415
-
     from edgetl.cli import main  # noqa: PLC0415
 
     scratch = work / name
@@ -68,14 +67,18 @@ def _converted(run: Path, work: Path, name: str, *args: str, calibration: Option
 def _variants_and_reports(_: str, names: list[str]) -> list[str]:
     """Everything a copy for one conversion must not carry: .tflite variants, their cards, reports."""
     keep = {"model_card.json", "model_qat.json"}
-    return [n for n in names if n.endswith(".tflite") or (n.startswith("model_") and n.endswith(".json") and n not in keep)
-            or n.startswith(("parity", "flips_", "confusion_"))]  # fmt: skip
+    return [
+        n
+        for n in names
+        if n.endswith(".tflite")
+        or (n.startswith("model_") and n.endswith(".json") and n not in keep)
+        or n.startswith(("parity", "flips_", "confusion_"))
+    ]
 
 
 def _constant_calibration(run: Path, work: Path) -> dict[str, Any]:
     """A manifest of 20 copies of one grey image: the calibration mistake of a careless script."""
     import cv2  # noqa: PLC0415
-
     from edgetl.calibration.manifest import list_sha256  # noqa: PLC0415
     from edgetl.runtime.model_card import load_card  # noqa: PLC0415
 
@@ -83,16 +86,28 @@ def _constant_calibration(run: Path, work: Path) -> dict[str, Any]:
     card = load_card(run / "model_card.json")
     cv2.imwrite(str(grey), np.full((card.height, card.width, 3), 128, np.uint8))
     refs, labels = (str(grey),) * 20, (0,) * 20
-    return {"schema_version": 1, "split": "train", "seed": 0, "requested": 20, "size": 20,
-            "class_names": list(card.labels), "sha256": list_sha256(refs, labels), "refs": list(refs),
-            "labels": list(labels), "per_class": {}}  # fmt: skip
+    return {
+        "schema_version": 1,
+        "split": "train",
+        "seed": 0,
+        "requested": 20,
+        "size": 20,
+        "class_names": list(card.labels),
+        "sha256": list_sha256(refs, labels),
+        "refs": list(refs),
+        "labels": list(labels),
+        "per_class": {},
+    }
 
 
 def prepare(run: Path, work: Path) -> Path:
     """A copy of ``run`` holding int8 and the four broken variants."""
     study = work / "run"
-    shutil.copytree(run, study, ignore=lambda d, names: [n for n in _variants_and_reports(d, names)
-                                                         if not n.startswith("model_int8.")])  # fmt: skip
+    shutil.copytree(
+        run,
+        study,
+        ignore=lambda d, names: [n for n in _variants_and_reports(d, names) if not n.startswith("model_int8.")],
+    )
     _converted(study, work, "int8_nearest", "--rounding", "nearest")
     _converted(study, work, "int8_constant_calibration", calibration=_constant_calibration(study, work))
     _variant_copy(study, "int8_bgr", color_order="BGR")
@@ -102,8 +117,8 @@ def prepare(run: Path, work: Path) -> Path:
 
 def gate_rates(result: Any, sizes: Sequence[int], seed: int = 0) -> dict[str, dict[str, Any]]:
     """Per variant and size: how often the default int8 gate fails, passes or is inconclusive."""
-    from edgetl.config import DEFAULT_THRESHOLDS  # noqa: PLC0415
     from edgetl.parity import threshold_checks  # noqa: PLC0415
+    from edgetl.parity_config import DEFAULT_THRESHOLDS  # noqa: PLC0415
     from edgetl.verdict import combine  # noqa: PLC0415
 
     labels, probs = result.labels, result.probabilities
@@ -115,46 +130,90 @@ def gate_rates(result: Any, sizes: Sequence[int], seed: int = 0) -> dict[str, di
         out[variant] = {}
         for size in (s for s in sizes if s <= len(labels)):
             disjoint = [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
-            subsets = {"disjoint": disjoint,
-                       "random": [rng.choice(len(labels), size, replace=False) for _ in range(RANDOM_SUBSETS)]}  # fmt: skip
+            subsets = {
+                "disjoint": disjoint,
+                "random": [rng.choice(len(labels), size, replace=False) for _ in range(RANDOM_SUBSETS)],
+            }
             row: dict[str, Any] = {}
             for kind, sets in subsets.items():
-                verdicts = [combine([c.verdict for c in threshold_checks(
-                    variant, probs[variant][s], probs["model.keras"][s], probs["model.keras"][s], labels[s], names,
-                    DEFAULT_THRESHOLDS["int8"])[0]]).value for s in sets]  # fmt: skip
-                row[kind] = {"sets": len(sets), **{v: verdicts.count(v) / len(sets) for v in ("fail", "pass", "inconclusive")}}
+                verdicts = [
+                    combine(
+                        [
+                            c.verdict
+                            for c in threshold_checks(
+                                variant,
+                                probs[variant][s],
+                                probs["model.keras"][s],
+                                probs["model.keras"][s],
+                                labels[s],
+                                names,
+                                DEFAULT_THRESHOLDS["int8"],
+                            )[0]
+                        ]
+                    ).value
+                    for s in sets
+                ]
+                row[kind] = {
+                    "sets": len(sets),
+                    **{v: verdicts.count(v) / len(sets) for v in ("fail", "pass", "inconclusive")},
+                }
             out[variant][str(size)] = row
     return out
 
 
 def _markdown(name: str, images: int, result: Any, rates: dict[str, dict[str, Any]], seconds: float) -> str:
-    from edgetl.config import DEFAULT_THRESHOLDS  # noqa: PLC0415
+    from edgetl.parity_config import DEFAULT_THRESHOLDS  # noqa: PLC0415
 
     t = DEFAULT_THRESHOLDS["int8"]
     rows = []
     for variant, m in result.models.items():
-        contract = all(c.passed for c in result.checks if c.model == variant and c.name in ("preprocessing contract", "input tensor"))
-        cells = [f"{100 * rates[variant][str(s)]['disjoint']['fail']:.0f}% of {rates[variant][str(s)]['disjoint']['sets']}"
-                 f" ({100 * rates[variant][str(s)]['random']['fail']:.0f}% of {RANDOM_SUBSETS})" if str(s) in rates[variant]
-                 else "–" for s in SIZES]  # fmt: skip
+        contract = all(
+            c.passed
+            for c in result.checks
+            if c.model == variant and c.name in ("preprocessing contract", "input tensor")
+        )
+        cells = [
+            f"{100 * rates[variant][str(s)]['disjoint']['fail']:.0f}% of {rates[variant][str(s)]['disjoint']['sets']}"
+            f" ({100 * rates[variant][str(s)]['random']['fail']:.0f}% of {RANDOM_SUBSETS})"
+            if str(s) in rates[variant]
+            else "–"
+            for s in SIZES
+        ]
         a = m["agreement_check"]
-        rows.append([variant, f"{a['value']:.2f}% [{a['low']:.2f}, {a['high']:.2f}]",
-                     f"{m['drop']['value']:.2f} [{m['drop']['low']:.2f}, {m['drop']['high']:.2f}]",
-                     "pass" if contract else "**fail**", *cells])  # fmt: skip
-    head = ["variant", f"agreement on all {images}", "drop pt on all", "contract check", *(f"gate red, {s} images" for s in SIZES)]
-    return "\n".join([
-        f"## Parity gate: how often it turns red ({name})", "",
-        f"`python scripts/bench_gate.py` on {images:,} held-out images ({seconds / 60:.1f} min). Each test set is judged "
-        f"by the default int8 gate's statistics alone (drop ≤ {t.max_drop} pt, agreement ≥ {t.min_agreement}%, "
-        f"per-class drop ≤ {t.max_class_drop} pt; red = a check's 95% interval lies beyond its threshold; inconclusive "
-        "counts as not red). Cells: share of disjoint test sets that fail (and of 200 random subsets). The contract "
-        "column is the exact preprocessing check, part of the same gate, which fails a BGR or normalisation bug on any "
-        "number of images (so with it those rows are red on 100% of sets of every size). On grey photos a BGR mix-up "
-        "changes no pixel (R = G = B), so its statistics equal int8's: only the contract check can catch it there.", "",
-        markdown_table(head, rows), "",
-        "Goal (issue #17): a healthy int8 fails on ≤ 5% of 300-image sets; a degraded one (nearest rounding, constant "
-        "calibration) on ≥ 95% of 2,000-image sets; wrong normalisation and BGR-as-RGB fail even on 200 images.",
-    ])  # fmt: skip
+        rows.append(
+            [
+                variant,
+                f"{a['value']:.2f}% [{a['low']:.2f}, {a['high']:.2f}]",
+                f"{m['drop']['value']:.2f} [{m['drop']['low']:.2f}, {m['drop']['high']:.2f}]",
+                "pass" if contract else "**fail**",
+                *cells,
+            ]
+        )
+    head = [
+        "variant",
+        f"agreement on all {images}",
+        "drop pt on all",
+        "contract check",
+        *(f"gate red, {s} images" for s in SIZES),
+    ]
+    return "\n".join(
+        [
+            f"## Parity gate: how often it turns red ({name})",
+            "",
+            f"`python scripts/bench_gate.py` on {images:,} held-out images ({seconds / 60:.1f} min). Each test set is judged "
+            f"by the default int8 gate's statistics alone (drop ≤ {t.max_drop} pt, agreement ≥ {t.min_agreement}%, "
+            f"per-class drop ≤ {t.max_class_drop} pt; red = a check's 95% interval lies beyond its threshold; inconclusive "
+            "counts as not red). Cells: share of disjoint test sets that fail (and of 200 random subsets). The contract "
+            "column is the exact preprocessing check, part of the same gate, which fails a BGR or normalisation bug on any "
+            "number of images (so with it those rows are red on 100% of sets of every size). On grey photos a BGR mix-up "
+            "changes no pixel (R = G = B), so its statistics equal int8's: only the contract check can catch it there.",
+            "",
+            markdown_table(head, rows),
+            "",
+            "Goal (issue #17): a healthy int8 fails on ≤ 5% of 300-image sets; a degraded one (nearest rounding, constant "
+            "calibration) on ≥ 95% of 2,000-image sets; wrong normalisation and BGR-as-RGB fail even on 200 images.",
+        ]
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -167,8 +226,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     import time  # noqa: PLC0415
 
-    from edgetl.config import ParityConfig  # noqa: PLC0415
     from edgetl.parity import run_parity  # noqa: PLC0415
+    from edgetl.parity_config import ParityConfig  # noqa: PLC0415
 
     start = time.monotonic()
     work = args.work or Path(tempfile.mkdtemp(prefix="edgetl-gate-"))
@@ -177,10 +236,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rates = gate_rates(result, SIZES)
     seconds = time.monotonic() - start
     images = int(result.float_metrics["count"])
-    data = {"images": images, "seconds": round(seconds, 1), "rates": rates,
-            "full": {v: {"agreement": m["agreement_check"], "drop": m["drop"], "top1": m["top1"], "top1_ci": m["top1_ci"]}
-                     for v, m in result.models.items()},
-            "float_top1": result.float_metrics["top1"], "float_top1_ci": result.float_metrics["top1_ci"]}  # fmt: skip
+    data = {
+        "images": images,
+        "seconds": round(seconds, 1),
+        "rates": rates,
+        "full": {
+            v: {"agreement": m["agreement_check"], "drop": m["drop"], "top1": m["top1"], "top1_ci": m["top1_ci"]}
+            for v, m in result.models.items()
+        },
+        "float_top1": result.float_metrics["top1"],
+        "float_top1_ci": result.float_metrics["top1_ci"],
+    }
     write_section(args.output, f"gate-{args.name}", _markdown(args.name, images, result, rates, seconds), data)
     print(json.dumps({v: {s: r[s]["disjoint"]["fail"] for s in r} for v, r in rates.items()}, indent=1))
     return 0

@@ -22,7 +22,6 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 from bench_util import count_macs, interleaved, ratio, summarize  # noqa: E402 - after the sys.path line
-
 from edgetl.config import DEFAULT_VARIANTS  # noqa: E402
 
 TFLITE_VARIANTS = tuple(q.value for q in DEFAULT_VARIANTS)
@@ -43,17 +42,41 @@ def build_models(params: Any, data_dir: Path, work: Path) -> list[dict[str, Any]
     models = []
     for alpha, size, weights in params.latency_models:
         run = work / f"latency-{alpha}-{size}"
-        train(TrainConfig(data=str(data_dir), output=str(run), alpha=alpha, image_size=size, weights=weights, epochs=1, fine_tune_epochs=0,
-                          cache_views=1, augment=False, max_per_class=params.latency_per_class, seed=7))  # fmt: skip
+        train(
+            TrainConfig(
+                data=str(data_dir),
+                output=str(run),
+                alpha=alpha,
+                image_size=size,
+                weights=weights,
+                epochs=1,
+                fine_tune_epochs=0,
+                cache_views=1,
+                augment=False,
+                max_per_class=params.latency_per_class,
+                seed=7,
+            )
+        )
         quants = tuple(Quantization(v) for v in TFLITE_VARIANTS)
         # latency does not depend on how the int8 weights were rounded; section 2 times the calibrated rounding
-        converted = convert(ConvertConfig(str(run), quantizations=quants, calib_size=params.latency_calib_size,
-                                          rounding=Rounding.NEAREST))  # fmt: skip
+        converted = convert(
+            ConvertConfig(
+                str(run), quantizations=quants, calib_size=params.latency_calib_size, rounding=Rounding.NEAREST
+            )
+        )
         macs = count_macs(model_mod.load(str(run / "model.keras")))
-        models.append({
-            "name": f"{alpha}/{size}", "alpha": alpha, "size": size, "weights": weights, "run": str(run), "macs": macs,
-            "tflite": {v.quantization.value: str(v.path) for v in converted.variants}, "convert": converted.to_dict(),
-        })  # fmt: skip
+        models.append(
+            {
+                "name": f"{alpha}/{size}",
+                "alpha": alpha,
+                "size": size,
+                "weights": weights,
+                "run": str(run),
+                "macs": macs,
+                "tflite": {v.quantization.value: str(v.path) for v in converted.variants},
+                "convert": converted.to_dict(),
+            }
+        )
     return models
 
 
@@ -61,16 +84,28 @@ def measure(params: Any, models: list[dict[str, Any]], frame: Path, work: Path) 
     """Run one worker subprocess per thread count; return their samples summarised, with ratios and GMAC/s."""
     results = []
     for threads in params.threads:
-        spec = {"threads": threads, "repeats": params.repeats, "rounds": params.rounds, "frame": str(frame),
-                "models": [{k: m[k] for k in ("name", "run", "tflite")} for m in models]}  # fmt: skip
+        spec = {
+            "threads": threads,
+            "repeats": params.repeats,
+            "rounds": params.rounds,
+            "frame": str(frame),
+            "models": [{k: m[k] for k in ("name", "run", "tflite")} for m in models],
+        }
         spec_path, out_path = work / f"latency-spec-{threads}.json", work / f"latency-{threads}.json"
         spec_path.write_text(json.dumps(spec))
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1"}
-        subprocess.run([sys.executable, __file__, str(spec_path), str(out_path)], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, __file__, str(spec_path), str(out_path)], check=True, env=env, stdout=subprocess.DEVNULL
+        )
         results += json.loads(out_path.read_text())
     macs = {m["name"]: m["macs"] for m in models}
-    return {"rows": [_row(r, macs[r["model"]], results) for r in results], "repeats": params.repeats, "rounds": params.rounds,
-            "threads": list(params.threads), "frame": "640x480 BGR frame"}  # fmt: skip
+    return {
+        "rows": [_row(r, macs[r["model"]], results) for r in results],
+        "repeats": params.repeats,
+        "rounds": params.rounds,
+        "threads": list(params.threads),
+        "frame": "640x480 BGR frame",
+    }
 
 
 def _row(r: dict[str, Any], macs: int, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -79,22 +114,25 @@ def _row(r: dict[str, Any], macs: int, results: list[dict[str, Any]]) -> dict[st
     invoke = r["invoke"]["median_ms"]
     keras, fp32 = same.get("keras", {}).get("invoke", {}), same.get("fp32", {}).get("invoke", {})
     return {
-        **r, "macs": macs,
+        **r,
+        "macs": macs,
         "speedup_vs_keras": ratio(keras.get("median_ms"), invoke),
         "speedup_vs_fp32": ratio(fp32.get("median_ms"), invoke),
         "gmac_per_s": ratio(macs / 1e9, invoke / 1e3),
-    }  # fmt: skip
+    }
 
 
 def _worker_calls(model: dict[str, Any], frame: Any, threads: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The callables to time: invoke on a prepared tensor (Keras: predict_on_batch), and scores() on the frame."""
+    from edgetl import model as model_mod  # noqa: PLC0415
     from edgetl.runtime import Classifier, ClassifierOptions, preprocess  # noqa: PLC0415
     from edgetl.runtime.model_card import load_card  # noqa: PLC0415
-    from edgetl import model as model_mod  # noqa: PLC0415
 
     card = load_card(Path(model["run"]) / "model_card.json")
     keras_model = model_mod.load(str(Path(model["run"]) / "model.keras"))
-    batch = preprocess.normalize(preprocess.resize(preprocess.to_rgb(frame, "BGR"), card.height, card.width), card.normalization)[None]
+    batch = preprocess.normalize(
+        preprocess.resize(preprocess.to_rgb(frame, "BGR"), card.height, card.width), card.normalization
+    )[None]
     invoke: dict[str, Any] = {"keras": lambda: keras_model.predict_on_batch(batch)}
     scores: dict[str, Any] = {}
     for variant, path in model["tflite"].items():
@@ -108,7 +146,6 @@ def _worker_calls(model: dict[str, Any], frame: Any, threads: int) -> tuple[dict
 def worker(spec_path: str, out_path: str) -> None:
     """Subprocess body: fix TensorFlow's threads, then time every model's variants interleaved."""
     import cv2  # noqa: PLC0415
-
     from edgetl import graph  # noqa: PLC0415
 
     spec = json.loads(Path(spec_path).read_text())
@@ -125,8 +162,15 @@ def worker(spec_path: str, out_path: str) -> None:
         invoke = interleaved(invoke_calls, spec["repeats"], spec["rounds"])
         scores = interleaved(score_calls, spec["repeats"], spec["rounds"])
         for variant in invoke:
-            out.append({"model": model["name"], "variant": variant, "threads": threads, "invoke": summarize(invoke[variant]),
-                        "scores": summarize(scores[variant]) if variant in scores else None})  # fmt: skip
+            out.append(
+                {
+                    "model": model["name"],
+                    "variant": variant,
+                    "threads": threads,
+                    "invoke": summarize(invoke[variant]),
+                    "scores": summarize(scores[variant]) if variant in scores else None,
+                }
+            )
     Path(out_path).write_text(json.dumps(out))
 
 

@@ -58,8 +58,15 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 30.0) -> 
         writer.write(frame)
     writer.release()
     cv2.imwrite(str(path.with_suffix(".png")), frames[0])
-    return {"path": str(path), "frames": len(frames), "size": f"{FRAME_SIZE[0]}x{FRAME_SIZE[1]}", "codec": "MJPG",
-            "fps": fps, "bytes": path.stat().st_size, "frame_png": str(path.with_suffix(".png"))}  # fmt: skip
+    return {
+        "path": str(path),
+        "frames": len(frames),
+        "size": f"{FRAME_SIZE[0]}x{FRAME_SIZE[1]}",
+        "codec": "MJPG",
+        "fps": fps,
+        "bytes": path.stat().st_size,
+        "frame_png": str(path.with_suffix(".png")),
+    }
 
 
 def edge_classify() -> list[str]:
@@ -92,8 +99,19 @@ def pipeline_once(model: str, video: Path, threads: int, work: Path, extra: Sequ
     """One ``edge-classify --headless`` run; its summary JSON plus stage shares from its JSON lines."""
     tag = f"{Path(model).stem}-{threads}-{time.monotonic_ns()}"
     summary, lines_path = work / f"summary-{tag}.json", work / f"lines-{tag}.jsonl"
-    command = edge_classify() + ["--model", model, "--video", str(video), "--headless", "--threads", str(threads),
-                                 "--summary-json", str(summary), "-q", *extra]  # fmt: skip
+    command = edge_classify() + [
+        "--model",
+        model,
+        "--video",
+        str(video),
+        "--headless",
+        "--threads",
+        str(threads),
+        "--summary-json",
+        str(summary),
+        "-q",
+        *extra,
+    ]
     with open(lines_path, "w") as out:
         subprocess.run(command, check=True, stdout=out if not extra else subprocess.DEVNULL, env=ENV)
     result = json.loads(summary.read_text())
@@ -124,9 +142,18 @@ def pipeline(params: Any, models: Sequence[tuple[str, str]], video: Path, frame:
     for (name, threads), slot in runs.items():
         pipe_fps, bare_fps = median(r["fps"] for r in slot["pipe"]), median(r["fps"] for r in slot["bare"])
         shares = {k: median(r["shares"][k] for r in slot["pipe"]) for k in slot["pipe"][0]["shares"]}
-        rows.append({"model": name, "threads": threads, "pipeline_fps": pipe_fps, "bare_invoke_fps": bare_fps,
-                     "ratio": ratio(pipe_fps, bare_fps), "shares": shares, "frames": slot["pipe"][0]["frames"],
-                     "runs": len(slot["pipe"])})  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "threads": threads,
+                "pipeline_fps": pipe_fps,
+                "bare_invoke_fps": bare_fps,
+                "ratio": ratio(pipe_fps, bare_fps),
+                "shares": shares,
+                "frames": slot["pipe"][0]["frames"],
+                "runs": len(slot["pipe"]),
+            }
+        )
     command = slot["pipe"][0]["command"] if runs else ""
     return {"rows": rows, "goal_ratio": 0.95, "example_command": command}
 
@@ -139,7 +166,10 @@ def cold_start(model: str, repeats: int) -> dict[str, Any]:
     for _ in range(repeats):
         for name, code in commands.items():
             samples[name].append(run_seconds([sys.executable, "-c", code], env=ENV))
-    rows = [{"what": name, "code": commands[name], "median_s": round(median(v), 3), "runs": len(v)} for name, v in samples.items()]
+    rows = [
+        {"what": name, "code": commands[name], "median_s": round(median(v), 3), "runs": len(v)}
+        for name, v in samples.items()
+    ]
     edge, tf = rows[1]["median_s"], rows[2]["median_s"]
     return {"rows": rows, "tf_over_edge": ratio(tf, edge), "model": model}
 
@@ -155,15 +185,23 @@ def soak(model: str, video: Path, threads: int, frames: int, work: Path) -> dict
     first, warm, last = result.get("rss_first_mb"), result.get("rss_warm_mb"), result.get("rss_last_mb")
     growth = None if first is None or last is None else round(last - first, 2)
     warm_pct = None if warm is None or last is None else round(100 * (last - warm) / warm, 2)
-    return {"frames": result["frames"], "fps": result["fps"], "rss_first_mb": first, "rss_warm_mb": warm, "rss_last_mb": last,
-            "rss_growth_mb": growth, "rss_growth_after_warmup_pct": warm_pct, "threads": threads, "model": model,
-            "command": result["command"]}  # fmt: skip
+    return {
+        "frames": result["frames"],
+        "fps": result["fps"],
+        "rss_first_mb": first,
+        "rss_warm_mb": warm,
+        "rss_last_mb": last,
+        "rss_growth_mb": growth,
+        "rss_growth_after_warmup_pct": warm_pct,
+        "threads": threads,
+        "model": model,
+        "command": result["command"],
+    }
 
 
 def invoke_worker(model: str, frame_path: str, threads: int, count: int) -> dict[str, Any]:
     """Bare invoke loop on one prepared tensor: FPS over ``count`` calls and per-call statistics."""
     import cv2  # noqa: PLC0415
-
     from edgetl.runtime import Classifier, ClassifierOptions  # noqa: PLC0415
 
     classifier = Classifier(ClassifierOptions(model_path=model, num_threads=threads))

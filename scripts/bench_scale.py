@@ -53,12 +53,30 @@ def peak_train(code: Path, data: Path, out: Path, args: Sequence[str], cache: Pa
     return {"seconds": round(seconds, 1), "peak_mib": round(peak_kib / 1024, 1), "summary": json.loads(proc.stdout)}
 
 
-def memory(base: Path, work: Path, counts: Sequence[int], px: int, codes: Sequence[str] = ("before", "after")) -> list[dict[str, Any]]:
+def memory(
+    base: Path, work: Path, counts: Sequence[int], px: int, codes: Sequence[str] = ("before", "after")
+) -> list[dict[str, Any]]:
     """Peak RSS of 1 cached head epoch at each dataset size, before (base) and after (this checkout)."""
     from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
 
-    args = ["--weights", "none", "--alpha", "0.35", "--image-size", str(px), "--epochs", "1", "--fine-tune-epochs", "0",
-            "--cache-views", "1", "--batch-size", "32", "--seed", "1"]  # fmt: skip
+    args = [
+        "--weights",
+        "none",
+        "--alpha",
+        "0.35",
+        "--image-size",
+        str(px),
+        "--epochs",
+        "1",
+        "--fine-tune-epochs",
+        "0",
+        "--cache-views",
+        "1",
+        "--batch-size",
+        "32",
+        "--seed",
+        "1",
+    ]
     rows = []
     for count in counts:
         data = work / f"fm{count}"
@@ -68,7 +86,9 @@ def memory(base: Path, work: Path, counts: Sequence[int], px: int, codes: Sequen
         for name, code in (("before", base), ("after", ROOT)):
             if name in codes:
                 say(f"memory: {count} images, {name}")
-                row[name] = peak_train(code, data, work / f"run-{name}-{count}-{os.getpid()}", args, work / f"cache-{count}-{os.getpid()}")
+                row[name] = peak_train(
+                    code, data, work / f"run-{name}-{count}-{os.getpid()}", args, work / f"cache-{count}-{os.getpid()}"
+                )
         rows.append(row)
         say(f"memory: {row}")
     return rows
@@ -77,7 +97,6 @@ def memory(base: Path, work: Path, counts: Sequence[int], px: int, codes: Sequen
 def throughput(data_dir: Path, work: Path, px: int, alpha: float, count: int = 1024) -> dict[str, Any]:
     """Images/s of decode, augment+normalise (one thread = one core) and tf.data (all cores) vs the model's step."""
     import tensorflow as tf  # noqa: PLC0415
-
     from edgetl import cache, data, model, pipeline  # noqa: PLC0415
     from edgetl.config import TrainConfig  # noqa: PLC0415
 
@@ -109,9 +128,16 @@ def throughput(data_dir: Path, work: Path, px: int, alpha: float, count: int = 1
     for _ in range(steps):
         built.full.train_on_batch(x, y)
     step = steps * 32 / (time.monotonic() - start)
-    return {"px": px, "alpha": alpha, "decode_per_core": round(decode, 1), "augment_normalise_per_core": round(one_thread, 1),
-            "input_per_core": round(1 / (1 / decode + 1 / one_thread), 1), "tfdata_all_cores": round(tfdata, 1),
-            "model_step_fine_tune": round(step, 1), "cores": os.cpu_count()}  # fmt: skip
+    return {
+        "px": px,
+        "alpha": alpha,
+        "decode_per_core": round(decode, 1),
+        "augment_normalise_per_core": round(one_thread, 1),
+        "input_per_core": round(1 / (1 / decode + 1 / one_thread), 1),
+        "tfdata_all_cores": round(tfdata, 1),
+        "model_step_fine_tune": round(step, 1),
+        "cores": os.cpu_count(),
+    }
 
 
 def feature_pass(px: int = 96, count: int = 1024, rounds: int = 3) -> dict[str, Any]:
@@ -127,7 +153,10 @@ def feature_pass(px: int = 96, count: int = 1024, rounds: int = 3) -> dict[str, 
     out: dict[str, Any] = {"px": px, "alpha": 1.0, "images": count, "rounds": rounds}
     rates: dict[str, list[float]] = {"predict_on_batch_32": [], "tf_function_256": []}
     for _ in range(rounds):  # interleaved, so the shared machine's drift hits both alike
-        for name, call, batch in (("predict_on_batch_32", built.features.predict_on_batch, 32), ("tf_function_256", fn, 256)):
+        for name, call, batch in (
+            ("predict_on_batch_32", built.features.predict_on_batch, 32),
+            ("tf_function_256", fn, 256),
+        ):
             start = time.monotonic()
             for b in range(0, count, batch):
                 np.asarray(call(images[b : b + batch]))
@@ -154,8 +183,24 @@ def accuracy(base: Path, work: Path, per_class: int, px: int) -> dict[str, Any]:
     data = work / f"acc{per_class}"
     if not data.exists():
         write_fashion_mnist_folder(data, per_class=per_class, seed=3, part="train")
-    args = ["--weights", "imagenet", "--alpha", "1.0", "--image-size", str(px), "--epochs", "5", "--fine-tune-epochs", "1",
-            "--cache-views", "3", "--batch-size", "32", "--seed", "42"]  # fmt: skip
+    args = [
+        "--weights",
+        "imagenet",
+        "--alpha",
+        "1.0",
+        "--image-size",
+        str(px),
+        "--epochs",
+        "5",
+        "--fine-tune-epochs",
+        "1",
+        "--cache-views",
+        "3",
+        "--batch-size",
+        "32",
+        "--seed",
+        "42",
+    ]
     out: dict[str, Any] = {"px": px, "per_class": per_class}
     for name, code in (("before", base), ("after", ROOT)):
         say(f"accuracy: {name}")
@@ -184,7 +229,9 @@ def keras_recipe(run: Path, target: float, max_head: int = 10, max_fine: int = 3
         dataset, items = data.load_split(run, split)
         pixels[split] = dataset.pixels(items, px)[0], np.asarray([it.label for it in items])
     seconds = time.monotonic() - start
-    built = model.build(TrainConfig(data="-", output="-", weights="imagenet", alpha=1.0, image_size=px, seed=42), len(card["labels"]))
+    built = model.build(
+        TrainConfig(data="-", output="-", weights="imagenet", alpha=1.0, image_size=px, seed=42), len(card["labels"])
+    )
     k = model.keras()
     k.utils.set_random_seed(42)
     built.full.compile(k.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -202,67 +249,123 @@ def keras_recipe(run: Path, target: float, max_head: int = 10, max_fine: int = 3
         say(f"keras recipe: {history[-1]}")
         if top1 >= target:
             break
-    return {"target": target, "reached": history[-1]["test_top1"] >= target, "seconds": history[-1]["seconds"],
-            "epochs": len(history), "history": history}  # fmt: skip
+    return {
+        "target": target,
+        "reached": history[-1]["test_top1"] >= target,
+        "seconds": history[-1]["seconds"],
+        "epochs": len(history),
+        "history": history,
+    }
 
 
 def render(results: dict[str, Any]) -> str:
     """The BENCHMARKS.md section."""
-    lines = [BEGIN, "## Scale: memory, input pipeline, feature pass (`scripts/bench_scale.py`)", "",
-             f"Measured {results['meta']['date']} ({results['meta']['minutes']} min of runs), {results['meta']['cpu']}, shared with other "
-             "jobs (load average 10-16): absolute times are noisy and wall times vary with the load; memory is not affected. "
-             f"{results['meta'].get('note', '')}", ""]  # fmt: skip
+    lines = [
+        BEGIN,
+        "## Scale: memory, input pipeline, feature pass (`scripts/bench_scale.py`)",
+        "",
+        f"Measured {results['meta']['date']} ({results['meta']['minutes']} min of runs), {results['meta']['cpu']}, shared with other "
+        "jobs (load average 10-16): absolute times are noisy and wall times vary with the load; memory is not affected. "
+        f"{results['meta'].get('note', '')}",
+        "",
+    ]
     mem = results.get("memory")
     if mem:
         px = results["params"]["px"]
-        lines += [f"**Peak resident memory** of `edgetl train` (MobileNetV2 0.35/{px}, weights none, 1 cached head epoch, "
-                  "1 view), `/usr/bin/time -v`, cold pixel cache. *Before*: every split decoded into RAM. *After*: on-disk cache + tf.data.", ""]  # fmt: skip
-        rows = [[f"{r['images']:,}", f"{r['pixels_mib']:,.0f} MiB", f"{r['before']['peak_mib']:,.0f} MiB", f"{r['after']['peak_mib']:,.0f} MiB",
-                 f"{ratio(r['after']['peak_mib'], r['before']['peak_mib']):.2f}×", f"{r['before']['seconds']:.0f} s / {r['after']['seconds']:.0f} s"]
-                for r in mem]  # fmt: skip
-        lines += [markdown_table(["images", "decoded pixels", "peak before", "peak after", "after/before", "wall before / after"], rows), ""]
+        lines += [
+            f"**Peak resident memory** of `edgetl train` (MobileNetV2 0.35/{px}, weights none, 1 cached head epoch, "
+            "1 view), `/usr/bin/time -v`, cold pixel cache. *Before*: every split decoded into RAM. *After*: on-disk cache + tf.data.",
+            "",
+        ]
+        rows = [
+            [
+                f"{r['images']:,}",
+                f"{r['pixels_mib']:,.0f} MiB",
+                f"{r['before']['peak_mib']:,.0f} MiB",
+                f"{r['after']['peak_mib']:,.0f} MiB",
+                f"{ratio(r['after']['peak_mib'], r['before']['peak_mib']):.2f}×",
+                f"{r['before']['seconds']:.0f} s / {r['after']['seconds']:.0f} s",
+            ]
+            for r in mem
+        ]
+        lines += [
+            markdown_table(
+                ["images", "decoded pixels", "peak before", "peak after", "after/before", "wall before / after"], rows
+            ),
+            "",
+        ]
         growth_b = ratio(mem[-1]["before"]["peak_mib"], mem[0]["before"]["peak_mib"])
         growth_a = ratio(mem[-1]["after"]["peak_mib"], mem[0]["after"]["peak_mib"])
-        lines += [f"From {mem[0]['images']:,} to {mem[-1]['images']:,} images the peak grows {growth_b:.2f}× before and {growth_a:.2f}× after.", ""]
+        lines += [
+            f"From {mem[0]['images']:,} to {mem[-1]['images']:,} images the peak grows {growth_b:.2f}× before and {growth_a:.2f}× after.",
+            "",
+        ]
     tp = results.get("throughput")
     if tp:
         cores = ratio(tp["model_step_fine_tune"], tp["input_per_core"])
-        lines += [f"**Input pipeline vs model step** at {tp['px']} px (images/s; one Python thread ≈ one core):", "",
-                  markdown_table(["stage", "images/s"], [
-                      ["decode + resize (edgetl.runtime.preprocess), per core", tp["decode_per_core"]],
-                      ["augment + normalise (cv2 + numpy), per core", tp["augment_normalise_per_core"]],
-                      ["decode + augment + normalise, per core", tp["input_per_core"]],
-                      [f"tf.data from the cache (augment + normalise, {tp['cores']} cores, parallel map + prefetch)", tp["tfdata_all_cores"]],
-                      [f"model: full fine-tune step, MobileNetV2 {tp['alpha']}/{tp['px']}, batch 32, this CPU", tp["model_step_fine_tune"]],
-                  ]), "",
-                  f"This CPU's own training step needs {cores:.2f} core(s) of decode + augment + normalise to stay fed. A GPU "
-                  f"training K images/s needs about K ÷ {tp['augment_normalise_per_core']:.0f} cores reading from the pixel cache "
-                  f"(decode done once), K ÷ {tp['input_per_core']:.0f} decoding every epoch — {1000 / tp['augment_normalise_per_core']:.1f} "
-                  f"and {1000 / tp['input_per_core']:.1f} cores per 1,000 images/s. These sources are 28×28 PNGs, cheap to decode; "
-                  "camera JPEGs decode far slower, which is what the cache saves.", ""]  # fmt: skip
+        lines += [
+            f"**Input pipeline vs model step** at {tp['px']} px (images/s; one Python thread ≈ one core):",
+            "",
+            markdown_table(
+                ["stage", "images/s"],
+                [
+                    ["decode + resize (edgetl.runtime.preprocess), per core", tp["decode_per_core"]],
+                    ["augment + normalise (cv2 + numpy), per core", tp["augment_normalise_per_core"]],
+                    ["decode + augment + normalise, per core", tp["input_per_core"]],
+                    [
+                        f"tf.data from the cache (augment + normalise, {tp['cores']} cores, parallel map + prefetch)",
+                        tp["tfdata_all_cores"],
+                    ],
+                    [
+                        f"model: full fine-tune step, MobileNetV2 {tp['alpha']}/{tp['px']}, batch 32, this CPU",
+                        tp["model_step_fine_tune"],
+                    ],
+                ],
+            ),
+            "",
+            f"This CPU's own training step needs {cores:.2f} core(s) of decode + augment + normalise to stay fed. A GPU "
+            f"training K images/s needs about K ÷ {tp['augment_normalise_per_core']:.0f} cores reading from the pixel cache "
+            f"(decode done once), K ÷ {tp['input_per_core']:.0f} decoding every epoch — {1000 / tp['augment_normalise_per_core']:.1f} "
+            f"and {1000 / tp['input_per_core']:.1f} cores per 1,000 images/s. These sources are 28×28 PNGs, cheap to decode; "
+            "camera JPEGs decode far slower, which is what the cache saves.",
+            "",
+        ]
     fp = results.get("feature_pass")
     if fp:
-        lines += [f"**Cached head phase, feature pass** (MobileNetV2 1.0/{fp['px']}, {fp['images']} images): `predict_on_batch` at 32 "
-                  f"{fp['predict_on_batch_32']} images/s, one `tf.function` at 256 {fp['tf_function_256']} images/s (**{fp['speedup']}×**; "
-                  f"medians of {fp.get('rounds', 1)} interleaved rounds).", ""]  # fmt: skip
+        lines += [
+            f"**Cached head phase, feature pass** (MobileNetV2 1.0/{fp['px']}, {fp['images']} images): `predict_on_batch` at 32 "
+            f"{fp['predict_on_batch_32']} images/s, one `tf.function` at 256 {fp['tf_function_256']} images/s (**{fp['speedup']}×**; "
+            f"medians of {fp.get('rounds', 1)} interleaved rounds).",
+            "",
+        ]
     tta = results.get("time_to_accuracy")
     if tta:
         k, e = tta["keras"], tta["edgetl_seconds"]
-        reached = "reached it" if k["reached"] else f"had not reached it (best {max(h['test_top1'] for h in k['history']):.4f})"
+        reached = (
+            "reached it"
+            if k["reached"]
+            else f"had not reached it (best {max(h['test_top1'] for h in k['history']):.4f})"
+        )
         p = tta.get("edgetl_phase_seconds")
-        lines += [f"**Time to accuracy** on the accuracy run's data: `edgetl train` (3 cached views, 5 head epochs, 1 fine-tune epoch) took {e:.0f} s "
-                  f"for the whole command (Python + TensorFlow start, cold decode, evaluation, run folder; its two training phases {p:.0f} s) "
-                  f"to test top-1 {k['target']:.4f}; the seeds' Keras recipe (backbone recomputed every epoch, then fine-tune) {reached} after "
-                  f"{k['epochs']} epoch(s), {k['seconds']:.0f} s of decoding + training: **{ratio(k['seconds'], e):.2f}×** edgetl's whole command, "
-                  f"{ratio(k['seconds'], p):.2f}× its training phases.", ""]  # fmt: skip
+        lines += [
+            f"**Time to accuracy** on the accuracy run's data: `edgetl train` (3 cached views, 5 head epochs, 1 fine-tune epoch) took {e:.0f} s "
+            f"for the whole command (Python + TensorFlow start, cold decode, evaluation, run folder; its two training phases {p:.0f} s) "
+            f"to test top-1 {k['target']:.4f}; the seeds' Keras recipe (backbone recomputed every epoch, then fine-tune) {reached} after "
+            f"{k['epochs']} epoch(s), {k['seconds']:.0f} s of decoding + training: **{ratio(k['seconds'], e):.2f}×** edgetl's whole command, "
+            f"{ratio(k['seconds'], p):.2f}× its training phases.",
+            "",
+        ]
     acc = results.get("accuracy")
     if acc:
         b, a = acc["before"], acc["after"]
-        lines += [f"**Accuracy, same seed, same data** (MobileNetV2 1.0/{acc['px']} ImageNet, {acc['per_class']}/class, 5 head epochs on 3 "
-                  f"cached views + 1 fine-tune epoch): test top-1 before {b['test_top1']:.4f} (95% CI {b['interval95'][0]:.3f}–{b['interval95'][1]:.3f}, "
-                  f"n={b['n']}), after {a['test_top1']:.4f} ({a['interval95'][0]:.3f}–{a['interval95'][1]:.3f}, n={a['n']}); "
-                  f"wall {b['seconds']:.0f} s before, {a['seconds']:.0f} s after (cold cache). One seed: the two pipelines draw different "
-                  "random batches, so this is a run-to-run comparison, not a paired one.", ""]  # fmt: skip
+        lines += [
+            f"**Accuracy, same seed, same data** (MobileNetV2 1.0/{acc['px']} ImageNet, {acc['per_class']}/class, 5 head epochs on 3 "
+            f"cached views + 1 fine-tune epoch): test top-1 before {b['test_top1']:.4f} (95% CI {b['interval95'][0]:.3f}–{b['interval95'][1]:.3f}, "
+            f"n={b['n']}), after {a['test_top1']:.4f} ({a['interval95'][0]:.3f}–{a['interval95'][1]:.3f}, n={a['n']}); "
+            f"wall {b['seconds']:.0f} s before, {a['seconds']:.0f} s after (cold cache). One seed: the two pipelines draw different "
+            "random batches, so this is a run-to-run comparison, not a paired one.",
+            "",
+        ]
     lines += _closing(results)
     return "\n".join(lines + [END]) + "\n"
 
@@ -273,26 +376,34 @@ def _closing(results: dict[str, Any]) -> list[str]:
     mem = results.get("memory")
     if mem:
         big = mem[-1]
-        said.append(f"at {big['images']:,} images the peak is {big['after']['peak_mib']:,.0f} MiB after vs {big['before']['peak_mib']:,.0f} MiB "
-                    f"before ({ratio(big['after']['peak_mib'], big['before']['peak_mib']):.2f}×; decoded pixels {big['pixels_mib']:,.0f} MiB), and it grows "
-                    f"{ratio(big['after']['peak_mib'], mem[0]['after']['peak_mib']):.2f}× from {mem[0]['images']:,} images "
-                    f"(before: {ratio(big['before']['peak_mib'], mem[0]['before']['peak_mib']):.2f}×)")  # fmt: skip
+        said.append(
+            f"at {big['images']:,} images the peak is {big['after']['peak_mib']:,.0f} MiB after vs {big['before']['peak_mib']:,.0f} MiB "
+            f"before ({ratio(big['after']['peak_mib'], big['before']['peak_mib']):.2f}×; decoded pixels {big['pixels_mib']:,.0f} MiB), and it grows "
+            f"{ratio(big['after']['peak_mib'], mem[0]['after']['peak_mib']):.2f}× from {mem[0]['images']:,} images "
+            f"(before: {ratio(big['before']['peak_mib'], mem[0]['before']['peak_mib']):.2f}×)"
+        )
     tp = results.get("throughput")
     if tp:
-        said.append(f"one core prepares {tp['augment_normalise_per_core']:.0f} images/s from the cache, so {1000 / tp['augment_normalise_per_core']:.1f} "
-                    "cores keep a 1,000 images/s GPU step fed")  # fmt: skip
+        said.append(
+            f"one core prepares {tp['augment_normalise_per_core']:.0f} images/s from the cache, so {1000 / tp['augment_normalise_per_core']:.1f} "
+            "cores keep a 1,000 images/s GPU step fed"
+        )
     fp = results.get("feature_pass")
     if fp:
         said.append(f"the feature pass is {fp['speedup']:.2f}× faster as one tf.function at batch 256")
     tta = results.get("time_to_accuracy")
     if tta:
-        said.append(f"the seeds' recipe takes {ratio(tta['keras']['seconds'], tta['edgetl_seconds']):.2f}× edgetl's time to its test top-1")
+        said.append(
+            f"the seeds' recipe takes {ratio(tta['keras']['seconds'], tta['edgetl_seconds']):.2f}× edgetl's time to its test top-1"
+        )
     acc = results.get("accuracy")
     if acc:
         delta = 100 * (acc["after"]["test_top1"] - acc["before"]["test_top1"])
-        said.append(f"test top-1 moved {delta:+.2f} pt with the streamed pipeline (n={acc['after']['n']}, within the 95% intervals above)"
-                    if abs(delta) < 100 * (acc["after"]["interval95"][1] - acc["after"]["interval95"][0]) / 2 else
-                    f"test top-1 moved {delta:+.2f} pt with the streamed pipeline (n={acc['after']['n']})")  # fmt: skip
+        said.append(
+            f"test top-1 moved {delta:+.2f} pt with the streamed pipeline (n={acc['after']['n']}, within the 95% intervals above)"
+            if abs(delta) < 100 * (acc["after"]["interval95"][1] - acc["after"]["interval95"][0]) / 2
+            else f"test top-1 moved {delta:+.2f} pt with the streamed pipeline (n={acc['after']['n']})"
+        )
     return [f"**In short:** {'; '.join(said)}.", ""] if said else []
 
 
@@ -302,7 +413,11 @@ def write(results: dict[str, Any], out: Path) -> None:
     md = out / "BENCHMARKS.md"
     text = md.read_text() if md.exists() else "# Benchmarks\n"
     section = render(results)
-    text = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", lambda _: section, text, flags=re.S) if BEGIN in text else text.rstrip() + "\n\n" + section
+    text = (
+        re.sub(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", lambda _: section, text, flags=re.S)
+        if BEGIN in text
+        else text.rstrip() + "\n\n" + section
+    )
     write_bytes_atomic(md, text.encode())
     js = out / "benchmarks.json"
     data = json.loads(js.read_text()) if js.exists() else {}
@@ -312,7 +427,12 @@ def write(results: dict[str, Any], out: Path) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--base", type=Path, required=True, help="checkout of the code before the cache (git worktree add --detach DIR COMMIT)")
+    p.add_argument(
+        "--base",
+        type=Path,
+        required=True,
+        help="checkout of the code before the cache (git worktree add --detach DIR COMMIT)",
+    )
     p.add_argument("--counts", default="10000,30000,60000")
     p.add_argument("--px", type=int, default=160)
     p.add_argument("--codes", default="before,after", help="memory section: which code to run (before, after or both)")
@@ -328,12 +448,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sections = args.sections.split(",")
 
     def save() -> None:  # after every section: a late failure keeps what was measured
-        results["meta"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "minutes": round((time.monotonic() - started) / 60, 1),
-                           "cpu": f"{info.get('cpu_model', '?')}, {os.cpu_count()} logical CPUs", "load": os.getloadavg()}  # fmt: skip
+        results["meta"] = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "minutes": round((time.monotonic() - started) / 60, 1),
+            "cpu": f"{info.get('cpu_model', '?')}, {os.cpu_count()} logical CPUs",
+            "load": os.getloadavg(),
+        }
         write(results, args.output)
 
     if "memory" in sections:
-        results["memory"] = memory(args.base, work, [int(c) for c in args.counts.split(",")], args.px, args.codes.split(","))
+        results["memory"] = memory(
+            args.base, work, [int(c) for c in args.counts.split(",")], args.px, args.codes.split(",")
+        )
         save()
     if "throughput" in sections:
         first = int(args.counts.split(",")[0])
@@ -350,8 +476,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results["accuracy"] = accuracy(args.base, work, 300, 96)
         after = results["accuracy"]["after"]
         phases = json.loads((work / "acc-after" / "history.json").read_text())
-        results["time_to_accuracy"] = {"edgetl_seconds": after["seconds"], "edgetl_phase_seconds": round(sum(p["seconds"] for p in phases), 1),
-                                       "keras": keras_recipe(work / "acc-after", after["test_top1"])}  # fmt: skip
+        results["time_to_accuracy"] = {
+            "edgetl_seconds": after["seconds"],
+            "edgetl_phase_seconds": round(sum(p["seconds"] for p in phases), 1),
+            "keras": keras_recipe(work / "acc-after", after["test_top1"]),
+        }
     save()
     print(args.output / "BENCHMARKS.md")
     return 0

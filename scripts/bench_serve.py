@@ -64,8 +64,19 @@ def viewer(url: str, stop: threading.Event, stats: dict[str, Any]) -> None:
 
 def one_run(model: str, video: Path, frames: int, threads: int, serve: bool, work: Path) -> dict[str, Any]:
     """One edge-classify run; FPS over the frames after ``SKIP_S`` (from its JSON lines) and the viewer's count."""
-    command = edge_classify() + ["--model", model, "--video", str(video), "--loop", "--max-frames", str(frames), "--threads", str(threads),
-                              "--headless", "-q"]  # fmt: skip
+    command = edge_classify() + [
+        "--model",
+        model,
+        "--video",
+        str(video),
+        "--loop",
+        "--max-frames",
+        str(frames),
+        "--threads",
+        str(threads),
+        "--headless",
+        "-q",
+    ]
     stop, seen, port = threading.Event(), {"parts": 0}, 0
     if serve:
         with socket.socket() as probe:
@@ -84,13 +95,21 @@ def one_run(model: str, video: Path, frames: int, threads: int, serve: bool, wor
     window = [t for t in times if t >= times[0] + SKIP_S]
     fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 and window[-1] > window[0] else float("nan")
     cpu_ms = (usage.ru_utime + usage.ru_stime) * 1e3 / max(len(times), 1)
-    out = {"serve": serve, "fps": round(fps, 2), "cpu_ms_per_frame": round(cpu_ms, 3), "frames_timed": len(window),
-           "exit_code": os.waitstatus_to_exitcode(status)}  # fmt: skip
+    out = {
+        "serve": serve,
+        "fps": round(fps, 2),
+        "cpu_ms_per_frame": round(cpu_ms, 3),
+        "frames_timed": len(window),
+        "exit_code": os.waitstatus_to_exitcode(status),
+    }
     if serve:
         thread.join(timeout=15)
         viewer_s = max(times[-1] - seen.get("first", times[-1]), 1e-9)
-        out.update(viewer_jpegs=seen["parts"], viewer_fps=round(seen["parts"] / viewer_s, 2),
-                   viewer_connected_after_s=round(seen.get("first", float("nan")) - times[0], 3))  # fmt: skip
+        out.update(
+            viewer_jpegs=seen["parts"],
+            viewer_fps=round(seen["parts"] / viewer_s, 2),
+            viewer_connected_after_s=round(seen.get("first", float("nan")) - times[0], 3),
+        )
     lines_path.unlink()
     return out
 
@@ -104,28 +123,46 @@ def measure(model: str, runs: int, frames: int, threads: int, video: dict[str, A
             print(f"[bench_serve] run {i + 1}/{runs} serve={serve}: {samples[serve][-1]}", file=sys.stderr, flush=True)
     without, with_viewer = median(r["fps"] for r in samples[False]), median(r["fps"] for r in samples[True])
     cpu_without, cpu_with = (median(r["cpu_ms_per_frame"] for r in samples[mode]) for mode in (False, True))
-    return {"model": str(Path(model).resolve().relative_to(ROOT)) if Path(model).resolve().is_relative_to(ROOT) else model,
-            "video": {k: video[k] for k in ("frames", "size", "codec")}, "frames_per_run": frames, "threads": threads, "runs": runs, "skip_s": SKIP_S,
-            "fps_without": without, "fps_with_viewer": with_viewer, "ratio": ratio(with_viewer, without),
-            "cpu_ms_per_frame_without": cpu_without, "cpu_ms_per_frame_with_viewer": cpu_with, "cpu_ratio": ratio(cpu_with, cpu_without),
-            "viewer_fps": median(r["viewer_fps"] for r in samples[True]), "samples": samples[False] + samples[True],
-            "loadavg_end": load_average(), "nice": os.getpriority(os.PRIO_PROCESS, 0), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
+    return {
+        "model": str(Path(model).resolve().relative_to(ROOT)) if Path(model).resolve().is_relative_to(ROOT) else model,
+        "video": {k: video[k] for k in ("frames", "size", "codec")},
+        "frames_per_run": frames,
+        "threads": threads,
+        "runs": runs,
+        "skip_s": SKIP_S,
+        "fps_without": without,
+        "fps_with_viewer": with_viewer,
+        "ratio": ratio(with_viewer, without),
+        "cpu_ms_per_frame_without": cpu_without,
+        "cpu_ms_per_frame_with_viewer": cpu_with,
+        "cpu_ratio": ratio(cpu_with, cpu_without),
+        "viewer_fps": median(r["viewer_fps"] for r in samples[True]),
+        "samples": samples[False] + samples[True],
+        "loadavg_end": load_average(),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="scripts/bench_serve.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", action="append", help="a .tflite with its card (repeat for several; default: the golden int8 model)")
+    p.add_argument(
+        "--model", action="append", help="a .tflite with its card (repeat for several; default: the golden int8 model)"
+    )
     p.add_argument("--runs", type=int, default=5, help="pairs of runs (default 5)")
     p.add_argument("--frames", type=int, default=1500, help="frames per run (default 1500)")
-    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1: XNNPACK's worker threads spin "
-                   "while waiting, which would put the machine's contention into the CPU figure)")  # fmt: skip
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="interpreter threads (default 1: XNNPACK's worker threads spin "
+        "while waiting, which would put the machine's contention into the CPU figure)",
+    )
     p.add_argument("--output", type=Path, default=ROOT, help="folder holding benchmarks.json and BENCHMARKS.md")
     args = p.parse_args(argv)
     import bench_report  # noqa: PLC0415
-
-    from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415
-
     from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
+    from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415
 
     models = args.model or [str(ROOT / "tests" / "golden" / "golden_int8.tflite")]
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-serve-") as tmp:

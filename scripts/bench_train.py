@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from bench_util import ratio
-
 from edgetl.config import Quantization
 
 VARIANTS = tuple(q.value for q in Quantization)  # every variant convert can write
@@ -63,16 +62,27 @@ def _train_once(name: str, config: Any) -> dict[str, Any]:
     history = json.loads((result.run_dir / "history.json").read_text())
     head = history[0]
     row: dict[str, Any] = {
-        "name": name, "run": str(result.run_dir), "cache_views": config.cache_views, "augment": config.augment,
-        "epochs": len(head["loss"]), "head_seconds": head["seconds"], "head_images_per_s": head["images_per_s"],
-        "head_val_top1": _head_val_accuracy(head), "final_val_top1": result.metrics["val"]["top1"],
-        "final_test_top1": result.metrics["test"]["top1"], "total_seconds": round(result.seconds, 1),
+        "name": name,
+        "run": str(result.run_dir),
+        "cache_views": config.cache_views,
+        "augment": config.augment,
+        "epochs": len(head["loss"]),
+        "head_seconds": head["seconds"],
+        "head_images_per_s": head["images_per_s"],
+        "head_val_top1": _head_val_accuracy(head),
+        "final_val_top1": result.metrics["val"]["top1"],
+        "final_test_top1": result.metrics["test"]["top1"],
+        "total_seconds": round(result.seconds, 1),
         "splits": _split_counts(result.run_dir),
-    }  # fmt: skip
+    }
     if len(history) > 1:
         fine = history[1]
-        row["fine_tune"] = {"epochs": len(fine["loss"]), "seconds": fine["seconds"], "images_per_s": fine["images_per_s"],
-                            "trainable_layers": fine.get("trainable_layers")}  # fmt: skip
+        row["fine_tune"] = {
+            "epochs": len(fine["loss"]),
+            "seconds": fine["seconds"],
+            "images_per_s": fine["images_per_s"],
+            "trainable_layers": fine.get("trainable_layers"),
+        }
     return row
 
 
@@ -85,14 +95,26 @@ def training_speed(params: Any, data: Data, work: Path) -> dict[str, Any]:
     """
     from edgetl.config import TrainConfig  # noqa: PLC0415
 
-    base = dict(data=str(data.train), alpha=1.0, image_size=params.image_size, weights="imagenet", epochs=params.epochs,
-                patience=params.epochs + 1, seed=42, mixed_precision="off",
-                fine_tune_epochs=0, fine_tune_learning_rate=1e-5)  # fmt: skip
+    base = dict(
+        data=str(data.train),
+        alpha=1.0,
+        image_size=params.image_size,
+        weights="imagenet",
+        epochs=params.epochs,
+        patience=params.epochs + 1,
+        seed=42,
+        mixed_precision="off",
+        fine_tune_epochs=0,
+        fine_tune_learning_rate=1e-5,
+    )
     plans = [
         ("uncached (backbone every epoch), augmented", dict(cache_views=0)),
-        ("cached, 3 views (default), augmented", dict(cache_views=3, fine_tune_epochs=params.fine_tune_epochs, fine_tune_layers=10_000)),
+        (
+            "cached, 3 views (default), augmented",
+            dict(cache_views=3, fine_tune_epochs=params.fine_tune_epochs, fine_tune_layers=10_000),
+        ),
         ("cached, 1 view, no augmentation", dict(cache_views=1, augment=False)),
-    ]  # fmt: skip
+    ]
     rows = []
     for index, (name, extra) in enumerate(plans):
         config = TrainConfig.from_dict({**base, **extra, "output": str(work / f"train-{index}")})
@@ -119,14 +141,16 @@ def prepare_variants(params: Any, run: Path) -> dict[str, Any]:
         own per-variant times).
     """
     from edgetl import calibration  # noqa: PLC0415
-    from edgetl.runtime.model_card import load_card  # noqa: PLC0415
-    from edgetl.config import CalibrationConfig, ConvertConfig, QatConfig  # noqa: PLC0415
     from edgetl.calibrate import calibrate  # noqa: PLC0415
+    from edgetl.config import CalibrationConfig, ConvertConfig, QatConfig  # noqa: PLC0415
     from edgetl.convert import convert  # noqa: PLC0415
     from edgetl.data import split_image_loader  # noqa: PLC0415
     from edgetl.qat import qat  # noqa: PLC0415
+    from edgetl.runtime.model_card import load_card  # noqa: PLC0415
 
-    qat_result, qat_seconds = _timed(qat, QatConfig(str(run), epochs=params.qat_epochs)) if params.qat_epochs else (None, None)
+    qat_result, qat_seconds = (
+        _timed(qat, QatConfig(str(run), epochs=params.qat_epochs)) if params.qat_epochs else (None, None)
+    )
     manifest, calibrate_seconds = _timed(calibrate, CalibrationConfig(str(run), size=params.calib_size))
     card = load_card(run / "model_card.json")
     feed = calibration.representative_dataset(manifest, card, split_image_loader(run, card.height, card.interpolation))
@@ -135,9 +159,11 @@ def prepare_variants(params: Any, run: Path) -> dict[str, Any]:
     return {
         "qat_seconds": None if qat_result is None else round(qat_seconds, 1),
         "qat_epochs": 0 if qat_result is None else _qat_epochs(qat_result.card_path),
-        "calibrate_seconds": round(calibrate_seconds, 3), "calibration_feed_seconds": round(feed_seconds, 2),
-        "calibration_images": manifest.size, "convert": converted.to_dict(),
-    }  # fmt: skip
+        "calibrate_seconds": round(calibrate_seconds, 3),
+        "calibration_feed_seconds": round(feed_seconds, 2),
+        "calibration_images": manifest.size,
+        "convert": converted.to_dict(),
+    }
 
 
 def _qat_epochs(card_path: Path) -> int:
@@ -153,23 +179,44 @@ def accuracy(run: Path, data: Data, threads: int) -> dict[str, Any]:
     ``edgetl.runtime.Classifier``) on the same images; it returns the report
     whatever the verdict (the benchmark reports the goals rather than gating on them).
     """
-    from edgetl.config import ParityConfig  # noqa: PLC0415
     from edgetl.parity import run_parity  # noqa: PLC0415
+    from edgetl.parity_config import ParityConfig  # noqa: PLC0415
 
     config = ParityConfig(str(run), data=str(data.test), threads=threads)
     result, seconds = _timed(run_parity, config)
     fp32 = result.models.get("fp32", {}).get("size_bytes")
-    rows = [{"variant": "float (Keras)", "top1": result.float_metrics["top1"], "drop_pt": None, "agreement": None,
-             "size_bytes": None, "size_ratio": None}]  # fmt: skip
+    rows = [
+        {
+            "variant": "float (Keras)",
+            "top1": result.float_metrics["top1"],
+            "drop_pt": None,
+            "agreement": None,
+            "size_bytes": None,
+            "size_ratio": None,
+        }
+    ]
     for name in VARIANTS:
         m = result.models.get(name)
         if m is None:
             continue
-        rows.append({"variant": name, "top1": m["top1"], "drop_pt": m["drop_pt"], "agreement": m["agreement"],
-                     "size_bytes": m["size_bytes"], "size_ratio": ratio(m["size_bytes"], fp32),
-                     "device_median_ms": m["median_ms"]})  # fmt: skip
-    return {"rows": rows, "images": result.float_metrics["count"], "seconds": round(seconds, 1), "goals": _goals(rows),
-            "via": "edgetl.parity.run_parity (edgetl.runtime.Classifier.scores per image)"}  # fmt: skip
+        rows.append(
+            {
+                "variant": name,
+                "top1": m["top1"],
+                "drop_pt": m["drop_pt"],
+                "agreement": m["agreement"],
+                "size_bytes": m["size_bytes"],
+                "size_ratio": ratio(m["size_bytes"], fp32),
+                "device_median_ms": m["median_ms"],
+            }
+        )
+    return {
+        "rows": rows,
+        "images": result.float_metrics["count"],
+        "seconds": round(seconds, 1),
+        "goals": _goals(rows),
+        "via": "edgetl.parity.run_parity (edgetl.runtime.Classifier.scores per image)",
+    }
 
 
 def _goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -192,8 +239,18 @@ def _goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def conversion_rows(name: str, converted: dict[str, Any]) -> list[dict[str, Any]]:
     """Section 5 rows of one ``ConvertResult.to_dict()``: per-variant seconds, and export + overhead."""
     variants = converted["variants"]
-    rows = [{"model": name, "step": v["quantization"], "seconds": v["seconds"], "size_bytes": v["size_bytes"]} for v in variants]
+    rows = [
+        {"model": name, "step": v["quantization"], "seconds": v["seconds"], "size_bytes": v["size_bytes"]}
+        for v in variants
+    ]
     rest = converted["seconds"] - sum(v["seconds"] for v in variants)
-    rows.append({"model": name, "step": "rest (export, QAT rebuild, read-back, cards)", "seconds": round(rest, 2), "size_bytes": None})
+    rows.append(
+        {
+            "model": name,
+            "step": "rest (export, QAT rebuild, read-back, cards)",
+            "seconds": round(rest, 2),
+            "size_bytes": None,
+        }
+    )
     rows.append({"model": name, "step": "total (convert call)", "seconds": converted["seconds"], "size_bytes": None})
     return rows

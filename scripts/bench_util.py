@@ -14,13 +14,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
-
 from edgetl.graph import WEIGHTED_CLASSES
 from edgetl.runfolder import package_version
 
 # Layers whose multiply-accumulates are counted: their kernel holds one weight per MAC per output position.
 MAC_LAYERS = WEIGHTED_CLASSES  # the layers whose multiply-accumulates count
-PACKAGES = ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy", "opencv-python-headless")
+PACKAGES = (
+    "tensorflow",
+    "tf-keras",
+    "tensorflow-model-optimization",
+    "ai-edge-litert",
+    "numpy",
+    "opencv-python-headless",
+)
 
 
 def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
@@ -28,7 +34,11 @@ def summarize(samples_ms: Sequence[float]) -> dict[str, float]:
     if not len(samples_ms):
         return {"median_ms": float("nan"), "p95_ms": float("nan"), "n": 0}
     values = np.asarray(samples_ms, dtype=np.float64)
-    return {"median_ms": round(float(np.median(values)), 4), "p95_ms": round(float(np.percentile(values, 95)), 4), "n": int(values.size)}
+    return {
+        "median_ms": round(float(np.median(values)), 4),
+        "p95_ms": round(float(np.percentile(values, 95)), 4),
+        "n": int(values.size),
+    }
 
 
 def median(values: Iterable[float]) -> float:
@@ -53,7 +63,9 @@ def fmt(value: Any, spec: str = ".2f", suffix: str = "") -> str:
     return f"{value:{spec}}{suffix}"
 
 
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Optional[Sequence[bool]] = None) -> str:
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Optional[Sequence[bool]] = None
+) -> str:
     """A GitHub Markdown table; cells are ``str()``-ed, ``|`` escaped; numeric columns right-aligned.
 
     Args:
@@ -65,8 +77,10 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right:
     if len(align) != len(headers) or any(len(r) != len(headers) for r in rows):
         raise ValueError(f"every row needs {len(headers)} cells")
     cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
-             "|" + "|".join("---:" if a else "---" for a in align) + "|"]  # fmt: skip
+    lines = [
+        "| " + " | ".join(cell(h) for h in headers) + " |",
+        "|" + "|".join("---:" if a else "---" for a in align) + "|",
+    ]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -107,7 +121,9 @@ def count_macs(model: Any) -> int:
     return sum(layer_macs(layer) for layer in model.layers)
 
 
-def interleaved(calls: dict[str, Callable[[], Any]], repeats: int, rounds: int, warmup: int = 3) -> dict[str, list[float]]:
+def interleaved(
+    calls: dict[str, Callable[[], Any]], repeats: int, rounds: int, warmup: int = 3
+) -> dict[str, list[float]]:
     """Per-call milliseconds of each callable, measured in interleaved blocks.
 
     Each callable first runs ``warmup`` times untimed; then, ``rounds`` times, each
@@ -150,18 +166,28 @@ def machine_info() -> dict[str, Any]:
     cpu = _lscpu()
     model = cpu.get("Model name") or platform.processor() or "unknown"
     try:
-        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:"))
+        mem_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal:")
+        )
         memory_gib: Optional[float] = round(mem_kb / 2**20, 1)
     except (OSError, StopIteration, ValueError):
         memory_gib = None
     return {
-        "cpu_model": model, "logical_cpus": os.cpu_count(),
+        "cpu_model": model,
+        "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cores_per_socket": cpu.get("Core(s) per socket"), "threads_per_core": cpu.get("Thread(s) per core"),
-        "sockets": cpu.get("Socket(s)"), "hypervisor": cpu.get("Hypervisor vendor"), "memory_gib": memory_gib,
-        "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
-        "python": platform.python_version(), "loadavg_start": load_average(),
-    }  # fmt: skip
+        "cores_per_socket": cpu.get("Core(s) per socket"),
+        "threads_per_core": cpu.get("Thread(s) per core"),
+        "sockets": cpu.get("Socket(s)"),
+        "hypervisor": cpu.get("Hypervisor vendor"),
+        "memory_gib": memory_gib,
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "loadavg_start": load_average(),
+    }
 
 
 def load_average() -> Optional[list[float]]:

@@ -36,9 +36,13 @@ def check(model: Path, image_path: Path, labels: list[str]) -> dict:
         return {"model": model.name, "error": str(exc).strip().splitlines()[0][:300], "match": False}
     categories = sorted(result.classifications[0].categories, key=lambda c: c.index)
     names = [c.category_name for c in categories]
-    return {"model": model.name, "category_names": names, "indices": [c.index for c in categories],
-            "top1": max(categories, key=lambda c: c.score).category_name if categories else None,
-            "match": names == labels}  # fmt: skip
+    return {
+        "model": model.name,
+        "category_names": names,
+        "indices": [c.index for c in categories],
+        "top1": max(categories, key=lambda c: c.score).category_name if categories else None,
+        "match": names == labels,
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -55,7 +55,9 @@ def train_model(tf_keras, x: np.ndarray, y: np.ndarray):
     outputs = layers.Dense(len(LABELS), activation="softmax")(h)
     model = tf_keras.Model(inputs, outputs)
     # Label smoothing keeps scores away from 1.0, so the ±0.01 score checks mean something.
-    model.compile(tf_keras.optimizers.Adam(0.01), tf_keras.losses.CategoricalCrossentropy(label_smoothing=0.3), ["accuracy"])
+    model.compile(
+        tf_keras.optimizers.Adam(0.01), tf_keras.losses.CategoricalCrossentropy(label_smoothing=0.3), ["accuracy"]
+    )
     model.fit(x, tf_keras.utils.to_categorical(y, len(LABELS)), epochs=12, batch_size=32, verbose=0)
     return model
 
@@ -67,7 +69,6 @@ def main() -> int:
 
     import tensorflow as tf  # noqa: PLC0415
     import tf_keras  # noqa: PLC0415
-
     from edgetl.runtime import decode, preprocess  # noqa: PLC0415
     from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
     from edgetl.runtime.model_card import ModelCard, TensorSpec, sha256_file, write_bytes_atomic, write_json_atomic  # noqa: PLC0415
@@ -81,7 +82,9 @@ def main() -> int:
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([preprocess.normalize(x[i : i + 1], norm_card.normalization)] for i in range(0, 480, 4))
+    converter.representative_dataset = lambda: (
+        [preprocess.normalize(x[i : i + 1], norm_card.normalization)] for i in range(0, 480, 4)
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
@@ -92,11 +95,21 @@ def main() -> int:
     from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
 
     interp = Interpreter(model_path=str(model_path))
-    (in_scale, in_zp), (out_scale, out_zp) = interp.get_input_details()[0]["quantization"], interp.get_output_details()[0]["quantization"]
-    card = ModelCard(labels=LABELS, height=SIZE, width=SIZE, model_file=model_path.name, model_sha256=sha256_file(model_path),
-                     quantization="int8", input=TensorSpec("uint8", float(in_scale), int(in_zp)),
-                     output=TensorSpec("uint8", float(out_scale), int(out_zp)),
-                     extra={"purpose": "golden test model for edge_runtime; regenerate with scripts/make_golden.py"})  # fmt: skip
+    (in_scale, in_zp), (out_scale, out_zp) = (
+        interp.get_input_details()[0]["quantization"],
+        interp.get_output_details()[0]["quantization"],
+    )
+    card = ModelCard(
+        labels=LABELS,
+        height=SIZE,
+        width=SIZE,
+        model_file=model_path.name,
+        model_sha256=sha256_file(model_path),
+        quantization="int8",
+        input=TensorSpec("uint8", float(in_scale), int(in_zp)),
+        output=TensorSpec("uint8", float(out_scale), int(out_zp)),
+        extra={"purpose": "golden test model for edge_runtime; regenerate with scripts/make_golden.py"},
+    )
     card.save(model_path.with_suffix(".json"))
 
     import cv2  # noqa: PLC0415
@@ -113,11 +126,16 @@ def main() -> int:
         assert ok
         write_bytes_atomic(path, png.tobytes())
         scores = classifier.scores(decode.decode_image(path), "RGB")
-        expected[path.name] = {"label": LABELS[label], "top1": LABELS[int(np.argmax(scores))],
-                               "scores": [round(float(s), 6) for s in scores]}  # fmt: skip
+        expected[path.name] = {
+            "label": LABELS[label],
+            "top1": LABELS[int(np.argmax(scores))],
+            "scores": [round(float(s), 6) for s in scores],
+        }
     write_json_atomic(out / "expected.json", {"model": model_path.name, "labels": list(LABELS), "images": expected})
     right = sum(v["top1"] == v["label"] for v in expected.values())
-    print(f"{out}: {model_path.name} ({model_path.stat().st_size} bytes), {len(expected)} images, {right}/{len(expected)} top-1 right")
+    print(
+        f"{out}: {model_path.name} ({model_path.stat().st_size} bytes), {len(expected)} images, {right}/{len(expected)} top-1 right"
+    )
     return 0
 
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from click.testing import CliRunner, Result
-
 from edgetl.cli import main
 
-EDGETL_EXIT_CODES = {1, 2, 3, 4}  # 1 parity gate failed; 2 option or config value; 3 data, run folder, model, missing extra or I/O; 4 parity inconclusive under --inconclusive fail (README)
+EDGETL_EXIT_CODES = {
+    1,
+    2,
+    3,
+    4,
+}  # 1 parity gate failed; 2 option or config value; 3 data, run folder, model, missing extra or I/O; 4 parity inconclusive under --inconclusive fail (README)
 
 
 def run(*args: Any) -> Result:

@@ -24,21 +24,23 @@ SLOW_FIXTURES = frozenset({"trained_run", "converted"})
 # Tests measured over ~10 s (`pytest -m "not slow" --durations=0`, 2 cores shared at load ~20, 2026-12-04)
 # that no slow fixture gives away: they convert or train a tiny model, build full-size MobileNetV2s,
 # decode a 20000 px PNG, or cycle 300 browser viewers.
-SLOW_TESTS = frozenset({
-    "tests/test_bad_input.py::test_20000px_png_is_decoded_downscaled_in_bounded_memory",
-    "tests/test_bad_input.py::test_skips_are_counted_and_listed_in_the_run",
-    "tests/test_bench.py::test_count_macs_mobilenet_v2_matches_the_paper",
-    "tests/test_convert.py::test_int8_io_type_is_as_asked",
-    "tests/test_convert.py::test_unknown_keep_float_layer_is_named",
-    "tests/test_edge_serve.py::test_viewers_coming_and_going_keep_memory_flat",
-    "tests/test_qat.py::test_batchnorm_folding_keeps_the_function",
-    "tests/test_qat.py::test_quantized_graph_has_no_fake_quant_between_conv_and_relu",
-    "tests/test_train.py::test_tf_hub_feature_vector_backbone",
-    "tests/test_train.py::test_uncached_path_and_config_round_trip",
-    "tests/test_weights.py::test_install_writes_verified_files",
-    "tests/test_weights.py::test_missing_weights_name_both_fixes",
-    "tests/test_weights.py::test_other_alphas_say_only_one_has_offline_weights",
-})  # fmt: skip
+SLOW_TESTS = frozenset(
+    {
+        "tests/test_bad_input.py::test_20000px_png_is_decoded_downscaled_in_bounded_memory",
+        "tests/test_bad_input.py::test_skips_are_counted_and_listed_in_the_run",
+        "tests/test_bench.py::test_count_macs_mobilenet_v2_matches_the_paper",
+        "tests/test_convert.py::test_int8_io_type_is_as_asked",
+        "tests/test_convert.py::test_unknown_keep_float_layer_is_named",
+        "tests/test_edge_serve.py::test_viewers_coming_and_going_keep_memory_flat",
+        "tests/test_qat.py::test_batchnorm_folding_keeps_the_function",
+        "tests/test_qat.py::test_quantized_graph_has_no_fake_quant_between_conv_and_relu",
+        "tests/test_train.py::test_tf_hub_feature_vector_backbone",
+        "tests/test_train.py::test_uncached_path_and_config_round_trip",
+        "tests/test_weights.py::test_install_writes_verified_files",
+        "tests/test_weights.py::test_missing_weights_name_both_fixes",
+        "tests/test_weights.py::test_other_alphas_say_only_one_has_offline_weights",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -76,8 +78,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path, image
     from edgetl.train import train
 
     run = tmp_path_factory.mktemp("runs") / "fm96"
-    config = TrainConfig(data=str(fm_folder), output=str(run), image_size=96, epochs=8, seed=1, cache_views=2,
-                         fine_tune_epochs=0)
+    config = TrainConfig(
+        data=str(fm_folder), output=str(run), image_size=96, epochs=8, seed=1, cache_views=2, fine_tune_epochs=0
+    )
     train(config)
     return run
 
@@ -89,9 +92,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path) -> Path:
     For conversion mechanics (variants, IO types, cards, calibration), where accuracy
     does not matter; copy it before writing into it.
     """
-    from edgetl.runtime.model_card import ModelCard, sha256_file, write_json_atomic
     from edgetl import data, model
     from edgetl.config import TrainConfig
+    from edgetl.runtime.model_card import ModelCard, sha256_file, write_json_atomic
 
     run = tmp_path_factory.mktemp("runs") / "tiny"
     config = TrainConfig(data=str(fm_folder), output=str(run), alpha=0.35, image_size=96, weights="none", seed=3)
@@ -102,8 +105,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path) -> Path:
     built.full.save(str(run / "model.keras"))
     write_json_atomic(run / "config.json", config.to_dict())
     ModelCard(
-        labels=tuple(dataset.class_names), height=96, width=96, model_file="model.keras",
-        model_sha256=sha256_file(run / "model.keras"), normalization=built.normalization,
+        labels=tuple(dataset.class_names),
+        height=96,
+        width=96,
+        model_file="model.keras",
+        model_sha256=sha256_file(run / "model.keras"),
+        normalization=built.normalization,
         extra={"backbone": {"name": "mobilenet_v2", "alpha": 0.35, "weights": "none"}},
-    ).save(run / "model_card.json")  # fmt: skip
+    ).save(run / "model_card.json")
     return run

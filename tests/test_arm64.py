@@ -28,8 +28,14 @@ def _compare_module():
 
 
 def _frame(i: int, label: str, score: float) -> dict:
-    return {"frame": i, "source": f"/x/img{i}.png", "top_k": [{"index": 0, "label": label, "score": score}],
-            "preprocess_ms": 1.0, "invoke_ms": 2.0, "total_ms": 3.0}
+    return {
+        "frame": i,
+        "source": f"/x/img{i}.png",
+        "top_k": [{"index": 0, "label": label, "score": score}],
+        "preprocess_ms": 1.0,
+        "invoke_ms": 2.0,
+        "total_ms": 3.0,
+    }
 
 
 def test_frames_agree_within_tolerance(capsys):
@@ -70,8 +76,9 @@ def test_arm64_check_passes():
     if os.geteuid() != 0:
         pytest.skip("scripts/arm64_check.sh needs root")
     env = dict(os.environ, X86_PYTHON=os.environ.get("X86_PYTHON", sys.executable))
-    result = subprocess.run(["bash", str(REPO / "scripts" / "arm64_check.sh")], env=env,
-                            capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "arm64_check.sh")], env=env, capture_output=True, text=True, timeout=1800
+    )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "RESULT: PASS" in result.stdout
     assert "tensorflow not importable" in result.stdout

@@ -18,15 +18,14 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import clicheck
 import cv2
 import numpy as np
 import pytest
 from click.testing import Result
-
-import clicheck
+from edgetl import data
 from edgetl.runtime import decode
 from edgetl.runtime.decode import ImageDecodeError
-from edgetl import data
 
 TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "0", "-q"]
 NOT_DECODABLE = "not a decodable image (truncated, or not an image format cv2 reads)"
@@ -72,10 +71,18 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _png_bytes(width: int, height: int, depth: int, colour: int, rows: bytes, extra: bytes = b"", level: int = 6) -> bytes:
+def _png_bytes(
+    width: int, height: int, depth: int, colour: int, rows: bytes, extra: bytes = b"", level: int = 6
+) -> bytes:
     """A PNG built by hand: IHDR, optional chunks, one IDAT of ``rows`` (each row already has its filter byte)."""
     header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + extra + _chunk(b"IDAT", zlib.compress(rows, level)) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + extra
+        + _chunk(b"IDAT", zlib.compress(rows, level))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _exif_jpeg(path: Path, orientation: int) -> Path:
@@ -96,19 +103,28 @@ def _exif_jpeg(path: Path, orientation: int) -> Path:
 
 def test_missing_path(tmp_path: Path) -> None:
     message = _train_fails(tmp_path / "nope", tmp_path)
-    assert message == f"{tmp_path / 'nope'} does not exist; pass a folder of class sub-folders, a .csv of path,label, or a .npz"
+    assert (
+        message
+        == f"{tmp_path / 'nope'} does not exist; pass a folder of class sub-folders, a .csv of path,label, or a .npz"
+    )
 
 
 def test_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     message = _train_fails(tmp_path / "d", tmp_path)
-    assert message == f"{tmp_path / 'd'} has no class sub-folders; put each class's images in {tmp_path / 'd'}/<class name>/"
+    assert (
+        message
+        == f"{tmp_path / 'd'} has no class sub-folders; put each class's images in {tmp_path / 'd'}/<class name>/"
+    )
 
 
 def test_one_class_only(tmp_path: Path) -> None:
     root = _folder(tmp_path / "d", ("only",))
     message = _train_fails(root, tmp_path)
-    assert message == f"{root.resolve()}: found only class 'only'; a classifier needs at least two, add images of another class"
+    assert (
+        message
+        == f"{root.resolve()}: found only class 'only'; a classifier needs at least two, add images of another class"
+    )
 
 
 def test_class_folder_without_images(tmp_path: Path) -> None:
@@ -136,9 +152,15 @@ def test_every_image_unreadable(tmp_path: Path) -> None:
         for i in range(3):
             (tmp_path / "d" / name / f"{i}.jpg").write_bytes(b"")
     message = _train_fails(tmp_path / "d", tmp_path)
-    assert re.fullmatch(re.escape(f"{(tmp_path / 'd').resolve()}: no readable training or validation images left, 6 skipped "
-                                  f"(e.g. {(tmp_path / 'd').resolve()}/") + r"[ab]/\d\.jpg: empty file\); "
-                        r"replace or remove the unreadable files", message)  # fmt: skip
+    assert re.fullmatch(
+        re.escape(
+            f"{(tmp_path / 'd').resolve()}: no readable training or validation images left, 6 skipped "
+            f"(e.g. {(tmp_path / 'd').resolve()}/"
+        )
+        + r"[ab]/\d\.jpg: empty file\); "
+        r"replace or remove the unreadable files",
+        message,
+    )
 
 
 def test_symlink_loop_in_the_data_folder(tmp_path: Path) -> None:
@@ -149,10 +171,18 @@ def test_symlink_loop_in_the_data_folder(tmp_path: Path) -> None:
     assert ds.class_names == ["a", "b"] and len(ds.items) == 9
     _, kept, skipped = ds.pixels(ds.items, 16)
     assert len(kept) == 8
-    assert skipped == [{"ref": str(root / "a" / "self.png"), "reason": f"{root / 'a' / 'self.png'}: cannot read (Too many levels of symbolic links)"}]
+    assert skipped == [
+        {
+            "ref": str(root / "a" / "self.png"),
+            "reason": f"{root / 'a' / 'self.png'}: cannot read (Too many levels of symbolic links)",
+        }
+    ]
     (root / "loop").symlink_to(".")  # a class-level link back to the data folder would duplicate every class
     message = _train_fails(root, tmp_path)
-    assert message == f"{root / 'loop'} is a symlink to {root}, which holds the data folder itself (a loop); remove the link"
+    assert (
+        message
+        == f"{root / 'loop'} is a symlink to {root}, which holds the data folder itself (a loop); remove the link"
+    )
 
 
 def test_symlinked_class_folder_elsewhere_is_used(tmp_path: Path) -> None:
@@ -185,23 +215,51 @@ def test_non_ascii_and_space_names(tmp_path: Path) -> None:
     "text, message",
     [
         ("a/0.png,a\nnope.png,b\n", "{csv}:2: image 'nope.png' does not exist (paths are relative to the CSV)"),
-        ("file,class\na/0.png,a\n", "{csv}:1: image 'file' does not exist (paths are relative to the CSV) "
-                                    "(a header row must read 'path,label')"),
-        ("a/0.png,a\nb/0.png,\n", "{csv}:2: expected 'path,label' with both set, got 'b/0.png,'; fix or delete the row"),
-        ("a/0.png,a\nb/0.png,   \n", "{csv}:2: expected 'path,label' with both set, got 'b/0.png,   '; fix or delete the row"),
+        (
+            "file,class\na/0.png,a\n",
+            "{csv}:1: image 'file' does not exist (paths are relative to the CSV) "
+            "(a header row must read 'path,label')",
+        ),
+        (
+            "a/0.png,a\nb/0.png,\n",
+            "{csv}:2: expected 'path,label' with both set, got 'b/0.png,'; fix or delete the row",
+        ),
+        (
+            "a/0.png,a\nb/0.png,   \n",
+            "{csv}:2: expected 'path,label' with both set, got 'b/0.png,   '; fix or delete the row",
+        ),
         ("a/0.png,a\nb/0.png\n", "{csv}:2: expected 'path,label' with both set, got 'b/0.png'; fix or delete the row"),
         ("a/0.png,a\nb,b\n", "{csv}:2: 'b' is a folder; list one image file per row"),
         ("path,label\n", "{csv} has no path,label rows; write one row per image, e.g. 'cat/1.jpg,cat'"),
-        ("a/0.png,a\n\"b/0.png\",\"b\nc\"\n", "{root}: class name 'b\\nc' is blank or has control characters "
-                                              "(labels.txt holds one name per line); rename it"),
-        ("a/0.png,a\n../outside.png,b\n", "{csv}:2: '../outside.png' points outside {root}; keep images under the CSV's "
-                                          "folder or pass --allow-outside-root"),
-        ("a/0.png,a\n/etc/hostname,b\n", "{csv}:2: '/etc/hostname' points outside {root}; keep images under the CSV's "
-                                         "folder or pass --allow-outside-root"),
+        (
+            'a/0.png,a\n"b/0.png","b\nc"\n',
+            "{root}: class name 'b\\nc' is blank or has control characters "
+            "(labels.txt holds one name per line); rename it",
+        ),
+        (
+            "a/0.png,a\n../outside.png,b\n",
+            "{csv}:2: '../outside.png' points outside {root}; keep images under the CSV's "
+            "folder or pass --allow-outside-root",
+        ),
+        (
+            "a/0.png,a\n/etc/hostname,b\n",
+            "{csv}:2: '/etc/hostname' points outside {root}; keep images under the CSV's "
+            "folder or pass --allow-outside-root",
+        ),
     ],
-    ids=["missing-image", "wrong-header", "empty-label", "blank-label", "one-column", "folder", "no-rows",
-         "newline-label", "escapes-root", "absolute-outside"],
-)  # fmt: skip
+    ids=[
+        "missing-image",
+        "wrong-header",
+        "empty-label",
+        "blank-label",
+        "one-column",
+        "folder",
+        "no-rows",
+        "newline-label",
+        "escapes-root",
+        "absolute-outside",
+    ],
+)
 def test_bad_csv(tmp_path: Path, text: str, message: str) -> None:
     root = _folder(tmp_path / "d").resolve()
     _image(tmp_path / "outside.png")
@@ -239,8 +297,10 @@ def test_parity_data_with_unknown_labels(tmp_path: Path, tiny_run: Path) -> None
     root = _folder(tmp_path / "d", ("zebra", "bag")).resolve()
     labels = json.loads((run / "model_card.json").read_text())["labels"]
     message = _fails(_run("parity", run, "--data", root, "-q"), 3)
-    assert message == (f"{root}: classes zebra are not among the model's labels {labels}; "
-                       "name the class folders/labels as in the run's labels.txt, or leave those classes out")
+    assert message == (
+        f"{root}: classes zebra are not among the model's labels {labels}; "
+        "name the class folders/labels as in the run's labels.txt, or leave those classes out"
+    )
 
 
 # ---- image arrays ----------------------------------------------------------------------------------------------------
@@ -252,33 +312,70 @@ LABELS = np.array([0, 0, 0, 1, 1, 1])
 @pytest.mark.parametrize(
     "arrays, message",
     [
-        ({"images": np.zeros((6, 8, 8, 2), np.uint8), "labels": LABELS},
-         "{p}: images must be (N, H, W[, 1|3|4]), got shape (6, 8, 8, 2); save RGB as (N, H, W, 3) or grey as (N, H, W)"),
-        ({"images": np.zeros((6, 64), np.uint8), "labels": LABELS},
-         "{p}: images must be (N, H, W[, 1|3|4]), got shape (6, 64); save RGB as (N, H, W, 3) or grey as (N, H, W)"),
-        ({"images": IMAGES.astype(np.float32), "labels": LABELS},
-         "{p}: images must be uint8 pixels 0-255, got float32; if they are 0..1, scale them: (images * 255).round().astype(np.uint8)"),
-        ({"images": IMAGES.astype(np.uint16), "labels": LABELS},
-         "{p}: images must be uint8 pixels 0-255, got uint16; convert with .astype(np.uint8)"),
-        ({"images": IMAGES, "labels": LABELS[:4]}, "{p}: labels must be shape (6,), got (4,); save one label per image"),
-        ({"images": IMAGES, "labels": LABELS[:, None]}, "{p}: labels must be shape (6,), got (6, 1); save one label per image"),
-        ({"images": IMAGES, "labels": LABELS + 0.5},
-         "{p}: labels must be integers or strings, got float64; convert them with .astype(int)"),
-        ({"images": IMAGES, "labels": np.array(list("aaabbb")), "class_names": np.array(["a", "b"])},
-         "{p}: labels must be integer indices into class_names, got <U1; store indices, or leave class_names out to use "
-         "the labels as names"),
-        ({"images": IMAGES, "labels": LABELS + 5, "class_names": np.array(["a", "b"])},
-         "{p}: labels must index class_names (0..1), got 5..6; fix the labels or class_names"),
+        (
+            {"images": np.zeros((6, 8, 8, 2), np.uint8), "labels": LABELS},
+            "{p}: images must be (N, H, W[, 1|3|4]), got shape (6, 8, 8, 2); save RGB as (N, H, W, 3) or grey as (N, H, W)",
+        ),
+        (
+            {"images": np.zeros((6, 64), np.uint8), "labels": LABELS},
+            "{p}: images must be (N, H, W[, 1|3|4]), got shape (6, 64); save RGB as (N, H, W, 3) or grey as (N, H, W)",
+        ),
+        (
+            {"images": IMAGES.astype(np.float32), "labels": LABELS},
+            "{p}: images must be uint8 pixels 0-255, got float32; if they are 0..1, scale them: (images * 255).round().astype(np.uint8)",
+        ),
+        (
+            {"images": IMAGES.astype(np.uint16), "labels": LABELS},
+            "{p}: images must be uint8 pixels 0-255, got uint16; convert with .astype(np.uint8)",
+        ),
+        (
+            {"images": IMAGES, "labels": LABELS[:4]},
+            "{p}: labels must be shape (6,), got (4,); save one label per image",
+        ),
+        (
+            {"images": IMAGES, "labels": LABELS[:, None]},
+            "{p}: labels must be shape (6,), got (6, 1); save one label per image",
+        ),
+        (
+            {"images": IMAGES, "labels": LABELS + 0.5},
+            "{p}: labels must be integers or strings, got float64; convert them with .astype(int)",
+        ),
+        (
+            {"images": IMAGES, "labels": np.array(list("aaabbb")), "class_names": np.array(["a", "b"])},
+            "{p}: labels must be integer indices into class_names, got <U1; store indices, or leave class_names out to use "
+            "the labels as names",
+        ),
+        (
+            {"images": IMAGES, "labels": LABELS + 5, "class_names": np.array(["a", "b"])},
+            "{p}: labels must index class_names (0..1), got 5..6; fix the labels or class_names",
+        ),
         ({"images": IMAGES[:0], "labels": LABELS[:0]}, "{p} holds no images; save at least a few per class"),
-        ({"pixels": IMAGES}, "{p} needs arrays named 'images' and 'labels' (has: pixels); "
-                             "save with np.savez(path, images=..., labels=...)"),
-        ({"images": np.array([IMAGES[0], IMAGES[0][:3]], dtype=object), "labels": LABELS[:2]},
-         "{p} is not a numpy file edgetl reads (not .npz/.npy, truncated, or pickled objects, which are never loaded); "
-         "save uint8 arrays with np.savez / np.save"),
+        (
+            {"pixels": IMAGES},
+            "{p} needs arrays named 'images' and 'labels' (has: pixels); "
+            "save with np.savez(path, images=..., labels=...)",
+        ),
+        (
+            {"images": np.array([IMAGES[0], IMAGES[0][:3]], dtype=object), "labels": LABELS[:2]},
+            "{p} is not a numpy file edgetl reads (not .npz/.npy, truncated, or pickled objects, which are never loaded); "
+            "save uint8 arrays with np.savez / np.save",
+        ),
     ],
-    ids=["2-channels", "flat", "float-pixels", "16-bit", "short-labels", "2d-labels", "float-labels", "string-labels",
-         "labels-out-of-range", "empty", "no-images-key", "pickled-objects"],
-)  # fmt: skip
+    ids=[
+        "2-channels",
+        "flat",
+        "float-pixels",
+        "16-bit",
+        "short-labels",
+        "2d-labels",
+        "float-labels",
+        "string-labels",
+        "labels-out-of-range",
+        "empty",
+        "no-images-key",
+        "pickled-objects",
+    ],
+)
 def test_bad_npz(tmp_path: Path, arrays: dict[str, np.ndarray], message: str) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, **arrays)
@@ -287,10 +384,16 @@ def test_bad_npz(tmp_path: Path, arrays: dict[str, np.ndarray], message: str) ->
 
 def test_bad_npy_and_fake_npz(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", IMAGES)
-    assert _train_fails(tmp_path / "x.npy", tmp_path) == f"{tmp_path / 'x.npy'}: name the arrays <name>images.npy and <name>labels.npy side by side"
+    assert (
+        _train_fails(tmp_path / "x.npy", tmp_path)
+        == f"{tmp_path / 'x.npy'}: name the arrays <name>images.npy and <name>labels.npy side by side"
+    )
     np.save(tmp_path / "set_images.npy", IMAGES)
     np.save(tmp_path / "set_labels.npy", LABELS[:3])
-    assert _train_fails(tmp_path / "set_images.npy", tmp_path) == f"{tmp_path / 'set_images.npy'}: labels must be shape (6,), got (3,); save one label per image"
+    assert (
+        _train_fails(tmp_path / "set_images.npy", tmp_path)
+        == f"{tmp_path / 'set_images.npy'}: labels must be shape (6,), got (3,); save one label per image"
+    )
     for name, body in (("text.npz", b"hello"), ("cut.npz", None)):
         if body is None:
             np.savez(tmp_path / name, images=IMAGES, labels=LABELS)
@@ -299,7 +402,7 @@ def test_bad_npy_and_fake_npz(tmp_path: Path) -> None:
         assert _train_fails(tmp_path / name, tmp_path) == (
             f"{tmp_path / name} is not a numpy file edgetl reads (not .npz/.npy, truncated, or pickled objects, which are "
             "never loaded); save uint8 arrays with np.savez / np.save"
-        )  # fmt: skip
+        )
 
 
 # ---- unreadable and unusual image files ------------------------------------------------------------------------------
@@ -345,14 +448,22 @@ def _cmyk_jpeg(path: Path) -> Path:
 @pytest.mark.parametrize(
     "write, rgb",
     [
-        (lambda p: cv2.imwrite(str(p / "x.png"), np.full((10, 12, 3), (30, 20, 10), np.uint16) * 257) and p / "x.png", (10, 20, 30)),
+        (
+            lambda p: (
+                cv2.imwrite(str(p / "x.png"), np.full((10, 12, 3), (30, 20, 10), np.uint16) * 257) and p / "x.png"
+            ),
+            (10, 20, 30),
+        ),
         (lambda p: cv2.imwrite(str(p / "x.png"), np.full((10, 12), 77, np.uint8)) and p / "x.png", (77, 77, 77)),
-        (lambda p: cv2.imwrite(str(p / "x.png"), np.full((10, 12, 4), (50, 60, 70, 0), np.uint8)) and p / "x.png", (70, 60, 50)),
+        (
+            lambda p: cv2.imwrite(str(p / "x.png"), np.full((10, 12, 4), (50, 60, 70, 0), np.uint8)) and p / "x.png",
+            (70, 60, 50),
+        ),
         (lambda p: _palette_png(p / "x.png"), (10, 20, 30)),
         (lambda p: _cmyk_jpeg(p / "x.jpg"), (255, 0, 0)),
     ],
     ids=["16-bit", "grey", "rgba", "palette", "cmyk-jpeg"],
-)  # fmt: skip
+)
 def test_image_modes_become_8bit_rgb(tmp_path: Path, write: Any, rgb: tuple[int, int, int]) -> None:
     pixels = decode.decode_image(write(tmp_path))
     assert pixels.shape == (10, 12, 3) and pixels.dtype == np.uint8
@@ -390,7 +501,7 @@ def test_20000px_png_is_decoded_downscaled_in_bounded_memory(tmp_path: Path) -> 
         "pixels = decode.decode_image(sys.argv[1])\n"
         "grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024\n"
         "print(json.dumps({'shape': pixels.shape, 'rgb': pixels[2500, 2500].tolist(), 'grown_mb': grown}))\n"
-    )  # fmt: skip
+    )
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
@@ -407,11 +518,18 @@ def test_strip_decoder_matches_full_decode(tmp_path: Path, kind: str, monkeypatc
     if kind in ("grey+alpha", "palette", "1-bit"):
         image = pytest.importorskip("PIL.Image", reason="Pillow writes these PNG modes")
         rgb = image.fromarray(np.ascontiguousarray(base[:, :, ::-1]))
-        {"grey+alpha": lambda: rgb.convert("LA"), "palette": lambda: rgb.convert("P", palette=image.ADAPTIVE),
-         "1-bit": lambda: rgb.convert("1")}[kind]().save(path)  # fmt: skip
+        {
+            "grey+alpha": lambda: rgb.convert("LA"),
+            "palette": lambda: rgb.convert("P", palette=image.ADAPTIVE),
+            "1-bit": lambda: rgb.convert("1"),
+        }[kind]().save(path)
     else:
-        pixels = {"rgb": base, "grey": base[:, :, 0], "rgba": np.dstack([base, base[:, :, 1]]),
-                  "16-bit": base.astype(np.uint16) * 257 + 3}[kind]  # fmt: skip
+        pixels = {
+            "rgb": base,
+            "grey": base[:, :, 0],
+            "rgba": np.dstack([base, base[:, :, 1]]),
+            "16-bit": base.astype(np.uint16) * 257 + 3,
+        }[kind]
         cv2.imwrite(str(path), pixels)
     full = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]
     monkeypatch.setattr(decode, "MAX_DECODE_PIXELS", 120 * 160 // 16)
@@ -429,13 +547,20 @@ def test_decompression_bomb_header_is_refused(tmp_path: Path) -> None:
     assert str(info.value) == f"{tmp_path / 'bomb.png'}: 1600 megapixels is too large to decode; downscale it first"
 
 
-@pytest.mark.parametrize("interlace, colour, reason", [(1, 2, "a 200x200 interlaced PNG is too large to decode; save it "
-                                                                   "non-interlaced or smaller"),
-                                                       (0, 5, "not a decodable image (PNG colour type 5)")])  # fmt: skip
-def test_large_png_that_cannot_be_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interlace: int, colour: int,
-                                           reason: str) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "interlace, colour, reason",
+    [
+        (1, 2, "a 200x200 interlaced PNG is too large to decode; save it non-interlaced or smaller"),
+        (0, 5, "not a decodable image (PNG colour type 5)"),
+    ],
+)
+def test_large_png_that_cannot_be_streamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interlace: int, colour: int, reason: str
+) -> None:
     header = struct.pack(">IIBBBBB", 200, 200, 8, colour, 0, 0, interlace)
-    (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"")) + _chunk(b"IEND", b""))
+    (tmp_path / "x.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(b"")) + _chunk(b"IEND", b"")
+    )
     monkeypatch.setattr(decode, "MAX_DECODE_PIXELS", 1000)
     with pytest.raises(ImageDecodeError) as info:
         decode.decode_image(tmp_path / "x.png")
@@ -464,7 +589,10 @@ def test_skips_are_counted_and_listed_in_the_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = _run("train", root, "-o", run, *TINY, "--json")
     assert result.exit_code == 0, result.output
-    assert "warning: skipped 3 unreadable image(s) (listed in data.json), e.g. " in result.stderr and "Traceback" not in result.output
+    assert (
+        "warning: skipped 3 unreadable image(s) (listed in data.json), e.g. " in result.stderr
+        and "Traceback" not in result.output
+    )
     assert json.loads(result.stdout)["run"] == str(run)
     recorded = json.loads((run / "data.json").read_text())
     reasons = {Path(s["ref"]).name: s["reason"] for s in recorded["skipped"]}
@@ -494,9 +622,18 @@ def test_unknown_option_values_are_usage_errors(tmp_path: Path) -> None:
     result = _run("convert", tmp_path, "--quant", "int4")
     assert _fails(result, 2) == "Invalid value for '--quant': 'int4' is not one of fp32, fp16, dynamic, int8, qat-int8"
     assert "Usage: main convert [OPTIONS] RUN" in result.stderr
-    assert _fails(_run("convert", tmp_path, "--io", "float64"), 2) == "Invalid value for '--io': 'float64' is not one of 'uint8', 'int8', 'float32'."
-    assert _fails(_run("convert", tmp_path, "--quant", ","), 2) == "--quant needs at least one of: fp32, fp16, dynamic, int8, qat-int8"
-    assert _fails(_run("convert", tmp_path / "nope"), 2) == f"Invalid value for 'RUN': Directory '{tmp_path / 'nope'}' does not exist."
+    assert (
+        _fails(_run("convert", tmp_path, "--io", "float64"), 2)
+        == "Invalid value for '--io': 'float64' is not one of 'uint8', 'int8', 'float32'."
+    )
+    assert (
+        _fails(_run("convert", tmp_path, "--quant", ","), 2)
+        == "--quant needs at least one of: fp32, fp16, dynamic, int8, qat-int8"
+    )
+    assert (
+        _fails(_run("convert", tmp_path / "nope"), 2)
+        == f"Invalid value for 'RUN': Directory '{tmp_path / 'nope'}' does not exist."
+    )
 
 
 def _fake_run(folder: Path, card: dict[str, Any] | None, model: bool = True) -> Path:
@@ -520,11 +657,20 @@ def test_convert_refuses_a_file_that_is_not_a_keras_model(tmp_path: Path) -> Non
     from edgetl.runtime.model_card import sha256_file
 
     run = _fake_run(tmp_path / "r", None)
-    card = {"schema_version": 1, "labels": ["a", "b"], "height": 96, "width": 96, "model_file": "model.keras",
-            "model_sha256": sha256_file(run / "model.keras")}  # fmt: skip
+    card = {
+        "schema_version": 1,
+        "labels": ["a", "b"],
+        "height": 96,
+        "width": 96,
+        "model_file": "model.keras",
+        "model_sha256": sha256_file(run / "model.keras"),
+    }
     (run / "model_card.json").write_text(json.dumps(card))
     message = _fails(_run("convert", run, "-q", "--no-parity", "--quant", "fp32"), 3)
-    assert message == f"{run / 'model.keras'} is not a zip .keras model (edgetl loads no other format); re-run `edgetl train` (or `edgetl qat`) to write it again"
+    assert (
+        message
+        == f"{run / 'model.keras'} is not a zip .keras model (edgetl loads no other format); re-run `edgetl train` (or `edgetl qat`) to write it again"
+    )
     assert not list(run.glob("model_*.tflite")) and not list(run.glob(".convert-*"))
 
 
@@ -533,7 +679,10 @@ def test_convert_refuses_a_card_of_another_schema(tmp_path: Path, version: int) 
     card = {"labels": ["a", "b"], "height": 96, "width": 96, "model_file": "model.keras", "model_sha256": "0" * 64}
     run = _fake_run(tmp_path / "r", {**card, **({"schema_version": version} if version else {})})
     message = _fails(_run("convert", run, "-q", "--no-parity"), 3)
-    assert message == f"{run / 'model_card.json'}: card schema version {version} is not 1; re-run the edgetl stage that wrote it with this version"
+    assert (
+        message
+        == f"{run / 'model_card.json'}: card schema version {version} is not 1; re-run the edgetl stage that wrote it with this version"
+    )
 
 
 def test_convert_refuses_a_model_that_is_not_its_card(tmp_path: Path, tiny_run: Path) -> None:
@@ -542,8 +691,12 @@ def test_convert_refuses_a_model_that_is_not_its_card(tmp_path: Path, tiny_run: 
     with open(run / "model.keras", "ab") as handle:
         handle.write(b"\0")
     message = _fails(_run("convert", run, "-q", "--no-parity", "--quant", "fp32"), 3)
-    assert re.fullmatch(re.escape(f"{run / 'model.keras'} does not match its card (sha256 ") + r"[0-9a-f]{12}… vs [0-9a-f]{12}… "
-                        + re.escape("recorded): the copy is incomplete or the card belongs to another model; copy both again"), message)  # fmt: skip
+    assert re.fullmatch(
+        re.escape(f"{run / 'model.keras'} does not match its card (sha256 ")
+        + r"[0-9a-f]{12}… vs [0-9a-f]{12}… "
+        + re.escape("recorded): the copy is incomplete or the card belongs to another model; copy both again"),
+        message,
+    )
     assert not list(run.glob("model_*.tflite"))
 
 
@@ -551,8 +704,8 @@ def test_convert_refuses_a_model_that_is_not_its_card(tmp_path: Path, tiny_run: 
 
 
 def test_keras_model_with_a_lambda_layer_is_refused(tmp_path: Path) -> None:
-    from edgetl.runtime.model_card import ModelCard, sha256_file
     from edgetl import model
+    from edgetl.runtime.model_card import ModelCard, sha256_file
 
     k = model.keras()
     marker = tmp_path / "ran"
@@ -563,12 +716,14 @@ def test_keras_model_with_a_lambda_layer_is_refused(tmp_path: Path) -> None:
     run.mkdir()
     k.Model(inputs, outputs).save(str(run / "model.keras"))
     marker.unlink(missing_ok=True)
-    ModelCard(labels=("a", "b"), height=96, width=96, model_file="model.keras", model_sha256=sha256_file(run / "model.keras")).save(
-        run / "model_card.json"
-    )
+    ModelCard(
+        labels=("a", "b"), height=96, width=96, model_file="model.keras", model_sha256=sha256_file(run / "model.keras")
+    ).save(run / "model_card.json")
     message = _fails(_run("convert", run, "-q", "--no-parity", "--quant", "fp32"), 3)
-    assert message == (f"{run / 'model.keras'} holds a Lambda layer (Python code), which edgetl never loads; "
-                       "rebuild the model without Lambda layers, e.g. with `edgetl train`")  # fmt: skip
+    assert message == (
+        f"{run / 'model.keras'} holds a Lambda layer (Python code), which edgetl never loads; "
+        "rebuild the model without Lambda layers, e.g. with `edgetl train`"
+    )
     assert not marker.exists() and not list(run.glob("model_*.tflite"))
 
 
@@ -576,17 +731,41 @@ def test_keras_model_with_a_lambda_layer_is_refused(tmp_path: Path) -> None:
     "name, text, message",
     [
         ("c.toml", 'data = "x"\noutput = "y"\nlearning_rat = 1\n', "unknown config key(s) learning_rat; valid keys: "),
-        ("c.json", '{"data": "x", "output": "y", "epochs": "ten"}', "config key epochs='ten' must be an integer; fix the config file"),
-        ("c.json", '{"data": "x", "output": "y", "augment": "yes"}', "config key augment='yes' must be true or false; fix the config file"),
-        ("c.toml", 'data = "x"\noutput = "y"\npooling = "median"\n', "config key pooling='median' is not one of: avg, max"),
+        (
+            "c.json",
+            '{"data": "x", "output": "y", "epochs": "ten"}',
+            "config key epochs='ten' must be an integer; fix the config file",
+        ),
+        (
+            "c.json",
+            '{"data": "x", "output": "y", "augment": "yes"}',
+            "config key augment='yes' must be true or false; fix the config file",
+        ),
+        (
+            "c.toml",
+            'data = "x"\noutput = "y"\npooling = "median"\n',
+            "config key pooling='median' is not one of: avg, max",
+        ),
         ("c.json", '["data", "x"]', "config file {path} must hold an object of option names to values"),
-        ("c.json", '{"data": "x",', "config file {path} is not valid JSON (Expecting property name enclosed in double quotes: "
-                                    "line 1 column 14 (char 13)); fix its syntax"),
-        ("c.toml", 'data = x\n', "config file {path} is not valid TOML (Invalid value (at line 1, column 8)); fix its syntax"),
-        ("missing.json", None, "config file {path} does not exist; pass an existing JSON/TOML file (e.g. RUN/config.json)"),
+        (
+            "c.json",
+            '{"data": "x",',
+            "config file {path} is not valid JSON (Expecting property name enclosed in double quotes: "
+            "line 1 column 14 (char 13)); fix its syntax",
+        ),
+        (
+            "c.toml",
+            "data = x\n",
+            "config file {path} is not valid TOML (Invalid value (at line 1, column 8)); fix its syntax",
+        ),
+        (
+            "missing.json",
+            None,
+            "config file {path} does not exist; pass an existing JSON/TOML file (e.g. RUN/config.json)",
+        ),
     ],
     ids=["toml-unknown-key", "wrong-type", "bool-type", "enum", "not-an-object", "bad-json", "bad-toml", "missing"],
-)  # fmt: skip
+)
 def test_bad_config_files(tmp_path: Path, name: str, text: str | None, message: str) -> None:
     path = tmp_path / name
     if text is not None:
@@ -597,8 +776,11 @@ def test_bad_config_files(tmp_path: Path, name: str, text: str | None, message: 
 
 def test_config_files_are_parsed_as_data_never_run(tmp_path: Path) -> None:
     pwned = tmp_path / "pwned"
-    (tmp_path / "c.toml").write_text(f'data = "__import__(\'os\').system(\'touch {pwned}\')"\noutput = "{tmp_path / "run"}"\n')
+    (tmp_path / "c.toml").write_text(
+        f"data = \"__import__('os').system('touch {pwned}')\"\noutput = \"{tmp_path / 'run'}\"\n"
+    )
     message = _fails(_run("train", "--config", tmp_path / "c.toml", "-q"), 3)
-    assert message.startswith("__import__('os').system(") and message.endswith(") does not exist; pass a folder of class "
-                                                                              "sub-folders, a .csv of path,label, or a .npz")  # fmt: skip
+    assert message.startswith("__import__('os').system(") and message.endswith(
+        ") does not exist; pass a folder of class sub-folders, a .csv of path,label, or a .npz"
+    )
     assert not pwned.exists()

@@ -14,10 +14,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import clicheck
 import numpy as np
 import pytest
-
-import clicheck
 from test_bad_input import _folder
 
 TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "-q"]
@@ -43,7 +42,10 @@ def _train_fails(tmp_path: Path, data: Any, *extra: Any, code: int = 2) -> str:
         (["--epochs", "0"], "--epochs must be in 1..100000 (got 0); the head needs at least one"),
         (["--hidden-units", "-1"], "--hidden-units must be in 0..65536, 0 = none (got -1)"),
         (["--learning-rate", "nan"], "--learning-rate must be a finite number (got nan); pass a real value"),
-        (["--fine-tune-learning-rate", "inf"], "--fine-tune-learning-rate must be a finite number (got inf); pass a real value"),
+        (
+            ["--fine-tune-learning-rate", "inf"],
+            "--fine-tune-learning-rate must be a finite number (got inf); pass a real value",
+        ),
         (["--learning-rate", "0"], "--learning-rate must be a number in (0, 10] (got 0)"),
         (["--backbone", "resnet50"], "--backbone 'resnet50' is not supported; pass mobilenet_v2 or hub:HANDLE_OR_DIR"),
         (["--backbone", "hub:"], "--backbone 'hub:' is not supported; pass mobilenet_v2 or hub:HANDLE_OR_DIR"),
@@ -52,9 +54,22 @@ def _train_fails(tmp_path: Path, data: Any, *extra: Any, code: int = 2) -> str:
         (["--cache-views", "-1"], "--cache-views must be in 0..100 (got -1)"),
         (["--batch-size", "0"], "--batch-size must be in 1..65536 (got 0)"),
     ],
-    ids=["seed-negative", "seed-2**32", "epochs-0", "hidden-negative", "lr-nan", "ft-lr-inf", "lr-zero", "resnet50", "hub-empty",
-         "ft-layers", "patience-0", "cache-views", "batch-0"],
-)  # fmt: skip
+    ids=[
+        "seed-negative",
+        "seed-2**32",
+        "epochs-0",
+        "hidden-negative",
+        "lr-nan",
+        "ft-lr-inf",
+        "lr-zero",
+        "resnet50",
+        "hub-empty",
+        "ft-layers",
+        "patience-0",
+        "cache-views",
+        "batch-0",
+    ],
+)
 def test_train_option_values(tmp_path: Path, args: list[str], message: str) -> None:
     assert _train_fails(tmp_path, _folder(tmp_path / "d"), *args) == message
 
@@ -70,7 +85,7 @@ def test_train_option_values(tmp_path: Path, args: list[str], message: str) -> N
         ({"learning_rate": 1e999}, "--learning-rate must be a finite number (got inf); pass a real value"),
     ],
     ids=["precision-null", "pooling-null", "seed", "epochs", "backbone", "lr-inf"],
-)  # fmt: skip
+)
 def test_config_file_values(tmp_path: Path, values: dict[str, Any], message: str) -> None:
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"data": str(_folder(tmp_path / "d")), "output": str(tmp_path / "run"), **values}))
@@ -83,15 +98,31 @@ def test_config_file_values(tmp_path: Path, values: dict[str, Any], message: str
     [
         (["calibrate", "{run}", "--seed", "-1"], "--seed " + SEED.format(-1)),
         (["convert", "{run}", "--calib-seed", str(2**32)], "--calib-seed " + SEED.format(2**32)),
-        (["convert", "{run}", "--calib-size", str(10**6)], "--calib-size must be <= 100000 (got 1000000); a few hundred images is typical"),
+        (
+            ["convert", "{run}", "--calib-size", str(10**6)],
+            "--calib-size must be <= 100000 (got 1000000); a few hundred images is typical",
+        ),
         (["qat", "{run}", "--seed", "-2"], "--seed " + SEED.format(-2)),
-        (["qat", "{run}", "--learning-rate", "nan"], "--learning-rate must be a finite number (got nan); pass a real value"),
+        (
+            ["qat", "{run}", "--learning-rate", "nan"],
+            "--learning-rate must be a finite number (got nan); pass a real value",
+        ),
         (["data", "fashion-mnist", "{run}/fm", "--seed", "-1"], "--seed " + SEED.format(-1)),
-        (["data", "fashion-mnist", "{run}/fm", "--per-class", "0"],
-         "--per-class must be in 1..7000 (got 0); each class has 6000 train, 1000 test images"),
+        (
+            ["data", "fashion-mnist", "{run}/fm", "--per-class", "0"],
+            "--per-class must be in 1..7000 (got 0); each class has 6000 train, 1000 test images",
+        ),
     ],
-    ids=["calibrate-seed", "convert-calib-seed", "convert-calib-size", "qat-seed", "qat-lr-nan", "fm-seed", "fm-per-class"],
-)  # fmt: skip
+    ids=[
+        "calibrate-seed",
+        "convert-calib-seed",
+        "convert-calib-size",
+        "qat-seed",
+        "qat-lr-nan",
+        "fm-seed",
+        "fm-per-class",
+    ],
+)
 def test_stage_option_values(tmp_path: Path, args: list[str], message: str) -> None:
     result = clicheck.run(*(a.format(run=tmp_path) for a in args), "-q")
     assert clicheck.fails(result, 2) == message
@@ -114,11 +145,17 @@ def test_output_targets_are_refused_before_training(tmp_path: Path, kind: str, m
     monkeypatch.chdir(work)
     output, message = {
         "file": (tmp_path / "f", f"--output {tmp_path / 'f'} is a file"),
-        "under-a-file": (tmp_path / "f" / "run", f"--output {tmp_path / 'f' / 'run'} lies under {tmp_path / 'f'}, which is a file"),
+        "under-a-file": (
+            tmp_path / "f" / "run",
+            f"--output {tmp_path / 'f' / 'run'} lies under {tmp_path / 'f'}, which is a file",
+        ),
         "non-empty": (tmp_path / "full", f"--output {tmp_path / 'full'} already exists and is not empty"),
         "cwd": (Path("."), "--output . is the current directory"),
-        "symlink-to-empty": (tmp_path / "link", f"--output {tmp_path / 'link'} is a symlink; pass the folder it points to, or"),
-    }[kind]  # fmt: skip
+        "symlink-to-empty": (
+            tmp_path / "link",
+            f"--output {tmp_path / 'link'} is a symlink; pass the folder it points to, or",
+        ),
+    }[kind]
     got = clicheck.fails(clicheck.run("train", data, "-o", output, *TINY), 2)
     assert got.startswith(message) and got.endswith("choose another --output (a new folder)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "d", "empty", "f", "full", "link"]
@@ -128,7 +165,9 @@ def test_output_targets_are_refused_before_training(tmp_path: Path, kind: str, m
 def test_an_os_error_is_one_line_with_the_path(tmp_path: Path) -> None:
     """An OSError from any command (here: a folder that cannot be made under a file) becomes one line, exit 1."""
     (tmp_path / "f").write_text("x")
-    message = clicheck.fails(clicheck.run("data", "fashion-mnist", tmp_path / "f" / "sub" / "fm", "--per-class", "1", "-q"), 3)
+    message = clicheck.fails(
+        clicheck.run("data", "fashion-mnist", tmp_path / "f" / "sub" / "fm", "--per-class", "1", "-q"), 3
+    )
     assert message.startswith(str(tmp_path / "f")) and message.endswith(
         "; free disk space or fix the path's permissions and run the command again"
     )
@@ -152,28 +191,40 @@ def test_a_presplit_folder_with_another_folder_is_refused(tmp_path: Path) -> Non
         _folder(tmp_path / "d" / split)
     _folder(tmp_path / "d" / "unused")
     message = _train_fails(tmp_path, tmp_path / "d", code=3)
-    assert message == (f"{tmp_path / 'd'} has a train/ folder (a pre-split layout) beside other folders (unused); move those out, "
-                       "or rename train/ if it is a class")  # fmt: skip
+    assert message == (
+        f"{tmp_path / 'd'} has a train/ folder (a pre-split layout) beside other folders (unused); move those out, "
+        "or rename train/ if it is a class"
+    )
 
 
 def test_a_presplit_folder_with_an_empty_test_split_is_refused(tmp_path: Path) -> None:
     _folder(tmp_path / "d" / "train")
     (tmp_path / "d" / "test" / "a").mkdir(parents=True)
     message = _train_fails(tmp_path, tmp_path / "d", code=3)
-    assert message == f"{(tmp_path / 'd').resolve()}/test/ holds no images; add images to it, or remove the folder to split it off train"
+    assert (
+        message
+        == f"{(tmp_path / 'd').resolve()}/test/ holds no images; add images to it, or remove the folder to split it off train"
+    )
 
 
 def test_two_images_per_class_says_too_few(tmp_path: Path) -> None:
     message = _train_fails(tmp_path, _folder(tmp_path / "d", per_class=2), code=3)
-    assert message == (f"{(tmp_path / 'd').resolve()}: too few images to split (4 in 2 classes leave the train or val split empty); "
-                       "add at least 3 images per class")  # fmt: skip
+    assert message == (
+        f"{(tmp_path / 'd').resolve()}: too few images to split (4 in 2 classes leave the train or val split empty); "
+        "add at least 3 images per class"
+    )
 
 
 def test_csv_with_a_nul_byte_and_npz_with_zero_size_images(tmp_path: Path) -> None:
     (tmp_path / "n.csv").write_bytes(b"path,label\na/1.png\0,a\n")
-    assert _train_fails(tmp_path, tmp_path / "n.csv", code=3).startswith(f"{tmp_path / 'n.csv'} is not a readable CSV (")
+    assert _train_fails(tmp_path, tmp_path / "n.csv", code=3).startswith(
+        f"{tmp_path / 'n.csv'} is not a readable CSV ("
+    )
     np.savez(tmp_path / "z.npz", images=np.zeros((6, 0, 8, 3), np.uint8), labels=np.array([0, 1] * 3))
-    assert _train_fails(tmp_path, tmp_path / "z.npz", code=3) == f"{tmp_path / 'z.npz'}: images have zero size (0, 8); save real (N, H, W[, C]) pixels"
+    assert (
+        _train_fails(tmp_path, tmp_path / "z.npz", code=3)
+        == f"{tmp_path / 'z.npz'}: images have zero size (0, 8); save real (N, H, W[, C]) pixels"
+    )
 
 
 # ---- damaged run folders (item 11) ------------------------------------------------------------------------------------------
@@ -184,14 +235,18 @@ def run(tmp_path: Path, tiny_run: Path) -> Path:
     return Path(shutil.copytree(tiny_run, tmp_path / "r"))
 
 
-@pytest.mark.parametrize("damage", ["truncated-data-json", "non-integer-label", "label-out-of-range", "empty-split", "no-split"])
+@pytest.mark.parametrize(
+    "damage", ["truncated-data-json", "non-integer-label", "label-out-of-range", "empty-split", "no-split"]
+)
 def test_damaged_run_folders(run: Path, damage: str) -> None:
     train_csv = run / "splits" / "train.csv"
     fix = "the run folder is damaged: re-run `edgetl train` to write it again"
     if damage == "truncated-data-json":
         (run / "data.json").write_text((run / "data.json").read_text()[:40])
     elif damage in ("non-integer-label", "label-out-of-range"):
-        train_csv.write_text(train_csv.read_text().replace(",0\n", ",x\n" if damage == "non-integer-label" else ",99\n", 1))
+        train_csv.write_text(
+            train_csv.read_text().replace(",0\n", ",x\n" if damage == "non-integer-label" else ",99\n", 1)
+        )
     elif damage == "empty-split":
         train_csv.write_text("ref,label\n")
     else:
@@ -203,7 +258,7 @@ def test_damaged_run_folders(run: Path, damage: str) -> None:
         "label-out-of-range": f"{train_csv}:",
         "empty-split": f"{train_csv} lists no images; {fix}",
         "no-split": f"{run} has no splits/train.csv; is it an `edgetl train` run folder?",
-    }[damage]  # fmt: skip
+    }[damage]
     assert message.startswith(expected)
     if damage in ("non-integer-label", "label-out-of-range"):
         assert message.endswith(f": expected 'ref,label' with a label in 0..9; {fix}")
@@ -215,8 +270,10 @@ def test_images_gone_names_no_missing_option(tmp_path: Path, run: Path) -> None:
     meta["root"] = str(tmp_path / "gone")
     (run / "data.json").write_text(json.dumps(meta))
     message = clicheck.fails(clicheck.run("calibrate", run, "-q"), 3)
-    assert message == (f"the run's images under {tmp_path / 'gone'} are gone; restore them there (data.json records where they "
-                       "were), or re-run `edgetl train`")  # fmt: skip
+    assert message == (
+        f"the run's images under {tmp_path / 'gone'} are gone; restore them there (data.json records where they "
+        "were), or re-run `edgetl train`"
+    )
 
 
 @pytest.mark.slow
@@ -229,8 +286,13 @@ def test_a_deleted_calibration_image_is_one_line(tmp_path: Path, run: Path) -> N
     assert clicheck.run("calibrate", run, "--calib-size", "10", "-q").exit_code == 0
     victim = json.loads((run / "calibration.json").read_text())["refs"][3]
     (data_root / victim).unlink()
-    message = clicheck.fails(clicheck.run("convert", run, "--quant", "int8", "--rounding", "nearest", "--no-parity", "-q"), 3)
-    assert message == f"calibration image {data_root / victim} is gone; restore it, or run `edgetl calibrate` to choose a new set"
+    message = clicheck.fails(
+        clicheck.run("convert", run, "--quant", "int8", "--rounding", "nearest", "--no-parity", "-q"), 3
+    )
+    assert (
+        message
+        == f"calibration image {data_root / victim} is gone; restore it, or run `edgetl calibrate` to choose a new set"
+    )
     assert not list(run.glob("model_*.tflite")) and not list(run.glob(".convert-*"))
 
 
@@ -239,10 +301,15 @@ def test_convert_int8_refuses_a_model_and_card_from_another_run(run: Path, tmp_p
     """Lineage (convert's side): the card's labels must be the classes the run's splits were made with."""
     card_path = run / "model_card.json"
     card = json.loads(card_path.read_text())
-    labels = {"labels-renamed": [f"x{i}" for i in range(10)], "label-count": card["labels"][:9], "other-run": ["cat", "dog"]}[swap]
+    labels = {
+        "labels-renamed": [f"x{i}" for i in range(10)],
+        "label-count": card["labels"][:9],
+        "other-run": ["cat", "dog"],
+    }[swap]
     card["labels"] = labels
     card_path.write_text(json.dumps(card))
     message = clicheck.fails(clicheck.run("convert", run, "--quant", "int8", "--no-parity", "-q"), 3)
     assert message.startswith(f"{card_path} lists {len(labels)} labels (") and message.endswith(
-        "the model and card come from another run or were edited; copy the whole run folder again, or re-run `edgetl train`")
+        "the model and card come from another run or were edited; copy the whole run folder again, or re-run `edgetl train`"
+    )
     assert not list(run.glob("model_*.tflite")) and not (run / "calibration.json").exists()

@@ -93,7 +93,11 @@ def test_stage_shares_from_json_lines() -> None:
 
 
 def test_clean_makes_json_safe_values() -> None:
-    assert bench.clean({"a": float("nan"), "b": [Path("/x"), 1.5], 3: (float("inf"),)}) == {"a": None, "b": ["/x", 1.5], "3": [None]}
+    assert bench.clean({"a": float("nan"), "b": [Path("/x"), 1.5], 3: (float("inf"),)}) == {
+        "a": None,
+        "b": ["/x", 1.5],
+        "3": [None],
+    }
 
 
 def test_portable_paths() -> None:
@@ -109,53 +113,142 @@ def test_presets_full_does_more_than_quick() -> None:
 
 
 def test_goals_and_conversion_rows() -> None:
-    rows = [{"variant": "int8", "drop_pt": 0.4, "agreement": 0.996, "size_ratio": 0.305},
-            {"variant": "qat_int8", "drop_pt": 0.1, "agreement": 0.99, "size_ratio": 0.306}]  # fmt: skip
+    rows = [
+        {"variant": "int8", "drop_pt": 0.4, "agreement": 0.996, "size_ratio": 0.305},
+        {"variant": "qat_int8", "drop_pt": 0.1, "agreement": 0.99, "size_ratio": 0.306},
+    ]
     met = {g["goal"]: g["met"] for g in bench_train._goals(rows)}
-    assert met == {"int8 top-1 drop (pt)": False, "QAT-int8 top-1 drop (pt)": True, "int8 agreement with float": True,
-                   "qat_int8 agreement with float": False, "int8 size vs fp32": True}  # fmt: skip
-    converted = {"seconds": 10.0, "variants": [{"quantization": "fp32", "seconds": 3.0, "size_bytes": 100},
-                                               {"quantization": "int8", "seconds": 4.5, "size_bytes": 30}]}  # fmt: skip
+    assert met == {
+        "int8 top-1 drop (pt)": False,
+        "QAT-int8 top-1 drop (pt)": True,
+        "int8 agreement with float": True,
+        "qat_int8 agreement with float": False,
+        "int8 size vs fp32": True,
+    }
+    converted = {
+        "seconds": 10.0,
+        "variants": [
+            {"quantization": "fp32", "seconds": 3.0, "size_bytes": 100},
+            {"quantization": "int8", "seconds": 4.5, "size_bytes": 30},
+        ],
+    }
     steps = {r["step"]: r["seconds"] for r in bench_train.conversion_rows("m", converted)}
-    assert steps == {"fp32": 3.0, "int8": 4.5, "rest (export, QAT rebuild, read-back, cards)": 2.5, "total (convert call)": 10.0}
+    assert steps == {
+        "fp32": 3.0,
+        "int8": 4.5,
+        "rest (export, QAT rebuild, read-back, cards)": 2.5,
+        "total (convert call)": 10.0,
+    }
 
 
 def _results() -> dict:
     """A small canned result in the shape bench.py writes."""
     timing = {"median_ms": 1.0, "p95_ms": 2.0, "n": 10}
-    lat = [{"model": "0.35/96", "variant": v, "threads": 1, "invoke": timing, "scores": None if v == "keras" else timing,
-            "macs": 10_000_000, "speedup_vs_keras": 1.0, "speedup_vs_fp32": 1.0, "gmac_per_s": 10.0} for v in ("keras", "int8")]  # fmt: skip
-    train_row = {"name": "uncached", "epochs": 2, "head_seconds": 1.0, "head_images_per_s": 10.0, "speedup_vs_uncached": 1.0,
-                 "head_val_top1": 0.8, "final_val_top1": 0.85, "splits": {"train": 8, "val": 1, "test": 1},
-                 "fine_tune": {"epochs": 1, "seconds": 2.0, "images_per_s": 4.0, "trainable_layers": 52}}  # fmt: skip
-    acc = [{"variant": "float (Keras)", "top1": 0.9, "drop_pt": None, "agreement": None, "size_bytes": None, "size_ratio": None},
-           {"variant": "int8", "top1": 0.89, "drop_pt": 1.0, "agreement": 0.99, "size_bytes": 2048, "size_ratio": 0.3}]  # fmt: skip
-    pipe = {"model": "1.0/224 int8", "threads": 2, "pipeline_fps": 50.0, "bare_invoke_fps": 100.0, "ratio": 0.5, "runs": 1,
-            "shares": {"preprocess": 0.3, "invoke": 0.6, "postprocess": 0.05, "other": 0.05}}  # fmt: skip
+    lat = [
+        {
+            "model": "0.35/96",
+            "variant": v,
+            "threads": 1,
+            "invoke": timing,
+            "scores": None if v == "keras" else timing,
+            "macs": 10_000_000,
+            "speedup_vs_keras": 1.0,
+            "speedup_vs_fp32": 1.0,
+            "gmac_per_s": 10.0,
+        }
+        for v in ("keras", "int8")
+    ]
+    train_row = {
+        "name": "uncached",
+        "epochs": 2,
+        "head_seconds": 1.0,
+        "head_images_per_s": 10.0,
+        "speedup_vs_uncached": 1.0,
+        "head_val_top1": 0.8,
+        "final_val_top1": 0.85,
+        "splits": {"train": 8, "val": 1, "test": 1},
+        "fine_tune": {"epochs": 1, "seconds": 2.0, "images_per_s": 4.0, "trainable_layers": 52},
+    }
+    acc = [
+        {
+            "variant": "float (Keras)",
+            "top1": 0.9,
+            "drop_pt": None,
+            "agreement": None,
+            "size_bytes": None,
+            "size_ratio": None,
+        },
+        {"variant": "int8", "top1": 0.89, "drop_pt": 1.0, "agreement": 0.99, "size_bytes": 2048, "size_ratio": 0.3},
+    ]
+    pipe = {
+        "model": "1.0/224 int8",
+        "threads": 2,
+        "pipeline_fps": 50.0,
+        "bare_invoke_fps": 100.0,
+        "ratio": 0.5,
+        "runs": 1,
+        "shares": {"preprocess": 0.3, "invoke": 0.6, "postprocess": 0.05, "other": 0.05},
+    }
     return {
-        "meta": {"mode": "quick", "date": "2026-01-01 00:00 UTC", "wall_s": 60.0, "command": "python scripts/bench.py --quick",
-                 "loadavg_end": [1.0, 1.0, 1.0], "versions": {"tensorflow": "2.21.0"},
-                 "machine": {"cpu_model": "CPU", "logical_cpus": 2, "os": "Linux", "machine": "x86_64", "python": "3.11"}},
+        "meta": {
+            "mode": "quick",
+            "date": "2026-01-01 00:00 UTC",
+            "wall_s": 60.0,
+            "command": "python scripts/bench.py --quick",
+            "loadavg_end": [1.0, 1.0, 1.0],
+            "versions": {"tensorflow": "2.21.0"},
+            "machine": {"cpu_model": "CPU", "logical_cpus": 2, "os": "Linux", "machine": "x86_64", "python": "3.11"},
+        },
         "data": {"train_per_class": 1, "test_per_class": 1},
         "training": {"rows": [train_row], "image_size": 96, "epochs": 2},
-        "variants": {"qat_epochs": 1, "calibration_images": 10, "calibrate_seconds": 0.1, "calibration_feed_seconds": 0.2, "qat_seconds": 3.0},
-        "accuracy": {"rows": acc, "images": 10, "via": "edgetl.parity.run_parity (x)", "goals": bench_train._goals(acc)},
+        "variants": {
+            "qat_epochs": 1,
+            "calibration_images": 10,
+            "calibrate_seconds": 0.1,
+            "calibration_feed_seconds": 0.2,
+            "qat_seconds": 3.0,
+        },
+        "accuracy": {
+            "rows": acc,
+            "images": 10,
+            "via": "edgetl.parity.run_parity (x)",
+            "goals": bench_train._goals(acc),
+        },
         "latency": {"rows": lat, "repeats": 10, "rounds": 2, "frame": "640x480 BGR frame"},
         "latency_models": [{"name": "0.35/96", "weights": "none", "macs": 10_000_000}],
-        "runtime": {"video": {"frames": 60, "size": "640x480", "codec": "MJPG"},
-                    "pipeline": {"rows": [pipe], "goal_ratio": 0.95, "example_command": "edge-classify ..."},
-                    "cold_start": {"rows": [{"what": w, "code": "pass", "median_s": 0.1, "runs": 2} for w in "abc"],
-                                   "tf_over_edge": 30.0, "model": "$WORK/m.tflite"},
-                    "soak": {"command": "edge-classify --loop", "frames": 500, "fps": 40.0, "rss_first_mb": 100.0,
-                             "rss_last_mb": 101.0, "rss_growth_mb": 1.0}},
-        "conversion": bench_train.conversion_rows("0.35/96", {"seconds": 5.0, "variants": [{"quantization": "int8", "seconds": 2.0, "size_bytes": 2048}]}),
-    }  # fmt: skip
+        "runtime": {
+            "video": {"frames": 60, "size": "640x480", "codec": "MJPG"},
+            "pipeline": {"rows": [pipe], "goal_ratio": 0.95, "example_command": "edge-classify ..."},
+            "cold_start": {
+                "rows": [{"what": w, "code": "pass", "median_s": 0.1, "runs": 2} for w in "abc"],
+                "tf_over_edge": 30.0,
+                "model": "$WORK/m.tflite",
+            },
+            "soak": {
+                "command": "edge-classify --loop",
+                "frames": 500,
+                "fps": 40.0,
+                "rss_first_mb": 100.0,
+                "rss_last_mb": 101.0,
+                "rss_growth_mb": 1.0,
+            },
+        },
+        "conversion": bench_train.conversion_rows(
+            "0.35/96", {"seconds": 5.0, "variants": [{"quantization": "int8", "seconds": 2.0, "size_bytes": 2048}]}
+        ),
+    }
 
 
 def test_report_renders_every_section_with_goal_status() -> None:
     text = bench_report.render(_results())
-    for title in ("# Benchmarks", "## 1. Training speed", "## 2. Accuracy and size", "## 3. Latency per image",
-                  "## 4. Runtime pipeline", "## 5. Conversion"):  # fmt: skip
+    for title in (
+        "# Benchmarks",
+        "## 1. Training speed",
+        "## 2. Accuracy and size",
+        "## 3. Latency per image",
+        "## 4. Runtime pipeline",
+        "## 5. Conversion",
+    ):
         assert title in text
     assert "| int8 top-1 drop (pt) | ≤ 0.30 pt | 1.00 pt | **NOT met** |" in text
     assert "| int8 size vs fp32 | ≤ 0.310× | 0.300× | met |" in text
@@ -176,11 +269,33 @@ def test_report_without_qat_and_with_warm_soak() -> None:
 def test_report_adds_the_browser_preview_section_when_bench_serve_ran() -> None:
     results = _results()
     assert "## 6. Browser preview" not in bench_report.render(results)
-    samples = [{"serve": False, "fps": 100.0, "cpu_ms_per_frame": 5.0}, {"serve": True, "fps": 90.0, "cpu_ms_per_frame": 5.5, "viewer_fps": 14.9}]
-    results["serve"] = {"models": [{"model": "m.tflite", "video": {"frames": 300, "size": "640x480", "codec": "MJPG"}, "frames_per_run": 1500,
-                                    "threads": 1, "runs": 1, "skip_s": 1.0, "fps_without": 100.0, "fps_with_viewer": 90.0, "ratio": 0.9,
-                                    "cpu_ms_per_frame_without": 5.0, "cpu_ms_per_frame_with_viewer": 5.5, "cpu_ratio": 1.1, "viewer_fps": 14.9,
-                                    "samples": samples, "loadavg_end": [1.0, 1.0, 1.0], "nice": 0, "date": "2026-12-04 16:00 UTC"}]}  # fmt: skip
+    samples = [
+        {"serve": False, "fps": 100.0, "cpu_ms_per_frame": 5.0},
+        {"serve": True, "fps": 90.0, "cpu_ms_per_frame": 5.5, "viewer_fps": 14.9},
+    ]
+    results["serve"] = {
+        "models": [
+            {
+                "model": "m.tflite",
+                "video": {"frames": 300, "size": "640x480", "codec": "MJPG"},
+                "frames_per_run": 1500,
+                "threads": 1,
+                "runs": 1,
+                "skip_s": 1.0,
+                "fps_without": 100.0,
+                "fps_with_viewer": 90.0,
+                "ratio": 0.9,
+                "cpu_ms_per_frame_without": 5.0,
+                "cpu_ms_per_frame_with_viewer": 5.5,
+                "cpu_ratio": 1.1,
+                "viewer_fps": 14.9,
+                "samples": samples,
+                "loadavg_end": [1.0, 1.0, 1.0],
+                "nice": 0,
+                "date": "2026-12-04 16:00 UTC",
+            }
+        ]
+    }
     text = bench_report.render(results)
     assert text.index("## 5. Conversion") < text.index("## 6. Browser preview")
     assert "| pair 1 | 100.0 | 90.0 | 5.000 | 5.500 | 14.9 |" in text

@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from edgetl import calibration
-from edgetl import data
+from edgetl import calibration, data
+from edgetl.cli import main
 from edgetl.runtime import preprocess
 from edgetl.runtime.model_card import load_card
-from edgetl.cli import main
 
 
 def _items(per_class: dict[int, int]) -> list[tuple[str, int]]:
@@ -34,7 +32,9 @@ def test_selection_is_balanced_seeded_and_order_independent() -> None:
     assert len(chosen) == 30 and len(set(chosen)) == 30
     counts = Counter(label for _, label in chosen)
     assert max(counts.values()) - min(counts.values()) <= 1
-    assert Counter(label for _, label in chosen[:8]) == Counter({0: 2, 1: 2, 2: 2, 3: 2})  # interleaved: prefixes balanced
+    assert Counter(label for _, label in chosen[:8]) == Counter(
+        {0: 2, 1: 2, 2: 2, 3: 2}
+    )  # interleaved: prefixes balanced
     assert calibration.select_balanced(list(reversed(items)), 30, seed=5) == chosen
     assert calibration.select_balanced(items, 30, seed=6) != chosen
 
@@ -85,7 +85,9 @@ def test_asking_for_more_than_the_train_split_warns(tiny_run: Path, tmp_path: Pa
     train_size = len(_split_refs(run, "train"))
     result = CliRunner().invoke(main, ["calibrate", str(run), "--calib-size", "5000"])
     assert result.exit_code == 0
-    assert f"warning: the train split has only {train_size} images; calibrating on all of them, not 5000" in result.stderr
+    assert (
+        f"warning: the train split has only {train_size} images; calibrating on all of them, not 5000" in result.stderr
+    )
     assert json.loads((run / "calibration.json").read_text())["size"] == train_size
 
 
@@ -94,10 +96,16 @@ def test_calibrate_error_messages(tiny_run: Path, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and f"Directory '{tmp_path / 'nope'}' does not exist" in missing.output
     zero = CliRunner().invoke(main, ["calibrate", str(tiny_run), "--calib-size", "0"])
     assert zero.exit_code == 2
-    assert zero.stderr.strip().splitlines()[-1] == "Error: --calib-size must be >= 1 (got 0); a few hundred images is typical"
+    assert (
+        zero.stderr.strip().splitlines()[-1]
+        == "Error: --calib-size must be >= 1 (got 0); a few hundred images is typical"
+    )
     empty = CliRunner().invoke(main, ["calibrate", str(tmp_path)])
     assert empty.exit_code == 3
-    assert empty.stderr.strip() == f"Error: {tmp_path} has no model.keras and model_card.json; is it an `edgetl train` run folder?"
+    assert (
+        empty.stderr.strip()
+        == f"Error: {tmp_path} has no model.keras and model_card.json; is it an `edgetl train` run folder?"
+    )
 
 
 def test_representative_images_are_device_preprocessed_one_at_a_time(tiny_run: Path) -> None:

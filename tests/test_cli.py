@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-
 from edgetl.cli import main
 
 
@@ -30,8 +29,10 @@ def test_every_command_has_help(command: tuple[str, ...]) -> None:
 
 
 def test_help_does_not_import_tensorflow() -> None:
-    code = "import sys\nfrom edgetl.cli import main\ntry:\n  main(['--help'])\nexcept SystemExit:\n  pass\n" \
-           "print(sorted(m for m in ('tensorflow', 'tf_keras', 'cv2') if m in sys.modules))"
+    code = (
+        "import sys\nfrom edgetl.cli import main\ntry:\n  main(['--help'])\nexcept SystemExit:\n  pass\n"
+        "print(sorted(m for m in ('tensorflow', 'tf_keras', 'cv2') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip().splitlines()[-1] == "[]"
 

@@ -8,7 +8,6 @@ from typing import Iterator
 import click
 import pytest
 from click.testing import CliRunner
-
 from edgetl.cli import main
 from edgetl.config import CalibrationConfig, QatConfig, TrainConfig
 
@@ -24,12 +23,18 @@ OWNED_ELSEWHERE = {"parity"}  # the parity command's options are being reworked 
 
 
 def test_every_visible_option_has_help() -> None:
-    missing = [f"{path} {'/'.join(p.opts)}" for path, command in _commands(main) for p in command.params
-               if path not in OWNED_ELSEWHERE and isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()]  # fmt: skip
+    missing = [
+        f"{path} {'/'.join(p.opts)}"
+        for path, command in _commands(main)
+        for p in command.params
+        if path not in OWNED_ELSEWHERE and isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()
+    ]
     assert missing == []
 
 
-@pytest.mark.parametrize("command, config", [("train", TrainConfig), ("qat", QatConfig), ("calibrate", CalibrationConfig)])
+@pytest.mark.parametrize(
+    "command, config", [("train", TrainConfig), ("qat", QatConfig), ("calibrate", CalibrationConfig)]
+)
 def test_cli_defaults_are_the_dataclass_defaults(command: str, config: type) -> None:
     defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
     params = {p.name: p for p in main.commands[command].params if isinstance(p, click.Option) and p.expose_value}

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from edgetl.runtime import native_log
 from edgetl.cli import main
+from edgetl.runtime import native_log
 
 EDGETL = [sys.executable, "-m", "edgetl"]
 # What TensorFlow and LiteRT print natively on this CPU-only machine (issue #20).
-NATIVE = re.compile(r"oneDNN custom operations|Could not find cuda drivers|cuInit|absl::InitializeLog|XNNPACK delegate|^[IWEF]\d{4} ", re.M)
+NATIVE = re.compile(
+    r"oneDNN custom operations|Could not find cuda drivers|cuInit|absl::InitializeLog|XNNPACK delegate|^[IWEF]\d{4} ",
+    re.M,
+)
 TINY = ["--alpha", "0.35", "--image-size", "96", "--weights", "none", "--seed", "1"]
 
 
@@ -53,12 +55,17 @@ def test_missing_train_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pa
     """An [edge]-only install: find_spec cannot find tensorflow (simulated; scripts/ci_edge_only.sh runs it for real)."""
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
-    for args in (["train", str(tmp_path), "-o", str(tmp_path / "r")], ["qat", str(tmp_path)], ["convert", str(tmp_path)],
-                 ["parity", str(tmp_path)], ["weights", "install"]):  # fmt: skip
+    for args in (
+        ["train", str(tmp_path), "-o", str(tmp_path / "r")],
+        ["qat", str(tmp_path)],
+        ["convert", str(tmp_path)],
+        ["parity", str(tmp_path)],
+        ["weights", "install"],
+    ):
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 3, (args, result.output)
         assert result.output.strip().splitlines() == [
-            'Error: tensorflow is not installed: this command needs edgetl\'s train extra (TensorFlow); '
+            "Error: tensorflow is not installed: this command needs edgetl's train extra (TensorFlow); "
             'install it with: pip install "edgetl[train]"  (in a checkout: pip install ".[train]")'
         ]
 
@@ -67,13 +74,26 @@ def test_missing_train_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_quiet_commands_leave_stderr_empty(fm_folder: Path, tmp_path: Path) -> None:
     """train, qat, convert and parity with -q --json: results on stdout, nothing at all on stderr."""
     run = tmp_path / "run"
-    train = _edgetl("train", str(fm_folder), "-o", str(run), *TINY, "--epochs", "3", "--fine-tune-epochs", "1", "-q", "--json")
+    train = _edgetl(
+        "train", str(fm_folder), "-o", str(run), *TINY, "--epochs", "3", "--fine-tune-epochs", "1", "-q", "--json"
+    )
     assert train.returncode == 0 and train.stderr == "", train.stderr
     assert json.loads(train.stdout)["run"] == str(run)
     qat = _edgetl("qat", str(run), "--epochs", "1", "-q", "--json")
     assert qat.returncode == 0 and qat.stderr == "", qat.stderr
-    convert = _edgetl("convert", str(run), "--quant", "fp32,int8", "--rounding", "nearest", "--calib-size", "50",
-                      "--no-parity", "-q", "--json")  # fmt: skip
+    convert = _edgetl(
+        "convert",
+        str(run),
+        "--quant",
+        "fp32,int8",
+        "--rounding",
+        "nearest",
+        "--calib-size",
+        "50",
+        "--no-parity",
+        "-q",
+        "--json",
+    )
     assert convert.returncode == 0 and convert.stderr == "", convert.stderr
     parity = _edgetl("parity", str(run), "--models", "model_fp32.tflite", "-q", "--json")
     assert parity.returncode == 0 and parity.stderr == "", parity.stderr
@@ -89,7 +109,9 @@ def test_quiet_commands_leave_stderr_empty(fm_folder: Path, tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_stage_numbers_have_no_gap(fm_folder: Path, tmp_path: Path) -> None:
-    result = _edgetl("train", str(fm_folder), "-o", str(tmp_path / "run"), *TINY, "--epochs", "1", "--fine-tune-epochs", "0")
+    result = _edgetl(
+        "train", str(fm_folder), "-o", str(tmp_path / "run"), *TINY, "--epochs", "1", "--fine-tune-epochs", "0"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     stages = re.findall(r"^\[(\d)/(\d)\]", result.stderr, re.M)
     assert stages == [(str(i), "5") for i in range(1, 6)], result.stderr

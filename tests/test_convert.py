@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from edgetl import data
-from edgetl.runtime import decode, preprocess
-from edgetl.runtime.model_card import load_card, sha256_file
 from edgetl.cli import main
 from edgetl.config import ConvertConfig, IoType, Quantization, Rounding
+from edgetl.runtime import decode, preprocess
+from edgetl.runtime.model_card import load_card, sha256_file
 
 
 def _copy(run: Path, tmp: Path) -> Path:
@@ -108,7 +107,6 @@ def test_same_manifest_gives_byte_identical_int8(converted: tuple[Path, str], tm
 def test_every_variant_carries_standard_metadata_that_changes_no_output(converted: tuple[Path, str]) -> None:
     """Labels and normalisation inside each .tflite; its card's sha256 covers them; outputs are byte-identical without them."""
     from ai_edge_litert.interpreter import Interpreter
-
     from edgetl.runtime import metadata
 
     run, _ = converted
@@ -150,7 +148,9 @@ def test_debug_statistics_and_keep_float(tiny_run: Path, tmp_path: Path) -> None
     from edgetl.tflite_inspect import float_ops
 
     run = _copy(tiny_run, tmp_path)
-    config = ConvertConfig(run=str(run), quantizations=(Quantization.INT8,), calib_size=20, debug=True, keep_float=("Conv1",))
+    config = ConvertConfig(
+        run=str(run), quantizations=(Quantization.INT8,), calib_size=20, debug=True, keep_float=("Conv1",)
+    )
     result = convert(config)
     assert result.debug_csv == run / "int8_debug.csv"
     with open(result.debug_csv, newline="") as handle:
@@ -178,7 +178,9 @@ def test_int8_agrees_with_float_on_real_photos(trained_run: Path, tmp_path: Path
     from edgetl.convert import convert
 
     run = _copy(trained_run, tmp_path)
-    convert(ConvertConfig(run=str(run), quantizations=(Quantization.FP32, Quantization.INT8), rounding=Rounding.NEAREST))
+    convert(
+        ConvertConfig(run=str(run), quantizations=(Quantization.FP32, Quantization.INT8), rounding=Rounding.NEAREST)
+    )
     images, labels = _held_out(run)
     float_scores = _classify(run / "model_fp32.tflite", images)
     nearest = _classify(run / "model_int8.tflite", images)
@@ -213,16 +215,22 @@ def test_convert_error_messages(tiny_run: Path, tmp_path: Path) -> None:
     assert zero.exit_code == 2 and "--calib-size must be >= 1 (got 0)" in zero.output
     no_qat = run(str(tiny_run), "--quant", "qat-int8")
     assert no_qat.exit_code == 3
-    assert no_qat.stderr.strip() == (f"Error: {tiny_run} has no model_qat.keras; run `edgetl qat {tiny_run}` first, "
-                                     "or leave qat-int8 out of --quant")  # fmt: skip
+    assert no_qat.stderr.strip() == (
+        f"Error: {tiny_run} has no model_qat.keras; run `edgetl qat {tiny_run}` first, or leave qat-int8 out of --quant"
+    )
     debug = run(str(tiny_run), "--quant", "fp32", "--debug")
-    assert debug.exit_code == 2 and "--debug and --keep-float apply to the int8 variant; add int8 to --quant" in debug.output
+    assert (
+        debug.exit_code == 2
+        and "--debug and --keep-float apply to the int8 variant; add int8 to --quant" in debug.output
+    )
     assert "Traceback" not in missing.output + bad.output + zero.output + no_qat.output + debug.output
 
 
 def test_unknown_keep_float_layer_is_named(tiny_run: Path, tmp_path: Path) -> None:
     run = _copy(tiny_run, tmp_path)
-    result = CliRunner().invoke(main, ["convert", str(run), "--quant", "int8", "--calib-size", "10", "--keep-float", "Conv9", "--no-parity"])
+    result = CliRunner().invoke(
+        main, ["convert", str(run), "--quant", "int8", "--calib-size", "10", "--keep-float", "Conv9", "--no-parity"]
+    )
     assert result.exit_code == 2
     assert "Error: --keep-float Conv9: no such layer in the converted graph (layers look like Conv1, " in result.stderr
     assert not (run / "model_int8.tflite").exists()

@@ -19,7 +19,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from edgetl.runtime import decode
 from edgetl.runtime.decode import IMAGE_EXTENSIONS, ImageDecodeError
 
@@ -38,12 +37,26 @@ def _tiff(path: Path, width: int, height: int, rows_per_block: int = 1000) -> Pa
         parts.append(deflate.compress(bytes(width * rows)))
         done += rows
     strip = b"".join(parts) + deflate.flush()
-    entries = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, 8),
-               (277, 3, 1), (278, 4, height), (279, 4, len(strip))]  # fmt: skip
-    ifd = struct.pack("<H", len(entries)) + b"".join(
-        struct.pack("<HHI", tag, kind, 1) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
-        for tag, kind, value in entries
-    ) + struct.pack("<I", 0)
+    entries = [
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, 8),
+        (262, 3, 1),
+        (273, 4, 8),
+        (277, 3, 1),
+        (278, 4, height),
+        (279, 4, len(strip)),
+    ]
+    ifd = (
+        struct.pack("<H", len(entries))
+        + b"".join(
+            struct.pack("<HHI", tag, kind, 1)
+            + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
+            for tag, kind, value in entries
+        )
+        + struct.pack("<I", 0)
+    )
     path.write_bytes(b"II*\x00" + struct.pack("<I", 8 + len(strip)) + strip + ifd)
     return path
 
@@ -72,7 +85,7 @@ def _decode_in_fresh_process(path: Path) -> dict:
         "except decode.ImageDecodeError as exc:\n    error = str(exc)\n"
         "grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024\n"
         "print(json.dumps({'error': error, 'grown_mb': grown}))\n"
-    )  # fmt: skip
+    )
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
@@ -81,8 +94,10 @@ def _decode_in_fresh_process(path: Path) -> dict:
 def test_webp_bomb_is_refused_unread_in_bounded_memory() -> None:
     assert WEBP_BOMB.stat().st_size < 10_000 and decode.dimensions(np.fromfile(WEBP_BOMB, np.uint8)) == (16000, 16000)
     result = _decode_in_fresh_process(WEBP_BOMB)
-    assert result["error"] == (f"{WEBP_BOMB}: a 16000x16000 WebP (256 megapixels) is too large to decode (over 40; only JPEG "
-                               "and PNG shrink while decoding); downscale it or save it as JPEG/PNG")  # fmt: skip
+    assert result["error"] == (
+        f"{WEBP_BOMB}: a 16000x16000 WebP (256 megapixels) is too large to decode (over 40; only JPEG "
+        "and PNG shrink while decoding); downscale it or save it as JPEG/PNG"
+    )
     assert result["grown_mb"] < RSS_LIMIT_MB, result
 
 
@@ -94,11 +109,17 @@ def test_tiff_bomb_is_refused_unread_in_bounded_memory(tmp_path: Path) -> None:
     assert result["grown_mb"] < RSS_LIMIT_MB, result
 
 
-@pytest.mark.parametrize("name, header", [
-    ("bomb.bmp", b"BM" + bytes(12) + struct.pack("<Iii", 40, 16000, -16000) + bytes(28)),
-    ("bomb.pgm", b"P5\n# a comment\n16000 16000\n255\n"),
-    ("bomb.jpg", b"\xff\xd8\xff\xe0\x00\x04ab\xff\xc0\x00\x0b\x08" + struct.pack(">HH", 40000, 40000) + b"\x01\x01\x11\x00"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, header",
+    [
+        ("bomb.bmp", b"BM" + bytes(12) + struct.pack("<Iii", 40, 16000, -16000) + bytes(28)),
+        ("bomb.pgm", b"P5\n# a comment\n16000 16000\n255\n"),
+        (
+            "bomb.jpg",
+            b"\xff\xd8\xff\xe0\x00\x04ab\xff\xc0\x00\x0b\x08" + struct.pack(">HH", 40000, 40000) + b"\x01\x01\x11\x00",
+        ),
+    ],
+)
 def test_header_only_bombs_of_other_formats_are_refused(tmp_path: Path, name: str, header: bytes) -> None:
     (tmp_path / name).write_bytes(header + bytes(64))
     with pytest.raises(ImageDecodeError, match="megapixels.* too large to decode"):
@@ -120,9 +141,14 @@ def test_edge_classify_refuses_the_webp_bomb_with_one_line_and_bounded_memory(tm
         " capture_output=True, text=True)\n"
         "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)\n"
         "sys.stderr.write(done.stderr)\n"
-    )  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", code, str(GOLDEN_MODEL), str(WEBP_BOMB)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)  # fmt: skip
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(GOLDEN_MODEL), str(WEBP_BOMB)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     exit_code, peak_mb = map(int, done.stdout.split())
     assert exit_code == 4, done.stderr  # EXIT_SOURCE: nothing could be read
     assert "16000x16000 WebP (256 megapixels) is too large to decode" in done.stderr

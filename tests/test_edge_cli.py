@@ -20,7 +20,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from edgetl.runtime.__main__ import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_SOURCE, EXIT_USAGE, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,8 +29,23 @@ EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 IMAGES = sorted(EXPECTED["images"])
 EDGE_CLASSIFY = [sys.executable, "-m", "edgetl.runtime"]
 LINE_KEYS = {"time", "frame", "source", "top_k", "preprocess_ms", "invoke_ms", "total_ms", "prepared_ahead"}
-SUMMARY_KEYS = {"frames", "reason", "wall_s", "fps", "mean_ms", "p95_ms", "invoke_mean_ms", "dropped", "reconnects",
-                "skipped", "skipped_files", "rss_first_mb", "rss_warm_mb", "rss_last_mb", "exit_code"}  # fmt: skip
+SUMMARY_KEYS = {
+    "frames",
+    "reason",
+    "wall_s",
+    "fps",
+    "mean_ms",
+    "p95_ms",
+    "invoke_mean_ms",
+    "dropped",
+    "reconnects",
+    "skipped",
+    "skipped_files",
+    "rss_first_mb",
+    "rss_warm_mb",
+    "rss_last_mb",
+    "exit_code",
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +65,9 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(EDGE_CLASSIFY + ["--model", str(MODEL), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        EDGE_CLASSIFY + ["--model", str(MODEL), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 def lines(stdout: str) -> list[dict]:
@@ -81,7 +97,9 @@ def test_module_entry_point_prints_one_json_line_per_image(tmp_path: Path) -> No
         want = EXPECTED["images"][Path(frame["source"]).name]
         assert frame["top_k"][0]["label"] == want["top1"]
         for c in frame["top_k"]:
-            assert c["label"] == EXPECTED["labels"][c["index"]] and c["score"] == pytest.approx(want["scores"][c["index"]], abs=0.01)
+            assert c["label"] == EXPECTED["labels"][c["index"]] and c["score"] == pytest.approx(
+                want["scores"][c["index"]], abs=0.01
+            )
     assert "[edge-classify] summary (end of input): 8 frames, " in result.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary) == SUMMARY_KEYS
@@ -93,7 +111,10 @@ def test_module_entry_point_prints_one_json_line_per_image(tmp_path: Path) -> No
 def test_help_lists_the_exit_codes() -> None:
     result = subprocess.run(EDGE_CLASSIFY + ["--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    assert "Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 5 output not writable, 130 interrupted." in " ".join(result.stdout.split())
+    assert (
+        "Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 5 output not writable, 130 interrupted."
+        in " ".join(result.stdout.split())
+    )
 
 
 def test_images_from_files_and_folders_in_the_order_given(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -108,7 +129,9 @@ def test_images_from_files_and_folders_in_the_order_given(tmp_path: Path, capsys
     assert [f["top_k"][0]["label"] for f in frames] == ["green", "red", "stripes"]
 
 
-def test_unreadable_image_among_readable_ones_is_skipped_counted_and_listed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_unreadable_image_among_readable_ones_is_skipped_counted_and_listed(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     folder = tmp_path / "mixed"
     shutil.copytree(GOLDEN, folder, ignore=shutil.ignore_patterns("*.json", "*.tflite"))
     (folder / "03_broken.png").write_bytes((GOLDEN / "03_stripes.png").read_bytes()[:40])
@@ -131,28 +154,38 @@ def test_top_k_threshold_and_max_frames(capsys: pytest.CaptureFixture) -> None:
     # 0.74 sits >= 4 output steps (1/256) from every golden top score, so the ±0.01 golden tolerance cannot flip it
     code, frames, _ = classify(capsys, "--image", str(GOLDEN), "--top-k", "4", "--threshold", "0.74", "-q")
     confident = [len(f["top_k"]) for f in frames]
-    assert confident == [int(max(EXPECTED["images"][name]["scores"]) >= 0.74) for name in IMAGES] and 0 < sum(confident) < 8
+    assert (
+        confident == [int(max(EXPECTED["images"][name]["scores"]) >= 0.74) for name in IMAGES]
+        and 0 < sum(confident) < 8
+    )
     assert all(c["score"] >= 0.74 for f in frames for c in f["top_k"])
     code, frames, err = classify(capsys, "--image", str(GOLDEN), "--max-frames", "3")
     assert code == EXIT_OK and len(frames) == 3 and "summary (max-frames): 3 frames" in err
 
 
 def test_video_frames_are_all_classified_in_order(clip: Path, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    code, frames, _ = classify(capsys, "--video", str(clip), "--top-k", "1", "-q", "--summary-json", str(tmp_path / "s.json"))
+    code, frames, _ = classify(
+        capsys, "--video", str(clip), "--top-k", "1", "-q", "--summary-json", str(tmp_path / "s.json")
+    )
     assert code == EXIT_OK and [f["frame"] for f in frames] == list(range(60))
     assert {f["source"] for f in frames} == {str(clip)}
     assert [f["top_k"][0]["label"] for f in frames[:3]] == ["blue", "green", "red"]  # BGR frames read as BGR
     assert json.loads((tmp_path / "s.json").read_text())["frames"] == 60
 
 
-def test_video_tensors_prepared_on_the_reader_thread_score_as_in_the_loop(clip: Path, capsys: pytest.CaptureFixture) -> None:
+def test_video_tensors_prepared_on_the_reader_thread_score_as_in_the_loop(
+    clip: Path, capsys: pytest.CaptureFixture
+) -> None:
     """The reader thread builds each tensor ahead; top-k and scores must equal classify() on the same decoded frame."""
     from edgetl.runtime import Classifier, ClassifierOptions
 
     code, frames, _ = classify(capsys, "--video", str(clip), "--top-k", "4", "-q")
     assert code == EXIT_OK and all(f["prepared_ahead"] and f["preprocess_ms"] > 0 for f in frames)
     assert all(f["total_ms"] >= f["preprocess_ms"] + f["invoke_ms"] - 1e-3 for f in frames)
-    classifier, capture = Classifier(ClassifierOptions(model_path=str(MODEL), max_results=4)), cv2.VideoCapture(str(clip))
+    classifier, capture = (
+        Classifier(ClassifierOptions(model_path=str(MODEL), max_results=4)),
+        cv2.VideoCapture(str(clip)),
+    )
     for line in frames:
         ok, bgr = capture.read()
         assert ok
@@ -171,40 +204,75 @@ def test_video_tensors_prepared_on_the_reader_thread_score_as_in_the_loop(clip: 
     [
         (["--image", "x.png"], "Error: Missing option '--model'."),
         (["--model", "m.tflite"], "Error: give exactly one source: --camera, --video, --image or --rtsp"),
-        (["--model", "m.tflite", "--image", "x", "--video", "y"],
-         "Error: give exactly one source: --camera, --video, --image or --rtsp (got --video and --image)"),
-        (["--model", "m.tflite", "--image", "x", "--top-k", "two"], "Error: Invalid value for '--top-k': 'two' is not a valid integer."),
-        (["--model", "m.tflite", "--video", "a.avi", "b.avi"], "Error: unexpected argument 'b.avi': only --image takes several paths"),
-        (["--model", "m.tflite", "--video", "a.avi", "--csv", "out.csv"], "Error: --csv and --confusion classify a folder: add --image DIR"),
-        (["--model", "m.tflite", "--image", "x", "--serve", "localhost"],
-         "Error: Invalid value for '--serve': 'localhost' is not PORT or HOST:PORT; give e.g. 8080 (this machine only) or 0.0.0.0:8080 (the LAN)"),
+        (
+            ["--model", "m.tflite", "--image", "x", "--video", "y"],
+            "Error: give exactly one source: --camera, --video, --image or --rtsp (got --video and --image)",
+        ),
+        (
+            ["--model", "m.tflite", "--image", "x", "--top-k", "two"],
+            "Error: Invalid value for '--top-k': 'two' is not a valid integer.",
+        ),
+        (
+            ["--model", "m.tflite", "--video", "a.avi", "b.avi"],
+            "Error: unexpected argument 'b.avi': only --image takes several paths",
+        ),
+        (
+            ["--model", "m.tflite", "--video", "a.avi", "--csv", "out.csv"],
+            "Error: --csv and --confusion classify a folder: add --image DIR",
+        ),
+        (
+            ["--model", "m.tflite", "--image", "x", "--serve", "localhost"],
+            "Error: Invalid value for '--serve': 'localhost' is not PORT or HOST:PORT; give e.g. 8080 (this machine only) or 0.0.0.0:8080 (the LAN)",
+        ),
     ],
 )
 def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     result = subprocess.run(EDGE_CLASSIFY + args, capture_output=True, text=True, timeout=60)
     assert result.returncode == EXIT_USAGE and result.stdout == ""
-    assert result.stderr.startswith("Usage: edge-classify [OPTIONS] [PATH]...") and result.stderr.strip().endswith(message)
+    assert result.stderr.startswith("Usage: edge-classify [OPTIONS] [PATH]...") and result.stderr.strip().endswith(
+        message
+    )
 
 
 def test_version_and_edgetl_run_forwarding(capsys: pytest.CaptureFixture) -> None:
     from click.testing import CliRunner
-
-    from edgetl.runtime import __version__
     from edgetl.cli import main as edgetl
+    from edgetl.runtime import __version__
 
     result = subprocess.run(EDGE_CLASSIFY + ["--version"], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (0, f"edge-classify {__version__}\n", "")
-    result = CliRunner().invoke(edgetl, ["run", "--model", str(MODEL), "--image", str(GOLDEN / "02_red.png"), str(GOLDEN / "03_stripes.png"),
-                                         "--headless", "-q", "--top-k", "1"])  # fmt: skip
+    result = CliRunner().invoke(
+        edgetl,
+        [
+            "run",
+            "--model",
+            str(MODEL),
+            "--image",
+            str(GOLDEN / "02_red.png"),
+            str(GOLDEN / "03_stripes.png"),
+            "--headless",
+            "-q",
+            "--top-k",
+            "1",
+        ],
+    )
     assert result.exit_code == EXIT_OK, result.output
     assert [json.loads(line)["top_k"][0]["label"] for line in result.stdout.splitlines()] == ["red", "stripes"]
 
 
 def test_quiet_leaves_stderr_empty_even_the_native_xnnpack_line(clip: Path) -> None:
     """LiteRT's C++ "Created TensorFlow Lite XNNPACK delegate" goes to fd 2: only a real process shows it."""
-    shown = subprocess.run(EDGE_CLASSIFY + ["--model", str(MODEL), "--video", str(clip), "--headless", "--max-frames", "5"],
-                           capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, "EDGETL_NATIVE_LOGS": "1"})
-    assert shown.returncode == EXIT_OK and "XNNPACK" in shown.stderr  # the line this test is about exists (hidden by default since #20)
+    shown = subprocess.run(
+        EDGE_CLASSIFY + ["--model", str(MODEL), "--video", str(clip), "--headless", "--max-frames", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "EDGETL_NATIVE_LOGS": "1"},
+    )
+    assert (
+        shown.returncode == EXIT_OK and "XNNPACK" in shown.stderr
+    )  # the line this test is about exists (hidden by default since #20)
     loud = run("--video", str(clip), "--headless", "--max-frames", "5")
     assert loud.returncode == EXIT_OK and "XNNPACK" not in loud.stderr and "summary" in loud.stderr
     quiet = run("--video", str(clip), "--headless", "--max-frames", "5", "-q")
@@ -214,7 +282,10 @@ def test_quiet_leaves_stderr_empty_even_the_native_xnnpack_line(clip: Path) -> N
 def test_no_display_without_headless_exits_2(capsys: pytest.CaptureFixture) -> None:
     assert main(["--model", str(MODEL), "--image", str(GOLDEN)]) == EXIT_USAGE  # the test venv has headless OpenCV
     err = capsys.readouterr().err
-    assert "edge-classify: error: no display available (headless OpenCV or no $DISPLAY); add --headless for JSON lines on stdout" in err
+    assert (
+        "edge-classify: error: no display available (headless OpenCV or no $DISPLAY); add --headless for JSON lines on stdout"
+        in err
+    )
 
 
 def _model_copy(tmp_path: Path, data: bytes, card: dict) -> Path:
@@ -230,7 +301,10 @@ def test_unusable_model_or_card_exits_3(tmp_path: Path, capsys: pytest.CaptureFi
     model = _model_copy(tmp_path, truncated, {**card, "model_sha256": hashlib.sha256(truncated).hexdigest()})
     code, frames, err = classify(capsys, "--image", str(GOLDEN), model=model)
     assert (code, frames) == (EXIT_MODEL, [])
-    assert f"edge-classify: error: {model}: the interpreter cannot load it (The model is not a valid Flatbuffer buffer)" in err
+    assert (
+        f"edge-classify: error: {model}: the interpreter cannot load it (The model is not a valid Flatbuffer buffer)"
+        in err
+    )
     model = _model_copy(tmp_path, MODEL.read_bytes(), {**card, "model_sha256": "0" * 64})
     code, _, err = classify(capsys, "--image", str(GOLDEN), model=model)
     assert code == EXIT_MODEL and f"edge-classify: error: {model} does not match its card (sha256 " in err
@@ -245,24 +319,42 @@ def test_unusable_model_or_card_exits_3(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_no_interpreter_package_exits_3() -> None:
-    code = ("import sys; sys.modules['ai_edge_litert'] = sys.modules['tflite_runtime'] = None; "
-            "from edgetl.runtime.__main__ import main; sys.exit(main(sys.argv[1:]))")  # fmt: skip
-    result = subprocess.run([sys.executable, "-c", code, "--model", str(MODEL), "--image", str(GOLDEN), "--headless"],
-                            capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
+    code = (
+        "import sys; sys.modules['ai_edge_litert'] = sys.modules['tflite_runtime'] = None; "
+        "from edgetl.runtime.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "--model", str(MODEL), "--image", str(GOLDEN), "--headless"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert result.returncode == EXIT_MODEL and result.stdout == ""
-    assert "edge-classify: error: no TFLite interpreter is installed (" in result.stderr and "pip install ai-edge-litert" in result.stderr
+    assert (
+        "edge-classify: error: no TFLite interpreter is installed (" in result.stderr
+        and "pip install ai-edge-litert" in result.stderr
+    )
 
 
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        (["--camera", "1234"], "edge-classify: error: camera 1234 cannot be opened; check the cable/URL and that no other program holds it"),
+        (
+            ["--camera", "1234"],
+            "edge-classify: error: camera 1234 cannot be opened; check the cable/URL and that no other program holds it",
+        ),
         (["--camera", "front"], "edge-classify: error: --camera 'front': give a camera index (0, 1, ...) or 'picam'"),
         (["--video", "/nonexistent/clip.avi"], "edge-classify: error: /nonexistent/clip.avi: no such video file"),
-        (["--image", "/nonexistent/a.png"], "edge-classify: error: /nonexistent/a.png: no such file or folder; pass image files or a folder of them"),
+        (
+            ["--image", "/nonexistent/a.png"],
+            "edge-classify: error: /nonexistent/a.png: no such file or folder; pass image files or a folder of them",
+        ),
     ],
 )
-def test_source_that_cannot_be_opened_exits_4(source: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_source_that_cannot_be_opened_exits_4(
+    source: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     summary = tmp_path / "summary.json"
     code, frames, err = classify(capsys, *source, "--summary-json", str(summary))
     assert (code, frames) == (EXIT_SOURCE, [])
@@ -289,9 +381,24 @@ def test_all_images_unreadable_exits_4_and_lists_them(tmp_path: Path, capsys: py
 
 def test_ctrl_c_exits_130_with_the_summary(clip: Path, tmp_path: Path) -> None:
     summary = tmp_path / "summary.json"
-    cmd = EDGE_CLASSIFY + ["--model", str(MODEL), "--video", str(clip), "--loop", "--headless", "--summary-json", str(summary)]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # SIGINT may be inherited ignored (background jobs)
+    cmd = EDGE_CLASSIFY + [
+        "--model",
+        str(MODEL),
+        "--video",
+        str(clip),
+        "--loop",
+        "--headless",
+        "--summary-json",
+        str(summary),
+    ]
+    process = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # SIGINT may be inherited ignored (background jobs)
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.extend(process.stdout), daemon=True)  # a terminal: always read
     reader.start()
@@ -311,12 +418,22 @@ def test_ctrl_c_exits_130_with_the_summary(clip: Path, tmp_path: Path) -> None:
     assert data["exit_code"] == EXIT_INTERRUPTED and data["reason"] == "interrupted" and data["frames"] >= 100
     assert f"[edge-classify] summary (interrupted): {data['frames']} frames, " in err
     frames = [json.loads(line) for line in out]
-    assert [f["frame"] for f in frames] == list(range(len(frames))) and data["frames"] - 1 <= len(frames) <= data["frames"]
+    assert [f["frame"] for f in frames] == list(range(len(frames))) and data["frames"] - 1 <= len(frames) <= data[
+        "frames"
+    ]
 
 
 def test_piping_into_head_exits_0_without_a_traceback(clip: Path) -> None:
-    cmd = " ".join(EDGE_CLASSIFY + ["--model", str(MODEL), "--video", str(clip), "--loop", "--headless", "--max-frames", "100000"])
-    result = subprocess.run(["bash", "-c", f"{cmd} | head -1; exit ${{PIPESTATUS[0]}}"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    cmd = " ".join(
+        EDGE_CLASSIFY + ["--model", str(MODEL), "--video", str(clip), "--loop", "--headless", "--max-frames", "100000"]
+    )
+    result = subprocess.run(
+        ["bash", "-c", f"{cmd} | head -1; exit ${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
     assert result.returncode == EXIT_OK, result.stderr[-2000:]
     assert len(result.stdout.splitlines()) == 1 and json.loads(result.stdout)["frame"] == 0
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
@@ -328,13 +445,26 @@ def test_piping_into_head_exits_0_without_a_traceback(clip: Path) -> None:
 
 def _soak(clip: Path, tmp_path: Path, frames: int) -> dict:
     summary = tmp_path / "soak.json"
-    cmd = EDGE_CLASSIFY + ["--model", str(MODEL), "--video", str(clip), "--loop", "--headless", "-q",
-                           "--max-frames", str(frames), "--summary-json", str(summary)]  # fmt: skip
+    cmd = EDGE_CLASSIFY + [
+        "--model",
+        str(MODEL),
+        "--video",
+        str(clip),
+        "--loop",
+        "--headless",
+        "-q",
+        "--max-frames",
+        str(frames),
+        "--summary-json",
+        str(summary),
+    ]
     result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600, cwd=REPO)
     assert result.returncode == EXIT_OK, result.stderr[-2000:]
     data = json.loads(summary.read_text())
-    print(f"soak {frames} frames: rss first {data['rss_first_mb']}, after warm-up {data['rss_warm_mb']}, last {data['rss_last_mb']} MB, "
-          f"{data['fps']} FPS, p95 {data['p95_ms']} ms")  # fmt: skip
+    print(
+        f"soak {frames} frames: rss first {data['rss_first_mb']}, after warm-up {data['rss_warm_mb']}, last {data['rss_last_mb']} MB, "
+        f"{data['fps']} FPS, p95 {data['p95_ms']} ms"
+    )
     assert data["frames"] == frames and data["reason"] == "max-frames" and data["dropped"] == 0
     assert data["rss_warm_mb"] < data["rss_first_mb"] * 1.05, data  # the warm-up is small here
     assert data["rss_last_mb"] < data["rss_warm_mb"] * 1.05, data  # and after it, nothing grows

@@ -15,11 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from edgetl.runtime import Classifier, ClassifierOptions
 from edgetl.runtime.__main__ import EXIT_OK, EXIT_USAGE, main
-from edgetl.runtime.folder import wilson
 from edgetl.runtime.decode import decode_image
+from edgetl.runtime.folder import wilson
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
@@ -51,10 +50,26 @@ def per_image(root: Path, paths: list[str]) -> tuple[list[int], list[int]]:
     return truth, pred
 
 
-def test_class_folders_give_rows_accuracy_and_a_confusion_png(class_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_class_folders_give_rows_accuracy_and_a_confusion_png(
+    class_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out, png, summary = tmp_path / "out.csv", tmp_path / "confusion.png", tmp_path / "summary.json"
-    code = main(["--model", str(MODEL), "--image", str(class_tree), "--csv", str(out), "--confusion", str(png),
-                 "--summary-json", str(summary), "--top-k", "2"])  # fmt: skip
+    code = main(
+        [
+            "--model",
+            str(MODEL),
+            "--image",
+            str(class_tree),
+            "--csv",
+            str(out),
+            "--confusion",
+            str(png),
+            "--summary-json",
+            str(summary),
+            "--top-k",
+            "2",
+        ]
+    )
     stdout, err = capsys.readouterr()
     assert code == EXIT_OK and stdout == ""  # the rows are in the CSV, no JSON lines, no window needed
     rows = list(csv.reader(out.read_text().splitlines()))
@@ -68,7 +83,11 @@ def test_class_folders_give_rows_accuracy_and_a_confusion_png(class_tree: Path, 
     correct = sum(t == p for t, p in zip(truth, pred))
     data = json.loads(summary.read_text())
     accuracy = data["accuracy"]
-    assert accuracy["n"] == 14 and accuracy["correct"] == correct and accuracy["top1"] == pytest.approx(correct / 14, abs=1e-6)
+    assert (
+        accuracy["n"] == 14
+        and accuracy["correct"] == correct
+        and accuracy["top1"] == pytest.approx(correct / 14, abs=1e-6)
+    )
     assert accuracy["ci95"] == pytest.approx(list(wilson(correct, 14)), abs=1e-6) and accuracy["labels"] == labels
     expected_matrix = np.zeros((4, 4), int)
     np.add.at(expected_matrix, (truth, pred), 1)
@@ -80,10 +99,26 @@ def test_class_folders_give_rows_accuracy_and_a_confusion_png(class_tree: Path, 
     assert image is not None and image.shape[0] > 200 and image.shape[1] > 200 and float(image.std()) > 20
 
 
-def test_plain_folder_rows_without_accuracy_and_csv_to_stdout(fm_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_plain_folder_rows_without_accuracy_and_csv_to_stdout(
+    fm_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """Fashion-MNIST class names are not the golden model's labels: every photo gets a row, no accuracy is claimed."""
     summary = tmp_path / "s.json"
-    code = main(["--model", str(MODEL), "--image", str(fm_folder), "--csv", "-", "--top-k", "1", "-q", "--summary-json", str(summary)])
+    code = main(
+        [
+            "--model",
+            str(MODEL),
+            "--image",
+            str(fm_folder),
+            "--csv",
+            "-",
+            "--top-k",
+            "1",
+            "-q",
+            "--summary-json",
+            str(summary),
+        ]
+    )
     stdout, err = capsys.readouterr()
     rows = list(csv.reader(io.StringIO(stdout)))
     assert code == EXIT_OK and err == ""
@@ -93,25 +128,50 @@ def test_plain_folder_rows_without_accuracy_and_csv_to_stdout(fm_folder: Path, t
     assert "accuracy" not in json.loads(summary.read_text())
 
 
-def test_threshold_empties_csv_cells_but_accuracy_still_uses_the_argmax(class_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_threshold_empties_csv_cells_but_accuracy_still_uses_the_argmax(
+    class_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out, summary = tmp_path / "out.csv", tmp_path / "s.json"
-    assert main(["--model", str(MODEL), "--image", str(class_tree), "--csv", str(out), "--threshold", "0.99", "-q",
-                 "--summary-json", str(summary)]) == EXIT_OK  # fmt: skip
+    assert (
+        main(
+            [
+                "--model",
+                str(MODEL),
+                "--image",
+                str(class_tree),
+                "--csv",
+                str(out),
+                "--threshold",
+                "0.99",
+                "-q",
+                "--summary-json",
+                str(summary),
+            ]
+        )
+        == EXIT_OK
+    )
     rows = list(csv.reader(out.read_text().splitlines()))[1:]
     assert all(r[1:] == [""] * 6 for r in rows)  # no golden score reaches 0.99
     assert json.loads(summary.read_text())["accuracy"]["correct"] >= 8
 
 
-def test_folder_errors_exit_2_and_write_nothing(class_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_folder_errors_exit_2_and_write_nothing(
+    class_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     (class_tree / "purple").mkdir()
     shutil.copyfile(GOLDEN / "00_blue.png", class_tree / "purple" / "x.png")
     out = tmp_path / "out.csv"
     assert main(["--model", str(MODEL), "--image", str(class_tree), "--csv", str(out)]) == EXIT_USAGE
-    assert f"edge-classify: error: {class_tree}: sub-folders purple are not among the model's labels (blue, green, red, stripes); " \
-           "name each class folder as its label, or move the others out" in capsys.readouterr().err
+    assert (
+        f"edge-classify: error: {class_tree}: sub-folders purple are not among the model's labels (blue, green, red, stripes); "
+        "name each class folder as its label, or move the others out" in capsys.readouterr().err
+    )
     assert not out.exists()
     assert main(["--model", str(MODEL), "--image", str(GOLDEN), "--confusion", str(tmp_path / "c.png")]) == EXIT_USAGE
-    assert f"edge-classify: error: --confusion needs class sub-folders named like the model's labels in {GOLDEN}" in capsys.readouterr().err
+    assert (
+        f"edge-classify: error: --confusion needs class sub-folders named like the model's labels in {GOLDEN}"
+        in capsys.readouterr().err
+    )
     assert not (tmp_path / "c.png").exists()
 
 
@@ -126,10 +186,17 @@ def test_interrupted_folder_run_writes_no_csv(tmp_path: Path) -> None:
     for i in range(2000):  # hard links: 2,000 images to decode, one file on disk
         (folder / f"{i:04d}.png").hardlink_to(tmp_path / "noise.png")
     out = tmp_path / "out.csv"
-    process = subprocess.Popen([sys.executable, "-m", "edgetl.runtime", "--model", str(MODEL), "--image", str(folder), "--csv", str(out)],
-                               stderr=subprocess.PIPE, text=True, cwd=REPO, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgetl.runtime", "--model", str(MODEL), "--image", str(folder), "--csv", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     started = time.monotonic()
-    while "[edge-classify] source: " not in process.stderr.readline():  # the loop is running, Python's SIGINT handler too
+    while (
+        "[edge-classify] source: " not in process.stderr.readline()
+    ):  # the loop is running, Python's SIGINT handler too
         assert process.poll() is None and time.monotonic() - started < 60
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
@@ -147,23 +214,57 @@ def test_wilson_interval_known_values() -> None:
 
 
 @pytest.mark.slow
-def test_folder_accuracy_equals_parity_on_a_real_run(trained_run: Path, fm_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_folder_accuracy_equals_parity_on_a_real_run(
+    trained_run: Path, fm_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """The same int8 model and class folders: edge-classify's accuracy and matrix are parity's, to the image."""
     from click.testing import CliRunner
-
     from edgetl.cli import main as edgetl
 
     run = Path(shutil.copytree(trained_run, tmp_path / "run"))
-    result = CliRunner().invoke(edgetl, ["convert", str(run), "--quant", "int8", "--calib-size", "100", "--no-parity", "-q"])
+    result = CliRunner().invoke(
+        edgetl, ["convert", str(run), "--quant", "int8", "--calib-size", "100", "--no-parity", "-q"]
+    )
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(edgetl, ["parity", str(run), "--data", str(fm_folder), "--models", "model_int8.tflite", "--json", "-q",
-                                         "--max-drop", "100", "--min-agreement", "0", "--max-class-drop", "100"])  # fmt: skip
+    result = CliRunner().invoke(
+        edgetl,
+        [
+            "parity",
+            str(run),
+            "--data",
+            str(fm_folder),
+            "--models",
+            "model_int8.tflite",
+            "--json",
+            "-q",
+            "--max-drop",
+            "100",
+            "--min-agreement",
+            "0",
+            "--max-class-drop",
+            "100",
+        ],
+    )
     assert result.exit_code == 0, result.output
     parity = json.loads(result.stdout)["models"]["int8"]
     summary, out = tmp_path / "summary.json", tmp_path / "out.csv"
-    code = main(["--model", str(run / "model_int8.tflite"), "--image", str(fm_folder), "--csv", str(out), "-q", "--summary-json", str(summary)])
+    code = main(
+        [
+            "--model",
+            str(run / "model_int8.tflite"),
+            "--image",
+            str(fm_folder),
+            "--csv",
+            str(out),
+            "-q",
+            "--summary-json",
+            str(summary),
+        ]
+    )
     capsys.readouterr()
     accuracy = json.loads(summary.read_text())["accuracy"]
     assert code == EXIT_OK and len(out.read_text().splitlines()) - 1 == accuracy["n"] == parity["count"] == 400
     assert accuracy["top1"] == pytest.approx(parity["top1"], abs=1e-9) and accuracy["confusion"] == parity["confusion"]
-    print(f"int8 on {accuracy['n']} Fashion-MNIST photos: edge-classify {accuracy['top1']:.4f}, parity {parity['top1']:.4f}")
+    print(
+        f"int8 on {accuracy['n']} Fashion-MNIST photos: edge-classify {accuracy['top1']:.4f}, parity {parity['top1']:.4f}"
+    )

@@ -13,7 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from edgetl.runtime import Classifier, ClassifierOptions
 from edgetl.runtime.decode import decode_image
 

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgetl.runtime.classifier import Category, Classifier, ClassifierOptions, top_k
+from edgetl.runtime.decode import decode_image
 from edgetl.runtime.interpreter import INSTALL_HINT, ModelLoadError
 from edgetl.runtime.model_card import CardError, sha256_file
-from edgetl.runtime.decode import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
@@ -28,7 +27,16 @@ CARD = json.loads((GOLDEN / "golden_int8.json").read_text())
 EXPECTED = json.loads((GOLDEN / "expected.json").read_text())
 BLOCKED = ("tensorflow", "tf_keras", "keras")
 # What a Pi install has (the core dependencies click + numpy, and the edge extra): anything else imported by edge_runtime is a bug.
-EDGE_IMPORTS = {"click", "numpy", "cv2", "ai_edge_litert", "tflite_runtime", "picamera2", "flatbuffers", "edgetl.runtime"}
+EDGE_IMPORTS = {
+    "click",
+    "numpy",
+    "cv2",
+    "ai_edge_litert",
+    "tflite_runtime",
+    "picamera2",
+    "flatbuffers",
+    "edgetl.runtime",
+}
 
 WITHOUT_TF = r"""
 import contextlib, io, json, sys
@@ -69,8 +77,11 @@ def _copy_model(tmp_path: Path, card: dict | None = None, name: str = "model.tfl
 def test_runtime_classifies_and_runs_the_command_without_tensorflow(tmp_path: Path, block: bool) -> None:
     """Blocked: it works with no TensorFlow. Not blocked (TF is in the dev venv): nothing even tries it."""
     images = sorted(EXPECTED["images"])
-    code = WITHOUT_TF.format(blocked=BLOCKED if block else (), images=images,
-                             forbidden=("tensorflow", "tf_keras", "keras", "toolchain", "edge_runtime", "calibration"))  # fmt: skip
+    code = WITHOUT_TF.format(
+        blocked=BLOCKED if block else (),
+        images=images,
+        forbidden=("tensorflow", "tf_keras", "keras", "toolchain", "edge_runtime", "calibration"),
+    )
     result = _run_python(code, str(GOLDEN), str(tmp_path / "summary.json"))
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -124,7 +135,10 @@ sys.exit("no RuntimeMissingError")
     assert message.startswith("no TFLite interpreter is installed (ai_edge_litert.interpreter: ")
     assert "; tflite_runtime.interpreter: " in message
     assert message.endswith(f"); {INSTALL_HINT}")
-    assert INSTALL_HINT == "pip install ai-edge-litert (or, where no wheel exists for this platform, pip install tflite-runtime)"
+    assert (
+        INSTALL_HINT
+        == "pip install ai-edge-litert (or, where no wheel exists for this platform, pip install tflite-runtime)"
+    )
 
 
 # --- Classifier contract errors -----------------------------------------------------------------
@@ -135,8 +149,10 @@ def test_card_with_another_models_sha256_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CardError) as err:
         Classifier(ClassifierOptions(model_path=str(model)))
     actual = sha256_file(model)
-    assert str(err.value) == (f"{model} does not match its card (sha256 {actual[:12]}… vs abababababab… recorded): "
-                              "the copy is incomplete or the card belongs to another model; copy both again")  # fmt: skip
+    assert str(err.value) == (
+        f"{model} does not match its card (sha256 {actual[:12]}… vs abababababab… recorded): "
+        "the copy is incomplete or the card belongs to another model; copy both again"
+    )
     Classifier(ClassifierOptions(model_path=str(model), verify_checksum=False))  # the check is the only objection
 
 
@@ -144,22 +160,32 @@ def test_card_with_wrong_label_count_is_refused(tmp_path: Path) -> None:
     model = _copy_model(tmp_path, {**CARD, "labels": ["blue", "green", "red"]})
     with pytest.raises(CardError) as err:
         Classifier(ClassifierOptions(model_path=str(model)))
-    assert str(err.value) == f"{model} and its card disagree: the model has 4 outputs, the card lists 3 labels; use the card written with this model"
+    assert (
+        str(err.value)
+        == f"{model} and its card disagree: the model has 4 outputs, the card lists 3 labels; use the card written with this model"
+    )
 
 
 def test_card_with_wrong_input_size_is_refused(tmp_path: Path) -> None:
     model = _copy_model(tmp_path, {**CARD, "height": 64, "width": 48})
     with pytest.raises(CardError) as err:
         Classifier(ClassifierOptions(model_path=str(model)))
-    assert str(err.value) == f"{model} and its card disagree: the model takes 32x32, the card says 48x64; use the card written with this model"
+    assert (
+        str(err.value)
+        == f"{model} and its card disagree: the model takes 32x32, the card says 48x64; use the card written with this model"
+    )
 
 
 def test_card_with_wrong_input_dtype_or_scale_is_refused(tmp_path: Path) -> None:
     model = _copy_model(tmp_path, {**CARD, "input": {"dtype": "float32", "scale": 0.0, "zero_point": 0}})
-    with pytest.raises(CardError, match=r"the model's input is uint8, the card says float32; use the card written with this model$"):
+    with pytest.raises(
+        CardError, match=r"the model's input is uint8, the card says float32; use the card written with this model$"
+    ):
         Classifier(ClassifierOptions(model_path=str(model)))
     model.with_suffix(".json").write_text(json.dumps({**CARD, "input": {**CARD["input"], "scale": 0.5}}))
-    with pytest.raises(CardError, match=r"disagree on the input scale \(0\.00784314 vs 0\.5\); use the card written with this model$"):
+    with pytest.raises(
+        CardError, match=r"disagree on the input scale \(0\.00784314 vs 0\.5\); use the card written with this model$"
+    ):
         Classifier(ClassifierOptions(model_path=str(model)))
 
 
@@ -167,11 +193,15 @@ def test_model_without_a_card_beside_it_is_refused(tmp_path: Path) -> None:
     model = _copy_model(tmp_path)
     with pytest.raises(CardError) as err:
         Classifier(ClassifierOptions(model_path=str(model)))
-    assert str(err.value) == f"no model card at {tmp_path / 'model.json'}; pass --card or keep the .json beside the model"
+    assert (
+        str(err.value) == f"no model card at {tmp_path / 'model.json'}; pass --card or keep the .json beside the model"
+    )
     elsewhere = tmp_path / "cards" / "golden.json"
     elsewhere.parent.mkdir()
     shutil.copyfile(GOLDEN / "golden_int8.json", elsewhere)
-    assert Classifier(ClassifierOptions(model_path=str(model), card_path=str(elsewhere))).labels == tuple(CARD["labels"])
+    assert Classifier(ClassifierOptions(model_path=str(model), card_path=str(elsewhere))).labels == tuple(
+        CARD["labels"]
+    )
 
 
 @pytest.mark.parametrize("keep", [0.1, 0.5, 0.99])
@@ -182,8 +212,10 @@ def test_truncated_model_is_a_model_load_error(tmp_path: Path, keep: float) -> N
     model.with_suffix(".json").write_text(json.dumps({**CARD, "model_sha256": sha256_file(model)}))
     with pytest.raises(ModelLoadError) as err:
         Classifier(ClassifierOptions(model_path=str(model)))
-    assert str(err.value) == (f"{model}: the interpreter cannot load it (The model is not a valid Flatbuffer buffer); "
-                              "copy it again or re-run edgetl convert")  # fmt: skip
+    assert str(err.value) == (
+        f"{model}: the interpreter cannot load it (The model is not a valid Flatbuffer buffer); "
+        "copy it again or re-run edgetl convert"
+    )
 
 
 @pytest.mark.parametrize("content", [b"this is not a model\n" * 10, b"tiny"], ids=["text", "tiny"])
@@ -193,15 +225,20 @@ def test_non_tflite_file_is_a_model_load_error(tmp_path: Path, content: bytes) -
     model.with_suffix(".json").write_text(json.dumps(CARD))
     with pytest.raises(ModelLoadError) as err:
         Classifier(ClassifierOptions(model_path=str(model), verify_checksum=False))
-    assert str(err.value) == (f"{model}: not a TFLite model (no TFL3 header: truncated or another format); "
-                              "copy it again or re-run edgetl convert")  # fmt: skip
+    assert str(err.value) == (
+        f"{model}: not a TFLite model (no TFL3 header: truncated or another format); "
+        "copy it again or re-run edgetl convert"
+    )
 
 
 def test_missing_model_file_is_a_model_load_error(tmp_path: Path) -> None:
     (tmp_path / "gone.json").write_text(json.dumps(CARD))
     with pytest.raises(ModelLoadError) as err:
         Classifier(ClassifierOptions(model_path=str(tmp_path / "gone.tflite")))
-    assert str(err.value) == f"{tmp_path / 'gone.tflite'}: no such model file; pass the path of a .tflite written by edgetl convert"
+    assert (
+        str(err.value)
+        == f"{tmp_path / 'gone.tflite'}: no such model file; pass the path of a .tflite written by edgetl convert"
+    )
 
 
 # --- categories, top-k, threshold ---------------------------------------------------------------
@@ -216,7 +253,9 @@ def test_max_results_and_threshold_shape_the_categories() -> None:
     assert all(isinstance(c, Category) and c.label == CARD["labels"][c.index] for c in every)
     two = Classifier(ClassifierOptions(model_path=str(MODEL), max_results=2)).classify(image, "RGB")
     assert two == every[:2]
-    confident = Classifier(ClassifierOptions(model_path=str(MODEL), max_results=4, score_threshold=0.5)).classify(image, "RGB")
+    confident = Classifier(ClassifierOptions(model_path=str(MODEL), max_results=4, score_threshold=0.5)).classify(
+        image, "RGB"
+    )
     assert [c.label for c in confident] == ["blue"]
     nothing = Classifier(ClassifierOptions(model_path=str(MODEL), score_threshold=0.99)).classify(image, "RGB")
     assert nothing == []
@@ -245,7 +284,9 @@ def test_any_frame_layout_is_accepted_and_timed() -> None:
         classifier.classify(rgb.astype(np.float32), "RGB")
 
 
-@pytest.mark.parametrize("dtype,scale,zero_point", [("uint8", 1 / 127.5, 127), ("int8", 0.0078431, -1), ("float32", 0.0, 0)])
+@pytest.mark.parametrize(
+    "dtype,scale,zero_point", [("uint8", 1 / 127.5, 127), ("int8", 0.0078431, -1), ("float32", 0.0, 0)]
+)
 def test_fast_prepare_equals_the_composed_contract(dtype: str, scale: float, zero_point: int) -> None:
     """prepare() resizes before swapping channels and uses a lookup table; the tensor must not change."""
     from edgetl.runtime import preprocess as pp
@@ -255,7 +296,9 @@ def test_fast_prepare_equals_the_composed_contract(dtype: str, scale: float, zer
     spec = TensorSpec(dtype, scale, zero_point)
     for norm in (Normalization(), Normalization((123.7, 116.3, 103.5), (58.4, 57.1, 57.4))):
         for model_order in ("RGB", "BGR"):
-            card = ModelCard(("a", "b"), 60, 80, "m.tflite", "0" * 64, color_order=model_order, normalization=norm, input=spec)
+            card = ModelCard(
+                ("a", "b"), 60, 80, "m.tflite", "0" * 64, color_order=model_order, normalization=norm, input=spec
+            )
             for shape in ((480, 640, 3), (480, 640), (480, 640, 4), (30, 40, 3), (60, 80, 1)):
                 frame = rng.integers(0, 256, shape, dtype=np.uint8)
                 for order in ("BGR", "RGB"):

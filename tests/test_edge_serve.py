@@ -24,7 +24,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from edgetl.runtime.__main__ import EXIT_INTERRUPTED, EXIT_USAGE
 from edgetl.runtime.classifier import Category
 from edgetl.runtime.serve import PreviewHub, ServeError, parse_address
@@ -34,8 +33,16 @@ MODEL = REPO / "tests" / "golden" / "golden_int8.tflite"
 LABELS = tuple(json.loads((REPO / "tests" / "golden" / "golden_int8.json").read_text())["labels"])
 EDGE_CLASSIFY = [sys.executable, "-m", "edgetl.runtime"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +56,9 @@ def photo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert writer.isOpened()
     for photo in images[:12]:
         frame = np.full((240, 320, 3), 128, np.uint8)
-        frame[8:232, 48:272] = cv2.cvtColor(cv2.resize(photo, (224, 224), interpolation=cv2.INTER_LINEAR), cv2.COLOR_GRAY2BGR)
+        frame[8:232, 48:272] = cv2.cvtColor(
+            cv2.resize(photo, (224, 224), interpolation=cv2.INTER_LINEAR), cv2.COLOR_GRAY2BGR
+        )
         for _ in range(10):
             writer.write(frame)
     writer.release()
@@ -86,11 +95,29 @@ class Served:
     def __init__(self, clip: Path, *extra: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = EDGE_CLASSIFY + ["--model", str(MODEL), "--video", str(clip), "--loop", "--headless", "--serve", f"127.0.0.1:{self.port}", *extra]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+        cmd = EDGE_CLASSIFY + [
+            "--model",
+            str(MODEL),
+            "--video",
+            str(clip),
+            "--loop",
+            "--headless",
+            "--serve",
+            f"127.0.0.1:{self.port}",
+            *extra,
+        ]
+        self.process = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         self.lines: list[str] = []
-        threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()  # a terminal: always read
+        threading.Thread(
+            target=lambda: self.lines.extend(self.process.stdout), daemon=True
+        ).start()  # a terminal: always read
         deadline = time.monotonic() + 60
         while True:
             assert self.process.poll() is None, self.process.communicate()[1][-2000:]
@@ -129,7 +156,7 @@ def mjpeg_parts(url: str, count: int, timeout: float = 30) -> list[bytes]:
         while len(parts) < count:
             assert response.readline().strip() == b"--" + boundary
             headers = {}
-            while (line := response.readline().strip()):
+            while line := response.readline().strip():
                 key, value = line.decode().split(":", 1)
                 headers[key.lower()] = value.strip()
             assert headers["content-type"] == "image/jpeg"
@@ -156,29 +183,39 @@ def test_preview_page_stream_and_json_in_headless_chromium(photo_clip: Path, tmp
         assert '<img id="stream" src="/stream.mjpg"' in html
         assert re.search(r'<div id="label">(\w+) \d\.\d\d</div>', html).group(1) in LABELS
         if CHROMIUM is None:
-            pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it): the browser part was not run")
+            pytest.skip(
+                "chromium is not installed (apt-get install -y chromium; .ci/run installs it): the browser part was not run"
+            )
         _check_in_chromium(served.url + "/", tmp_path)
     finally:
         code, err = served.stop()
     assert code == EXIT_INTERRUPTED and "Traceback" not in err, err[-2000:]
     assert f"[edge-classify] preview: {served.url}/" in err and "[edge-classify] summary (interrupted): " in err
     assert port_is_released(served.port)  # released at exit
-    assert len(served.lines) > 0 and all(json.loads(line)["top_k"] for line in served.lines[:-1])  # --headless JSON lines went on
+    assert len(served.lines) > 0 and all(
+        json.loads(line)["top_k"] for line in served.lines[:-1]
+    )  # --headless JSON lines went on
 
 
 def _check_in_chromium(url: str, tmp_path: Path) -> None:
     """Screenshot (a frame is on screen: many non-background, varied pixels) and DOM (the label, updated by the script)."""
     shot = tmp_path / "page.png"
     chromium = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}"]
-    result = subprocess.run([*chromium, f"--screenshot={shot}", "--window-size=800,700", url], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*chromium, f"--screenshot={shot}", "--window-size=800,700", url], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
     image = cv2.imread(str(shot))
     assert image.shape[:2] == (700, 800)
     content = image[np.abs(image.astype(int) - 0x11).max(axis=2) > 12]  # pixels that are not the page's #111 background
     assert len(content) > 0.8 * 320 * 240, f"only {len(content)} non-background pixels: no frame on screen"
     assert float(content.std()) > 20
-    dom = subprocess.run([*chromium[:-1], f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+    dom = subprocess.run(
+        [*chromium[:-1], f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     label = re.search(r'<div id="label">(\w+) (\d\.\d\d)</div>', dom)
     assert label and label.group(1) in LABELS, dom[:2000]
     assert re.search(r'<div id="fps">[\d.]+ FPS, frame \d+</div>', dom), dom[:2000]  # written by the polling script
@@ -222,7 +259,9 @@ def test_viewers_coming_and_going_keep_memory_flat(photo_clip: Path) -> None:
         latest = served.latest()
     finally:
         code, err = served.stop()
-    print(f"preview RSS over 300 viewer cycles: {before:.1f} -> {after:.1f} MB ({refused} reconnects refused while 8 streams were counted)")
+    print(
+        f"preview RSS over 300 viewer cycles: {before:.1f} -> {after:.1f} MB ({refused} reconnects refused while 8 streams were counted)"
+    )
     assert code == EXIT_INTERRUPTED and err == "", err[-2000:]  # -q: nothing on stderr, with serving too
     assert latest["viewers"] == 0
     assert after < before + 5, (before, after)
@@ -233,10 +272,18 @@ def test_address_in_use_exits_2(photo_clip: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = subprocess.run(EDGE_CLASSIFY + ["--model", str(MODEL), "--video", str(photo_clip), "--headless", "--serve", str(port)],
-                                capture_output=True, text=True, timeout=60, cwd=REPO)  # fmt: skip
+        result = subprocess.run(
+            EDGE_CLASSIFY + ["--model", str(MODEL), "--video", str(photo_clip), "--headless", "--serve", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
     assert result.returncode == EXIT_USAGE and result.stdout == ""
-    assert f"edge-classify: error: --serve 127.0.0.1:{port}: cannot listen there (Address already in use); pick another port or address" in result.stderr
+    assert (
+        f"edge-classify: error: --serve 127.0.0.1:{port}: cannot listen there (Address already in use); pick another port or address"
+        in result.stderr
+    )
 
 
 # --- the hub: encode only for viewers, at a capped rate, latest frame only ----------------------
@@ -264,10 +311,17 @@ def test_hub_encodes_nothing_without_viewers_and_caps_the_rate_with_one(photo_cl
         seq, jpeg = hub.next_jpeg(0)
         decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         assert seq == hub.encoded and decoded.shape == frame.shape
-        assert float(np.abs(decoded[100:200, 100:250].astype(int) - frame[100:200, 100:250]).mean()) < 8  # the frame itself, under the overlay
+        assert (
+            float(np.abs(decoded[100:200, 100:250].astype(int) - frame[100:200, 100:250]).mean()) < 8
+        )  # the frame itself, under the overlay
         hub.leave_viewer()
-        assert hub.viewers == 0 and hub.next_jpeg(seq, timeout=0.1) == (seq, b"")  # the last JPEG is dropped with the last viewer
-        assert hub.latest()["recent"][0]["frame"] == 0  # the list keeps changes of label only: frame 1 repeated frame 0's answer
+        assert hub.viewers == 0 and hub.next_jpeg(seq, timeout=0.1) == (
+            seq,
+            b"",
+        )  # the last JPEG is dropped with the last viewer
+        assert (
+            hub.latest()["recent"][0]["frame"] == 0
+        )  # the list keeps changes of label only: frame 1 repeated frame 0's answer
     finally:
         hub.close()
 
@@ -284,7 +338,12 @@ def test_hub_refuses_viewers_past_the_limit() -> None:
 
 @pytest.mark.parametrize(
     ("text", "address"),
-    [("8080", ("127.0.0.1", 8080)), ("0.0.0.0:8080", ("0.0.0.0", 8080)), ("[::1]:9000", ("::1", 9000)), ("pi.local:80", ("pi.local", 80))],
+    [
+        ("8080", ("127.0.0.1", 8080)),
+        ("0.0.0.0:8080", ("0.0.0.0", 8080)),
+        ("[::1]:9000", ("::1", 9000)),
+        ("pi.local:80", ("pi.local", 80)),
+    ],
 )
 def test_parse_address(text: str, address: tuple[str, int]) -> None:
     assert parse_address(text) == address

@@ -17,7 +17,6 @@ from typing import Optional
 import cv2
 import numpy as np
 import pytest
-
 from edgetl.runtime import sources
 from edgetl.runtime.sources import Camera, Frame, LatestFrame, SourceError, VideoFile
 
@@ -110,7 +109,9 @@ def test_missing_or_undecodable_video_is_a_source_error(tmp_path: Path) -> None:
         VideoFile(str(tmp_path / "nope.avi"))
     junk = tmp_path / "junk.avi"
     junk.write_bytes(b"not a video" * 100)
-    with pytest.raises(SourceError, match=r"junk\.avi: OpenCV cannot open it as a video \(unknown container or codec\)$"):
+    with pytest.raises(
+        SourceError, match=r"junk\.avi: OpenCV cannot open it as a video \(unknown container or codec\)$"
+    ):
         VideoFile(str(junk))
 
 
@@ -176,7 +177,10 @@ def test_lost_camera_is_a_source_error_after_the_retries(reopen_opens: bool) -> 
         for frame in cam.frames():
             got.append(frame)
     cam.close()
-    assert str(err.value) == "camera 1 was lost and did not come back after 3 reconnects; check the cable/URL and that no other program holds it"
+    assert (
+        str(err.value)
+        == "camera 1 was lost and did not come back after 3 reconnects; check the cable/URL and that no other program holds it"
+    )
     assert cam.stats.reconnects == 3 and opener.calls == 4
     assert 0 < len(got) and len(got) + cam.stats.dropped == 5
     assert [f.index for f in got] == sorted({f.index for f in got}) and got[-1].index <= 4
@@ -188,7 +192,10 @@ def test_camera_that_never_opens_fails_at_once_without_retries() -> None:
     opener = Opener(FakeCapture(opened=False))
     with pytest.raises(SourceError) as err:
         Camera("rtsp://camera.local/stream", retries=5, backoff=5.0, opener=opener)
-    assert str(err.value) == "rtsp://camera.local/stream cannot be opened; check the cable/URL and that no other program holds it"
+    assert (
+        str(err.value)
+        == "rtsp://camera.local/stream cannot be opened; check the cable/URL and that no other program holds it"
+    )
     assert opener.calls == 1 and opener.captures[0].released
 
 
@@ -274,8 +281,14 @@ def test_image_folder_expansion_and_errors(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"x")
     (tmp_path / "sub").mkdir()
     assert [p.name for p in sources.expand_images([str(tmp_path)])] == ["a.JPG", "b.png"]
-    assert [p.name for p in sources.expand_images([str(tmp_path / "notes.txt"), str(tmp_path)])] == ["notes.txt", "a.JPG", "b.png"]
-    with pytest.raises(SourceError, match=r"missing\.png: no such file or folder; pass image files or a folder of them$"):
+    assert [p.name for p in sources.expand_images([str(tmp_path / "notes.txt"), str(tmp_path)])] == [
+        "notes.txt",
+        "a.JPG",
+        "b.png",
+    ]
+    with pytest.raises(
+        SourceError, match=r"missing\.png: no such file or folder; pass image files or a folder of them$"
+    ):
         sources.expand_images([str(tmp_path / "missing.png")])
     with pytest.raises(SourceError, match=r"^no image files in .*sub \(looked for \.bmp, \.dib, \.jpe, \.jpeg"):
         sources.expand_images([str(tmp_path / "sub")])

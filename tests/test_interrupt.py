@@ -11,15 +11,35 @@ import time
 from pathlib import Path
 
 import pytest
-
 from edgetl.runtime.model_card import load_card, sha256_file
 
 EDGETL = [sys.executable, "-m", "edgetl"]
 
 
 def _cmd(fm_folder: Path, run: Path, epochs: int) -> list[str]:
-    return EDGETL + ["train", str(fm_folder), "-o", str(run), "--weights", "none", "--alpha", "0.35", "--image-size", "32",
-                     "--epochs", str(epochs), "--fine-tune-epochs", "0", "--patience", str(epochs), "--cache-views", "0", "--max-per-class", "8", "-q"]  # fmt: skip
+    return EDGETL + [
+        "train",
+        str(fm_folder),
+        "-o",
+        str(run),
+        "--weights",
+        "none",
+        "--alpha",
+        "0.35",
+        "--image-size",
+        "32",
+        "--epochs",
+        str(epochs),
+        "--fine-tune-epochs",
+        "0",
+        "--patience",
+        str(epochs),
+        "--cache-views",
+        "0",
+        "--max-per-class",
+        "8",
+        "-q",
+    ]
 
 
 def _state(run: Path) -> dict:
@@ -44,8 +64,12 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path: Path, fm_folder: Path) -> N
     run = tmp_path / "run"
     # A shell's background jobs (nohup ... &, some CI runners) inherit SIGINT ignored, and Python
     # then never raises KeyboardInterrupt: give the child the default disposition, as a terminal does.
-    process = subprocess.Popen(_cmd(fm_folder, run, 12), stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    process = subprocess.Popen(
+        _cmd(fm_folder, run, 12),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while _state(run).get("head", {}).get("epoch", 0) < 2:
         assert process.poll() is None and time.monotonic() < deadline
@@ -56,7 +80,9 @@ def test_ctrl_c_saves_and_resume_continues(tmp_path: Path, fm_folder: Path) -> N
     assert f"continue with `edgetl train --resume {run}`" in stderr
     done = _state(run)["head"]["epoch"]
     assert 2 <= done < 12 and not run.exists()
-    resumed = subprocess.run(EDGETL + ["train", "--resume", str(run), "--json"], capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        EDGETL + ["train", "--resume", str(run), "--json"], capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-1500:]
     assert f"resuming head after epoch {done}" in resumed.stderr
     history = json.loads((run / "history.json").read_text())
@@ -71,7 +97,9 @@ def test_sigkill_at_random_moments_never_leaves_a_wrong_artifact(tmp_path: Path,
     rng = random.Random(0)
     run = tmp_path / "run"
     started = time.monotonic()  # one uninterrupted run sets the kill window, so kills land inside a run on any machine
-    subprocess.run(_cmd(fm_folder, run, 3), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=300)
+    subprocess.run(
+        _cmd(fm_folder, run, 3), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=300
+    )
     window = time.monotonic() - started
     _assert_consistent(run)
     subprocess.run(["rm", "-rf", str(run)], check=True)
@@ -93,7 +121,9 @@ def test_sigkill_at_random_moments_never_leaves_a_wrong_artifact(tmp_path: Path,
     print(f"{kills} SIGKILLs, {completed} completed runs, all consistent")
     assert kills >= 8
     if not run.exists():
-        final = subprocess.run(EDGETL + ["train", "--resume", str(run), "-q"], capture_output=True, text=True, timeout=300)
+        final = subprocess.run(
+            EDGETL + ["train", "--resume", str(run), "-q"], capture_output=True, text=True, timeout=300
+        )
         assert final.returncode == 0, final.stderr[-1500:]
     _assert_consistent(run)
     assert len(json.loads((run / "history.json").read_text())[0]["loss"]) == 3

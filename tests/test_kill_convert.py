@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from edgetl.runtime.model_card import load_card, sha256_file
 
 CONVERT = [sys.executable, "-m", "edgetl", "convert"]

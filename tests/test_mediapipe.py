@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from edgetl.runtime.model_card import load_card
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,8 +43,9 @@ def test_mediapipe_reads_the_labels_of_int8_and_fp32(tiny_run: Path, tmp_path: P
     (run / "labels.txt").write_text("\n".join(labels) + "\n")  # as edgetl train writes it
     convert(ConvertConfig(run=str(run), quantizations=(Quantization.FP32, Quantization.INT8), calib_size=16))
     env = {**os.environ, "MP_VENV": str(MP_VENV), "VENV": str(Path(sys.executable).parents[1])}
-    result = subprocess.run(["bash", "scripts/check_mediapipe.sh", str(run)], capture_output=True, text=True,
-                            timeout=300, cwd=REPO, env=env)  # fmt: skip
+    result = subprocess.run(
+        ["bash", "scripts/check_mediapipe.sh", str(run)], capture_output=True, text=True, timeout=300, cwd=REPO, env=env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert [r["model"] for r in report["results"]] == ["model_int8.tflite", "model_fp32.tflite"]

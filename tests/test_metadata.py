@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgetl.runtime import Classifier, ClassifierOptions, metadata
 from edgetl.runtime._vendor import metadata_schema_py_generated as schema
-from edgetl.runtime.model_card import CardError, load_card, sha256_file
 from edgetl.runtime.decode import decode_image
+from edgetl.runtime.model_card import CardError, load_card, sha256_file
 from edgetl.runtime.preprocess import prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,8 +149,13 @@ def test_damaged_or_missing_metadata_is_one_clear_error(tmp_path: Path, embedded
 def test_edge_classify_runs_a_model_whose_card_was_deleted(tmp_path: Path, embedded: bytes) -> None:
     model = _write(tmp_path, embedded)
     assert not model.with_suffix(".json").exists()
-    result = subprocess.run([sys.executable, "-m", "edgetl.runtime", "--model", str(model), "--image", str(GOLDEN), "--headless"],
-                            capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "edgetl.runtime", "--model", str(model), "--image", str(GOLDEN), "--headless"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert {Path(x["source"]).name: x["top_k"][0]["label"] for x in lines} == {

@@ -16,12 +16,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import clicheck
-from edgetl.runtime.model_card import sha256_file
+import pytest
 from edgetl import keras_file, model
 from edgetl.errors import RunFolderError
+from edgetl.runtime.model_card import sha256_file
 
 FIX = "re-run `edgetl train` (or `edgetl qat`) to write it again"
 
@@ -65,8 +64,10 @@ def test_hdf5_lambda_named_model_keras_never_runs(tmp_path: Path, run: Path, com
     marker = tmp_path / "ran"
     _swap_model(run, _hdf5_payload(tmp_path, marker))
     message = clicheck.fails(clicheck.run(command[0], run, *command[1:], "-q"), 3)
-    assert message == (f"{run / 'model.keras'} is a legacy HDF5 file, not a zip .keras model; edgetl never loads HDF5 models "
-                       f"(their Lambda layers run code on load): {FIX}")  # fmt: skip
+    assert message == (
+        f"{run / 'model.keras'} is a legacy HDF5 file, not a zip .keras model; edgetl never loads HDF5 models "
+        f"(their Lambda layers run code on load): {FIX}"
+    )
     assert not marker.exists()
     assert not list(run.glob("model_*.tflite")) and not (run / "model_qat.keras").exists()
 
@@ -77,7 +78,10 @@ def test_hdf5_payload_as_model_qat_keras_is_refused(tmp_path: Path, run: Path) -
 
     marker = tmp_path / "ran"
     card = json.loads((run / "model_card.json").read_text())
-    card.update(quantization="qat", extra={"qat": {"scheme": QAT_SCHEME}, "source": {"sha256": sha256_file(run / "model.keras")}})
+    card.update(
+        quantization="qat",
+        extra={"qat": {"scheme": QAT_SCHEME}, "source": {"sha256": sha256_file(run / "model.keras")}},
+    )
     (run / "model_qat.json").write_text(json.dumps(card))
     _swap_model(run, _hdf5_payload(tmp_path, marker), "model_qat.keras", "model_qat.json")
     message = clicheck.fails(clicheck.run("convert", run, "--quant", "qat-int8", "--no-parity", "-q"), 3)
@@ -104,16 +108,24 @@ def _first_dense(config: dict[str, Any]) -> dict[str, Any]:
     return next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
 
 
-def test_zip_naming_an_arbitrary_module_is_refused_before_import(tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_zip_naming_an_arbitrary_module_is_refused_before_import(
+    tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Keras would ``importlib.import_module`` a config's module; a module with import side effects never loads."""
     marker = tmp_path / "imported"
-    (tmp_path / "evil_layers.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nclass Dense: pass\n")
+    (tmp_path / "evil_layers.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nclass Dense: pass\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    path = _rewrite_config(tiny_run / "model.keras", tmp_path / "m.keras", lambda c: _first_dense(c).update(module="evil_layers"))
+    path = _rewrite_config(
+        tiny_run / "model.keras", tmp_path / "m.keras", lambda c: _first_dense(c).update(module="evil_layers")
+    )
     with pytest.raises(RunFolderError) as caught:
         model.load(str(path))
-    assert str(caught.value) == (f"{path} holds a Dense from module evil_layers, which edgetl does not build and never loads; "
-                                 "use a model made by `edgetl train` / `edgetl qat`")  # fmt: skip
+    assert str(caught.value) == (
+        f"{path} holds a Dense from module evil_layers, which edgetl does not build and never loads; "
+        "use a model made by `edgetl train` / `edgetl qat`"
+    )
     assert not marker.exists() and "evil_layers" not in sys.modules
 
 
@@ -121,13 +133,19 @@ def test_zip_naming_an_arbitrary_module_is_refused_before_import(tmp_path: Path,
     "edit, message",
     [
         (lambda c: _first_dense(c).update(class_name="TFOpLambda"), "holds a Lambda layer (Python code)"),
-        (lambda c: _first_dense(c)["config"].update(activation={"module": "os", "class_name": "function", "config": "system",
-                                                                 "registered_name": "function"}),  # fmt: skip
-         "holds a function from module os, which edgetl does not build"),
-        (lambda c: _first_dense(c).update(registered_name="Custom>Dense"), "holds a Dense from module keras.layers, which"),
+        (
+            lambda c: _first_dense(c)["config"].update(
+                activation={"module": "os", "class_name": "function", "config": "system", "registered_name": "function"}
+            ),
+            "holds a function from module os, which edgetl does not build",
+        ),
+        (
+            lambda c: _first_dense(c).update(registered_name="Custom>Dense"),
+            "holds a Dense from module keras.layers, which",
+        ),
     ],
     ids=["tf-op-lambda", "function-from-os", "custom-registered-name"],
-)  # fmt: skip
+)
 def test_zip_with_code_or_custom_objects_is_refused(tmp_path: Path, tiny_run: Path, edit: Any, message: str) -> None:
     path = _rewrite_config(tiny_run / "model.keras", tmp_path / "m.keras", edit)
     with pytest.raises(RunFolderError, match=f"^{path}: ?|^{path} ") as caught:
@@ -155,7 +173,7 @@ def test_files_that_are_not_an_edgetl_keras_zip(tmp_path: Path, tiny_run: Path, 
         "garbage": f"{path} is not a readable .keras model (File is not a zip file); {FIX}",
         "empty": f"{path} is not a zip .keras model (edgetl loads no other format); {FIX}",
         "missing": f"{path} does not exist; {FIX}",
-    }[kind]  # fmt: skip
+    }[kind]
     with pytest.raises(RunFolderError) as caught:
         model.load(str(path))
     assert str(caught.value) == expected
@@ -166,7 +184,15 @@ def test_models_edgetl_writes_pass_the_check(tiny_run: Path, tmp_path: Path) -> 
     from edgetl.config import Pooling, TrainConfig
 
     keras_file.check(tiny_run / "model.keras")
-    config = TrainConfig(data="x", output="y", alpha=0.35, image_size=32, weights="none", hidden_units=4, head_batchnorm=True,
-                         pooling=Pooling.MAX)  # fmt: skip
+    config = TrainConfig(
+        data="x",
+        output="y",
+        alpha=0.35,
+        image_size=32,
+        weights="none",
+        hidden_units=4,
+        head_batchnorm=True,
+        pooling=Pooling.MAX,
+    )
     model.build(config, 3).full.save(str(tmp_path / "m.keras"))
     assert model.load(str(tmp_path / "m.keras")).output_shape == (None, 3)

@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import edgetl
+import pytest
 
 
 def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -40,7 +39,9 @@ def test_a_users_calibration_py_in_the_working_directory_breaks_nothing(tmp_path
     result = _python(code, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "calibration.json"
-    cli = subprocess.run([sys.executable, "-m", "edgetl", "calibrate", "--help"], capture_output=True, text=True, cwd=tmp_path)
+    cli = subprocess.run(
+        [sys.executable, "-m", "edgetl", "calibrate", "--help"], capture_output=True, text=True, cwd=tmp_path
+    )
     assert cli.returncode == 0 and "calibration.json" in cli.stdout
 
 
@@ -58,7 +59,9 @@ def test_api_builds_configs_from_keywords_and_enum_strings() -> None:
     from edgetl.api import _config
     from edgetl.config import ConvertConfig, IoType, Quantization, Rounding, TrainConfig
 
-    convert = _config(ConvertConfig, None, {"run": "r", "quantizations": ["fp32", "int8"], "io": "int8", "rounding": "nearest"})
+    convert = _config(
+        ConvertConfig, None, {"run": "r", "quantizations": ["fp32", "int8"], "io": "int8", "rounding": "nearest"}
+    )
     assert convert.quantizations == (Quantization.FP32, Quantization.INT8)
     assert convert.io == IoType.INT8 and convert.rounding == Rounding.NEAREST
     base = TrainConfig(data="d", output="o")

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from edgetl.calibration.manifest import list_sha256
-from edgetl.runtime.model_card import load_card
 from edgetl.cli import main
+from edgetl.runtime.model_card import load_card
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +25,9 @@ pytestmark = pytest.mark.slow
 def converted(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trained run with fp16 and int8 variants, converted through the CLI (no parity yet)."""
     run = Path(shutil.copytree(trained_run, tmp_path_factory.mktemp("parity") / "run"))
-    result = CliRunner().invoke(main, ["convert", str(run), "--quant", "fp32,fp16,int8", "--calib-size", "100", "--no-parity", "-q"])
+    result = CliRunner().invoke(
+        main, ["convert", str(run), "--quant", "fp32,fp16,int8", "--calib-size", "100", "--no-parity", "-q"]
+    )
     assert result.exit_code == 0, result.output
     return run
 
@@ -34,8 +35,12 @@ def converted(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def _variant_only(run: Path, tmp: Path, variant: str) -> Path:
     """A run folder holding the float model and one .tflite variant."""
     out = tmp / f"only_{variant}"
-    variants = {p.name for p in run.glob("model_*.tflite")} | {p.with_suffix(".json").name for p in run.glob("model_*.tflite")}
-    shutil.copytree(run, out, ignore=lambda _, names: [n for n in names if n in variants or n.startswith(("parity.", "confusion_"))])
+    variants = {p.name for p in run.glob("model_*.tflite")} | {
+        p.with_suffix(".json").name for p in run.glob("model_*.tflite")
+    }
+    shutil.copytree(
+        run, out, ignore=lambda _, names: [n for n in names if n in variants or n.startswith(("parity.", "confusion_"))]
+    )
     for suffix in (".tflite", ".json"):
         shutil.copy(run / f"model_{variant}{suffix}", out / f"model_{variant}{suffix}")
     return out
@@ -65,20 +70,33 @@ def test_fp32_on_a_tiny_test_set_is_inconclusive_never_red(converted: Path, tmp_
     assert agreement["verdict"] == "inconclusive" and agreement["estimate"]["images_needed"] > 40
     assert "would resolve it" in agreement["detail"]
     md = (run / "parity.md").read_text()
-    assert md.startswith("# Parity: INCONCLUSIVE (gate: PASS under --inconclusive pass)") and "[?] fp32: agreement" in md
+    assert (
+        md.startswith("# Parity: INCONCLUSIVE (gate: PASS under --inconclusive pass)") and "[?] fp32: agreement" in md
+    )
     assert (run / "confusion_fp32.png").stat().st_size > 1000
     assert 'failures="0"' in junit.read_text() and "<skipped message=" in junit.read_text()
     names = {(c["model"], c["name"]) for c in report["checks"]}
-    assert {("fp32", "preprocessing contract"), ("fp32", "input tensor"), ("fp32", "top-1 drop"), ("fp32", "agreement"),
-            ("fp32", "per-class drop")} <= names  # fmt: skip
-    loose = CliRunner().invoke(main, ["parity", str(run), "--min-agreement", "80", "--max-drop", "fp32=20",
-                                      "--max-class-drop", "*=100", "--json"])  # fmt: skip
-    assert loose.exit_code == 0 and json.loads(loose.stdout)["verdict"] == "pass", loose.output  # 40/40 agree: >= 91% shown
+    assert {
+        ("fp32", "preprocessing contract"),
+        ("fp32", "input tensor"),
+        ("fp32", "top-1 drop"),
+        ("fp32", "agreement"),
+        ("fp32", "per-class drop"),
+    } <= names
+    loose = CliRunner().invoke(
+        main,
+        ["parity", str(run), "--min-agreement", "80", "--max-drop", "fp32=20", "--max-class-drop", "*=100", "--json"],
+    )
+    assert loose.exit_code == 0 and json.loads(loose.stdout)["verdict"] == "pass", (
+        loose.output
+    )  # 40/40 agree: >= 91% shown
     strict = CliRunner().invoke(main, ["parity", str(run), "--inconclusive", "fail", "--models", "fp32"])
     assert strict.exit_code == 4, strict.output
     assert strict.stderr.strip().splitlines()[-1].startswith("Error: fp32: ")
     assert "inconclusive" in strict.stderr and "Traceback" not in strict.output
-    assert (run / "parity_fp32.json").is_file() and json.loads((run / "parity.json").read_text())["config"]["models"] is None
+    assert (run / "parity_fp32.json").is_file() and json.loads((run / "parity.json").read_text())["config"][
+        "models"
+    ] is None
 
 
 def test_int8_through_the_device_path_is_close_to_float(converted: Path) -> None:
@@ -105,7 +123,10 @@ def test_wrong_normalisation_in_the_card_fails(converted: Path, tmp_path: Path) 
     _edit_card(run, "fp16", normalization={"mean": [0, 0, 0], "std": [255, 255, 255]})
     result = CliRunner().invoke(main, ["parity", str(run), "--json"])
     assert result.exit_code == 1
-    assert "Error: fp16: card says RGB [0, 1] (x / 255), the model was trained on RGB [-1, 1] (x / 127.5 - 1)" in result.output
+    assert (
+        "Error: fp16: card says RGB [0, 1] (x / 255), the model was trained on RGB [-1, 1] (x / 127.5 - 1)"
+        in result.output
+    )
     assert json.loads(result.stdout)["verdict"] == "fail"  # --json prints the whole report also when the gate fails
     assert "Traceback" not in result.output
     assert "# Parity: FAIL" in (run / "parity.md").read_text()
@@ -132,10 +153,25 @@ def test_int8_calibrated_on_one_constant_image_fails(converted: Path, tmp_path: 
     cv2.imwrite(str(tmp_path / "data" / "grey.png"), np.full((96, 96, 3), 128, np.uint8))
     refs, labels = ("grey.png",) * 20, (0,) * 20
     card = load_card(run / "model_card.json")
-    (run / "calibration.json").write_text(json.dumps({
-        "schema_version": 1, "split": "train", "seed": 0, "requested": 20, "size": 20, "class_names": list(card.labels),
-        "sha256": list_sha256(refs, labels), "refs": list(refs), "labels": list(labels), "per_class": {}}))  # fmt: skip
-    result = CliRunner().invoke(main, ["convert", str(run), "--quant", "int8", "--calib-size", "20", "--calib-seed", "0", "-q"])
+    (run / "calibration.json").write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "split": "train",
+                "seed": 0,
+                "requested": 20,
+                "size": 20,
+                "class_names": list(card.labels),
+                "sha256": list_sha256(refs, labels),
+                "refs": list(refs),
+                "labels": list(labels),
+                "per_class": {},
+            }
+        )
+    )
+    result = CliRunner().invoke(
+        main, ["convert", str(run), "--quant", "int8", "--calib-size", "20", "--calib-seed", "0", "-q"]
+    )
     assert result.exit_code == 1, result.output
     line = [text for text in result.output.splitlines() if text.startswith("Error: ")]
     assert line and line[0].startswith("Error: int8: "), result.output
@@ -165,8 +201,11 @@ def test_a_variant_from_another_run_is_refused(converted: Path, tiny_run: Path, 
         shutil.copy(foreign / f"model_fp16{suffix}", run / f"model_fp16{suffix}")
     result = CliRunner().invoke(main, ["parity", str(run)])
     assert result.exit_code == 3, result.output
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "Error: model_fp16.tflite was not converted from this run's model.keras (its card records sha256 ")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("Error: model_fp16.tflite was not converted from this run's model.keras (its card records sha256 ")
+    )
     run = _variant_only(converted, tmp_path / "b", "fp16")
     card = json.loads((run / "model_fp16.json").read_text())
     _edit_card(run, "fp16", labels=list(reversed(card["labels"])))

@@ -77,8 +77,13 @@ def test_unit_options_are_accepted_by_edge_classify(tmp_path):
     shutil.copy(GOLDEN / "golden_int8.tflite", models / "model_int8.tflite")
     shutil.copy(GOLDEN / "golden_int8.json", models / "model_int8.json")
     argv = [arg.replace("/home/%i", str(tmp_path)) for arg in _exec_start()[1:]]
-    result = subprocess.run([sys.executable, "-m", "edgetl.runtime", *argv, "--retries", "0"],
-                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgetl.runtime", *argv, "--retries", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == EXIT_SOURCE, result.stderr
     assert "picamera2" in result.stderr
     assert "Traceback" not in result.stderr

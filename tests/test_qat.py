@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from edgetl.runtime.model_card import load_card, sha256_file
 from edgetl.cli import main
 from edgetl.config import ConvertConfig, Quantization
+from edgetl.runtime.model_card import load_card, sha256_file
 
 
 def _pixels(run: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -27,8 +26,15 @@ def test_hub_backbone_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "hubrun"
     run.mkdir()
     (run / "model.keras").write_bytes(b"not read")
-    card = {"labels": ["a", "b"], "height": 96, "width": 96, "model_file": "model.keras", "model_sha256": "0" * 64,
-            "schema_version": 1, "extra": {"backbone": {"name": "hub:/models/mnv2"}}}  # fmt: skip
+    card = {
+        "labels": ["a", "b"],
+        "height": 96,
+        "width": 96,
+        "model_file": "model.keras",
+        "model_sha256": "0" * 64,
+        "schema_version": 1,
+        "extra": {"backbone": {"name": "hub:/models/mnv2"}},
+    }
     (run / "model_card.json").write_text(json.dumps(card))
     result = CliRunner().invoke(main, ["qat", str(run)])
     assert result.exit_code == 3
@@ -75,15 +81,17 @@ def test_qat_run_reloads_and_converts_to_full_integer(tiny_run: Path, tmp_path: 
 
 def _parity_judges_qat_int8_against_its_own_graph(run: Path) -> None:
     """Fidelity of qat_int8 is measured against model_qat.keras (what it was converted from), accuracy against model.keras."""
-    from edgetl.config import ParityConfig
     from edgetl.parity import run_parity
+    from edgetl.parity_config import ParityConfig
 
     result = run_parity(ParityConfig(run=str(run), models=("qat-int8",)))
     m, probs, labels = result.models["qat_int8"], result.probabilities, result.labels
     assert m["reference"] == "model_qat.keras" and m["accuracy_reference"] == "model.keras"
     own = float((probs["qat_int8"].argmax(1) == probs["model_qat.keras"].argmax(1)).mean())
     assert m["agreement"] == pytest.approx(own)
-    drop = 100 * float((probs["model.keras"].argmax(1) == labels).mean() - (probs["qat_int8"].argmax(1) == labels).mean())
+    drop = 100 * float(
+        (probs["model.keras"].argmax(1) == labels).mean() - (probs["qat_int8"].argmax(1) == labels).mean()
+    )
     assert m["drop_pt"] == pytest.approx(drop)
     assert np.abs(probs["qat_int8"] - probs["model_qat.keras"]).mean() == pytest.approx(m["mean_abs_dprob"], rel=1e-5)
 
@@ -98,7 +106,9 @@ def test_range_initialisation_keeps_a_real_model_accurate(trained_run: Path) -> 
     card = load_card(trained_run / "model_card.json")
     val, labels = _pixels(trained_run, "val")
     train, _ = _pixels(trained_run, "train")
-    float_top1 = float((feed.predict(model.load(str(trained_run / "model.keras")), val, card.normalization).argmax(1) == labels).mean())
+    float_top1 = float(
+        (feed.predict(model.load(str(trained_run / "model.keras")), val, card.normalization).argmax(1) == labels).mean()
+    )
     quantized = quantize(model.load(str(trained_run / "model.keras")))
     initialize_ranges(quantized, train, card, seed=0, batches=4)
     qat_top1 = float((feed.predict(quantized, val, card.normalization).argmax(1) == labels).mean())
@@ -118,7 +128,9 @@ def _tiny_float_model(seed: int = 0) -> object:
     for layer in net.layers:
         if isinstance(layer, k.layers.BatchNormalization):
             n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), rng.uniform(0.5, 2.0, n)])
+            layer.set_weights(
+                [rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), rng.uniform(0.5, 2.0, n)]
+            )
     return net
 
 
@@ -131,7 +143,9 @@ def test_batchnorm_folding_keeps_the_function() -> None:
     folded = fold_batchnorm(net)
     kinds = [type(layer).__name__ for layer in folded.layers]
     assert "BatchNormalization" not in kinds and kinds.count("DepthwiseConv2D") == 17 and kinds.count("Conv2D") == 35
-    assert all(layer.use_bias for layer in folded.layers if isinstance(layer, (k.layers.Conv2D, k.layers.DepthwiseConv2D)))
+    assert all(
+        layer.use_bias for layer in folded.layers if isinstance(layer, (k.layers.Conv2D, k.layers.DepthwiseConv2D))
+    )
     images = np.random.default_rng(1).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
     want, got = net.predict(images, verbose=0), folded.predict(images, verbose=0)
     assert np.abs(want - got).max() < 1e-4 and np.abs(want - net.predict(images[::-1], verbose=0)[::-1]).max() < 1e-4
@@ -140,11 +154,13 @@ def test_batchnorm_folding_keeps_the_function() -> None:
 def test_depthwise_kernels_are_fake_quantized_per_channel() -> None:
     """tfmot's own quantizer is per-tensor on depthwise kernels; a small-weight channel collapsed to zero."""
     import tensorflow as tf
-
     from edgetl import qat_scheme
 
     rng = np.random.default_rng(2)
-    kernel = rng.normal(0, 1, (3, 3, 4, 1)).astype(np.float32) * np.asarray([1e-3, 1.0, 0.1, 10.0], np.float32)[None, None, :, None]
+    kernel = (
+        rng.normal(0, 1, (3, 3, 4, 1)).astype(np.float32)
+        * np.asarray([1e-3, 1.0, 0.1, 10.0], np.float32)[None, None, :, None]
+    )
     quantized = qat_scheme.DepthwiseKernelQuantizer()(tf.constant(kernel), False, {}).numpy()
     for c in range(4):
         step = np.abs(kernel[:, :, c]).max() / 127
@@ -171,7 +187,6 @@ def test_dead_channel_bias_fits_int32_after_qat_conversion() -> None:
     """A conv channel with a ~zero kernel and a real bias: TFLite's bias (scale = input x weight scale) must not saturate."""
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
-
     from edgetl import model
     from edgetl.qat_scheme import quantize
 
@@ -180,7 +195,9 @@ def test_dead_channel_bias_fits_int32_after_qat_conversion() -> None:
     x = k.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")(inputs)
     x = k.layers.BatchNormalization(name="bn")(x)
     x = k.layers.ReLU(6.0, name="relu")(x)
-    net = k.Model(inputs, k.layers.Dense(2, activation="softmax", name="predictions")(k.layers.GlobalAveragePooling2D()(x)))
+    net = k.Model(
+        inputs, k.layers.Dense(2, activation="softmax", name="predictions")(k.layers.GlobalAveragePooling2D()(x))
+    )
     kernel = np.random.default_rng(0).normal(0, 0.3, (3, 3, 3, 4)).astype(np.float32)
     kernel[..., 1] = 1e-9  # dead channel
     net.get_layer("conv").set_weights([kernel])

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgetl import rounding
 
 SIZE = 24
@@ -43,7 +42,9 @@ def test_fake_quant_reads_uint8_pixels_as_the_converter_does() -> None:
     out = rounding.fake_quant(pixels / 127.5 - 1, "input", {})
     assert np.allclose(out, (pixels - 127) * 2 / 255, atol=1e-6)
     ranges = {"t": (0.0, 6.0)}
-    assert np.allclose(rounding.fake_quant(np.array([7.0, -1.0, 3.0]), "t", ranges), [6.0, 0.0, 6 / 255 * 128])  # 3.0 is step 127.5: up
+    assert np.allclose(
+        rounding.fake_quant(np.array([7.0, -1.0, 3.0]), "t", ranges), [6.0, 0.0, 6 / 255 * 128]
+    )  # 3.0 is step 127.5: up
 
 
 def _model(seed: int):
@@ -76,8 +77,14 @@ def _model(seed: int):
     for name in ("stem_bn", "dw_bn", "project_bn"):
         layer = model.get_layer(name)
         channels = layer.get_weights()[0].shape[0]
-        layer.set_weights([rng.uniform(0.5, 2.0, channels), rng.normal(0, 0.3, channels),
-                           rng.normal(0, 0.2, channels), rng.uniform(0.2, 3.0, channels)])  # fmt: skip
+        layer.set_weights(
+            [
+                rng.uniform(0.5, 2.0, channels),
+                rng.normal(0, 0.3, channels),
+                rng.normal(0, 0.2, channels),
+                rng.uniform(0.2, 3.0, channels),
+            ]
+        )
     dense = model.get_layer("logits")
     dense.set_weights([dense.get_weights()[0] * 8, dense.get_weights()[1]])  # confident enough to have a top-1
     return model
@@ -129,18 +136,26 @@ def tiny() -> dict:
     float_probs = model.predict(held_out / np.float32(127.5) - 1, verbose=0)
     rounded = graph.fold_batchnorm(model)
     report = rounding.round_weights(rounded, calibration / np.float32(127.5) - 1, _ranges(rounded, calibration))
-    return {"model": model, "rounded": rounded, "report": report, "calibration": calibration, "held_out": held_out,
-            "float": float_probs, "gptq_bytes": _int8(rounded, calibration)}  # fmt: skip
+    return {
+        "model": model,
+        "rounded": rounded,
+        "report": report,
+        "calibration": calibration,
+        "held_out": held_out,
+        "float": float_probs,
+        "gptq_bytes": _int8(rounded, calibration),
+    }
 
 
 def _ranges(model, calibration: np.ndarray) -> dict:
     import tensorflow as tf
-
     from edgetl.convert import calibrated_ranges
 
     with tempfile.TemporaryDirectory() as tmp:
         model.export(str(Path(tmp) / "saved"))
-        return calibrated_ranges(tf, Path(tmp) / "saved", lambda: ([image[None] / np.float32(127.5) - 1] for image in calibration))
+        return calibrated_ranges(
+            tf, Path(tmp) / "saved", lambda: ([image[None] / np.float32(127.5) - 1] for image in calibration)
+        )
 
 
 def test_the_converter_writes_the_rounded_integers_unchanged(tiny: dict) -> None:

@@ -13,9 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 import clicheck
+import pytest
 from edgetl import data
 
 TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "--max-per-class", "8", "-q"]
@@ -41,7 +40,9 @@ def relative_run(tmp_path: Path, fm_folder: Path, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.slow
-def test_relative_data_run_works_from_another_cwd_and_moved(relative_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_data_run_works_from_another_cwd_and_moved(
+    relative_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     meta = json.loads((relative_run / "data.json").read_text())
     assert meta["root"] == str(tmp_path / "work" / "data") and meta["paths"] == "relative-to-root"
     rows = (relative_run / "splits" / "train.csv").read_text().splitlines()[1:]
@@ -64,12 +65,25 @@ def test_relative_data_run_works_from_another_cwd_and_moved(relative_run: Path, 
     second = _int8(moved)
     assert json.loads((moved / "calibration.json").read_text())["sha256"] == manifest["sha256"]
     assert second == first  # byte-identical int8, whatever the cwd or the run's place
-    result = clicheck.run("parity", moved, "--models", "model_int8.tflite", "--max-drop", "100", "--min-agreement", "0",
-                          "--max-class-drop", "100", "-q")  # fmt: skip
+    result = clicheck.run(
+        "parity",
+        moved,
+        "--models",
+        "model_int8.tflite",
+        "--max-drop",
+        "100",
+        "--min-agreement",
+        "0",
+        "--max-class-drop",
+        "100",
+        "-q",
+    )
     # parity reads the moved run's test split and runs its checks (at 32 px a check may fail on its numbers, not on paths)
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert result.exit_code == 0 or (len(errors) == 1 and errors[0].startswith("Error: int8: ")), result.output
-    assert (moved / "parity_int8.json").is_file()  # the checks ran on the moved run's test split (a --models subset keeps parity.json)
+    assert (
+        moved / "parity_int8.json"
+    ).is_file()  # the checks ran on the moved run's test split (a --models subset keeps parity.json)
 
 
 def _int8(run: Path) -> bytes:
@@ -97,7 +111,9 @@ def test_an_edited_split_cannot_leave_the_data_root(tmp_path: Path, tiny_run: Pa
     assert got.startswith(f"{run / 'splits' / 'test.csv'}:2: " + message.format(root=root))
 
 
-def test_a_run_folder_from_an_older_edgetl_still_reads(tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_folder_from_an_older_edgetl_still_reads(
+    tmp_path: Path, tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Absolute paths (older layout) are read while under the root; cwd-relative ones only from their cwd."""
     run = tmp_path / "r"
     shutil.copytree(tiny_run, run)
@@ -118,5 +134,7 @@ def test_a_run_folder_from_an_older_edgetl_still_reads(tmp_path: Path, tiny_run:
     assert Path(data.load_split(run, "test")[1][0].ref).is_file()
     monkeypatch.chdir(tmp_path)
     message = clicheck.fails(clicheck.run("calibrate", run, "-q"), 3)
-    assert message == (f"{run / 'splits' / 'train.csv'}:2: this run folder (an older edgetl) records image paths relative to the "
-                       "directory it was trained from; run the command from there, or re-run `edgetl train` to write it again")  # fmt: skip
+    assert message == (
+        f"{run / 'splits' / 'train.csv'}:2: this run folder (an older edgetl) records image paths relative to the "
+        "directory it was trained from; run the command from there, or re-run `edgetl train` to write it again"
+    )

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgetl import cache, data, distribute
 from edgetl.config import Strategy
 from edgetl.errors import ConfigError
-
 
 
 def _items(folder: Path) -> tuple[data.Dataset, list[data.Item]]:
@@ -61,7 +59,9 @@ def test_worker_roles_and_equal_shards(monkeypatch: pytest.MonkeyPatch) -> None:
     cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
     assert distribute.worker_from_env(Strategy.MULTI_WORKER) == distribute.Worker(1, 2, False)
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"], **cluster}, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"], **cluster}, "task": {"type": "worker", "index": 0}})
+    )
     assert distribute.worker_from_env(Strategy.MULTI_WORKER) == distribute.Worker(1, 3, False)  # a chief exists
     shards = [distribute.shard(11, distribute.Worker(i, 3, i == 0)) for i in range(3)]
     assert [len(s) for s in shards] == [3, 3, 3] and not set(shards[0]) & set(shards[1])
@@ -85,13 +85,43 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
     """A real MultiWorkerMirroredStrategy run: two processes, each its shard; only the chief writes the run."""
     hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     run = tmp_path / "mw"
-    args = [sys.executable, "-m", "edgetl", "train", str(fm_folder), "-o", str(run), "--strategy", "multi-worker",
-            "--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "2", "--fine-tune-epochs", "1",
-            "--max-per-class", "8", "--batch-size", "8", "--cache-views", "1", "--json"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "edgetl",
+        "train",
+        str(fm_folder),
+        "-o",
+        str(run),
+        "--strategy",
+        "multi-worker",
+        "--weights",
+        "none",
+        "--alpha",
+        "0.35",
+        "--image-size",
+        "32",
+        "--epochs",
+        "2",
+        "--fine-tune-epochs",
+        "1",
+        "--max-per-class",
+        "8",
+        "--batch-size",
+        "8",
+        "--cache-views",
+        "1",
+        "--json",
+    ]
     procs = []
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})}
-        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path))
+        env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}),
+        }
+        procs.append(
+            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        )
     outputs = [p.communicate(timeout=900) for p in procs]
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
@@ -106,12 +136,22 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
     assert "the chief writes the run" in logs[1]
     summaries = [json.loads(out) for out, _ in outputs]
     assert summaries[0]["test_top1"] == summaries[1]["test_top1"]  # one model, in sync
-    expected = {"config.json", "data.json", "splits", "model.keras", "model_card.json", "labels.txt", "history.json",
-                "metrics.json", "learning_curves.png", "confusion_test.png"}  # fmt: skip
+    expected = {
+        "config.json",
+        "data.json",
+        "splits",
+        "model.keras",
+        "model_card.json",
+        "labels.txt",
+        "history.json",
+        "metrics.json",
+        "learning_curves.png",
+        "confusion_test.png",
+    }
     assert {p.name for p in run.iterdir()} == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mw"]  # no worker folder left behind
-    from edgetl.runtime.model_card import load_card
     from edgetl import model
+    from edgetl.runtime.model_card import load_card
 
     card = load_card(run / "model_card.json")
     assert card.extra["training"]["epochs_run"] == [2, 1]
@@ -128,9 +168,19 @@ def test_qat_trains_in_float32_after_float16_training(tmp_path: Path, fm_folder:
     from edgetl.qat_scheme import load_qat
     from edgetl.train import train
 
-    config = TrainConfig(data=str(fm_folder), output=str(tmp_path / "run"), weights="none", alpha=0.35, image_size=32,
-                         epochs=1, fine_tune_epochs=0, cache_views=1, max_per_class=6, batch_size=8,
-                         mixed_precision=MixedPrecision.FLOAT16)  # fmt: skip
+    config = TrainConfig(
+        data=str(fm_folder),
+        output=str(tmp_path / "run"),
+        weights="none",
+        alpha=0.35,
+        image_size=32,
+        epochs=1,
+        fine_tune_epochs=0,
+        cache_views=1,
+        max_per_class=6,
+        batch_size=8,
+        mixed_precision=MixedPrecision.FLOAT16,
+    )
     trained = train(config)
     from edgetl.runtime.model_card import load_card
 
@@ -139,20 +189,25 @@ def test_qat_trains_in_float32_after_float16_training(tmp_path: Path, fm_folder:
     result = qat(QatConfig(run=str(trained.run_dir), epochs=1, batch_size=8))
     assert result.metrics["test"]["count"] > 0
     quantized = load_qat(trained.run_dir)
-    assert {w.dtype.name for w in quantized.weights if w.dtype.is_floating} == {"float32"}  # (int32: tfmot's step counters)
+    assert {w.dtype.name for w in quantized.weights if w.dtype.is_floating} == {
+        "float32"
+    }  # (int32: tfmot's step counters)
     assert {layer.compute_dtype for layer in quantized.layers if layer.weights} == {"float32"}
     out = quantized(np.zeros((2, 32, 32, 3), np.float32), training=False)
     assert out.dtype.name == "float32"
     assert model.keras().mixed_precision.global_policy().name == "float32"  # QAT switched the process to float32
 
 
-def test_multi_worker_without_tf_config_is_one_error_line(tmp_path: Path, fm_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_multi_worker_without_tf_config_is_one_error_line(
+    tmp_path: Path, fm_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from click.testing import CliRunner
-
     from edgetl.cli import main
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    result = CliRunner().invoke(main, ["train", str(fm_folder), "-o", str(tmp_path / "run"), "--strategy", "multi-worker"])
+    result = CliRunner().invoke(
+        main, ["train", str(fm_folder), "-o", str(tmp_path / "run"), "--strategy", "multi-worker"]
+    )
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and result.output.startswith("Error: --strategy multi-worker needs TF_CONFIG")
     assert not list(tmp_path.iterdir())  # nothing half-written

@@ -9,14 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from edgetl.runtime.model_card import load_card, sha256_file
 from edgetl.config import TrainConfig
+from edgetl.runtime.model_card import load_card, sha256_file
 
 
 def test_run_folder_holds_every_artifact(trained_run: Path) -> None:
-    expected = {"model.keras", "model_card.json", "labels.txt", "config.json", "history.json", "metrics.json",
-                "learning_curves.png", "confusion_test.png", "data.json", "splits"}  # fmt: skip
+    expected = {
+        "model.keras",
+        "model_card.json",
+        "labels.txt",
+        "config.json",
+        "history.json",
+        "metrics.json",
+        "learning_curves.png",
+        "confusion_test.png",
+        "data.json",
+        "splits",
+    }
     assert expected <= {p.name for p in trained_run.iterdir()}
     assert not list(trained_run.parent.glob(".*partial*")), "temporary folder left behind"
     card = load_card(trained_run / "model_card.json")
@@ -53,14 +62,23 @@ def test_saved_model_reloads_in_safe_mode_and_predicts(trained_run: Path) -> Non
 def _train(tmp_path: Path, folder: Path, **overrides) -> dict:
     from edgetl.train import train
 
-    options = dict(data=str(folder), output=str(tmp_path / "run"), image_size=96, epochs=8, seed=1, cache_views=1,
-                   fine_tune_epochs=0)
+    options = dict(
+        data=str(folder),
+        output=str(tmp_path / "run"),
+        image_size=96,
+        epochs=8,
+        seed=1,
+        cache_views=1,
+        fine_tune_epochs=0,
+    )
     options.update(overrides)
     return train(TrainConfig(**options)).metrics
 
 
 @pytest.mark.slow
-def test_imagenet_weights_beat_random_init_on_the_same_budget(tmp_path: Path, fm_folder: Path, trained_run: Path) -> None:
+def test_imagenet_weights_beat_random_init_on_the_same_budget(
+    tmp_path: Path, fm_folder: Path, trained_run: Path
+) -> None:
     none = _train(tmp_path, fm_folder, weights="none", cache_views=2)
     real = json.loads((trained_run / "metrics.json").read_text())
     print(f"test top-1: imagenet {real['test']['top1']:.3f}, none {none['test']['top1']:.3f}")
@@ -76,8 +94,9 @@ def test_fine_tune_keeps_batchnorm_statistics(tmp_path: Path, fm_folder: Path, i
     reference = model.keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights="imagenet")
     bn = reference.get_layer("block_16_project_BN").get_weights()
     np.testing.assert_array_equal(tuned.get_layer("block_16_project_BN").get_weights()[2], bn[2])
-    assert not np.array_equal(tuned.get_layer("block_16_project").get_weights()[0],
-                              reference.get_layer("block_16_project").get_weights()[0])  # fmt: skip
+    assert not np.array_equal(
+        tuned.get_layer("block_16_project").get_weights()[0], reference.get_layer("block_16_project").get_weights()[0]
+    )
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["phase"] for h in history] == ["head (cached features)", "fine-tune"]
     assert metrics["val"]["count"] > 0
@@ -90,10 +109,11 @@ def test_uncached_path_and_config_round_trip(tmp_path: Path, fm_folder: Path) ->
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history[0]["phase"] == "head (uncached)"
     from click.testing import CliRunner
-
     from edgetl.cli import main
 
-    result = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "run" / "config.json"), "-o", str(tmp_path / "again"), "-q"])
+    result = CliRunner().invoke(
+        main, ["train", "--config", str(tmp_path / "run" / "config.json"), "-o", str(tmp_path / "again"), "-q"]
+    )
     assert result.exit_code == 0, result.output
     first = (tmp_path / "run" / "splits" / "test.csv").read_text()
     assert (tmp_path / "again" / "splits" / "test.csv").read_text() == first
@@ -112,7 +132,7 @@ from edgetl import log
 from edgetl.config import TrainConfig
 from edgetl.train import train
 log.configure()  # the library logs through `logging`; show its stage lines as the CLI does
-r = train(TrainConfig(data={str(fm_folder)!r}, output={str(tmp_path / 'mirror')!r}, weights='none', alpha=0.35,
+r = train(TrainConfig(data={str(fm_folder)!r}, output={str(tmp_path / "mirror")!r}, weights='none', alpha=0.35,
           image_size=32, epochs=1, fine_tune_epochs=1, cache_views=1, max_per_class=6, batch_size=8,
           strategy='mirrored', mixed_precision='bfloat16'))
 print(json.dumps(r.metrics['test']['count']))
@@ -131,13 +151,21 @@ print(json.dumps(r.metrics['test']['count']))
 def test_tf_hub_feature_vector_backbone(tmp_path: Path, fm_folder: Path) -> None:
     """``--backbone hub:DIR`` trains on a local SavedModel feature vector, normalised to [0, 1]."""
     import tensorflow as tf
-
     from edgetl.graph import keras
 
-    base = keras().applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None, pooling="avg")
+    base = keras().applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None, pooling="avg"
+    )
     tf.saved_model.save(base, str(tmp_path / "hub"))
     _train(tmp_path, fm_folder, backbone=f"hub:{tmp_path / 'hub'}", image_size=32, epochs=1, max_per_class=4)
     card = load_card(tmp_path / "run" / "model_card.json")
     assert card.extra["backbone"]["weights"] == "hub" and card.normalization.std == (255.0,) * 3
     with pytest.raises(Exception, match="TF-Hub backbone"):
-        _train(tmp_path / "bad", fm_folder, backbone=f"hub:{tmp_path / 'nowhere'}", image_size=32, epochs=1, max_per_class=4)
+        _train(
+            tmp_path / "bad",
+            fm_folder,
+            backbone=f"hub:{tmp_path / 'nowhere'}",
+            image_size=32,
+            epochs=1,
+            max_per_class=4,
+        )

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from edgetl import verdict as v
 from edgetl.cli import main
-from edgetl.config import DEFAULT_THRESHOLDS, ParityConfig, Thresholds, parse_limit, variant_name
 from edgetl.errors import ConfigError
+from edgetl.parity_config import DEFAULT_THRESHOLDS, ParityConfig, Thresholds, parse_limit, variant_name
 
 
 def test_wilson_matches_textbook_values() -> None:
@@ -27,6 +26,7 @@ def test_wilson_matches_textbook_values() -> None:
 
 def test_paired_difference_uses_only_discordant_pairs() -> None:
     """a, b, c, d = 12, 5, 1, 2: drop 0.2; the interval holds it, and moving concordant pairs barely moves it."""
+
     def interval(a: int, b: int, c: int, d: int) -> tuple[float, float, float]:
         ref = np.array([1] * a + [1] * b + [0] * c + [0] * d, bool)
         new = np.array([1] * a + [0] * b + [1] * c + [0] * d, bool)
@@ -75,7 +75,6 @@ def test_three_verdicts() -> None:
 def test_a_healthy_model_on_few_images_is_inconclusive_not_failed() -> None:
     """300 images, 1.6% symmetric flips (a healthy int8): never red; more images would say pass."""
     rng = np.random.default_rng(1)
-    ref = rng.random(300) < 0.85
     flip = np.zeros(300, bool)
     flip[rng.choice(300, 5, replace=False)] = True
     agree = v.agreement_check(~flip, 98.0)
@@ -121,7 +120,9 @@ def test_thresholds_are_validated_in_one_unit() -> None:
         ParityConfig(run=".", threads=0)
     config = ParityConfig(run=".", models=("model_int8.tflite", "QAT-int8", "int8"), max_drop={"int8": 0.3, "*": 0.4})
     assert config.models == ("int8", "qat_int8") and config.report_name == "parity_int8_qat_int8"
-    assert config.thresholds_for("int8") == Thresholds(0.3, DEFAULT_THRESHOLDS["int8"].min_agreement, DEFAULT_THRESHOLDS["int8"].max_class_drop)
+    assert config.thresholds_for("int8") == Thresholds(
+        0.3, DEFAULT_THRESHOLDS["int8"].min_agreement, DEFAULT_THRESHOLDS["int8"].max_class_drop
+    )
     assert config.thresholds_for("fp16").max_drop == 0.4
     assert ParityConfig(run=".").thresholds_for("fp16") == DEFAULT_THRESHOLDS["fp16"]
     assert ParityConfig(run=".").report_name == "parity"
@@ -135,9 +136,18 @@ def test_thresholds_are_validated_in_one_unit() -> None:
     ("args", "message"),
     [
         (["--min-agreement", "0.99"], "Error: --min-agreement is a percentage: give 99 for 99% (got 0.99)"),
-        (["--max-drop", "half"], "Error: --max-drop takes a number or VARIANT=NUMBER pairs, e.g. 0.5 or int8=0.5,fp16=0.2 (got 'half')"),
-        (["--max-class-drop", "int8=200"], "Error: --max-class-drop is in percentage points, between 0 and 100 (got 200)"),
-        (["--inconclusive", "maybe"], "Error: Invalid value for '--inconclusive': 'maybe' is not one of 'pass', 'fail'."),
+        (
+            ["--max-drop", "half"],
+            "Error: --max-drop takes a number or VARIANT=NUMBER pairs, e.g. 0.5 or int8=0.5,fp16=0.2 (got 'half')",
+        ),
+        (
+            ["--max-class-drop", "int8=200"],
+            "Error: --max-class-drop is in percentage points, between 0 and 100 (got 200)",
+        ),
+        (
+            ["--inconclusive", "maybe"],
+            "Error: Invalid value for '--inconclusive': 'maybe' is not one of 'pass', 'fail'.",
+        ),
         (["--models", ","], "Error: --models needs at least one variant name, e.g. int8,fp16"),
     ],
 )
@@ -151,4 +161,7 @@ def test_parity_option_errors_exit_2(tmp_path: Path, args: list[str], message: s
 def test_parity_on_a_folder_that_is_not_a_run_exits_3(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["parity", str(tmp_path)])
     assert result.exit_code == 3
-    assert result.stderr.strip() == f"Error: {tmp_path} has no model.keras and model_card.json; is it an `edgetl train` run folder?"
+    assert (
+        result.stderr.strip()
+        == f"Error: {tmp_path} has no model.keras and model_card.json; is it an `edgetl train` run folder?"
+    )

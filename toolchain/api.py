@@ -139,7 +139,12 @@ def _coerce(hint: Any, value: Any) -> Any:
         if isinstance(arg, type) and issubclass(arg, enum.Enum) and isinstance(value, str):
             return arg(value)
         inner = typing.get_args(arg)
-        if inner and isinstance(inner[0], type) and issubclass(inner[0], enum.Enum) and isinstance(value, (list, tuple)):
+        if (
+            inner
+            and isinstance(inner[0], type)
+            and issubclass(inner[0], enum.Enum)
+            and isinstance(value, (list, tuple))
+        ):
             return tuple(inner[0](v) if isinstance(v, str) else v for v in value)
     if isinstance(value, list):
         return tuple(value)

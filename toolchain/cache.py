@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
-
-from edgetl.runtime import decode
-from edgetl.runtime.model_card import read_json, write_json_atomic
 from edgetl import data as data_mod
 from edgetl import log
+from edgetl.runtime import decode
+from edgetl.runtime.model_card import read_json, write_json_atomic
 
 FORMAT = 1  # bump when what a cached file holds changes
 CHUNK = 64  # images per decode task
@@ -160,8 +159,14 @@ def key(dataset: data_mod.Dataset, items: Sequence[data_mod.Item], size: int, in
     return digest.hexdigest()[:32]
 
 
-def load_split(dataset: data_mod.Dataset, items: Sequence[data_mod.Item], size: int, interpolation: str = "area",
-               folder: Optional[Path] = None, name: str = "images") -> Split:  # fmt: skip
+def load_split(
+    dataset: data_mod.Dataset,
+    items: Sequence[data_mod.Item],
+    size: int,
+    interpolation: str = "area",
+    folder: Optional[Path] = None,
+    name: str = "images",
+) -> Split:
     """The split's decoded pixels from the cache, decoding (and caching) them first when needed."""
     folder = Path(folder) if folder else default_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -178,12 +183,14 @@ def load_split(dataset: data_mod.Dataset, items: Sequence[data_mod.Item], size: 
     return Split(Rows(npy), kept, np.asarray(meta["labels"], dtype=np.int32), list(meta["skipped"]))
 
 
-def _decode_to(npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.Item], size: int,
-               interpolation: str, name: str) -> tuple[list[data_mod.Item], list[dict[str, str]]]:  # fmt: skip
+def _decode_to(
+    npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.Item], size: int, interpolation: str, name: str
+) -> tuple[list[data_mod.Item], list[dict[str, str]]]:
     """Decode ``items`` in parallel into ``npy``; unreadable ones are left out."""
     ok = np.zeros(len(items), dtype=bool)
     reasons: dict[int, str] = {}
     with writing(npy, "uint8", (len(items), size, size, 3)) as write:
+
         def work(start: int) -> int:
             block = np.zeros((min(CHUNK, len(items) - start), size, size, 3), dtype=np.uint8)
             for i in range(len(block)):

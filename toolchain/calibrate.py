@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from edgetl import calibration
+from edgetl import calibration, log, runfolder
 from edgetl import data as data_mod
-from edgetl import log, runfolder
 from edgetl.config import DEFAULT_CALIB_SEED, DEFAULT_CALIB_SIZE, CalibrationConfig
 from edgetl.errors import RunFolderError
 from edgetl.runfolder import ModelCard
@@ -46,11 +45,12 @@ def ensure_manifest(run: Path, card: ModelCard, size: Optional[int], seed: Optio
             manifest = calibration.load_manifest(path)
         except calibration.CalibrationError as exc:
             raise RunFolderError(str(exc)) from None
-        if (size in (None, manifest.requested) and seed in (None, manifest.seed)
-                and manifest.class_names == card.labels):  # fmt: skip
+        if size in (None, manifest.requested) and seed in (None, manifest.seed) and manifest.class_names == card.labels:
             log.info(f"calibrating on {path.name}: {manifest.size} images, sha256 {manifest.sha256[:12]}…")
             return manifest
         log.info(f"{path.name} was made with other settings; choosing a new representative set")
-    manifest = calibrate(CalibrationConfig(str(run), size or DEFAULT_CALIB_SIZE, DEFAULT_CALIB_SEED if seed is None else seed))
+    manifest = calibrate(
+        CalibrationConfig(str(run), size or DEFAULT_CALIB_SIZE, DEFAULT_CALIB_SEED if seed is None else seed)
+    )
     log.info(f"calibrating on a new {path.name}: {manifest.size} images, sha256 {manifest.sha256[:12]}…")
     return manifest

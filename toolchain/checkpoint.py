@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from edgetl.runtime.model_card import atomic_path, read_json, write_json_atomic
 from edgetl.graph import keras
+from edgetl.runtime.model_card import atomic_path, read_json, write_json_atomic
 
 
 class State:

@@ -12,7 +12,7 @@ import enum
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Optional, TypeVar
 
 from edgetl.errors import ConfigError
 
@@ -59,6 +59,7 @@ class Quantization(str, enum.Enum):
 
 # What ``edgetl convert`` writes when --quant is not given (plus qat_int8 when the run has a QAT model).
 DEFAULT_VARIANTS = (Quantization.FP32, Quantization.FP16, Quantization.DYNAMIC, Quantization.INT8)
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -114,25 +115,50 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_types(self)
         check_seed("--seed", self.seed)
-        require([
-            (0 < self.alpha <= 1.4, f"--alpha must be in (0, 1.4] (got {self.alpha:g})"),
-            (32 <= self.image_size <= 1024, f"--image-size must be between 32 and 1024 (got {self.image_size})"),
-            (1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be in 1..{MAX_EPOCHS} (got {self.epochs}); the head needs at least one"),
-            (0 <= self.fine_tune_epochs <= MAX_EPOCHS, f"--fine-tune-epochs must be in 0..{MAX_EPOCHS} (got {self.fine_tune_epochs})"),
-            (self.fine_tune_layers >= 0, f"--fine-tune-layers must be >= 0 (got {self.fine_tune_layers}); a large number tunes every layer"),
-            (1 <= self.batch_size <= 65536, f"--batch-size must be in 1..65536 (got {self.batch_size})"),
-            (0 <= self.hidden_units <= 65536, f"--hidden-units must be in 0..65536, 0 = none (got {self.hidden_units})"),
-            (0 <= self.dropout < 1, f"--dropout must be in [0, 1) (got {self.dropout:g})"),
-            (0 < self.learning_rate <= 10, f"--learning-rate must be a number in (0, 10] (got {self.learning_rate:g})"),
-            (0 < self.fine_tune_learning_rate <= 10, f"--fine-tune-learning-rate must be a number in (0, 10] (got {self.fine_tune_learning_rate:g})"),
-            (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1, "split fractions must be in (0, 1)"),
-            (self.val_fraction + self.test_fraction < 0.9, "val + test fractions must leave >= 10% to train"),
-            (0 <= self.cache_views <= 100, f"--cache-views must be in 0..100 (got {self.cache_views})"),
-            (self.max_per_class is None or self.max_per_class >= 3, f"--max-per-class must be >= 3 (got {self.max_per_class})"),
-            (1 <= self.patience <= MAX_EPOCHS, f"--patience must be in 1..{MAX_EPOCHS} (got {self.patience})"),
-            (self.backbone == "mobilenet_v2" or (self.backbone.startswith("hub:") and len(self.backbone) > 4),
-             f"--backbone {self.backbone!r} is not supported; pass mobilenet_v2 or hub:HANDLE_OR_DIR"),
-        ])  # fmt: skip
+        require(
+            [
+                (0 < self.alpha <= 1.4, f"--alpha must be in (0, 1.4] (got {self.alpha:g})"),
+                (32 <= self.image_size <= 1024, f"--image-size must be between 32 and 1024 (got {self.image_size})"),
+                (
+                    1 <= self.epochs <= MAX_EPOCHS,
+                    f"--epochs must be in 1..{MAX_EPOCHS} (got {self.epochs}); the head needs at least one",
+                ),
+                (
+                    0 <= self.fine_tune_epochs <= MAX_EPOCHS,
+                    f"--fine-tune-epochs must be in 0..{MAX_EPOCHS} (got {self.fine_tune_epochs})",
+                ),
+                (
+                    self.fine_tune_layers >= 0,
+                    f"--fine-tune-layers must be >= 0 (got {self.fine_tune_layers}); a large number tunes every layer",
+                ),
+                (1 <= self.batch_size <= 65536, f"--batch-size must be in 1..65536 (got {self.batch_size})"),
+                (
+                    0 <= self.hidden_units <= 65536,
+                    f"--hidden-units must be in 0..65536, 0 = none (got {self.hidden_units})",
+                ),
+                (0 <= self.dropout < 1, f"--dropout must be in [0, 1) (got {self.dropout:g})"),
+                (
+                    0 < self.learning_rate <= 10,
+                    f"--learning-rate must be a number in (0, 10] (got {self.learning_rate:g})",
+                ),
+                (
+                    0 < self.fine_tune_learning_rate <= 10,
+                    f"--fine-tune-learning-rate must be a number in (0, 10] (got {self.fine_tune_learning_rate:g})",
+                ),
+                (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1, "split fractions must be in (0, 1)"),
+                (self.val_fraction + self.test_fraction < 0.9, "val + test fractions must leave >= 10% to train"),
+                (0 <= self.cache_views <= 100, f"--cache-views must be in 0..100 (got {self.cache_views})"),
+                (
+                    self.max_per_class is None or self.max_per_class >= 3,
+                    f"--max-per-class must be >= 3 (got {self.max_per_class})",
+                ),
+                (1 <= self.patience <= MAX_EPOCHS, f"--patience must be in 1..{MAX_EPOCHS} (got {self.patience})"),
+                (
+                    self.backbone == "mobilenet_v2" or (self.backbone.startswith("hub:") and len(self.backbone) > 4),
+                    f"--backbone {self.backbone!r} is not supported; pass mobilenet_v2 or hub:HANDLE_OR_DIR",
+                ),
+            ]
+        )
 
     @property
     def is_hub(self) -> bool:
@@ -207,12 +233,17 @@ class QatConfig:
     def __post_init__(self) -> None:
         check_types(self)
         check_seed("--seed", self.seed)
-        require([
-            (1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be >= 1 and <= {MAX_EPOCHS} (got {self.epochs})"),
-            (0 < self.learning_rate <= 10, f"--learning-rate must be a number in (0, 10] (got {self.learning_rate:g})"),
-            (1 <= self.batch_size <= 65536, f"--batch-size must be in 1..65536 (got {self.batch_size})"),
-            (1 <= self.patience <= MAX_EPOCHS, f"--patience must be in 1..{MAX_EPOCHS} (got {self.patience})"),
-        ])  # fmt: skip
+        require(
+            [
+                (1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be >= 1 and <= {MAX_EPOCHS} (got {self.epochs})"),
+                (
+                    0 < self.learning_rate <= 10,
+                    f"--learning-rate must be a number in (0, 10] (got {self.learning_rate:g})",
+                ),
+                (1 <= self.batch_size <= 65536, f"--batch-size must be in 1..65536 (got {self.batch_size})"),
+                (1 <= self.patience <= MAX_EPOCHS, f"--patience must be in 1..{MAX_EPOCHS} (got {self.patience})"),
+            ]
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,148 +277,15 @@ class ConvertConfig:
         if self.calib_size is not None:
             check_calib_size(self.calib_size)
         if self.quantizations is not None and not self.quantizations:
-            raise ConfigError("--quant needs at least one of: " + ", ".join(q.value.replace("_", "-") for q in Quantization))
-        if (self.debug or self.keep_float) and self.quantizations is not None and Quantization.INT8 not in self.quantizations:
+            raise ConfigError(
+                "--quant needs at least one of: " + ", ".join(q.value.replace("_", "-") for q in Quantization)
+            )
+        if (
+            (self.debug or self.keep_float)
+            and self.quantizations is not None
+            and Quantization.INT8 not in self.quantizations
+        ):
             raise ConfigError("--debug and --keep-float apply to the int8 variant; add int8 to --quant")
-
-
-
-@dataclasses.dataclass(frozen=True)
-class Thresholds:
-    """What one variant must hold, in one unit: percent (points for drops).
-
-    Attributes:
-        max_drop: largest allowed top-1 drop vs ``model.keras``, in percentage points.
-        min_agreement: smallest allowed top-1 agreement with the model the variant was
-            converted from, in percent.
-        max_class_drop: largest allowed top-1 drop of any class, in points.
-    """
-
-    max_drop: float
-    min_agreement: float
-    max_class_drop: float
-
-
-# Per-variant defaults (README, "Parity"). A check fails only on evidence (its 95% interval
-# lies beyond the threshold), so a strict threshold costs inconclusive verdicts on small test
-# sets, never false alarms. Drops carry the promise "as good as the float model": 0.3 pt for
-# every quantized variant (stricter than MLPerf's 99% of FP32 and Intel Neural Compressor's 1%
-# relative, about 0.85 pt at 85% top-1). Agreement is a fidelity diagnostic whose healthy level
-# depends on how many near-ties a model has, so it is set between what healthy and broken
-# conversions measured (10,000 Fashion-MNIST test photos: fp32 100%, fp16 99.62%, int8 98.38%,
-# dynamic 98.02%; broken int8 with nearest rounding 95.06%, constant-image calibration ~12%).
-DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
-    "fp32": Thresholds(max_drop=0.1, min_agreement=99.5, max_class_drop=1.0),
-    "fp16": Thresholds(max_drop=0.2, min_agreement=98.0, max_class_drop=2.0),
-    "dynamic": Thresholds(max_drop=0.3, min_agreement=95.0, max_class_drop=3.0),
-    "int8": Thresholds(max_drop=0.3, min_agreement=97.0, max_class_drop=3.0),
-    "qat_int8": Thresholds(max_drop=0.3, min_agreement=97.0, max_class_drop=3.0),
-}
-FALLBACK_THRESHOLDS = DEFAULT_THRESHOLDS["int8"]  # a variant name edgetl does not know (a renamed file)
-Limit = Optional[Union[float, dict[str, float]]]
-
-
-class Inconclusive(str, enum.Enum):
-    """What the parity gate exits with when its data cannot resolve a check."""
-
-    PASS = "pass"  # exit 0, reported as inconclusive with the images it would take
-    FAIL = "fail"  # exit 4
-
-
-def variant_name(text: str) -> str:
-    """``int8``, ``qat-int8``, ``model_int8.tflite`` -> the variant name used in file names."""
-    name = text.strip().lower().replace("-", "_")
-    name = name.removesuffix(".tflite").removesuffix(".json")
-    return name.removeprefix("model_")
-
-
-@dataclasses.dataclass(frozen=True)
-class ParityConfig:
-    """``edgetl parity``: what to check and against which thresholds.
-
-    Attributes:
-        run: the run folder (``model.keras`` + ``model_*.tflite`` with cards).
-        data: another labelled folder or CSV to evaluate on; default the run's test split.
-        models: variant names (``int8``, ``fp16``...); default every ``model_*.tflite``.
-        max_drop, min_agreement, max_class_drop: None keeps each variant's default
-            (``DEFAULT_THRESHOLDS``); a number applies to every variant; a dict
-            ``{variant: value}`` (``"*"`` for all) to some. Drops in points, agreement in percent.
-        inconclusive: exit 0 (``pass``) or 4 (``fail``) when the data cannot resolve a check.
-        threads: interpreter threads.
-        junit: also write a JUnit XML report here.
-    """
-
-    run: str
-    data: Optional[str] = None
-    models: Optional[tuple[str, ...]] = None
-    max_drop: Limit = None
-    min_agreement: Limit = None
-    max_class_drop: Limit = None
-    inconclusive: Inconclusive = Inconclusive.PASS
-    threads: int = 2
-    junit: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        if self.models is not None:
-            object.__setattr__(self, "models", tuple(dict.fromkeys(variant_name(m) for m in self.models if m.strip())))
-            if not self.models:
-                raise ConfigError("--models needs at least one variant name, e.g. int8,fp16")
-        object.__setattr__(self, "inconclusive", Inconclusive(self.inconclusive))
-        for name in ("max_drop", "min_agreement", "max_class_drop"):
-            for value in _limit_values(getattr(self, name)):
-                _check_limit(name, value)
-        if not 1 <= self.threads <= 64:
-            raise ConfigError(f"--threads must be between 1 and 64 (got {self.threads})")
-
-    @property
-    def report_name(self) -> str:
-        """``parity``, or ``parity_<variants>`` for a --models subset (the full report is kept)."""
-        return "parity" if self.models is None else "parity_" + "_".join(self.models)
-
-    def thresholds_for(self, variant: str) -> Thresholds:
-        """The variant's default thresholds with this config's overrides applied."""
-        base = DEFAULT_THRESHOLDS.get(variant, FALLBACK_THRESHOLDS)
-        changes = {}
-        for name in ("max_drop", "min_agreement", "max_class_drop"):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                value = value.get(variant, value.get("*"))
-            if value is not None:
-                changes[name] = float(value)
-        return dataclasses.replace(base, **changes)
-
-
-def _limit_values(limit: Limit) -> list[float]:
-    if limit is None:
-        return []
-    return list(limit.values()) if isinstance(limit, dict) else [limit]
-
-
-def _check_limit(name: str, value: float) -> None:
-    option = "--" + name.replace("_", "-")
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{option} must be a number (got {value!r})")
-    if name == "min_agreement":
-        if 0 < value <= 1:
-            raise ConfigError(f"{option} is a percentage: give {100 * value:g} for {100 * value:g}% (got {value:g})")
-        if not 0 <= value <= 100:
-            raise ConfigError(f"{option} must be a percentage between 0 and 100 (got {value:g})")
-    elif not 0 <= value <= 100:
-        raise ConfigError(f"{option} is in percentage points, between 0 and 100 (got {value:g})")
-
-
-def parse_limit(option: str, text: Optional[str]) -> Limit:
-    """``"0.5"`` -> 0.5; ``"int8=0.5,fp16=0.2"`` -> ``{"int8": 0.5, "fp16": 0.2}`` (``*=`` for every variant)."""
-    if text is None:
-        return None
-    try:
-        if "=" not in text:
-            return float(text)
-        pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
-        return {("*" if k.strip() == "*" else variant_name(k)): float(v) for k, v in pairs}
-    except ValueError:
-        raise ConfigError(f"{option} takes a number or VARIANT=NUMBER pairs, e.g. 0.5 or int8=0.5,fp16=0.2 "
-                          f"(got {text!r})") from None  # fmt: skip
 
 
 SEED_MAX = 2**32 - 1  # numpy and TensorFlow seeds are unsigned 32-bit
@@ -410,8 +308,11 @@ def check_seed(name: str, value: Optional[int]) -> None:
 
 def check_calib_size(size: int) -> None:
     if not 1 <= size <= MAX_CALIB_SIZE:
-        raise ConfigError(f"--calib-size must be >= 1 (got {size}); a few hundred images is typical"
-                          if size < 1 else f"--calib-size must be <= {MAX_CALIB_SIZE} (got {size}); a few hundred images is typical")  # fmt: skip
+        raise ConfigError(
+            f"--calib-size must be >= 1 (got {size}); a few hundred images is typical"
+            if size < 1
+            else f"--calib-size must be <= {MAX_CALIB_SIZE} (got {size}); a few hundred images is typical"
+        )
 
 
 def check_types(config: Any) -> None:
@@ -434,8 +335,11 @@ def check_types(config: Any) -> None:
             if value not in {m.value for m in enum_type}:
                 raise ConfigError(f"{_flag(field.name)}={shown} is not one of: {', '.join(m.value for m in enum_type)}")
             object.__setattr__(config, field.name, enum_type(value))  # a library caller's plain string: the member
-        elif base in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                           or (base == "int" and not isinstance(value, int))):  # fmt: skip
+        elif base in ("int", "float") and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (base == "int" and not isinstance(value, int))
+        ):
             raise ConfigError(f"{_flag(field.name)}={shown} must be {'an integer' if base == 'int' else 'a number'}")
         elif base == "float" and not math.isfinite(value):
             raise ConfigError(f"{_flag(field.name)} must be a finite number (got {value}); pass a real value")
@@ -473,8 +377,11 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
 
 
 _JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "int": ((int,), "an integer"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"), "str": ((str,), "a string"),
-}  # fmt: skip
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "bool": ((bool,), "true or false"),
+    "str": ((str,), "a string"),
+}
 
 
 def _checked(name: str, kind: str, value: Any) -> Any:
@@ -485,7 +392,9 @@ def _checked(name: str, kind: str, value: Any) -> Any:
         return value
     allowed, words = _JSON_TYPES[base]
     if isinstance(value, bool) and base != "bool" or not isinstance(value, allowed):
-        raise ConfigError(f"config key {name}={value!r} must be {'null or ' if optional else ''}{words}; fix the config file")
+        raise ConfigError(
+            f"config key {name}={value!r} must be {'null or ' if optional else ''}{words}; fix the config file"
+        )
     return float(value) if base == "float" else value
 
 
@@ -503,9 +412,13 @@ def read_config_file(path: Path) -> dict[str, Any]:
         else:
             data = json.loads(text)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; pass an existing JSON/TOML file (e.g. RUN/config.json)") from None
+        raise ConfigError(
+            f"config file {path} does not exist; pass an existing JSON/TOML file (e.g. RUN/config.json)"
+        ) from None
     except (ValueError, OSError) as exc:  # JSONDecodeError, TOMLDecodeError and UnicodeDecodeError are ValueErrors
-        raise ConfigError(f"config file {path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'} ({exc}); fix its syntax") from None
+        raise ConfigError(
+            f"config file {path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'} ({exc}); fix its syntax"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold an object of option names to values")
     return data

@@ -25,18 +25,16 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-
-from edgetl import calibration
-from edgetl.runtime.metadata import embed as embed_metadata
-from edgetl.runtime.model_card import ModelCard
+from edgetl import calibration, graph, log, runfolder
 from edgetl import data as data_mod
-from edgetl import graph, log, runfolder
 from edgetl import model as model_mod
 from edgetl import rounding as rounding_mod
 from edgetl.calibrate import ensure_manifest
 from edgetl.config import DEFAULT_VARIANTS, ConvertConfig, IoType, Quantization, Rounding
 from edgetl.errors import ConfigError, ConversionError, RunFolderError
 from edgetl.runfolder import FLOAT_CARD, FLOAT_MODEL, QAT_MODEL, card_path_for, sha256_file, write_bytes_atomic
+from edgetl.runtime.metadata import embed as embed_metadata
+from edgetl.runtime.model_card import ModelCard
 from edgetl.tflite_inspect import float_ops, keep_float_nodes, layers_of, read_back, spec_text
 
 WORK_PREFIX = ".convert-"  # hidden work folder in the run: SavedModel export, staged models
@@ -54,9 +52,16 @@ class VariantResult:
 
     def to_dict(self) -> dict[str, Any]:
         spec = lambda t: {"dtype": t.dtype, "scale": t.scale, "zero_point": t.zero_point}  # noqa: E731
-        return {"quantization": self.quantization.value, "path": str(self.path), "card": str(card_path_for(self.path)),
-                "size_bytes": self.size_bytes, "seconds": round(self.seconds, 2), "sha256": self.card.model_sha256,
-                "input": spec(self.card.input), "output": spec(self.card.output)}  # fmt: skip
+        return {
+            "quantization": self.quantization.value,
+            "path": str(self.path),
+            "card": str(card_path_for(self.path)),
+            "size_bytes": self.size_bytes,
+            "seconds": round(self.seconds, 2),
+            "sha256": self.card.model_sha256,
+            "input": spec(self.card.input),
+            "output": spec(self.card.output),
+        }
 
 
 @dataclasses.dataclass
@@ -80,11 +85,14 @@ class ConvertResult:
     def to_dict(self) -> dict[str, Any]:
         fp32 = self.fp32_bytes()
         return {
-            "run": str(self.run_dir), "seconds": round(self.seconds, 1),
+            "run": str(self.run_dir),
+            "seconds": round(self.seconds, 1),
             "calibration": {"sha256": self.manifest.sha256, "size": self.manifest.size} if self.manifest else None,
             "debug_csv": str(self.debug_csv) if self.debug_csv else None,
-            "variants": [{**v.to_dict(), "ratio_vs_fp32": round(v.size_bytes / fp32, 4) if fp32 else None} for v in self.variants],
-        }  # fmt: skip
+            "variants": [
+                {**v.to_dict(), "ratio_vs_fp32": round(v.size_bytes / fp32, 4) if fp32 else None} for v in self.variants
+            ],
+        }
 
     def table(self) -> str:
         """The summary: variant, size, ratio to fp32, tensor types, conversion time."""
@@ -92,8 +100,10 @@ class ConvertResult:
         rows = [f"{'variant':<9} {'size KiB':>9} {'vs fp32':>8}  {'input':<26} {'output':<26} {'seconds':>7}"]
         for v in self.variants:
             ratio = f"{v.size_bytes / fp32:.3f}x" if fp32 else "-"
-            rows.append(f"{v.quantization.value:<9} {v.size_bytes / 1024:>9.1f} {ratio:>8}  {spec_text(v.card.input):<26} "
-                        f"{spec_text(v.card.output):<26} {v.seconds:>7.1f}")  # fmt: skip
+            rows.append(
+                f"{v.quantization.value:<9} {v.size_bytes / 1024:>9.1f} {ratio:>8}  {spec_text(v.card.input):<26} "
+                f"{spec_text(v.card.output):<26} {v.seconds:>7.1f}"
+            )
         return "\n".join(rows)
 
 
@@ -114,9 +124,17 @@ def convert(config: ConvertConfig) -> ConvertResult:
     if Quantization.INT8 in variants:
         check_lineage(run, card)
     if Quantization.QAT_INT8 in variants and not (run / QAT_MODEL).is_file():
-        raise RunFolderError(f"{run} has no {QAT_MODEL}; run `edgetl qat {run}` first, or leave qat-int8 out of --quant")
-    manifest = ensure_manifest(run, card, config.calib_size, config.calib_seed) if Quantization.INT8 in variants else None
-    representative = calibration.representative_dataset(manifest, card, _pixel_loader(run, card, manifest.refs)) if manifest else None
+        raise RunFolderError(
+            f"{run} has no {QAT_MODEL}; run `edgetl qat {run}` first, or leave qat-int8 out of --quant"
+        )
+    manifest = (
+        ensure_manifest(run, card, config.calib_size, config.calib_seed) if Quantization.INT8 in variants else None
+    )
+    representative = (
+        calibration.representative_dataset(manifest, card, _pixel_loader(run, card, manifest.refs))
+        if manifest
+        else None
+    )
     rounded = Quantization.INT8 in variants and config.rounding == Rounding.GPTQ
     total = len(variants) + 1 + int(config.debug) + int(rounded)
     log.stage(1, total, "exporting the Keras model(s) to a temporary SavedModel")
@@ -131,12 +149,16 @@ def convert(config: ConvertConfig) -> ConvertResult:
             rounding = _round_int8(tf, run, representative, Path(tmp), saved)  # type: ignore[arg-type]
         for step, quant in enumerate(variants, 2 + int(rounded)):
             log.stage(step, total, f"converting {quant.value}")
-            results.append(_write_variant(tf, quant, saved, config, card, run, manifest, representative, Path(tmp), rounding))
+            results.append(
+                _write_variant(tf, quant, saved, config, card, run, manifest, representative, Path(tmp), rounding)
+            )
             log.info(f"{results[-1].path.name}: {results[-1].size_bytes / 1024:.1f} KiB in {results[-1].seconds:.1f}s")
         if config.debug:
             from edgetl import debugger  # noqa: PLC0415
 
-            log.stage(total, total, f"int8 quantization debugger on {min(debugger.DEBUG_SAMPLES, manifest.size)} images")  # type: ignore[union-attr]
+            log.stage(
+                total, total, f"int8 quantization debugger on {min(debugger.DEBUG_SAMPLES, manifest.size)} images"
+            )  # type: ignore[union-attr]
             debug_csv = debugger.debug_int8(tf, _source(Quantization.INT8, saved), representative, run)  # type: ignore[arg-type]
     return ConvertResult(run, results, manifest, debug_csv, time.monotonic() - started)
 
@@ -183,9 +205,11 @@ def check_lineage(run: Path, card: ModelCard) -> None:
     """
     names = data_mod.datapaths.read_meta(run)["class_names"]
     if list(card.labels) != list(names):
-        raise RunFolderError(f"{run / FLOAT_CARD} lists {len(card.labels)} labels ({', '.join(card.labels)[:80]}), the run's data.json "
-                             f"{len(names)} classes ({', '.join(names)[:80]}): the model and card come from another run or were "
-                             "edited; copy the whole run folder again, or re-run `edgetl train`")  # fmt: skip
+        raise RunFolderError(
+            f"{run / FLOAT_CARD} lists {len(card.labels)} labels ({', '.join(card.labels)[:80]}), the run's data.json "
+            f"{len(names)} classes ({', '.join(names)[:80]}): the model and card come from another run or were "
+            "edited; copy the whole run folder again, or re-run `edgetl train`"
+        )
 
 
 def _pixel_loader(run: Path, card: ModelCard, refs: tuple[str, ...]) -> calibration.PixelLoader:
@@ -213,7 +237,9 @@ def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any
     return tf, saved
 
 
-def _round_int8(tf: Any, run: Path, representative: Callable[[], Any], tmp: Path, saved: dict[str, Path]) -> dict[str, Any]:
+def _round_int8(
+    tf: Any, run: Path, representative: Callable[[], Any], tmp: Path, saved: dict[str, Path]
+) -> dict[str, Any]:
     """Export a BatchNorm-folded copy of the model with calibrated int8 weights as ``saved["int8"]``."""
     images = np.concatenate([sample[0] for sample in representative()])  # decoded once, for both uses below
     with log.quiet_native():
@@ -223,13 +249,17 @@ def _round_int8(tf: Any, run: Path, representative: Callable[[], Any], tmp: Path
     try:
         report = rounding_mod.round_weights(folded, images[: rounding_mod.image_budget(folded, len(images))], ranges)
     except (ValueError, KeyError, TypeError, np.linalg.LinAlgError) as exc:  # a graph the simulation does not know
-        raise ConversionError(f"calibrated int8 rounding failed on this graph ({type(exc).__name__}: {str(exc)[:200]}); "
-                              f"rerun with --rounding nearest") from None  # fmt: skip
+        raise ConversionError(
+            f"calibrated int8 rounding failed on this graph ({type(exc).__name__}: {str(exc)[:200]}); "
+            f"rerun with --rounding nearest"
+        ) from None
     with log.quiet_native():
         folded.export(str(tmp / "int8"))
     saved["int8"] = tmp / "int8"
-    log.info(f"rounded {report.layers} layers on {report.images} images in {report.seconds:.0f}s; "
-             f"the simulated int8 graph agrees with float on {100 * report.sim_agreement:.1f}% of them")  # fmt: skip
+    log.info(
+        f"rounded {report.layers} layers on {report.images} images in {report.seconds:.0f}s; "
+        f"the simulated int8 graph agrees with float on {100 * report.sim_agreement:.1f}% of them"
+    )
     return report.to_dict()
 
 
@@ -255,7 +285,9 @@ def _source(quant: Quantization, saved: dict[str, Path]) -> Path:
     return saved["int8"] if quant == Quantization.INT8 and "int8" in saved else saved["float"]
 
 
-def _converter(tf: Any, quant: Quantization, saved: dict[str, Path], io_type: IoType, representative: Optional[Callable[[], Any]]) -> Any:
+def _converter(
+    tf: Any, quant: Quantization, saved: dict[str, Path], io_type: IoType, representative: Optional[Callable[[], Any]]
+) -> Any:
     converter = tf.lite.TFLiteConverter.from_saved_model(str(_source(quant, saved)))
     if quant == Quantization.FP32:
         return converter
@@ -271,8 +303,13 @@ def _converter(tf: Any, quant: Quantization, saved: dict[str, Path], io_type: Io
     return converter
 
 
-def _convert_bytes(tf: Any, quant: Quantization, saved: dict[str, Path], config: ConvertConfig,
-                   representative: Optional[Callable[[], Any]]) -> bytes:  # fmt: skip
+def _convert_bytes(
+    tf: Any,
+    quant: Quantization,
+    saved: dict[str, Path],
+    config: ConvertConfig,
+    representative: Optional[Callable[[], Any]],
+) -> bytes:
     converter = _converter(tf, quant, saved, config.io, representative)
     try:
         with log.quiet_native():
@@ -283,7 +320,9 @@ def _convert_bytes(tf: Any, quant: Quantization, saved: dict[str, Path], config:
         raise
     except Exception as exc:  # noqa: BLE001 - the converter raises many types (ConverterError, ValueError, RuntimeError)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(f"converting {quant.value} failed: {first[:300]}; rerun with -v to see the converter's log") from None
+        raise ConversionError(
+            f"converting {quant.value} failed: {first[:300]}; rerun with -v to see the converter's log"
+        ) from None
 
 
 def _selective_int8(tf: Any, converter: Any, config: ConvertConfig) -> bytes:
@@ -299,17 +338,32 @@ def _selective_int8(tf: Any, converter: Any, config: ConvertConfig) -> bytes:
     calibrated = converter.convert()
     nodes = keep_float_nodes(calibrated, config.keep_float)
     io_type = tf.float32 if config.io == IoType.FLOAT32 else getattr(tf, config.io.value)
-    return bytes(tflite_convert.mlir_quantize(calibrated, input_data_type=io_type, output_data_type=io_type, denylisted_nodes=nodes))
+    return bytes(
+        tflite_convert.mlir_quantize(
+            calibrated, input_data_type=io_type, output_data_type=io_type, denylisted_nodes=nodes
+        )
+    )
 
 
-def _write_variant(tf: Any, quant: Quantization, saved: dict[str, Path], config: ConvertConfig, card: ModelCard, run: Path,
-                   manifest: Optional[calibration.Manifest], representative: Optional[Callable[[], Any]], work: Path,
-                   rounding: dict[str, Any]) -> VariantResult:  # fmt: skip
+def _write_variant(
+    tf: Any,
+    quant: Quantization,
+    saved: dict[str, Path],
+    config: ConvertConfig,
+    card: ModelCard,
+    run: Path,
+    manifest: Optional[calibration.Manifest],
+    representative: Optional[Callable[[], Any]],
+    work: Path,
+    rounding: dict[str, Any],
+) -> VariantResult:
     """Convert one variant, check it in the hidden ``work`` folder, then move it and its card into the run."""
     start = time.monotonic()
     model = _convert_bytes(tf, quant, saved, config, representative)
     seconds = time.monotonic() - start
-    model = embed_metadata(model, card, quant.value)  # labels + normalisation inside the file too (MediaPipe, card-less edge-classify)
+    model = embed_metadata(
+        model, card, quant.value
+    )  # labels + normalisation inside the file too (MediaPipe, card-less edge-classify)
     name = runfolder.variant_file(quant.value)
     path, staged = run / name, work / name
     write_bytes_atomic(staged, model)
@@ -318,25 +372,40 @@ def _write_variant(tf: Any, quant: Quantization, saved: dict[str, Path], config:
     if integer and config.io != IoType.FLOAT32 and not (quant == Quantization.INT8 and config.keep_float):
         floating = float_ops(staged)
         if floating:
-            raise ConversionError(f"{path.name} is not fully integer: {len(floating)} op(s) compute in float "
-                                  f"({', '.join(floating[:5])}); the graph lacks int8 kernels or ranges for them")  # fmt: skip
+            raise ConversionError(
+                f"{path.name} is not fully integer: {len(floating)} op(s) compute in float "
+                f"({', '.join(floating[:5])}); the graph lacks int8 kernels or ranges for them"
+            )
     source = run / (QAT_MODEL if quant == Quantization.QAT_INT8 else FLOAT_MODEL)
     extra: dict[str, Any] = {
         "backbone": card.extra.get("backbone", {}),
         "source": {"file": source.name, "sha256": sha256_file(source), "float_sha256": card.model_sha256},
         "keras_metrics": card.extra.get("metrics", {}),
-        "conversion": {"seconds": round(seconds, 2), "size_bytes": len(model), "converter": "TFLiteConverter.from_saved_model",
-                       "io": config.io.value if integer else "float32",
-                       "keep_float": list(config.keep_float) if quant == Quantization.INT8 else []},
+        "conversion": {
+            "seconds": round(seconds, 2),
+            "size_bytes": len(model),
+            "converter": "TFLiteConverter.from_saved_model",
+            "io": config.io.value if integer else "float32",
+            "keep_float": list(config.keep_float) if quant == Quantization.INT8 else [],
+        },
         "versions": runfolder.versions(tf, litert=True),
-    }  # fmt: skip
+    }
     if quant == Quantization.INT8 and manifest is not None:
-        extra["calibration"] = {"manifest": calibration.MANIFEST_NAME, "sha256": manifest.sha256, "size": manifest.size, "seed": manifest.seed}
+        extra["calibration"] = {
+            "manifest": calibration.MANIFEST_NAME,
+            "sha256": manifest.sha256,
+            "size": manifest.size,
+            "seed": manifest.seed,
+        }
         extra["rounding"] = rounding
-    variant_card = card.replace(model_file=path.name, model_sha256=sha256_file(staged), quantization=quant.value,
-                                input=spec_in, output=spec_out, extra=extra)  # fmt: skip
+    variant_card = card.replace(
+        model_file=path.name,
+        model_sha256=sha256_file(staged),
+        quantization=quant.value,
+        input=spec_in,
+        output=spec_out,
+        extra=extra,
+    )
     variant_card.save(card_path_for(staged))
     _commit(staged, card_path_for(staged), path)
     return VariantResult(quant, path, variant_card, len(model), seconds)
-
-

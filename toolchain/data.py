@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-
-from edgetl.runtime import decode, preprocess
-from edgetl.runtime.model_card import write_bytes_atomic, write_json_atomic
 from edgetl import datapaths, log
 from edgetl.errors import DataError, RunFolderError
+from edgetl.runtime import decode, preprocess
+from edgetl.runtime.model_card import write_bytes_atomic, write_json_atomic
 
 SPLITS = ("train", "val", "test")
 
@@ -60,11 +59,14 @@ class Dataset:
         try:
             return self._load(Item(path, 0), size, interpolation)
         except (decode.ImageDecodeError, ValueError, IndexError) as exc:
-            raise RunFolderError(f"calibration image {path} is unreadable or gone ({str(exc)[:120]}); restore it, "
-                                 "or run `edgetl calibrate` to choose a new set") from None  # fmt: skip
+            raise RunFolderError(
+                f"calibration image {path} is unreadable or gone ({str(exc)[:120]}); restore it, "
+                "or run `edgetl calibrate` to choose a new set"
+            ) from None
 
-    def pixels(self, items: Sequence[Item], size: int, interpolation: str = "area",
-               warn: bool = True) -> tuple[np.ndarray, list[Item], list[dict[str, str]]]:  # fmt: skip
+    def pixels(
+        self, items: Sequence[Item], size: int, interpolation: str = "area", warn: bool = True
+    ) -> tuple[np.ndarray, list[Item], list[dict[str, str]]]:
         """Decode and resize ``items`` to RGB uint8 (N, size, size, 3); ``warn`` logs the skips.
 
         Returns:
@@ -129,7 +131,9 @@ def _class_dirs(folder: Path) -> list[Path]:
     for sub in found:
         target = sub.resolve()
         if sub.is_symlink() and (target == here or target in here.parents):
-            raise DataError(f"{sub} is a symlink to {target}, which holds the data folder itself (a loop); remove the link")
+            raise DataError(
+                f"{sub} is a symlink to {target}, which holds the data folder itself (a loop); remove the link"
+            )
     return found
 
 
@@ -137,8 +141,10 @@ def _from_folder(folder: Path) -> Dataset:
     subdirs = {p.name for p in _class_dirs(folder)}
     if "train" in subdirs and not subdirs <= set(SPLITS):
         others = ", ".join(sorted(subdirs - set(SPLITS)))
-        raise DataError(f"{folder} has a train/ folder (a pre-split layout) beside other folders ({others}); move those out, "
-                        "or rename train/ if it is a class")  # fmt: skip
+        raise DataError(
+            f"{folder} has a train/ folder (a pre-split layout) beside other folders ({others}); move those out, "
+            "or rename train/ if it is a class"
+        )
     if "train" in subdirs:
         names = sorted({c.name for s in subdirs for c in _class_dirs(folder / s)})
         index = {n: i for i, n in enumerate(names)}
@@ -166,8 +172,10 @@ def _from_csv(path: Path, allow_outside_root: bool) -> Dataset:
                     continue
                 file = _csv_image(path, root, lineno, row, allow_outside_root)
                 if file in seen:  # a repeated image would land in train and test alike, or carry two labels
-                    raise DataError(f"{path}:{lineno}: {row[0].strip()!r} is already listed on line {seen[file]}; list each "
-                                    "image once, with one label")  # fmt: skip
+                    raise DataError(
+                        f"{path}:{lineno}: {row[0].strip()!r} is already listed on line {seen[file]}; list each "
+                        "image once, with one label"
+                    )
                 seen[file] = lineno
                 rows.append((file, row[1].strip()))
     except UnicodeDecodeError:
@@ -188,7 +196,9 @@ def _csv_image(path: Path, root: Path, lineno: int, row: list[str], allow_outsid
         raise DataError(f"{where}: expected 'path,label' with both set, got {','.join(row)!r}; fix or delete the row")
     file = (root / row[0].strip()).resolve()
     if not allow_outside_root and root not in file.parents:
-        raise DataError(f"{where}: {row[0]!r} points outside {root}; keep images under the CSV's folder or pass --allow-outside-root")
+        raise DataError(
+            f"{where}: {row[0]!r} points outside {root}; keep images under the CSV's folder or pass --allow-outside-root"
+        )
     if file.is_dir():
         raise DataError(f"{where}: {row[0]!r} is a folder; list one image file per row")
     if not file.is_file():
@@ -205,8 +215,10 @@ def _from_arrays(path: Path) -> Dataset:
                 x_key = next((k for k in ("images", "x", "x_train") if k in keys), None)
                 y_key = next((k for k in ("labels", "y", "y_train") if k in keys), None)
                 if x_key is None or y_key is None:
-                    raise DataError(f"{path} needs arrays named 'images' and 'labels' (has: {', '.join(sorted(keys))}); "
-                                    "save with np.savez(path, images=..., labels=...)")  # fmt: skip
+                    raise DataError(
+                        f"{path} needs arrays named 'images' and 'labels' (has: {', '.join(sorted(keys))}); "
+                        "save with np.savez(path, images=..., labels=...)"
+                    )
                 images, labels = archive[x_key], archive[y_key]
                 names = [str(n) for n in archive["class_names"]] if "class_names" in keys else None
         else:
@@ -216,14 +228,21 @@ def _from_arrays(path: Path) -> Dataset:
             images, labels = np.load(path, allow_pickle=False), np.load(label_file, allow_pickle=False)
             names = None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile):
-        raise DataError(f"{path} is not a numpy file edgetl reads (not .npz/.npy, truncated, or pickled objects, "
-                        "which are never loaded); save uint8 arrays with np.savez / np.save") from None  # fmt: skip
+        raise DataError(
+            f"{path} is not a numpy file edgetl reads (not .npz/.npy, truncated, or pickled objects, "
+            "which are never loaded); save uint8 arrays with np.savez / np.save"
+        ) from None
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
-        raise DataError(f"{path}: images must be (N, H, W[, 1|3|4]), got shape {images.shape}; "
-                        "save RGB as (N, H, W, 3) or grey as (N, H, W)")  # fmt: skip
+        raise DataError(
+            f"{path}: images must be (N, H, W[, 1|3|4]), got shape {images.shape}; "
+            "save RGB as (N, H, W, 3) or grey as (N, H, W)"
+        )
     if images.dtype != np.uint8:
-        fix = ("if they are 0..1, scale them: (images * 255).round().astype(np.uint8)" if images.dtype.kind == "f"
-               else "convert with .astype(np.uint8)")  # fmt: skip
+        fix = (
+            "if they are 0..1, scale them: (images * 255).round().astype(np.uint8)"
+            if images.dtype.kind == "f"
+            else "convert with .astype(np.uint8)"
+        )
         raise DataError(f"{path}: images must be uint8 pixels 0-255, got {images.dtype}; {fix}")
     if images.ndim >= 3 and 0 in images.shape[1:3]:
         raise DataError(f"{path}: images have zero size {images.shape[1:3]}; save real (N, H, W[, C]) pixels")
@@ -232,10 +251,14 @@ def _from_arrays(path: Path) -> Dataset:
     if not len(images):
         raise DataError(f"{path} holds no images; save at least a few per class")
     if names is not None and labels.dtype.kind not in "iu":
-        raise DataError(f"{path}: labels must be integer indices into class_names, got {labels.dtype}; "
-                        "store indices, or leave class_names out to use the labels as names")  # fmt: skip
+        raise DataError(
+            f"{path}: labels must be integer indices into class_names, got {labels.dtype}; "
+            "store indices, or leave class_names out to use the labels as names"
+        )
     if labels.dtype.kind not in "iuUS":
-        raise DataError(f"{path}: labels must be integers or strings, got {labels.dtype}; convert them with .astype(int)")
+        raise DataError(
+            f"{path}: labels must be integers or strings, got {labels.dtype}; convert them with .astype(int)"
+        )
     if names is None:
         names = [str(v) for v in sorted(set(labels.tolist()))]
         index = {v: i for i, v in enumerate(sorted(set(labels.tolist())))}
@@ -243,8 +266,10 @@ def _from_arrays(path: Path) -> Dataset:
     else:
         codes = [int(v) for v in labels.tolist()]
         if min(codes) < 0 or max(codes) >= len(names):
-            raise DataError(f"{path}: labels must index class_names (0..{len(names) - 1}), got {min(codes)}..{max(codes)}; "
-                            "fix the labels or class_names")  # fmt: skip
+            raise DataError(
+                f"{path}: labels must index class_names (0..{len(names) - 1}), got {min(codes)}..{max(codes)}; "
+                "fix the labels or class_names"
+            )
     items = [Item(f"#{i}", c) for i, c in enumerate(codes)]
     return Dataset("array", str(path.resolve()), names, items, _array=images)
 
@@ -256,8 +281,10 @@ def _check_classes(dataset: Dataset, min_classes: int = 2) -> None:
         raise DataError(f"{dataset.root}: found {found}; a classifier needs at least two, add images of another class")
     odd = [n for n in dataset.class_names if not n.strip() or any(ord(c) < 32 or ord(c) == 127 for c in n)]
     if odd:
-        raise DataError(f"{dataset.root}: class name {odd[0]!r} is blank or has control characters "
-                        "(labels.txt holds one name per line); rename it")  # fmt: skip
+        raise DataError(
+            f"{dataset.root}: class name {odd[0]!r} is blank or has control characters "
+            "(labels.txt holds one name per line); rename it"
+        )
     empty = [n for n, c in zip(dataset.class_names, counts) if c == 0]
     if empty:
         raise DataError(f"{dataset.root}: class(es) {', '.join(empty)} have no images; add images or remove the folder")
@@ -271,19 +298,27 @@ def check_readable(dataset: Dataset, kept: dict[str, list[Item]], skipped: list[
     """
     example = f" (e.g. {skipped[0]['reason']})" if skipped else ""
     if (not kept["train"] or not kept["val"]) and not skipped:
-        raise DataError(f"{dataset.root}: too few images to split ({len(dataset.items)} in {len(dataset.class_names)} classes leave "
-                        "the train or val split empty); add at least 3 images per class")  # fmt: skip
+        raise DataError(
+            f"{dataset.root}: too few images to split ({len(dataset.items)} in {len(dataset.class_names)} classes leave "
+            "the train or val split empty); add at least 3 images per class"
+        )
     if not kept["train"] or not kept["val"]:
-        raise DataError(f"{dataset.root}: no readable training or validation images left, {len(skipped)} skipped{example}; "
-                        "replace or remove the unreadable files")  # fmt: skip
+        raise DataError(
+            f"{dataset.root}: no readable training or validation images left, {len(skipped)} skipped{example}; "
+            "replace or remove the unreadable files"
+        )
     counts = class_balance(kept["train"], len(dataset.class_names))
     empty = [n for n, c in zip(dataset.class_names, counts) if c == 0]
     if empty:
-        raise DataError(f"{dataset.root}: class(es) {', '.join(empty)} have no readable training image, {len(skipped)} "
-                        f"skipped{example}; replace or remove the unreadable files")  # fmt: skip
+        raise DataError(
+            f"{dataset.root}: class(es) {', '.join(empty)} have no readable training image, {len(skipped)} "
+            f"skipped{example}; replace or remove the unreadable files"
+        )
 
 
-def split(dataset: Dataset, val_fraction: float, test_fraction: float, seed: int, max_per_class: Optional[int] = None) -> dict[str, list[Item]]:
+def split(
+    dataset: Dataset, val_fraction: float, test_fraction: float, seed: int, max_per_class: Optional[int] = None
+) -> dict[str, list[Item]]:
     """Seeded, stratified train/val/test lists (a given train/val/test layout is kept).
 
     Every class gets at least one image in each split when it has three or more.
@@ -297,7 +332,9 @@ def split(dataset: Dataset, val_fraction: float, test_fraction: float, seed: int
             given["train"], given["test"] = _stratify(given["train"], test_fraction, rng)
         empty = [s for s in SPLITS if not given[s]]
         if empty:
-            raise DataError(f"{dataset.root}/{empty[0]}/ holds no images; add images to it, or remove the folder to split it off train")
+            raise DataError(
+                f"{dataset.root}/{empty[0]}/ holds no images; add images to it, or remove the folder to split it off train"
+            )
         return {s: given[s] for s in SPLITS}
     items = _cap(dataset.items, max_per_class, rng)
     rest, test = _stratify(items, test_fraction, rng)
@@ -338,10 +375,21 @@ def write_splits(run_dir: Path, dataset: Dataset, splits: dict[str, list[Item]],
     for name, items in splits.items():
         lines = ["ref,label"] + [f"{_csv_field(datapaths.relative_ref(root, it.ref))},{it.label}" for it in items]
         write_bytes_atomic(run_dir / "splits" / f"{name}.csv", ("\n".join(lines) + "\n").encode("utf-8"))
-    counts = {s: np.bincount([i.label for i in v], minlength=len(dataset.class_names)).tolist() for s, v in splits.items()}
+    counts = {
+        s: np.bincount([i.label for i in v], minlength=len(dataset.class_names)).tolist() for s, v in splits.items()
+    }
     skipped = [{**s, "ref": datapaths.relative_ref(root, s["ref"])} for s in skipped]
-    write_json_atomic(run_dir / "data.json", {"kind": dataset.kind, "root": root, "paths": datapaths.LAYOUT,
-                                              "class_names": dataset.class_names, "counts": counts, "skipped": skipped})  # fmt: skip
+    write_json_atomic(
+        run_dir / "data.json",
+        {
+            "kind": dataset.kind,
+            "root": root,
+            "paths": datapaths.LAYOUT,
+            "class_names": dataset.class_names,
+            "counts": counts,
+            "skipped": skipped,
+        },
+    )
 
 
 def _csv_field(value: str) -> str:
@@ -363,18 +411,26 @@ def load_split(run_dir: Path, name: str) -> tuple[Dataset, list[Item]]:
     array = None
     if meta["kind"] == "array":
         if not Path(meta["root"]).is_file():
-            raise RunFolderError(f"the run's image array {meta['root']} is gone; restore it there (data.json records it)")
+            raise RunFolderError(
+                f"the run's image array {meta['root']} is gone; restore it there (data.json records it)"
+            )
         array = _from_arrays(Path(meta["root"]))._array  # noqa: SLF001 - this module's own Dataset
         if any(int(it.ref[1:]) >= len(array) for it in items):
-            raise RunFolderError(f"{run_dir}/splits/{name}.csv lists rows beyond {meta['root']}'s {len(array)} images; "
-                                 "the array changed since training: restore it or re-run `edgetl train`")  # fmt: skip
+            raise RunFolderError(
+                f"{run_dir}/splits/{name}.csv lists rows beyond {meta['root']}'s {len(array)} images; "
+                "the array changed since training: restore it or re-run `edgetl train`"
+            )
     elif not Path(items[0].ref).exists():
-        raise RunFolderError(f"the run's images under {meta['root']} are gone; restore them there (data.json records "
-                             "where they were), or re-run `edgetl train`")  # fmt: skip
+        raise RunFolderError(
+            f"the run's images under {meta['root']} are gone; restore them there (data.json records "
+            "where they were), or re-run `edgetl train`"
+        )
     return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, _array=array, legacy=legacy), items
 
 
-def split_image_loader(run_dir: Path, size: int, interpolation: str, refs: Sequence[str] = ()) -> Callable[[str], np.ndarray]:
+def split_image_loader(
+    run_dir: Path, size: int, interpolation: str, refs: Sequence[str] = ()
+) -> Callable[[str], np.ndarray]:
     """``ref -> RGB uint8 (size, size, 3)`` for a run's calibration refs, resolved under its data root.
 
     ``refs`` are checked up front (each under the root, each file present), so a
@@ -387,7 +443,9 @@ def split_image_loader(run_dir: Path, size: int, interpolation: str, refs: Seque
     for ref in refs:
         path = datapaths.resolve_ref(dataset.root, ref, f"{run_dir}/calibration.json", dataset.legacy)
         if not ref.startswith("#") and not os.path.isfile(path):
-            raise RunFolderError(f"calibration image {path} is gone; restore it, or run `edgetl calibrate` to choose a new set")
+            raise RunFolderError(
+                f"calibration image {path} is gone; restore it, or run `edgetl calibrate` to choose a new set"
+            )
     return lambda ref: dataset.load_ref(ref, size, interpolation)
 
 

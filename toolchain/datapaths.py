@@ -18,8 +18,8 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Optional
 
-from edgetl.runtime.model_card import read_json
 from edgetl.errors import RunFolderError
+from edgetl.runtime.model_card import read_json
 
 LAYOUT = "relative-to-root"  # data.json "paths": how split refs are written
 RETRAIN = "re-run `edgetl train` to write it again"
@@ -51,19 +51,25 @@ def resolve_ref(root: str, ref: str, where: str, legacy: bool = False) -> str:
     """
     if ref.startswith("#"):
         if not ref[1:].isdigit():
-            raise RunFolderError(f"{where}: {ref!r} is not an image-array row (#N); the run folder was edited: {RETRAIN}")
+            raise RunFolderError(
+                f"{where}: {ref!r} is not an image-array row (#N); the run folder was edited: {RETRAIN}"
+            )
         return ref
     if legacy and "\0" not in ref:
         found = os.path.normpath(os.path.abspath(ref))
         if inside(root, found):
             return found
         if not os.path.isabs(ref):
-            raise RunFolderError(f"{where}: this run folder (an older edgetl) records image paths relative to the directory "
-                                 f"it was trained from; run the command from there, or {RETRAIN}")  # fmt: skip
+            raise RunFolderError(
+                f"{where}: this run folder (an older edgetl) records image paths relative to the directory "
+                f"it was trained from; run the command from there, or {RETRAIN}"
+            )
     path = PurePosixPath(ref)
     if not ref or path.is_absolute() or ".." in path.parts or "\0" in ref:
-        raise RunFolderError(f"{where}: {ref[:120]!r} is not a path inside the run's data root {root}; "
-                             f"the run folder was edited or is damaged: {RETRAIN}")  # fmt: skip
+        raise RunFolderError(
+            f"{where}: {ref[:120]!r} is not a path inside the run's data root {root}; "
+            f"the run folder was edited or is damaged: {RETRAIN}"
+        )
     return os.path.join(root, *path.parts)
 
 
@@ -85,12 +91,22 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
     try:
         meta = read_json(path)
     except (ValueError, OSError) as exc:
-        raise RunFolderError(f"{path} is not readable JSON ({str(exc)[:120]}); the run folder is damaged: {RETRAIN}") from None
+        raise RunFolderError(
+            f"{path} is not readable JSON ({str(exc)[:120]}); the run folder is damaged: {RETRAIN}"
+        ) from None
     names = meta.get("class_names") if isinstance(meta, dict) else None
-    if (not isinstance(meta, dict) or meta.get("kind") not in ("folder", "csv", "array") or not isinstance(meta.get("root"), str)
-            or not os.path.isabs(meta["root"]) or not isinstance(names, list) or len(names) < 2
-            or not all(isinstance(n, str) for n in names)):  # fmt: skip
-        raise RunFolderError(f"{path} lacks its kind, absolute root or class names; the run folder is damaged: {RETRAIN}")
+    if (
+        not isinstance(meta, dict)
+        or meta.get("kind") not in ("folder", "csv", "array")
+        or not isinstance(meta.get("root"), str)
+        or not os.path.isabs(meta["root"])
+        or not isinstance(names, list)
+        or len(names) < 2
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise RunFolderError(
+            f"{path} lacks its kind, absolute root or class names; the run folder is damaged: {RETRAIN}"
+        )
     return meta
 
 
@@ -111,11 +127,15 @@ def read_split_rows(run_dir: Path, name: str, num_classes: int) -> list[tuple[st
                 where = f"{path}:{reader.line_num}"
                 label = _label(row.get("label"), num_classes)
                 if not isinstance(row.get("ref"), str) or label is None:
-                    raise RunFolderError(f"{where}: expected 'ref,label' with a label in 0..{num_classes - 1}; "
-                                         f"the run folder is damaged: {RETRAIN}")  # fmt: skip
+                    raise RunFolderError(
+                        f"{where}: expected 'ref,label' with a label in 0..{num_classes - 1}; "
+                        f"the run folder is damaged: {RETRAIN}"
+                    )
                 rows.append((row["ref"], label, where))
     except (UnicodeDecodeError, csv.Error, OSError) as exc:
-        raise RunFolderError(f"{path} is not a readable split list ({str(exc)[:120]}); the run folder is damaged: {RETRAIN}") from None
+        raise RunFolderError(
+            f"{path} is not a readable split list ({str(exc)[:120]}); the run folder is damaged: {RETRAIN}"
+        ) from None
     if not rows:
         raise RunFolderError(f"{path} lists no images; the run folder is damaged: {RETRAIN}")
     return rows

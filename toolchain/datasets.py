@@ -16,14 +16,22 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-
 from edgetl.config import check_seed, require
 from edgetl.errors import DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
-    "t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot",
-)  # fmt: skip
+    "t-shirt_top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle_boot",
+)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -52,7 +60,9 @@ def load_fashion_mnist(part: str = "train", source: Optional[Path] = None) -> tu
     return read_idx(images), read_idx(labels)
 
 
-def write_fashion_mnist_folder(output: Path, per_class: int, seed: int = 0, part: str = "train", source: Optional[Path] = None) -> dict[str, int]:
+def write_fashion_mnist_folder(
+    output: Path, per_class: int, seed: int = 0, part: str = "train", source: Optional[Path] = None
+) -> dict[str, int]:
     """Write ``per_class`` seeded images of each class as PNGs under ``output/<class>/``.
 
     The folder is built beside ``output`` and renamed into place, so an interrupted
@@ -64,7 +74,14 @@ def write_fashion_mnist_folder(output: Path, per_class: int, seed: int = 0, part
     import cv2  # noqa: PLC0415
 
     check_seed("--seed", seed)
-    require([(1 <= per_class <= 7000, f"--per-class must be in 1..7000 (got {per_class}); each class has 6000 train, 1000 test images")])
+    require(
+        [
+            (
+                1 <= per_class <= 7000,
+                f"--per-class must be in 1..7000 (got {per_class}); each class has 6000 train, 1000 test images",
+            )
+        ]
+    )
     images, labels = load_fashion_mnist(part, source)
     rng = np.random.default_rng(seed)
     output = Path(output)

@@ -14,9 +14,9 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from edgetl.runtime.model_card import write_bytes_atomic
 from edgetl import log
 from edgetl.errors import ConversionError
+from edgetl.runtime.model_card import write_bytes_atomic
 from edgetl.tflite_inspect import layers_of
 
 DEBUG_CSV = "int8_debug.csv"
@@ -50,7 +50,9 @@ def debug_int8(tf: Any, saved_dir: Path, representative: Callable[[], Any], run:
         row["rmse/scale"] = f"{math.sqrt(mse) / scale:.6g}" if scale > 0 else "nan"
         row["layer"] = (layers_of(row.get("tensor_name", "")) or [""])[-1]
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0].keys()) if rows else ["layer", "rmse/scale"], lineterminator="\n")
+    writer = csv.DictWriter(
+        out, fieldnames=list(rows[0].keys()) if rows else ["layer", "rmse/scale"], lineterminator="\n"
+    )
     writer.writeheader()
     writer.writerows(rows)
     path = run / DEBUG_CSV

@@ -21,7 +21,6 @@ import os
 from typing import Any
 
 import numpy as np
-
 from edgetl import log
 from edgetl.config import Strategy, TrainConfig
 from edgetl.errors import ConfigError

@@ -12,12 +12,13 @@ import math
 from typing import Any, Iterator
 
 import numpy as np
-
 from edgetl.runtime.model_card import Normalization
 from edgetl.runtime.preprocess import normalize
 
 
-def augment(images: np.ndarray, rng: np.random.Generator, max_degrees: float = 10.0, contrast: float = 0.2) -> np.ndarray:
+def augment(
+    images: np.ndarray, rng: np.random.Generator, max_degrees: float = 10.0, contrast: float = 0.2
+) -> np.ndarray:
     """Random horizontal flip, rotation within ±``max_degrees`` and contrast in 1±``contrast``."""
     import cv2  # noqa: PLC0415
 
@@ -43,13 +44,23 @@ def normalized_batches(images: np.ndarray, normalization: Normalization, batch_s
 
 def predict(model: Any, images: np.ndarray, normalization: Normalization, batch_size: int = 64) -> np.ndarray:
     """Model outputs for uint8 images, batch by batch (never a whole float copy in memory)."""
-    outputs = [np.asarray(model.predict_on_batch(batch)) for batch in normalized_batches(images, normalization, batch_size)]
+    outputs = [
+        np.asarray(model.predict_on_batch(batch)) for batch in normalized_batches(images, normalization, batch_size)
+    ]
     if not outputs:
         return np.zeros((0,) + tuple(int(d) for d in model.output_shape[1:]), dtype=np.float32)
     return np.concatenate(outputs).astype(np.float32)
 
 
-def make_sequence(images: np.ndarray, labels: np.ndarray, normalization: Normalization, batch_size: int, seed: int, augmented: bool, shuffle: bool = True) -> Any:
+def make_sequence(
+    images: np.ndarray,
+    labels: np.ndarray,
+    normalization: Normalization,
+    batch_size: int,
+    seed: int,
+    augmented: bool,
+    shuffle: bool = True,
+) -> Any:
     """A ``keras.utils.Sequence`` of (normalised images, labels), reshuffled and re-augmented each epoch."""
     from edgetl.graph import keras  # noqa: PLC0415
 
@@ -83,4 +94,3 @@ def augmented_views(images: np.ndarray, views: int, seed: int) -> Iterator[np.nd
     yield images
     for view in range(1, views):
         yield augment(images, np.random.default_rng((seed, 1000 + view)))
-

@@ -15,7 +15,6 @@ import sys
 from typing import Any
 
 import numpy as np
-
 from edgetl.errors import MissingExtraError
 
 CONV_CLASSES = ("Conv2D", "DepthwiseConv2D")
@@ -107,8 +106,13 @@ def _foldable(config: dict[str, Any]) -> dict[str, str]:
         conv_config = source["config"]
         axis = layer["config"].get("axis", -1)
         last_axis = axis in (-1, 3, [-1], [3])
-        if (source["class_name"] in CONV_CLASSES and conv_config["activation"] == "linear" and len(consumers_of[source["name"]]) == 1
-                and last_axis and not layer["config"].get("renorm")):  # fmt: skip
+        if (
+            source["class_name"] in CONV_CLASSES
+            and conv_config["activation"] == "linear"
+            and len(consumers_of[source["name"]]) == 1
+            and last_axis
+            and not layer["config"].get("renorm")
+        ):
             folded[layer["name"]] = source["name"]
             conv_config["use_bias"] = True
     return folded

@@ -30,18 +30,46 @@ _TFMOT = "tensorflow_model_optimization.python.core.quantization.keras."
 # tfmot serialises its quantize configs and quantizers inside a wrapper.
 ALLOWED: frozenset[tuple[Any, str]] = frozenset(
     [("tf_keras.src.engine.functional", "Functional"), ("keras", "Functional")]
-    + [("keras.layers", name) for name in (
-        "InputLayer", "Conv2D", "DepthwiseConv2D", "BatchNormalization", "ReLU", "ZeroPadding2D", "Add",
-        "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Dropout", "Dense")]
-    + [("keras.initializers", name) for name in (
-        "GlorotUniform", "Zeros", "Ones", "RandomNormal", "TruncatedNormal", "VarianceScaling", "HeNormal")]
+    + [
+        ("keras.layers", name)
+        for name in (
+            "InputLayer",
+            "Conv2D",
+            "DepthwiseConv2D",
+            "BatchNormalization",
+            "ReLU",
+            "ZeroPadding2D",
+            "Add",
+            "GlobalAveragePooling2D",
+            "GlobalMaxPooling2D",
+            "Dropout",
+            "Dense",
+        )
+    ]
+    + [
+        ("keras.initializers", name)
+        for name in ("GlorotUniform", "Zeros", "Ones", "RandomNormal", "TruncatedNormal", "VarianceScaling", "HeNormal")
+    ]
     + [("keras.regularizers", "L2"), ("keras.optimizers", "Adam")]  # Adam: the compile_config of a compiled model
-    + [(_TFMOT + "quantize_wrapper", "QuantizeWrapperV2"), (_TFMOT + "quantize_layer", "QuantizeLayer"),
-       (_TFMOT + "quantize_aware_activation", "QuantizeAwareActivation")]
-    + [(None, name) for name in (
-        "FoldedConvConfig", "Default8BitQuantizeConfig", "Default8BitOutputQuantizeConfig", "NoOpQuantizeConfig",
-        "AllValuesQuantizer", "LastValueQuantizer", "MovingAverageQuantizer", "KernelQuantizer")]
-)  # fmt: skip
+    + [
+        (_TFMOT + "quantize_wrapper", "QuantizeWrapperV2"),
+        (_TFMOT + "quantize_layer", "QuantizeLayer"),
+        (_TFMOT + "quantize_aware_activation", "QuantizeAwareActivation"),
+    ]
+    + [
+        (None, name)
+        for name in (
+            "FoldedConvConfig",
+            "Default8BitQuantizeConfig",
+            "Default8BitOutputQuantizeConfig",
+            "NoOpQuantizeConfig",
+            "AllValuesQuantizer",
+            "LastValueQuantizer",
+            "MovingAverageQuantizer",
+            "KernelQuantizer",
+        )
+    ]
+)
 
 
 def check(path: Path | str) -> None:
@@ -57,15 +85,21 @@ def check(path: Path | str) -> None:
     try:
         objects = list(_objects(config))
     except RecursionError:
-        raise RunFolderError(f"{path}: config.json is nested too deeply for a Keras model; use a model made by `edgetl train`") from None
+        raise RunFolderError(
+            f"{path}: config.json is nested too deeply for a Keras model; use a model made by `edgetl train`"
+        ) from None
     for module, class_name, registered in objects:
         if "lambda" in class_name.lower():
-            raise RunFolderError(f"{path} holds a Lambda layer (Python code), which edgetl never loads; "
-                                 "rebuild the model without Lambda layers, e.g. with `edgetl train`")  # fmt: skip
+            raise RunFolderError(
+                f"{path} holds a Lambda layer (Python code), which edgetl never loads; "
+                "rebuild the model without Lambda layers, e.g. with `edgetl train`"
+            )
         if (module, class_name) not in ALLOWED or registered not in (None, class_name):
             where = f" from module {module}" if module else ""
-            raise RunFolderError(f"{path} holds a {class_name}{where}, which edgetl does not build and never loads; "
-                                 "use a model made by `edgetl train` / `edgetl qat`")  # fmt: skip
+            raise RunFolderError(
+                f"{path} holds a {class_name}{where}, which edgetl does not build and never loads; "
+                "use a model made by `edgetl train` / `edgetl qat`"
+            )
 
 
 def _read_config(path: Path) -> Any:
@@ -75,19 +109,25 @@ def _read_config(path: Path) -> Any:
         with open(path, "rb") as handle:
             magic = handle.read(4)
         if magic == b"\x89HDF":
-            raise RunFolderError(f"{path} is a legacy HDF5 file, not a zip .keras model; edgetl never loads HDF5 models "
-                                 f"(their Lambda layers run code on load): {fix}")  # fmt: skip
+            raise RunFolderError(
+                f"{path} is a legacy HDF5 file, not a zip .keras model; edgetl never loads HDF5 models "
+                f"(their Lambda layers run code on load): {fix}"
+            )
         if magic != ZIP_MAGIC:
             raise RunFolderError(f"{path} is not a zip .keras model (edgetl loads no other format); {fix}")
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
             if names != MEMBERS:
                 extra = sorted(names - MEMBERS) or sorted(MEMBERS - names)
-                raise RunFolderError(f"{path} is not a .keras model edgetl wrote (members {', '.join(extra)[:120]} "
-                                     f"differ from {', '.join(sorted(MEMBERS))}); {fix}")  # fmt: skip
+                raise RunFolderError(
+                    f"{path} is not a .keras model edgetl wrote (members {', '.join(extra)[:120]} "
+                    f"differ from {', '.join(sorted(MEMBERS))}); {fix}"
+                )
             info = archive.getinfo("config.json")
             if info.file_size > MAX_CONFIG_BYTES:
-                raise RunFolderError(f"{path}: config.json is {info.file_size} bytes, far beyond a MobileNetV2's; {fix}")
+                raise RunFolderError(
+                    f"{path}: config.json is {info.file_size} bytes, far beyond a MobileNetV2's; {fix}"
+                )
             return json.loads(archive.read(info).decode("utf-8"))
     except FileNotFoundError:
         raise RunFolderError(f"{path} does not exist; {fix}") from None

@@ -68,7 +68,9 @@ def progress(items: Iterable[T], total: int, label: str) -> Iterator[T]:
     if show and sys.stderr.isatty():
         from tqdm import tqdm  # noqa: PLC0415
 
-        yield from tqdm(items, total=total, desc=f"      {label}", unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
+        yield from tqdm(
+            items, total=total, desc=f"      {label}", unit="img", file=sys.stderr, leave=False, dynamic_ncols=True
+        )
     else:
         yield from items
     if show:

@@ -13,10 +13,10 @@ import dataclasses
 import os
 from typing import Any
 
-from edgetl.runtime.model_card import Normalization
 from edgetl.config import MixedPrecision, Pooling, TrainConfig
 from edgetl.errors import RunFolderError, WeightsError
 from edgetl.graph import keras
+from edgetl.runtime.model_card import Normalization
 
 POOL, HIDDEN, DROPOUT, HEAD_BN, PREDICTIONS = "head_pool", "head_hidden", "head_dropout", "head_bn", "predictions"
 # MobileNetV2 (Keras and TF-Hub's Keras-trained weights) expects [-1, 1]; TF-Hub image
@@ -86,8 +86,12 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
         # edgetl's own cache first (`edgetl weights install`), passed to Keras as a file; else Keras' download.
         installed = w.cached_weights(config.alpha, config.image_size)
         try:
-            base = apps.MobileNetV2(input_shape=shape, alpha=config.alpha, include_top=False,
-                                    weights=str(installed) if installed else "imagenet")  # fmt: skip
+            base = apps.MobileNetV2(
+                input_shape=shape,
+                alpha=config.alpha,
+                include_top=False,
+                weights=str(installed) if installed else "imagenet",
+            )
         except ValueError as exc:  # Keras refuses alphas/sizes it has no weights for
             raise WeightsError(f"--weights imagenet: {str(exc).splitlines()[0]}; or pass --weights none") from None
         except Exception as exc:  # Keras raises a bare Exception on URL fetch failure
@@ -106,7 +110,11 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
         ) from None
     from edgetl.runtime.model_card import sha256_file  # noqa: PLC0415
 
-    return base, {"weights": "file", "file": os.path.basename(path), "sha256": sha256_file(path)}  # no absolute path in cards
+    return base, {
+        "weights": "file",
+        "file": os.path.basename(path),
+        "sha256": sha256_file(path),
+    }  # no absolute path in cards
 
 
 def build(config: TrainConfig, num_classes: int) -> BuiltModel:
@@ -148,7 +156,9 @@ def _build_hub(config: TrainConfig, num_classes: int) -> BuiltModel:
             "folder of an image feature vector (offline) or a reachable hub handle"
         ) from None
     if len(pooled.shape) != 2:
-        raise WeightsError(f"TF-Hub backbone {handle} returns shape {pooled.shape}; use an image *feature vector* model")
+        raise WeightsError(
+            f"TF-Hub backbone {handle} returns shape {pooled.shape}; use an image *feature vector* model"
+        )
     full = k.Model(inputs, _apply(_head_layers(config, num_classes), pooled), name="edgetl_hub")
     features = k.Model(inputs, pooled, name="features")
     feat_in = k.Input(shape=(int(pooled.shape[-1]),), name="features_in")

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-
 from edgetl import data as data_mod
 from edgetl import feed, log, report, runfolder
 from edgetl import parity_report as reports
 from edgetl import verdict as stats
-from edgetl.config import ParityConfig, Thresholds
 from edgetl.errors import DataError, ParityError, ParityInconclusive, RunFolderError
+from edgetl.parity_config import ParityConfig, Thresholds
 from edgetl.runtime import decode, preprocess
 from edgetl.runtime.model_card import ModelCard, load_card, sha256_file, verify_model_file
 
@@ -54,8 +53,14 @@ class Check:
         return self.verdict == stats.Verdict.PASS
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "name": self.name, "verdict": self.verdict.value, "passed": self.passed,
-                "detail": self.detail, "estimate": self.estimate.to_dict() if self.estimate else None}  # fmt: skip
+        return {
+            "model": self.model,
+            "name": self.name,
+            "verdict": self.verdict.value,
+            "passed": self.passed,
+            "detail": self.detail,
+            "estimate": self.estimate.to_dict() if self.estimate else None,
+        }
 
 
 @dataclasses.dataclass
@@ -78,12 +83,18 @@ class ParityReport:
     def passed(self) -> bool:
         """What the gate says: pass, or inconclusive under ``--inconclusive pass``."""
         return self.verdict == stats.Verdict.PASS or (
-            self.verdict == stats.Verdict.INCONCLUSIVE and self.inconclusive_policy == "pass")
+            self.verdict == stats.Verdict.INCONCLUSIVE and self.inconclusive_policy == "pass"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict.value, "passed": self.passed, "inconclusive_policy": self.inconclusive_policy,
-                "float": self.float_metrics, "models": self.models,
-                "checks": [c.to_dict() for c in self.checks]}  # fmt: skip
+        return {
+            "verdict": self.verdict.value,
+            "passed": self.passed,
+            "inconclusive_policy": self.inconclusive_policy,
+            "float": self.float_metrics,
+            "models": self.models,
+            "checks": [c.to_dict() for c in self.checks],
+        }
 
     def raise_for_verdict(self) -> None:
         """Raise ``ParityError`` (exit 1) on a failed check, ``ParityInconclusive`` (exit 4) under ``--inconclusive fail``."""
@@ -93,8 +104,10 @@ class ParityReport:
             raise ParityError(f"{failed[0].model}: {failed[0].detail}{more}")
         unsure = [c for c in self.checks if c.verdict == stats.Verdict.INCONCLUSIVE]
         if unsure and self.inconclusive_policy == "fail":
-            raise ParityInconclusive(f"{unsure[0].model}: {unsure[0].name} is inconclusive: {unsure[0].detail}; "
-                                     "evaluate on more held-out images (--data DIR) or pass --inconclusive pass")  # fmt: skip
+            raise ParityInconclusive(
+                f"{unsure[0].model}: {unsure[0].name} is inconclusive: {unsure[0].detail}; "
+                "evaluate on more held-out images (--data DIR) or pass --inconclusive pass"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,17 +155,36 @@ def run_parity(config: ParityConfig) -> ParityReport:
         probs, latency = _device_probs(variant.path, config.threads, [it.ref for it in kept], dataset)
         m = _measure(variant, probs, latency, references, labels, keras_card.labels)
         m["flips"] = reports.flips(kept, labels, references[variant.reference], probs, keras_card.labels)
-        judged, figures = threshold_checks(variant.name, probs, references[variant.reference], float_probs, labels,
-                                           keras_card.labels, config.thresholds_for(variant.name), variant.reference)  # fmt: skip
+        judged, figures = threshold_checks(
+            variant.name,
+            probs,
+            references[variant.reference],
+            float_probs,
+            labels,
+            keras_card.labels,
+            config.thresholds_for(variant.name),
+            variant.reference,
+        )
         checks += judged
         results[variant.name] = {**m, **figures}
         per_image[variant.name] = probs
-        report.plot_confusion(m["confusion"], keras_card.labels, f"{variant.name} top-1 {m['top1']:.3f}",
-                              run / f"confusion_{variant.name}.png")  # fmt: skip
+        report.plot_confusion(
+            m["confusion"],
+            keras_card.labels,
+            f"{variant.name} top-1 {m['top1']:.3f}",
+            run / f"confusion_{variant.name}.png",
+        )
         reports.contact_sheet(m["flips"], lambda ref: _frame(ref, dataset)[0], run / f"flips_{variant.name}.png")
     log.stage(total + 1, total + 1, f"writing {config.report_name}.json and .md")
-    result = ParityReport(float_metrics, results, checks, run / f"{config.report_name}.md", config.inconclusive.value,
-                          labels=labels, probabilities={**references, **per_image})  # fmt: skip
+    result = ParityReport(
+        float_metrics,
+        results,
+        checks,
+        run / f"{config.report_name}.md",
+        config.inconclusive.value,
+        labels=labels,
+        probabilities={**references, **per_image},
+    )
     reports.write(run, config, result)
     return result
 
@@ -169,8 +201,9 @@ def _inventory(run: Path, keras_card: ModelCard, models: Optional[Sequence[str]]
     for path in paths:
         if not path.is_file():
             present = ", ".join(p.stem.removeprefix("model_") for p in sorted(run.glob("model_*.tflite"))) or "none"
-            raise RunFolderError(f"{path} does not exist (variants in this run: {present}); "
-                                 f"run `edgetl convert {run}` or fix --models")  # fmt: skip
+            raise RunFolderError(
+                f"{path} does not exist (variants in this run: {present}); run `edgetl convert {run}` or fix --models"
+            )
         if not path.with_suffix(".json").is_file():
             raise RunFolderError(f"{path} has no card {path.with_suffix('.json').name}; re-run `edgetl convert {run}`")
         card = load_card(path.with_suffix(".json"))
@@ -184,18 +217,26 @@ def _lineage(run: Path, path: Path, card: ModelCard, keras_card: ModelCard) -> V
     name = path.stem.removeprefix("model_")
     fix = f"run `edgetl convert {run}` again (or remove {path.name})"
     if tuple(card.labels) != tuple(keras_card.labels):
-        raise RunFolderError(f"{path.name}'s card labels {list(card.labels)} differ from the run's "
-                             f"{list(keras_card.labels)}; {fix}")  # fmt: skip
+        raise RunFolderError(
+            f"{path.name}'s card labels {list(card.labels)} differ from the run's {list(keras_card.labels)}; {fix}"
+        )
     if (card.height, card.width) != (keras_card.height, keras_card.width):
-        raise RunFolderError(f"{path.name} takes {card.height}x{card.width} images, the run's model "
-                             f"{keras_card.height}x{keras_card.width}; {fix}")  # fmt: skip
+        raise RunFolderError(
+            f"{path.name} takes {card.height}x{card.width} images, the run's model "
+            f"{keras_card.height}x{keras_card.width}; {fix}"
+        )
     source = card.extra.get("source") if isinstance(card.extra.get("source"), dict) else {}
     reference = QAT_MODEL if source.get("file") == QAT_MODEL else "model.keras"
     if not (run / reference).is_file():
         raise RunFolderError(f"{path.name} was converted from {reference}, which this run does not have; {fix}")
-    if source.get("sha256") != sha256_file(run / reference) or source.get("float_sha256", keras_card.model_sha256) != keras_card.model_sha256:
-        raise RunFolderError(f"{path.name} was not converted from this run's {reference} "
-                             f"(its card records sha256 {str(source.get('sha256'))[:12]}…); {fix}")  # fmt: skip
+    if (
+        source.get("sha256") != sha256_file(run / reference)
+        or source.get("float_sha256", keras_card.model_sha256) != keras_card.model_sha256
+    ):
+        raise RunFolderError(
+            f"{path.name} was not converted from this run's {reference} "
+            f"(its card records sha256 {str(source.get('sha256'))[:12]}…); {fix}"
+        )
     return Variant(name, path, card, reference)
 
 
@@ -208,8 +249,10 @@ def _items(run: Path, data: Optional[str], card: ModelCard) -> tuple[list[data_m
     dataset = data_mod.discover(data, min_classes=1)
     unknown = sorted(set(dataset.class_names) - set(card.labels))
     if unknown:
-        raise DataError(f"{data}: classes {', '.join(unknown)} are not among the model's labels {list(card.labels)}; "
-                        "name the class folders/labels as in the run's labels.txt, or leave those classes out")
+        raise DataError(
+            f"{data}: classes {', '.join(unknown)} are not among the model's labels {list(card.labels)}; "
+            "name the class folders/labels as in the run's labels.txt, or leave those classes out"
+        )
     index = {name: card.labels.index(name) for name in dataset.class_names}
     items = [data_mod.Item(it.ref, index[dataset.class_names[it.label]]) for it in dataset.items]
     return items, dataset
@@ -236,7 +279,9 @@ def _frame(ref: str, dataset: data_mod.Dataset) -> tuple[np.ndarray, str]:
     return decode.decode_image(ref), "RGB"
 
 
-def _device_probs(path: Path, threads: int, refs: list[str], dataset: data_mod.Dataset) -> tuple[np.ndarray, list[float]]:
+def _device_probs(
+    path: Path, threads: int, refs: list[str], dataset: data_mod.Dataset
+) -> tuple[np.ndarray, list[float]]:
     from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
 
     with log.quiet_native():
@@ -250,23 +295,39 @@ def _device_probs(path: Path, threads: int, refs: list[str], dataset: data_mod.D
     return np.asarray(probs, dtype=np.float32), latency
 
 
-def _contract_checks(variant: Variant, keras_card: ModelCard, items: list[data_mod.Item], dataset: data_mod.Dataset) -> list[Check]:
+def _contract_checks(
+    variant: Variant, keras_card: ModelCard, items: list[data_mod.Item], dataset: data_mod.Dataset
+) -> list[Check]:
     """Compare the device's input tensor with the training-side one on sample images (exact checks, no statistics)."""
     card, name = variant.card, variant.name
     same = card.color_order == keras_card.color_order and card.normalization == keras_card.normalization
-    checks = [Check(name, "preprocessing contract", stats.Verdict.PASS if same else stats.Verdict.FAIL,
-                    f"card says {card.color_order} {card.normalization.description}, the model was trained on "
-                    f"{keras_card.color_order} {keras_card.normalization.description}")]  # fmt: skip
+    checks = [
+        Check(
+            name,
+            "preprocessing contract",
+            stats.Verdict.PASS if same else stats.Verdict.FAIL,
+            f"card says {card.color_order} {card.normalization.description}, the model was trained on "
+            f"{keras_card.color_order} {keras_card.normalization.description}",
+        )
+    ]
     worst = 0.0
     for item in items:
         frame, order = _frame(item.ref, dataset)
         device = preprocess.dequantize(preprocess.prepare(frame, card, order)[0], card.input)
-        training = preprocess.normalize(dataset._load(item, keras_card.height, keras_card.interpolation), keras_card.normalization)  # noqa: SLF001
+        pixels = dataset._load(item, keras_card.height, keras_card.interpolation)  # noqa: SLF001
+        training = preprocess.normalize(pixels, keras_card.normalization)
         worst = max(worst, float(np.abs(device - training).max()))
     limit = max(1.01 * (card.input.scale if card.input.quantized else 1e-6), 1e-5)
     ok = stats.Verdict.PASS if worst <= limit else stats.Verdict.FAIL
-    checks.append(Check(name, "input tensor", ok, f"device input differs from training-side input by {worst:.4g} "
-                                                   f"({'≤' if worst <= limit else '>'} {limit:.4g} allowed)"))  # fmt: skip
+    checks.append(
+        Check(
+            name,
+            "input tensor",
+            ok,
+            f"device input differs from training-side input by {worst:.4g} "
+            f"({'≤' if worst <= limit else '>'} {limit:.4g} allowed)",
+        )
+    )
     return checks
 
 
@@ -276,19 +337,38 @@ def _with_interval(metrics: dict[str, Any]) -> dict[str, Any]:
     return {**metrics, "top1_ci": [low, high]}
 
 
-def _measure(variant: Variant, probs: np.ndarray, latency: list[float], references: dict[str, np.ndarray],
-             labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+def _measure(
+    variant: Variant,
+    probs: np.ndarray,
+    latency: list[float],
+    references: dict[str, np.ndarray],
+    labels: np.ndarray,
+    class_names: Sequence[str],
+) -> dict[str, Any]:
     """Figures of one variant: its own accuracy, and |Δprob| against the model it came from."""
     metrics = _with_interval(report.classification_metrics(probs, labels, class_names))
     delta = np.abs(probs - references[variant.reference])
-    return {**metrics, "reference": variant.reference, "accuracy_reference": "model.keras",
-            "mean_abs_dprob": float(delta.mean()), "max_abs_dprob": float(delta.max()),
-            "size_bytes": variant.path.stat().st_size, "median_ms": float(np.median(latency))}  # fmt: skip
+    return {
+        **metrics,
+        "reference": variant.reference,
+        "accuracy_reference": "model.keras",
+        "mean_abs_dprob": float(delta.mean()),
+        "max_abs_dprob": float(delta.max()),
+        "size_bytes": variant.path.stat().st_size,
+        "median_ms": float(np.median(latency)),
+    }
 
 
-def threshold_checks(name: str, probs: np.ndarray, ref_probs: np.ndarray, float_probs: np.ndarray, labels: np.ndarray,
-                     class_names: Sequence[str], limits: Thresholds,
-                     reference: str = "model.keras") -> tuple[list[Check], dict[str, Any]]:  # fmt: skip
+def threshold_checks(
+    name: str,
+    probs: np.ndarray,
+    ref_probs: np.ndarray,
+    float_probs: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    limits: Thresholds,
+    reference: str = "model.keras",
+) -> tuple[list[Check], dict[str, Any]]:
     """Judge one variant from per-image outputs: the statistical half of the gate.
 
     Top-1 drop and per-class drop are measured against ``float_probs`` (``model.keras``,
@@ -304,9 +384,14 @@ def threshold_checks(name: str, probs: np.ndarray, ref_probs: np.ndarray, float_
     drop = stats.drop_check(float_right, right, limits.max_drop)
     agree = stats.agreement_check(pred == ref_probs.argmax(1), limits.min_agreement)
     classes = _class_drops(float_right, right, labels, class_names, limits.max_class_drop)
-    figures = {"drop_pt": drop.value, "drop": drop.to_dict(), "agreement": agree.value / 100,
-               "agreement_check": agree.to_dict(), "per_class_drop_pt": {c: e.value for c, e in classes.items()},
-               "per_class_drop": {c: e.to_dict() for c, e in classes.items()}}  # fmt: skip
+    figures = {
+        "drop_pt": drop.value,
+        "drop": drop.to_dict(),
+        "agreement": agree.value / 100,
+        "agreement_check": agree.to_dict(),
+        "per_class_drop_pt": {c: e.value for c, e in classes.items()},
+        "per_class_drop": {c: e.to_dict() for c, e in classes.items()},
+    }
     worst = max(classes, key=lambda c: (classes[c].verdict == stats.Verdict.FAIL, classes[c].value))
     class_verdict = stats.combine([e.verdict for e in classes.values()])
     needed = max((e.images_needed or 0 for e in classes.values() if e.verdict == stats.Verdict.INCONCLUSIVE), default=0)
@@ -316,13 +401,22 @@ def threshold_checks(name: str, probs: np.ndarray, ref_probs: np.ndarray, float_
     return [
         Check(name, "top-1 drop", drop.verdict, reports.drop_text(shown, drop), drop),
         Check(name, "agreement", agree.verdict, reports.agreement_text(reference, agree), agree),
-        Check(name, "per-class drop", class_verdict, reports.class_text(worst, class_estimate, len(classes)), class_estimate),
+        Check(
+            name,
+            "per-class drop",
+            class_verdict,
+            reports.class_text(worst, class_estimate, len(classes)),
+            class_estimate,
+        ),
     ], figures
 
 
-def _class_drops(float_right: np.ndarray, right: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                 max_class_drop: float) -> dict[str, stats.Estimate]:  # fmt: skip
+def _class_drops(
+    float_right: np.ndarray, right: np.ndarray, labels: np.ndarray, class_names: Sequence[str], max_class_drop: float
+) -> dict[str, stats.Estimate]:
     present = [i for i in range(len(class_names)) if (labels == i).any()]
     level = stats.class_confidence(len(present))
-    return {class_names[i]: stats.drop_check(float_right[labels == i], right[labels == i], max_class_drop, level)
-            for i in present}  # fmt: skip
+    return {
+        class_names[i]: stats.drop_check(float_right[labels == i], right[labels == i], max_class_drop, level)
+        for i in present
+    }

@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-
-from edgetl.runtime.model_card import write_bytes_atomic, write_json_atomic
 from edgetl import log
 from edgetl import verdict as stats
+from edgetl.runtime.model_card import write_bytes_atomic, write_json_atomic
 
 if TYPE_CHECKING:
-    from edgetl.config import ParityConfig
     from edgetl.data import Item
     from edgetl.parity import ParityReport
+    from edgetl.parity_config import ParityConfig
 
 MARKS = {stats.Verdict.PASS: "✓", stats.Verdict.FAIL: "x", stats.Verdict.INCONCLUSIVE: "?"}
 MAX_FLIPS = 1000  # flipped images listed in parity.json
@@ -40,27 +39,34 @@ def drop_text(m: dict[str, Any], e: stats.Estimate) -> str:
     """``top-1 85.2% [84.5, 85.9] vs float 85.3%, drop 0.12 pt [−0.13, 0.37] (≤ 0.5 pt allowed)``."""
     low, high = m["top1_ci"]
     float_top1 = m["top1"] * 100 + e.value
-    return (f"top-1 {100 * m['top1']:.2f}% [{100 * low:.2f}, {100 * high:.2f}] vs float {float_top1:.2f}%, "
-            f"drop {e.value:.2f} pt [{e.low:.2f}, {e.high:.2f}] "
-            f"({'>' if e.verdict == stats.Verdict.FAIL else 'must be ≤'} {e.threshold:g} pt){_needs(e)}")  # fmt: skip
+    return (
+        f"top-1 {100 * m['top1']:.2f}% [{100 * low:.2f}, {100 * high:.2f}] vs float {float_top1:.2f}%, "
+        f"drop {e.value:.2f} pt [{e.low:.2f}, {e.high:.2f}] "
+        f"({'>' if e.verdict == stats.Verdict.FAIL else 'must be ≤'} {e.threshold:g} pt){_needs(e)}"
+    )
 
 
 def agreement_text(reference: str, e: stats.Estimate) -> str:
     """``top-1 agreement with model.keras 98.38% [98.12, 98.61] (must be ≥ 98%)``."""
-    return (f"top-1 agreement with {reference} {e.value:.2f}% [{e.low:.2f}, {e.high:.2f}] "
-            f"({'<' if e.verdict == stats.Verdict.FAIL else 'must be ≥'} {e.threshold:g}%){_needs(e)}")  # fmt: skip
+    return (
+        f"top-1 agreement with {reference} {e.value:.2f}% [{e.low:.2f}, {e.high:.2f}] "
+        f"({'<' if e.verdict == stats.Verdict.FAIL else 'must be ≥'} {e.threshold:g}%){_needs(e)}"
+    )
 
 
 def class_text(worst: str, e: stats.Estimate, classes: int) -> str:
     """``worst class dress drops 1.4 pt [−0.6, 3.4] (must be ≤ 3 pt; intervals at 99.5% over 10 classes)``."""
     level = 100 * stats.class_confidence(classes)
-    return (f"worst class {worst} drops {e.value:.1f} pt [{e.low:.1f}, {e.high:.1f}] "
-            f"({'>' if e.verdict == stats.Verdict.FAIL else 'must be ≤'} {e.threshold:g} pt; intervals at {level:.2f}% "
-            f"jointly over {classes} classes){_needs(e, 'images per class')}")  # fmt: skip
+    return (
+        f"worst class {worst} drops {e.value:.1f} pt [{e.low:.1f}, {e.high:.1f}] "
+        f"({'>' if e.verdict == stats.Verdict.FAIL else 'must be ≤'} {e.threshold:g} pt; intervals at {level:.2f}% "
+        f"jointly over {classes} classes){_needs(e, 'images per class')}"
+    )
 
 
-def flips(items: Sequence[Item], labels: np.ndarray, ref_probs: np.ndarray, probs: np.ndarray,
-          class_names: Sequence[str]) -> list[dict[str, Any]]:  # fmt: skip
+def flips(
+    items: Sequence[Item], labels: np.ndarray, ref_probs: np.ndarray, probs: np.ndarray, class_names: Sequence[str]
+) -> list[dict[str, Any]]:
     """Images whose top-1 differs from the reference's, worst first.
 
     Worst = the reference was right and the variant is not, then by the reference's
@@ -69,10 +75,17 @@ def flips(items: Sequence[Item], labels: np.ndarray, ref_probs: np.ndarray, prob
     ref_pred, pred = ref_probs.argmax(1), probs.argmax(1)
     rows = []
     for i in np.flatnonzero(ref_pred != pred):
-        rows.append({"ref": items[i].ref, "true": class_names[labels[i]],
-                     "reference": class_names[ref_pred[i]], "reference_score": round(float(ref_probs[i, ref_pred[i]]), 4),
-                     "variant": class_names[pred[i]], "variant_score": round(float(probs[i, pred[i]]), 4),
-                     "lost": bool(ref_pred[i] == labels[i])})  # fmt: skip
+        rows.append(
+            {
+                "ref": items[i].ref,
+                "true": class_names[labels[i]],
+                "reference": class_names[ref_pred[i]],
+                "reference_score": round(float(ref_probs[i, ref_pred[i]]), 4),
+                "variant": class_names[pred[i]],
+                "variant_score": round(float(probs[i, pred[i]]), 4),
+                "lost": bool(ref_pred[i] == labels[i]),
+            }
+        )
     rows.sort(key=lambda r: (not r["lost"], -r["reference_score"]))
     return rows[:MAX_FLIPS]
 
@@ -90,8 +103,12 @@ def contact_sheet(rows: list[dict[str, Any]], frame: Callable[[str], np.ndarray]
         tile = np.full((THUMB + 34, THUMB, 3), 255, np.uint8)
         tile[:THUMB] = rgb[:, :, ::-1]
         colour = (0, 0, 200) if row["lost"] else (90, 90, 90)
-        for k, text in enumerate((f"{row['reference'][:11]} {row['reference_score']:.2f}",
-                                  f"> {row['variant'][:11]} {row['variant_score']:.2f}")):  # fmt: skip
+        for k, text in enumerate(
+            (
+                f"{row['reference'][:11]} {row['reference_score']:.2f}",
+                f"> {row['variant'][:11]} {row['variant_score']:.2f}",
+            )
+        ):
             cv2.putText(tile, text, (2, THUMB + 13 + 15 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.36, colour, 1, cv2.LINE_AA)
         tiles.append(tile)
     per_row = 8
@@ -126,17 +143,21 @@ def _ci(pair: Sequence[float], scale: float = 100, digits: int = 2) -> str:
 def markdown(result: ParityReport) -> str:
     """The parity table a person reads (and CI posts): every figure with its 95% interval."""
     f = result.float_metrics
-    title = result.verdict.value.upper() + ("" if result.verdict != stats.Verdict.INCONCLUSIVE else
-                                            f" (gate: {'PASS' if result.passed else 'FAIL'} under --inconclusive "
-                                            f"{result.inconclusive_policy})")  # fmt: skip
+    title = result.verdict.value.upper() + (
+        ""
+        if result.verdict != stats.Verdict.INCONCLUSIVE
+        else f" (gate: {'PASS' if result.passed else 'FAIL'} under --inconclusive {result.inconclusive_policy})"
+    )
     lines = [
-        f"# Parity: {title}", "",
+        f"# Parity: {title}",
+        "",
         f"{f['count']} held-out images. 95% intervals in brackets; a check passes when its interval lies "
-        "within the threshold, fails when it lies beyond, and is inconclusive otherwise.", "",
+        "within the threshold, fails when it lies beyond, and is inconclusive otherwise.",
+        "",
         "| model | reference | top-1 | drop (pt) | agreement | worst class drop (pt) | mean abs Δprob | size KiB | median ms | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
         f"| float (Keras) | – | {100 * f['top1']:.2f}% {_ci(f['top1_ci'])} | – | – | – | – | – | – | – |",
-    ]  # fmt: skip
+    ]
     for name, m in result.models.items():
         d, a = m["drop"], m["agreement_check"]
         checks = [c for c in result.checks if c.model == name]
@@ -147,15 +168,23 @@ def markdown(result: ParityReport) -> str:
             f"[{d['low']:.2f}, {d['high']:.2f}] | {a['value']:.2f}% [{a['low']:.2f}, {a['high']:.2f}] | "
             f"{worst[0]} {worst[1]['value']:.1f} | {m['mean_abs_dprob']:.4f} | {m['size_bytes'] / 1024:.0f} | "
             f"{m['median_ms']:.2f} | {verdict} |"
-        )  # fmt: skip
+        )
     lines += ["", "## Checks", ""] + [f"- [{MARKS[c.verdict]}] {c.model}: {c.name}: {c.detail}" for c in result.checks]
     for name, m in result.models.items():
         if m["flips"]:
-            lines += ["", f"## {name}: {len(m['flips'])} image(s) whose top-1 differs from {m['reference']} "
-                          f"(worst first; `flips_{name}.png`)", "",
-                      "| image | true | reference | variant |", "|---|---|---|---|"]  # fmt: skip
-            lines += [f"| {r['ref']} | {r['true']} | {r['reference']} {r['reference_score']:.2f} | "
-                      f"{r['variant']} {r['variant_score']:.2f} |" for r in m["flips"][:20]]  # fmt: skip
+            lines += [
+                "",
+                f"## {name}: {len(m['flips'])} image(s) whose top-1 differs from {m['reference']} "
+                f"(worst first; `flips_{name}.png`)",
+                "",
+                "| image | true | reference | variant |",
+                "|---|---|---|---|",
+            ]
+            lines += [
+                f"| {r['ref']} | {r['true']} | {r['reference']} {r['reference_score']:.2f} | "
+                f"{r['variant']} {r['variant_score']:.2f} |"
+                for r in m["flips"][:20]
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -167,8 +196,13 @@ def junit_xml(result: ParityReport) -> str:
     skipped = sum(c.verdict == stats.Verdict.INCONCLUSIVE for c in result.checks)
     cases = []
     for c in result.checks:
-        body = {stats.Verdict.PASS: "", stats.Verdict.FAIL: f"<failure message={quoteattr(c.detail)}/>",
-                stats.Verdict.INCONCLUSIVE: f"<skipped message={quoteattr('inconclusive: ' + c.detail)}/>"}[c.verdict]  # fmt: skip
-        cases.append(f"  <testcase classname={quoteattr('parity.' + c.model)} name={quoteattr(c.name)}>{body}</testcase>")
+        body = {
+            stats.Verdict.PASS: "",
+            stats.Verdict.FAIL: f"<failure message={quoteattr(c.detail)}/>",
+            stats.Verdict.INCONCLUSIVE: f"<skipped message={quoteattr('inconclusive: ' + c.detail)}/>",
+        }[c.verdict]
+        cases.append(
+            f"  <testcase classname={quoteattr('parity.' + c.model)} name={quoteattr(c.name)}>{body}</testcase>"
+        )
     head = f'<testsuite name="edgetl-parity" tests="{len(result.checks)}" failures="{failures}" skipped="{skipped}">'
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + head + "\n" + "\n".join(cases) + "\n</testsuite>\n"

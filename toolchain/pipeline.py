@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-
+from edgetl import cache, feed, log
 from edgetl.runtime.model_card import Normalization
 from edgetl.runtime.preprocess import normalize
-from edgetl import cache, feed, log
 
 FEATURE_BATCH = 256
 
@@ -60,8 +59,15 @@ def steps(count: int, batch_size: int) -> int:
     return max(1, -(-count // batch_size))
 
 
-def training_batches(src: Source, batch_size: int, seed: int, first_epoch: int, epochs: int,
-                     prepare: Callable[[np.ndarray, int, int], np.ndarray], shape: tuple[int, ...]) -> Any:  # fmt: skip
+def training_batches(
+    src: Source,
+    batch_size: int,
+    seed: int,
+    first_epoch: int,
+    epochs: int,
+    prepare: Callable[[np.ndarray, int, int], np.ndarray],
+    shape: tuple[int, ...],
+) -> Any:
     """Batches for epochs ``first_epoch+1 .. epochs`` as one dataset (``fit(steps_per_epoch=steps(...))``).
 
     Epoch ``e`` visits ``src.indices`` in the order of ``default_rng((seed, e))``;
@@ -87,7 +93,9 @@ def training_batches(src: Source, batch_size: int, seed: int, first_epoch: int, 
     return _finish(tf, ds.map(lambda c, e, b: _call(tf, load, c, e, b), num_parallel_calls=tf.data.AUTOTUNE), shape)
 
 
-def ordered_batches(src: Source, batch_size: int, prepare: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]) -> Any:
+def ordered_batches(
+    src: Source, batch_size: int, prepare: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]
+) -> Any:
     """One pass over ``src`` in order (validation, evaluation), prepared in parallel and prefetched."""
     tf = _tf()
 
@@ -106,6 +114,7 @@ def _call(tf: Any, fn: Callable[..., Any], *args: Any) -> tuple[Any, Any]:
 
 def _finish(tf: Any, ds: Any, shape: tuple[int, ...]) -> Any:
     """Restore the static shapes ``numpy_function`` loses (Keras needs them), shard by index only, prefetch."""
+
     def shaped(x: Any, y: Any) -> tuple[Any, Any]:
         x.set_shape((None,) + tuple(shape))
         y.set_shape([None])
@@ -119,6 +128,7 @@ def _finish(tf: Any, ds: Any, shape: tuple[int, ...]) -> Any:
 
 def pixel_preparer(normalization: Normalization, seed: int, augmented: bool) -> Callable[..., np.ndarray]:
     """uint8 rows -> (seeded augmentation) -> normalised float32, as ``feed.make_sequence`` did."""
+
     def prepare(pixels: np.ndarray, epoch: int = 0, batch: int = 0) -> np.ndarray:
         if augmented:
             pixels = feed.augment(pixels, np.random.default_rng((seed, epoch, batch)))
@@ -134,7 +144,9 @@ def as_float32(rows: np.ndarray, *_: int) -> np.ndarray:
 def batch_function(model: Any, shape: tuple[int, ...]) -> Callable[[Any], Any]:
     """``model`` in inference mode as one traced function for any batch size."""
     tf = _tf()
-    return tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec((None,) + tuple(shape), tf.float32)])
+    return tf.function(
+        lambda x: model(x, training=False), input_signature=[tf.TensorSpec((None,) + tuple(shape), tf.float32)]
+    )
 
 
 def predict(model: Any, src: Source, normalization: Normalization, shape: tuple[int, ...]) -> np.ndarray:
@@ -145,8 +157,9 @@ def predict(model: Any, src: Source, normalization: Normalization, shape: tuple[
     return np.concatenate(outs) if outs else np.zeros((0,) + tuple(int(d) for d in model.output_shape[1:]), np.float32)
 
 
-def write_features(model: Any, src: Source, views: int, normalization: Normalization, seed: int,
-                   shape: tuple[int, ...], path: Path) -> cache.Rows:  # fmt: skip
+def write_features(
+    model: Any, src: Source, views: int, normalization: Normalization, seed: int, shape: tuple[int, ...], path: Path
+) -> cache.Rows:
     """Backbone features of ``views`` views of ``src`` (view 0 as is, then seeded augmentations) as float16 ``path``.
 
     View ``v``'s augmentation draws from ``default_rng((seed, 1000 + v))`` image by
@@ -166,7 +179,11 @@ def write_features(model: Any, src: Source, views: int, normalization: Normaliza
                     pixels = src.rows.take(src.indices[start : start + FEATURE_BATCH])
                     yield normalize(feed.augment(pixels, rng) if rng is not None else pixels, normalization)
 
-            ds = tf.data.Dataset.from_generator(batches, output_signature=tf.TensorSpec((None,) + tuple(shape), tf.float32))
-            for k, x in enumerate(log.progress(ds.prefetch(2), steps(len(src), FEATURE_BATCH), f"features of view {view + 1}/{views}")):
+            ds = tf.data.Dataset.from_generator(
+                batches, output_signature=tf.TensorSpec((None,) + tuple(shape), tf.float32)
+            )
+            for k, x in enumerate(
+                log.progress(ds.prefetch(2), steps(len(src), FEATURE_BATCH), f"features of view {view + 1}/{views}")
+            ):
                 write(view * len(src) + k * FEATURE_BATCH, np.asarray(fn(x)).astype(np.float16))
     return cache.Rows(path)

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edgetl import data as data_mod
 from edgetl import feed, graph, log, report, runfolder
 from edgetl import model as model_mod
@@ -84,22 +83,31 @@ def qat(config: QatConfig) -> QatResult:
         float_model = model_mod.load(str(run / FLOAT_MODEL))
         quantized = qat_scheme.quantize(float_model)
         initialize_ranges(quantized, pixels["train"], card, seed)
-    quantized.compile(k.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    quantized.compile(
+        k.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     log.stage(3, STAGES, f"fine-tuning for up to {config.epochs} epoch(s) at lr {config.learning_rate:g}")
     history = _fit(quantized, config, pixels, labels, card, seed)
     log.stage(4, STAGES, "evaluating and writing model_qat.keras")
-    metrics = {s: report.classification_metrics(feed.predict(quantized, pixels[s], card.normalization), labels[s], card.labels)
-               for s in ("val", "test")}  # fmt: skip
+    metrics = {
+        s: report.classification_metrics(feed.predict(quantized, pixels[s], card.normalization), labels[s], card.labels)
+        for s in ("val", "test")
+    }
     for split in ("val", "test"):
-        log.info(f"QAT {split} top-1 {metrics[split]['top1']:.4f} (float {card.extra.get('metrics', {}).get(split, {}).get('top1', float('nan')):.4f})")
+        log.info(
+            f"QAT {split} top-1 {metrics[split]['top1']:.4f} (float {card.extra.get('metrics', {}).get(split, {}).get('top1', float('nan')):.4f})"
+        )
     model_path = qat_scheme.save_qat(quantized, run / QAT_MODEL)
     qat_card = _card(card, run, model_path, config, history, metrics, seed)
     qat_card.save(run / QAT_CARD)
-    return QatResult(model_path, run / QAT_CARD, metrics, dict(card.extra.get("metrics", {})), time.monotonic() - started)
+    return QatResult(
+        model_path, run / QAT_CARD, metrics, dict(card.extra.get("metrics", {})), time.monotonic() - started
+    )
 
 
-def initialize_ranges(quantized: Any, images: np.ndarray, card: ModelCard, seed: int, batches: int = RANGE_BATCHES,
-                      batch_size: int = 32) -> None:  # fmt: skip
+def initialize_ranges(
+    quantized: Any, images: np.ndarray, card: ModelCard, seed: int, batches: int = RANGE_BATCHES, batch_size: int = 32
+) -> None:
     """Set every activation range to the mean of a few training batches' ranges.
 
     tfmot starts activation ranges at [-6, 6] and moves them with an EMA of decay
@@ -141,28 +149,55 @@ def _splits(run: Path, card: ModelCard) -> tuple[dict[str, np.ndarray], dict[str
     return pixels, labels
 
 
-def _fit(model: Any, config: QatConfig, pixels: dict[str, np.ndarray], labels: dict[str, np.ndarray], card: ModelCard, seed: int) -> dict[str, list[float]]:
+def _fit(
+    model: Any,
+    config: QatConfig,
+    pixels: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    card: ModelCard,
+    seed: int,
+) -> dict[str, list[float]]:
     """Fine-tune with early stopping on val loss; Keras' epoch lines go to stderr."""
     k = graph.keras()
-    seq = feed.make_sequence(pixels["train"], labels["train"], card.normalization, config.batch_size, seed, config.augment)
+    seq = feed.make_sequence(
+        pixels["train"], labels["train"], card.normalization, config.batch_size, seed, config.augment
+    )
     val = (feed.normalize(pixels["val"], card.normalization), labels["val"])
     stop = k.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     with contextlib.redirect_stdout(sys.stderr):
-        hist = model.fit(seq, validation_data=val, epochs=config.epochs, callbacks=[stop], verbose=0 if log.QUIET else 2)
+        hist = model.fit(
+            seq, validation_data=val, epochs=config.epochs, callbacks=[stop], verbose=0 if log.QUIET else 2
+        )
     return {key: [float(v) for v in values] for key, values in hist.history.items()}
 
 
-def _card(card: ModelCard, run: Path, model_path: Path, config: QatConfig, history: dict[str, list[float]],
-          metrics: dict[str, Any], seed: int) -> ModelCard:  # fmt: skip
+def _card(
+    card: ModelCard,
+    run: Path,
+    model_path: Path,
+    config: QatConfig,
+    history: dict[str, list[float]],
+    metrics: dict[str, Any],
+    seed: int,
+) -> ModelCard:
     import tensorflow as tf  # noqa: PLC0415
 
     extra = {
         "backbone": card.extra.get("backbone", {}),
         "source": {"file": FLOAT_MODEL, "sha256": sha256_file(run / FLOAT_MODEL)},
-        "qat": {"scheme": QAT_SCHEME, "epochs_run": len(history.get("loss", [])), "learning_rate": config.learning_rate, "seed": seed,
-                "batch_size": config.batch_size, "augment": config.augment, "history": history},
+        "qat": {
+            "scheme": QAT_SCHEME,
+            "epochs_run": len(history.get("loss", [])),
+            "learning_rate": config.learning_rate,
+            "seed": seed,
+            "batch_size": config.batch_size,
+            "augment": config.augment,
+            "history": history,
+        },
         "metrics": {s: {"top1": metrics[s]["top1"], "count": metrics[s]["count"]} for s in ("val", "test")},
         "float_metrics": card.extra.get("metrics", {}),
         "versions": runfolder.versions(tf),
-    }  # fmt: skip
-    return card.replace(model_file=model_path.name, model_sha256=sha256_file(model_path), quantization="qat", extra=extra)
+    }
+    return card.replace(
+        model_file=model_path.name, model_sha256=sha256_file(model_path), quantization="qat", extra=extra
+    )

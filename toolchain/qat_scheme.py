@@ -25,7 +25,16 @@ from typing import Any
 
 from edgetl import graph, log, model
 from edgetl.errors import RunFolderError
-from edgetl.runfolder import FLOAT_MODEL, QAT_CARD, QAT_MODEL, QAT_SCHEME, atomic_path, load_card, sha256_file, verify_model_file
+from edgetl.runfolder import (
+    FLOAT_MODEL,
+    QAT_CARD,
+    QAT_MODEL,
+    QAT_SCHEME,
+    atomic_path,
+    load_card,
+    sha256_file,
+    verify_model_file,
+)
 
 graph.keras()  # TF_USE_LEGACY_KERAS before TensorFlow loads
 import tensorflow as tf  # noqa: E402
@@ -68,10 +77,13 @@ class KernelQuantizer(qk.quantizers.Quantizer):  # type: ignore[misc, name-defin
         if self.bias is not None:
             bound = tf.maximum(bound, tf.abs(self.bias) * (127.0 / (2.0**30 * MIN_INPUT_SCALE)))
         bound = tf.stop_gradient(bound)
-        return tf.quantization.fake_quant_with_min_max_vars_per_channel(inputs, -bound, bound, num_bits=8, narrow_range=True)
+        return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+            inputs, -bound, bound, num_bits=8, narrow_range=True
+        )
 
     def get_config(self) -> dict[str, Any]:
         return {}
+
 
 class DepthwiseKernelQuantizer(KernelQuantizer):
     """Per output channel (each of the last two axes' pairs); rounded in float, straight-through gradient.
@@ -86,6 +98,7 @@ class DepthwiseKernelQuantizer(KernelQuantizer):
         bound = tf.maximum(tf.reduce_max(tf.abs(inputs), axis=(0, 1), keepdims=True), 1e-8)
         step = tf.stop_gradient(bound / 127.0)
         return inputs + tf.stop_gradient(tf.round(inputs / step) * step - inputs)
+
 
 class FoldedConvConfig(qk.QuantizeConfig):  # type: ignore[misc, name-defined]
     """Quantize a folded conv's kernel (per channel) and, unless a ReLU follows, its output."""
@@ -119,12 +132,16 @@ class FoldedConvConfig(qk.QuantizeConfig):  # type: ignore[misc, name-defined]
     def get_config(self) -> dict[str, Any]:
         return {"quantize_output": self.quantize_output}
 
+
 class InputOnlyTransform(quantize_layout_transform.QuantizeLayoutTransform):  # type: ignore[misc]
     """Only the input quantizer: no BatchNorm is left to fuse, and Conv+ReLU would drop the kernel quantizer."""
 
     def apply(self, model: Any, layer_quantize_map: dict[str, Any]) -> Any:
         transforms = [default_8bit_transforms.InputLayerQuantize()]
-        return model_transformer.ModelTransformer(model, transforms, set(layer_quantize_map), layer_quantize_map).transform()
+        return model_transformer.ModelTransformer(
+            model, transforms, set(layer_quantize_map), layer_quantize_map
+        ).transform()
+
 
 class FoldedScheme(default_8bit_quantize_scheme.Default8BitQuantizeScheme):  # type: ignore[misc]
     """tfmot's default 8-bit scheme with the input-only layout transform."""
@@ -133,8 +150,12 @@ class FoldedScheme(default_8bit_quantize_scheme.Default8BitQuantizeScheme):  # t
         return InputOnlyTransform()
 
 
-SCHEME_OBJECTS = {"KernelQuantizer": KernelQuantizer, "DepthwiseKernelQuantizer": DepthwiseKernelQuantizer,
-                  "FoldedConvConfig": FoldedConvConfig, "FoldedScheme": FoldedScheme}  # fmt: skip
+SCHEME_OBJECTS = {
+    "KernelQuantizer": KernelQuantizer,
+    "DepthwiseKernelQuantizer": DepthwiseKernelQuantizer,
+    "FoldedConvConfig": FoldedConvConfig,
+    "FoldedScheme": FoldedScheme,
+}
 
 
 def quantize(float_model: Any) -> Any:
@@ -179,11 +200,15 @@ def load_qat(run: Path) -> Any:
     """
     run = Path(run)
     if not (run / QAT_MODEL).is_file() or not (run / QAT_CARD).is_file():
-        raise RunFolderError(f"{run} has no {QAT_MODEL}; run `edgetl qat {run}` first, or leave qat_int8 out of --quant")
+        raise RunFolderError(
+            f"{run} has no {QAT_MODEL}; run `edgetl qat {run}` first, or leave qat_int8 out of --quant"
+        )
     card = load_card(run / QAT_CARD)
     verify_model_file(card, run / QAT_MODEL)
     if card.extra.get("qat", {}).get("scheme") != QAT_SCHEME:
-        raise RunFolderError(f"{run}/{QAT_MODEL} was made by an older edgetl (BatchNorm not folded); run `edgetl qat {run}` again")
+        raise RunFolderError(
+            f"{run}/{QAT_MODEL} was made by an older edgetl (BatchNorm not folded); run `edgetl qat {run}` again"
+        )
     source = card.extra.get("source", {}).get("sha256")
     if source != sha256_file(run / FLOAT_MODEL):
         raise RunFolderError(f"{run}/{FLOAT_MODEL} changed after QAT; run `edgetl qat {run}` again")

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-
 from edgetl.runtime.model_card import write_bytes_atomic
 
 

@@ -30,7 +30,6 @@ import time
 from typing import Any, Optional
 
 import numpy as np
-
 from edgetl import graph
 
 WEIGHTED = graph.WEIGHTED_CLASSES
@@ -57,7 +56,9 @@ class RoundingReport:
         return dataclasses.asdict(self)
 
 
-def round_weights(model: Any, images: np.ndarray, ranges: Optional[dict[str, tuple[float, float]]] = None) -> RoundingReport:
+def round_weights(
+    model: Any, images: np.ndarray, ranges: Optional[dict[str, tuple[float, float]]] = None
+) -> RoundingReport:
     """Replace ``model``'s Conv2D/DepthwiseConv2D/Dense weights and biases in place with int8-grid ones.
 
     Args:
@@ -93,7 +94,9 @@ def simulate(model: Any, images: np.ndarray, ranges: dict[str, tuple[float, floa
     return _walk(model, images, ranges, rounding=False)
 
 
-def _walk(model: Any, images: np.ndarray, ranges: dict[str, tuple[float, float]], rounding: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _walk(
+    model: Any, images: np.ndarray, ranges: dict[str, tuple[float, float]], rounding: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Run the float and the simulated int8 graph side by side in graph order, rounding each weighted layer."""
     config = model.get_config()
     consumers = graph.consumers(config)
@@ -153,8 +156,9 @@ def _call(layer: Any, inputs: list[np.ndarray]) -> np.ndarray:
     return np.asarray(layer(inputs if len(inputs) > 1 else inputs[0], training=False))
 
 
-def _weighted(layer: Any, kind: str, x_f: np.ndarray, x_q: np.ndarray, ranges: dict[str, tuple[float, float]],
-              rounding: bool) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _weighted(
+    layer: Any, kind: str, x_f: np.ndarray, x_q: np.ndarray, ranges: dict[str, tuple[float, float]], rounding: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """One weighted layer, rounded when ``rounding``: its float output (original weights) and its int8-graph output."""
     import tensorflow as tf  # noqa: PLC0415
 
@@ -177,7 +181,9 @@ def _weighted(layer: Any, kind: str, x_f: np.ndarray, x_q: np.ndarray, ranges: d
     finally:
         layer.activation = activation
     if kind == "Dense" and layer.get_config().get("activation", "linear") != "linear":
-        y_q = fake_quant(y_q, layer.name, ranges)  # the logits are a TFLite tensor of their own; the activation reads them
+        y_q = fake_quant(
+            y_q, layer.name, ranges
+        )  # the logits are a TFLite tensor of their own; the activation reads them
     return np.asarray(activation(tf.constant(y_f))), np.asarray(activation(tf.constant(y_q)))
 
 

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from edgetl.errors import RunFolderError
 from edgetl.runtime.model_card import (
     CardError,
     ModelCard,
@@ -34,13 +35,29 @@ from edgetl.runtime.model_card import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from edgetl.errors import RunFolderError
 
 __all__ = [
-    "CardError", "ModelCard", "FLOAT_MODEL", "FLOAT_CARD", "QAT_MODEL", "QAT_CARD", "QAT_SCHEME", "CONFIG", "variant_file", "float_card", "load_float_model",
-    "versions", "atomic_path", "card_path_for", "load_card", "read_json", "sha256_file", "verify_model_file",
-    "write_bytes_atomic", "write_json_atomic",
-]  # fmt: skip
+    "CardError",
+    "ModelCard",
+    "FLOAT_MODEL",
+    "FLOAT_CARD",
+    "QAT_MODEL",
+    "QAT_CARD",
+    "QAT_SCHEME",
+    "CONFIG",
+    "variant_file",
+    "float_card",
+    "load_float_model",
+    "versions",
+    "atomic_path",
+    "card_path_for",
+    "load_card",
+    "read_json",
+    "sha256_file",
+    "verify_model_file",
+    "write_bytes_atomic",
+    "write_json_atomic",
+]
 
 FLOAT_MODEL = "model.keras"
 FLOAT_CARD = "model_card.json"
@@ -96,9 +113,8 @@ def versions(tf: Any = None, litert: bool = False) -> dict[str, str]:
         litert: also record the installed ``ai-edge-litert`` version.
     """
     import cv2  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-
     import edgetl  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
 
     found = {"edgetl": edgetl.__version__}
     if tf is not None:

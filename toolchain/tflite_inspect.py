@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edgetl.runtime.model_card import ModelCard, TensorSpec
 from edgetl import log
 from edgetl.errors import ConfigError, ConversionError
+from edgetl.runtime.model_card import ModelCard, TensorSpec
 
 
 def layers_of(tensor_name: str) -> list[str]:
@@ -40,8 +39,10 @@ def keep_float_nodes(model: bytes, layers: tuple[str, ...]) -> list[str]:
         if not found:
             known = list(dict.fromkeys(layers_of(n)[-1] for n in outputs if layers_of(n)))
             sample = ", ".join(known[:6])
-            raise ConfigError(f"--keep-float {layer}: no such layer in the converted graph (layers look like {sample}); "
-                              f"--debug names the worst ones")  # fmt: skip
+            raise ConfigError(
+                f"--keep-float {layer}: no such layer in the converted graph (layers look like {sample}); "
+                f"--debug names the worst ones"
+            )
         nodes += found
     return nodes
 
@@ -65,8 +66,10 @@ def read_back(path: Path, card: ModelCard) -> tuple[TensorSpec, TensorSpec]:
         raise ConversionError(f"{path.name} has {len(inputs)} inputs and {len(outputs)} outputs; expected one of each")
     shape_in, shape_out = tuple(inputs[0]["shape"]), tuple(outputs[0]["shape"])
     if shape_in[1:] != (card.height, card.width, 3) or shape_out[-1] != card.num_classes:
-        raise ConversionError(f"{path.name} takes {shape_in} and returns {shape_out}; its card says "
-                              f"({card.height}, {card.width}, 3) -> {card.num_classes} classes")  # fmt: skip
+        raise ConversionError(
+            f"{path.name} takes {shape_in} and returns {shape_out}; its card says "
+            f"({card.height}, {card.width}, 3) -> {card.num_classes} classes"
+        )
     return _spec(inputs[0]), _spec(outputs[0])
 
 

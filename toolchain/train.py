@@ -21,15 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edgetl.runtime.model_card import ModelCard, TensorSpec
 from edgetl import cache, checkpoint, distribute, graph, log, pipeline, report, runfolder
 from edgetl import data as data_mod
 from edgetl import model as model_mod
 from edgetl.config import MixedPrecision, Strategy, TrainConfig
 from edgetl.errors import ConfigError, RunFolderError
-from edgetl.runfolder import CONFIG, FLOAT_CARD, FLOAT_MODEL, read_json, sha256_file, write_bytes_atomic, write_json_atomic
-
+from edgetl.runfolder import (
+    CONFIG,
+    FLOAT_CARD,
+    FLOAT_MODEL,
+    read_json,
+    sha256_file,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+from edgetl.runtime.model_card import ModelCard, TensorSpec
 
 
 def stage_count(config: TrainConfig) -> int:
@@ -91,7 +97,9 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         if worker.chief:
             check_output(final)
         if work.exists():
-            raise RunFolderError(f"an interrupted run of {final} exists; continue it with `edgetl train --resume {final}` or remove {work}")
+            raise RunFolderError(
+                f"an interrupted run of {final} exists; continue it with `edgetl train --resume {final}` or remove {work}"
+            )
         work.mkdir(parents=True)
         write_json_atomic(work / CONFIG, config.to_dict())
     try:
@@ -130,7 +138,9 @@ def check_output(final: Path) -> None:
     if final.exists() and not final.is_dir():
         raise ConfigError(f"--output {final} is a file; {fix}")
     if final.is_dir() and (final.resolve() == Path.cwd().resolve() or any(final.iterdir())):
-        what = "is the current directory" if final.resolve() == Path.cwd().resolve() else "already exists and is not empty"
+        what = (
+            "is the current directory" if final.resolve() == Path.cwd().resolve() else "already exists and is not empty"
+        )
         raise ConfigError(f"--output {final} {what}; {fix}")
     parent = Path(os.path.abspath(final)).parent
     while not parent.exists():
@@ -163,7 +173,11 @@ def _train_into(config: TrainConfig, work: Path, worker: distribute.Worker) -> d
     if worker.chief:
         data_mod.write_splits(work, dataset, splits, skipped)
     tf, strategy, policy = _runtime(config)
-    log.stage(3, stage_count(config), f"building MobileNetV2 alpha={config.alpha} ({policy}, {strategy.num_replicas_in_sync} replica(s))")
+    log.stage(
+        3,
+        stage_count(config),
+        f"building MobileNetV2 alpha={config.alpha} ({policy}, {strategy.num_replicas_in_sync} replica(s))",
+    )
     state = checkpoint.State(work / "checkpoint")
     with strategy.scope():
         built = model_mod.build(config, len(dataset.class_names))
@@ -173,8 +187,12 @@ def _train_into(config: TrainConfig, work: Path, worker: distribute.Worker) -> d
             history.append(_timed(_fine_tune_phase, run))
     if policy != "float32" or worker.count > 1:
         built = _to_float32(config, built, len(dataset.class_names))
-    log.stage(stage_count(config), stage_count(config),
-              "evaluating" + (" and writing the run folder" if worker.chief else f" ({worker.name}: the chief writes the run)"))
+    log.stage(
+        stage_count(config),
+        stage_count(config),
+        "evaluating"
+        + (" and writing the run folder" if worker.chief else f" ({worker.name}: the chief writes the run)"),
+    )
     metrics = _evaluate(built, pixels, dataset.class_names, config.image_size)
     metrics["skipped"] = len(skipped)
     if worker.chief:
@@ -214,8 +232,9 @@ def _timed(phase: Any, run: _Run) -> dict[str, Any]:
     return {**result, "seconds": round(seconds, 3), "images_per_s": round(epochs * len(run.px.y["train"]) / seconds, 1)}
 
 
-def _decode(dataset: data_mod.Dataset, splits: dict[str, list[data_mod.Item]], config: TrainConfig,
-            worker: distribute.Worker) -> tuple[Splits, list[dict[str, str]]]:  # fmt: skip
+def _decode(
+    dataset: data_mod.Dataset, splits: dict[str, list[data_mod.Item]], config: TrainConfig, worker: distribute.Worker
+) -> tuple[Splits, list[dict[str, str]]]:
     """Each split decoded once into the pixel cache (reused when the data has not changed)."""
     parts, skipped = {}, []
     folder = Path(config.cache_dir).expanduser() if config.cache_dir else None
@@ -248,8 +267,16 @@ def _compile(model: Any, learning_rate: float) -> None:
     model.compile(k.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
-def _fit(model: Any, run: _Run, phase: str, epochs: int, train: pipeline.Source, val: pipeline.Source,
-         prepare: Any, shape: tuple[int, ...]) -> dict[str, list[float]]:  # fmt: skip
+def _fit(
+    model: Any,
+    run: _Run,
+    phase: str,
+    epochs: int,
+    train: pipeline.Source,
+    val: pipeline.Source,
+    prepare: Any,
+    shape: tuple[int, ...],
+) -> dict[str, list[float]]:
     """``model.fit`` on streamed batches from the phase's last checkpoint, early-stopping and checkpointing every epoch.
 
     Keras' progress bars go to stderr (stdout carries results). Returns the
@@ -263,16 +290,31 @@ def _fit(model: Any, run: _Run, phase: str, epochs: int, train: pipeline.Source,
         checkpoint.restore_best(model, state, phase)
         return dict(state.phase(phase)["history"])
     batch, worker, seed = run.batch_size, run.px.worker, run.config.seed
-    x = distribute.distribute(run.strategy, worker, lambda: pipeline.training_batches(train, batch, seed, start, epochs, prepare, shape))
-    plain = pipeline.as_float32 if prepare is pipeline.as_float32 else pipeline.pixel_preparer(run.built.normalization, seed, False)
+    x = distribute.distribute(
+        run.strategy, worker, lambda: pipeline.training_batches(train, batch, seed, start, epochs, prepare, shape)
+    )
+    plain = (
+        pipeline.as_float32
+        if prepare is pipeline.as_float32
+        else pipeline.pixel_preparer(run.built.normalization, seed, False)
+    )
     v = distribute.distribute(run.strategy, worker, lambda: pipeline.ordered_batches(val, batch, plain, shape))
-    log.info(f"{worker.name}: {phase} on {len(train)} rows (input shard {worker.index + 1}/{worker.count}), "
-             f"{pipeline.steps(len(train), batch)} steps of {batch} per epoch")
+    log.info(
+        f"{worker.name}: {phase} on {len(train)} rows (input shard {worker.index + 1}/{worker.count}), "
+        f"{pipeline.steps(len(train), batch)} steps of {batch} per epoch"
+    )
     callback = checkpoint.make_callback(state, phase, run.config.patience)
     with contextlib.redirect_stdout(sys.stderr):
-        model.fit(x, steps_per_epoch=pipeline.steps(len(train), batch), validation_data=v,
-                  validation_steps=pipeline.steps(len(val), batch), epochs=epochs, initial_epoch=start, callbacks=[callback],
-                  verbose=0 if log.QUIET else (1 if sys.stderr.isatty() else 2))  # fmt: skip
+        model.fit(
+            x,
+            steps_per_epoch=pipeline.steps(len(train), batch),
+            validation_data=v,
+            validation_steps=pipeline.steps(len(val), batch),
+            epochs=epochs,
+            initial_epoch=start,
+            callbacks=[callback],
+            verbose=0 if log.QUIET else (1 if sys.stderr.isatty() else 2),
+        )
     return dict(state.phase(phase)["history"])
 
 
@@ -281,21 +323,37 @@ def _head_phase(run: _Run) -> dict[str, Any]:
     views = config.cache_views if config.augment else min(config.cache_views, 1)
     train, val = px.source("train"), px.source("val")
     if views == 0:
-        log.stage(4, stage_count(config), f"training the head for {config.epochs} epochs, backbone recomputed every epoch (uncached)")
+        log.stage(
+            4,
+            stage_count(config),
+            f"training the head for {config.epochs} epochs, backbone recomputed every epoch (uncached)",
+        )
         _compile(built.full, config.learning_rate)
         prepare = pipeline.pixel_preparer(built.normalization, config.seed, config.augment)
         hist = _fit(built.full, run, "head", config.epochs, train, val, prepare, run.shape)
         return {"phase": "head (uncached)", **hist}
-    log.stage(4, stage_count(config), f"training the head for {config.epochs} epochs on cached features ({views} view(s) per image)")
+    log.stage(
+        4,
+        stage_count(config),
+        f"training the head for {config.epochs} epochs on cached features ({views} view(s) per image)",
+    )
     start = time.monotonic()
     folder = run.state.folder.parent / "features"
-    train_f = pipeline.write_features(built.features, train, views, built.normalization, config.seed, run.shape, folder / "train.npy")
-    val_f = pipeline.write_features(built.features, val, 1, built.normalization, config.seed, run.shape, folder / "val.npy")
-    log.info(f"backbone features for {len(train_f) + len(val_f)} images in {time.monotonic() - start:.1f}s (float16, on disk)")
+    train_f = pipeline.write_features(
+        built.features, train, views, built.normalization, config.seed, run.shape, folder / "train.npy"
+    )
+    val_f = pipeline.write_features(
+        built.features, val, 1, built.normalization, config.seed, run.shape, folder / "val.npy"
+    )
+    log.info(
+        f"backbone features for {len(train_f) + len(val_f)} images in {time.monotonic() - start:.1f}s (float16, on disk)"
+    )
     _compile(built.head, config.learning_rate)
     train_feats = pipeline.Source(train_f, np.tile(train.labels[train.indices], views), np.arange(len(train_f)))
     val_feats = pipeline.Source(val_f, val.labels[val.indices], np.arange(len(val_f)))
-    hist = _fit(built.head, run, "head", config.epochs, train_feats, val_feats, pipeline.as_float32, (train_f.shape[1],))
+    hist = _fit(
+        built.head, run, "head", config.epochs, train_feats, val_feats, pipeline.as_float32, (train_f.shape[1],)
+    )
     model_mod.copy_head_weights(built.head, built.full)
     return {"phase": "head (cached features)", "views": views, **hist}
 
@@ -304,12 +362,23 @@ def _fine_tune_phase(run: _Run) -> dict[str, Any]:
     config, built = run.config, run.built
     trainable = model_mod.unfreeze_top(built, config.fine_tune_layers)
     log.stage(
-        5, stage_count(config), f"fine-tuning the top {config.fine_tune_layers} layers ({trainable} with weights, BatchNorm frozen) "
+        5,
+        stage_count(config),
+        f"fine-tuning the top {config.fine_tune_layers} layers ({trainable} with weights, BatchNorm frozen) "
         f"for {config.fine_tune_epochs} epochs at lr {config.fine_tune_learning_rate:g}",
-    )  # fmt: skip
+    )
     _compile(built.full, config.fine_tune_learning_rate)  # recompile: trainable flags changed
     prepare = pipeline.pixel_preparer(built.normalization, config.seed, config.augment)
-    hist = _fit(built.full, run, "fine_tune", config.fine_tune_epochs, run.px.source("train"), run.px.source("val"), prepare, run.shape)
+    hist = _fit(
+        built.full,
+        run,
+        "fine_tune",
+        config.fine_tune_epochs,
+        run.px.source("train"),
+        run.px.source("val"),
+        prepare,
+        run.shape,
+    )
     return {"phase": "fine-tune", "trainable_layers": trainable, **hist}
 
 
@@ -331,8 +400,16 @@ def _evaluate(built: model_mod.BuiltModel, px: Splits, class_names: list[str], s
     return out
 
 
-def _write_run(config: TrainConfig, work: Path, built: model_mod.BuiltModel, class_names: list[str],
-               history: list[dict[str, Any]], metrics: dict[str, Any], tf: Any, policy: str) -> None:  # fmt: skip
+def _write_run(
+    config: TrainConfig,
+    work: Path,
+    built: model_mod.BuiltModel,
+    class_names: list[str],
+    history: list[dict[str, Any]],
+    metrics: dict[str, Any],
+    tf: Any,
+    policy: str,
+) -> None:
     model_path = work / FLOAT_MODEL
     with runfolder.atomic_path(model_path, suffix=".keras") as tmp:
         built.full.save(str(tmp))
@@ -340,16 +417,27 @@ def _write_run(config: TrainConfig, work: Path, built: model_mod.BuiltModel, cla
     write_json_atomic(work / "history.json", history)
     write_json_atomic(work / "metrics.json", metrics)
     report.plot_history(history, work / "learning_curves.png")
-    report.plot_confusion(metrics["test"]["confusion"], class_names, f"test top-1 {metrics['test']['top1']:.3f}", work / "confusion_test.png")
+    report.plot_confusion(
+        metrics["test"]["confusion"],
+        class_names,
+        f"test top-1 {metrics['test']['top1']:.3f}",
+        work / "confusion_test.png",
+    )
     card = ModelCard(
-        labels=tuple(class_names), height=config.image_size, width=config.image_size, model_file=model_path.name,
-        model_sha256=sha256_file(model_path), quantization="keras", normalization=built.normalization,
-        input=TensorSpec("float32"), output=TensorSpec("float32"),
+        labels=tuple(class_names),
+        height=config.image_size,
+        width=config.image_size,
+        model_file=model_path.name,
+        model_sha256=sha256_file(model_path),
+        quantization="keras",
+        normalization=built.normalization,
+        input=TensorSpec("float32"),
+        output=TensorSpec("float32"),
         extra={
             "backbone": {"name": config.backbone, "alpha": config.alpha, **built.weights_info},
             "training": {"seed": config.seed, "precision": policy, "epochs_run": [len(h["loss"]) for h in history]},
             "metrics": {s: {"top1": metrics[s]["top1"], "count": metrics[s]["count"]} for s in ("val", "test")},
             "versions": runfolder.versions(tf),
         },
-    )  # fmt: skip
+    )
     card.save(work / FLOAT_CARD)

@@ -59,8 +59,9 @@ def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def paired_difference(ref_correct: np.ndarray, new_correct: np.ndarray,
-                      confidence: float = CONFIDENCE) -> tuple[float, float, float]:  # fmt: skip
+def paired_difference(
+    ref_correct: np.ndarray, new_correct: np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
     """Reference accuracy minus new accuracy on the same images, with Newcombe's paired interval.
 
     Args:
@@ -144,8 +145,14 @@ class Estimate:
     images_needed: Optional[int] = None
 
     def to_dict(self) -> dict[str, object]:
-        return {"value": self.value, "low": self.low, "high": self.high, "threshold": self.threshold,
-                "verdict": self.verdict.value, "images_needed": self.images_needed}  # fmt: skip
+        return {
+            "value": self.value,
+            "low": self.low,
+            "high": self.high,
+            "threshold": self.threshold,
+            "verdict": self.verdict.value,
+            "images_needed": self.images_needed,
+        }
 
 
 def agreement_check(agree: np.ndarray, min_share: float, confidence: float = CONFIDENCE) -> Estimate:
@@ -164,8 +171,9 @@ def agreement_check(agree: np.ndarray, min_share: float, confidence: float = CON
     return Estimate(100 * p, 100 * low, 100 * high, min_share, verdict, needed)
 
 
-def drop_check(ref_correct: np.ndarray, new_correct: np.ndarray, max_drop: float,
-               confidence: float = CONFIDENCE) -> Estimate:  # fmt: skip
+def drop_check(
+    ref_correct: np.ndarray, new_correct: np.ndarray, max_drop: float, confidence: float = CONFIDENCE
+) -> Estimate:
     """Top-1 drop (reference minus new) in points with its paired interval, judged against ``max_drop`` points."""
     ref, new = np.asarray(ref_correct, bool), np.asarray(new_correct, bool)
     n = len(ref)

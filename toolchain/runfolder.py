@@ -18,11 +18,13 @@ has one place to import run-folder I/O from. TensorFlow is imported only by
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from edgetl.errors import RunFolderError
+from edgetl.errors import ConfigError, RunFolderError
 from edgetl.runtime.model_card import (
     CardError,
     ModelCard,
@@ -133,3 +135,34 @@ def package_version(name: str, missing: str = "unknown") -> str:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return missing
+
+
+def check_output(final: Path) -> None:
+    """Refuse an ``--output`` the finished run could not be renamed to, before any training.
+
+    The run folder must be new, or an empty real folder that is not the working
+    directory (renaming over ``.`` or through a symlink fails after training);
+    its parent must be a folder this process can write in.
+
+    Raises:
+        ConfigError: a file, a path under a file, a symlink, ``.``, a non-empty or unwritable place.
+    """
+    fix = "choose another --output (a new folder)"
+    if final.is_symlink():
+        raise ConfigError(f"--output {final} is a symlink; pass the folder it points to, or {fix}")
+    if final.exists() and not final.is_dir():
+        raise ConfigError(f"--output {final} is a file; {fix}")
+    if final.is_dir() and (final.resolve() == Path.cwd().resolve() or any(final.iterdir())):
+        what = (
+            "is the current directory" if final.resolve() == Path.cwd().resolve() else "already exists and is not empty"
+        )
+        raise ConfigError(f"--output {final} {what}; {fix}")
+    parent = Path(os.path.abspath(final)).parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--output {final} lies under {parent}, which is a file; {fix}")
+    try:  # a real probe: os.access says yes to root on a read-only mount
+        tempfile.TemporaryDirectory(prefix=".edgetl-probe-", dir=parent).cleanup()
+    except OSError as exc:
+        raise ConfigError(f"--output {final}: cannot write in {parent} ({exc.strerror or exc}); {fix}") from None

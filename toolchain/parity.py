@@ -107,7 +107,7 @@ def run_parity(config: ParityConfig) -> ParityReport:
         DataError: ``--data`` labels that the model does not know.
     """
     run = Path(config.run)
-    keras_card = _keras_card(run)
+    keras_card = runfolder.float_card(run)
     items, dataset = _items(run, config.data, keras_card)  # the data's labels are checked before any model is opened
     variants = _inventory(run, keras_card, config.models)
     total = 3 if any(v.reference == QAT_MODEL for v in variants) else 2
@@ -176,15 +176,12 @@ def _check_variant(
     return checks + judged, {**m, **figures}, probs
 
 
-def _keras_card(run: Path) -> ModelCard:
-    return runfolder.float_card(run)
-
-
 def _inventory(run: Path, keras_card: ModelCard, models: Optional[Sequence[str]]) -> list[Variant]:
     paths = [run / f"model_{m}.tflite" for m in models] if models else sorted(run.glob("model_*.tflite"))
     if not paths:
         raise RunFolderError(f"{run} has no model_*.tflite; run `edgetl convert {run}` first")
     variants = []
+    source_hashes: dict[str, str] = {}  # each source model hashed once, however many variants name it
     for path in paths:
         if not path.is_file():
             present = ", ".join(p.stem.removeprefix("model_") for p in sorted(run.glob("model_*.tflite"))) or "none"
@@ -195,11 +192,11 @@ def _inventory(run: Path, keras_card: ModelCard, models: Optional[Sequence[str]]
             raise RunFolderError(f"{path} has no card {path.with_suffix('.json').name}; re-run `edgetl convert {run}`")
         card = load_card(path.with_suffix(".json"))
         verify_model_file(card, path)
-        variants.append(_lineage(run, path, card, keras_card))
+        variants.append(_lineage(run, path, card, keras_card, source_hashes))
     return variants
 
 
-def _lineage(run: Path, path: Path, card: ModelCard, keras_card: ModelCard) -> Variant:
+def _lineage(run: Path, path: Path, card: ModelCard, keras_card: ModelCard, hashes: dict[str, str]) -> Variant:
     """Refuse a variant that was not converted from this run's model, or whose card disagrees with it."""
     name = path.stem.removeprefix("model_")
     fix = f"run `edgetl convert {run}` again (or remove {path.name})"
@@ -216,8 +213,10 @@ def _lineage(run: Path, path: Path, card: ModelCard, keras_card: ModelCard) -> V
     reference = QAT_MODEL if source.get("file") == QAT_MODEL else "model.keras"
     if not (run / reference).is_file():
         raise RunFolderError(f"{path.name} was converted from {reference}, which this run does not have; {fix}")
+    if reference not in hashes:
+        hashes[reference] = sha256_file(run / reference)
     if (
-        source.get("sha256") != sha256_file(run / reference)
+        source.get("sha256") != hashes[reference]
         or source.get("float_sha256", keras_card.model_sha256) != keras_card.model_sha256
     ):
         raise RunFolderError(

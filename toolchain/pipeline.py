@@ -9,9 +9,9 @@ seeding the in-memory ``feed.make_sequence`` used -- so a resumed run sees the
 same batches as an uninterrupted one.
 
 The cached-feature head phase computes the frozen backbone's features once per
-view, at batch 256 through one ``tf.function`` (``predict_on_batch`` at 32 was
-~1.75x slower), and writes them to a float16 ``.npy`` in the run's partial
-folder; the head then trains on batches streamed from it.
+view through one ``tf.function`` in large batches (256 images at 96 px, fewer at
+larger sizes: ``inference_batch``), and writes them to a float16 ``.npy`` in the
+run's partial folder; the head then trains on batches streamed from it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,17 @@ from edgetl import cache, feed, log
 from edgetl.runtime.model_card import Normalization
 from edgetl.runtime.preprocess import normalize
 
-FEATURE_BATCH = 256
+FEATURE_BATCH = 256  # images per inference call at 96 px
+# Inference activations grow with the pixels per call: at 160 px a batch of 256 held
+# ~1 GB more than at 96 px (peak RSS 2.33 GB at 0.35/160), so larger images get
+# proportionally smaller batches: the same pixels per call, the same memory.
+FEATURE_PIXELS = FEATURE_BATCH * 96 * 96
+
+
+def inference_batch(shape: tuple[int, ...]) -> int:
+    """Images per inference call for inputs of ``shape``: 256 at 96 px, 64 at 160, 32 at 224 (a multiple of 32)."""
+    pixels = int(shape[0]) * int(shape[1]) if len(shape) >= 2 else 1
+    return max(32, min(FEATURE_BATCH, FEATURE_PIXELS // pixels // 32 * 32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +162,7 @@ def batch_function(model: Any, shape: tuple[int, ...]) -> Callable[[Any], Any]:
 def predict(model: Any, src: Source, normalization: Normalization, shape: tuple[int, ...]) -> np.ndarray:
     """``model``'s outputs for every row of ``src`` (streamed at batch 256; only the outputs are kept)."""
     fn = batch_function(model, shape)
-    ds = ordered_batches(src, FEATURE_BATCH, pixel_preparer(normalization, 0, False), shape)
+    ds = ordered_batches(src, inference_batch(shape), pixel_preparer(normalization, 0, False), shape)
     outs = [np.asarray(fn(x), dtype=np.float32) for x, _ in ds]
     return np.concatenate(outs) if outs else np.zeros((0,) + tuple(int(d) for d in model.output_shape[1:]), np.float32)
 
@@ -169,21 +179,21 @@ def write_features(
     if path.exists():
         return cache.Rows(path)
     tf = _tf()
-    fn = batch_function(model, shape)
+    fn, batch = batch_function(model, shape), inference_batch(shape)
     with cache.writing(path, "float16", (views * len(src), int(model.output_shape[-1]))) as write:
         for view in range(views):
             rng: Optional[np.random.Generator] = np.random.default_rng((seed, 1000 + view)) if view else None
 
             def batches(rng: Optional[np.random.Generator] = rng) -> Any:
-                for start in range(0, len(src), FEATURE_BATCH):
-                    pixels = src.rows.take(src.indices[start : start + FEATURE_BATCH])
+                for start in range(0, len(src), batch):
+                    pixels = src.rows.take(src.indices[start : start + batch])
                     yield normalize(feed.augment(pixels, rng) if rng is not None else pixels, normalization)
 
             ds = tf.data.Dataset.from_generator(
                 batches, output_signature=tf.TensorSpec((None,) + tuple(shape), tf.float32)
             )
             for k, x in enumerate(
-                log.progress(ds.prefetch(2), steps(len(src), FEATURE_BATCH), f"features of view {view + 1}/{views}")
+                log.progress(ds.prefetch(2), steps(len(src), batch), f"features of view {view + 1}/{views}")
             ):
-                write(view * len(src) + k * FEATURE_BATCH, np.asarray(fn(x)).astype(np.float16))
+                write(view * len(src) + k * batch, np.asarray(fn(x)).astype(np.float16))
     return cache.Rows(path)

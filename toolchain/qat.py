@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgetl import cache, feed, graph, log, pipeline, report, runfolder
 from edgetl import data as data_mod
-from edgetl import feed, graph, log, report, runfolder
 from edgetl import model as model_mod
 from edgetl.config import MixedPrecision, QatConfig
 from edgetl.errors import RunFolderError
@@ -70,9 +70,10 @@ def qat(config: QatConfig) -> QatResult:
     card = runfolder.float_card(run)
     check_qat_backbone(card)
     runfolder.verify_model_file(card, run / FLOAT_MODEL)
-    seed = config.seed if config.seed is not None else int((read_json(run / runfolder.CONFIG) or {}).get("seed", 42))
-    log.stage(1, STAGES, "decoding the train, val and test splits")
-    pixels, labels = _splits(run, card)
+    trained = read_json(run / runfolder.CONFIG) or {}
+    seed = config.seed if config.seed is not None else int(trained.get("seed", 42))
+    log.stage(1, STAGES, "the train, val and test splits from the pixel cache (decoded once)")
+    splits = _splits(run, card, trained.get("cache_dir"))
     log.stage(2, STAGES, "folding BatchNorm and wrapping the model with fake quantization (tfmot)")
     with log.quiet_native():
         k = graph.keras()
@@ -82,15 +83,18 @@ def qat(config: QatConfig) -> QatResult:
         k.utils.set_random_seed(seed)
         float_model = model_mod.load(str(run / FLOAT_MODEL))
         quantized = qat_scheme.quantize(float_model)
-        initialize_ranges(quantized, pixels["train"], card, seed)
+        initialize_ranges(quantized, splits["train"].rows, card, seed)
     quantized.compile(
         k.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
     )
     log.stage(3, STAGES, f"fine-tuning for up to {config.epochs} epoch(s) at lr {config.learning_rate:g}")
-    history = _fit(quantized, config, pixels, labels, card, seed)
+    history = _fit(quantized, config, splits, card, seed)
     log.stage(4, STAGES, "evaluating and writing model_qat.keras")
+    shape = (card.height, card.width, 3)
     metrics = {
-        s: report.classification_metrics(feed.predict(quantized, pixels[s], card.normalization), labels[s], card.labels)
+        s: report.classification_metrics(
+            pipeline.predict(quantized, _source(splits[s]), card.normalization, shape), splits[s].labels, card.labels
+        )
         for s in ("val", "test")
     }
     for split in ("val", "test"):
@@ -106,7 +110,12 @@ def qat(config: QatConfig) -> QatResult:
 
 
 def initialize_ranges(
-    quantized: Any, images: np.ndarray, card: ModelCard, seed: int, batches: int = RANGE_BATCHES, batch_size: int = 32
+    quantized: Any,
+    images: np.ndarray | cache.Rows,
+    card: ModelCard,
+    seed: int,
+    batches: int = RANGE_BATCHES,
+    batch_size: int = 32,
 ) -> None:
     """Set every activation range to the mean of a few training batches' ranges.
 
@@ -132,41 +141,57 @@ def initialize_ranges(
         for i in range(min(batches, max(1, len(images) // batch_size))):
             step["i"] = i
             chosen = np.sort(order[i * batch_size : (i + 1) * batch_size])
-            quantized(feed.normalize(images[chosen], card.normalization), training=True)
+            batch = images.take(chosen) if isinstance(images, cache.Rows) else images[chosen]
+            quantized(feed.normalize(batch, card.normalization), training=True)
     finally:
         quant_ops.MovingAvgQuantize = original
 
 
-def _splits(run: Path, card: ModelCard) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    pixels: dict[str, np.ndarray] = {}
-    labels: dict[str, np.ndarray] = {}
-    for split in data_mod.SPLITS:
-        dataset, items = data_mod.load_split(run, split)
-        pixels[split], kept, _ = dataset.pixels(items, card.height, card.interpolation)
-        labels[split] = np.asarray([it.label for it in kept], dtype=np.int32)
-    if not len(pixels["train"]) or not len(pixels["val"]):
+def _splits(run: Path, card: ModelCard, cache_dir: str | None) -> dict[str, cache.Split]:
+    """Each split's pixels in the on-disk cache, as ``edgetl train`` left them (decoded now if not).
+
+    Streaming from the cache keeps QAT's memory flat in the dataset's size, like
+    training's; the run's own ``cache_dir`` is used, so its entries are reused.
+    """
+    folder = Path(cache_dir).expanduser() if cache_dir else None
+    splits = {}
+    for name in data_mod.SPLITS:
+        dataset, items = data_mod.load_split(run, name)
+        splits[name] = cache.load_split(dataset, items, card.height, card.interpolation, folder=folder, name=name)
+    if not len(splits["train"].labels) or not len(splits["val"].labels):
         raise RunFolderError(f"{run}: no readable train or val images left for QAT; restore the run's data")
-    return pixels, labels
+    return splits
+
+
+def _source(split: cache.Split) -> pipeline.Source:
+    return pipeline.Source(split.rows, split.labels, np.arange(len(split.labels), dtype=np.int64))
 
 
 def _fit(
-    model: Any,
-    config: QatConfig,
-    pixels: dict[str, np.ndarray],
-    labels: dict[str, np.ndarray],
-    card: ModelCard,
-    seed: int,
+    model: Any, config: QatConfig, splits: dict[str, cache.Split], card: ModelCard, seed: int
 ) -> dict[str, list[float]]:
-    """Fine-tune with early stopping on val loss; Keras' epoch lines go to stderr."""
+    """Fine-tune on batches streamed from the pixel cache, early stopping on val loss; epoch lines go to stderr.
+
+    The batches (order and augmentation per epoch and batch index) are those
+    ``edgetl train``'s pipeline draws for the same seed.
+    """
     k = graph.keras()
-    seq = feed.make_sequence(
-        pixels["train"], labels["train"], card.normalization, config.batch_size, seed, config.augment
-    )
-    val = (feed.normalize(pixels["val"], card.normalization), labels["val"])
+    shape = (card.height, card.width, 3)
+    train, val = _source(splits["train"]), _source(splits["val"])
+    batch = config.batch_size
+    prepare = pipeline.pixel_preparer(card.normalization, seed, config.augment)
+    x = pipeline.training_batches(train, batch, seed, 0, config.epochs, prepare, shape)
+    v = pipeline.ordered_batches(val, batch, pipeline.pixel_preparer(card.normalization, seed, False), shape)
     stop = k.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
     with contextlib.redirect_stdout(sys.stderr):
         hist = model.fit(
-            seq, validation_data=val, epochs=config.epochs, callbacks=[stop], verbose=0 if log.QUIET else 2
+            x,
+            steps_per_epoch=pipeline.steps(len(train), batch),
+            validation_data=v,
+            validation_steps=pipeline.steps(len(val), batch),
+            epochs=config.epochs,
+            callbacks=[stop],
+            verbose=0 if log.QUIET else 2,
         )
     return {key: [float(v) for v in values] for key, values in hist.history.items()}
 

@@ -80,12 +80,8 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-@pytest.mark.slow
-def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> None:
-    """A real MultiWorkerMirroredStrategy run: two processes, each its shard; only the chief writes the run."""
-    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    run = tmp_path / "mw"
-    args = [
+def _worker_args(fm_folder: Path, run: Path, *extra: str) -> list[str]:
+    return [
         sys.executable,
         "-m",
         "edgetl",
@@ -101,8 +97,6 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
         "0.35",
         "--image-size",
         "32",
-        "--epochs",
-        "2",
         "--fine-tune-epochs",
         "1",
         "--max-per-class",
@@ -112,7 +106,13 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
         "--cache-views",
         "1",
         "--json",
+        *extra,
     ]
+
+
+def _start_workers(args: list[str], cwd: Path) -> list[subprocess.Popen]:
+    """Two worker processes of one TF_CONFIG cluster on 127.0.0.1 (fresh ports)."""
+    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
     for index in range(2):
         env = {
@@ -120,11 +120,37 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
             "TF_CONFIG": json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}),
         }
         procs.append(
-            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
         )
+    return procs
+
+
+def _finish(procs: list[subprocess.Popen]) -> list[tuple[str, str]]:
     outputs = [p.communicate(timeout=900) for p in procs]
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
+    return outputs
+
+
+RUN_FILES = {
+    "config.json",
+    "data.json",
+    "splits",
+    "model.keras",
+    "model_card.json",
+    "labels.txt",
+    "history.json",
+    "metrics.json",
+    "learning_curves.png",
+    "confusion_test.png",
+}
+
+
+@pytest.mark.slow
+def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> None:
+    """A real MultiWorkerMirroredStrategy run: two processes, each its shard; only the chief writes the run."""
+    run = tmp_path / "mw"
+    outputs = _finish(_start_workers(_worker_args(fm_folder, run, "--epochs", "2"), tmp_path))
     logs = [err for _, err in outputs]
     for index, err in enumerate(logs):  # 8 per class: 60 train images, 30 per worker, batch 8 = 4 per replica
         name = "chief" if index == 0 else "worker 1"
@@ -136,19 +162,7 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
     assert "the chief writes the run" in logs[1]
     summaries = [json.loads(out) for out, _ in outputs]
     assert summaries[0]["test_top1"] == summaries[1]["test_top1"]  # one model, in sync
-    expected = {
-        "config.json",
-        "data.json",
-        "splits",
-        "model.keras",
-        "model_card.json",
-        "labels.txt",
-        "history.json",
-        "metrics.json",
-        "learning_curves.png",
-        "confusion_test.png",
-    }
-    assert {p.name for p in run.iterdir()} == expected
+    assert {p.name for p in run.iterdir()} == RUN_FILES
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mw"]  # no worker folder left behind
     from edgetl import model
     from edgetl.runtime.model_card import load_card
@@ -157,6 +171,48 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
     assert card.extra["training"]["epochs_run"] == [2, 1]
     loaded = model.load(str(run / "model.keras"))
     assert loaded.output_shape == (None, 10)
+
+
+@pytest.mark.slow
+def test_killed_cluster_resumes_from_the_chiefs_checkpoint(tmp_path: Path, fm_folder: Path) -> None:
+    """SIGKILL both workers mid-head, worker 1's checkpoint an epoch behind; `--resume` on both finishes in sync."""
+    import signal
+    import time
+
+    run, epochs = tmp_path / "mw", 40
+    procs = _start_workers(_worker_args(fm_folder, run, "--epochs", str(epochs), "--patience", str(epochs)), tmp_path)
+    chief_state = tmp_path / ".mw.partial" / "checkpoint" / "state.json"
+    worker_state = tmp_path / ".mw.worker1.partial" / "checkpoint" / "state.json"
+
+    def head_epoch(path: Path) -> int:
+        try:
+            return int(json.loads(path.read_text())["head"]["epoch"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    deadline = time.monotonic() + 600
+    while head_epoch(chief_state) < 3 or head_epoch(worker_state) < 3:
+        assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
+        time.sleep(0.02)
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=60)
+    chief_at = head_epoch(chief_state)
+    assert 3 <= chief_at < epochs and not run.exists()
+    state = json.loads(worker_state.read_text())  # as if worker 1 died before saving its last epoch
+    state["head"]["epoch"] = head_epoch(worker_state) - 1
+    worker_state.write_text(json.dumps(state))
+    outputs = _finish(
+        _start_workers([sys.executable, "-m", "edgetl", "train", "--resume", str(run), "--json"], tmp_path)
+    )
+    assert f"resuming head after epoch {chief_at}" in outputs[0][1]
+    assert "following the chief" in outputs[1][1] or state["head"]["epoch"] == chief_at, outputs[1][1][-2000:]
+    summaries = [json.loads(out) for out, _ in outputs]
+    assert summaries[0]["test_top1"] == summaries[1]["test_top1"]  # one model, in sync
+    assert {p.name for p in run.iterdir()} == RUN_FILES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mw"]
+    history = json.loads((run / "history.json").read_text())
+    assert [len(h["loss"]) for h in history] == [epochs, 1]
 
 
 @pytest.mark.slow

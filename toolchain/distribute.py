@@ -109,3 +109,53 @@ def barrier(strategy: Any, worker: Worker) -> None:
     import tensorflow as tf  # noqa: PLC0415
 
     strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+
+def follow_chief(strategy: Any, worker: Worker, model: Any, record: dict[str, Any], start: int) -> int:
+    """Make every worker continue from the chief's checkpoint: its epoch, early-stopping record and weights.
+
+    Workers save their checkpoints one after another, so a cluster killed between
+    two saves resumes with workers an epoch apart; each training on from its own
+    checkpoint would run different step counts (a hang) or silently average
+    different models. The chief's values are broadcast (an all-reduce in which the
+    other workers add zeros) into ``model`` and ``record``. Returns the epoch to
+    start from.
+    """
+    if worker.count == 1:
+        return start
+    keys = ("epoch", "best", "best_epoch", "wait", "done")
+    mine = np.asarray([start, *(float(record[k]) for k in keys[1:])], dtype=np.float64)
+    values = _from_chief(strategy, worker, [mine, *model.get_weights()])
+    agreed = values[0]
+    if int(agreed[0]) != start:
+        log.warn(
+            f"{worker.name}: its checkpoint is at epoch {start}, the chief's at {int(agreed[0])}: following the chief"
+        )
+    record.update(
+        epoch=int(agreed[0]),
+        best=float(agreed[1]),
+        best_epoch=int(agreed[2]),
+        wait=int(agreed[3]),
+        done=bool(agreed[4]),
+    )
+    model.set_weights(values[1:])
+    return int(agreed[0])
+
+
+def _from_chief(strategy: Any, worker: Worker, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """The chief's ``arrays`` on every worker: one all-reduce (sum) of a flat vector to which only the chief adds."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    flat = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+    if not worker.chief:
+        flat = np.zeros_like(flat)
+    summed = strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(flat, dtype=tf.float64)), axis=None
+    )
+    out, offset = [], 0
+    total = np.asarray(summed)
+    for a in arrays:
+        a = np.asarray(a)
+        out.append(total[offset : offset + a.size].reshape(a.shape).astype(a.dtype))
+        offset += a.size
+    return out

@@ -252,10 +252,12 @@ def _fit(
     """
     state = run.state
     start = checkpoint.resume_point(model, state, phase)
+    if state.phase(phase)["done"]:
+        checkpoint.restore_best(model, state, phase)
+    start = distribute.follow_chief(run.strategy, run.px.worker, model, state.phase(phase), start)
     if start:
         log.info(f"resuming {phase} after epoch {start}")
     if state.phase(phase)["done"]:
-        checkpoint.restore_best(model, state, phase)
         return dict(state.phase(phase)["history"])
     batch, worker, seed = run.batch_size, run.px.worker, run.config.seed
     x = distribute.distribute(

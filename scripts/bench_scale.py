@@ -444,8 +444,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     info = machine_info()
-    results: dict[str, Any] = {"params": {"px": args.px, "counts": args.counts, "base": str(args.base)}}
     sections = args.sections.split(",")
+    # Sections not re-measured keep their figures from the last run (benchmarks.json's "scale" key).
+    previous = args.output / "benchmarks.json"
+    results: dict[str, Any] = json.loads(previous.read_text()).get("scale", {}) if previous.exists() else {}
+    results.setdefault("params", {}).update({"base": str(args.base)})
+    if "memory" in sections:
+        results["params"].update({"px": args.px, "counts": args.counts})
 
     def save() -> None:  # after every section: a late failure keeps what was measured
         results["meta"] = {

@@ -11,6 +11,7 @@ continues from the last completed one.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -52,6 +53,8 @@ def make_callback(state: State, phase: str, patience: int) -> Any:
             record = state.phase(phase)
             for key, value in (logs or {}).items():
                 record["history"].setdefault(key, []).append(float(value))
+            # When each epoch ended (Unix seconds): learning curves against time, time-to-accuracy.
+            record["history"].setdefault("epoch_end_unix", []).append(round(time.time(), 3))
             val = float((logs or {}).get("val_loss", math.inf))
             if val < record["best"]:
                 record.update(best=val, best_epoch=epoch, wait=0)

@@ -1,0 +1,287 @@
+"""Time to accuracy: ``edgetl train`` (its defaults) vs the seeds' Keras recipe on the same photos.
+
+    python scripts/bench_tta.py                                  # both datasets, ~40 min on 2 cores
+    python scripts/bench_tta.py --datasets fashion-mnist --px 96
+
+The seeds' recipe is what the Keras transfer-learning tutorials do: the frozen
+MobileNetV2 recomputed on augmented batches every epoch (10 epochs, Adam 1e-3),
+then the top 30 layers fine-tuned (3 epochs, Adam 1e-5). ``edgetl train`` runs
+with its defaults (3 cached views, early-stopped head, early-stopped fine-tune of
+the top 60 layers) except ``--image-size``. Both read the same pre-split folder
+(train / val / test, each image in one split only) and decode it themselves
+from PNG, cold; both run as fresh processes and are timed from their launch, so
+Python and TensorFlow start-up count for both.
+
+"Reached" = the first epoch end at which a model's accuracy on the val split
+(held out: neither recipe trains on it; edgetl only early-stops on it) is at
+least the seeds' recipe's final val accuracy; edgetl's per-epoch end times come
+from its ``history.json`` (``epoch_end_unix``). Final test top-1 of both is
+compared on the test split, paired per image, with a 95% interval (Newcombe).
+Writes the ``tta`` section of ``BENCHMARKS.md`` and ``benchmarks.json``; nothing
+is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "scripts")]
+
+from bench_util import machine_info, markdown_table, write_section  # noqa: E402
+
+SEEDS_HEAD_EPOCHS, SEEDS_FINE_EPOCHS, SEEDS_FINE_LAYERS = 10, 3, 30
+TRAIN_PER_CLASS, VAL_PER_CLASS = 300, 100
+
+
+def say(message: str) -> None:
+    print(f"[bench_tta] {message}", file=sys.stderr, flush=True)
+
+
+def _split_pool(pool: Path, out: Path, val_per_class: int) -> None:
+    """Move ``val_per_class`` seeded images of each class of ``pool`` into ``out/val``, the rest into ``out/train``."""
+    rng = np.random.default_rng(0)
+    for cls in sorted(p.name for p in pool.iterdir() if p.is_dir()):
+        files = sorted((pool / cls).iterdir())
+        chosen = set(rng.permutation(len(files))[:val_per_class].tolist())
+        for i, f in enumerate(files):
+            target = out / ("val" if i in chosen else "train") / cls
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(f), target / f.name)
+    shutil.rmtree(pool)
+
+
+def write_data(work: Path, name: str) -> Path:
+    """A pre-split folder: 300 train + 100 val images per class from the training pool, test from the held-out pool."""
+    out = work / name
+    if out.exists():
+        return out
+    per = TRAIN_PER_CLASS + VAL_PER_CLASS
+    if name == "fashion-mnist":
+        from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
+
+        write_fashion_mnist_folder(work / f"{name}-pool", per_class=per, seed=0, part="train")
+        write_fashion_mnist_folder(out / "test", per_class=300, seed=0, part="test")
+    elif name == "animal-mnist":
+        script = str(ROOT / "scripts" / "animal_mnist.py")
+        for part, folder, count in (("train", work / f"{name}-pool", per), ("test", out / "test", 0)):
+            subprocess.run(
+                [sys.executable, script, str(folder), "--part", part, "--per-class", str(count), "--seed", "0"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+    else:
+        raise SystemExit(f"unknown dataset {name}")
+    _split_pool(work / f"{name}-pool", out, VAL_PER_CLASS)
+    return out
+
+
+def run_edgetl(data: Path, run: Path, px: int, cache: Path) -> dict[str, Any]:
+    """``edgetl train`` with its defaults as a fresh process; per-epoch val accuracy at seconds since launch."""
+    env = {**os.environ, "EDGETL_PIXEL_CACHE": str(cache)}
+    command = [sys.executable, "-m", "edgetl", "train", str(data), "-o", str(run), "--image-size", str(px), "-q"]
+    say(" ".join(command[1:]))
+    launch = time.time()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+    total = time.time() - launch
+    curve = []
+    for phase in json.loads((run / "history.json").read_text()):
+        for acc, end in zip(phase["val_accuracy"], phase["epoch_end_unix"]):
+            curve.append({"phase": phase["phase"], "val_top1": round(acc, 4), "seconds": round(end - launch, 1)})
+    return {"seconds": round(total, 1), "curve": curve, "command": " ".join(["edgetl", *command[3:]])}
+
+
+def run_seeds(run: Path, px: int, out: Path) -> dict[str, Any]:
+    """The seeds' recipe as a fresh process on ``run``'s splits; per-epoch val accuracy at seconds since launch."""
+    launch = time.time()
+    subprocess.run([sys.executable, __file__, "--seeds-recipe", str(run), str(out), "--px", str(px)], check=True)
+    record = json.loads(out.read_text())
+    for row in record["curve"]:
+        row["seconds"] = round(row.pop("end_unix") - launch, 1)
+    record["seconds"] = record["curve"][-1]["seconds"]
+    return record
+
+
+def seeds_recipe(run: Path, out: Path, px: int) -> None:
+    """Child process: decode the run's splits, train as the tutorials do, record val/test after every epoch."""
+    from edgetl import data, feed, model  # noqa: PLC0415
+    from edgetl.config import TrainConfig  # noqa: PLC0415
+
+    pixels = {}
+    for split in ("train", "val", "test"):
+        dataset, items = data.load_split(run, split)
+        images, kept, _ = dataset.pixels(items, px, warn=False)
+        pixels[split] = images, np.asarray([it.label for it in kept])
+    classes = len(dataset.class_names)
+    built = model.build(TrainConfig(data="-", output="-", image_size=px, seed=42), classes)
+    k = model.keras()
+    k.utils.set_random_seed(42)
+    norm = built.normalization
+    built.full.compile(k.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    seq = feed.make_sequence(*pixels["train"], norm, 32, 42, True)
+    curve, paused = [], 0.0
+    for epoch in range(SEEDS_HEAD_EPOCHS + SEEDS_FINE_EPOCHS):
+        if epoch == SEEDS_HEAD_EPOCHS:
+            model.unfreeze_top(built, SEEDS_FINE_LAYERS)
+            built.full.compile(k.optimizers.Adam(1e-5), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        built.full.fit(seq, epochs=1, verbose=0)
+        end = time.time() - paused  # the evaluation below is the benchmark's, not the recipe's: not counted
+        start = time.time()
+        val = float((feed.predict(built.full, pixels["val"][0], norm).argmax(1) == pixels["val"][1]).mean())
+        curve.append({"epoch": epoch + 1, "val_top1": round(val, 4), "end_unix": end})
+        say(f"seeds' recipe epoch {epoch + 1}: val top-1 {val:.4f}")
+        paused += time.time() - start
+    test_pred = feed.predict(built.full, pixels["test"][0], norm).argmax(1)
+    np.save(out.with_suffix(".test_pred.npy"), test_pred)
+    out.write_text(json.dumps({"curve": curve, "test_labels": pixels["test"][1].tolist()}))
+
+
+def edgetl_test_predictions(run: Path, px: int) -> np.ndarray:
+    from edgetl import data, feed, model  # noqa: PLC0415
+
+    dataset, items = data.load_split(run, "test")
+    images, _, _ = dataset.pixels(items, px, warn=False)
+    return feed.predict(model.load(str(run / "model.keras")), images, model.MOBILENET_NORMALIZATION).argmax(1)
+
+
+def compare(name: str, work: Path, px: int) -> dict[str, Any]:
+    """Both recipes on one dataset: the time each needs to the seeds' final val accuracy, final test top-1."""
+    from edgetl import verdict  # noqa: PLC0415
+
+    data = write_data(work, name)
+    run = work / f"{name}-edgetl"
+    shutil.rmtree(run, ignore_errors=True)
+    edgetl = run_edgetl(data, run, px, work / f"cache-{name}-{os.getpid()}")
+    seeds = run_seeds(run, px, work / f"{name}-seeds.json")
+    target = seeds["curve"][-1]["val_top1"]
+    reached = next((row for row in edgetl["curve"] if row["val_top1"] >= target), None)
+    labels = np.asarray(json.loads((work / f"{name}-seeds.json").read_text())["test_labels"])
+    seeds_ok = np.load(work / f"{name}-seeds.test_pred.npy") == labels
+    edgetl_ok = edgetl_test_predictions(run, px) == labels
+    diff, low, high = verdict.paired_difference(seeds_ok, edgetl_ok)  # seeds minus edgetl
+    n_val = len(list((data / "val").rglob("*.png")))
+
+    def top1(ok: np.ndarray) -> dict[str, Any]:
+        lo, hi = verdict.wilson(int(ok.sum()), len(ok))
+        return {"top1": round(float(ok.mean()), 4), "interval95": [round(lo, 4), round(hi, 4)], "n": len(ok)}
+
+    return {
+        "dataset": name,
+        "px": px,
+        "train_images": len(list((data / "train").rglob("*.png"))),
+        "val_images": n_val,
+        "target_val_top1": target,
+        "target_interval95": [round(v, 4) for v in verdict.wilson(round(target * n_val), n_val)],
+        "seeds": {**seeds, "test": top1(seeds_ok)},
+        "edgetl": {**edgetl, "test": top1(edgetl_ok), "reached": reached},
+        "speedup_to_target": round(seeds["seconds"] / reached["seconds"], 2) if reached else None,
+        "test_gain_pt": [round(-100 * v, 2) for v in (diff, high, low)],
+    }
+
+
+def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        "## Time to accuracy: `edgetl train` vs the seeds' Keras recipe (`scripts/bench_tta.py`)",
+        "",
+        f"Measured {meta['date']} ({meta['minutes']} min), {meta['cpu']}, load average {meta['load']} at the end. "
+        f"Each dataset: {TRAIN_PER_CLASS} train + {VAL_PER_CLASS} val images per class from its training pool, the "
+        "test split from its held-out pool; MobileNetV2 1.0 with the offline ImageNet weights at the size shown. "
+        f"Seeds' recipe: backbone recomputed on augmented batches every epoch ({SEEDS_HEAD_EPOCHS} epochs, Adam 1e-3), "
+        f"then the top {SEEDS_FINE_LAYERS} layers ({SEEDS_FINE_EPOCHS} epochs, 1e-5). `edgetl train`: its defaults "
+        "(3 cached views, early-stopped head, then the top 60 layers at 1e-4, early-stopped). Both are fresh "
+        "processes timed from launch (interpreter, TensorFlow import, cold PNG decoding included); the seeds' "
+        "per-epoch evaluation is not counted. *Target* = the seeds' final val top-1; *reached* = edgetl's first "
+        "epoch end at or above it.",
+        "",
+    ]
+    table = []
+    for r in rows:
+        reached = r["edgetl"]["reached"]
+        table.append(
+            [
+                f"{r['dataset']} ({r['train_images']:,} train, {r['px']} px)",
+                f"{100 * r['target_val_top1']:.2f}% [{100 * r['target_interval95'][0]:.1f}, "
+                f"{100 * r['target_interval95'][1]:.1f}] (n={r['val_images']:,})",
+                f"{r['seeds']['seconds']:.0f} s",
+                f"{reached['seconds']:.1f} s ({reached['phase']})" if reached else "not reached",
+                f"**{r['speedup_to_target']:.1f}×**" if r["speedup_to_target"] else "–",
+                f"{r['edgetl']['seconds']:.0f} s",
+            ]
+        )
+    lines += [
+        markdown_table(
+            [
+                "data",
+                "target (seeds' final val top-1)",
+                "seeds' recipe, whole",
+                "edgetl reached it at",
+                "speed-up",
+                "edgetl, whole",
+            ],
+            table,
+        ),
+        "",
+    ]
+    table = []
+    for r in rows:
+        s, e = r["seeds"]["test"], r["edgetl"]["test"]
+        gain, low, high = r["test_gain_pt"]
+        table.append(
+            [
+                r["dataset"],
+                f"{100 * s['top1']:.2f}% [{100 * s['interval95'][0]:.2f}, {100 * s['interval95'][1]:.2f}]",
+                f"{100 * e['top1']:.2f}% [{100 * e['interval95'][0]:.2f}, {100 * e['interval95'][1]:.2f}]",
+                f"{gain:+.2f} [{low:+.2f}, {high:+.2f}]",
+                f"{s['n']:,}",
+            ]
+        )
+    lines += [
+        markdown_table(
+            ["data", "seeds' recipe test top-1", "edgetl test top-1", "edgetl − seeds (pt, paired 95%)", "test images"],
+            table,
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", default="fashion-mnist,animal-mnist")
+    p.add_argument("--px", type=int, default=96)
+    p.add_argument("--work", type=Path, help="scratch folder (kept; default a new temporary one)")
+    p.add_argument("--output", type=Path, default=ROOT)
+    p.add_argument("--seeds-recipe", nargs=2, type=Path, metavar=("RUN", "OUT"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.seeds_recipe:
+        seeds_recipe(*args.seeds_recipe, args.px)
+        return 0
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-tta-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started, info = time.monotonic(), machine_info()
+    rows = [compare(name, work, args.px) for name in args.datasets.split(",")]
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        "cpu": f"{info.get('cpu_model', '?')}, {os.cpu_count()} logical CPUs",
+        "load": ", ".join(f"{v:.1f}" for v in os.getloadavg()),
+    }
+    write_section(args.output, "tta", render(rows, meta), {"meta": meta, "rows": rows})
+    for r in rows:
+        print(json.dumps({k: r[k] for k in ("dataset", "speedup_to_target", "test_gain_pt")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

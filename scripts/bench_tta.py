@@ -42,7 +42,8 @@ sys.path[:0] = [str(ROOT / "scripts")]
 from bench_util import machine_info, markdown_table, write_section  # noqa: E402
 
 SEEDS_HEAD_EPOCHS, SEEDS_FINE_EPOCHS, SEEDS_FINE_LAYERS = 10, 3, 30
-TRAIN_PER_CLASS, VAL_PER_CLASS = 300, 100
+TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = 300, 100, 300
+QUICK = False  # --quick: a smoke run of the script itself (tiny data, 2 epochs); its figures mean nothing
 
 
 def say(message: str) -> None:
@@ -68,14 +69,18 @@ def write_data(work: Path, name: str) -> Path:
     if out.exists():
         return out
     per = TRAIN_PER_CLASS + VAL_PER_CLASS
+    test = TEST_PER_CLASS
     if name == "fashion-mnist":
         from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
 
         write_fashion_mnist_folder(work / f"{name}-pool", per_class=per, seed=0, part="train")
-        write_fashion_mnist_folder(out / "test", per_class=300, seed=0, part="test")
+        write_fashion_mnist_folder(out / "test", per_class=test, seed=0, part="test")
     elif name == "animal-mnist":
         script = str(ROOT / "scripts" / "animal_mnist.py")
-        for part, folder, count in (("train", work / f"{name}-pool", per), ("test", out / "test", 0)):
+        for part, folder, count in (
+            ("train", work / f"{name}-pool", per),
+            ("test", out / "test", 0 if not QUICK else test),
+        ):
             subprocess.run(
                 [sys.executable, script, str(folder), "--part", part, "--per-class", str(count), "--seed", "0"],
                 check=True,
@@ -91,6 +96,8 @@ def run_edgetl(data: Path, run: Path, px: int, cache: Path) -> dict[str, Any]:
     """``edgetl train`` with its defaults as a fresh process; per-epoch val accuracy at seconds since launch."""
     env = {**os.environ, "EDGETL_PIXEL_CACHE": str(cache)}
     command = [sys.executable, "-m", "edgetl", "train", str(data), "-o", str(run), "--image-size", str(px), "-q"]
+    if QUICK:
+        command += ["--epochs", "2", "--fine-tune-epochs", "1"]
     say(" ".join(command[1:]))
     launch = time.time()
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -105,7 +112,8 @@ def run_edgetl(data: Path, run: Path, px: int, cache: Path) -> dict[str, Any]:
 def run_seeds(run: Path, px: int, out: Path) -> dict[str, Any]:
     """The seeds' recipe as a fresh process on ``run``'s splits; per-epoch val accuracy at seconds since launch."""
     launch = time.time()
-    subprocess.run([sys.executable, __file__, "--seeds-recipe", str(run), str(out), "--px", str(px)], check=True)
+    command = [sys.executable, __file__, "--seeds-recipe", str(run), str(out), "--px", str(px)]
+    subprocess.run(command + (["--quick"] if QUICK else []), check=True)
     record = json.loads(out.read_text())
     for row in record["curve"]:
         row["seconds"] = round(row.pop("end_unix") - launch, 1)
@@ -131,8 +139,9 @@ def seeds_recipe(run: Path, out: Path, px: int) -> None:
     built.full.compile(k.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     seq = feed.make_sequence(*pixels["train"], norm, 32, 42, True)
     curve, paused = [], 0.0
-    for epoch in range(SEEDS_HEAD_EPOCHS + SEEDS_FINE_EPOCHS):
-        if epoch == SEEDS_HEAD_EPOCHS:
+    head_epochs, fine_epochs = (1, 1) if QUICK else (SEEDS_HEAD_EPOCHS, SEEDS_FINE_EPOCHS)
+    for epoch in range(head_epochs + fine_epochs):
+        if epoch == head_epochs:
             model.unfreeze_top(built, SEEDS_FINE_LAYERS)
             built.full.compile(k.optimizers.Adam(1e-5), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         built.full.fit(seq, epochs=1, verbose=0)
@@ -262,8 +271,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--px", type=int, default=96)
     p.add_argument("--work", type=Path, help="scratch folder (kept; default a new temporary one)")
     p.add_argument("--output", type=Path, default=ROOT)
+    p.add_argument("--quick", action="store_true", help="smoke-test the script: tiny data, 2 epochs, written to the scratch folder")
     p.add_argument("--seeds-recipe", nargs=2, type=Path, metavar=("RUN", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.quick:
+        global QUICK, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS
+        QUICK, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = True, 20, 10, 20
     if args.seeds_recipe:
         seeds_recipe(*args.seeds_recipe, args.px)
         return 0
@@ -277,7 +290,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "cpu": f"{info.get('cpu_model', '?')}, {os.cpu_count()} logical CPUs",
         "load": ", ".join(f"{v:.1f}" for v in os.getloadavg()),
     }
-    write_section(args.output, "tta", render(rows, meta), {"meta": meta, "rows": rows})
+    write_section(work if QUICK else args.output, "tta", render(rows, meta), {"meta": meta, "rows": rows})
     for r in rows:
         print(json.dumps({k: r[k] for k in ("dataset", "speedup_to_target", "test_gain_pt")}))
     return 0

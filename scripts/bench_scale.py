@@ -1,10 +1,11 @@
-"""Scale benchmarks (#22): peak memory vs dataset size, input pipeline vs model step, feature pass, accuracy.
+"""Scale benchmarks (#22): peak memory vs dataset size, input pipeline vs model step, feature pass.
 
     python scripts/bench_scale.py --base /tmp/scale-base     # base = a checkout of the code before the cache
 
 Writes its own section of ``BENCHMARKS.md`` (between ``<!-- scale:begin -->`` and
 ``<!-- scale:end -->``) and the ``scale`` key of ``benchmarks.json``. Every ratio
-compares numbers measured in this one run; nothing is asserted. ``edgetl train``
+compares numbers measured in this one run; nothing is asserted. Time to accuracy
+and the recipe's accuracy before/after are ``scripts/bench_tta.py``'s. ``edgetl train``
 runs as a subprocess (once with the base checkout on ``PYTHONPATH``, once with
 this one), its peak resident memory read from ``/usr/bin/time -v``.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import subprocess
@@ -166,106 +166,14 @@ def feature_pass(px: int = 96, count: int = 1024, rounds: int = 3) -> dict[str, 
     return out
 
 
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson interval of a proportion."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (round(centre - half, 4), round(centre + half, 4))
-
-
-def accuracy(base: Path, work: Path, per_class: int, px: int) -> dict[str, Any]:
-    """Test top-1 of the same seeded run (ImageNet 1.0, 3 augmented cached views + fine-tune) before and after."""
-    from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
-
-    data = work / f"acc{per_class}"
-    if not data.exists():
-        write_fashion_mnist_folder(data, per_class=per_class, seed=3, part="train")
-    args = [
-        "--weights",
-        "imagenet",
-        "--alpha",
-        "1.0",
-        "--image-size",
-        str(px),
-        "--epochs",
-        "5",
-        "--fine-tune-epochs",
-        "1",
-        "--cache-views",
-        "3",
-        "--batch-size",
-        "32",
-        "--seed",
-        "42",
-    ]
-    out: dict[str, Any] = {"px": px, "per_class": per_class}
-    for name, code in (("before", base), ("after", ROOT)):
-        say(f"accuracy: {name}")
-        result = peak_train(code, data, work / f"acc-{name}", args, work / "cache-acc")
-        metrics = json.loads((work / f"acc-{name}" / "metrics.json").read_text())
-        n, top1 = metrics["test"]["count"], metrics["test"]["top1"]
-        out[name] = {"test_top1": top1, "n": n, "interval95": wilson(round(top1 * n), n), "seconds": result["seconds"]}
-    return out
-
-
-def keras_recipe(run: Path, target: float, max_head: int = 10, max_fine: int = 3) -> dict[str, Any]:
-    """The seeds' Keras recipe on ``run``'s own splits until its test top-1 reaches ``target``.
-
-    Frozen MobileNetV2 recomputed every epoch (augmented batches, Adam 1e-3), then
-    fine-tuning of the top 30 layers at 1e-5; test top-1 is checked after every
-    epoch and only training time is counted (plus decoding, which the recipe does too).
-    """
-    from edgetl import data, feed, model  # noqa: PLC0415
-    from edgetl.config import TrainConfig  # noqa: PLC0415
-
-    card = json.loads((run / "model_card.json").read_text())
-    px, norm = int(card["height"]), model.MOBILENET_NORMALIZATION
-    start = time.monotonic()
-    pixels = {}
-    for split in ("train", "test"):
-        dataset, items = data.load_split(run, split)
-        pixels[split] = dataset.pixels(items, px)[0], np.asarray([it.label for it in items])
-    seconds = time.monotonic() - start
-    built = model.build(
-        TrainConfig(data="-", output="-", weights="imagenet", alpha=1.0, image_size=px, seed=42), len(card["labels"])
-    )
-    k = model.keras()
-    k.utils.set_random_seed(42)
-    built.full.compile(k.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    seq = feed.make_sequence(*pixels["train"], norm, 32, 42, True)
-    history = []
-    for epoch in range(max_head + max_fine):
-        if epoch == max_head:
-            model.unfreeze_top(built, 30)
-            built.full.compile(k.optimizers.Adam(1e-5), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        start = time.monotonic()
-        built.full.fit(seq, epochs=1, verbose=0)
-        seconds += time.monotonic() - start
-        top1 = float((feed.predict(built.full, pixels["test"][0], norm).argmax(1) == pixels["test"][1]).mean())
-        history.append({"epoch": epoch + 1, "seconds": round(seconds, 1), "test_top1": round(top1, 4)})
-        say(f"keras recipe: {history[-1]}")
-        if top1 >= target:
-            break
-    return {
-        "target": target,
-        "reached": history[-1]["test_top1"] >= target,
-        "seconds": history[-1]["seconds"],
-        "epochs": len(history),
-        "history": history,
-    }
-
-
 def render(results: dict[str, Any]) -> str:
     """The BENCHMARKS.md section."""
     lines = [
         BEGIN,
         "## Scale: memory, input pipeline, feature pass (`scripts/bench_scale.py`)",
         "",
-        f"Measured {results['meta']['date']} ({results['meta']['minutes']} min of runs), {results['meta']['cpu']}, shared with other "
-        "jobs (load average 10-16): absolute times are noisy and wall times vary with the load; memory is not affected. "
+        f"Measured {results['meta']['date']} ({results['meta']['minutes']} min of runs), {results['meta']['cpu']}, load average "
+        f"{', '.join(f'{v:.1f}' for v in results['meta'].get('load', []))} at the end: absolute times are noisy and wall times vary with the load; memory is not affected. "
         f"{results['meta'].get('note', '')}",
         "",
     ]
@@ -338,34 +246,11 @@ def render(results: dict[str, Any]) -> str:
             f"medians of {fp.get('rounds', 1)} interleaved rounds).",
             "",
         ]
-    tta = results.get("time_to_accuracy")
-    if tta:
-        k, e = tta["keras"], tta["edgetl_seconds"]
-        reached = (
-            "reached it"
-            if k["reached"]
-            else f"had not reached it (best {max(h['test_top1'] for h in k['history']):.4f})"
-        )
-        p = tta.get("edgetl_phase_seconds")
-        lines += [
-            f"**Time to accuracy** on the accuracy run's data: `edgetl train` (3 cached views, 5 head epochs, 1 fine-tune epoch) took {e:.0f} s "
-            f"for the whole command (Python + TensorFlow start, cold decode, evaluation, run folder; its two training phases {p:.0f} s) "
-            f"to test top-1 {k['target']:.4f}; the seeds' Keras recipe (backbone recomputed every epoch, then fine-tune) {reached} after "
-            f"{k['epochs']} epoch(s), {k['seconds']:.0f} s of decoding + training: **{ratio(k['seconds'], e):.2f}×** edgetl's whole command, "
-            f"{ratio(k['seconds'], p):.2f}× its training phases.",
-            "",
-        ]
-    acc = results.get("accuracy")
-    if acc:
-        b, a = acc["before"], acc["after"]
-        lines += [
-            f"**Accuracy, same seed, same data** (MobileNetV2 1.0/{acc['px']} ImageNet, {acc['per_class']}/class, 5 head epochs on 3 "
-            f"cached views + 1 fine-tune epoch): test top-1 before {b['test_top1']:.4f} (95% CI {b['interval95'][0]:.3f}–{b['interval95'][1]:.3f}, "
-            f"n={b['n']}), after {a['test_top1']:.4f} ({a['interval95'][0]:.3f}–{a['interval95'][1]:.3f}, n={a['n']}); "
-            f"wall {b['seconds']:.0f} s before, {a['seconds']:.0f} s after (cold cache). One seed: the two pipelines draw different "
-            "random batches, so this is a run-to-run comparison, not a paired one.",
-            "",
-        ]
+    lines += [
+        "**Time to accuracy and the recipe's accuracy** before and after the streamed pipeline: see the section "
+        "*Time to accuracy* (`scripts/bench_tta.py`), measured on two datasets with paired intervals.",
+        "",
+    ]
     lines += _closing(results)
     return "\n".join(lines + [END]) + "\n"
 
@@ -391,19 +276,6 @@ def _closing(results: dict[str, Any]) -> list[str]:
     fp = results.get("feature_pass")
     if fp:
         said.append(f"the feature pass is {fp['speedup']:.2f}× faster as one tf.function at batch 256")
-    tta = results.get("time_to_accuracy")
-    if tta:
-        said.append(
-            f"the seeds' recipe takes {ratio(tta['keras']['seconds'], tta['edgetl_seconds']):.2f}× edgetl's time to its test top-1"
-        )
-    acc = results.get("accuracy")
-    if acc:
-        delta = 100 * (acc["after"]["test_top1"] - acc["before"]["test_top1"])
-        said.append(
-            f"test top-1 moved {delta:+.2f} pt with the streamed pipeline (n={acc['after']['n']}, within the 95% intervals above)"
-            if abs(delta) < 100 * (acc["after"]["interval95"][1] - acc["after"]["interval95"][0]) / 2
-            else f"test top-1 moved {delta:+.2f} pt with the streamed pipeline (n={acc['after']['n']})"
-        )
     return [f"**In short:** {'; '.join(said)}.", ""] if said else []
 
 
@@ -436,8 +308,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--counts", default="10000,30000,60000")
     p.add_argument("--px", type=int, default=160)
     p.add_argument("--codes", default="before,after", help="memory section: which code to run (before, after or both)")
-    p.add_argument("--sections", default="memory,throughput,feature_pass,accuracy")
+    p.add_argument("--sections", default="memory,throughput,feature_pass")
     p.add_argument("--work", type=Path, help="scratch folder (kept; default a new temporary one)")
+    p.add_argument("--note", default="", help="a sentence for the section's header (e.g. what differed in this run)")
     p.add_argument("--output", type=Path, default=ROOT)
     args = p.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-scale-"))
@@ -448,6 +321,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # Sections not re-measured keep their figures from the last run (benchmarks.json's "scale" key).
     previous = args.output / "benchmarks.json"
     results: dict[str, Any] = json.loads(previous.read_text()).get("scale", {}) if previous.exists() else {}
+    same_px = results.get("params", {}).get("px") == args.px
     results.setdefault("params", {}).update({"base": str(args.base)})
     if "memory" in sections:
         results["params"].update({"px": args.px, "counts": args.counts})
@@ -458,13 +332,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "minutes": round((time.monotonic() - started) / 60, 1),
             "cpu": f"{info.get('cpu_model', '?')}, {os.cpu_count()} logical CPUs",
             "load": os.getloadavg(),
+            "note": args.note,
         }
         write(results, args.output)
 
     if "memory" in sections:
-        results["memory"] = memory(
-            args.base, work, [int(c) for c in args.counts.split(",")], args.px, args.codes.split(",")
-        )
+        old = {r["images"]: r for r in results.get("memory", [])} if same_px else {}
+        rows = memory(args.base, work, [int(c) for c in args.counts.split(",")], args.px, args.codes.split(","))
+        for row in rows:  # --codes after: the before column stays from the last run at this size
+            for code in ("before", "after"):
+                if code not in row and code in old.get(row["images"], {}):
+                    row[code] = old[row["images"]][code]
+        results["memory"] = rows
         save()
     if "throughput" in sections:
         first = int(args.counts.split(",")[0])
@@ -477,15 +356,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "feature_pass" in sections:
         results["feature_pass"] = feature_pass()
         save()
-    if "accuracy" in sections:
-        results["accuracy"] = accuracy(args.base, work, 300, 96)
-        after = results["accuracy"]["after"]
-        phases = json.loads((work / "acc-after" / "history.json").read_text())
-        results["time_to_accuracy"] = {
-            "edgetl_seconds": after["seconds"],
-            "edgetl_phase_seconds": round(sum(p["seconds"] for p in phases), 1),
-            "keras": keras_recipe(work / "acc-after", after["test_top1"]),
-        }
+    for gone in ("accuracy", "time_to_accuracy"):  # measured by scripts/bench_tta.py now
+        results.pop(gone, None)
     save()
     print(args.output / "BENCHMARKS.md")
     return 0

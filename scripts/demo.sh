@@ -39,7 +39,7 @@ advice = {
 }
 fix = {
     "int8": "try more calibration images (edgetl convert RUN --quant int8 --calib-size 600) or deploy model_qat_int8.tflite if it passes",
-    "qat_int8": "QAT moved accuracy between classes: deploy model_int8.tflite if it passes, or re-run `edgetl qat` with fewer epochs or a lower --learning-rate",
+    "qat_int8": "QAT moved accuracy between classes: deploy model_int8.tflite if it passes, or re-run `edgetl qat` distilled (--distill 1, the default) with fewer --epochs or a lower --learning-rate",
     "fp16": "fp16 should be near-exact: check the conversion",
     "dynamic": "deploy int8 or fp16 instead",
 }

@@ -51,6 +51,8 @@ def test_qat_error_messages(tmp_path: Path) -> None:
     assert empty.exit_code == 3 and "has no model.keras and model_card.json" in empty.output
     bad = CliRunner().invoke(main, ["qat", str(tmp_path), "--epochs", "0"])
     assert bad.exit_code == 2 and "--epochs must be >= 1" in bad.output
+    distill = CliRunner().invoke(main, ["qat", str(tmp_path), "--distill", "1.5"])
+    assert distill.exit_code == 2 and "--distill must be a number in [0, 1] (got 1.5)" in distill.output
 
 
 @pytest.mark.slow
@@ -216,3 +218,37 @@ def test_dead_channel_bias_fits_int32_after_qat_conversion() -> None:
     stored = interpreter.get_tensor(bias["index"]).astype(np.int64) * bias["quantization_parameters"]["scales"]
     assert np.abs(interpreter.get_tensor(bias["index"]).astype(np.int64)).max() < 2**31 - 1
     np.testing.assert_allclose(stored[1], 2.0, rtol=1e-3)  # the dead channel still outputs relu6(bias) = 2
+
+
+@pytest.mark.slow
+def test_distilled_qat_follows_the_float_model_not_the_labels(fm_folder: Path) -> None:
+    """distill 1: the labels play no part (same weights with wrong labels); distill 0: they pull the model away."""
+    import cv2
+    from edgetl import model
+    from edgetl.qat import distiller
+    from edgetl.qat_scheme import quantize
+
+    k = model.keras()
+    paths = sorted(fm_folder.glob("*/*.png"))[::4][:96]
+    x = np.stack([cv2.resize(cv2.imread(str(p)), (32, 32)) for p in paths]).astype(np.float32) / 127.5 - 1
+    teacher = _tiny_float_model()
+    followed = teacher.predict(x, verbose=0).argmax(1)
+    wrong = (followed + 1) % 3
+
+    def fine_tune(weight: float, labels: np.ndarray) -> object:
+        student = quantize(_tiny_float_model())
+        k.utils.set_random_seed(1)
+        trainer = distiller(student, teacher, weight)
+        trainer.compile(k.optimizers.Adam(1e-2))
+        trainer.fit(x, labels, batch_size=32, epochs=3, shuffle=False, verbose=0)
+        return student
+
+    def agreement(student: object) -> float:
+        return float((student.predict(x, verbose=0).argmax(1) == followed).mean())
+
+    on_wrong, on_right = fine_tune(1.0, wrong), fine_tune(1.0, followed)
+    for a, b in zip(on_wrong.get_weights(), on_right.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    labels_only = fine_tune(0.0, wrong)
+    assert agreement(on_wrong) >= 0.9
+    assert agreement(labels_only) <= agreement(on_wrong) - 0.3

@@ -146,6 +146,14 @@ QAT_DEFAULTS = dataclass_defaults(QatConfig)
     show_default=True,
     help="Flip, small rotation and contrast.",
 )
+@click.option(
+    "--distill",
+    type=float,
+    default=QAT_DEFAULTS["distill"],
+    show_default=True,
+    help="Share of the loss matching model.keras's probabilities (1: keep the float model's behaviour, "
+    "which parity checks; 0: train on the labels, which can trade accuracy between classes).",
+)
 @click.option("--seed", type=int, help="Shuffle/augmentation seed (default: the run's training seed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @quiet_option

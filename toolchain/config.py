@@ -220,6 +220,8 @@ class QatConfig:
         epochs: most fine-tuning epochs (early stopping on val loss restores the best).
         learning_rate: Adam learning rate; low, the model is already trained.
         seed: shuffling/augmentation seed; None uses the run's training seed.
+        distill: share of the loss that is cross-entropy to the float model's
+            probabilities (1: match model.keras, 0: train on the labels alone).
     """
 
     run: str
@@ -229,6 +231,7 @@ class QatConfig:
     patience: int = 2
     augment: bool = True
     seed: Optional[int] = None
+    distill: float = 1.0
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -236,6 +239,7 @@ class QatConfig:
         require(
             [
                 (1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be >= 1 and <= {MAX_EPOCHS} (got {self.epochs})"),
+                (0 <= self.distill <= 1, f"--distill must be a number in [0, 1] (got {self.distill:g})"),
                 (
                     0 < self.learning_rate <= 10,
                     f"--learning-rate must be a number in (0, 10] (got {self.learning_rate:g})",

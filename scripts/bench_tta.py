@@ -2,6 +2,7 @@
 
     python scripts/bench_tta.py                                  # both datasets, ~40 min on 2 cores
     python scripts/bench_tta.py --datasets fashion-mnist --px 96
+    python scripts/bench_tta.py --work W --add-before /tmp/base  # same --work: before vs after, 5 seeds
 
 The seeds' recipe is what the Keras transfer-learning tutorials do: the frozen
 MobileNetV2 recomputed on augmented batches every epoch (10 epochs, Adam 1e-3),
@@ -115,6 +116,7 @@ def run_seeds(run: Path, px: int, out: Path) -> dict[str, Any]:
     command = [sys.executable, __file__, "--seeds-recipe", str(run), str(out), "--px", str(px)]
     subprocess.run(command + (["--quick"] if QUICK else []), check=True)
     record = json.loads(out.read_text())
+    del record["test_labels"]  # stays in ``out`` for the paired comparisons; not a figure for benchmarks.json
     for row in record["curve"]:
         row["seconds"] = round(row.pop("end_unix") - launch, 1)
     record["seconds"] = record["curve"][-1]["seconds"]
@@ -201,31 +203,87 @@ def compare(name: str, work: Path, px: int) -> dict[str, Any]:
 
 # Today's default recipe spelled out, for the code before the pixel cache (its defaults differed).
 RECIPE_FLAGS = ["--epochs", "20", "--fine-tune-epochs", "10", "--fine-tune-layers", "60"]
-RECIPE_FLAGS += ["--fine-tune-learning-rate", "1e-4", "--patience", "3", "--cache-views", "3", "--seed", "42"]
+RECIPE_FLAGS += ["--fine-tune-learning-rate", "1e-4", "--patience", "3", "--cache-views", "3"]
 
 
-def before(row: dict[str, Any], work: Path, base: Path) -> dict[str, Any]:
-    """The same recipe, seed and data through ``base`` (the in-memory pipeline): paired test top-1 vs today's."""
+def _train(work: Path, name: str, px: int, seed: int, base: Optional[Path]) -> tuple[Path, float]:
+    """``edgetl train`` (today's code, or ``base``'s) with the default recipe and ``seed``; its run folder and wall time."""
+    side = "base" if base else "edgetl"
+    run = work / (f"{name}-{side}" if seed == 42 and base else f"{name}-{side}-seed{seed}")
+    if seed == 42 and not base:
+        return work / f"{name}-edgetl", 0.0  # the time-to-accuracy run itself
+    shutil.rmtree(run, ignore_errors=True)
+    module = "toolchain" if base else "edgetl"
+    command = [sys.executable, "-m", module, "train", str(work / name), "-o", str(run), "--image-size", str(px)]
+    command += RECIPE_FLAGS + ["--seed", str(seed), "-q"]
+    env = {**os.environ, "PYTHONPATH": str(base)} if base else {**os.environ, "EDGETL_PIXEL_CACHE": str(work / "cache")}
+    say(f"{'before' if base else 'after'}, seed {seed}: {' '.join(command[1:])}")
+    start = time.time()
+    subprocess.run(command, env=env, cwd=str(base or ROOT), check=True, stdout=subprocess.DEVNULL)
+    return run, time.time() - start
+
+
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def _t_interval(values: np.ndarray) -> list[float]:
+    """95% Student-t interval of the mean of ``values`` (one per seed: seeds are the unit of training noise)."""
+    half = T975.get(len(values) - 1, 1.96) * float(np.std(values, ddof=1)) / np.sqrt(len(values))
+    return [round(float(np.mean(values)) - half, 2), round(float(np.mean(values)) + half, 2)]
+
+
+def before(row: dict[str, Any], work: Path, base: Path, seeds: Sequence[int]) -> dict[str, Any]:
+    """The same recipe and data through ``base`` (the in-memory pipeline) and today's code, seed by seed.
+
+    One seed's paired interval only covers which test images were drawn; the two pipelines
+    draw different augmentations from the same seed, so training noise shows only across
+    seeds: the mean difference over ``seeds`` and each code's seed-to-seed spread are given.
+    """
     from edgetl import verdict  # noqa: PLC0415
 
     name, px = row["dataset"], row["px"]
-    run = work / f"{name}-base"
-    shutil.rmtree(run, ignore_errors=True)
-    command = [sys.executable, "-m", "toolchain", "train", str(work / name), "-o", str(run), "--image-size", str(px)]
-    say(f"before: {' '.join(command[1:])}")
-    start = time.time()
-    env = {**os.environ, "PYTHONPATH": str(base)}
-    subprocess.run(command + RECIPE_FLAGS + ["-q"], env=env, cwd=str(base), check=True, stdout=subprocess.DEVNULL)
-    seconds = time.time() - start
     labels = np.asarray(json.loads((work / f"{name}-seeds.json").read_text())["test_labels"])
-    old_ok = edgetl_test_predictions(run, px) == labels
-    new_ok = edgetl_test_predictions(work / f"{name}-edgetl", px) == labels
-    diff, low, high = verdict.paired_difference(old_ok, new_ok)  # before minus after
-    lo, hi = verdict.wilson(int(old_ok.sum()), len(old_ok))
+
+    def top1(ok: np.ndarray) -> dict[str, Any]:
+        lo, hi = verdict.wilson(int(ok.sum()), len(ok))
+        return {"top1": round(float(ok.mean()), 4), "interval95": [round(lo, 4), round(hi, 4)], "n": len(ok)}
+
+    per_seed = []
+    earlier = row.get("before") or {}
+    done = {r["seed"]: r for r in earlier.get("seeds", [])}  # an earlier --add-before run on this --work
+    for seed in seeds:
+        old_run = work / (f"{name}-base" if seed == 42 else f"{name}-base-seed{seed}")
+        new_run = work / (f"{name}-edgetl" if seed == 42 else f"{name}-edgetl-seed{seed}")
+        if seed in done and (old_run / "model.keras").exists() and (new_run / "model.keras").exists():
+            seconds = done[seed]["seconds"]
+        elif seed == 42 and earlier and (old_run / "model.keras").exists():
+            seconds = earlier["seconds"]  # seed 42's after-run is the time-to-accuracy run
+        else:
+            old_run, seconds = _train(work, name, px, seed, base)
+            new_run, _ = _train(work, name, px, seed, None)
+        old_ok = edgetl_test_predictions(old_run, px) == labels
+        new_ok = edgetl_test_predictions(new_run, px) == labels
+        diff, low, high = verdict.paired_difference(old_ok, new_ok)  # before minus after
+        per_seed.append(
+            {
+                "seed": seed,
+                "seconds": round(seconds, 1),
+                "test": top1(old_ok),
+                "after_test": top1(new_ok),
+                "after_minus_before_pt": [round(-100 * v, 2) for v in (diff, high, low)],
+            }
+        )
+    first = per_seed[0]
+    olds = [100 * r["test"]["top1"] for r in per_seed]
+    news = [100 * r["after_test"]["top1"] for r in per_seed]
     return {
-        "seconds": round(seconds, 1),
-        "test": {"top1": round(float(old_ok.mean()), 4), "interval95": [round(lo, 4), round(hi, 4)], "n": len(old_ok)},
-        "after_minus_before_pt": [round(-100 * v, 2) for v in (diff, high, low)],
+        **{k: first[k] for k in ("seconds", "test", "after_minus_before_pt")},
+        "seeds": per_seed,
+        "mean_after_minus_before_pt": round(float(np.mean(news) - np.mean(olds)), 2),
+        "mean_interval95_pt": _t_interval(np.subtract(news, olds)) if len(seeds) > 1 else None,
+        "seed_sd_pt": {"before": round(float(np.std(olds, ddof=1)), 2), "after": round(float(np.std(news, ddof=1)), 2)}
+        if len(seeds) > 1
+        else None,
         "base": str(base),
     }
 
@@ -296,31 +354,44 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     olds = [r for r in rows if r.get("before")]
     if olds:
         lines += [
-            "**The streamed pipeline keeps the recipe's accuracy.** The same recipe, seed and data through the code "
-            "before the pixel cache (every split decoded into memory, `feed.make_sequence` batches; its defaults "
-            "differed, so today's are given as flags):",
+            "**Before and after the pixel cache.** The same recipe and data through the code before it (every split "
+            "decoded into memory, `feed.make_sequence` batches; its defaults differed, so today's are given as flags), "
+            "seed by seed. A paired interval covers only the draw of test images; the two pipelines draw different "
+            "augmentations from one seed, so the seed-to-seed spread is the training noise to compare against:",
             "",
             markdown_table(
                 [
                     "data",
+                    "seed",
                     "before (in-memory)",
                     "after (pixel cache + tf.data)",
                     "after − before (pt, paired 95%)",
-                    "wall",
                 ],
                 [
                     [
                         r["dataset"],
-                        _top1(r["before"]["test"]),
-                        _top1(r["edgetl"]["test"]),
-                        "{:+.2f} [{:+.2f}, {:+.2f}]".format(*r["before"]["after_minus_before_pt"]),
-                        f"{r['before']['seconds']:.0f} s / {r['edgetl']['seconds']:.0f} s",
+                        str(s["seed"]),
+                        _top1(s["test"]),
+                        _top1(s["after_test"]),
+                        "{:+.2f} [{:+.2f}, {:+.2f}]".format(*s["after_minus_before_pt"]),
                     ]
                     for r in olds
+                    for s in r["before"].get("seeds", [])
                 ],
             ),
             "",
         ]
+        for r in olds:
+            b = r["before"]
+            if b.get("seed_sd_pt"):
+                lines.append(
+                    f"- {r['dataset']}: mean over {len(b['seeds'])} seeds after − before "
+                    f"**{b['mean_after_minus_before_pt']:+.2f} pt** (95% over seeds, Student t: "
+                    f"[{b['mean_interval95_pt'][0]:+.2f}, {b['mean_interval95_pt'][1]:+.2f}]); "
+                    "seed-to-seed standard deviation of test top-1 "
+                    f"{b['seed_sd_pt']['before']:.2f} pt before, {b['seed_sd_pt']['after']:.2f} pt after."
+                )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -342,6 +413,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "the data of the last run (same --work) and add its paired test top-1 to the section",
     )
     p.add_argument(
+        "--seeds",
+        default="42,43,44,45,46",
+        help="with --add-before: the seeds to train both codes with (42 = the time-to-accuracy run's, reused)",
+    )
+    p.add_argument(
         "--quick", action="store_true", help="smoke-test the script: tiny data, 2 epochs, written to the scratch folder"
     )
     p.add_argument("--seeds-recipe", nargs=2, type=Path, metavar=("RUN", "OUT"), help=argparse.SUPPRESS)
@@ -358,7 +434,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out = work if QUICK else args.output
         section = json.loads((out / "benchmarks.json").read_text())["sections"]["tta"]
         for row in section["rows"]:
-            row["before"] = before(row, work, args.add_before)
+            row["seeds"].pop("test_labels", None)  # written by runs before 2026-12-05
+            row["before"] = before(row, work, args.add_before, [int(v) for v in args.seeds.split(",")])
         write_section(out, "tta", render(section["rows"], section["meta"]), section)
         return 0
     started, info = time.monotonic(), machine_info()

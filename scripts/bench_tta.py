@@ -1,6 +1,6 @@
 """Time to accuracy: ``edgetl train`` (its defaults) vs the seeds' Keras recipe on the same photos.
 
-    python scripts/bench_tta.py                                  # both datasets, ~40 min on 2 cores
+    python scripts/bench_tta.py                                  # both datasets, ~11 min on 2 cores
     python scripts/bench_tta.py --datasets fashion-mnist --px 96
     python scripts/bench_tta.py --work W --add-before /tmp/base  # same --work: before vs after, 5 seeds
 
@@ -18,8 +18,11 @@ Python and TensorFlow start-up count for both.
 least the seeds' recipe's final val accuracy; edgetl's per-epoch end times come
 from its ``history.json`` (``epoch_end_unix``). Final test top-1 of both is
 compared on the test split, paired per image, with a 95% interval (Newcombe).
-Writes the ``tta`` section of ``BENCHMARKS.md`` and ``benchmarks.json``; nothing
-is asserted.
+edgetl's ``history.json`` also says where its time went (start-up and pixel cache,
+feature pass, head epochs, fine-tune), which gives a floor for any recipe that runs
+each image through the backbone once. A re-run whose edgetl test predictions come out
+the same as the last run's keeps that run's ``--add-before`` seeds. Writes the ``tta``
+section of ``BENCHMARKS.md`` and ``benchmarks.json``; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -103,11 +106,34 @@ def run_edgetl(data: Path, run: Path, px: int, cache: Path) -> dict[str, Any]:
     launch = time.time()
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     total = time.time() - launch
+    history = json.loads((run / "history.json").read_text())
     curve = []
-    for phase in json.loads((run / "history.json").read_text()):
+    for phase in history:
         for acc, end in zip(phase["val_accuracy"], phase["epoch_end_unix"]):
             curve.append({"phase": phase["phase"], "val_top1": round(acc, 4), "seconds": round(end - launch, 1)})
-    return {"seconds": round(total, 1), "curve": curve, "command": " ".join(["edgetl", *command[3:]])}
+    split = time_split(history, launch)
+    return {"seconds": round(total, 1), "curve": curve, "split": split, "command": " ".join(["edgetl", *command[3:]])}
+
+
+def time_split(history: list[dict[str, Any]], launch: float) -> dict[str, float]:
+    """Where edgetl's time went, from its ``history.json``: seconds from launch to the head phase (interpreter,
+    TensorFlow, data listing, pixel cache), the backbone feature pass, the head epochs, and the fine-tune's start.
+
+    The head phase's recorded ``seconds`` cover the feature pass and its epochs; the feature pass is that minus
+    the epochs, whose length is the spacing of their ends (the first one's taken as the mean of the others).
+    """
+    head = history[0]
+    ends = head["epoch_end_unix"]
+    epoch = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else 0.0
+    head_start = ends[-1] - head["seconds"]
+    head_epochs = ends[-1] - ends[0] + epoch
+    return {
+        "startup_and_pixels": round(head_start - launch, 1),
+        "features": round(head["seconds"] - head_epochs, 1),
+        "views": int(head.get("views", 0)),
+        "head_epochs": round(head_epochs, 1),
+        "fine_tune_start": round(ends[-1] - launch, 1),
+    }
 
 
 def run_seeds(run: Path, px: int, out: Path) -> dict[str, Any]:
@@ -288,6 +314,22 @@ def before(row: dict[str, Any], work: Path, base: Path, seeds: Sequence[int]) ->
     }
 
 
+def _keep_before(rows: list[dict[str, Any]], out: Path) -> None:
+    """Keep an earlier ``--add-before`` comparison for a dataset whose seed-42 run came out the same again.
+
+    Training is deterministic for a seed on CPU, so a re-run that predicts the test split exactly as
+    before (same top-1 on the same images) is the same model: its before/after seeds still hold.
+    """
+    path = out / "benchmarks.json"
+    old = json.loads(path.read_text()).get("sections", {}).get("tta", {}) if path.exists() else {}
+    earlier = {r["dataset"]: r for r in old.get("rows", []) if r.get("before")}
+    for row in rows:
+        prev = earlier.get(row["dataset"])
+        if prev and prev["edgetl"]["test"] == row["edgetl"]["test"]:
+            row["before"] = prev["before"]
+            say(f"{row['dataset']}: same test predictions as the last run, its before/after seeds are kept")
+
+
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "## Time to accuracy: `edgetl train` vs the seeds' Keras recipe (`scripts/bench_tta.py`)",
@@ -331,6 +373,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         ),
         "",
     ]
+    lines += _time_split_lines(rows)
     table = []
     for r in rows:
         s, e = r["seeds"]["test"], r["edgetl"]["test"]
@@ -395,6 +438,66 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _time_split_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The table of where edgetl's time went, and the fastest any once-through-the-backbone recipe could be here."""
+    table, bounds, heads = [], [], []
+    for r in rows:
+        split, reached = r["edgetl"].get("split"), r["edgetl"]["reached"]
+        if not split or not split["views"]:
+            continue
+        seen = split["views"] * r["train_images"] + r["val_images"]
+        rate = seen / split["features"]
+        once = split["startup_and_pixels"] + (r["train_images"] + r["val_images"]) / rate
+        to_target = f"{reached['seconds'] - split['fine_tune_start']:.1f} s" if reached else "–"
+        table.append(
+            [
+                r["dataset"],
+                f"{split['startup_and_pixels']:.1f} s",
+                f"{split['features']:.1f} s ({seen:,} images, {rate:.0f}/s)",
+                f"{split['head_epochs']:.1f} s",
+                to_target if reached and reached["phase"] == "fine-tune" else "–",
+                f"{once:.1f} s = {r['seeds']['seconds'] / once:.1f}×",
+            ]
+        )
+        bounds.append(r["seeds"]["seconds"] / once)
+        head = max(c["val_top1"] for c in r["edgetl"]["curve"] if c["phase"].startswith("head"))
+        heads.append(f"{r['dataset']} {100 * head:.1f}% vs {100 * r['target_val_top1']:.1f}%")
+    if not table:
+        return []
+    return [
+        "Where edgetl's time went (from its `history.json`): launch to the head phase (interpreter, TensorFlow "
+        "import, data listing, decoding into the pixel cache), the backbone feature pass over the cached views and "
+        "the val split, the head epochs on those features, and the fine-tune until the target. The last column is a "
+        "floor for *any* recipe that runs every train and val image through the backbone once on this machine: the "
+        "same start-up plus one pass at the measured feature rate, and the speed-up it would give at best.",
+        "",
+        markdown_table(
+            [
+                "data",
+                "start-up + pixels",
+                "feature pass",
+                "head epochs",
+                "fine-tune to target",
+                "floor: start-up + one pass",
+            ],
+            table,
+        ),
+        "",
+        (
+            f"So a 10× speed-up to the seeds' accuracy is out of reach here for any such recipe (at most "
+            f"{max(bounds):.1f}×). "
+            if max(bounds) < 10
+            else f"The floor allows up to {max(bounds):.1f}×. "
+        )
+        + "Best val top-1 of edgetl's cached head phase vs the target: "
+        + "; ".join(heads)
+        + ". Past the head, every fine-tune epoch costs a backbone forward and backward pass per image. The target "
+        "is itself one noisy figure (its 95% interval above spans about 4 pt), so where it falls between edgetl's "
+        "head and fine-tune epochs decides the speed-up: read the ratio with that interval in mind.",
+        "",
+    ]
+
+
 def _top1(t: dict[str, Any]) -> str:
     return f"{100 * t['top1']:.2f}% [{100 * t['interval95'][0]:.2f}, {100 * t['interval95'][1]:.2f}]"
 
@@ -440,6 +543,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     started, info = time.monotonic(), machine_info()
     rows = [compare(name, work, args.px) for name in args.datasets.split(",")]
+    _keep_before(rows, work if QUICK else args.output)
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "minutes": round((time.monotonic() - started) / 60, 1),

@@ -20,8 +20,8 @@ from its ``history.json`` (``epoch_end_unix``). Final test top-1 of both is
 compared on the test split, paired per image, with a 95% interval (Newcombe).
 edgetl's ``history.json`` also says where its time went (start-up and pixel cache,
 feature pass, head epochs, fine-tune), which gives a floor for any recipe that runs
-each image through the backbone once. A re-run whose edgetl test predictions come out
-the same as the last run's keeps that run's ``--add-before`` seeds. Writes the ``tta``
+each image through the backbone once. A re-run whose edgetl val curve and test top-1
+come out the same as the last run's keeps that run's ``--add-before`` seeds. Writes the ``tta``
 section of ``BENCHMARKS.md`` and ``benchmarks.json``; nothing is asserted.
 """
 
@@ -111,8 +111,12 @@ def run_edgetl(data: Path, run: Path, px: int, cache: Path) -> dict[str, Any]:
     for phase in history:
         for acc, end in zip(phase["val_accuracy"], phase["epoch_end_unix"]):
             curve.append({"phase": phase["phase"], "val_top1": round(acc, 4), "seconds": round(end - launch, 1)})
-    split = time_split(history, launch)
-    return {"seconds": round(total, 1), "curve": curve, "split": split, "command": " ".join(["edgetl", *command[3:]])}
+    return {
+        "seconds": round(total, 1),
+        "curve": curve,
+        "split": time_split(history, launch),
+        "command": " ".join(["edgetl", *command[3:]]),
+    }
 
 
 def time_split(history: list[dict[str, Any]], launch: float) -> dict[str, float]:
@@ -314,20 +318,26 @@ def before(row: dict[str, Any], work: Path, base: Path, seeds: Sequence[int]) ->
     }
 
 
+def _last_section(out: Path) -> dict[str, Any]:
+    """The ``tta`` section an earlier run wrote to ``out``'s ``benchmarks.json`` (empty if none)."""
+    path = out / "benchmarks.json"
+    return json.loads(path.read_text()).get("sections", {}).get("tta", {}) if path.exists() else {}
+
+
 def _keep_before(rows: list[dict[str, Any]], out: Path) -> None:
     """Keep an earlier ``--add-before`` comparison for a dataset whose seed-42 run came out the same again.
 
-    Training is deterministic for a seed on CPU, so a re-run that predicts the test split exactly as
-    before (same top-1 on the same images) is the same model: its before/after seeds still hold.
+    Training is deterministic for a seed on CPU, so a re-run with the same val top-1 after every epoch
+    and the same test top-1 on the same images is taken as the same model: its before/after seeds still hold.
     """
-    path = out / "benchmarks.json"
-    old = json.loads(path.read_text()).get("sections", {}).get("tta", {}) if path.exists() else {}
-    earlier = {r["dataset"]: r for r in old.get("rows", []) if r.get("before")}
+    earlier = {r["dataset"]: r for r in _last_section(out).get("rows", []) if r.get("before")}
     for row in rows:
         prev = earlier.get(row["dataset"])
-        if prev and prev["edgetl"]["test"] == row["edgetl"]["test"]:
+        if not prev or prev["edgetl"]["test"] != row["edgetl"]["test"]:
+            continue
+        if [c["val_top1"] for c in prev["edgetl"]["curve"]] == [c["val_top1"] for c in row["edgetl"]["curve"]]:
             row["before"] = prev["before"]
-            say(f"{row['dataset']}: same test predictions as the last run, its before/after seeds are kept")
+            say(f"{row['dataset']}: same val curve and test top-1 as the last run, its before/after seeds are kept")
 
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -448,14 +458,15 @@ def _time_split_lines(rows: list[dict[str, Any]]) -> list[str]:
         seen = split["views"] * r["train_images"] + r["val_images"]
         rate = seen / split["features"]
         once = split["startup_and_pixels"] + (r["train_images"] + r["val_images"]) / rate
-        to_target = f"{reached['seconds'] - split['fine_tune_start']:.1f} s" if reached else "–"
+        in_fine_tune = reached and reached["phase"] == "fine-tune"
+        to_target = f"{reached['seconds'] - split['fine_tune_start']:.1f} s" if in_fine_tune else "–"
         table.append(
             [
                 r["dataset"],
                 f"{split['startup_and_pixels']:.1f} s",
                 f"{split['features']:.1f} s ({seen:,} images, {rate:.0f}/s)",
                 f"{split['head_epochs']:.1f} s",
-                to_target if reached and reached["phase"] == "fine-tune" else "–",
+                to_target,
                 f"{once:.1f} s = {r['seeds']['seconds'] / once:.1f}×",
             ]
         )
@@ -535,7 +546,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if args.add_before:
         out = work if QUICK else args.output
-        section = json.loads((out / "benchmarks.json").read_text())["sections"]["tta"]
+        section = _last_section(out)
         for row in section["rows"]:
             row["seeds"].pop("test_labels", None)  # written by runs before 2026-12-05
             row["before"] = before(row, work, args.add_before, [int(v) for v in args.seeds.split(",")])

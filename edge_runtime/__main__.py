@@ -25,10 +25,14 @@ import time
 from typing import Any, Optional, Sequence
 
 import click
+from edgetl.runtime import keep
 from edgetl.runtime.runstats import RunStats
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_IO, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
-EXIT_CODES = "Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 5 output not writable, 130 interrupted."
+EXIT_CODES = (
+    "Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 5 output not writable, 130 interrupted."
+    "\n\nMeasure models on this board: edge-classify benchmark MODEL.tflite... (see edge-classify benchmark --help)."
+)
 SERVE_HELP = (
     "browser preview at http://HOST:PORT/ (MJPEG stream with label/score/FPS, /latest.json); HOST defaults to "
     "127.0.0.1 (this machine only). 0.0.0.0 exposes it on the LAN with no authentication: anyone on the "
@@ -60,6 +64,9 @@ class RunConfig:
     serve: Optional[tuple[str, int]] = None
     csv: Optional[str] = None
     confusion: Optional[str] = None
+    keep: keep.KeepConfig = (
+        keep.KeepConfig()
+    )  # --save, --save-uncertain, --collect, --summary-every (edgetl.runtime.keep)
 
     @property
     def folder_mode(self) -> bool:
@@ -110,6 +117,7 @@ def _parse_serve(ctx: click.Context, param: click.Parameter, value: Optional[str
 @click.option("--confusion", metavar="PNG", help="--image DIR with class sub-folders: draw the confusion matrix to PNG")
 @click.option("--summary-json", metavar="FILE", help="also write the closing summary to FILE as JSON")
 @click.option("-q", "--quiet", is_flag=True, help="nothing on stderr (no log lines, no summary) unless an error")
+@keep.options
 @click.version_option(package_name="edgetl", prog_name="edge-classify", message="%(prog)s %(version)s")
 def cli(image: Optional[str], more_images: tuple[str, ...], csv_path: Optional[str], **options: Any) -> int:
     """Classify frames from a camera, video, stream or image files with an edgetl .tflite model
@@ -133,14 +141,20 @@ def cli(image: Optional[str], more_images: tuple[str, ...], csv_path: Optional[s
         raise click.UsageError(f"unexpected argument {more_images[0]!r}: only --image takes several paths")
     if (csv_path is not None or options["confusion"] is not None) and image is None:
         raise click.UsageError("--csv and --confusion classify a folder: add --image DIR")
-    config = RunConfig(images=(image, *more_images) if image is not None else (), csv=csv_path, **options)
+    kept = keep.from_options(options)
+    config = RunConfig(images=(image, *more_images) if image is not None else (), csv=csv_path, keep=kept, **options)
     return run(config)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The console script: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["benchmark"]:  # edge-classify benchmark MODEL... (edgetl.runtime.benchmark)
+        from edgetl.runtime.benchmark import main as benchmark  # noqa: PLC0415
+
+        return benchmark(argv[1:])
     try:
-        return cli.main(args=None if argv is None else list(argv), prog_name="edge-classify", standalone_mode=False)
+        return cli.main(args=argv, prog_name="edge-classify", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
         return exc.exit_code
     except click.ClickException as exc:  # usage errors: Click's message, exit 2
@@ -187,8 +201,11 @@ class Outputs:
     display: Any = None
     hub: Any = None
     results: Any = None
+    keep: Any = None
 
     def close(self) -> None:
+        if self.keep is not None:
+            self.keep.close()
         if self.display is not None:
             self.display.close()
 
@@ -230,6 +247,8 @@ def classify_stream(classifier: Any, source: Any, config: RunConfig, stats: RunS
             outputs.lines.flush()
         if outputs.hub is not None:
             outputs.hub.offer(frame.image, frame.color_order, categories, fps, record)
+        if outputs.keep is not None:
+            outputs.keep.add(frame, categories, fps)
         if outputs.display is not None:
             bgr = frame.image[:, :, ::-1] if frame.color_order == "RGB" and frame.image.ndim == 3 else frame.image
             if not outputs.display.show(overlay.draw(bgr, categories, fps)):
@@ -255,6 +274,7 @@ def run(config: RunConfig) -> int:
     from edgetl.runtime.sources import SourceError  # noqa: PLC0415
 
     stats, source, outputs, server, code, reason = RunStats(), None, Outputs(), None, EXIT_OK, ""
+    keep.end_on_sigterm()  # SIGTERM ends the run like Ctrl-C: kept files closed, summary printed
     try:
         classifier = Classifier(
             ClassifierOptions(
@@ -290,8 +310,8 @@ def run(config: RunConfig) -> int:
     except (DisplayError, ServeError, FolderError) as exc:
         print(f"edge-classify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        reason, code = "interrupted", EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        reason, code = "terminated" if isinstance(exc, keep.Terminated) else "interrupted", EXIT_INTERRUPTED
     finally:
         outputs.close()
         if server is not None:
@@ -318,6 +338,10 @@ def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> 
         outputs.lines = sys.stdout
     else:
         outputs.display = overlay.Display()
+    if config.keep.active:
+        outputs.keep = keep.Keep(config.keep, source, sys.stdout, log)
+        if outputs.keep.journal is not None:
+            outputs.lines = None  # a summary line per --summary-every seconds instead of one per frame
     server = None
     if config.serve is not None:
         from edgetl.runtime.serve import PreviewHub, PreviewServer  # noqa: PLC0415

@@ -329,3 +329,47 @@ def test_sigkill_mid_run_leaves_whole_files_and_the_next_run_sweeps_the_rest(cam
     )
     assert [p for p in tmp_path.rglob(".*") if p.parent != tmp_path / "set" / "cup"] == []  # swept where it wrote
     assert all(re.fullmatch(r"\..+\.jpg\.\w+\.tmp", p.name) for p in (tmp_path / "set" / "cup").glob(".*"))
+
+
+# --- docs/raspberry-pi.md and the README's lines, run ---------------------------------------------
+
+
+def _doc_lines() -> list[str]:
+    doc = (REPO / "docs" / "raspberry-pi.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)\n```", doc, re.S)
+    readme = (REPO / "README.md").read_text()
+    ours = [
+        line.split("  #")[0]
+        for line in readme.splitlines()
+        if re.match(r"edge-classify (benchmark|.*--collect|.*--save)", line)
+    ]
+    return [line for block in blocks for line in block.splitlines() if line.strip()] + ours
+
+
+@pytest.mark.slow  # ~30 s: the benchmark lines run as written (default runs and seconds)
+def test_every_documented_line_runs_with_a_video_for_the_camera(camera: Path, tmp_path: Path) -> None:
+    """The lines as written, in a folder holding their files; ``--camera picam`` becomes the video (no camera here)."""
+    for name in ("model_int8", "model_fp32"):
+        shutil.copy(MODEL, tmp_path / f"{name}.tflite")
+        shutil.copy(GOLDEN / "golden_int8.json", tmp_path / f"{name}.json")
+    cv2.imwrite(str(tmp_path / "photo.jpg"), cv2.imread(str(GOLDEN / "02_red.png")))
+    lines = _doc_lines()
+    assert len(lines) == 9, lines  # 2 benchmark + 4 keep lines in the doc, 3 in the README
+    for line in lines:
+        argv = line.replace("--camera picam", f"--video {camera}").split()
+        out = subprocess.DEVNULL
+        if ">" in argv:
+            out = open(tmp_path / argv[argv.index(">") + 1], "w")
+            argv = argv[: argv.index(">")]
+        assert argv[0] == "edge-classify"
+        result = subprocess.run(
+            [sys.executable, "-m", "edgetl.runtime", *argv[1:]],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
+        assert result.returncode == EXIT_OK, (line, result.stderr[-2000:])
+    assert json.loads((tmp_path / "benchmark.json").read_text())["rows"][0]["model"] == "model_int8.tflite"
+    assert jpegs(tmp_path / "dataset" / "mug") and jpegs(tmp_path / "seen") and (tmp_path / "seen.avi").is_file()

@@ -143,6 +143,7 @@ def cli(image: Optional[str], more_images: tuple[str, ...], csv_path: Optional[s
         raise click.UsageError("--csv and --confusion classify a folder: add --image DIR")
     kept = keep.from_options(options)
     config = RunConfig(images=(image, *more_images) if image is not None else (), csv=csv_path, keep=kept, **options)
+    keep.end_on_sigterm()  # SIGTERM ends the run like Ctrl-C: kept files closed, summary printed
     return run(config)
 
 
@@ -274,7 +275,6 @@ def run(config: RunConfig) -> int:
     from edgetl.runtime.sources import SourceError  # noqa: PLC0415
 
     stats, source, outputs, server, code, reason = RunStats(), None, Outputs(), None, EXIT_OK, ""
-    keep.end_on_sigterm()  # SIGTERM ends the run like Ctrl-C: kept files closed, summary printed
     try:
         classifier = Classifier(
             ClassifierOptions(

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from edgetl.runtime import benchmark
+from edgetl.runtime import benchmark, board
 from edgetl.runtime.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def test_seconds_bound_the_runs(capsys: pytest.CaptureFixture) -> None:
 
 def test_emulation_is_labelled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QEMU_CPU", "cortex-a72")
-    info = benchmark.board_info()
+    info = board.board_info()
     assert info["emulated"] == "qemu (QEMU_CPU=cortex-a72): timings prove it runs, not a speed"
     text = benchmark.markdown(
         {"board": info, "settings": {"frame": "f", "warmup_runs": 1, "fps": "x"}, "rows": [], "time": "t"}
@@ -110,11 +110,11 @@ def test_board_prefers_the_device_tree_then_cpuinfo(tmp_path: Path, monkeypatch:
     def fake(path: str = "", *more: str) -> Path:
         return real({"/proc/device-tree/model": str(tree), "/proc/cpuinfo": str(cpuinfo)}.get(path, path), *more)
 
-    monkeypatch.setattr(benchmark, "Path", fake)
-    info = benchmark.board_info()
+    monkeypatch.setattr(board, "Path", fake)
+    info = board.board_info()
     assert info["board"] == "Raspberry Pi 4 Model B Rev 1.4" and info["cpu"] == "Cortex-A72"
     tree.unlink()
-    assert benchmark.board_info()["board"] == "Raspberry Pi 4 Model B Rev 1.4"  # the Pi's cpuinfo "Model" line
+    assert board.board_info()["board"] == "Raspberry Pi 4 Model B Rev 1.4"  # the Pi's cpuinfo "Model" line
 
 
 @pytest.mark.parametrize(

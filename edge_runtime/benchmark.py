@@ -210,6 +210,7 @@ def run_benchmark(config: BenchmarkConfig, log: Any = None) -> dict[str, Any]:
             "rounds": ROUNDS,
             "fps": "1000 / mean end-to-end ms (one frame at a time)",
             "end_to_end": "JPEG decode + preprocess + invoke + dequantize + top-k",
+            "peak_rss": f"per model, alone, at {max(config.threads)} thread(s) (loading + warm-up)",
         },
         "rows": rows,
         "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

@@ -5,8 +5,8 @@
     .venv/bin/python scripts/bench_device.py --models A.tflite B.tflite
 
 Without ``--models`` it makes a MobileNetV2 1.0/224 classifier the quick way (300 Fashion-MNIST
-photos, 3 head epochs on the offline ImageNet weights, no fine-tuning; latency does not depend on
-accuracy) and converts it to fp32 and int8 (``WORK/run224``, reused by later runs). It then runs
+photos at 224 px, 3 head epochs on the offline ImageNet weights, one cached view, no fine-tuning;
+latency does not depend on accuracy) and converts it to fp32 and int8 (``WORK/run224``, reused by later runs). It then runs
 ``edge-classify benchmark`` ``--repeats`` times as separate processes, each measuring both models
 interleaved, and writes the ``device`` section of BENCHMARKS.md and benchmarks.json: the first
 run's table as the command prints it, and the int8/fp32 ratios of every run. Nothing is asserted.
@@ -26,6 +26,11 @@ sys.path.insert(0, str(REPO / "scripts"))
 from bench_util import load_average, write_section  # noqa: E402
 
 BIN = Path(sys.executable).parent
+MADE = (
+    " — MobileNetV2 1.0/224 (10 classes, uint8 input for int8), made by this script: `edgetl train` 3 head epochs on 300 "
+    "Fashion-MNIST photos at 224 px with the offline ImageNet weights, then `edgetl convert --quant fp32,int8` "
+    "(latency does not depend on what it learned)"
+)
 
 
 def build_models(work: Path) -> list[Path]:
@@ -37,7 +42,20 @@ def build_models(work: Path) -> list[Path]:
     data = work / "fm30"
     steps = [
         [] if data.exists() else ["data", "fashion-mnist", str(data), "--per-class", "30"],
-        ["train", str(data), "--output", str(run), "--image-size", "224", "--epochs", "3", "--fine-tune-epochs", "0"],
+        [
+            "train",
+            str(data),
+            "--output",
+            str(run),
+            "--image-size",
+            "224",
+            "--epochs",
+            "3",
+            "--fine-tune-epochs",
+            "0",
+            "--cache-views",
+            "1",
+        ],
         ["convert", str(run), "--quant", "fp32,int8", "--no-parity", "--calib-size", "100"],
     ]
     for step in filter(None, steps):
@@ -72,6 +90,7 @@ def ratios(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def render(reports: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     first = reports[0]
+    header, table = benchmark_markdown(first).rstrip().split("\n\n", 1)
     lines = [
         "## Device benchmark: `edge-classify benchmark` on this machine (`scripts/bench_device.py`)",
         "",
@@ -83,9 +102,16 @@ def render(reports: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"End to end = {first['settings']['end_to_end']} on a {first['settings']['frame']}; FPS = {first['settings']['fps']}; "
         "peak RSS = the process's high-water mark with only that model loaded (reset before it loads).",
         "",
-        "First run, as the command prints it:",
+        "The first run, as the command prints it (the lines above its table are what a user pastes with it):",
         "",
-        benchmark_markdown(first).rstrip(),
+        "```text",
+        header,
+        "```",
+        "",
+        table,
+        "",
+        "Within a run the 1-thread cells are measured before the 2-thread cells, so a change of load between them "
+        "distorts 1- vs 2-thread comparisons; int8 vs fp32 at the same thread count is like for like.",
         "",
         "int8 / fp32 in each run (latency ratios below 1 and FPS ratios above 1: int8 is faster):",
         "",
@@ -115,14 +141,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", type=Path, default=REPO, help="folder of BENCHMARKS.md and benchmarks.json")
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite the section from benchmarks.json, no measuring"
+    )
     args = parser.parse_args()
+    if args.render_only:
+        data = json.loads((args.output / "benchmarks.json").read_text())["sections"]["device"]
+        write_section(args.output, "device", render(data["runs"], data["meta"]), data)
+        return
     models = args.models or build_models(args.work)
     load_before = load_average()
     reports = [benchmark(models, args) for _ in range(args.repeats)]
     meta = {
         "models": "Models: "
         + ", ".join(f"`{m.name}` ({m.stat().st_size / 1024:.0f} KiB)" for m in models)
-        + ("" if args.models else " — MobileNetV2 1.0/224, 10 classes, made by this script (see its docstring)"),
+        + ("" if args.models else MADE),
         "command": f"edge-classify benchmark {' '.join(m.name for m in models)} --threads {args.threads} "
         f"--runs {args.runs} --seconds {args.seconds:g} --json",
         "load_before": "/".join(f"{v:.2f}" for v in load_before or []),

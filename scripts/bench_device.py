@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,8 +98,13 @@ def render(reports: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['models']}. Measured {first['time']}, {len(reports)} runs of "
         f"`{meta['command']}` (separate processes; in each, both models interleaved in "
         f"{first['settings']['rounds']} rounds per thread count). Load average (1/5/15 min) "
-        f"{meta['load_before']} before, {meta['load_after']} after: **under load** (other jobs shared the 2 cores), "
-        "so absolute figures are inflated; the ratios compare models measured in the same run. "
+        f"{meta['load_before']} before, {meta['load_after']} after"
+        + (
+            f": **under load** (other jobs shared the {meta.get('cores', '?')} cores), so absolute figures are inflated"
+            if meta.get("under_load", True)
+            else " (no other load to speak of)"
+        )
+        + "; the ratios compare models measured in the same run. "
         f"End to end = {first['settings']['end_to_end']} on a {first['settings']['frame']}; FPS = {first['settings']['fps']}; "
         "peak RSS = the process's high-water mark with only that model loaded (reset before it loads).",
         "",
@@ -160,6 +166,8 @@ def main() -> None:
         f"--runs {args.runs} --seconds {args.seconds:g} --json",
         "load_before": "/".join(f"{v:.2f}" for v in load_before or []),
         "load_after": "/".join(f"{v:.2f}" for v in load_average() or []),
+        "cores": os.cpu_count(),
+        "under_load": max((load_before or [0])[0], (load_average() or [0])[0]) > 0.5 * (os.cpu_count() or 1),
     }
     data = {"meta": meta, "runs": reports, "ratios": [ratios(r) for r in reports]}
     write_section(args.output, "device", render(reports, meta), data)

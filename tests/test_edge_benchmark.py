@@ -153,3 +153,26 @@ def test_console_script_and_help() -> None:
         [sys.executable, "-m", "edgetl.runtime", "--help"], capture_output=True, text=True, timeout=60
     )
     assert "edge-classify benchmark MODEL.tflite..." in result.stdout
+
+
+def test_bench_device_section_has_the_table_and_the_ratios(two_models: list[Path], tmp_path: Path) -> None:
+    """scripts/bench_device.py's rendering, on a real report (the second copy labelled fp32 for the ratio)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import bench_device
+
+    report = benchmark.run_benchmark(
+        benchmark.BenchmarkConfig(models=tuple(map(str, two_models)), threads=(1, 2), runs=3, warmup=1)
+    )
+    for row in report["rows"][1::2]:
+        row["quantization"] = "fp32"
+    ratios = bench_device.ratios(report)
+    assert [r["threads"] for r in ratios] == [1, 2]
+    rows = {(r["quantization"], r["threads"]): r for r in report["rows"]}
+    assert ratios[0]["invoke_p50"] == round(rows["int8", 1]["invoke_p50_ms"] / rows["fp32", 1]["invoke_p50_ms"], 3)
+    meta = {"models": "Models: a, b", "command": "edge-classify benchmark a b", "load_before": "1", "load_after": "1"}
+    bench_device.write_section(tmp_path, "device", bench_device.render([report, report], meta), {"runs": [report]})
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "```text\nboard: " in text and "| a.tflite | int8 | 1 | 3 |" in text and "**under load**" in text
+    assert (
+        text.count("| 2 | 2 | ") == 1 and json.loads((tmp_path / "benchmarks.json").read_text())["sections"]["device"]
+    )

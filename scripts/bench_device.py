@@ -119,6 +119,7 @@ def render(reports: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "Within a run the 1-thread cells are measured before the 2-thread cells, so a change of load between them "
         "distorts 1- vs 2-thread comparisons; int8 vs fp32 at the same thread count is like for like.",
         "",
+        *([meta["note"], ""] if meta.get("note") else []),
         "int8 / fp32 in each run (latency ratios below 1 and FPS ratios above 1: int8 is faster):",
         "",
         "| run | threads | invoke p50 | end-to-end p50 | FPS |",
@@ -150,9 +151,12 @@ def main() -> None:
     parser.add_argument(
         "--render-only", action="store_true", help="rewrite the section from benchmarks.json, no measuring"
     )
+    parser.add_argument("--note", help="a paragraph to add to the section (kept in benchmarks.json)")
     args = parser.parse_args()
     if args.render_only:
         data = json.loads((args.output / "benchmarks.json").read_text())["sections"]["device"]
+        if args.note:
+            data["meta"]["note"] = args.note
         write_section(args.output, "device", render(data["runs"], data["meta"]), data)
         return
     models = args.models or build_models(args.work)
@@ -167,6 +171,7 @@ def main() -> None:
         "load_before": "/".join(f"{v:.2f}" for v in load_before or []),
         "load_after": "/".join(f"{v:.2f}" for v in load_average() or []),
         "cores": os.cpu_count(),
+        "note": args.note,
         "under_load": max((load_before or [0])[0], (load_average() or [0])[0]) > 0.5 * (os.cpu_count() or 1),
     }
     data = {"meta": meta, "runs": reports, "ratios": [ratios(r) for r in reports]}

@@ -12,7 +12,7 @@ summary go to stderr. ``--serve`` adds a browser preview (``edgetl.runtime.serve
          not matching the model, no interpreter package)
     4    the source failed: cannot be opened, lost and not back after the
          reconnects, stalled, or no readable image at all
-    130  interrupted (Ctrl-C); the summary is still printed
+    130  interrupted (Ctrl-C or SIGTERM); the summary is still printed
 """
 
 from __future__ import annotations

@@ -318,6 +318,8 @@ def run(config: RunConfig) -> int:
             server.close()
         if source is not None:
             source.close()
+    if outputs.keep is not None:
+        stats.kept = outputs.keep.final  # what --save/--collect/... kept, into the summary
     return _finish(stats, source, reason, code, config, outputs.results, log)
 
 
@@ -361,6 +363,8 @@ def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> 
 
 def _finish(stats: RunStats, source: Any, reason: str, code: int, config: RunConfig, results: Any, log: Any) -> int:
     summary = stats.summary(source, reason)
+    if stats.kept:
+        summary["kept"] = stats.kept
     if source is not None:
         for skipped in source.stats.skipped:
             log(f"skipped: {skipped}")

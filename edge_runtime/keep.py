@@ -337,6 +337,7 @@ class Keep:
         )
         self.video = VideoKeeper(config.save_video, fps or 10.0, config, log) if config.save_video else None
         self.journal = Journal(config.summary_every, out, self._kept) if config.summary_every > 0 else None
+        self.final: dict[str, dict[str, Any]] = {}
         self.log = log
 
     def when(self, frame: Any) -> float:
@@ -380,6 +381,7 @@ class Keep:
                 f"--{name.replace('_', '-')}: {count} in {where}{similar}"
                 + (f" (stopped: {part['full']})" if part["full"] else "")
             )
+        self.final = self.counts() or self.final
         self.save = self.uncertain = self.collect = self.video = self.journal = None
 
     def counts(self) -> dict[str, dict[str, Any]]:

@@ -298,7 +298,9 @@ def test_sigterm_mid_run_leaves_only_whole_files(camera: Path, tmp_path: Path) -
         process.kill()
     assert process.returncode == EXIT_INTERRUPTED, err[-2000:]
     assert "Traceback" not in err
-    assert json.loads((tmp_path / "summary.json").read_text())["reason"] == "terminated"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["reason"] == "terminated" and set(summary["kept"]) == {"save", "save_video", "collect"}
+    assert summary["kept"]["save"]["kept"] == len(jpegs(tmp_path / "saved")) and summary["kept"]["save"]["full"] is None
     hidden = list(tmp_path.rglob(".*"))
     assert hidden == []  # no temporary file left behind
     for folder in (tmp_path / "saved", tmp_path / "set" / "cup"):  # --collect writes after --save: one fewer

@@ -220,6 +220,8 @@ def classify_stream(classifier: Any, source: Any, config: RunConfig, stats: RunS
     min_interval = 1.0 / config.fps_cap if config.fps_cap > 0 else 0.0
     next_due = time.perf_counter()
     source.prepare = classifier.prepare  # video/camera reader threads build tensors ahead of the loop
+    if outputs.keep is not None:
+        outputs.keep.final = stats.kept  # filled when it closes: what --save, --collect, ... kept
     for frame in source.frames():
         if min_interval and time.perf_counter() < next_due:
             continue  # over the cap: skip this frame rather than fall behind a live source
@@ -318,8 +320,6 @@ def run(config: RunConfig) -> int:
             server.close()
         if source is not None:
             source.close()
-    if outputs.keep is not None:
-        stats.kept = outputs.keep.final  # what --save/--collect/... kept, into the summary
     return _finish(stats, source, reason, code, config, outputs.results, log)
 
 

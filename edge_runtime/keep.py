@@ -381,7 +381,7 @@ class Keep:
                 f"--{name.replace('_', '-')}: {count} in {where}{similar}"
                 + (f" (stopped: {part['full']})" if part["full"] else "")
             )
-        self.final = self.counts() or self.final
+        self.final.update(self.counts())
         self.save = self.uncertain = self.collect = self.video = self.journal = None
 
     def counts(self) -> dict[str, dict[str, Any]]:

@@ -12,7 +12,7 @@ summary go to stderr. ``--serve`` adds a browser preview (``edgetl.runtime.serve
          not matching the model, no interpreter package)
     4    the source failed: cannot be opened, lost and not back after the
          reconnects, stalled, or no readable image at all
-    130  interrupted (Ctrl-C); the summary is still printed
+    130  interrupted (Ctrl-C or SIGTERM); the summary is still printed
 """
 
 from __future__ import annotations
@@ -25,10 +25,14 @@ import time
 from typing import Any, Optional, Sequence
 
 import click
+from edgetl.runtime import keep
 from edgetl.runtime.runstats import RunStats
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_IO, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
-EXIT_CODES = "Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 5 output not writable, 130 interrupted."
+EXIT_CODES = (
+    "Exit codes: 0 done, 2 usage, 3 model/card unusable, 4 source failed or lost, 5 output not writable, 130 interrupted."
+    "\n\nMeasure models on this board: edge-classify benchmark MODEL.tflite... (see edge-classify benchmark --help)."
+)
 SERVE_HELP = (
     "browser preview at http://HOST:PORT/ (MJPEG stream with label/score/FPS, /latest.json); HOST defaults to "
     "127.0.0.1 (this machine only). 0.0.0.0 exposes it on the LAN with no authentication: anyone on the "
@@ -60,6 +64,9 @@ class RunConfig:
     serve: Optional[tuple[str, int]] = None
     csv: Optional[str] = None
     confusion: Optional[str] = None
+    keep: keep.KeepConfig = (
+        keep.KeepConfig()
+    )  # --save, --save-uncertain, --collect, --summary-every (edgetl.runtime.keep)
 
     @property
     def folder_mode(self) -> bool:
@@ -110,6 +117,7 @@ def _parse_serve(ctx: click.Context, param: click.Parameter, value: Optional[str
 @click.option("--confusion", metavar="PNG", help="--image DIR with class sub-folders: draw the confusion matrix to PNG")
 @click.option("--summary-json", metavar="FILE", help="also write the closing summary to FILE as JSON")
 @click.option("-q", "--quiet", is_flag=True, help="nothing on stderr (no log lines, no summary) unless an error")
+@keep.options
 @click.version_option(package_name="edgetl", prog_name="edge-classify", message="%(prog)s %(version)s")
 def cli(image: Optional[str], more_images: tuple[str, ...], csv_path: Optional[str], **options: Any) -> int:
     """Classify frames from a camera, video, stream or image files with an edgetl .tflite model
@@ -133,14 +141,21 @@ def cli(image: Optional[str], more_images: tuple[str, ...], csv_path: Optional[s
         raise click.UsageError(f"unexpected argument {more_images[0]!r}: only --image takes several paths")
     if (csv_path is not None or options["confusion"] is not None) and image is None:
         raise click.UsageError("--csv and --confusion classify a folder: add --image DIR")
-    config = RunConfig(images=(image, *more_images) if image is not None else (), csv=csv_path, **options)
+    kept = keep.from_options(options)
+    config = RunConfig(images=(image, *more_images) if image is not None else (), csv=csv_path, keep=kept, **options)
+    keep.end_on_sigterm()  # SIGTERM ends the run like Ctrl-C: kept files closed, summary printed
     return run(config)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The console script: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["benchmark"]:  # edge-classify benchmark MODEL... (edgetl.runtime.benchmark)
+        from edgetl.runtime.benchmark import main as benchmark  # noqa: PLC0415
+
+        return benchmark(argv[1:])
     try:
-        return cli.main(args=None if argv is None else list(argv), prog_name="edge-classify", standalone_mode=False)
+        return cli.main(args=argv, prog_name="edge-classify", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
         return exc.exit_code
     except click.ClickException as exc:  # usage errors: Click's message, exit 2
@@ -187,8 +202,11 @@ class Outputs:
     display: Any = None
     hub: Any = None
     results: Any = None
+    keep: Any = None
 
     def close(self) -> None:
+        if self.keep is not None:
+            self.keep.close()
         if self.display is not None:
             self.display.close()
 
@@ -202,6 +220,8 @@ def classify_stream(classifier: Any, source: Any, config: RunConfig, stats: RunS
     min_interval = 1.0 / config.fps_cap if config.fps_cap > 0 else 0.0
     next_due = time.perf_counter()
     source.prepare = classifier.prepare  # video/camera reader threads build tensors ahead of the loop
+    if outputs.keep is not None:
+        outputs.keep.final = stats.kept  # filled when it closes: what --save, --collect, ... kept
     for frame in source.frames():
         if min_interval and time.perf_counter() < next_due:
             continue  # over the cap: skip this frame rather than fall behind a live source
@@ -230,6 +250,8 @@ def classify_stream(classifier: Any, source: Any, config: RunConfig, stats: RunS
             outputs.lines.flush()
         if outputs.hub is not None:
             outputs.hub.offer(frame.image, frame.color_order, categories, fps, record)
+        if outputs.keep is not None:
+            outputs.keep.add(frame, categories, fps)
         if outputs.display is not None:
             bgr = frame.image[:, :, ::-1] if frame.color_order == "RGB" and frame.image.ndim == 3 else frame.image
             if not outputs.display.show(overlay.draw(bgr, categories, fps)):
@@ -290,8 +312,8 @@ def run(config: RunConfig) -> int:
     except (DisplayError, ServeError, FolderError) as exc:
         print(f"edge-classify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        reason, code = "interrupted", EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        reason, code = "terminated" if isinstance(exc, keep.Terminated) else "interrupted", EXIT_INTERRUPTED
     finally:
         outputs.close()
         if server is not None:
@@ -318,6 +340,10 @@ def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> 
         outputs.lines = sys.stdout
     else:
         outputs.display = overlay.Display()
+    if config.keep.active:
+        outputs.keep = keep.Keep(config.keep, source, sys.stdout, log)
+        if outputs.keep.journal is not None:
+            outputs.lines = None  # a summary line per --summary-every seconds instead of one per frame
     server = None
     if config.serve is not None:
         from edgetl.runtime.serve import PreviewHub, PreviewServer  # noqa: PLC0415
@@ -337,6 +363,8 @@ def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> 
 
 def _finish(stats: RunStats, source: Any, reason: str, code: int, config: RunConfig, results: Any, log: Any) -> int:
     summary = stats.summary(source, reason)
+    if stats.kept:
+        summary["kept"] = stats.kept
     if source is not None:
         for skipped in source.stats.skipped:
             log(f"skipped: {skipped}")

@@ -38,6 +38,7 @@ class RunStats:
     started: float = dataclasses.field(default_factory=time.perf_counter)
     rss_first_mb: Optional[float] = None
     rss_warm_mb: Optional[float] = None
+    kept: dict[str, Any] = dataclasses.field(default_factory=dict)  # --save, --collect, ... (edgetl.runtime.keep)
 
     def add(self, total_ms: float, invoke_ms: float) -> None:
         self.frames += 1

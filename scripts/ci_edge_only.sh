@@ -160,6 +160,14 @@ print(f"[edge-ci] golden: {len(lines)}/{len(expected)} top-1 equal, max score di
 EOF
 measured "golden images" "$(wc -l <"$WORK/golden.jsonl") lines, top-1 all equal"
 
+log "edge-classify benchmark (the wheel's venv, no TensorFlow)"
+rc=0
+"$WORK/venv/bin/edge-classify" benchmark "$MODEL" --threads 1,2 --runs 50 --warmup 5 --seconds 5 >"$WORK/benchmark.txt" \
+    2>"$WORK/benchmark.log" || rc=$?
+[ "$rc" = 0 ] || { cat "$WORK/benchmark.log" >&2; die "edge-classify benchmark exited $rc"; }
+cat "$WORK/benchmark.txt" >&2
+measured "benchmark" "$(grep -c '^| golden_int8' "$WORK/benchmark.txt") rows (1 and 2 threads), table above"
+
 measured "wall time" "$((SECONDS - START)) s"
 log "PASS"
 printf '%s\n' "${MEASURED[@]}"

@@ -56,6 +56,7 @@ def test_unit_runs_the_guides_venv_and_model_as_the_instance_user():
     assert argv[0] == "/home/%i/edgetl/bin/edge-classify"
     assert argv[argv.index("--model") + 1] == "/home/%i/models/model_int8.tflite"
     assert "--headless" in argv  # no display on a service
+    assert argv[argv.index("--summary-every") + 1] == "10"  # a journal line per 10 s, not per frame (issue #30)
     assert _unit()["Install"]["WantedBy"] == "multi-user.target"
 
 

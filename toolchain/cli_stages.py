@@ -311,3 +311,16 @@ def run(args: tuple[str, ...]) -> None:
     from edgetl.runtime.__main__ import main as edge_main  # noqa: PLC0415
 
     sys.exit(edge_main(list(args)))
+
+
+@main.command("report")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@quiet_option
+def report_command(run: str) -> None:
+    """Rebuild RUN/report.html (one self-contained page: data, training, test, variants, parity) and RUN/results.csv.
+
+    Prints the page's path; open it in any browser (it loads nothing from the network).
+    """
+    from edgetl.runreport import write_report  # noqa: PLC0415
+
+    click.echo(str(write_report(Path(run))))

@@ -321,3 +321,42 @@ def test_page_renders_in_headless_chromium_and_requests_nothing(run: Path, tmp_p
     )
     assert sorted(blocked) == ["http://127.0.0.1:9/canary.png", "https://example.com/x.css"], log[-3000:]
     assert [u for u in _requests(log) if not CHROMIUM_OWN.match(u)] == [], log[-3000:]
+
+
+def _with_verdicts(run: Path, tmp_path: Path, verdicts: dict[str, str]) -> str:
+    """A copy of the run whose parity checks say ``verdicts`` per variant; the rebuilt page's text."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    parity = json.loads((copy / "parity.json").read_text())
+    for check in parity["checks"]:
+        check["verdict"] = verdicts[check["model"]]
+    (copy / "parity.json").write_text(json.dumps(parity))
+    return " ".join(" ".join(_parse(write_report(copy)).text).split())
+
+
+def test_the_file_to_deploy_is_the_smallest_that_passes(run: Path, tmp_path: Path) -> None:
+    text = _with_verdicts(run, tmp_path / "a", {"fp32": "pass", "int8": "pass"})
+    assert "Deploy: model_int8.tflite : passes every parity check; 4 KiB, full-integer" in text
+    assert "int8 ★ deploy" in text
+    text = _with_verdicts(run, tmp_path / "b", {"fp32": "pass", "int8": "fail"})
+    assert "Deploy: model_fp32.tflite : passes every parity check" in text
+    text = _with_verdicts(run, tmp_path / "c", {"fp32": "inconclusive", "int8": "fail"})
+    assert "Deploy: no variant is proven yet: int8 fails parity; fp32 is inconclusive" in text
+
+
+def test_damaged_files_leave_their_part_out_and_nothing_unescaped(run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "parity.json").write_text("{not json")
+    (copy / "history.json").write_text(json.dumps([{"phase": HOSTILE, "loss": ["x", None, 1], "val_loss": "no"}]))
+    (copy / "metrics.json").write_text(json.dumps({"test": {"confusion": [["a"]]}}))
+    (copy / "flips_int8.png").write_text("<script>not a png</script>")
+    text = write_report(copy).read_text(encoding="utf-8")
+    assert "parity.json is unreadable (JSONDecodeError)" in text and HOSTILE not in text and "<script>" not in text
+    assert "No readable confusion matrix." in text and "parity has not run" in text
+    rows = list(csv.DictReader((copy / RESULTS_CSV).open()))
+    assert [r["loss"] for r in rows] == ["", "", "1"] and rows[0]["phase"] == HOSTILE  # a CSV cell, not HTML
+
+
+def test_flip_sheet_text_is_readable_at_100_percent() -> None:
+    assert report.SMALL * report.DPI / 72 >= 11  # pixels of the smallest text on every figure

@@ -274,23 +274,7 @@ def flip_sheet_figure(
     left = (width - cols * pitch_x) / 2 + (pitch_x - side) / 2
     for k, row in enumerate(shown):
         x, y = left + (k % cols) * pitch_x, height - header - (k // cols) * pitch_y - 0.28 - side
-        ax = fig.add_axes((x / width, y / height, side / width, side / height))
-        colour = FLIP_COLOURS[flip_kind(row)]
-        image = frame(row["ref"])
-        ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set(color=colour, linewidth=3)
-        ax.set_title(f"#{k + 1}  true: {row['true'][:15]}", fontsize=SMALL, loc="left", pad=3)
-        ax.set_xlabel(
-            f"{short}: {row['reference'][:13]} {row['reference_score']:.2f}\n{name}: {row['variant'][:13]} "
-            f"{row['variant_score']:.2f}",
-            fontsize=SMALL,
-            color=colour,
-            loc="left",
-            labelpad=3,
-        )
+        _flip_tile(fig.add_axes((x / width, y / height, side / width, side / height)), k + 1, row, frame, name, short)
     more = f" (the worst {len(shown)} shown)" if len(rows) > len(shown) else ""
     fig.text(
         0.5,
@@ -314,6 +298,28 @@ def flip_sheet_figure(
         frameon=False,
     )
     return figure_png(fig)
+
+
+def _flip_tile(
+    ax: Any, number: int, row: dict[str, Any], frame: Callable[[str], np.ndarray], name: str, short: str
+) -> None:
+    """One flipped image: a frame coloured by what changed, the true label above, both answers below."""
+    colour = FLIP_COLOURS[flip_kind(row)]
+    image = frame(row["ref"])
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set(color=colour, linewidth=3)
+    ax.set_title(f"#{number}  true: {row['true'][:15]}", fontsize=SMALL, loc="left", pad=3)
+    ax.set_xlabel(
+        f"{short}: {row['reference'][:13]} {row['reference_score']:.2f}\n{name}: {row['variant'][:13]} "
+        f"{row['variant_score']:.2f}",
+        fontsize=SMALL,
+        color=colour,
+        loc="left",
+        labelpad=3,
+    )
 
 
 def flip_sheet(

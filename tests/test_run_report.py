@@ -232,7 +232,7 @@ def test_the_page_loads_nothing_and_has_no_absolute_paths(run: Path) -> None:
     source = (run / REPORT_HTML).read_text(encoding="utf-8")
     page = _parse(run / REPORT_HTML)
     sources = [attrs.get("src", "") for tag, attrs in page.tags if tag == "img"]
-    assert len(sources) >= 8 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) >= 8 and all(s.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for s in sources)
     links = [attrs["href"] for tag, attrs in page.tags if tag == "a"]
     assert all(h.startswith("#") or h == RESULTS_CSV for h in links)
     csp = [a["content"] for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
@@ -323,25 +323,30 @@ def test_page_renders_in_headless_chromium_and_requests_nothing(run: Path, tmp_p
     assert [u for u in _requests(log) if not CHROMIUM_OWN.match(u)] == [], log[-3000:]
 
 
-def _with_verdicts(run: Path, tmp_path: Path, verdicts: dict[str, str]) -> str:
-    """A copy of the run whose parity checks say ``verdicts`` per variant; the rebuilt page's text."""
+def _deploy(run: Path, tmp_path: Path, verdicts: dict[str, str]) -> tuple[str | None, str]:
+    """The file to deploy when parity's checks say ``verdicts`` per variant (a copy of the run)."""
+    from edgetl.runreport import files, variants
+
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     parity = json.loads((copy / "parity.json").read_text())
     for check in parity["checks"]:
         check["verdict"] = verdicts[check["model"]]
     (copy / "parity.json").write_text(json.dumps(parity))
-    return " ".join(" ".join(_parse(write_report(copy)).text).split())
+    return variants.deploy_choice(files.load(copy))
 
 
 def test_the_file_to_deploy_is_the_smallest_that_passes(run: Path, tmp_path: Path) -> None:
-    text = _with_verdicts(run, tmp_path / "a", {"fp32": "pass", "int8": "pass"})
-    assert "Deploy: model_int8.tflite : passes every parity check; 4 KiB, full-integer" in text
-    assert "int8 ★ deploy" in text
-    text = _with_verdicts(run, tmp_path / "b", {"fp32": "pass", "int8": "fail"})
-    assert "Deploy: model_fp32.tflite : passes every parity check" in text
-    text = _with_verdicts(run, tmp_path / "c", {"fp32": "inconclusive", "int8": "fail"})
-    assert "Deploy: no variant is proven yet: int8 fails parity; fp32 is inconclusive" in text
+    choice, why = _deploy(run, tmp_path / "a", {"fp32": "pass", "int8": "pass"})
+    assert choice == "model_int8.tflite" and why.startswith("passes every parity check; 4 KiB, full-integer")
+    assert _deploy(run, tmp_path / "b", {"fp32": "pass", "int8": "fail"})[0] == "model_fp32.tflite"
+    assert _deploy(run, tmp_path / "c", {"fp32": "inconclusive", "int8": "fail"}) == (
+        None,
+        "no variant is proven yet: int8 fails parity; fp32 is inconclusive (too few images to tell): "
+        "run `edgetl parity RUN --data DIR` with more held-out images",
+    )
+    text = (run / REPORT_HTML).read_text(encoding="utf-8")  # this run: int8 fails, fp32 inconclusive
+    assert "<b>Deploy:</b> no variant is proven yet: int8 fails parity" in text
 
 
 def test_damaged_files_leave_their_part_out_and_nothing_unescaped(run: Path, tmp_path: Path) -> None:

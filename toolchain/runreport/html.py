@@ -94,11 +94,12 @@ def table(
     return "".join(out) + "</tbody></table></div>"
 
 
-def image(png: bytes, alt: str, width: Optional[int] = None) -> str:
-    """An inline PNG (``data:`` URL) with its alt text; ``width`` in CSS pixels caps its shown size."""
+def image(picture: bytes, alt: str, width: Optional[int] = None, mime: str = "image/png") -> str:
+    """An inline picture (``data:`` URL) with its alt text; ``width`` in CSS pixels caps its shown size."""
     style = f' style="width:{int(width)}px"' if width else ""
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img class="fig" src="data:image/png;base64,{data}" alt="{esc(alt)}"{style}>'
+    data = base64.b64encode(picture).decode("ascii")
+    kind = mime if mime in ("image/png", "image/jpeg") else "image/png"
+    return f'<img class="fig" src="data:{kind};base64,{data}" alt="{esc(alt)}"{style}>'
 
 
 def verdict(value: Any) -> str:

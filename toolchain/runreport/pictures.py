@@ -17,11 +17,12 @@ from edgetl.errors import EdgeTLError
 
 SAMPLES_PER_CLASS = 6
 THUMB = 64  # pixels: small enough for a page, large enough to see what a class looks like
+JPEG_QUALITY = 88  # photos: a sixth of the PNG's bytes, no visible loss at this size
 HEALTHY_RMSE_SCALE = 1 / 12**0.5  # rounding alone: a uniform error over one quantization step
 
 
 def sample_rows(run: Path, num_classes: int, interpolation: str = "area") -> tuple[list[Optional[bytes]], str]:
-    """One PNG strip of training images per class (None for a class without readable images), and a note.
+    """One JPEG strip of training images per class (None for a class without readable images), and a note.
 
     The note says why there are no pictures when the images cannot be read (moved data,
     a damaged split list); the page shows it instead of failing.
@@ -42,8 +43,8 @@ def sample_rows(run: Path, num_classes: int, interpolation: str = "area") -> tup
             strips.append(None)
             continue
         strip = np.hstack([part for image in images for part in (image, gap)][:-1])
-        ok, png = cv2.imencode(".png", strip[:, :, ::-1])
-        strips.append(png.tobytes() if ok else None)
+        ok, jpeg = cv2.imencode(".jpg", strip[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        strips.append(jpeg.tobytes() if ok else None)
     return strips, ""
 
 

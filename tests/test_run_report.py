@@ -232,7 +232,9 @@ def test_the_page_loads_nothing_and_has_no_absolute_paths(run: Path) -> None:
     source = (run / REPORT_HTML).read_text(encoding="utf-8")
     page = _parse(run / REPORT_HTML)
     sources = [attrs.get("src", "") for tag, attrs in page.tags if tag == "img"]
-    assert len(sources) >= 8 and all(s.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for s in sources)
+    assert len(sources) >= 8 and all(
+        s.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for s in sources
+    )
     links = [attrs["href"] for tag, attrs in page.tags if tag == "a"]
     assert all(h.startswith("#") or h == RESULTS_CSV for h in links)
     csp = [a["content"] for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]

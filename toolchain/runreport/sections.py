@@ -46,7 +46,11 @@ def data_section(files: RunFiles) -> str:
     rows = []
     for i, name in enumerate(labels):
         got = [per_split[s][i] if i < len(per_split[s]) else 0 for s in SPLITS]
-        strip = image(strips[i], f"training images of {name}", mime="image/jpeg") if strips[i] else "<span class=muted>–</span>"
+        strip = (
+            image(strips[i], f"training images of {name}", mime="image/jpeg")
+            if strips[i]
+            else "<span class=muted>–</span>"
+        )
         rows.append([esc(name), *(f"{c:,}" for c in got), f"{sum(got):,}", strip])
     totals = [sum(per_split[s]) for s in SPLITS]
     rows.append(["<b>all</b>", *(f"<b>{t:,}</b>" for t in totals), f"<b>{sum(totals):,}</b>", ""])

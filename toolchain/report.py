@@ -102,7 +102,10 @@ def _draw_counts(ax: Any, matrix: np.ndarray, class_names: Sequence[str], title:
     ax.set_title(title, fontsize=10)
     threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), v in np.ndenumerate(matrix):
-        ax.text(j, i, f"{v:,}", ha="center", va="center", fontsize=SMALL, color="white" if v > threshold else "black")
+        if v:
+            ax.text(
+                j, i, f"{v:,}", ha="center", va="center", fontsize=SMALL, color="white" if v > threshold else "black"
+            )
 
 
 def _draw_normalised(ax: Any, confusion: np.ndarray, class_names: Sequence[str], title: str) -> None:
@@ -135,7 +138,7 @@ def confusion_figure(
         _draw_counts(axes[0, 0], matrix, class_names, "images (rows: true class)")
     _draw_normalised(axes[0, -1], matrix, class_names, "% of each true class (rows sum to 100)")
     fig.suptitle(f"{what}: {top1_text(matrix)}", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / side))
     return figure_png(fig)
 
 
@@ -217,7 +220,7 @@ def history_figure(history: list[dict[str, Any]]) -> bytes:
                 ax.axvline(offset + 0.5, color="0.4", ls=":", lw=1)
                 ax.text(
                     offset + 0.6,
-                    1.0,
+                    0.975,
                     f" {phase['phase']} →",
                     transform=ax.get_xaxis_transform(),
                     va="top",

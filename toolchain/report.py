@@ -161,7 +161,9 @@ def confusion_difference_figure(
     side = max(4.5, 0.5 * len(class_names) + 2.5)
     fig, ax = plt.subplots(figsize=(side, side))
     limit = max(1.0, float(np.abs(harm).max()) if harm.size else 1.0)
-    ax.imshow(np.where(harm == 0, np.nan, harm), cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.imshow(
+        np.where(harm == 0, np.nan, harm), cmap="RdBu_r", vmin=-1.8 * limit, vmax=1.8 * limit
+    )  # mid tones: the numbers stay legible
     _matrix_axes(ax, class_names)
     for (i, j), v in np.ndenumerate(diff):
         if v:

@@ -367,3 +367,19 @@ def test_damaged_files_leave_their_part_out_and_nothing_unescaped(run: Path, tmp
 
 def test_flip_sheet_text_is_readable_at_100_percent() -> None:
     assert report.SMALL * report.DPI / 72 >= 11  # pixels of the smallest text on every figure
+
+
+def test_qat_epochs_follow_the_training_phases_in_results_csv() -> None:
+    from edgetl.runreport import files, results
+
+    history = [{"phase": "head", "loss": [1.0, 0.8], "val_loss": [0.9, 0.95]}]
+    qat_card = {"extra": {"qat": {"history": {"loss": [0.3, 0.2, 0.25], "val_loss": [0.3, 0.28, 0.29]}}}}
+    columns, rows = results.rows(files.phases(history, qat_card))
+    assert columns[:4] == ["stage", "phase", "epoch", "phase_epoch"] and columns[-2:] == ["restored", "epoch_end_utc"]
+    assert [(r["stage"], r["phase"], r["epoch"], r["phase_epoch"], r["restored"]) for r in rows] == [
+        ("train", "head", 1, 1, 1),
+        ("train", "head", 2, 2, 0),
+        ("qat", "QAT", 3, 1, 0),
+        ("qat", "QAT", 4, 2, 1),
+        ("qat", "QAT", 5, 3, 0),
+    ]

@@ -321,6 +321,11 @@ def report_command(run: str) -> None:
 
     Prints the page's path; open it in any browser (it loads nothing from the network).
     """
+    import importlib.util  # noqa: PLC0415
+
+    from edgetl.errors import MissingExtraError  # noqa: PLC0415
     from edgetl.runreport import write_report  # noqa: PLC0415
 
+    if importlib.util.find_spec("matplotlib") is None:  # the figures; TensorFlow is not needed
+        raise MissingExtraError("matplotlib")
     click.echo(str(write_report(Path(run))))

@@ -209,12 +209,12 @@ def test_page_has_every_section_and_the_numbers(run: Path) -> None:
     share, low, high, n = report.top1_interval(parity["float"]["confusion"])
     assert f"top-1 {100 * share:.2f}% [{100 * low:.2f}, {100 * high:.2f}] (95%), n = {n}" in text
     # the variant table, side by side in fp32, int8 order, one row per check and per extra figure parity.json holds
-    assert re.search(r"<th>fp32</th><th>int8</th>", (run / REPORT_HTML).read_text())
+    assert re.search(r"<th></th><th[^>]*>fp32[^<]*</th><th[^>]*>int8[^<]*</th>", (run / REPORT_HTML).read_text())
     for check in {c["name"] for c in parity["checks"]}:
         assert f"<td>{check}</td>" in (run / REPORT_HTML).read_text()
     assert "flip_rate ✓ pass 0.2 [0.1, 0.3] ✓ pass 0.2 [0.1, 0.3]" in text  # figures a later gate adds: shown as found
     assert "noise_floor 0.015 0.015" in text
-    assert "Deploy: no variant is proven yet: int8 fails parity" in text  # int8 fails its agreement check here
+    assert "Deploy: model_fp32.tflite : no check fails" in text  # int8 fails its agreement check here
     assert "circle 15 6 9 30" in text  # class counts per split
     assert "restored epoch" in text and "6 (2 of the phase)" in text
     assert "Conv1" not in text  # the per-layer chart is a picture; its numbers are not repeated as text
@@ -325,7 +325,7 @@ def test_page_renders_in_headless_chromium_and_requests_nothing(run: Path, tmp_p
     assert [u for u in _requests(log) if not CHROMIUM_OWN.match(u)] == [], log[-3000:]
 
 
-def _deploy(run: Path, tmp_path: Path, verdicts: dict[str, str]) -> tuple[str | None, str]:
+def _deploy(run: Path, tmp_path: Path, verdicts: dict[str, str], policy: str = "pass") -> tuple[str | None, str]:
     """The file to deploy when parity's checks say ``verdicts`` per variant (a copy of the run)."""
     from edgetl.runreport import files, variants
 
@@ -334,6 +334,7 @@ def _deploy(run: Path, tmp_path: Path, verdicts: dict[str, str]) -> tuple[str | 
     parity = json.loads((copy / "parity.json").read_text())
     for check in parity["checks"]:
         check["verdict"] = verdicts[check["model"]]
+    parity["inconclusive_policy"] = policy
     (copy / "parity.json").write_text(json.dumps(parity))
     return variants.deploy_choice(files.load(copy))
 
@@ -342,13 +343,18 @@ def test_the_file_to_deploy_is_the_smallest_that_passes(run: Path, tmp_path: Pat
     choice, why = _deploy(run, tmp_path / "a", {"fp32": "pass", "int8": "pass"})
     assert choice == "model_int8.tflite" and why.startswith("passes every parity check; 4 KiB, full-integer")
     assert _deploy(run, tmp_path / "b", {"fp32": "pass", "int8": "fail"})[0] == "model_fp32.tflite"
-    assert _deploy(run, tmp_path / "c", {"fp32": "inconclusive", "int8": "fail"}) == (
+    choice, why = _deploy(run, tmp_path / "c", {"fp32": "inconclusive", "int8": "inconclusive"})
+    assert choice == "model_int8.tflite" and why.startswith(
+        "no check fails, top-1 drop, agreement, per-class drop inconclusive "
+        "(the gate passes it under --inconclusive pass"
+    )
+    assert _deploy(run, tmp_path / "d", {"fp32": "inconclusive", "int8": "fail"}, policy="fail") == (
         None,
         "no variant is proven yet: int8 fails parity; fp32 is inconclusive (too few images to tell): "
         "run `edgetl parity RUN --data DIR` with more held-out images",
     )
-    text = (run / REPORT_HTML).read_text(encoding="utf-8")  # this run: int8 fails, fp32 inconclusive
-    assert "<b>Deploy:</b> no variant is proven yet: int8 fails parity" in text
+    text = (run / REPORT_HTML).read_text(encoding="utf-8")  # this run: int8 fails, fp32 inconclusive, policy pass
+    assert "<b>Deploy:</b> <code>model_fp32.tflite</code>: no check fails" in text
 
 
 def test_damaged_files_leave_their_part_out_and_nothing_unescaped(run: Path, tmp_path: Path) -> None:

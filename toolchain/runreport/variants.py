@@ -14,7 +14,7 @@ from typing import Any, Optional
 from edgetl import runfolder, verdict
 from edgetl.datapaths import inside
 from edgetl.runreport import pictures
-from edgetl.runreport.files import RunFiles, as_dict, as_list, num, png
+from edgetl.runreport.files import RunFiles, VariantFile, as_dict, as_list, num, png
 from edgetl.runreport.html import details, esc, image, para, table, tag
 from edgetl.runreport.html import verdict as verdict_html
 
@@ -58,14 +58,16 @@ def deploy_choice(files: RunFiles) -> tuple[Optional[str], str]:
 
     passing = sorted((n for n in on_disk if verdicts.get(n) == "pass"), key=rank)
     if passing:
-        best = on_disk[passing[0]]
-        why = f"passes every parity check; {best.size_bytes / 1024:,.0f} KiB"
-        if best.name in INTEGER:
-            why += ", full-integer (the smallest and fastest on a Pi's CPU)"
-            other = next((n for n in passing[1:] if n in INTEGER), None)
-            if other:
-                why += f"; the higher top-1 of the two passing integer models ({other} also passes)"
-        return best.file, why
+        return on_disk[passing[0]].file, _why(on_disk[passing[0]], passing[1:], "passes every parity check")
+    unsure = sorted((n for n in on_disk if verdicts.get(n) == "inconclusive"), key=rank)
+    if unsure and files.parity.get("inconclusive_policy") == "pass":  # the gate lets them pass: no evidence of a loss
+        open_checks = _unsure_checks(files.parity, unsure[0])
+        return on_disk[unsure[0]].file, _why(
+            on_disk[unsure[0]],
+            unsure[1:],
+            f"no check fails, {open_checks} inconclusive (the gate passes it under --inconclusive pass; "
+            "more held-out images would settle it)",
+        )
     failed = [n for n in on_disk if verdicts.get(n) == "fail"]
     unsure = [n for n in on_disk if verdicts.get(n) == "inconclusive"]
     said = f"{', '.join(failed)} fail{'s' if len(failed) == 1 else ''} parity" if failed else ""
@@ -75,6 +77,25 @@ def deploy_choice(files: RunFiles) -> tuple[Optional[str], str]:
             "run `edgetl parity RUN --data DIR` with more held-out images"
         )
     return None, f"no variant is proven yet: {said or 'parity recorded no checks'}"
+
+
+def _why(best: VariantFile, others: list[str], verdict_text: str) -> str:
+    why = f"{verdict_text}; {best.size_bytes / 1024:,.0f} KiB"
+    if best.name in INTEGER:
+        why += ", full-integer (the smallest and fastest on a Pi's CPU)"
+        other = next((n for n in others if n in INTEGER), None)
+        if other:
+            why += f"; the higher top-1 of the two integer models ({other} is the other)"
+    return why
+
+
+def _unsure_checks(parity: dict[str, Any], model: str) -> str:
+    names = [
+        str(as_dict(c).get("name"))
+        for c in as_list(parity.get("checks"))
+        if as_dict(c).get("model") == model and as_dict(c).get("verdict") == "inconclusive"
+    ]
+    return ", ".join(names) or "a check"
 
 
 def _estimate_text(estimate: dict[str, Any]) -> str:

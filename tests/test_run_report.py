@@ -30,7 +30,7 @@ from edgetl.parity import ParityReport
 from edgetl.parity_checks import threshold_checks
 from edgetl.parity_config import ParityConfig, Thresholds
 from edgetl.runreport import REPORT_HTML, RESULTS_CSV, write_report
-from edgetl.runtime.model_card import ModelCard, TensorSpec, write_json_atomic
+from edgetl.runtime.model_card import ModelCard, Normalization, TensorSpec, write_json_atomic
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 CLASSES = ("circle", HOSTILE, 'quote" & amp')
@@ -82,7 +82,7 @@ def make_run(root: Path) -> Path:
     data.write_splits(run, dataset, data.split(dataset, 0.2, 0.3, 7), [])
     (run / "model.keras").write_bytes(b"not read by the report")
     labels_ = tuple(dataset.class_names)
-    card = dict(labels=labels_, height=48, width=48, normalization=data.preprocess.Normalization())
+    card = dict(labels=labels_, height=48, width=48, normalization=Normalization())
     ModelCard(
         model_file="model.keras",
         model_sha256="0" * 64,

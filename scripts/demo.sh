@@ -62,4 +62,5 @@ case $rc in
   *) verdict="ERROR (exit $rc): see the Error: line above" ;;
 esac
 echo "parity gate: $verdict" >&2
+echo "report: $RUN/report.html (one page: data, training, test, variants side by side, which file to deploy)" >&2
 echo "$RUN"

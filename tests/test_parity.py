@@ -8,6 +8,7 @@ normalisation, a BGR/RGB mix-up, and int8 calibrated on one constant image.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -115,6 +116,7 @@ def test_int8_through_the_device_path_is_close_to_float(converted: Path) -> None
     flips = int8["flips"]
     assert len(flips) == round((1 - int8["agreement"]) * int8["count"])
     assert {"ref", "true", "reference", "reference_score", "variant", "variant_score", "lost"} <= set(flips[0])
+    assert not Path(flips[0]["ref"]).is_absolute() and flips[0]["ref"].split("/")[0] in report["float"]["per_class"]
     assert (converted / "flips_int8.png").stat().st_size > 1000
 
 
@@ -216,3 +218,23 @@ def test_a_variant_from_another_run_is_refused(converted: Path, tiny_run: Path, 
     assert result.exit_code == 3 and "Traceback" not in result.output, result.output
     missing = CliRunner().invoke(main, ["parity", str(run), "--models", "int9"])
     assert missing.exit_code == 3 and "(variants in this run: fp16)" in missing.output
+
+
+def test_parity_rewrites_the_run_report_with_every_variant(
+    converted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `edgetl parity`, report.html shows the variants side by side in fp32, fp16, int8 order, with the checks."""
+    from edgetl import log
+
+    monkeypatch.setattr(log, "QUIET", False)  # an earlier command's -q in this process
+    run = Path(shutil.copytree(converted, tmp_path / "run"))
+    result = CliRunner().invoke(main, ["parity", str(run)])
+    assert result.exit_code in (0, 1), result.output
+    assert f"report: {run / 'report.html'}" in result.stderr
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert re.search(r"<th></th><th[^>]*>fp32[^<]*</th><th[^>]*>fp16[^<]*</th><th[^>]*>int8[^<]*</th>", page)
+    for check in ("top-1 drop", "agreement", "per-class drop", "input tensor", "preprocessing contract"):
+        assert f"<td>{check}</td>" in page
+    markdown = (run / "parity.md").read_text()
+    assert markdown.index("| fp32 |") < markdown.index("| fp16 |") < markdown.index("| int8 |")
+    assert str(json.loads((run / "data.json").read_text())["root"]) not in markdown + page

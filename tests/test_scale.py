@@ -143,6 +143,8 @@ RUN_FILES = {
     "metrics.json",
     "learning_curves.png",
     "confusion_test.png",
+    "report.html",
+    "results.csv",
 }
 
 

@@ -25,6 +25,8 @@ def test_run_folder_holds_every_artifact(trained_run: Path) -> None:
         "confusion_test.png",
         "data.json",
         "splits",
+        "report.html",
+        "results.csv",
     }
     assert expected <= {p.name for p in trained_run.iterdir()}
     assert not list(trained_run.parent.glob(".*partial*")), "temporary folder left behind"

@@ -5,6 +5,7 @@ Thin Click commands registered on :data:`edgetl.cli.main`; each builds a typed c
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -28,7 +29,7 @@ from edgetl.config import (
     Quantization,
     Rounding,
 )
-from edgetl.errors import require_train_extra
+from edgetl.errors import MissingExtraError, require_train_extra
 from edgetl.parity_config import Inconclusive, ParityConfig, parse_limit
 
 THRESHOLD_HELP = "VALUE for every variant, or VARIANT=VALUE pairs (int8=0.5,fp16=0.2); default: per variant, see README"
@@ -311,3 +312,18 @@ def run(args: tuple[str, ...]) -> None:
     from edgetl.runtime.__main__ import main as edge_main  # noqa: PLC0415
 
     sys.exit(edge_main(list(args)))
+
+
+@main.command("report")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@quiet_option
+def report_command(run: str) -> None:
+    """Rebuild RUN/report.html (one self-contained page: data, training, test, variants, parity) and RUN/results.csv.
+
+    Prints the page's path; open it in any browser (it loads nothing from the network).
+    """
+    from edgetl.runreport import write_report  # noqa: PLC0415
+
+    if importlib.util.find_spec("matplotlib") is None:  # the figures; TensorFlow is not needed
+        raise MissingExtraError("matplotlib")
+    click.echo(str(write_report(Path(run))))

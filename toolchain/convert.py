@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-from edgetl import calibration, graph, log, runfolder
+from edgetl import calibration, graph, log, runfolder, runreport
 from edgetl import data as data_mod
 from edgetl import model as model_mod
 from edgetl import rounding as rounding_mod
@@ -160,6 +160,7 @@ def convert(config: ConvertConfig) -> ConvertResult:
                 total, total, f"int8 quantization debugger on {min(debugger.DEBUG_SAMPLES, manifest.size)} images"
             )  # type: ignore[union-attr]
             debug_csv = debugger.debug_int8(tf, _source(Quantization.INT8, saved), representative, run)  # type: ignore[arg-type]
+    runreport.refresh(run)
     return ConvertResult(run, results, manifest, debug_csv, time.monotonic() - started)
 
 

@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 from edgetl import data as data_mod
-from edgetl import feed, log, report, runfolder
+from edgetl import feed, log, report, runfolder, runreport
 from edgetl import parity_report as reports
 from edgetl import verdict as stats
 from edgetl.errors import DataError, ParityError, ParityInconclusive, RunFolderError
@@ -142,6 +142,7 @@ def run_parity(config: ParityConfig) -> ParityReport:
         probabilities={**references, **per_image},
     )
     reports.write(run, config, result)
+    runreport.refresh(run)
     return result
 
 
@@ -159,7 +160,9 @@ def _check_variant(
     checks = _contract_checks(variant, keras_card, kept[:CONTRACT_SAMPLES], dataset)
     probs, latency = _device_probs(variant.path, config.threads, [it.ref for it in kept], dataset)
     m = _measure(variant, probs, latency, references, labels, keras_card.labels)
-    m["flips"] = reports.flips(kept, labels, references[variant.reference], probs, keras_card.labels)
+    relative = [data_mod.Item(dataset.relative(it.ref), it.label) for it in kept]  # listed relative to the data root
+    where = {rel.ref: it.ref for rel, it in zip(relative, kept)}
+    m["flips"] = reports.flips(relative, labels, references[variant.reference], probs, keras_card.labels)
     judged, figures = threshold_checks(
         variant.name,
         probs,
@@ -170,14 +173,24 @@ def _check_variant(
         config.thresholds_for(variant.name),
         variant.reference,
     )
-    title = f"{variant.name} top-1 {m['top1']:.3f}"
-    report.plot_confusion(m["confusion"], keras_card.labels, title, run / f"confusion_{variant.name}.png")
-    reports.contact_sheet(m["flips"], lambda ref: _frame(ref, dataset)[0], run / f"flips_{variant.name}.png")
+    float_confusion = report.classification_metrics(references["model.keras"], labels, keras_card.labels)["confusion"]
+    report.plot_variant_confusion(
+        m["confusion"], float_confusion, keras_card.labels, variant.name, run / f"confusion_{variant.name}.png"
+    )
+    report.flip_sheet(
+        m["flips"],
+        lambda ref: _frame(where[ref], dataset)[0],
+        run / f"flips_{variant.name}.png",
+        variant.name,
+        variant.reference,
+        len(kept),
+    )
     return checks + judged, {**m, **figures}, probs
 
 
 def _inventory(run: Path, keras_card: ModelCard, models: Optional[Sequence[str]]) -> list[Variant]:
-    paths = [run / f"model_{m}.tflite" for m in models] if models else sorted(run.glob("model_*.tflite"))
+    found = sorted(run.glob("model_*.tflite"), key=lambda p: runfolder.variant_rank(p.stem.removeprefix("model_")))
+    paths = [run / f"model_{m}.tflite" for m in models] if models else found
     if not paths:
         raise RunFolderError(f"{run} has no model_*.tflite; run `edgetl convert {run}` first")
     variants = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from edgetl import log
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 MARKS = {stats.Verdict.PASS: "✓", stats.Verdict.FAIL: "x", stats.Verdict.INCONCLUSIVE: "?"}
 MAX_FLIPS = 1000  # flipped images listed in parity.json
-SHEET_FLIPS = 24  # thumbnails on the contact sheet
-THUMB = 112
 
 
 def _needs(e: stats.Estimate, unit: str = "held-out images") -> str:
@@ -88,35 +86,6 @@ def flips(
         )
     rows.sort(key=lambda r: (not r["lost"], -r["reference_score"]))
     return rows[:MAX_FLIPS]
-
-
-def contact_sheet(rows: list[dict[str, Any]], frame: Callable[[str], np.ndarray], path: Path) -> None:
-    """A PNG grid of the worst flipped images, each captioned ``reference score -> variant score``."""
-    import cv2  # noqa: PLC0415
-
-    if not rows:
-        path.unlink(missing_ok=True)
-        return
-    tiles = []
-    for row in rows[:SHEET_FLIPS]:
-        rgb = cv2.resize(frame(row["ref"]), (THUMB, THUMB), interpolation=cv2.INTER_AREA)
-        tile = np.full((THUMB + 34, THUMB, 3), 255, np.uint8)
-        tile[:THUMB] = rgb[:, :, ::-1]
-        colour = (0, 0, 200) if row["lost"] else (90, 90, 90)
-        for k, text in enumerate(
-            (
-                f"{row['reference'][:11]} {row['reference_score']:.2f}",
-                f"> {row['variant'][:11]} {row['variant_score']:.2f}",
-            )
-        ):
-            cv2.putText(tile, text, (2, THUMB + 13 + 15 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.36, colour, 1, cv2.LINE_AA)
-        tiles.append(tile)
-    per_row = 8
-    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % per_row)
-    sheet = np.vstack([np.hstack(tiles[i : i + per_row]) for i in range(0, len(tiles), per_row)])
-    ok, png = cv2.imencode(".png", sheet)
-    if ok:
-        write_bytes_atomic(path, png.tobytes())
 
 
 def write(run: Path, config: ParityConfig, result: ParityReport) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgetl import cache, feed, graph, log, pipeline, report, runfolder
+from edgetl import cache, feed, graph, log, pipeline, report, runfolder, runreport
 from edgetl import data as data_mod
 from edgetl import model as model_mod
 from edgetl.config import MixedPrecision, QatConfig
@@ -111,6 +111,7 @@ def qat(config: QatConfig) -> QatResult:
     model_path = qat_scheme.save_qat(quantized, run / QAT_MODEL)
     qat_card = _card(card, run, model_path, config, history, metrics, seed)
     qat_card.save(run / QAT_CARD)
+    runreport.refresh(run)  # results.csv gains the QAT epochs
     return QatResult(
         model_path, run / QAT_CARD, metrics, dict(card.extra.get("metrics", {})), time.monotonic() - started
     )

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from edgetl.config import Quantization
 from edgetl.errors import ConfigError, RunFolderError
 from edgetl.runtime.model_card import (
     CardError,
@@ -48,6 +49,8 @@ __all__ = [
     "QAT_SCHEME",
     "CONFIG",
     "variant_file",
+    "variant_rank",
+    "VARIANT_ORDER",
     "float_card",
     "load_float_model",
     "versions",
@@ -69,6 +72,15 @@ QAT_CARD = "model_qat.json"
 QAT_SCHEME = "bn-folded-per-channel"
 CONFIG = "config.json"
 VARIANT_GLOB = "model_*.tflite"
+
+
+# The order a person reads variants in: the float reference, then smaller and more quantized (the enum's order).
+VARIANT_ORDER = tuple(q.value for q in Quantization)
+
+
+def variant_rank(variant: str) -> tuple[int, str]:
+    """Sort key for variant names: :data:`VARIANT_ORDER`, then any other name alphabetically."""
+    return (VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER), variant)
 
 
 def variant_file(variant: str) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgetl import cache, checkpoint, distribute, graph, log, pipeline, report, runfolder
+from edgetl import cache, checkpoint, distribute, graph, log, pipeline, report, runfolder, runreport
 from edgetl import data as data_mod
 from edgetl import model as model_mod
 from edgetl.config import MixedPrecision, Strategy, TrainConfig
@@ -118,6 +118,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if final.exists():
         final.rmdir()
     os.replace(work, final)
+    runreport.refresh(final)
     return TrainResult(final, metrics, time.monotonic() - started)
 
 
@@ -388,10 +389,7 @@ def _write_run(
     write_json_atomic(work / "metrics.json", metrics)
     report.plot_history(history, work / "learning_curves.png")
     report.plot_confusion(
-        metrics["test"]["confusion"],
-        class_names,
-        f"test top-1 {metrics['test']['top1']:.3f}",
-        work / "confusion_test.png",
+        metrics["test"]["confusion"], class_names, "model.keras on the test split", work / "confusion_test.png"
     )
     card = ModelCard(
         labels=tuple(class_names),

@@ -22,9 +22,12 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import click
+from edgetl.runtime import guard
+from edgetl.runtime.guard import OutputPathError
 from edgetl.runtime.runstats import RunStats
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_IO, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
@@ -254,6 +257,11 @@ def run(config: RunConfig) -> int:
     from edgetl.runtime.serve import ServeError  # noqa: PLC0415
     from edgetl.runtime.sources import SourceError  # noqa: PLC0415
 
+    try:
+        check_outputs(config)
+    except OutputPathError as exc:
+        print(f"edge-classify: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     stats, source, outputs, server, code, reason = RunStats(), None, Outputs(), None, EXIT_OK, ""
     try:
         classifier = Classifier(
@@ -299,6 +307,23 @@ def run(config: RunConfig) -> int:
         if source is not None:
             source.close()
     return _finish(stats, source, reason, code, config, outputs.results, log)
+
+
+def check_outputs(config: RunConfig) -> None:
+    """Refuse ``--csv``/``--summary-json``/``--confusion`` paths that are an input (model, card, image) or each other.
+
+    Raises:
+        OutputPathError: the option, the clash and the fix, in one line.
+    """
+    from edgetl.runtime.decode import IMAGE_EXTENSIONS  # noqa: PLC0415
+    from edgetl.runtime.model_card import card_path_for  # noqa: PLC0415
+
+    card = config.card or str(card_path_for(Path(config.model)))
+    inputs = [(config.model, "the model"), (card, "the model's card"), (config.video, "the input video")]
+    inputs += [(p, "an input image") for p in config.images if not os.path.isdir(p)]
+    folders = [(p, "the input folder") for p in config.images if os.path.isdir(p)]
+    outputs = [(config.csv, "--csv"), (config.summary_json, "--summary-json"), (config.confusion, "--confusion")]
+    guard.check_outputs(outputs, inputs, folders, IMAGE_EXTENSIONS)
 
 
 def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> tuple[Any, Any]:

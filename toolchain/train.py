@@ -17,10 +17,10 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
-from edgetl import cache, checkpoint, distribute, graph, log, pipeline, report, runfolder
+from edgetl import cache, checkpoint, distribute, graph, log, pipeline, report, runfolder, untrusted
 from edgetl import data as data_mod
 from edgetl import model as model_mod
 from edgetl.config import MixedPrecision, Strategy, TrainConfig
@@ -92,13 +92,21 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     work = partial_dir(final, worker)
     if resume and not (work / CONFIG).exists():
         raise RunFolderError(f"nothing to resume at {final}: no interrupted run ({work.name}) beside it")
+    created = None  # the first folder this run creates (a new --output's parents too), removed on early failure
     if not resume:
         if worker.chief:
             runfolder.check_output(final)
-        if work.exists():
+        leftovers = [work] if work.exists() else []
+        if worker.count == 1:  # no cluster running now: any worker's folder is an earlier run's
+            leftovers = sorted(p for p in final.parent.glob(f".{final.name}.*partial") if p.is_dir())
+        if leftovers:
             raise RunFolderError(
-                f"an interrupted run of {final} exists; continue it with `edgetl train --resume {final}` or remove {work}"
+                f"an interrupted run of {final} exists ({', '.join(p.name for p in leftovers)}); continue it with "
+                f"`edgetl train --resume {final}` (on every host of a cluster), or remove it: "
+                f"rm -r {' '.join(str(p) for p in leftovers)}"
             )
+        _report_other_partials(final)
+        created = _first_missing(work)
         work.mkdir(parents=True)
         write_json_atomic(work / CONFIG, config.to_dict())
     try:
@@ -109,6 +117,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     except BaseException:
         if not (work / "checkpoint" / "state.json").exists():
             shutil.rmtree(work, ignore_errors=True)  # nothing trained yet: nothing worth keeping
+            _remove_empty(created, work)
         raise
     shutil.rmtree(work / "checkpoint", ignore_errors=True)
     shutil.rmtree(work / "features", ignore_errors=True)
@@ -121,13 +130,66 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     return TrainResult(final, metrics, time.monotonic() - started)
 
 
-def resume_config(run: Path) -> TrainConfig:
-    """The config an interrupted run was started with (this worker's copy in a multi-worker run)."""
+def _first_missing(path: Path) -> Path:
+    """The outermost folder of ``path`` that does not exist yet (``path`` itself when its parent exists)."""
+    path = Path(os.path.abspath(path))
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _remove_empty(created: Optional[Path], work: Path) -> None:
+    """Remove the folders this run created above ``work`` (``-o new/parents/RUN``), while they are empty."""
+    if created is None:
+        return
+    folder = Path(os.path.abspath(work)).parent
+    while len(folder.parts) >= len(created.parts):
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (another run put something there) or already gone
+        folder = folder.parent
+
+
+def _report_other_partials(final: Path) -> None:
+    """Warn about interrupted runs of other outputs beside ``final`` (hidden folders a kill left behind)."""
+    parent = Path(os.path.abspath(final)).parent
+    if not parent.is_dir():
+        return
+    for path in sorted(parent.glob(".*.partial")):
+        name = path.name[1:].removesuffix(".partial").split(".worker")[0]
+        if path.is_dir() and name != final.name:
+            log.warn(
+                f"{path} is an interrupted run of {parent / name}: continue it with "
+                f"`edgetl train --resume {parent / name}`, or remove it (rm -r {path})"
+            )
+
+
+def resume_config(run: Path, trusted: bool = False, confirmed: Optional[dict[str, Any]] = None) -> TrainConfig:
+    """The config an interrupted run was started with (this worker's copy in a multi-worker run).
+
+    Args:
+        trusted: ``--trust-config``: the saved config may choose a hub backbone or weights file.
+        confirmed: command-line values; a saved value that loads a model is accepted when repeated here.
+
+    Raises:
+        RunFolderError: nothing to resume. ConfigError: the saved config loads a model and is neither
+            trusted nor confirmed (a received ``.RUN.partial`` must not run code).
+    """
     worker = distribute.worker_from_env(Strategy.MULTI_WORKER) if os.environ.get("TF_CONFIG") else distribute.Worker()
     path = partial_dir(run, worker) / CONFIG
-    data = read_json(path)
+    try:
+        data = read_json(path)
+    except (ValueError, OSError) as exc:
+        raise RunFolderError(
+            f"{path} is not readable JSON ({str(exc)[:120]}); remove {path.parent} and start again"
+        ) from None
     if data is None:
         raise RunFolderError(f"nothing to resume at {run}: no interrupted run ({path.parent.name}) beside it")
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path} is not a saved config; remove {path.parent} and start again")
+    given = [k for k, v in (confirmed or {}).items() if data.get(k) == v]
+    untrusted.check_config_values(data, f"{path}", given, trusted)
     return TrainConfig.from_dict(data)
 
 

@@ -32,11 +32,26 @@ class OutputPathError(ValueError):
     """An output path would overwrite an input, or two outputs name one file; the message says which."""
 
 
-def csv_cell(value: Any) -> Any:
-    """``value`` safe as a CSV cell: text that starts like a formula gets a leading ``'`` (numbers unchanged)."""
+def csv_cell(value: Any, numbers: bool = False) -> Any:
+    """``value`` safe as a CSV cell: text that starts like a formula gets a leading ``'`` (numbers unchanged).
+
+    Args:
+        numbers: the text may be a number another tool formatted (``-0.25``, ``1e-05``):
+            one that parses as a number is kept, so it stays a number in a spreadsheet.
+    """
     if isinstance(value, str) and value.startswith(FORMULA_START):
+        if numbers and _is_number(value):
+            return value
         return "'" + value
     return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip() == text and "_" not in text
 
 
 def csv_row(values: Iterable[Any]) -> list[Any]:

@@ -106,7 +106,7 @@ class FolderResults:
     def write_csv(self, target: str) -> None:
         """All rows to ``target`` (``-``: stdout), written to a temporary file first so no half CSV is left."""
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = csv.writer(buffer)  # RFC 4180 "\r\n": a file name with a CR or LF in it is quoted, not split
         writer.writerow(self.header())
         for row in self.rows:  # file names and labels are untrusted text; scores are ours and stay numbers
             writer.writerow([f"{v:.6f}" if isinstance(v, float) else csv_cell(v) for v in row])

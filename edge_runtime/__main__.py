@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import click
@@ -257,11 +256,6 @@ def run(config: RunConfig) -> int:
     from edgetl.runtime.serve import ServeError  # noqa: PLC0415
     from edgetl.runtime.sources import SourceError  # noqa: PLC0415
 
-    try:
-        check_outputs(config)
-    except OutputPathError as exc:
-        print(f"edge-classify: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     stats, source, outputs, server, code, reason = RunStats(), None, Outputs(), None, EXIT_OK, ""
     try:
         classifier = Classifier(
@@ -295,7 +289,7 @@ def run(config: RunConfig) -> int:
     except BrokenPipeError:  # stdout reader went away (| head): a normal end, not a crash
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         reason = "stdout closed"
-    except (DisplayError, ServeError, FolderError) as exc:
+    except (DisplayError, ServeError, FolderError, OutputPathError) as exc:
         print(f"edge-classify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -309,27 +303,11 @@ def run(config: RunConfig) -> int:
     return _finish(stats, source, reason, code, config, outputs.results, log)
 
 
-def check_outputs(config: RunConfig) -> None:
-    """Refuse ``--csv``/``--summary-json``/``--confusion`` paths that are an input (model, card, image) or each other.
-
-    Raises:
-        OutputPathError: the option, the clash and the fix, in one line.
-    """
-    from edgetl.runtime.decode import IMAGE_EXTENSIONS  # noqa: PLC0415
-    from edgetl.runtime.model_card import card_path_for  # noqa: PLC0415
-
-    card = config.card or str(card_path_for(Path(config.model)))
-    inputs = [(config.model, "the model"), (card, "the model's card"), (config.video, "the input video")]
-    inputs += [(p, "an input image") for p in config.images if not os.path.isdir(p)]
-    folders = [(p, "the input folder") for p in config.images if os.path.isdir(p)]
-    outputs = [(config.csv, "--csv"), (config.summary_json, "--summary-json"), (config.confusion, "--confusion")]
-    guard.check_outputs(outputs, inputs, folders, IMAGE_EXTENSIONS)
-
-
 def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> tuple[Any, Any]:
     """The source, then the outputs ``config`` asks for (filled into ``outputs``); (source, preview server or None)."""
     from edgetl.runtime import folder, overlay  # noqa: PLC0415
 
+    guard.check_run_outputs(config)  # before the source is opened or anything written
     plan = folder.plan(config.images, classifier.labels) if config.folder_mode else None
     if plan is not None and config.confusion and not plan.labelled:
         raise folder.FolderError(

@@ -133,3 +133,23 @@ def check_outputs(
                 f"{option} {path} {reason}: an output may not overwrite an input or another output; "
                 "choose a path outside the inputs"
             )
+
+
+def check_run_outputs(config: Any) -> None:
+    """``edge-classify``'s ``--csv``/``--summary-json``/``--confusion``: none is an input (model, card, image) or another.
+
+    Args:
+        config: the run's ``RunConfig`` (``model``, ``card``, ``video``, ``images`` and the three outputs).
+
+    Raises:
+        OutputPathError: the option, the clash and the fix, in one line.
+    """
+    from edgetl.runtime.decode import IMAGE_EXTENSIONS  # noqa: PLC0415
+    from edgetl.runtime.model_card import card_path_for  # noqa: PLC0415
+
+    card = config.card or str(card_path_for(Path(config.model)))
+    inputs = [(config.model, "the model"), (card, "the model's card"), (config.video, "the input video")]
+    inputs += [(p, "an input image") for p in config.images if not os.path.isdir(p)]
+    folders = [(p, "the input folder") for p in config.images if os.path.isdir(p)]
+    outputs = [(config.csv, "--csv"), (config.summary_json, "--summary-json"), (config.confusion, "--confusion")]
+    check_outputs(outputs, inputs, folders, IMAGE_EXTENSIONS)

@@ -153,7 +153,7 @@ def stream(tmp_path: Path) -> Iterator[str]:
     token = "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server name
+        def do_GET(self) -> None:
             if self.headers.get("Authorization") != token:
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="cam"')

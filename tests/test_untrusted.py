@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import stat
 from pathlib import Path
@@ -333,7 +332,9 @@ def test_api_convert_with_one_variant_as_a_string_converts_it(tmp_path: Path, ti
     run = tmp_path / "r"
     shutil.copytree(tiny_run, run)
     result = edgetl.convert(run, quantizations="fp32")
-    assert [v["quantization"] for v in result.to_dict()["variants"]] == ["fp32"] and (run / "model_fp32.tflite").is_file()
+    assert [v["quantization"] for v in result.to_dict()["variants"]] == ["fp32"] and (
+        run / "model_fp32.tflite"
+    ).is_file()
 
 
 # --- 14. leftovers -----------------------------------------------------------------------------------------------

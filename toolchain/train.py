@@ -96,17 +96,8 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     if not resume:
         if worker.chief:
             runfolder.check_output(final)
-        leftovers = [work] if work.exists() else []
-        if worker.count == 1:  # no cluster running now: any worker's folder is an earlier run's
-            leftovers = sorted(p for p in final.parent.glob(f".{final.name}.*partial") if p.is_dir())
-        if leftovers:
-            raise RunFolderError(
-                f"an interrupted run of {final} exists ({', '.join(p.name for p in leftovers)}); continue it with "
-                f"`edgetl train --resume {final}` (on every host of a cluster), or remove it: "
-                f"rm -r {' '.join(str(p) for p in leftovers)}"
-            )
-        _report_other_partials(final)
-        created = _first_missing(work)
+        runfolder.check_no_partial(final, work, worker.count)
+        created = runfolder.first_missing(work)
         work.mkdir(parents=True)
         write_json_atomic(work / CONFIG, config.to_dict())
     try:
@@ -117,7 +108,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     except BaseException:
         if not (work / "checkpoint" / "state.json").exists():
             shutil.rmtree(work, ignore_errors=True)  # nothing trained yet: nothing worth keeping
-            _remove_empty(created, work)
+            runfolder.remove_empty_parents(created, work)
         raise
     shutil.rmtree(work / "checkpoint", ignore_errors=True)
     shutil.rmtree(work / "features", ignore_errors=True)
@@ -128,41 +119,6 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         final.rmdir()
     os.replace(work, final)
     return TrainResult(final, metrics, time.monotonic() - started)
-
-
-def _first_missing(path: Path) -> Path:
-    """The outermost folder of ``path`` that does not exist yet (``path`` itself when its parent exists)."""
-    path = Path(os.path.abspath(path))
-    while not path.parent.exists():
-        path = path.parent
-    return path
-
-
-def _remove_empty(created: Optional[Path], work: Path) -> None:
-    """Remove the folders this run created above ``work`` (``-o new/parents/RUN``), while they are empty."""
-    if created is None:
-        return
-    folder = Path(os.path.abspath(work)).parent
-    while len(folder.parts) >= len(created.parts):
-        try:
-            folder.rmdir()
-        except OSError:
-            return  # not empty (another run put something there) or already gone
-        folder = folder.parent
-
-
-def _report_other_partials(final: Path) -> None:
-    """Warn about interrupted runs of other outputs beside ``final`` (hidden folders a kill left behind)."""
-    parent = Path(os.path.abspath(final)).parent
-    if not parent.is_dir():
-        return
-    for path in sorted(parent.glob(".*.partial")):
-        name = path.name[1:].removesuffix(".partial").split(".worker")[0]
-        if path.is_dir() and name != final.name:
-            log.warn(
-                f"{path} is an interrupted run of {parent / name}: continue it with "
-                f"`edgetl train --resume {parent / name}`, or remove it (rm -r {path})"
-            )
 
 
 def resume_config(run: Path, trusted: bool = False, confirmed: Optional[dict[str, Any]] = None) -> TrainConfig:

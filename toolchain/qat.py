@@ -80,7 +80,9 @@ def qat(config: QatConfig) -> QatResult:
     trained = read_json(run / runfolder.CONFIG) or {}
     seed = config.seed if config.seed is not None else int(trained.get("seed", 42))
     log.stage(1, STAGES, "the train, val and test splits from the pixel cache (decoded once)")
-    splits = _splits(run, card, trained.get("cache_dir"), config.data_root)
+    # The run's own pixel cache, unless the run came from elsewhere (--data-root): its config does not pick folders here.
+    cache_dir = trained.get("cache_dir") if config.data_root is None else None
+    splits = _splits(run, card, cache_dir if isinstance(cache_dir, str) else None, config.data_root)
     log.stage(2, STAGES, "folding BatchNorm and wrapping the model with fake quantization (tfmot)")
     with log.quiet_native():
         k = graph.keras()

@@ -249,6 +249,7 @@ def run(config: RunConfig) -> int:
             print(f"[edge-classify] {message}", file=sys.stderr, flush=True)
 
     from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
+    from edgetl.runtime.errors import ArgumentError  # noqa: PLC0415
     from edgetl.runtime.folder import FolderError  # noqa: PLC0415
     from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
     from edgetl.runtime.model_card import CardError  # noqa: PLC0415
@@ -289,7 +290,7 @@ def run(config: RunConfig) -> int:
     except BrokenPipeError:  # stdout reader went away (| head): a normal end, not a crash
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         reason = "stdout closed"
-    except (DisplayError, ServeError, FolderError, OutputPathError) as exc:
+    except (DisplayError, ServeError, FolderError, OutputPathError, ArgumentError) as exc:
         print(f"edge-classify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -20,12 +20,13 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from edgetl.runtime import decode
+from edgetl.runtime.errors import EdgeTLError
 from edgetl.runtime.guard import redact
 
 _EOF = object()
 
 
-class SourceError(RuntimeError):
+class SourceError(EdgeTLError, RuntimeError):
     """A source cannot be opened, or was lost and did not come back."""
 
 

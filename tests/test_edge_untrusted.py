@@ -236,3 +236,73 @@ def test_a_stream_that_fails_is_named_without_its_password() -> None:
 )
 def test_redact(text: str, shown: str) -> None:
     assert redact(text) == shown
+
+
+# --- 9. the runtime's Python API refuses what it cannot use, inside the EdgeTLError family -------------------
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"model_path": 5}, "model_path must be a file path, a str or pathlib.Path (got int)"),
+        ({"card_path": ["x.json"]}, "card_path must be a file path, a str or pathlib.Path (got list)"),
+        ({"num_threads": "4"}, "num_threads (--threads) must be None (all cores) or an integer 1..64 (got '4')"),
+        ({"num_threads": 0}, "num_threads (--threads) must be None (all cores) or an integer 1..64 (got 0)"),
+        ({"max_results": "3"}, "max_results (--top-k) must be an integer >= 1 (got '3')"),
+        ({"score_threshold": float("nan")}, "score_threshold (--threshold) must be a number in [0, 1] (got nan)"),
+        ({"verify_checksum": "no"}, "verify_checksum must be True or False (got 'no')"),
+    ],
+    ids=["model-int", "card-list", "threads-str", "threads-0", "results-str", "threshold-nan", "checksum-str"],
+)
+def test_classifier_options_refuse_wrong_kinds(options: dict, message: str) -> None:
+    from edgetl.errors import EdgeTLError
+    from edgetl.runtime import ClassifierOptions
+    from edgetl.runtime.errors import ArgumentError
+
+    with pytest.raises(ArgumentError) as caught:
+        ClassifierOptions(**{"model_path": str(GOLDEN / "golden_int8.tflite"), **options})
+    assert str(caught.value) == message and isinstance(caught.value, (EdgeTLError, ValueError))
+
+
+@pytest.mark.parametrize(
+    "frame, color_order, message",
+    [
+        ("photo.png", "BGR", "expected an image as a numpy uint8 array (H, W[, 1|3|4]), got str"),
+        (None, "BGR", "expected an image as a numpy uint8 array (H, W[, 1|3|4]), got NoneType"),
+        (np.zeros((0, 0, 3), np.uint8), "BGR", "expected an (H, W[, 1|3|4]) image with pixels, got shape (0, 0, 3)"),
+        (np.zeros((4, 4, 5), np.uint8), "BGR", "expected an (H, W[, 1|3|4]) image with pixels, got shape (4, 4, 5)"),
+        (np.zeros((4, 4, 3), np.float32), "BGR", "expected uint8 pixels, got float32"),
+        (np.zeros((4, 4, 3), np.uint8), "bgrx", "color_order must be 'BGR' (OpenCV frames) or 'RGB' (got 'bgrx')"),
+    ],
+    ids=["path", "none", "empty", "five-channels", "float", "colour-order"],
+)
+def test_classify_refuses_what_is_not_an_image(frame: Any, color_order: str, message: str) -> None:
+    from edgetl.errors import EdgeTLError
+    from edgetl.runtime import Classifier, ClassifierOptions
+
+    classifier = Classifier(ClassifierOptions(model_path=GOLDEN / "golden_int8.tflite"))  # a Path is fine
+    with pytest.raises(EdgeTLError) as caught:
+        classifier.classify(frame, color_order)
+    assert str(caught.value).startswith(message)
+
+
+def test_runtime_errors_are_one_family_with_the_toolchains() -> None:
+    from edgetl import errors
+    from edgetl.runtime import errors as runtime_errors
+    from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError
+    from edgetl.runtime.model_card import CardError
+    from edgetl.runtime.sources import SourceError
+
+    assert errors.EdgeTLError is runtime_errors.EdgeTLError
+    for kind in (CardError, ModelLoadError, RuntimeMissingError, SourceError, runtime_errors.ArgumentError):
+        assert issubclass(kind, errors.EdgeTLError)
+
+
+@pytest.mark.parametrize("option", [["--top-k", "0"], ["--threshold", "2"]], ids=["top-k-0", "threshold-2"])
+def test_classifier_option_out_of_range_is_a_usage_line(capsys: pytest.CaptureFixture, option: list[str]) -> None:
+    message = _fails(
+        capsys,
+        ["--model", str(GOLDEN / "golden_int8.tflite"), "--image", str(GOLDEN), "--headless", *option],
+        EXIT_USAGE,
+    )
+    assert message.startswith(("max_results (--top-k)", "score_threshold (--threshold)"))

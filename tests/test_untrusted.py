@@ -359,11 +359,12 @@ def test_a_killed_runs_partial_folder_is_reported_with_both_fixes(tmp_path: Path
     )
 
 
-def test_another_outputs_partial_folder_is_named_by_the_next_run(tmp_path: Path) -> None:
-    (tmp_path / ".old.partial").mkdir()
+@pytest.mark.parametrize("other", ["old", "run.x"])
+def test_another_outputs_partial_folder_is_named_by_the_next_run(tmp_path: Path, other: str) -> None:
+    (tmp_path / f".{other}.partial").mkdir()  # "run.x" is another output, not a worker of "run"
     result = clicheck.run("train", _folder(tmp_path / "data", classes=("a",)), "-o", tmp_path / "run", *TINY)
-    clicheck.fails(result, 3)
+    assert "found only class 'a'" in clicheck.fails(result, 3)  # the data's own refusal, not the partial folder
     assert (
-        f"warning: {tmp_path / '.old.partial'} is an interrupted run of {tmp_path / 'old'}: continue it with "
-        f"`edgetl train --resume {tmp_path / 'old'}`, or remove it (rm -r {tmp_path / '.old.partial'})"
+        f"warning: {tmp_path / f'.{other}.partial'} is an interrupted run of {tmp_path / other}: continue it with "
+        f"`edgetl train --resume {tmp_path / other}`, or remove it (rm -r {tmp_path / f'.{other}.partial'})"
     ) in result.stderr

@@ -17,8 +17,10 @@ has one place to import run-folder I/O from. TensorFlow is imported only by
 
 from __future__ import annotations
 
+import glob
 import importlib.metadata
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -180,7 +182,10 @@ def check_no_partial(final: Path, work: Path, workers: int) -> None:
     """
     leftovers = [work] if work.exists() else []
     if workers == 1:  # no cluster running now: any worker's folder is an earlier run's
-        leftovers = sorted(p for p in final.parent.glob(f".{final.name}.*partial") if p.is_dir())
+        mine = re.compile(re.escape(f".{final.name}.") + r"(worker\d+\.)?partial")
+        leftovers = sorted(
+            p for p in final.parent.glob(f".{glob.escape(final.name)}.*partial") if mine.fullmatch(p.name)
+        )
     if leftovers:
         raise RunFolderError(
             f"an interrupted run of {final} exists ({', '.join(p.name for p in leftovers)}); continue it with "
@@ -217,7 +222,7 @@ def _report_other_partials(final: Path) -> None:
     if not parent.is_dir():
         return
     for path in sorted(parent.glob(".*.partial")):
-        name = path.name[1:].removesuffix(".partial").split(".worker")[0]
+        name = re.sub(r"\.worker\d+$", "", path.name[1:].removesuffix(".partial"))
         if path.is_dir() and name != final.name:
             log.warn(
                 f"{path} is an interrupted run of {parent / name}: continue it with "

@@ -48,23 +48,37 @@ def edgetl_cache() -> Path:
 def machine_key(create: bool = True) -> Optional[bytes]:
     """This machine's secret key (32 random bytes, file mode 0600), created on first use when ``create``.
 
-    Created with ``O_EXCL`` so two processes starting at once agree on one key.
+    The file appears complete or not at all (written under a temporary name, then
+    hard-linked into place, which fails if it exists), so two processes starting at
+    once agree on one key and neither reads a half-written one. A damaged key file
+    verifies nothing and is never overwritten.
     """
     path = edgetl_cache() / KEY_NAME
     try:
-        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+        return key if len(key) == 32 else None
     except FileNotFoundError:
         if not create:
             return None
     except (ValueError, OSError):
-        return None  # unreadable or damaged: nothing verifies (and nothing is overwritten)
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{KEY_NAME}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return machine_key(create=False)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(secrets.token_hex(32) + "\n")
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process made it first: use theirs
+            pass
+        except OSError:  # a file system without hard links: rename, unless a key appeared meanwhile
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return machine_key(create=False)
 
 

@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 
 import click
 from edgetl.runtime import guard
+from edgetl.runtime.errors import ArgumentError
 from edgetl.runtime.guard import OutputPathError
 from edgetl.runtime.runstats import RunStats
 
@@ -249,7 +250,6 @@ def run(config: RunConfig) -> int:
             print(f"[edge-classify] {message}", file=sys.stderr, flush=True)
 
     from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
-    from edgetl.runtime.errors import ArgumentError  # noqa: PLC0415
     from edgetl.runtime.folder import FolderError  # noqa: PLC0415
     from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
     from edgetl.runtime.model_card import CardError  # noqa: PLC0415

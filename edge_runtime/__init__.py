@@ -8,9 +8,22 @@ prepare pixels and read scores::
     classifier = Classifier(ClassifierOptions(model_path="model_int8.tflite"))
     for category in classifier.classify(bgr_frame):
         print(category.label, category.score)
+
+The names load on first use, so importing a light module of the package
+(``edgetl.runtime.errors``, ``edgetl.runtime.guard``) does not import numpy.
 """
 
-from edgetl.runtime.classifier import Category, Classifier, ClassifierOptions
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["Category", "Classifier", "ClassifierOptions"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from edgetl.runtime import classifier  # noqa: PLC0415
+
+        return getattr(classifier, name)
+    raise AttributeError(f"module 'edgetl.runtime' has no attribute {name!r}")

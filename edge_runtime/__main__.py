@@ -25,7 +25,9 @@ import time
 from typing import Any, Optional, Sequence
 
 import click
-from edgetl.runtime import keep
+from edgetl.runtime import guard, keep
+from edgetl.runtime.errors import ArgumentError
+from edgetl.runtime.guard import OutputPathError
 from edgetl.runtime.runstats import RunStats
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_IO, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
@@ -309,7 +311,7 @@ def run(config: RunConfig) -> int:
     except BrokenPipeError:  # stdout reader went away (| head): a normal end, not a crash
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         reason = "stdout closed"
-    except (DisplayError, ServeError, FolderError) as exc:
+    except (DisplayError, ServeError, FolderError, OutputPathError, ArgumentError) as exc:
         print(f"edge-classify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
@@ -327,6 +329,7 @@ def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> 
     """The source, then the outputs ``config`` asks for (filled into ``outputs``); (source, preview server or None)."""
     from edgetl.runtime import folder, overlay  # noqa: PLC0415
 
+    guard.check_run_outputs(config)  # before the source is opened or anything written
     plan = folder.plan(config.images, classifier.labels) if config.folder_mode else None
     if plan is not None and config.confusion and not plan.labelled:
         raise folder.FolderError(

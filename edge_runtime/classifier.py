@@ -9,12 +9,14 @@ before it can give wrong answers quietly. Output scores are dequantized to float
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 from edgetl.runtime import preprocess
+from edgetl.runtime.errors import ArgumentError
 from edgetl.runtime.interpreter import load_interpreter
 from edgetl.runtime.model_card import CardError, ModelCard, TensorSpec, card_path_for, load_card, verify_model_file
 
@@ -38,6 +40,43 @@ class ClassifierOptions:
     max_results: int = 3
     score_threshold: float = 0.0
     verify_checksum: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse arguments of the wrong kind before any file is opened (``ArgumentError``, naming the fix)."""
+        for name in ("model_path", "card_path"):
+            value = getattr(self, name)
+            if value is None and name == "card_path":
+                continue
+            if not isinstance(value, (str, os.PathLike)) or isinstance(value, bool):
+                raise ArgumentError(f"{name} must be a file path, a str or pathlib.Path (got {type(value).__name__})")
+            object.__setattr__(self, name, os.fspath(value))
+        checks = [
+            (
+                self.num_threads is None or _is_int(self.num_threads) and 1 <= self.num_threads <= 64,
+                f"num_threads (--threads) must be None (all cores) or an integer 1..64 (got {self.num_threads!r})",
+            ),
+            (
+                _is_int(self.max_results) and self.max_results >= 1,
+                f"max_results (--top-k) must be an integer >= 1 (got {self.max_results!r})",
+            ),
+            (
+                isinstance(self.score_threshold, (int, float))
+                and not isinstance(self.score_threshold, bool)
+                and 0 <= self.score_threshold <= 1,
+                f"score_threshold (--threshold) must be a number in [0, 1] (got {self.score_threshold!r})",
+            ),
+            (
+                isinstance(self.verify_checksum, bool),
+                f"verify_checksum must be True or False (got {self.verify_checksum!r})",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ArgumentError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)

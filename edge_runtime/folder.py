@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from edgetl.runtime.classifier import Category
 from edgetl.runtime.decode import image_files
+from edgetl.runtime.guard import csv_cell
 from edgetl.runtime.model_card import write_bytes_atomic
 
 
@@ -88,7 +89,7 @@ class FolderResults:
         shown = path.relative_to(self.folder.root) if self.folder.root is not None else path
         row: list[Any] = [shown.as_posix()]
         for c in list(categories)[: self.top_k]:
-            row += [c.label, f"{c.score:.6f}"]
+            row += [c.label, float(c.score)]
         self.rows.append(row + [""] * (1 + 2 * self.top_k - len(row)))
         truth = self._truth.get(source)
         if truth is None:
@@ -105,9 +106,10 @@ class FolderResults:
     def write_csv(self, target: str) -> None:
         """All rows to ``target`` (``-``: stdout), written to a temporary file first so no half CSV is left."""
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = csv.writer(buffer)  # RFC 4180 "\r\n": a file name with a CR or LF in it is quoted, not split
         writer.writerow(self.header())
-        writer.writerows(self.rows)
+        for row in self.rows:  # file names and labels are untrusted text; scores are ours and stay numbers
+            writer.writerow([f"{v:.6f}" if isinstance(v, float) else csv_cell(v) for v in row])
         if target == "-":
             sys.stdout.write(buffer.getvalue())
             sys.stdout.flush()

@@ -13,17 +13,18 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from edgetl.runtime.errors import EdgeTLError
 from edgetl.runtime.native_log import hide_native_logs
 
 BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 INSTALL_HINT = "pip install ai-edge-litert (or, where no wheel exists for this platform, pip install tflite-runtime)"
 
 
-class RuntimeMissingError(ImportError):
+class RuntimeMissingError(EdgeTLError, ImportError):
     """Neither ai-edge-litert nor tflite-runtime is installed."""
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(EdgeTLError, ValueError):
     """A .tflite file is missing, truncated, or not a TFLite flatbuffer."""
 
 

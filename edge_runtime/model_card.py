@@ -19,10 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from edgetl.runtime.errors import EdgeTLError
+
 SCHEMA_VERSION = 1
 
 
-class CardError(ValueError):
+class CardError(EdgeTLError, ValueError):
     """A card is missing, unreadable, or does not describe the file beside it."""
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from edgetl.runtime.errors import ArgumentError
 from edgetl.runtime.model_card import ModelCard, Normalization, TensorSpec
 
 TIE_SLACK = 1e-3  # of a quantization step: float32 normalisation lands within ~1e-5 of a true half
@@ -26,16 +27,20 @@ def _cv2():
 
 def _checked(frame: np.ndarray) -> np.ndarray:
     """``frame`` as uint8 (H, W, 1|3|4); 16-bit keeps its high byte."""
-    frame = np.asarray(frame)
+    if not isinstance(frame, np.ndarray):
+        raise ArgumentError(
+            f"expected an image as a numpy uint8 array (H, W[, 1|3|4]), got {type(frame).__name__}; "
+            "decode files with edgetl.runtime.decode.load_image or cv2.imread"
+        )
     if frame.dtype != np.uint8:
         if frame.dtype == np.uint16:
             frame = (frame >> 8).astype(np.uint8)
         else:
-            raise ValueError(f"expected uint8 pixels, got {frame.dtype}")
+            raise ArgumentError(f"expected uint8 pixels, got {frame.dtype}; convert the image to uint8 (0-255)")
     if frame.ndim == 2:
         frame = frame[:, :, None]
-    if frame.ndim != 3 or frame.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an (H, W[, 1|3|4]) image, got shape {frame.shape}")
+    if frame.ndim != 3 or frame.shape[2] not in (1, 3, 4) or not frame.shape[0] or not frame.shape[1]:
+        raise ArgumentError(f"expected an (H, W[, 1|3|4]) image with pixels, got shape {frame.shape}")
     return frame
 
 
@@ -47,6 +52,8 @@ def to_rgb(frame: np.ndarray, color_order: str = "BGR") -> np.ndarray:
         color_order: ``BGR`` for OpenCV frames, ``RGB`` for Picamera2/Pillow arrays.
     """
     frame = _checked(frame)
+    if not isinstance(color_order, str) or color_order.upper() not in ("BGR", "RGB"):
+        raise ArgumentError(f"color_order must be 'BGR' (OpenCV frames) or 'RGB' (got {color_order!r})")
     if frame.shape[2] == 1:
         return np.repeat(frame, 3, axis=2)
     frame = frame[:, :, :3]

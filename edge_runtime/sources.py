@@ -20,11 +20,13 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from edgetl.runtime import decode
+from edgetl.runtime.errors import EdgeTLError
+from edgetl.runtime.guard import redact
 
 _EOF = object()
 
 
-class SourceError(RuntimeError):
+class SourceError(EdgeTLError, RuntimeError):
     """A source cannot be opened, or was lost and did not come back."""
 
 
@@ -280,7 +282,7 @@ class Camera(FrameSource):
     ):
         super().__init__()
         self.target, self.retries, self.backoff, self.stall_s = target, retries, backoff, stall_s
-        self.name = f"camera {target}" if isinstance(target, int) else str(target)
+        self.name = f"camera {target}" if isinstance(target, int) else redact(str(target))  # no password in any output
         self._opener = opener or self._default_opener
         self._slot = LatestFrame()
         self._capture = self._try_open()

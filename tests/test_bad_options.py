@@ -17,6 +17,7 @@ from typing import Any
 import clicheck
 import numpy as np
 import pytest
+from edgetl import untrusted
 from test_bad_input import _folder
 
 TINY = ["--weights", "none", "--alpha", "0.35", "--image-size", "32", "--epochs", "1", "-q"]
@@ -268,11 +269,12 @@ def test_damaged_run_folders(run: Path, damage: str) -> None:
 def test_images_gone_names_no_missing_option(tmp_path: Path, run: Path) -> None:
     meta = json.loads((run / "data.json").read_text())
     meta["root"] = str(tmp_path / "gone")
+    meta["root_hmac"] = untrusted.sign_root(meta["kind"], meta["root"])  # recorded on this machine, then moved
     (run / "data.json").write_text(json.dumps(meta))
     message = clicheck.fails(clicheck.run("calibrate", run, "-q"), 3)
     assert message == (
         f"the run's images under {tmp_path / 'gone'} are gone; restore them there (data.json records where they "
-        "were), or re-run `edgetl train`"
+        "were), pass --data-root DIR where they are now, or re-run `edgetl train`"
     )
 
 

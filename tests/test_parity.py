@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from edgetl import untrusted
 from edgetl.calibration.manifest import list_sha256
 from edgetl.cli import main
 from edgetl.runtime.model_card import load_card
@@ -151,6 +152,7 @@ def test_int8_calibrated_on_one_constant_image_fails(converted: Path, tmp_path: 
 
     meta = json.loads((run / "data.json").read_text())  # calibration images live under the run's data root
     meta["root"] = str(shutil.copytree(meta["root"], tmp_path / "data"))
+    meta["root_hmac"] = untrusted.sign_root(meta["kind"], meta["root"])  # this machine moved its own data
     (run / "data.json").write_text(json.dumps(meta))
     cv2.imwrite(str(tmp_path / "data" / "grey.png"), np.full((96, 96, 3), 128, np.uint8))
     refs, labels = ("grey.png",) * 20, (0,) * 20

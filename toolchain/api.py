@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
@@ -54,8 +55,11 @@ def train(config: Optional[TrainConfig] = None, *, resume: bool = False, **optio
         DataError, WeightsError, ConfigError, RunFolderError: bad input, each naming its fix.
     """
     from edgetl.config import TrainConfig  # noqa: PLC0415
+    from edgetl.errors import ConfigError  # noqa: PLC0415
     from edgetl.train import train as run  # noqa: PLC0415
 
+    if not isinstance(resume, bool):
+        raise ConfigError(f"resume must be True or False (got {resume!r})")
     return run(_config(TrainConfig, config, options), resume=resume)
 
 
@@ -72,7 +76,7 @@ def qat(run: PathLike, **options: Any) -> QatResult:
     from edgetl.config import QatConfig  # noqa: PLC0415
     from edgetl.qat import qat as stage  # noqa: PLC0415
 
-    return stage(_config(QatConfig, None, {"run": str(run), **options}))
+    return stage(_config(QatConfig, None, {"run": check_run(run), **options}))
 
 
 def calibrate(run: PathLike, **options: Any) -> Manifest:
@@ -85,7 +89,7 @@ def calibrate(run: PathLike, **options: Any) -> Manifest:
     from edgetl.calibrate import calibrate as stage  # noqa: PLC0415
     from edgetl.config import CalibrationConfig  # noqa: PLC0415
 
-    return stage(_config(CalibrationConfig, None, {"run": str(run), **options}))
+    return stage(_config(CalibrationConfig, None, {"run": check_run(run), **options}))
 
 
 def convert(run: PathLike, **options: Any) -> ConvertResult:
@@ -102,7 +106,7 @@ def convert(run: PathLike, **options: Any) -> ConvertResult:
     from edgetl.config import ConvertConfig  # noqa: PLC0415
     from edgetl.convert import convert as stage  # noqa: PLC0415
 
-    return stage(_config(ConvertConfig, None, {"run": str(run), **options}))
+    return stage(_config(ConvertConfig, None, {"run": check_run(run), **options}))
 
 
 def parity(run: PathLike, **options: Any) -> ParityReport:
@@ -121,31 +125,83 @@ def parity(run: PathLike, **options: Any) -> ParityReport:
     """
     from edgetl.parity import ParityConfig, run_parity  # noqa: PLC0415
 
-    return run_parity(_config(ParityConfig, None, {"run": str(run), **options}))
+    return run_parity(_config(ParityConfig, None, {"run": check_run(run), **options}))
 
 
 def _config(kind: type[C], config: Optional[C], options: dict[str, Any]) -> C:
-    """``config`` with ``options`` applied, or a new ``kind`` from them; enum fields take their string values."""
+    """``config`` with ``options`` applied, or a new ``kind`` from them; enum fields take their string values.
+
+    Raises:
+        ConfigError: ``config`` of another kind, an unknown keyword, a value of the wrong kind
+            (every refusal names the keyword and what it takes).
+    """
+    from edgetl.errors import ConfigError  # noqa: PLC0415
+
+    if config is not None and not isinstance(config, kind):
+        raise ConfigError(f"config must be a {kind.__name__} (got {type(config).__name__}); or pass keyword arguments")
     hints = typing.get_type_hints(kind)
-    values = {name: _coerce(hints.get(name), value) for name, value in options.items()}
-    if config is not None:
-        return dataclasses.replace(config, **values)  # type: ignore[type-var]
-    return kind(**values)
+    unknown = sorted(set(options) - set(hints))
+    if unknown:
+        raise ConfigError(f"unknown argument(s) {', '.join(unknown)}; valid: {', '.join(hints)}")
+    values = {name: _coerce(name, hints[name], value) for name, value in options.items()}
+    try:
+        if config is not None:
+            return dataclasses.replace(config, **values)  # type: ignore[type-var]
+        return kind(**values)
+    except TypeError as exc:  # a required field missing
+        raise ConfigError(f"{kind.__name__}: {exc}; pass it as a keyword argument") from None
 
 
-def _coerce(hint: Any, value: Any) -> Any:
-    """``value`` as the enum (or tuple of enums) ``hint`` names, when it is given as strings."""
+def check_run(run: Any) -> str:
+    """A run folder argument as a string path.
+
+    Raises:
+        ConfigError: not a ``str`` or ``os.PathLike``.
+    """
+    from edgetl.errors import ConfigError  # noqa: PLC0415
+
+    if isinstance(run, bool) or not isinstance(run, (str, os.PathLike)):
+        raise ConfigError(f"run must be the path of a run folder, a str or pathlib.Path (got {type(run).__name__})")
+    return os.fspath(run)
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """``value`` as the field ``hint`` declares, from the forms a Python caller naturally writes.
+
+    Enum members from their strings; a tuple from a list, or from a comma-separated
+    string (``quantizations="int8"`` or ``"fp32,int8"``, as the CLI's ``--quant``);
+    ``pathlib.Path`` as ``str``. Anything else is left for the config's own checks.
+
+    Raises:
+        ConfigError: a string that is not one of an enum's values.
+    """
+    from edgetl.errors import ConfigError  # noqa: PLC0415
+
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
     for arg in (hint, *typing.get_args(hint)):
+        if typing.get_origin(arg) is tuple:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list):
+                value = tuple(value)
+            inner = typing.get_args(arg)
+            if isinstance(value, tuple) and inner and isinstance(inner[0], type) and issubclass(inner[0], enum.Enum):
+                value = tuple(_member(name, inner[0], v) for v in value)
+            return value
         if isinstance(arg, type) and issubclass(arg, enum.Enum) and isinstance(value, str):
-            return arg(value)
-        inner = typing.get_args(arg)
-        if (
-            inner
-            and isinstance(inner[0], type)
-            and issubclass(inner[0], enum.Enum)
-            and isinstance(value, (list, tuple))
-        ):
-            return tuple(inner[0](v) if isinstance(v, str) else v for v in value)
+            return _member(name, arg, value)
     if isinstance(value, list):
-        return tuple(value)
+        raise ConfigError(f"{name}={value!r} must be a single value, not a list")
     return value
+
+
+def _member(name: str, kind: Any, value: Any) -> Any:
+    from edgetl.errors import ConfigError  # noqa: PLC0415
+
+    if not isinstance(value, str):
+        return value
+    try:
+        return kind(value.strip().lower().replace("-", "_") if kind.__name__ == "Quantization" else value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not one of: {', '.join(m.value for m in kind)}") from None

@@ -25,7 +25,7 @@ def calibrate(config: CalibrationConfig) -> calibration.Manifest:
     """
     run = Path(config.run)
     card = runfolder.float_card(run)
-    dataset, items = data_mod.load_split(run, "train")
+    dataset, items = data_mod.load_split(run, "train", config.data_root)
     try:  # refs relative to the data root: the sha256 does not depend on where the run or the cwd is
         refs = [(dataset.relative(it.ref), it.label) for it in items]
         manifest = calibration.build_manifest(refs, card.labels, config.size, config.seed)
@@ -37,7 +37,9 @@ def calibrate(config: CalibrationConfig) -> calibration.Manifest:
     return manifest
 
 
-def ensure_manifest(run: Path, card: ModelCard, size: Optional[int], seed: Optional[int]) -> calibration.Manifest:
+def ensure_manifest(
+    run: Path, card: ModelCard, size: Optional[int], seed: Optional[int], data_root: Optional[str] = None
+) -> calibration.Manifest:
     """The run's manifest when it matches the asked size and seed (None = any), else a new one."""
     path = Path(run) / calibration.MANIFEST_NAME
     if path.exists():
@@ -50,7 +52,7 @@ def ensure_manifest(run: Path, card: ModelCard, size: Optional[int], seed: Optio
             return manifest
         log.info(f"{path.name} was made with other settings; choosing a new representative set")
     manifest = calibrate(
-        CalibrationConfig(str(run), size or DEFAULT_CALIB_SIZE, DEFAULT_CALIB_SEED if seed is None else seed)
+        CalibrationConfig(str(run), size or DEFAULT_CALIB_SIZE, DEFAULT_CALIB_SEED if seed is None else seed, data_root)
     )
     log.info(f"calibrating on a new {path.name}: {manifest.size} images, sha256 {manifest.sha256[:12]}…")
     return manifest

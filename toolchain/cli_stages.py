@@ -32,6 +32,13 @@ from edgetl.config import (
 from edgetl.errors import MissingExtraError, require_train_extra
 from edgetl.parity_config import Inconclusive, ParityConfig, parse_limit
 
+DATA_ROOT_HELP = (
+    "The folder holding the run's images, for a run folder not trained on this machine "
+    "(its recorded data root is used only when this machine recorded it)."
+)
+data_root_option = click.option(
+    "--data-root", type=click.Path(exists=True), help=DATA_ROOT_HELP
+)  # edgetl.untrusted: a received run folder cannot choose which files are read
 THRESHOLD_HELP = "VALUE for every variant, or VARIANT=VALUE pairs (int8=0.5,fp16=0.2); default: per variant, see README"
 
 
@@ -62,7 +69,12 @@ THRESHOLD_HELP = "VALUE for every variant, or VARIANT=VALUE pairs (int8=0.5,fp16
     help="Exit 0 (pass) or 4 (fail) when the held-out images are too few to decide a check.",
 )
 @click.option("--threads", type=int, default=ParityConfig.threads, show_default=True, help="Interpreter threads.")
-@click.option("--junit", type=click.Path(dir_okay=False), help="Also write a JUnit XML report here.")
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False),
+    help="Also write a JUnit XML report here (not a file of the run or the data).",
+)
+@data_root_option
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the whole report as JSON on stdout (also when the gate fails)."
 )
@@ -156,6 +168,7 @@ QAT_DEFAULTS = dataclass_defaults(QatConfig)
     "which parity checks; 0: train on the labels, which can trade accuracy between classes).",
 )
 @click.option("--seed", type=int, help="Shuffle/augmentation seed (default: the run's training seed).")
+@data_root_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @quiet_option
 @verbose_option
@@ -196,16 +209,17 @@ def qat(run: str, as_json: bool, **options: Any) -> None:
     help="Seeds which train-split images are picked (as convert's --calib-seed).",
 )
 @alias_option("--seed", "seed", int)
+@data_root_option
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @quiet_option
 @click.pass_context
-def calibrate(ctx: click.Context, run: str, size: int, seed: int, as_json: bool) -> None:
+def calibrate(ctx: click.Context, run: str, size: int, seed: int, data_root: Optional[str], as_json: bool) -> None:
     """Choose the int8 representative set from RUN's train split; write RUN/calibration.json."""
     seed = with_aliases(ctx, {"seed": seed})["seed"]
     from edgetl.calibrate import calibrate as run_calibrate  # noqa: PLC0415
     from edgetl.calibration import MANIFEST_NAME  # noqa: PLC0415
 
-    manifest = run_calibrate(CalibrationConfig(run=run, size=size, seed=seed))
+    manifest = run_calibrate(CalibrationConfig(run=run, size=size, seed=seed, data_root=data_root))
     counts = sorted(set(manifest.per_class.values()))
     spread = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     emit(
@@ -259,6 +273,7 @@ def _quantizations(
     show_default=True,
     help="int8 weight rounding: gptq (calibrated, with bias correction) or the converter's nearest.",
 )
+@data_root_option
 @click.option("--no-parity", is_flag=True, help="Do not run `edgetl parity` after converting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @quiet_option
@@ -290,14 +305,14 @@ def convert(
     )
     emit(result.to_dict(), as_json, result.table())
     if not no_parity:
-        _run_parity_if_available(Path(run))
+        _run_parity_if_available(Path(run), options.get("data_root"))
 
 
-def _run_parity_if_available(run_dir: Path) -> None:
+def _run_parity_if_available(run_dir: Path, data_root: Optional[str] = None) -> None:
     """The parity gate at the end of ``convert``: same thresholds as ``edgetl parity``; raises ParityError."""
     from edgetl.parity import run_parity  # noqa: PLC0415
 
-    result = run_parity(ParityConfig(run=str(run_dir)))
+    result = run_parity(ParityConfig(run=str(run_dir), data_root=data_root))
     result.raise_for_verdict()
     log.info(f"parity: {result.verdict.value} ({len(result.checks)} checks, {result.report_path})")
 

@@ -26,6 +26,7 @@ from edgetl.config import (
     read_config_file,
 )
 from edgetl.errors import require_train_extra
+from edgetl.untrusted import check_config_values
 
 D = dataclass_defaults(TrainConfig)
 
@@ -181,6 +182,12 @@ D = dataclass_defaults(TrainConfig)
     type=click.Path(file_okay=False),
     help="Continue an interrupted run from its last completed epoch.",
 )
+@click.option(
+    "--trust-config",
+    is_flag=True,
+    help="Let --config (or --resume's saved config) choose a hub: backbone or a weights file, "
+    "which load and run a model: only for files you trust as you would code.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @quiet_option
 @verbose_option
@@ -190,6 +197,7 @@ def train(
     data: Optional[str],
     config_file: Optional[str],
     resume_run: Optional[str],
+    trust_config: bool,
     as_json: bool,
     **options: Any,
 ) -> None:
@@ -198,13 +206,17 @@ def train(
     from edgetl.train import resume_config  # noqa: PLC0415
     from edgetl.train import train as run_training  # noqa: PLC0415
 
+    given = {name for name in options if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
     if resume_run:
-        result = run_training(resume_config(Path(resume_run)), resume=True)
+        confirmed = {name: options[name] for name in given}  # command-line values that repeat the saved ones
+        result = run_training(resume_config(Path(resume_run), trust_config, confirmed), resume=True)
         _train_summary(result, as_json)
         return
     values: dict[str, Any] = read_config_file(Path(config_file)) if config_file else {}
+    if config_file:
+        check_config_values(values, f"config file {config_file}", given, trust_config)
     for name, value in options.items():
-        if config_file is None or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+        if config_file is None or name in given:
             values[name] = value
     values = with_aliases(ctx, values)
     if data is not None:

@@ -199,11 +199,14 @@ class CalibrationConfig:
         run: the run folder (its ``splits/train.csv`` is the only source).
         size: images in the set, balanced over classes (fewer when the split is smaller).
         seed: seeds which images are picked and their order.
+        data_root: the folder holding the run's images, when the run folder was not trained
+            on this machine (its recorded root is then not used; ``edgetl.untrusted``).
     """
 
     run: str
     size: int = DEFAULT_CALIB_SIZE
     seed: int = DEFAULT_CALIB_SEED
+    data_root: Optional[str] = None
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -222,6 +225,7 @@ class QatConfig:
         seed: shuffling/augmentation seed; None uses the run's training seed.
         distill: share of the loss that is cross-entropy to the float model's
             probabilities (1: match model.keras, 0: train on the labels alone).
+        data_root: the folder holding the run's images (see ``CalibrationConfig``).
     """
 
     run: str
@@ -232,6 +236,7 @@ class QatConfig:
     augment: bool = True
     seed: Optional[int] = None
     distill: float = 1.0
+    data_root: Optional[str] = None
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -264,6 +269,7 @@ class ConvertConfig:
         debug: write per-layer int8 error statistics (``int8_debug.csv``).
         keep_float: Keras layer names the int8 variant keeps in float.
         rounding: how the int8 variant's weights are rounded (calibrated GPTQ by default).
+        data_root: the folder holding the run's images (see ``CalibrationConfig``).
     """
 
     run: str
@@ -274,6 +280,7 @@ class ConvertConfig:
     debug: bool = False
     keep_float: tuple[str, ...] = ()
     rounding: Rounding = Rounding.GPTQ
+    data_root: Optional[str] = None
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -332,6 +339,8 @@ def check_types(config: Any) -> None:
         base = kind[len("Optional[") : -1] if optional else kind
         shown = "null" if value is None else repr(value)
         enum_type = next((e for e in _ENUMS if e.__name__ == base), None)
+        if enum_type is None and base not in ("int", "float", "str", "bool") and not base.startswith("tuple["):
+            continue  # a kind the config checks itself (parity's limits)
         if value is None:
             if not optional:
                 raise ConfigError(f"{_flag(field.name)} must be set (got null); remove the key to use the default")
@@ -349,6 +358,28 @@ def check_types(config: Any) -> None:
             raise ConfigError(f"{_flag(field.name)} must be a finite number (got {value}); pass a real value")
         elif base in ("str", "bool") and not isinstance(value, str if base == "str" else bool):
             raise ConfigError(f"{_flag(field.name)}={shown} must be {'a string' if base == 'str' else 'true or false'}")
+        elif base.startswith("tuple[") and base.endswith(", ...]"):
+            object.__setattr__(
+                config, field.name, _check_tuple(field.name, base[len("tuple[") : -len(", ...]")], value)
+            )
+
+
+def _check_tuple(name: str, inner: str, value: Any) -> tuple[Any, ...]:
+    """A tuple field's value: a tuple (or list) of enum members / strings, as the field declares."""
+    enum_type = next((e for e in _ENUMS if e.__name__ == inner), None)
+    words = f"one of {', '.join(m.value for m in enum_type)}" if enum_type else "a string"
+    if not isinstance(value, (tuple, list)):
+        raise ConfigError(f"{_flag(name)}={value!r} must be a list of values, each {words}")
+    out = []
+    for item in value:
+        if enum_type is not None and not isinstance(item, enum_type):
+            if item not in {m.value for m in enum_type}:
+                raise ConfigError(f"{_flag(name)}: {item!r} is not {words}")
+            item = enum_type(item)
+        elif enum_type is None and not isinstance(item, str):
+            raise ConfigError(f"{_flag(name)}: {item!r} must be {words}")
+        out.append(item)
+    return tuple(out)
 
 
 def _flag(name: str) -> str:

@@ -128,10 +128,12 @@ def convert(config: ConvertConfig) -> ConvertResult:
             f"{run} has no {QAT_MODEL}; run `edgetl qat {run}` first, or leave qat-int8 out of --quant"
         )
     manifest = (
-        ensure_manifest(run, card, config.calib_size, config.calib_seed) if Quantization.INT8 in variants else None
+        ensure_manifest(run, card, config.calib_size, config.calib_seed, config.data_root)
+        if Quantization.INT8 in variants
+        else None
     )
     representative = (
-        calibration.representative_dataset(manifest, card, _pixel_loader(run, card, manifest.refs))
+        calibration.representative_dataset(manifest, card, _pixel_loader(run, card, manifest.refs, config.data_root))
         if manifest
         else None
     )
@@ -213,9 +215,11 @@ def check_lineage(run: Path, card: ModelCard) -> None:
         )
 
 
-def _pixel_loader(run: Path, card: ModelCard, refs: tuple[str, ...]) -> calibration.PixelLoader:
-    """Pixels of a manifest ref: a file under the run's recorded data root (decoded on the device path), or an array row."""
-    return data_mod.split_image_loader(run, card.height, card.interpolation, refs)
+def _pixel_loader(
+    run: Path, card: ModelCard, refs: tuple[str, ...], data_root: Optional[str]
+) -> calibration.PixelLoader:
+    """Pixels of a manifest ref: a file under the run's data root (decoded on the device path), or an array row."""
+    return data_mod.split_image_loader(run, card.height, card.interpolation, refs, data_root)
 
 
 def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any, dict[str, Path]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-from edgetl import datapaths, log
+from edgetl import datapaths, log, untrusted
 from edgetl.errors import DataError, RunFolderError
 from edgetl.runtime import decode, preprocess
 from edgetl.runtime.model_card import write_bytes_atomic, write_json_atomic
@@ -218,7 +218,9 @@ def write_splits(run_dir: Path, dataset: Dataset, splits: dict[str, list[Item]],
     """
     root = datapaths.record_root(dataset.kind, dataset.root, (it.ref for v in splits.values() for it in v))
     for name, items in splits.items():
-        lines = ["ref,label"] + [f"{_csv_field(datapaths.relative_ref(root, it.ref))},{it.label}" for it in items]
+        lines = ["ref,label"] + [
+            f"{untrusted.csv_field(datapaths.relative_ref(root, it.ref))},{it.label}" for it in items
+        ]
         write_bytes_atomic(run_dir / "splits" / f"{name}.csv", ("\n".join(lines) + "\n").encode("utf-8"))
     counts = {
         s: np.bincount([i.label for i in v], minlength=len(dataset.class_names)).tolist() for s, v in splits.items()
@@ -229,7 +231,9 @@ def write_splits(run_dir: Path, dataset: Dataset, splits: dict[str, list[Item]],
         {
             "kind": dataset.kind,
             "root": root,
+            "root_hmac": untrusted.sign_root(dataset.kind, root),  # this machine's word that the root is its data
             "paths": datapaths.LAYOUT,
+            "csv_cells": datapaths.CSV_CELLS,
             "class_names": dataset.class_names,
             "counts": counts,
             "skipped": skipped,
@@ -237,21 +241,35 @@ def write_splits(run_dir: Path, dataset: Dataset, splits: dict[str, list[Item]],
     )
 
 
-def _csv_field(value: str) -> str:
-    return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n\r') else value
-
-
-def load_split(run_dir: Path, name: str) -> tuple[Dataset, list[Item]]:
+def load_split(
+    run_dir: Path, name: str, data_root: Optional[str] = None, elsewhere: str = ""
+) -> tuple[Dataset, list[Item]]:
     """The dataset a run was trained on and the items of one of its splits (absolute paths).
+
+    Args:
+        data_root: where the images are, as the user names it (``--data-root``); None reads
+            the root ``data.json`` records, which only a run trained on this machine may do.
+        elsewhere: the other way this stage can get images, for the refusal (``or pass --data DIR``).
 
     Raises:
         RunFolderError: the run folder lacks ``data.json`` or the split list, either is
-            damaged, a path escapes the data root, or the images are gone.
+            damaged, its root was not recorded on this machine and no ``data_root`` is
+            given, a path escapes the data root, or the images are gone.
     """
     run_dir = Path(run_dir)
     meta = datapaths.read_meta(run_dir)
+    if data_root is not None:
+        meta = {**meta, "root": os.path.abspath(os.path.expanduser(data_root))}
+    elif not untrusted.root_verified(meta):
+        raise RunFolderError(
+            f"{run_dir}/data.json records its images under {meta['root'][:200]}, but not with this machine's key "
+            "(a run folder trained elsewhere, by an older edgetl, or edited), so edgetl reads no images through it; "
+            f"pass --data-root DIR, the folder that holds this run's images{elsewhere}"
+        )
     legacy = meta.get("paths") != datapaths.LAYOUT
-    rows = datapaths.read_split_rows(run_dir, name, len(meta["class_names"]))
+    rows = datapaths.read_split_rows(
+        run_dir, name, len(meta["class_names"]), meta.get("csv_cells") == datapaths.CSV_CELLS
+    )
     items = [Item(datapaths.resolve_ref(meta["root"], ref, where, legacy), label) for ref, label, where in rows]
     array = None
     if meta["kind"] == "array":
@@ -270,13 +288,13 @@ def load_split(run_dir: Path, name: str) -> tuple[Dataset, list[Item]]:
     elif not Path(items[0].ref).exists():
         raise RunFolderError(
             f"the run's images under {meta['root']} are gone; restore them there (data.json records "
-            "where they were), or re-run `edgetl train`"
+            "where they were), pass --data-root DIR where they are now, or re-run `edgetl train`"
         )
     return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, _array=array, legacy=legacy), items
 
 
 def split_image_loader(
-    run_dir: Path, size: int, interpolation: str, refs: Sequence[str] = ()
+    run_dir: Path, size: int, interpolation: str, refs: Sequence[str] = (), data_root: Optional[str] = None
 ) -> Callable[[str], np.ndarray]:
     """``ref -> RGB uint8 (size, size, 3)`` for a run's calibration refs, resolved under its data root.
 
@@ -286,7 +304,7 @@ def split_image_loader(
     Raises:
         RunFolderError: a ref escapes the data root or its file is gone.
     """
-    dataset, _ = load_split(run_dir, "train")
+    dataset, _ = load_split(run_dir, "train", data_root)
     for ref in refs:
         path = datapaths.resolve_ref(dataset.root, ref, f"{run_dir}/calibration.json", dataset.legacy)
         if not ref.startswith("#") and not os.path.isfile(path):

@@ -18,10 +18,13 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Optional
 
+from edgetl import untrusted
 from edgetl.errors import RunFolderError
 from edgetl.runtime.model_card import read_json
 
 LAYOUT = "relative-to-root"  # data.json "paths": how split refs are written
+CSV_CELLS = "formula-safe"  # data.json "csv_cells": refs starting like a formula (or with ') carry one leading '
+
 RETRAIN = "re-run `edgetl train` to write it again"
 
 
@@ -110,8 +113,10 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
     return meta
 
 
-def read_split_rows(run_dir: Path, name: str, num_classes: int) -> list[tuple[str, int, str]]:
+def read_split_rows(run_dir: Path, name: str, num_classes: int, escaped: bool = False) -> list[tuple[str, int, str]]:
     """``(ref, label, where)`` of every row of ``splits/NAME.csv``; ``where`` is ``file:line``.
+
+    ``escaped``: the refs were written formula-safe (``untrusted.csv_field``); the leading ``'`` is removed.
 
     Raises:
         RunFolderError: missing, unreadable, no rows, a bad label, or a malformed row.
@@ -131,7 +136,7 @@ def read_split_rows(run_dir: Path, name: str, num_classes: int) -> list[tuple[st
                         f"{where}: expected 'ref,label' with a label in 0..{num_classes - 1}; "
                         f"the run folder is damaged: {RETRAIN}"
                     )
-                rows.append((row["ref"], label, where))
+                rows.append((untrusted.csv_value(row["ref"], escaped), label, where))
     except (UnicodeDecodeError, csv.Error, OSError) as exc:
         raise RunFolderError(
             f"{path} is not a readable split list ({str(exc)[:120]}); the run folder is damaged: {RETRAIN}"

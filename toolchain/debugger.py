@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from edgetl import log
 from edgetl.errors import ConversionError
+from edgetl.runtime.guard import csv_cell
 from edgetl.runtime.model_card import write_bytes_atomic
 from edgetl.tflite_inspect import layers_of
 
@@ -54,7 +55,7 @@ def debug_int8(tf: Any, saved_dir: Path, representative: Callable[[], Any], run:
         out, fieldnames=list(rows[0].keys()) if rows else ["layer", "rmse/scale"], lineterminator="\n"
     )
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_cell(v, numbers=True) for k, v in r.items()} for r in rows)  # names from the model
     path = run / DEBUG_CSV
     write_bytes_atomic(path, out.getvalue().encode("utf-8"))
     worst = sorted((r for r in rows if r["rmse/scale"] != "nan"), key=lambda r: -float(r["rmse/scale"]))[:WORST_LAYERS]

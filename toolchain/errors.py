@@ -6,17 +6,7 @@ prints errors or exits.
 
 from __future__ import annotations
 
-
-class EdgeTLError(Exception):
-    """Base of every user-facing error; ``exit_code`` is what the CLI exits with.
-
-    Exit codes of ``edgetl``: 0 success; 1 the parity gate failed (evidence that a
-    threshold is crossed); 2 usage or an invalid option/config value; 3 bad input or
-    setup (data, run folder, weights, model, conversion); 4 parity inconclusive under
-    ``--inconclusive fail``; 130 interrupted.
-    """
-
-    exit_code = 3
+from edgetl.runtime.errors import EdgeTLError  # the family's root, shared with the device runtime
 
 
 class DataError(EdgeTLError):

@@ -20,16 +20,18 @@ size) is refused before anything is measured.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 from edgetl import data as data_mod
-from edgetl import feed, log, report, runfolder, runreport
+from edgetl import feed, log, report, runfolder, runreport, untrusted
 from edgetl import parity_report as reports
 from edgetl import verdict as stats
-from edgetl.errors import DataError, ParityError, ParityInconclusive, RunFolderError
+from edgetl.errors import ConfigError, DataError, ParityError, ParityInconclusive, RunFolderError
 from edgetl.parity_checks import Check, threshold_checks
 from edgetl.parity_config import ParityConfig
 from edgetl.runtime import decode, preprocess
@@ -108,7 +110,8 @@ def run_parity(config: ParityConfig) -> ParityReport:
     """
     run = Path(config.run)
     keras_card = runfolder.float_card(run)
-    items, dataset = _items(run, config.data, keras_card)  # the data's labels are checked before any model is opened
+    items, dataset = _items(run, config, keras_card)  # the data's labels are checked before any model is opened
+    _check_outputs(run, config, dataset)
     variants = _inventory(run, keras_card, config.models)
     total = 3 if any(v.reference == QAT_MODEL for v in variants) else 2
     log.stage(1, total + 1, f"float Keras model on {len(items)} held-out images")
@@ -239,9 +242,38 @@ def _lineage(run: Path, path: Path, card: ModelCard, keras_card: ModelCard, hash
     return Variant(name, path, card, reference)
 
 
-def _items(run: Path, data: Optional[str], card: ModelCard) -> tuple[list[data_mod.Item], data_mod.Dataset]:
+def _check_outputs(run: Path, config: ParityConfig, dataset: data_mod.Dataset) -> None:
+    """Refuse a ``--junit`` path that is a file of the run, one parity writes, or inside the data.
+
+    Raises:
+        ConfigError: the clash and the fix (exit 2), before any model is opened.
+    """
+    if not config.junit:
+        return
+    target = Path(config.junit)
+    if os.path.realpath(target.parent) == os.path.realpath(run) and any(
+        fnmatch.fnmatch(target.name, p) for p in ("parity*.json", "parity*.md", "confusion_*", "flips_*")
+    ):  # parity's own outputs, existing or not
+        raise ConfigError(
+            f"--junit {config.junit} is a file edgetl parity writes in the run folder; "
+            "choose another path (e.g. parity.xml in the working directory)"
+        )
+    files = [p for p in run.rglob("*") if p.is_file()]
+    data = [Path(p) for p in (dataset.root, config.data) if p]
+    untrusted.check_output(
+        config.junit,
+        "--junit",
+        files + [p for p in data if not p.is_dir()],
+        [p for p in data if p.is_dir()] + [Path(p).parent for p in [config.data] if p and Path(p).is_file()],
+    )
+
+
+def _items(run: Path, config: ParityConfig, card: ModelCard) -> tuple[list[data_mod.Item], data_mod.Dataset]:
+    data = config.data
     if data is None:
-        dataset, items = data_mod.load_split(run, "test")
+        dataset, items = data_mod.load_split(
+            run, "test", config.data_root, ", or evaluate on held-out images of yours with --data DIR"
+        )
         if not items:
             raise RunFolderError(f"{run}/splits/test.csv lists no images; pass --data DIR with held-out images")
         return items, dataset

@@ -12,6 +12,7 @@ import enum
 import math
 from typing import Optional, Union
 
+from edgetl.config import check_types
 from edgetl.errors import ConfigError
 
 
@@ -77,7 +78,9 @@ class ParityConfig:
             ``{variant: value}`` (``"*"`` for all) to some. Drops in points, agreement in percent.
         inconclusive: exit 0 (``pass``) or 4 (``fail``) when the data cannot resolve a check.
         threads: interpreter threads.
-        junit: also write a JUnit XML report here.
+        junit: also write a JUnit XML report here (never a file of the run or of the data).
+        data_root: the folder holding the run's images, when the run folder was not trained
+            on this machine (its recorded root is then not used; ``edgetl.untrusted``).
     """
 
     run: str
@@ -89,8 +92,10 @@ class ParityConfig:
     inconclusive: Inconclusive = Inconclusive.PASS
     threads: int = 2
     junit: Optional[str] = None
+    data_root: Optional[str] = None
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.models is not None:
             object.__setattr__(self, "models", tuple(dict.fromkeys(variant_name(m) for m in self.models if m.strip())))
             if not self.models:

@@ -80,7 +80,9 @@ def qat(config: QatConfig) -> QatResult:
     trained = read_json(run / runfolder.CONFIG) or {}
     seed = config.seed if config.seed is not None else int(trained.get("seed", 42))
     log.stage(1, STAGES, "the train, val and test splits from the pixel cache (decoded once)")
-    splits = _splits(run, card, trained.get("cache_dir"))
+    # The run's own pixel cache, unless the run came from elsewhere (--data-root): its config does not pick folders here.
+    cache_dir = trained.get("cache_dir") if config.data_root is None else None
+    splits = _splits(run, card, cache_dir if isinstance(cache_dir, str) else None, config.data_root)
     log.stage(2, STAGES, "folding BatchNorm and wrapping the model with fake quantization (tfmot)")
     with log.quiet_native():
         k = graph.keras()
@@ -212,7 +214,7 @@ def distiller(student: Any, teacher: Any, weight: float) -> Any:
     return Distiller()
 
 
-def _splits(run: Path, card: ModelCard, cache_dir: str | None) -> dict[str, cache.Split]:
+def _splits(run: Path, card: ModelCard, cache_dir: str | None, data_root: str | None) -> dict[str, cache.Split]:
     """Each split's pixels in the on-disk cache, as ``edgetl train`` left them (decoded now if not).
 
     Streaming from the cache keeps QAT's memory flat in the dataset's size, like
@@ -221,7 +223,7 @@ def _splits(run: Path, card: ModelCard, cache_dir: str | None) -> dict[str, cach
     folder = Path(cache_dir).expanduser() if cache_dir else None
     splits = {}
     for name in data_mod.SPLITS:
-        dataset, items = data_mod.load_split(run, name)
+        dataset, items = data_mod.load_split(run, name, data_root)
         splits[name] = cache.load_split(dataset, items, card.height, card.interpolation, folder=folder, name=name)
     if not len(splits["train"].labels) or not len(splits["val"].labels):
         raise RunFolderError(f"{run}: no readable train or val images left for QAT; restore the run's data")

@@ -17,13 +17,16 @@ has one place to import run-folder I/O from. TensorFlow is imported only by
 
 from __future__ import annotations
 
+import glob
 import importlib.metadata
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from edgetl import log
 from edgetl.config import Quantization
 from edgetl.errors import ConfigError, RunFolderError
 from edgetl.runtime.model_card import (
@@ -178,3 +181,62 @@ def check_output(final: Path) -> None:
         tempfile.TemporaryDirectory(prefix=".edgetl-probe-", dir=parent).cleanup()
     except OSError as exc:
         raise ConfigError(f"--output {final}: cannot write in {parent} ({exc.strerror or exc}); {fix}") from None
+
+
+def check_no_partial(final: Path, work: Path, workers: int) -> None:
+    """Refuse a new run where an interrupted one of the same output waits; name other outputs' leftovers.
+
+    A kill (SIGKILL, a lost machine) leaves the hidden ``.RUN.partial`` (and each
+    worker's ``.RUN.workerN.partial``); the next run says how to resume or remove it.
+
+    Raises:
+        RunFolderError: the partial folders of ``final``, ``--resume`` and the ``rm -r`` line.
+    """
+    leftovers = [work] if work.exists() else []
+    if workers == 1:  # no cluster running now: any worker's folder is an earlier run's
+        mine = re.compile(re.escape(f".{final.name}.") + r"(worker\d+\.)?partial")
+        leftovers = sorted(
+            p for p in final.parent.glob(f".{glob.escape(final.name)}.*partial") if mine.fullmatch(p.name)
+        )
+    if leftovers:
+        raise RunFolderError(
+            f"an interrupted run of {final} exists ({', '.join(p.name for p in leftovers)}); continue it with "
+            f"`edgetl train --resume {final}` (on every host of a cluster), or remove it: "
+            f"rm -r {' '.join(str(p) for p in leftovers)}"
+        )
+    _report_other_partials(final)
+
+
+def first_missing(path: Path) -> Path:
+    """The outermost folder of ``path`` that does not exist yet (``path`` itself when its parent exists)."""
+    path = Path(os.path.abspath(path))
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def remove_empty_parents(created: Optional[Path], work: Path) -> None:
+    """Remove the folders this run created above ``work`` (``-o new/parents/RUN``), while they are empty."""
+    if created is None:
+        return
+    folder = Path(os.path.abspath(work)).parent
+    while len(folder.parts) >= len(created.parts):
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (another run put something there) or already gone
+        folder = folder.parent
+
+
+def _report_other_partials(final: Path) -> None:
+    """Warn about interrupted runs of other outputs beside ``final`` (hidden folders a kill left behind)."""
+    parent = Path(os.path.abspath(final)).parent
+    if not parent.is_dir():
+        return
+    for path in sorted(parent.glob(".*.partial")):
+        name = re.sub(r"\.worker\d+$", "", path.name[1:].removesuffix(".partial"))
+        if path.is_dir() and name != final.name:
+            log.warn(
+                f"{path} is an interrupted run of {parent / name}: continue it with "
+                f"`edgetl train --resume {parent / name}`, or remove it (rm -r {path})"
+            )

@@ -17,10 +17,10 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
-from edgetl import cache, checkpoint, distribute, graph, log, pipeline, report, runfolder, runreport
+from edgetl import cache, checkpoint, distribute, graph, log, pipeline, report, runfolder, runreport, untrusted
 from edgetl import data as data_mod
 from edgetl import model as model_mod
 from edgetl.config import MixedPrecision, Strategy, TrainConfig
@@ -92,13 +92,12 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     work = partial_dir(final, worker)
     if resume and not (work / CONFIG).exists():
         raise RunFolderError(f"nothing to resume at {final}: no interrupted run ({work.name}) beside it")
+    created = None  # the first folder this run creates (a new --output's parents too), removed on early failure
     if not resume:
         if worker.chief:
             runfolder.check_output(final)
-        if work.exists():
-            raise RunFolderError(
-                f"an interrupted run of {final} exists; continue it with `edgetl train --resume {final}` or remove {work}"
-            )
+        runfolder.check_no_partial(final, work, worker.count)
+        created = runfolder.first_missing(work)
         work.mkdir(parents=True)
         write_json_atomic(work / CONFIG, config.to_dict())
     try:
@@ -109,6 +108,7 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     except BaseException:
         if not (work / "checkpoint" / "state.json").exists():
             shutil.rmtree(work, ignore_errors=True)  # nothing trained yet: nothing worth keeping
+            runfolder.remove_empty_parents(created, work)
         raise
     shutil.rmtree(work / "checkpoint", ignore_errors=True)
     shutil.rmtree(work / "features", ignore_errors=True)
@@ -122,13 +122,31 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     return TrainResult(final, metrics, time.monotonic() - started)
 
 
-def resume_config(run: Path) -> TrainConfig:
-    """The config an interrupted run was started with (this worker's copy in a multi-worker run)."""
+def resume_config(run: Path, trusted: bool = False, confirmed: Optional[dict[str, Any]] = None) -> TrainConfig:
+    """The config an interrupted run was started with (this worker's copy in a multi-worker run).
+
+    Args:
+        trusted: ``--trust-config``: the saved config may choose a hub backbone or weights file.
+        confirmed: command-line values; a saved value that loads a model is accepted when repeated here.
+
+    Raises:
+        RunFolderError: nothing to resume. ConfigError: the saved config loads a model and is neither
+            trusted nor confirmed (a received ``.RUN.partial`` must not run code).
+    """
     worker = distribute.worker_from_env(Strategy.MULTI_WORKER) if os.environ.get("TF_CONFIG") else distribute.Worker()
     path = partial_dir(run, worker) / CONFIG
-    data = read_json(path)
+    try:
+        data = read_json(path)
+    except (ValueError, OSError) as exc:
+        raise RunFolderError(
+            f"{path} is not readable JSON ({str(exc)[:120]}); remove {path.parent} and start again"
+        ) from None
     if data is None:
         raise RunFolderError(f"nothing to resume at {run}: no interrupted run ({path.parent.name}) beside it")
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path} is not a saved config; remove {path.parent} and start again")
+    given = [k for k, v in (confirmed or {}).items() if data.get(k) == v]
+    untrusted.check_config_values(data, f"{path}", given, trusted)
     return TrainConfig.from_dict(data)
 
 

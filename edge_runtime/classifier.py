@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 from edgetl.runtime import preprocess
-from edgetl.runtime.interpreter import load_interpreter
+from edgetl.runtime.interpreter import PROBE_TIMEOUT, load_interpreter, probe
 from edgetl.runtime.model_card import CardError, ModelCard, TensorSpec, card_path_for, load_card, verify_model_file
 
 
@@ -30,6 +30,9 @@ class ClassifierOptions:
         max_results: how many categories ``classify`` returns.
         score_threshold: categories scoring below this are left out.
         verify_checksum: refuse a model whose sha256 differs from its card's.
+        probe_timeout: seconds a forked child gets to load the model and invoke it
+            once before this process does (a file that crashes or hangs the
+            interpreter becomes one ``ModelLoadError``); None skips the probe.
     """
 
     model_path: str
@@ -38,6 +41,7 @@ class ClassifierOptions:
     max_results: int = 3
     score_threshold: float = 0.0
     verify_checksum: bool = True
+    probe_timeout: Optional[float] = PROBE_TIMEOUT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +93,7 @@ class Classifier:
             self.card: ModelCard = load_card(card_path)
             if options.verify_checksum and model_path.is_file():
                 verify_model_file(self.card, model_path)
+        probe(model_path, options.num_threads, options.probe_timeout)
         self._interpreter = load_interpreter(model_path, options.num_threads)
         _check_signature(model_path, self._interpreter.get_input_details(), self._interpreter.get_output_details())
         self._input = self._interpreter.get_input_details()[0]

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 from edgetl.runtime import preprocess
-from edgetl.runtime.interpreter import PROBE_TIMEOUT, load_interpreter, probe
+from edgetl.runtime.interpreter import default_probe_timeout, load_interpreter, probe
 from edgetl.runtime.model_card import CardError, ModelCard, TensorSpec, card_path_for, load_card, verify_model_file
 
 
@@ -33,6 +33,7 @@ class ClassifierOptions:
         probe_timeout: seconds a forked child gets to load the model and invoke it
             once before this process does (a file that crashes or hangs the
             interpreter becomes one ``ModelLoadError``); None skips the probe.
+            Default ``$EDGETL_PROBE_TIMEOUT`` or 60 s.
     """
 
     model_path: str
@@ -41,7 +42,7 @@ class ClassifierOptions:
     max_results: int = 3
     score_threshold: float = 0.0
     verify_checksum: bool = True
-    probe_timeout: Optional[float] = PROBE_TIMEOUT
+    probe_timeout: Optional[float] = dataclasses.field(default_factory=default_probe_timeout)
 
 
 @dataclasses.dataclass(frozen=True)

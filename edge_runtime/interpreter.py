@@ -52,6 +52,17 @@ def max_threads() -> int:
 PROBE_TIMEOUT = 60.0  # seconds for a child to load a model and run it once (a 1.0/224 fp32 model: ~0.1 s)
 
 
+def default_probe_timeout() -> Optional[float]:
+    """``$EDGETL_PROBE_TIMEOUT`` seconds (``off`` skips the probe), else :data:`PROBE_TIMEOUT`."""
+    value = os.environ.get("EDGETL_PROBE_TIMEOUT", "").strip().lower()
+    if value in ("off", "none", "0"):
+        return None
+    try:
+        return float(value) if value and float(value) > 0 else PROBE_TIMEOUT
+    except ValueError:
+        return PROBE_TIMEOUT
+
+
 def probe(model_path: Path, num_threads: Optional[int] = None, timeout: Optional[float] = PROBE_TIMEOUT) -> None:
     """Load and invoke a model once in a forked child, so a hostile file cannot crash or hang this process.
 
@@ -68,12 +79,15 @@ def probe(model_path: Path, num_threads: Optional[int] = None, timeout: Optional
     Raises:
         ModelLoadError: the child died of a signal or did not finish in time.
     """
-    if timeout is None or not hasattr(os, "fork"):
+    if timeout is None or not hasattr(os, "fork") or not Path(model_path).is_file():
         return
     pid = os.fork()
     if pid == 0:  # the child: never returns into the caller's code
         code = 1
         try:
+            import faulthandler  # noqa: PLC0415
+
+            faulthandler.disable()  # its dump of the child's crash would reach the parent's stderr
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
             os.dup2(null, 2)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -44,24 +45,51 @@ MAX_DECODE_PIXELS = 40_000_000
 MAX_SOURCE_PIXELS = 1 << 30
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STRIP_BYTES = 16 << 20  # raw PNG bytes inflated per strip
+MAX_FILE_BYTES = 1 << 30  # no image edgetl reads is larger; a bigger file is refused unread
+HEAD_BYTES = 1 << 20  # read first: every header the budget needs is in it (a JPEG's EXIF may push its size later)
 NOT_DECODABLE = "not a decodable image (truncated, or not an image format cv2 reads)"
 
 
-def image_files(root: Union[str, Path]) -> list[Path]:
-    """The image files under ``root``: recursive, sorted, hidden files and folders and symlinked folders skipped.
+# A folder holding one of these is an edgetl run folder (its plots are images too): never data.
+RUN_FOLDER_MARKERS = ("model_card.json", "data.json")
+
+
+def is_run_folder(folder: Union[str, Path]) -> bool:
+    """Whether ``folder`` is an edgetl run folder (it holds a model card or a data record)."""
+    return any(os.path.isfile(os.path.join(folder, marker)) for marker in RUN_FOLDER_MARKERS)
+
+
+def image_files(root: Union[str, Path], skipped_runs: Optional[list[Path]] = None) -> list[Path]:
+    """The image files under ``root``: recursive, sorted; hidden files and folders, symlinked folders, run folders
+    and anything but regular files (FIFOs, devices, a link to ``/dev/zero``) skipped.
 
     The one listing of "the images in this folder" for training data, ``--image DIR --csv`` and the
-    like, so a folder edgetl trains on is a folder edge-classify reads the same way.
+    like, so a folder edgetl trains on is a folder edge-classify reads the same way. A FIFO named
+    ``x.png`` would block the first read forever, a device never ends: only regular files are listed.
+    Run folders (:func:`is_run_folder`) found below ``root`` are appended to ``skipped_runs``.
     """
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if is_run_folder(dirpath) and os.path.normpath(dirpath) != os.path.normpath(root):
+            if skipped_runs is not None:
+                skipped_runs.append(Path(dirpath))
+            dirnames[:] = []
+            continue
         found += [
             Path(dirpath) / n
             for n in sorted(filenames)
-            if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.startswith(".")
+            if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.startswith(".") and _regular(Path(dirpath) / n)
         ]
     return found
+
+
+def _regular(path: Path) -> bool:
+    """A regular file (after symlinks), never a FIFO, socket or device."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 class ImageDecodeError(ValueError):
@@ -82,10 +110,7 @@ def decode_image(path: Union[str, Path]) -> np.ndarray:
     """
     cv2 = _cv2()
     path = Path(path)
-    try:
-        raw = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:
-        raise ImageDecodeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    raw = _read_checked(path)
     if raw.size == 0:
         raise ImageDecodeError(f"{path}: empty file")
     flag = _budget_flag(raw, path)
@@ -98,6 +123,40 @@ def decode_image(path: Union[str, Path]) -> np.ndarray:
     if bgr is None or bgr.size == 0:
         raise ImageDecodeError(f"{path}: {NOT_DECODABLE}")
     return to_rgb(bgr, "BGR")
+
+
+def _read_checked(path: Path) -> np.ndarray:
+    """The bytes of a regular file of at most ``MAX_FILE_BYTES``, read after its header passed the pixel budget.
+
+    A FIFO or a device (``/dev/zero`` linked as ``x.png``) is refused without a read
+    (the open does not block: ``O_NONBLOCK``); a huge uncompressed BMP or TIFF is
+    refused from its first ``HEAD_BYTES``, before the rest is read.
+
+    Raises:
+        ImageDecodeError: not a regular file, too large, unreadable, or over the pixel budget.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except (OSError, ValueError) as exc:
+        raise ImageDecodeError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageDecodeError(f"{path}: not a regular file (a FIFO, device or socket); only image files are read")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ImageDecodeError(
+                f"{path}: {info.st_size / 2**20:.0f} MiB is over the {MAX_FILE_BYTES >> 20} MiB limit for one image file"
+            )
+        raw = np.empty(info.st_size, dtype=np.uint8)
+        try:
+            got = handle.readinto(memoryview(raw)[:HEAD_BYTES])
+            if dimensions(raw[:got]) is not None:
+                _budget_flag(raw[:got], path)  # refuse from the header: the rest is never read
+            while got < info.st_size and (more := handle.readinto(memoryview(raw)[got:])):
+                got += more
+        except OSError as exc:
+            raise ImageDecodeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return raw[:got]
 
 
 def load_image(path: Union[str, Path], height: int, width: int, interpolation: str = "area") -> np.ndarray:

@@ -173,9 +173,16 @@ def _identity(path: str) -> bytes:
     return os.fsencode(path) + b"\0" + facts.encode()
 
 
-def checksums(rows: Rows) -> list[int]:
-    """CRC-32 of each block of ``CHUNK`` rows: stored with an entry, compared when it is reused."""
-    return [zlib.crc32(rows.read(start, start + CHUNK).data) for start in range(0, len(rows), CHUNK)]
+def checksums(rows: Rows, kept: Sequence[int]) -> list[int]:
+    """CRC-32 of each block of ``CHUNK`` rows and the item indices they hold: stored with an entry, compared on reuse.
+
+    The indices are part of it, so a record whose rows were re-paired with other
+    items (other labels) fails the check like changed pixels do.
+    """
+    return [
+        zlib.crc32(rows.read(start, start + CHUNK).data, zlib.crc32(np.asarray(kept[start : start + CHUNK], "<i8").data))
+        for start in range(0, len(rows), CHUNK)
+    ]
 
 
 def load_split(
@@ -200,7 +207,7 @@ def load_split(
     if found is None:
         kept_at, skipped = _decode_to(npy, dataset, items, size, interpolation, name)
         rows = Rows(npy)
-        meta = {"format": FORMAT, "shape": list(rows.shape), "kept": kept_at, "crc32": checksums(rows)}
+        meta = {"format": FORMAT, "shape": list(rows.shape), "kept": kept_at, "crc32": checksums(rows, kept_at)}
         meta["skipped"] = [{"index": i, "reason": _text(reason)} for i, reason in skipped]
         write_json_atomic(meta_path, meta)  # written last: its presence marks a complete entry
     else:
@@ -249,7 +256,7 @@ def _problem(meta: dict, rows: Rows, count: int, size: int) -> str:
         return f"shape {rows.shape} instead of {expected}"
     if rows.path.stat().st_size != rows.offset + len(kept) * rows.row_bytes:
         return f"a file size of {rows.path.stat().st_size} bytes that does not match its shape"
-    if checksums(rows) != meta["crc32"]:
+    if checksums(rows, kept) != meta["crc32"]:
         return "pixels that changed since they were decoded (checksum)"
     return ""
 

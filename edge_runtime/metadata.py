@@ -367,7 +367,10 @@ def card_from_metadata(
         },
     )
     # the checks a JSON card gets: std 0 / NaN, an integer input without scale, int16 and other types
-    check_values(card, f"{path}: its TFLite metadata and tensors cannot be used ({{}}); keep the model's .json card beside it or re-run edgetl convert")
+    check_values(
+        card,
+        f"{path}: its TFLite metadata and tensors cannot be used ({{}}); keep the model's .json card beside it or re-run edgetl convert",
+    )
     return card
 
 

@@ -60,7 +60,7 @@ def _edit_tensors(data: bytes, edit: Callable[[Any, Any], None]) -> bytes:
     schema = _schema()
     tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
     edit(schema, tree)
-    return metadata._pack(schema, tree)  # noqa: SLF001 - the aligned re-pack the writer uses
+    return metadata._pack(schema, tree)
 
 
 def _metadata_only(tmp_path: Path, model: bytes, **card_changes: Any) -> Path:

@@ -180,7 +180,9 @@ def checksums(rows: Rows, kept: Sequence[int]) -> list[int]:
     items (other labels) fails the check like changed pixels do.
     """
     return [
-        zlib.crc32(rows.read(start, start + CHUNK).data, zlib.crc32(np.asarray(kept[start : start + CHUNK], "<i8").data))
+        zlib.crc32(
+            rows.read(start, start + CHUNK).data, zlib.crc32(np.asarray(kept[start : start + CHUNK], "<i8").data)
+        )
         for start in range(0, len(rows), CHUNK)
     ]
 

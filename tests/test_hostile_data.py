@@ -364,3 +364,42 @@ def test_weights_install_refuses_a_damaged_hdf5(tmp_path: Path, monkeypatch: pyt
     path.write_bytes(bytes(raw[: len(raw) // 2]))  # truncated: the header says HDF5, the rest is gone
     message = clicheck.fails(clicheck.run("weights", "install", "--file", path), 3)
     assert "HDF5" in message or "not an HDF5 file" in message
+
+
+# ---- item 11: 300 classes do not make an 18,000-px figure ----------------------------------------------------------
+
+
+def _confusion(classes: int = 300, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    matrix = np.diag(rng.integers(2, 5, classes))
+    matrix[7, 250] = 9  # the largest confusion
+    matrix[250, 7] = 3
+    matrix[rng.integers(0, classes, 40), rng.integers(0, classes, 40)] += 1
+    return [f"class_{i:03d}" for i in range(classes)], matrix
+
+
+def test_focus_keeps_the_top_confusions_past_40_classes() -> None:
+    from edgetl.runtime import folder
+
+    labels, matrix = _confusion()
+    shown, sub, note = folder.focus(labels, matrix)
+    assert len(shown) == folder.MAX_MATRIX_CLASSES and {"class_007", "class_250"} <= set(shown)
+    assert note == "top confusions: 40 of 300 classes" and sub.shape == (40, 40)
+    assert sub[shown.index("class_007"), shown.index("class_250")] == 9
+    small = folder.focus(labels[:5], matrix[:5, :5])  # variant: few classes are drawn whole
+    assert small[0] == labels[:5] and small[2] == ""
+    none = folder.focus(labels, np.diag(np.arange(300)))  # variant: no confusion at all: the largest classes
+    assert len(none[0]) == 40 and none[0][-1] == "class_299"
+
+
+def test_confusion_figures_of_300_classes_stay_small(tmp_path: Path) -> None:
+    from edgetl import report
+    from edgetl.runtime import folder
+
+    labels, matrix = _confusion()
+    folder.draw_confusion(labels, matrix, "edge-classify", tmp_path / "cv.png")
+    report.plot_confusion(matrix.tolist(), labels, "parity", tmp_path / "mpl.png")
+    for name in ("cv.png", "mpl.png"):
+        height, width = cv2.imread(str(tmp_path / name)).shape[:2]
+        assert max(height, width) < 3000, (name, height, width)
+    assert folder.confusion_text(labels, matrix)[-1] == "(top confusions: 40 of 300 classes)"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from edgetl.runtime.folder import focus
 from edgetl.runtime.model_card import write_bytes_atomic
 
 
@@ -49,9 +50,10 @@ def _pyplot() -> Any:
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], title: str, path: Path) -> None:
-    """Write a confusion-matrix PNG (rows: true class, columns: predicted)."""
+    """Write a confusion-matrix PNG (rows: true class, columns: predicted); past 40 classes, the top confusions only."""
     plt = _pyplot()
-    matrix = np.asarray(confusion)
+    class_names, matrix, note = focus(class_names, confusion)
+    title = f"{title}\n({note})" if note else title
     size = max(4.0, 0.55 * len(class_names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues")

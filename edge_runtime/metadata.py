@@ -237,7 +237,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise MetadataError(
             f"{path}: its TFLite metadata is damaged ({type(exc).__name__}); re-run edgetl convert"
         ) from None
-    text = lambda value: value.decode("utf-8") if isinstance(value, bytes) else value  # noqa: E731
+    text = lambda value: value.decode("utf-8", "replace") if isinstance(value, bytes) else value  # noqa: E731
     graph = model.subgraphMetadata[0] if model.subgraphMetadata else None
     image = graph.inputTensorMetadata[0] if graph and graph.inputTensorMetadata else None
     scores = graph.outputTensorMetadata[0] if graph and graph.outputTensorMetadata else None

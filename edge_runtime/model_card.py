@@ -133,7 +133,7 @@ class ModelCard:
             )
             check_values(card)
             return card
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             if isinstance(exc, CardError):
                 raise
             raise CardError(f"model card is malformed ({exc!r}); regenerate it with edgetl") from None

@@ -104,15 +104,17 @@ def make_strategy(config: TrainConfig, gpus: int, cleanup: Optional[Path] = None
 def _join_cluster(tf: Any, worker: Worker, cleanup: Optional[Path] = None) -> Any:
     """``MultiWorkerMirroredStrategy()`` with a watchdog: progress, a bound, and signals that work.
 
-    TensorFlow's constructor blocks in native code, holding the GIL, until every
-    worker has started: no Python runs meanwhile (no message, no signal handler; it
-    waited 480 s with SIGINT and SIGTERM ignored). So for that call SIGINT and
-    SIGTERM get their default action back (the process ends at once: 130/143 as a
-    shell reports it), and a forked watchdog process names the workers not yet
+    TensorFlow's constructor blocks in native code until every worker has started:
+    no Python runs meanwhile (no message, no signal handler), and it installs its own
+    SIGTERM handler (a preemption notice), so SIGINT and SIGTERM did nothing for 480 s.
+    For that call SIGINT gets its default action back (the process ends at once; a
+    shell reports 130), and a forked watchdog process names the workers not yet
     listening every ``WAIT_REPORT_S`` seconds ("waiting for worker 1 at HOST:PORT"),
-    removes ``cleanup`` (this run's still-empty partial folder) when this process
-    dies, and after ``$EDGETL_WORKER_TIMEOUT`` seconds (default 600) prints one
-    ``Error:`` line and ends it with SIGTERM.
+    turns a SIGTERM it receives (``systemctl stop`` signals every process of the unit;
+    ``kill -TERM -PGID``) into SIGINT for this process, removes ``cleanup`` (this run's
+    partial folder, nothing trained in it yet) when this process dies, and after
+    ``$EDGETL_WORKER_TIMEOUT`` seconds (default 600) prints one ``Error:`` line and
+    interrupts it the same way.
 
     Raises:
         EdgeTLError: this worker's port is in use, or TensorFlow refused the cluster.
@@ -130,12 +132,17 @@ def _join_cluster(tf: Any, worker: Worker, cleanup: Optional[Path] = None) -> An
     timeout = float(os.environ.get("EDGETL_WORKER_TIMEOUT") or WORKER_TIMEOUT_S)
     sys.stderr.flush()
     done_r, done_w = os.pipe()
-    watcher = os.fork()
-    if watcher == 0:  # the watchdog: plain Python, no TensorFlow
-        os.close(done_w)
-        os._exit(_watch(worker, done_r, os.getppid(), timeout, cleanup))
+    parent, watcher = os.getpid(), os.fork()
+    if watcher == 0:  # the watchdog: plain Python, no TensorFlow; never returns into the caller
+        try:
+            os.close(done_w)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches both: the worker dies, this one cleans up
+            signal.signal(signal.SIGTERM, lambda *_: os.kill(parent, signal.SIGINT))  # TensorFlow swallows SIGTERM
+            _watch(worker, done_r, parent, timeout, cleanup)
+        finally:
+            os._exit(0)
     os.close(done_r)
-    handlers = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handler = signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except Exception as exc:  # noqa: BLE001 - TensorFlow's own error types
@@ -144,8 +151,7 @@ def _join_cluster(tf: Any, worker: Worker, cleanup: Optional[Path] = None) -> An
             f"TensorFlow could not form the multi-worker cluster ({first[:200]}); check TF_CONFIG"
         ) from None
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        signal.signal(signal.SIGINT, handler)
         os.write(done_w, b"ok")
         os.close(done_w)
         os.waitpid(watcher, 0)
@@ -173,7 +179,7 @@ def _watch(worker: Worker, done: int, parent: int, timeout: float, cleanup: Opti
             os.write(2, line.encode())
             if cleanup is not None:
                 shutil.rmtree(cleanup, ignore_errors=True)
-            os.kill(parent, signal.SIGTERM)
+            os.kill(parent, signal.SIGINT)
             return 0
         if missing:
             text = f"{worker.name}: waiting for {', '.join(missing)} ({waited:.0f} s of {timeout:.0f} s)\n"

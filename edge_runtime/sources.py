@@ -202,6 +202,8 @@ def _check_frame_size(capture: Any, name: str) -> None:
         SourceError: width x height over ``decode.MAX_DECODE_PIXELS`` (a 100-megapixel
             video would allocate 300 MB a frame, several frames ahead).
     """
+    if not hasattr(capture, "get"):  # Picamera2 (its size is ours) and test doubles
+        return
     width, height = int(capture.get(3) or 0), int(capture.get(4) or 0)  # cv2.CAP_PROP_FRAME_WIDTH / HEIGHT
     if width * height > decode.MAX_DECODE_PIXELS:
         raise SourceError(
@@ -332,6 +334,11 @@ class Camera(FrameSource):
         self._capture = self._try_open()
         if self._capture is None:  # never opened: no point retrying a device that does not exist
             raise SourceError(f"{self.name} cannot be opened; check the cable/URL and that no other program holds it")
+        try:
+            _check_frame_size(self._capture, self.name)  # a stream of 100-megapixel frames: refused before one decodes
+        except SourceError:
+            self._capture.release()
+            raise
         self._index = 0
         self._attempts = 0  # reconnect attempts since the last good frame
         self._reader = _Reader(self._read, self._deliver, "camera-reader")

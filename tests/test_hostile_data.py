@@ -403,3 +403,29 @@ def test_confusion_figures_of_300_classes_stay_small(tmp_path: Path) -> None:
         height, width = cv2.imread(str(tmp_path / name)).shape[:2]
         assert max(height, width) < 3000, (name, height, width)
     assert folder.confusion_text(labels, matrix)[-1] == "(top confusions: 40 of 300 classes)"
+
+
+class _HugeStream:
+    """A camera or RTSP stream that reports 10000x10000 frames (a variant of the 100-megapixel video)."""
+
+    released = False
+
+    def isOpened(self) -> bool:  # noqa: N802 - the cv2 name
+        return True
+
+    def get(self, prop: int) -> float:
+        return 10000.0 if prop in (3, 4) else 0.0
+
+    def read(self) -> tuple[bool, None]:
+        raise AssertionError("no frame may be decoded")
+
+    def release(self) -> None:
+        _HugeStream.released = True
+
+
+def test_a_stream_reporting_huge_frames_is_refused_before_reading() -> None:
+    with pytest.raises(
+        sources.SourceError, match="frames of 10000x10000 \\(100 megapixels\\) are over the 40-megapixel"
+    ):
+        sources.Camera("rtsp://camera/stream", opener=_HugeStream)
+    assert _HugeStream.released

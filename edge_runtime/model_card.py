@@ -313,8 +313,16 @@ def _umask() -> int:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Atomically write ``data`` as indented UTF-8 JSON."""
-    write_bytes_atomic(Path(path), (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    """Atomically write ``data`` as indented UTF-8 JSON.
+
+    A string holding a file name that is not UTF-8 (``surrogateescape``) is written
+    with JSON's ``\\udcXX`` escapes, which read back to the same string.
+    """
+    try:
+        text = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        text = (json.dumps(data, indent=2) + "\n").encode("ascii")
+    write_bytes_atomic(Path(path), text)
 
 
 def read_json(path: Path) -> Optional[Any]:

@@ -424,3 +424,20 @@ def test_a_stream_reporting_huge_frames_is_refused_before_reading() -> None:
     ):
         sources.Camera("rtsp://camera/stream", opener=_HugeStream)
     assert _HugeStream.released
+
+
+def test_a_run_records_non_utf8_file_names_and_reads_them_back(tmp_path: Path) -> None:
+    """The split lists and data.json of a folder with a file name that is not UTF-8 (was: UnicodeEncodeError)."""
+    root = _folder(tmp_path / "d")
+    odd = os.fsdecode(os.fsencode(str(root / "a")) + b"/\xff0.ppm")
+    os.rename(root / "a" / "0.ppm", odd)
+    dataset = data.discover(str(root))
+    run = tmp_path / "run"
+    splits = {"train": dataset.items[:8], "val": dataset.items[8:10], "test": dataset.items[10:]}
+    skipped = [{"ref": odd, "reason": f"{odd}: example"}]  # variant: the name inside data.json
+    data.write_splits(run, dataset, splits, skipped)
+    _, train = data.load_split(run, "train")
+    assert odd in [it.ref for it in train] and train == splits["train"]
+    assert json.loads((run / "data.json").read_text(encoding="utf-8"))["skipped"][0]["ref"] == "a/" + os.fsdecode(
+        b"\xff0.ppm"
+    )

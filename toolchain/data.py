@@ -220,7 +220,8 @@ def write_splits(run_dir: Path, dataset: Dataset, splits: dict[str, list[Item]],
     root = datapaths.record_root(dataset.kind, dataset.root, (it.ref for v in splits.values() for it in v))
     for name, items in splits.items():
         lines = ["ref,label"] + [f"{_csv_field(datapaths.relative_ref(root, it.ref))},{it.label}" for it in items]
-        write_bytes_atomic(run_dir / "splits" / f"{name}.csv", ("\n".join(lines) + "\n").encode("utf-8"))
+        text = "\n".join(lines) + "\n"  # a file name that is not UTF-8 keeps its bytes (read back alike)
+        write_bytes_atomic(run_dir / "splits" / f"{name}.csv", text.encode("utf-8", "surrogateescape"))
     counts = {
         s: np.bincount([i.label for i in v], minlength=len(dataset.class_names)).tolist() for s, v in splits.items()
     }

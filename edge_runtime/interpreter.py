@@ -174,6 +174,7 @@ def load_interpreter(model_path: Path, num_threads: Optional[int] = None) -> Any
         with hide_native_logs():  # "Created TensorFlow Lite XNNPACK delegate for CPU." (shown with -v)
             interpreter = module.Interpreter(model_path=str(path), num_threads=threads)
             interpreter.allocate_tensors()
+            interpreter.get_input_details(), interpreter.get_output_details()  # a tensor name that is not UTF-8
     except (ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(

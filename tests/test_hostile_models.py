@@ -253,3 +253,18 @@ def test_probe_errors_are_model_load_errors(tmp_path: Path) -> None:
     path = _endless(tmp_path)
     with pytest.raises(ModelLoadError, match="did not finish within 0.5 s"):
         probe(path, 1, 0.5)
+
+
+def _bad_tensor_name(schema: Any, tree: Any) -> None:
+    graph = tree.subgraphs[0]
+    graph.tensors[graph.outputs[0]].name = b"scores\xff\xfe"
+
+
+def test_a_tensor_name_that_is_not_utf8_is_one_error_line(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    """Found by the fuzz test (seed 28, case 299): LiteRT's get_output_details raised UnicodeDecodeError."""
+    path = tmp_path / "named.tflite"
+    path.write_bytes(_edit_tensors(MODEL.read_bytes(), _bad_tensor_name))
+    card = json.loads((GOLDEN / "golden_int8.json").read_text())
+    card["model_sha256"] = sha256_file(path)
+    path.with_suffix(".json").write_text(json.dumps(card))
+    assert "the interpreter cannot load it ('utf-8' codec can't decode" in _refused(capsys, path)

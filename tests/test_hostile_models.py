@@ -34,7 +34,8 @@ DATA = Path(__file__).resolve().parent / "data"
 MODEL = GOLDEN / "golden_int8.tflite"
 CARD = load_card(GOLDEN / "golden_int8.json")
 IMAGE = GOLDEN / "00_blue.png"
-# one changed byte that passes the TFL3 check and makes LiteRT 2.3 segfault (found by tests/test_fuzz.py's mutation)
+# one changed byte that passes the TFL3 check and makes LiteRT 2.3 segfault: 2 of 800 random single-byte
+# changes of the golden model (random.Random(1)); 2 more ran past 10 s in one invoke
 SEGFAULT_BYTES = ((2035, 137), (5345, 229))
 
 
@@ -226,7 +227,8 @@ def test_one_changed_byte_that_segfaults_litert_is_one_error_line(
     raw = subprocess.run(  # the case is real: without the probe the interpreter kills the process
         [sys.executable, "-c", _RAW_LOAD, str(path)], capture_output=True, timeout=120
     )
-    assert raw.returncode == -signal.SIGSEGV
+    if raw.returncode != -signal.SIGSEGV:  # another LiteRT build may read this byte differently
+        pytest.skip(f"this interpreter does not crash on byte {position} = {value} (exit {raw.returncode})")
     line = _refused(capsys, path)
     assert "the interpreter crashed on this model (SIGSEGV)" in line
 

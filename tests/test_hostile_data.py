@@ -442,3 +442,13 @@ def test_a_run_records_non_utf8_file_names_and_reads_them_back(tmp_path: Path) -
     assert json.loads((run / "data.json").read_text(encoding="utf-8"))["skipped"][0]["ref"] == "a/" + os.fsdecode(
         b"\xff0.ppm"
     )
+
+
+def test_edge_classify_reads_past_a_corrupt_frame(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The reported case end to end: 199 of 200 frames classified (was 3), the bad one listed as skipped."""
+    golden = Path(__file__).resolve().parent / "golden" / "golden_int8.tflite"
+    video = _video(tmp_path / "v.avi", bad=(3,))
+    assert edge_main(["--model", str(golden), "--video", str(video), "--headless"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 199
+    assert "199 frames" in err and "1 skipped" in err and "frame 3 could not be decoded, skipped" in err

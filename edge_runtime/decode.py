@@ -50,13 +50,14 @@ HEAD_BYTES = 1 << 20  # read first: every header the budget needs is in it (a JP
 NOT_DECODABLE = "not a decodable image (truncated, or not an image format cv2 reads)"
 
 
-# A folder holding one of these is an edgetl run folder (its plots are images too): never data.
-RUN_FOLDER_MARKERS = ("model_card.json", "data.json")
-
-
 def is_run_folder(folder: Union[str, Path]) -> bool:
-    """Whether ``folder`` is an edgetl run folder (it holds a model card or a data record)."""
-    return any(os.path.isfile(os.path.join(folder, marker)) for marker in RUN_FOLDER_MARKERS)
+    """Whether ``folder`` is an edgetl run folder: it holds ``model_card.json``, or ``data.json`` beside ``splits/``.
+
+    Its plots are images too, so a run saved inside a data folder would otherwise become a class.
+    """
+    return os.path.isfile(os.path.join(folder, "model_card.json")) or (
+        os.path.isfile(os.path.join(folder, "data.json")) and os.path.isdir(os.path.join(folder, "splits"))
+    )
 
 
 def image_files(root: Union[str, Path], skipped_runs: Optional[list[Path]] = None) -> list[Path]:

@@ -167,10 +167,12 @@ def test_run_folders_inside_the_data_are_not_classes(tmp_path: Path, caplog: pyt
     for run in (root / "myrun", root / "runs" / "first", root / "a" / "oldrun"):  # the last: a variant inside a class
         _ppm(run / "flips_int8.ppm", 9)
         (run / "model_card.json").write_text("{}")
-    (root / "runs" / "second").mkdir()
+    (root / "runs" / "second" / "splits").mkdir(parents=True)  # a run with its data record, no model yet
     (root / "runs" / "second" / "data.json").write_text("{}")
+    _ppm(root / "b" / "extra" / "3.ppm", 5)  # variant: a data.json among images is not a run folder
+    (root / "b" / "extra" / "data.json").write_text("{}")
     dataset = data.discover(str(root))
-    assert dataset.class_names == ["a", "b"] and len(dataset.items) == 12
+    assert dataset.class_names == ["a", "b"] and len(dataset.items) == 13
     assert not any(name in it.ref for it in dataset.items for name in ("myrun", "/runs/", "oldrun"))
     assert "myrun holds an edgetl run folder, not a class of images: skipped" in caplog.text
     assert "oldrun is an edgetl run folder: its images are not data, skipped" in caplog.text

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 from edgetl.runtime import preprocess
 from edgetl.runtime.errors import ArgumentError
-from edgetl.runtime.interpreter import load_interpreter
+from edgetl.runtime.interpreter import default_probe_timeout, load_interpreter, probe
 from edgetl.runtime.model_card import CardError, ModelCard, TensorSpec, card_path_for, load_card, verify_model_file
 
 
@@ -32,6 +32,10 @@ class ClassifierOptions:
         max_results: how many categories ``classify`` returns.
         score_threshold: categories scoring below this are left out.
         verify_checksum: refuse a model whose sha256 differs from its card's.
+        probe_timeout: seconds a forked child gets to load the model and invoke it
+            once before this process does (a file that crashes or hangs the
+            interpreter becomes one ``ModelLoadError``); None skips the probe.
+            Default ``$EDGETL_PROBE_TIMEOUT`` or 60 s.
     """
 
     model_path: str
@@ -40,6 +44,7 @@ class ClassifierOptions:
     max_results: int = 3
     score_threshold: float = 0.0
     verify_checksum: bool = True
+    probe_timeout: Optional[float] = dataclasses.field(default_factory=default_probe_timeout)
 
     def __post_init__(self) -> None:
         """Refuse arguments of the wrong kind before any file is opened (``ArgumentError``, naming the fix)."""
@@ -128,6 +133,7 @@ class Classifier:
             self.card: ModelCard = load_card(card_path)
             if options.verify_checksum and model_path.is_file():
                 verify_model_file(self.card, model_path)
+        probe(model_path, options.num_threads, options.probe_timeout)
         self._interpreter = load_interpreter(model_path, options.num_threads)
         _check_signature(model_path, self._interpreter.get_input_details(), self._interpreter.get_output_details())
         self._input = self._interpreter.get_input_details()[0]

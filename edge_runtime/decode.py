@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
+from edgetl.runtime.headers import PNG_SIGNATURE, dimensions, image_format
 from edgetl.runtime.preprocess import _cv2, resize, to_rgb
 
 # The one set of image file extensions for the whole project (training folders, calibration,
@@ -42,26 +44,53 @@ IMAGE_EXTENSIONS = frozenset(
 MAX_DECODE_PIXELS = 40_000_000
 # Beyond this (a decompression bomb, or a scan no camera makes) a file is refused.
 MAX_SOURCE_PIXELS = 1 << 30
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STRIP_BYTES = 16 << 20  # raw PNG bytes inflated per strip
+MAX_FILE_BYTES = 1 << 30  # no image edgetl reads is larger; a bigger file is refused unread
+HEAD_BYTES = 1 << 20  # read first: every header the budget needs is in it (a JPEG's EXIF may push its size later)
 NOT_DECODABLE = "not a decodable image (truncated, or not an image format cv2 reads)"
 
 
-def image_files(root: Union[str, Path]) -> list[Path]:
-    """The image files under ``root``: recursive, sorted, hidden files and folders and symlinked folders skipped.
+def is_run_folder(folder: Union[str, Path]) -> bool:
+    """Whether ``folder`` is an edgetl run folder: it holds ``model_card.json``, or ``data.json`` beside ``splits/``.
+
+    Its plots are images too, so a run saved inside a data folder would otherwise become a class.
+    """
+    return os.path.isfile(os.path.join(folder, "model_card.json")) or (
+        os.path.isfile(os.path.join(folder, "data.json")) and os.path.isdir(os.path.join(folder, "splits"))
+    )
+
+
+def image_files(root: Union[str, Path], skipped_runs: Optional[list[Path]] = None) -> list[Path]:
+    """The image files under ``root``: recursive, sorted; hidden files and folders, symlinked folders, run folders
+    and anything but regular files (FIFOs, devices, a link to ``/dev/zero``) skipped.
 
     The one listing of "the images in this folder" for training data, ``--image DIR --csv`` and the
-    like, so a folder edgetl trains on is a folder edge-classify reads the same way.
+    like, so a folder edgetl trains on is a folder edge-classify reads the same way. A FIFO named
+    ``x.png`` would block the first read forever, a device never ends: only regular files are listed.
+    Run folders (:func:`is_run_folder`) found below ``root`` are appended to ``skipped_runs``.
     """
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if is_run_folder(dirpath) and os.path.normpath(dirpath) != os.path.normpath(root):
+            if skipped_runs is not None:
+                skipped_runs.append(Path(dirpath))
+            dirnames[:] = []
+            continue
         found += [
             Path(dirpath) / n
             for n in sorted(filenames)
-            if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.startswith(".")
+            if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.startswith(".") and _regular(Path(dirpath) / n)
         ]
     return found
+
+
+def _regular(path: Path) -> bool:
+    """A regular file (after symlinks), never a FIFO, socket or device."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 class ImageDecodeError(ValueError):
@@ -82,10 +111,7 @@ def decode_image(path: Union[str, Path]) -> np.ndarray:
     """
     cv2 = _cv2()
     path = Path(path)
-    try:
-        raw = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as exc:
-        raise ImageDecodeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    raw = _read_checked(path)
     if raw.size == 0:
         raise ImageDecodeError(f"{path}: empty file")
     flag = _budget_flag(raw, path)
@@ -98,6 +124,40 @@ def decode_image(path: Union[str, Path]) -> np.ndarray:
     if bgr is None or bgr.size == 0:
         raise ImageDecodeError(f"{path}: {NOT_DECODABLE}")
     return to_rgb(bgr, "BGR")
+
+
+def _read_checked(path: Path) -> np.ndarray:
+    """The bytes of a regular file of at most ``MAX_FILE_BYTES``, read after its header passed the pixel budget.
+
+    A FIFO or a device (``/dev/zero`` linked as ``x.png``) is refused without a read
+    (the open does not block: ``O_NONBLOCK``); a huge uncompressed BMP or TIFF is
+    refused from its first ``HEAD_BYTES``, before the rest is read.
+
+    Raises:
+        ImageDecodeError: not a regular file, too large, unreadable, or over the pixel budget.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except (OSError, ValueError) as exc:
+        raise ImageDecodeError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageDecodeError(f"{path}: not a regular file (a FIFO, device or socket); only image files are read")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ImageDecodeError(
+                f"{path}: {info.st_size / 2**20:.0f} MiB is over the {MAX_FILE_BYTES >> 20} MiB limit for one image file"
+            )
+        raw = np.empty(info.st_size, dtype=np.uint8)
+        try:
+            got = handle.readinto(memoryview(raw)[:HEAD_BYTES])
+            if dimensions(raw[:got]) is not None:
+                _budget_flag(raw[:got], path)  # refuse from the header: the rest is never read
+            while got < info.st_size and (more := handle.readinto(memoryview(raw)[got:])):
+                got += more
+        except OSError as exc:
+            raise ImageDecodeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return raw[:got]
 
 
 def load_image(path: Union[str, Path], height: int, width: int, interpolation: str = "area") -> np.ndarray:
@@ -273,122 +333,13 @@ def _decode_large_png(raw: np.ndarray, factor: int, path: Path) -> np.ndarray:
 # ---- dimensions from headers, one reader per format -----------------------------------------------------------------
 
 
-def image_format(raw: np.ndarray) -> Optional[str]:
-    """The format a file's first bytes announce (``JPEG``, ``PNG``, ``WebP``, ``TIFF``, ``BMP``, ``PNM``), or None."""
-    head = raw[:16].tobytes()
-    if head.startswith(PNG_SIGNATURE):
-        return "PNG"
-    if head.startswith(b"\xff\xd8"):
-        return "JPEG"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "TIFF"
-    if head[:2] == b"BM":
-        return "BMP"
-    if len(head) >= 2 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():
-        return "PNM"
-    return None
-
-
-def dimensions(raw: np.ndarray) -> Optional[tuple[int, int]]:
-    """(width, height) from the file's header, without decoding; None when the header is unreadable or unknown."""
-    kind = image_format(raw)
-    reader = _READERS.get(kind) if kind else None
-    try:
-        size = reader(raw.tobytes() if kind in ("TIFF", "JPEG") else raw[: 1 << 16].tobytes()) if reader else None
-    except (struct.error, IndexError, ValueError):
-        return None
-    return size if size and size[0] > 0 and size[1] > 0 else None
-
-
-def _png_size(head: bytes) -> Optional[tuple[int, int]]:
-    if len(head) < 24 or head[12:16] != b"IHDR":
-        return None
-    return struct.unpack(">II", head[16:24])
-
-
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def _jpeg_size(head: bytes) -> Optional[tuple[int, int]]:
-    """The frame header's size: walk the marker segments up to the first SOF (before the scan data)."""
-    i = 2
-    while i + 9 < len(head):
-        if head[i] != 0xFF:
-            i += 1
-            continue
-        marker = head[i + 1]
-        if marker in _SOF:
-            height, width = struct.unpack(">HH", head[i + 5 : i + 9])
-            return width, height
-        if marker == 0xDA:  # start of scan: no frame header came first
-            return None
-        if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
-            i += 1 if marker == 0xFF else 2
-            continue
-        i += 2 + int.from_bytes(head[i + 2 : i + 4], "big")
-    return None
-
-
-def _webp_size(head: bytes) -> Optional[tuple[int, int]]:
-    """VP8X (extended: canvas size), VP8L (lossless) or VP8 (lossy) first chunk."""
-    chunk = head[12:16]
-    if chunk == b"VP8X":
-        return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
-    if chunk == b"VP8L" and head[20] == 0x2F:
-        bits = int.from_bytes(head[21:25], "little")
-        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
-        width, height = struct.unpack("<HH", head[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    return None
-
-
-def _tiff_size(data: bytes) -> Optional[tuple[int, int]]:
-    """ImageWidth (256) and ImageLength (257) of the first IFD (the page cv2 decodes); classic or BigTIFF."""
-    order = "<" if data[:2] == b"II" else ">"
-    big = struct.unpack(order + "H", data[2:4])[0] == 43
-    offset = struct.unpack(order + "Q", data[8:16])[0] if big else struct.unpack(order + "I", data[4:8])[0]
-    count_fmt, entry_size, count_size = ("Q", 20, 8) if big else ("H", 12, 2)
-    (count,) = struct.unpack(order + count_fmt, data[offset : offset + count_size])
-    found: dict[int, int] = {}
-    for n in range(min(count, 4096)):
-        entry = data[offset + count_size + n * entry_size : offset + count_size + (n + 1) * entry_size]
-        tag, kind = struct.unpack(order + "HH", entry[:4])
-        if tag in (256, 257):
-            value = entry[12:] if big else entry[8:]
-            fmt = {3: "H", 4: "I", 16: "Q"}.get(kind)
-            if fmt is None:
-                return None
-            found[tag] = struct.unpack(order + fmt, value[: struct.calcsize(fmt)])[0]
-    return (found[256], found[257]) if len(found) == 2 else None
-
-
-def _bmp_size(head: bytes) -> Optional[tuple[int, int]]:
-    """BITMAPCOREHEADER (16-bit sizes) or any later info header (signed 32-bit; negative height = top-down)."""
-    if struct.unpack("<I", head[14:18])[0] == 12:
-        return struct.unpack("<HH", head[18:22])
-    width, height = struct.unpack("<ii", head[18:26])
-    return abs(width), abs(height)
-
-
-def _pnm_size(head: bytes) -> Optional[tuple[int, int]]:
-    """Width and height: the first two numbers after the magic, skipping whitespace and ``#`` comments."""
-    numbers: list[int] = []
-    for line in head[2:].split(b"\n"):
-        for token in line.split(b"#", 1)[0].split():
-            numbers.append(int(token))
-            if len(numbers) == 2:
-                return numbers[0], numbers[1]
-    return None
-
-
-_READERS: dict[str, Callable[[bytes], Optional[tuple[int, int]]]] = {
-    "PNG": _png_size,
-    "JPEG": _jpeg_size,
-    "WebP": _webp_size,
-    "TIFF": _tiff_size,
-    "BMP": _bmp_size,
-    "PNM": _pnm_size,
-}
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageDecodeError",
+    "decode_image",
+    "dimensions",
+    "image_files",
+    "image_format",
+    "is_run_folder",
+    "load_image",
+]

@@ -144,22 +144,59 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+MAX_MATRIX_CLASSES = 40  # beyond this a full matrix is unreadable (300 classes: an 18,000-px figure, 9 GB to draw)
+
+
+def focus(
+    labels: Sequence[str], confusion: Sequence[Sequence[int]], limit: int = MAX_MATRIX_CLASSES
+) -> tuple[list[str], np.ndarray, str]:
+    """The matrix itself up to ``limit`` classes; beyond, the sub-matrix of the classes in the largest confusions.
+
+    Returns:
+        (labels shown, their matrix, a note for the title: ``""`` when nothing was left out).
+    """
+    matrix = np.asarray(confusion, dtype=np.int64)
+    if len(labels) <= limit:
+        return list(labels), matrix, ""
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    chosen: list[int] = []
+    for flat in np.argsort(-off, axis=None, kind="stable"):
+        i, j = divmod(int(flat), len(labels))
+        if off[i, j] == 0 or len(chosen) >= limit:
+            break
+        chosen += [k for k in (i, j) if k not in chosen][: limit - len(chosen)]
+    for k in np.argsort(-matrix.sum(axis=1), kind="stable"):  # no (more) confusions: the largest classes
+        if len(chosen) >= limit:
+            break
+        if int(k) not in chosen:
+            chosen.append(int(k))
+    keep = sorted(chosen)
+    note = f"top confusions: {len(keep)} of {len(labels)} classes"
+    return [labels[k] for k in keep], matrix[np.ix_(keep, keep)], note
+
+
 def confusion_text(labels: Sequence[str], confusion: Sequence[Sequence[int]]) -> list[str]:
-    """The matrix as aligned text lines for the log (rows true, columns predicted)."""
+    """The matrix as aligned text lines for the log (rows true, columns predicted); see :func:`focus` past 40 classes."""
+    labels, confusion, note = focus(labels, confusion)
     corner = "true \\ predicted"
     first = max([len(s) for s in labels] + [len(corner)])
     width = max([len(str(v)) for row in confusion for v in row] + [len(s) for s in labels])
     lines = [corner.ljust(first) + " " + " ".join(s.rjust(width) for s in labels)]
     for name, row in zip(labels, confusion):
         lines.append(name.ljust(first) + " " + " ".join(str(v).rjust(width) for v in row))
-    return lines
+    return lines + ([f"({note})"] if note else [])
 
 
 def draw_confusion(labels: Sequence[str], confusion: Sequence[Sequence[int]], title: str, path: Path) -> None:
-    """A confusion-matrix PNG drawn with OpenCV: rows true class, columns predicted, shade by row share."""
+    """A confusion-matrix PNG drawn with OpenCV: rows true class, columns predicted, shade by row share.
+
+    Past 40 classes only the top confusions are drawn (:func:`focus`), so the image stays under ~2,500 px.
+    """
     import cv2  # noqa: PLC0415
 
-    matrix = np.asarray(confusion, dtype=np.int64)
+    labels, matrix, note = focus(labels, confusion)
+    title = f"{title} ({note})" if note else title
     n, cell, font = len(labels), 48, cv2.FONT_HERSHEY_SIMPLEX
     margin = 16 + max(cv2.getTextSize(s, font, 0.5, 1)[0][0] for s in labels)
     top = margin + 40

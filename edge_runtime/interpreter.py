@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,6 +50,107 @@ def max_threads() -> int:
     return min(64, 4 * (os.cpu_count() or 1))
 
 
+PROBE_TIMEOUT = 60.0  # seconds for a child to load a model and run it once (a 1.0/224 fp32 model: ~0.1 s)
+
+
+def default_probe_timeout() -> Optional[float]:
+    """``$EDGETL_PROBE_TIMEOUT`` seconds (``off`` skips the probe), else :data:`PROBE_TIMEOUT`."""
+    value = os.environ.get("EDGETL_PROBE_TIMEOUT", "").strip().lower()
+    if value in ("off", "none", "0"):
+        return None
+    try:
+        return float(value) if value and float(value) > 0 else PROBE_TIMEOUT
+    except ValueError:
+        return PROBE_TIMEOUT
+
+
+def probe(model_path: Path, num_threads: Optional[int] = None, timeout: Optional[float] = PROBE_TIMEOUT) -> None:
+    """Load and invoke a model once in a forked child, so a hostile file cannot crash or hang this process.
+
+    LiteRT trusts the flatbuffer: one changed byte can make it segfault (exit 139,
+    no message), and a ``WHILE`` whose condition never turns false invokes forever
+    in native code that Ctrl-C cannot interrupt. The child loads the model, feeds
+    one all-zero input and exits; this process waits at most ``timeout`` seconds.
+    A crash or a timeout is one :class:`ModelLoadError`; an ordinary load error is
+    left to the real load in this process (which words it). The check covers the
+    first invoke: a model whose loop depends on the pixels is not caught (see
+    docs/untrusted-input.md). Skipped where ``os.fork`` does not exist, or when
+    ``timeout`` is None.
+
+    Raises:
+        ModelLoadError: the child died of a signal or did not finish in time.
+    """
+    if timeout is None or not hasattr(os, "fork") or not Path(model_path).is_file():
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's code
+        code = 1
+        try:
+            import faulthandler  # noqa: PLC0415
+
+            faulthandler.disable()  # its dump of the child's crash would reach the parent's stderr
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
+            code = _invoke_once(model_path, num_threads)
+        finally:
+            os._exit(code)
+    status = _wait(pid, timeout)
+    path = Path(model_path)
+    if status is None:
+        raise ModelLoadError(
+            f"{path}: one invoke did not finish within {timeout:g} s (a model that loops forever?); "
+            "the model was stopped; use a model written by edgetl convert"
+        )
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise ModelLoadError(
+            f"{path}: the interpreter crashed on this model ({name}): the file is damaged or hostile; "
+            "copy it again or re-run edgetl convert"
+        )
+
+
+def _invoke_once(model_path: Path, num_threads: Optional[int]) -> int:
+    """The child's work: 0 when the model loads and runs once, 1 when it raises."""
+    import numpy as np  # noqa: PLC0415
+
+    try:
+        interpreter = load_interpreter(model_path, num_threads)
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
+        interpreter.invoke()
+    except Exception:  # noqa: BLE001 - reported by the parent's own load
+        return 1
+    return 0
+
+
+def _wait(pid: int, timeout: float) -> Optional[int]:
+    """The child's wait status, or None after killing it at ``timeout`` (or on Ctrl-C, re-raised)."""
+    deadline, pause = time.monotonic() + timeout, 0.001
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+    except BaseException:
+        _kill(pid)
+        raise
+    _kill(pid)
+    return None
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
 def load_interpreter(model_path: Path, num_threads: Optional[int] = None) -> Any:
     """Create and allocate an interpreter for a .tflite file.
 
@@ -72,6 +175,7 @@ def load_interpreter(model_path: Path, num_threads: Optional[int] = None) -> Any
         with hide_native_logs():  # "Created TensorFlow Lite XNNPACK delegate for CPU." (shown with -v)
             interpreter = module.Interpreter(model_path=str(path), num_threads=threads)
             interpreter.allocate_tensors()
+            interpreter.get_input_details(), interpreter.get_output_details()  # a tensor name that is not UTF-8
     except (ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,7 +29,7 @@ import flatbuffers
 import numpy as np
 from edgetl.runtime import __version__
 from edgetl.runtime._vendor import metadata_schema_py_generated as meta
-from edgetl.runtime.model_card import CardError, ModelCard, Normalization, TensorSpec, sha256_file
+from edgetl.runtime.model_card import CardError, ModelCard, Normalization, TensorSpec, check_values, sha256_file
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
@@ -41,6 +42,10 @@ MIN_PARSER_VERSION = "1.0.0"
 AUTHOR = "edgetl"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so the same model and labels give the same bytes
 BUFFER_ALIGN = 16  # TFLite's schema aligns Buffer.data to 16 bytes (force_align)
+# An appended label zip is refused beyond these (a hostile 6 MB model can inflate to gigabytes):
+# 8 MiB of labels is ~400,000 class names; edgetl writes one member.
+MAX_LABELS_BYTES = 8 << 20
+MAX_ZIP_MEMBERS = 256
 
 
 class MetadataError(CardError):
@@ -232,7 +237,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise MetadataError(
             f"{path}: its TFLite metadata is damaged ({type(exc).__name__}); re-run edgetl convert"
         ) from None
-    text = lambda value: value.decode("utf-8") if isinstance(value, bytes) else value  # noqa: E731
+    text = lambda value: value.decode("utf-8", "replace") if isinstance(value, bytes) else value  # noqa: E731
     graph = model.subgraphMetadata[0] if model.subgraphMetadata else None
     image = graph.inputTensorMetadata[0] if graph and graph.inputTensorMetadata else None
     scores = graph.outputTensorMetadata[0] if graph and graph.outputTensorMetadata else None
@@ -280,15 +285,44 @@ def _labels(path: Path, data: bytes, tensor: Any) -> Optional[list[str]]:
     )
     if not files:
         return None
-    name = files[0].name.decode("utf-8") if isinstance(files[0].name, bytes) else files[0].name
+    name = files[0].name.decode("utf-8", "replace") if isinstance(files[0].name, bytes) else str(files[0].name)
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            content = archive.read(name).decode("utf-8")
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
+        content = _read_member(data, name).decode("utf-8")
+    except MetadataError as exc:
+        raise MetadataError(f"{path}: the label file {name} its metadata names is refused ({exc})") from None
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, RuntimeError, NotImplementedError) as exc:
         raise MetadataError(
-            f"{path}: the label file {name} its metadata names is missing or unreadable ({exc})"
+            f"{path}: the label file {name} its metadata names is missing or unreadable ({type(exc).__name__}: {exc})"
+        ) from None
+    except (OSError, EOFError, ValueError, zlib.error, struct.error) as exc:  # damaged zip records
+        raise MetadataError(
+            f"{path}: the zip appended to the model is damaged ({type(exc).__name__}); re-run edgetl convert"
         ) from None
     return [line.rstrip("\r") for line in content.split("\n") if line.strip()]
+
+
+def _read_member(data: bytes, name: str) -> bytes:
+    """One member of the zip appended to a model, refused before inflating when it would blow up.
+
+    A few MB of deflate can inflate to gigabytes, and a central directory can list
+    millions of members: both are checked from the zip's own records first
+    (``MAX_ZIP_MEMBERS``, ``MAX_LABELS_BYTES``), and the read itself stops at the
+    cap whatever the records claim. Encrypted members are refused (no password).
+    """
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = archive.infolist()
+        if len(members) > MAX_ZIP_MEMBERS:
+            raise MetadataError(f"the appended zip lists {len(members)} files, over {MAX_ZIP_MEMBERS}")
+        info = archive.getinfo(name)
+        if info.flag_bits & 0x1:
+            raise MetadataError("it is encrypted; edgetl writes labels unencrypted")
+        if info.file_size > MAX_LABELS_BYTES:
+            raise MetadataError(f"it would inflate to {info.file_size} bytes, over {MAX_LABELS_BYTES}")
+        with archive.open(info) as handle:
+            content = handle.read(MAX_LABELS_BYTES + 1)
+    if len(content) > MAX_LABELS_BYTES:
+        raise MetadataError(f"it inflates past {MAX_LABELS_BYTES} bytes")
+    return content
 
 
 def card_from_metadata(
@@ -317,7 +351,7 @@ def card_from_metadata(
             f"keep the .json card beside the model or pass --card"
         )
     norm, shape = found["normalization"], [int(x) for x in input_detail["shape"]]
-    return ModelCard(
+    card = ModelCard(
         labels=tuple(found["labels"]),
         height=shape[1] if len(shape) == 4 else 0,
         width=shape[2] if len(shape) == 4 else 0,
@@ -332,6 +366,12 @@ def card_from_metadata(
             "metadata": {k: v for k, v in found.items() if k not in ("labels", "normalization")},
         },
     )
+    # the checks a JSON card gets: std 0 / NaN, an integer input without scale, int16 and other types
+    check_values(
+        card,
+        f"{path}: its TFLite metadata and tensors cannot be used ({{}}); keep the model's .json card beside it or re-run edgetl convert",
+    )
+    return card
 
 
 def _spec(detail: dict[str, Any]) -> TensorSpec:

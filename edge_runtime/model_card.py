@@ -135,7 +135,7 @@ class ModelCard:
             )
             check_values(card)
             return card
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             if isinstance(exc, CardError):
                 raise
             raise CardError(f"model card is malformed ({exc!r}); regenerate it with edgetl") from None
@@ -164,8 +164,11 @@ def _check_shapes(data: dict[str, Any]) -> None:
             )
 
 
-def check_values(card: ModelCard) -> None:
+def check_values(card: ModelCard, fix: str = "model card is malformed ({}); regenerate it with edgetl") -> None:
     """Refuse values that would misbehave on every frame (std 0 gives inf/NaN scores, which rank nothing).
+
+    The same checks run on a JSON card and on a card built from a model's TFLite
+    metadata (``fix`` words the message for where the values came from).
 
     Raises:
         CardError: empty labels, a size, normalisation, tensor type, colour order or interpolation out of range.
@@ -182,16 +185,20 @@ def check_values(card: ModelCard) -> None:
     elif not all(math.isfinite(v) for v in norm.mean + norm.std) or any(abs(v) < 1e-12 for v in norm.std):
         problems.append(f"normalization mean {list(norm.mean)} / std {list(norm.std)} must be finite with no zero std")
     for name, spec in (("input", card.input), ("output", card.output)):
-        if spec.dtype not in TENSOR_DTYPES or not math.isfinite(spec.scale) or spec.scale < 0:
-            problems.append(
-                f"{name} tensor {spec.dtype} scale {spec.scale} is not a TFLite tensor type with a finite scale >= 0"
-            )
+        if spec.dtype not in TENSOR_DTYPES:
+            problems.append(f"the {name} tensor is {spec.dtype}; edge_runtime feeds {', '.join(TENSOR_DTYPES)} only")
+        elif not math.isfinite(spec.scale) or spec.scale < 0:
+            problems.append(f"{name} tensor {spec.dtype} scale {spec.scale} is not a finite scale >= 0")
     if card.color_order not in ("RGB", "BGR"):
         problems.append(f"color_order {card.color_order!r} is not RGB or BGR")
     if card.interpolation not in INTERPOLATIONS:
         problems.append(f"interpolation {card.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
+    if card.input.dtype in ("uint8", "int8") and card.input.scale <= 0:
+        problems.append(
+            f"the {card.input.dtype} input has no quantization parameters (scale 0): pixels cannot be mapped onto it"
+        )
     if problems:
-        raise CardError(f"model card is malformed ({problems[0]}); regenerate it with edgetl")
+        raise CardError(fix.format(problems[0]))
 
 
 def _tensor_spec(data: dict[str, Any]) -> TensorSpec:
@@ -308,8 +315,16 @@ def _umask() -> int:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Atomically write ``data`` as indented UTF-8 JSON."""
-    write_bytes_atomic(Path(path), (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    """Atomically write ``data`` as indented UTF-8 JSON.
+
+    A string holding a file name that is not UTF-8 (``surrogateescape``) is written
+    with JSON's ``\\udcXX`` escapes, which read back to the same string.
+    """
+    try:
+        text = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        text = (json.dumps(data, indent=2) + "\n").encode("ascii")
+    write_bytes_atomic(Path(path), text)
 
 
 def read_json(path: Path) -> Optional[Any]:

@@ -194,6 +194,26 @@ class _Reader(threading.Thread):
             self._sink(_EOF)
 
 
+MAX_BAD_FRAMES = 25  # failed reads in a row that end a video whose frame count is unknown
+
+
+def _check_frame_size(capture: Any, name: str) -> None:
+    """Refuse, before decoding a frame, a source whose reported frame size is over the image pixel budget.
+
+    Raises:
+        SourceError: width x height over ``decode.MAX_DECODE_PIXELS`` (a 100-megapixel
+            video would allocate 300 MB a frame, several frames ahead).
+    """
+    if not hasattr(capture, "get"):  # Picamera2 (its size is ours) and test doubles
+        return
+    width, height = int(capture.get(3) or 0), int(capture.get(4) or 0)  # cv2.CAP_PROP_FRAME_WIDTH / HEIGHT
+    if width * height > decode.MAX_DECODE_PIXELS:
+        raise SourceError(
+            f"{name}: frames of {width}x{height} ({width * height / 1e6:.0f} megapixels) are over the "
+            f"{decode.MAX_DECODE_PIXELS / 1e6:.0f}-megapixel budget for one image; downscale the video first"
+        )
+
+
 def _open_capture(target: Any, *params: int) -> Any:
     import cv2  # noqa: PLC0415
 
@@ -212,6 +232,8 @@ class VideoFile(FrameSource):
         self._capture = _open_capture(str(self.path))
         if not self._capture.isOpened():
             raise SourceError(f"{path}: OpenCV cannot open it as a video (unknown container or codec)")
+        _check_frame_size(self._capture, self.name)
+        self._frames = int(self._capture.get(7) or 0)  # cv2.CAP_PROP_FRAME_COUNT (an estimate; 0 when unknown)
         fps = float(self._capture.get(5) or 0)  # cv2.CAP_PROP_FPS
         self.fps = fps if 0 < fps < 1000 else 30.0
         self._index = 0
@@ -221,15 +243,41 @@ class VideoFile(FrameSource):
     def _read(self) -> Any:
         if self.realtime and self._reader is not None:  # wait for this frame's presentation time, as a camera would
             self._reader.stop.wait(max(0.0, self._start + self._index / self.fps - time.monotonic()))
-        ok, image = self._capture.read()
+        ok, image = self._read_frame()
         if not ok and self.loop and self._index > 0:
             self._capture.set(1, 0)  # cv2.CAP_PROP_POS_FRAMES: rewind
-            ok, image = self._capture.read()
+            ok, image = self._read_frame()
         if not ok:
             return _EOF
         frame = Frame(image, self._index, self.name, "BGR", time.monotonic())
         self._index += 1
         return self._prepared(frame)
+
+    def _read_frame(self) -> tuple[bool, Any]:
+        """The next decodable frame; a corrupt one is skipped and counted, not taken for the end.
+
+        The video ends at its reported frame count, or after ``MAX_BAD_FRAMES`` failed
+        reads in a row (a count can be missing or an estimate).
+        """
+        failed = 0
+        while failed < MAX_BAD_FRAMES:
+            ok, image = self._capture.read()
+            if ok and image is not None and image.size:
+                self._skip(failed)
+                return True, image
+            if 0 < self._frames <= self._index + failed:  # a failed read at the reported end: the end
+                break
+            failed += 1
+        if self._frames > 0:  # frames before the reported end that did not decode
+            self._skip(failed)
+            if failed == MAX_BAD_FRAMES:
+                self.stats.skipped.append(f"{self.name}: {failed} frames in a row could not be decoded; stopped there")
+        return False, None  # the end (with no count, MAX_BAD_FRAMES failures in a row end it too)
+
+    def _skip(self, count: int) -> None:
+        for i in range(count):
+            self.stats.skipped.append(f"{self.name}: frame {self._index + i} could not be decoded, skipped")
+        self._index += count
 
     def frames(self) -> Iterator[Frame]:
         self._start = time.monotonic()
@@ -288,6 +336,11 @@ class Camera(FrameSource):
         self._capture = self._try_open()
         if self._capture is None:  # never opened: no point retrying a device that does not exist
             raise SourceError(f"{self.name} cannot be opened; check the cable/URL and that no other program holds it")
+        try:
+            _check_frame_size(self._capture, self.name)  # a stream of 100-megapixel frames: refused before one decodes
+        except SourceError:
+            self._capture.release()
+            raise
         self._index = 0
         self._attempts = 0  # reconnect attempts since the last good frame
         self._reader = _Reader(self._read, self._deliver, "camera-reader")

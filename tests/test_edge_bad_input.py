@@ -62,7 +62,7 @@ def _edit_card(model: Path, edit: Any) -> None:
         (lambda c: c["normalization"].update(mean=[]), "normalization needs 3 means and 3 stds, got 0 and 3"),
         (lambda c: c["normalization"].update(std=[0, 0, 0]), "must be finite with no zero std"),
         (lambda c: c.update(height=0), "input size 32x0 is not within 1..8192"),
-        (lambda c: c["input"].update(dtype="int64"), "input tensor int64 scale"),
+        (lambda c: c["input"].update(dtype="int64"), "the input tensor is int64; edge_runtime feeds"),
         (lambda c: c.update(color_order="GBR"), "color_order 'GBR' is not RGB or BGR"),
     ],
     ids=[

@@ -16,9 +16,12 @@ The cache lives under ``$XDG_CACHE_HOME/edgetl/pixels`` (``~/.cache/edgetl/pixel
 beside ``edgetl``'s weights cache, not in the run folder: a second run on the
 same data (other hyperparameters, another ``--output``, a resume) reuses it, and
 run folders stay small. A file's name is a hash of what its content depends on
-(each image's path, size and mtime -- or the array file's --, the labels, the
-pixel size and the interpolation), so changed data gets a new file, never a
-stale one. Files appear complete or not at all (temporary name + rename);
+(each image's path, size, mtime, inode and ctime -- or the array file's --, the
+labels, the pixel size and the interpolation), so changed data gets a new file,
+never a stale one. The cache is not trusted blindly: an entry is reused only when
+its shape, its rows and a CRC-32 of its pixels (stored beside it) check out;
+anything else is a miss and the split is decoded again. Files appear complete or
+not at all (temporary name + rename);
 ``rm -rf ~/.cache/edgetl/pixels`` frees the space.
 """
 
@@ -30,6 +33,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -39,7 +43,7 @@ from edgetl import log
 from edgetl.runtime import decode
 from edgetl.runtime.model_card import read_json, write_json_atomic
 
-FORMAT = 1  # bump when what a cached file holds changes
+FORMAT = 2  # bump when what a cached file holds changes
 CHUNK = 64  # images per decode task
 
 
@@ -142,21 +146,45 @@ class Split:
 
 
 def key(dataset: data_mod.Dataset, items: Sequence[data_mod.Item], size: int, interpolation: str) -> str:
-    """A hash of everything the decoded pixels depend on (file identities by path, size and mtime)."""
+    """A hash of everything the decoded pixels depend on.
+
+    A file is identified by path, size, mtime, inode and ctime: ``cp -p``, ``rsync -t``
+    or tar restore a file's size and mtime, but a rewritten file gets a new ctime
+    (and often a new inode), which no user-level tool sets back. Paths are hashed as
+    bytes (``surrogateescape``), so file names that are not UTF-8 work too.
+    """
     digest = hashlib.sha256(json.dumps([FORMAT, dataset.kind, size, interpolation]).encode())
     if dataset.kind == "array":
-        stat = os.stat(dataset.root)
-        digest.update(f"{dataset.root}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+        digest.update(_identity(dataset.root))
     for item in items:
         if item.ref.startswith("#"):
             digest.update(f"{item.ref}\0{item.label}\n".encode())
             continue
-        try:
-            stat = os.stat(item.ref)
-            digest.update(f"{item.ref}\0{item.label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        except OSError:
-            digest.update(f"{item.ref}\0{item.label}\0missing\n".encode())
+        digest.update(_identity(item.ref) + f"\0{item.label}\n".encode())
     return digest.hexdigest()[:32]
+
+
+def _identity(path: str) -> bytes:
+    try:
+        st = os.stat(path)
+        facts = f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}"
+    except (OSError, ValueError):
+        facts = "missing"
+    return os.fsencode(path) + b"\0" + facts.encode()
+
+
+def checksums(rows: Rows, kept: Sequence[int]) -> list[int]:
+    """CRC-32 of each block of ``CHUNK`` rows and the item indices they hold: stored with an entry, compared on reuse.
+
+    The indices are part of it, so a record whose rows were re-paired with other
+    items (other labels) fails the check like changed pixels do.
+    """
+    return [
+        zlib.crc32(
+            rows.read(start, start + CHUNK).data, zlib.crc32(np.asarray(kept[start : start + CHUNK], "<i8").data)
+        )
+        for start in range(0, len(rows), CHUNK)
+    ]
 
 
 def load_split(
@@ -167,26 +195,83 @@ def load_split(
     folder: Optional[Path] = None,
     name: str = "images",
 ) -> Split:
-    """The split's decoded pixels from the cache, decoding (and caching) them first when needed."""
+    """The split's decoded pixels from the cache, decoding (and caching) them first when needed.
+
+    An entry is reused only when it checks out (:func:`_verified`): its shape, the
+    rows it keeps and their checksums. Anything else -- a zeroed, truncated or
+    edited file, a damaged ``.json`` -- is a cache miss: the entry is decoded again.
+    """
     folder = Path(folder) if folder else default_dir()
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{size}px-{interpolation}-{key(dataset, items, size, interpolation)}"
     npy, meta_path = folder / f"{stem}.npy", folder / f"{stem}.json"
-    meta = read_json(meta_path) if meta_path.exists() else None
-    if meta is None or not npy.exists():
-        kept, skipped = _decode_to(npy, dataset, items, size, interpolation, name)
-        meta = {"refs": [it.ref for it in kept], "labels": [it.label for it in kept], "skipped": skipped}
+    found = _verified(npy, meta_path, len(items), size)
+    if found is None:
+        kept_at, skipped = _decode_to(npy, dataset, items, size, interpolation, name)
+        rows = Rows(npy)
+        meta = {"format": FORMAT, "shape": list(rows.shape), "kept": kept_at, "crc32": checksums(rows, kept_at)}
+        meta["skipped"] = [{"index": i, "reason": _text(reason)} for i, reason in skipped]
         write_json_atomic(meta_path, meta)  # written last: its presence marks a complete entry
     else:
-        log.info(f"{name}: {len(meta['refs'])} decoded images reused from {npy}")
-    kept = [data_mod.Item(r, int(lab)) for r, lab in zip(meta["refs"], meta["labels"])]
-    return Split(Rows(npy), kept, np.asarray(meta["labels"], dtype=np.int32), list(meta["skipped"]))
+        rows, meta = found
+        log.info(f"{name}: {len(meta['kept'])} decoded images reused from {npy}")
+    kept = [items[i] for i in meta["kept"]]
+    skips = [{"ref": items[s["index"]].ref, "reason": s["reason"]} for s in meta["skipped"]]
+    return Split(rows, kept, np.asarray([it.label for it in kept], dtype=np.int32), skips)
+
+
+def _text(reason: str) -> str:
+    """A skip reason that JSON can hold (a non-UTF-8 file name inside it is escaped)."""
+    return reason.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _verified(npy: Path, meta_path: Path, count: int, size: int) -> Optional[tuple[Rows, dict]]:
+    """The entry's rows and record when every check passes; None (a miss, logged) otherwise.
+
+    The record names rows by their index into this split's items (the key hashed
+    those items), never by a path read back from disk, so a shifted or edited
+    record cannot pair pixels with another image's label.
+    """
+    if not meta_path.exists() or not npy.exists():
+        return None
+    try:
+        meta = read_json(meta_path)
+        rows = Rows(npy)
+        problem = _problem(meta, rows, count, size)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        problem = f"an unreadable entry ({type(exc).__name__})"
+    if problem:
+        log.warn(f"pixel cache entry {npy.name} has {problem}: decoding again")
+        return None
+    return rows, meta
+
+
+def _problem(meta: dict, rows: Rows, count: int, size: int) -> str:
+    """What is wrong with a cache entry (its record ``meta`` and its rows), or ``""``."""
+    kept, skipped = meta["kept"], meta["skipped"]
+    if meta.get("format") != FORMAT:
+        return "a record of another format"
+    if sorted([*kept, *(s["index"] for s in skipped)]) != list(range(count)) or kept != sorted(kept):
+        return "rows missing or duplicated"
+    expected = (len(kept), size, size, 3)
+    if rows.shape != expected or rows.dtype != np.uint8 or list(rows.shape) != meta["shape"]:
+        return f"shape {rows.shape} instead of {expected}"
+    if rows.path.stat().st_size != rows.offset + len(kept) * rows.row_bytes:
+        return f"a file size of {rows.path.stat().st_size} bytes that does not match its shape"
+    if checksums(rows, kept) != meta["crc32"]:
+        return "pixels that changed since they were decoded (checksum)"
+    return ""
 
 
 def _decode_to(
     npy: Path, dataset: data_mod.Dataset, items: Sequence[data_mod.Item], size: int, interpolation: str, name: str
-) -> tuple[list[data_mod.Item], list[dict[str, str]]]:
-    """Decode ``items`` in parallel into ``npy``; unreadable ones are left out."""
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """Decode ``items`` in parallel into ``npy``; unreadable ones are left out.
+
+    Returns:
+        the indices of the items kept (the rows of ``npy``, in order) and
+        ``(index, reason)`` of each skipped one.
+    """
     ok = np.zeros(len(items), dtype=bool)
     reasons: dict[int, str] = {}
     with writing(npy, "uint8", (len(items), size, size, 3)) as write:
@@ -214,8 +299,7 @@ def _decode_to(
                 pass
     if not ok.all():
         _shrink(npy, ok)  # before the .json that marks the entry complete is written
-    kept = [it for it, good in zip(items, ok) if good]
-    return kept, [{"ref": items[i].ref, "reason": reasons[i]} for i in sorted(reasons)]
+    return [int(i) for i in np.flatnonzero(ok)], [(i, reasons[i]) for i in sorted(reasons)]
 
 
 def _shrink(path: Path, ok: np.ndarray) -> None:

@@ -7,10 +7,13 @@ inside the stage a command calls, so ``edgetl --help`` answers at once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import signal
 import sys
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Iterator
 
 import click
 from edgetl import log
@@ -24,7 +27,8 @@ class _FriendlyGroup(click.Group):
         from edgetl.runtime.model_card import CardError  # noqa: PLC0415
 
         try:
-            return super().invoke(ctx)
+            with _noting_interrupts():
+                return super().invoke(ctx)
         except EdgeTLError as exc:
             error = click.ClickException(str(exc))
             error.exit_code = exc.exit_code
@@ -40,6 +44,37 @@ class _FriendlyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Exception:
+            if not _INTERRUPTED:
+                raise
+            # Ctrl-C inside TensorFlow's graph building can surface as another exception (the
+            # library caught the KeyboardInterrupt and raised its own): still an interrupt.
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+_INTERRUPTED: list[int] = []  # SIGINTs seen while a command ran
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[None]:
+    """Ctrl-C raises ``KeyboardInterrupt`` as usual, and is remembered (see ``_FriendlyGroup.invoke``)."""
+
+    def _on_sigint(signum: int, frame: Any) -> None:
+        _INTERRUPTED.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield  # not ours to replace (a test runner, an embedding program)
+        return
+    _INTERRUPTED.clear()
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def os_error_line(exc: OSError) -> str:

@@ -86,7 +86,8 @@ class Dataset:
 
     def _load(self, item: Item, size: int, interpolation: str) -> np.ndarray:
         if item.ref.startswith("#"):
-            assert self._array is not None
+            if self._array is None or not item.ref[1:].isdigit() or int(item.ref[1:]) >= len(self._array):
+                raise ValueError(f"{item.ref} is not a row of the image array {self.root}")
             rgb = preprocess.to_rgb(self._array[int(item.ref[1:])], "RGB")
             return preprocess.resize(rgb, size, size, interpolation)
         return decode.load_image(item.ref, size, size, interpolation)
@@ -221,7 +222,8 @@ def write_splits(run_dir: Path, dataset: Dataset, splits: dict[str, list[Item]],
         lines = ["ref,label"] + [
             f"{untrusted.csv_field(datapaths.relative_ref(root, it.ref))},{it.label}" for it in items
         ]
-        write_bytes_atomic(run_dir / "splits" / f"{name}.csv", ("\n".join(lines) + "\n").encode("utf-8"))
+        text = "\n".join(lines) + "\n"  # a file name that is not UTF-8 keeps its bytes (read back alike)
+        write_bytes_atomic(run_dir / "splits" / f"{name}.csv", text.encode("utf-8", "surrogateescape"))
     counts = {
         s: np.bincount([i.label for i in v], minlength=len(dataset.class_names)).tolist() for s, v in splits.items()
     }
@@ -280,17 +282,37 @@ def load_split(
         from edgetl.data_sources import from_arrays  # noqa: PLC0415 - the readers build this module's Dataset
 
         array = from_arrays(Path(meta["root"]))._array  # noqa: SLF001 - this package's own Dataset
-        if any(int(it.ref[1:]) >= len(array) for it in items):
-            raise RunFolderError(
-                f"{run_dir}/splits/{name}.csv lists rows beyond {meta['root']}'s {len(array)} images; "
-                "the array changed since training: restore it or re-run `edgetl train`"
-            )
-    elif not Path(items[0].ref).exists():
+    _check_array_refs(run_dir, name, items, meta["root"], array)
+    if array is None and items and not Path(items[0].ref).exists():
         raise RunFolderError(
             f"the run's images under {meta['root']} are gone; restore them there (data.json records "
             "where they were), pass --data-root DIR where they are now, or re-run `edgetl train`"
         )
     return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, _array=array, legacy=legacy), items
+
+
+def _check_array_refs(run_dir: Path, name: str, items: Sequence[Item], root: str, array: Optional[np.ndarray]) -> None:
+    """``#N`` refs name rows of the run's array (and only an array run has them): a damaged split file is one line.
+
+    Raises:
+        RunFolderError: a ``#N`` ref in a run of image files, a ref that is not ``#`` and digits, or a row
+            beyond the array.
+    """
+    for item in items:
+        if array is None and not item.ref.startswith("#"):
+            continue
+        row = item.ref[1:] if item.ref.startswith("#") else ""
+        if array is None or not row.isdigit():
+            raise RunFolderError(
+                f"{run_dir}/splits/{name}.csv lists {item.ref!r}, which is not "
+                f"{'a row #N of the image array' if array is not None else 'an image file of this run'}; "
+                "the split file is damaged: re-run `edgetl train`"
+            )
+        if int(row) >= len(array):
+            raise RunFolderError(
+                f"{run_dir}/splits/{name}.csv lists rows beyond {root}'s {len(array)} images; "
+                "the array changed since training: restore it or re-run `edgetl train`"
+            )
 
 
 def split_image_loader(

@@ -12,19 +12,35 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from edgetl import log
 from edgetl.data import SPLITS, Dataset, Item
 from edgetl.errors import DataError
 from edgetl.runtime import decode
 
 
 def _images_in(folder: Path) -> list[str]:
-    """Image files under ``folder`` as strings (see ``decode.image_files``: recursive, sorted, hidden skipped)."""
-    return [str(path) for path in decode.image_files(folder)]
+    """Image files under ``folder`` as strings (see ``decode.image_files``: recursive, sorted, hidden skipped,
+    regular files only); run folders below it are left out with a note."""
+    runs: list[Path] = []
+    found = [str(path) for path in decode.image_files(folder, runs)]
+    for run in runs:
+        log.warn(f"{run} is an edgetl run folder: its images are not data, skipped")
+    return found
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    """Visible sub-folders, sorted; a symlinked one may point elsewhere, but not back up (a loop)."""
-    found = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    """Visible sub-folders, sorted; a symlinked one may point elsewhere, but not back up (a loop).
+
+    A run folder saved inside the data (``-o DATA/run``; ``decode.is_run_folder``) is
+    not a class, nor is a folder that holds only run folders (``DATA/runs/``): both are
+    skipped with a note.
+    """
+    found = []
+    for sub in sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name):
+        if _only_runs(sub):
+            log.warn(f"{sub} holds an edgetl run folder, not a class of images: skipped")
+        else:
+            found.append(sub)
     here = folder.resolve()
     for sub in found:
         target = sub.resolve()
@@ -33,6 +49,14 @@ def _class_dirs(folder: Path) -> list[Path]:
                 f"{sub} is a symlink to {target}, which holds the data folder itself (a loop); remove the link"
             )
     return found
+
+
+def _only_runs(folder: Path) -> bool:
+    """A run folder, or a folder whose only non-hidden entries are run folders."""
+    if decode.is_run_folder(folder):
+        return True
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    return bool(entries) and all(p.is_dir() and decode.is_run_folder(p) for p in entries)
 
 
 def from_folder(folder: Path) -> Dataset:

@@ -126,7 +126,7 @@ def read_split_rows(run_dir: Path, name: str, num_classes: int, escaped: bool = 
         raise RunFolderError(f"{run_dir} has no splits/{name}.csv; is it an `edgetl train` run folder?")
     rows: list[tuple[str, int, str]] = []
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:  # non-UTF-8 file names
             reader = csv.DictReader(handle)
             for row in reader:
                 where = f"{path}:{reader.line_num}"

@@ -278,6 +278,15 @@ def _items(run: Path, config: ParityConfig, card: ModelCard) -> tuple[list[data_
             raise RunFolderError(f"{run}/splits/test.csv lists no images; pass --data DIR with held-out images")
         return items, dataset
     dataset = data_mod.discover(data, min_classes=1)
+    if dataset.presplit:  # a pre-split folder: its held-out split only, never train/ (the model learnt those)
+        held_out = next((s for s in ("test", "val") if dataset.presplit.get(s)), None)
+        if held_out is None:
+            raise DataError(
+                f"{data} is a pre-split folder with no test/ or val/ images; parity evaluates held-out images "
+                f"only, never train/: pass a folder of test images"
+            )
+        log.info(f"{data} is pre-split: evaluating its {held_out}/ split ({len(dataset.presplit[held_out])} images)")
+        dataset.items = dataset.presplit[held_out]
     unknown = sorted(set(dataset.class_names) - set(card.labels))
     if unknown:
         raise DataError(

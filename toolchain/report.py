@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from edgetl import verdict
+from edgetl.runtime.folder import focus
 from edgetl.runtime.model_card import write_bytes_atomic
 
 DPI = 110  # at 110 dpi, 8 pt is 12 px: every label below stays >= 11 px at 100%
@@ -130,14 +131,15 @@ def confusion_figure(
             title adds top-1 with its 95% interval and n.
     """
     plt = pyplot()
-    matrix = np.asarray(confusion, dtype=np.int64)
+    class_names, matrix, note = focus(class_names, confusion)  # past 40 classes: the top confusions only
+    what = f"{what} ({note})" if note else what
     side = max(4.0, 0.5 * len(class_names) + 2)
     panels = 2 if counts else 1
     fig, axes = plt.subplots(1, panels, figsize=(side * panels, side), squeeze=False)
     if counts:
         _draw_counts(axes[0, 0], matrix, class_names, "images (rows: true class)")
     _draw_normalised(axes[0, -1], matrix, class_names, "% of each true class (rows sum to 100)")
-    fig.suptitle(f"{what}: {top1_text(matrix)}", fontsize=11)
+    fig.suptitle(f"{what}: {top1_text(np.asarray(confusion, dtype=np.int64))}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / side))
     return figure_png(fig)
 
@@ -157,6 +159,10 @@ def confusion_difference_figure(
     """
     plt = pyplot()
     diff = np.asarray(variant, dtype=np.int64) - np.asarray(reference, dtype=np.int64)
+    shown, _, note = focus(class_names, np.abs(diff))  # past 40 classes: where the two differ most
+    if note:
+        keep = [list(class_names).index(label) for label in shown]
+        diff, class_names, name = diff[np.ix_(keep, keep)], shown, f"{name} ({note})"
     harm = diff.astype(float) * np.where(np.eye(len(diff), dtype=bool), -1, 1) if diff.size else diff.astype(float)
     side = max(4.5, 0.5 * len(class_names) + 2.5)
     fig, ax = plt.subplots(figsize=(side, side))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -159,7 +160,9 @@ def _train_into(config: TrainConfig, work: Path, worker: distribute.Worker) -> d
     pixels, skipped = _decode(dataset, splits, config, worker)
     if worker.chief:
         data_mod.write_splits(work, dataset, splits, skipped)
-    tf, strategy, policy = _runtime(config)
+    fresh = not (work / "checkpoint" / "state.json").exists()  # stopped while forming a cluster: nothing to keep
+    tf, strategy, policy = _runtime(config, work if fresh else None)
+    distribute.check_same_data(strategy, worker, json.dumps([dataset.class_names, _relative_splits(dataset, splits)]))
     log.stage(
         3,
         stage_count(config),
@@ -235,13 +238,17 @@ def _decode(
     return Splits(parts, worker), skipped
 
 
-def _runtime(config: TrainConfig) -> tuple[Any, Any, str]:
+def _relative_splits(dataset: data_mod.Dataset, splits: dict[str, list[data_mod.Item]]) -> dict[str, list[Any]]:
+    return {name: [[dataset.relative(it.ref), it.label] for it in items] for name, items in splits.items()}
+
+
+def _runtime(config: TrainConfig, work: Optional[Path] = None) -> tuple[Any, Any, str]:
     """TensorFlow, the distribution strategy and the dtype policy for this machine."""
     k = graph.keras()
     import tensorflow as tf  # noqa: PLC0415
 
     gpus = tf.config.list_physical_devices("GPU")
-    strategy = distribute.make_strategy(config, len(gpus))  # multi-worker must exist before any other TF op
+    strategy = distribute.make_strategy(config, len(gpus), work)  # multi-worker must exist before any other TF op
     k.utils.set_random_seed(config.seed)
     policy = model_mod.set_precision(config.mixed_precision, bool(gpus))
     if config.mixed_precision == MixedPrecision.FLOAT16 and not gpus:

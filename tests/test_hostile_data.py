@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from edgetl import cache, data
 from edgetl.errors import DataError, RunFolderError
+from edgetl.parity_config import ParityConfig
 from edgetl.runtime import decode, sources
 from edgetl.runtime.__main__ import main as edge_main
 from edgetl.runtime.decode import ImageDecodeError
@@ -234,15 +235,15 @@ def test_parity_data_on_a_presplit_folder_reads_test_only(tmp_path: Path, caplog
     root = tmp_path / "pre"
     for split in ("train", "val", "test"):
         _folder(root / split)
-    items, _ = parity._items(tmp_path, str(root), card)
+    items, _ = parity._items(tmp_path, ParityConfig(run=str(tmp_path), data=str(root)), card)
     assert len(items) == 12 and all("/test/" in it.ref for it in items)
     assert "is pre-split: evaluating its test/ split (12 images)" in caplog.text
     shutil.rmtree(root / "test")  # variant: no test/: val/, still never train/
-    items, _ = parity._items(tmp_path, str(root), card)
+    items, _ = parity._items(tmp_path, ParityConfig(run=str(tmp_path), data=str(root)), card)
     assert items and all("/val/" in it.ref for it in items)
     shutil.rmtree(root / "val")
     with pytest.raises(DataError, match="pre-split folder with no test/ or val/ images; parity evaluates held-out"):
-        parity._items(tmp_path, str(root), card)
+        parity._items(tmp_path, ParityConfig(run=str(tmp_path), data=str(root)), card)
 
 
 @pytest.mark.parametrize("ref", ["#3", "#-1", "#x"])

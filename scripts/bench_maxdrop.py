@@ -101,8 +101,9 @@ def case(name: str, args: argparse.Namespace, log: Path) -> dict[str, Any]:
     train_dir, test_dir = prepare(name, args.work, log)
     run = args.work / name / "run"
     train(train_dir, run, log, args.epochs)
-    for stale in run.glob("model_*"):
+    for stale in run.glob("model_*.tflite"):
         stale.unlink()
+        stale.with_suffix(".json").unlink(missing_ok=True)
     calib = ["--calib-size", str(args.calib_size)]
     sh([*EDGETL, "convert", str(run), "--quant", "fp16,int8", *calib, "--no-parity", "-q"], log)
     for suffix in (".tflite", ".json"):

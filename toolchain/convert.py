@@ -29,7 +29,6 @@ from edgetl import budget, calibration, graph, log, runfolder
 from edgetl import data as data_mod
 from edgetl import model as model_mod
 from edgetl import rounding as rounding_mod
-from edgetl.calibrate import choose as choose_manifest
 from edgetl.calibrate import ensure_manifest
 from edgetl.config import DEFAULT_VARIANTS, ConvertConfig, IoType, Quantization, Rounding
 from edgetl.errors import ConfigError, ConversionError, RunFolderError
@@ -155,20 +154,19 @@ def convert(config: ConvertConfig) -> ConvertResult:
             rounding = _round_int8(tf, run, representative, Path(tmp), saved)  # type: ignore[arg-type]
         search = None
         if searched:
-            log.stage(
-                2 + int(rounded), total, f"--max-drop {config.max_drop:g}: int8 on the val split, then cheaper fixes"
+            log.stage(2 + int(rounded), total, f"--max-drop {config.max_drop:g}: int8 on the val split, then fixes")
+            search = budget.run(
+                budget.Calibration(manifest, representative, saved, rounding),  # type: ignore[arg-type]
+                _converter_kit(tf, config, card, run, Path(tmp)),
             )
-            base = budget.Calibration(manifest, representative, saved, rounding)  # type: ignore[arg-type]
-            search = _search(tf, config, card, run, base, Path(tmp))
-            manifest, representative, rounding = (
-                search.calibration.manifest,
-                search.calibration.representative,
-                search.calibration.rounding,
+            chosen = search.calibration
+            manifest, representative, saved, rounding = (
+                chosen.manifest,
+                chosen.representative,
+                chosen.saved,
+                chosen.rounding,
             )
-            saved = search.calibration.saved
             config = dataclasses.replace(config, max_drop=None, keep_float=search.chosen.keep_float)
-            if manifest.sha256 != calibration.load_manifest(run / calibration.MANIFEST_NAME).sha256:
-                manifest.save(run / calibration.MANIFEST_NAME)  # the larger set the search chose
         for step, quant in enumerate(variants, 2 + int(rounded) + int(searched)):
             log.stage(step, total, f"converting {quant.value}")
             notes = {"max_drop": search.to_dict()} if search and quant == Quantization.INT8 else None
@@ -190,52 +188,19 @@ def convert(config: ConvertConfig) -> ConvertResult:
     return ConvertResult(run, results, manifest, debug_csv, time.monotonic() - started, search)
 
 
-def _search(tf: Any, config: ConvertConfig, card: ModelCard, run: Path, base: budget.Calibration, tmp: Path) -> Any:
-    """Run the --max-drop search with this stage's converter; raise BudgetError (nothing written) when unreached."""
-
-    def stage(cal: budget.Calibration, layers: tuple[str, ...], folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        trial = dataclasses.replace(config, max_drop=None, keep_float=layers)
-        return _write_variant(
-            tf,
-            Quantization.INT8,
-            cal.saved,
-            trial,
-            card,
-            run,
-            cal.manifest,
-            cal.representative,
-            folder,
-            cal.rounding,
-            commit=False,
-        ).path
-
-    def recalibrate(size: int) -> Optional[budget.Calibration]:
-        chosen = choose_manifest(run, card, size, base.manifest.seed)
-        if chosen.size <= base.manifest.size:
-            return None
-        representative = calibration.representative_dataset(chosen, card, _pixel_loader(run, card, chosen.refs))
-        saved, rounding = dict(base.saved), {"method": config.rounding.value}
-        saved.pop("int8", None)
-        if config.rounding == Rounding.GPTQ:
-            folder = tmp / f"calibration-{chosen.size}"
-            folder.mkdir()
-            rounding = _round_int8(tf, run, representative, folder, saved)
-        return budget.Calibration(chosen, representative, saved, rounding)
-
-    def rank(cal: budget.Calibration) -> list[tuple[str, float]]:
-        from edgetl import debugger  # noqa: PLC0415
-
-        worst: dict[str, float] = {}
-        for row in debugger.layer_statistics(tf, _source(Quantization.INT8, cal.saved), cal.representative):
-            if row["layer"] and row["rmse/scale"] != "nan":
-                worst[row["layer"]] = max(worst.get(row["layer"], 0.0), float(row["rmse/scale"]))
-        return sorted(worst.items(), key=lambda kv: (-kv[1], kv[0]))
-
-    val = budget.load_val(run, card)
-    result = budget.search(config, val, base, budget.Tools(stage, recalibrate, rank), tmp / "max-drop")
-    budget.raise_if_unreached(result)
-    return result
+def _converter_kit(tf: Any, config: ConvertConfig, card: ModelCard, run: Path, tmp: Path) -> budget.Kit:
+    """This stage's converter pieces, lent to the --max-drop search (which never imports this module)."""
+    return budget.Kit(
+        tf,
+        config,
+        card,
+        run,
+        tmp,
+        _write_variant,
+        _round_int8,
+        _pixel_loader,
+        lambda saved: _source(Quantization.INT8, saved),
+    )
 
 
 def _sweep_stale_work(run: Path) -> None:

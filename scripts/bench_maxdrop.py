@@ -42,7 +42,7 @@ EDGETL = [PY, "-m", "edgetl"]
 DATASETS: dict[str, dict[str, list[str]]] = {
     "fashion-mnist": {
         "train": [*EDGETL, "data", "fashion-mnist", "{out}", "--per-class", "300", "--part", "train"],
-        "test": [*EDGETL, "data", "fashion-mnist", "{out}", "--per-class", "500", "--part", "test"],
+        "test": [*EDGETL, "data", "fashion-mnist", "{out}", "--per-class", "200", "--part", "test"],
     },
     "animal-mnist": {
         "train": [PY, "scripts/animal_mnist.py", "{out}", "--part", "train", "--per-class", "300"],
@@ -50,7 +50,7 @@ DATASETS: dict[str, dict[str, list[str]]] = {
     },
     "colour-emoji": {
         "train": [PY, "scripts/colour_emoji.py", "{out}", "--part", "train"],
-        "test": [PY, "scripts/colour_emoji.py", "{out}", "--part", "test", "--views", "3"],
+        "test": [PY, "scripts/colour_emoji.py", "{out}", "--part", "test"],
     },
 }
 

@@ -6,7 +6,7 @@ for the parity gate. When the budget does not hold, the search tries, cheapest f
 
 1. a larger calibration set (the same seeded, class-balanced choice, twice as many
    train images, at least the default 300): it costs nothing on the device;
-2. the fewest layers kept in float, ranked by TFLite's quantization debugger
+2. the fewest layers kept in float (on the larger set when there is one), ranked by TFLite's quantization debugger
    (per-layer RMSE over the quantization step, worst first): the worst ``k`` layers
    are kept in float for k = 1, 2, 4, ... until the budget holds, then the smallest
    such ``k`` is found by bisection between the last ``k`` that failed and the first
@@ -316,17 +316,18 @@ def search(config: ConvertConfig, val: ValSet, base: Calibration, tools: Tools, 
 def _calibrate(
     trial: Callable[..., Trial], tools: Tools, base: Calibration, plain: Trial
 ) -> tuple[Calibration, Trial, str]:
-    """Step 1: a larger calibration set; kept for the next step only when it lowered the drop."""
+    """Step 1: a larger calibration set, kept for step 2 whatever its drop.
+
+    More images estimate every range better, including those of the ops step 2 leaves
+    int8 (adds, pooling, softmax); a val drop of 2.00 vs 3.00 pt on 300 images is three
+    images, noise, not a reason to go back to fewer.
+    """
     bigger = tools.recalibrate(max(DEFAULT_CALIB_SIZE, CALIB_GROWTH * base.manifest.size))
     if bigger is None:
         log.info("the train split holds no more images for a larger calibration set")
         return base, plain, "no larger calibration set"
     larger = trial("larger calibration set", bigger, ())
-    if larger.holds:
-        return bigger, larger, "a larger calibration set holds"
-    if larger.drop.value < plain.drop.value:
-        return bigger, larger, "larger calibration set"
-    return base, plain, "larger calibration set did not help"
+    return bigger, larger, "a larger calibration set holds" if larger.holds else "larger calibration set"
 
 
 def _float_layers(trial: Callable[..., Trial], cal: Calibration, layers: list[str]) -> str:

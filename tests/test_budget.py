@@ -106,10 +106,7 @@ def test_healthy_model_changes_nothing_and_costs_one_pass(trained_run: Path, tmp
     from edgetl.api import convert
 
     plain = _copy(trained_run, tmp_path / "plain")
-    fast = {
-        "quantizations": ("int8",),
-        "rounding": "nearest",
-    }  # the converter's rounding: the search is the same, cheaper
+    fast = {"quantizations": ("int8",)}  # default GPTQ rounding (the converter's nearest is not healthy on this model)
     convert(plain, **fast)
     searched = _copy(trained_run, tmp_path / "searched")
     result = convert(searched, max_drop=5.0, **fast)
@@ -143,7 +140,8 @@ def test_unreachable_budget_exits_1_and_writes_nothing(trained_run: Path, tmp_pa
         "--max-evals",
         "1",
     )
-    message = fails(result, 1)
+    assert result.exit_code == 1, result.output  # (Keras' export prints "Saved artifact" on stdout in-process)
+    message = result.stderr.strip().splitlines()[-1].removeprefix("Error: ")
     assert message.startswith("no int8 model keeps --max-drop 0 pt on the")
     assert "(the evaluation cap (--max-evals 1) was reached)" in message
     assert "Tried: plain int8: drop" in message and "Nothing was written" in message

@@ -12,7 +12,7 @@ class EdgeTLError(Exception):
     """Base of every user-facing error; ``exit_code`` is what the ``edgetl`` CLI exits with.
 
     Exit codes of ``edgetl``: 0 success; 1 the parity gate failed (evidence that a
-    threshold is crossed); 2 usage or an invalid option/config value; 3 bad input or
+    threshold is crossed) or ``convert --max-drop`` found no int8 model within its budget; 2 usage or an invalid option/config value; 3 bad input or
     setup (data, run folder, weights, model, conversion); 4 parity inconclusive under
     ``--inconclusive fail``; 130 interrupted.
     """

@@ -98,10 +98,15 @@ def convert(run: PathLike, **options: Any) -> ConvertResult:
     Args:
         run: the run folder.
         **options: ``ConvertConfig`` fields (``quantizations``, ``io``, ``calib_size``, ``calib_seed``,
-            ``debug``, ``keep_float``, ``rounding``).
+            ``debug``, ``keep_float``, ``rounding``, and ``max_drop``, ``max_evals``, ``max_seconds``: the
+            search for the cheapest int8 model within a top-1 budget on the val split).
 
     Returns:
-        ``ConvertResult``: ``variants`` (path, card, size of each), ``manifest``, ``table()``, ``to_dict()``.
+        ``ConvertResult``: ``variants`` (path, card, size of each), ``manifest``, ``search`` (under
+        ``max_drop``), ``table()``, ``to_dict()``.
+
+    Raises:
+        BudgetError: under ``max_drop``, no int8 model within the caps keeps the budget (nothing written).
     """
     from edgetl.config import ConvertConfig  # noqa: PLC0415
     from edgetl.convert import convert as stage  # noqa: PLC0415

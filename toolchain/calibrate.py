@@ -24,17 +24,25 @@ def calibrate(config: CalibrationConfig) -> calibration.Manifest:
         RunFolderError: not a run folder, or its train split is missing or empty.
     """
     run = Path(config.run)
-    card = runfolder.float_card(run)
-    dataset, items = data_mod.load_split(run, "train", config.data_root)
-    try:  # refs relative to the data root: the sha256 does not depend on where the run or the cwd is
-        refs = [(dataset.relative(it.ref), it.label) for it in items]
-        manifest = calibration.build_manifest(refs, card.labels, config.size, config.seed)
-    except calibration.CalibrationError as exc:
-        raise RunFolderError(f"{run}: {exc}") from None
+    manifest = choose(run, runfolder.float_card(run), config.size, config.seed, config.data_root)
     if manifest.size < config.size:
         log.warn(f"the train split has only {manifest.size} images; calibrating on all of them, not {config.size}")
     manifest.save(run / calibration.MANIFEST_NAME)
     return manifest
+
+
+def choose(run: Path, card: ModelCard, size: int, seed: int, data_root: Optional[str] = None) -> calibration.Manifest:
+    """The representative set of ``size`` images from the run's train split, not written anywhere.
+
+    Raises:
+        RunFolderError: the train split is missing or empty.
+    """
+    dataset, items = data_mod.load_split(run, "train", data_root)
+    try:  # refs relative to the data root: the sha256 does not depend on where the run or the cwd is
+        refs = [(dataset.relative(it.ref), it.label) for it in items]
+        return calibration.build_manifest(refs, card.labels, size, seed)
+    except calibration.CalibrationError as exc:
+        raise RunFolderError(f"{run}: {exc}") from None
 
 
 def ensure_manifest(

@@ -274,6 +274,27 @@ def _quantizations(
     help="int8 weight rounding: gptq (calibrated, with bias correction) or the converter's nearest.",
 )
 @data_root_option
+@click.option(
+    "--max-drop",
+    type=float,
+    help="A top-1 budget in points vs model.keras on the val split: search for the cheapest int8 that keeps it "
+    "(a larger calibration set, then the fewest float layers); exit 1, nothing written, when none does. "
+    "The parity gate then checks int8 against this budget.",
+)
+@click.option(
+    "--max-evals",
+    type=int,
+    default=ConvertConfig.max_evals,
+    show_default=True,
+    help="--max-drop: most validation passes.",
+)
+@click.option(
+    "--max-seconds",
+    type=float,
+    default=ConvertConfig.max_seconds,
+    show_default=True,
+    help="--max-drop: wall-time cap of the search.",
+)
 @click.option("--no-parity", is_flag=True, help="Do not run `edgetl parity` after converting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @quiet_option
@@ -305,14 +326,16 @@ def convert(
     )
     emit(result.to_dict(), as_json, result.table())
     if not no_parity:
-        _run_parity_if_available(Path(run), options.get("data_root"))
+        _run_parity_if_available(Path(run), options.get("data_root"), options.get("max_drop"))
 
 
-def _run_parity_if_available(run_dir: Path, data_root: Optional[str] = None) -> None:
-    """The parity gate at the end of ``convert``: same thresholds as ``edgetl parity``; raises ParityError."""
+def _run_parity_if_available(run_dir: Path, data_root: Optional[str] = None, max_drop: Optional[float] = None) -> None:
+    """The parity gate at the end of ``convert``: same thresholds as ``edgetl parity`` (int8's drop: ``--max-drop``)."""
     from edgetl.parity import run_parity  # noqa: PLC0415
 
-    result = run_parity(ParityConfig(run=str(run_dir), data_root=data_root))
+    result = run_parity(
+        ParityConfig(run=str(run_dir), data_root=data_root, max_drop=None if max_drop is None else {"int8": max_drop})
+    )
     result.raise_for_verdict()
     log.info(f"parity: {result.verdict.value} ({len(result.checks)} checks, {result.report_path})")
 

@@ -270,6 +270,9 @@ class ConvertConfig:
         keep_float: Keras layer names the int8 variant keeps in float.
         rounding: how the int8 variant's weights are rounded (calibrated GPTQ by default).
         data_root: the folder holding the run's images (see ``CalibrationConfig``).
+        max_drop: a top-1 budget in points vs ``model.keras`` on the val split: search for the
+            cheapest int8 model that keeps it (:mod:`edgetl.budget`); None converts as asked.
+        max_evals, max_seconds: caps on the search (validation passes, wall time).
     """
 
     run: str
@@ -281,10 +284,14 @@ class ConvertConfig:
     keep_float: tuple[str, ...] = ()
     rounding: Rounding = Rounding.GPTQ
     data_root: Optional[str] = None
+    max_drop: Optional[float] = None
+    max_evals: int = 12
+    max_seconds: float = 1800.0
 
     def __post_init__(self) -> None:
         check_types(self)
         check_seed("--calib-seed", self.calib_seed)
+        check_budget(self)
         if self.calib_size is not None:
             check_calib_size(self.calib_size)
         if self.quantizations is not None and not self.quantizations:
@@ -297,6 +304,28 @@ class ConvertConfig:
             and Quantization.INT8 not in self.quantizations
         ):
             raise ConfigError("--debug and --keep-float apply to the int8 variant; add int8 to --quant")
+
+
+def check_budget(config: ConvertConfig) -> None:
+    """``--max-drop`` and its caps: a budget in points, on the int8 variant, choosing the float layers itself."""
+    if config.max_drop is None:
+        return
+    require(
+        [
+            (
+                0 <= config.max_drop <= 100,
+                f"--max-drop is a top-1 drop in percentage points, between 0 and 100 (got {config.max_drop:g})",
+            ),
+            (
+                config.quantizations is None or Quantization.INT8 in config.quantizations,
+                "--max-drop searches the int8 variant (other variants have no calibration or float layers to "
+                "choose); add int8 to --quant",
+            ),
+            (not config.keep_float, "--max-drop chooses the float layers itself; leave out --keep-float"),
+            (1 <= config.max_evals <= 1000, f"--max-evals must be in 1..1000 (got {config.max_evals})"),
+            (0 < config.max_seconds <= 7 * 86400, f"--max-seconds must be in (0, 604800] (got {config.max_seconds:g})"),
+        ]
+    )
 
 
 SEED_MAX = 2**32 - 1  # numpy and TensorFlow seeds are unsigned 32-bit

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-from edgetl import calibration, graph, log, runfolder, runreport
+from edgetl import budget, calibration, graph, log, runfolder, runreport
 from edgetl import data as data_mod
 from edgetl import model as model_mod
 from edgetl import rounding as rounding_mod
@@ -73,6 +73,7 @@ class ConvertResult:
     manifest: Optional[calibration.Manifest]
     debug_csv: Optional[Path]
     seconds: float
+    search: Optional[Any] = None  # edgetl.budget.Search under --max-drop
 
     def fp32_bytes(self) -> Optional[int]:
         """Size of the fp32 model: converted now, or already in the run folder."""
@@ -92,6 +93,7 @@ class ConvertResult:
             "variants": [
                 {**v.to_dict(), "ratio_vs_fp32": round(v.size_bytes / fp32, 4) if fp32 else None} for v in self.variants
             ],
+            **({"max_drop": self.search.to_dict()} if self.search else {}),
         }
 
     def table(self) -> str:
@@ -104,7 +106,7 @@ class ConvertResult:
                 f"{v.quantization.value:<9} {v.size_bytes / 1024:>9.1f} {ratio:>8}  {spec_text(v.card.input):<26} "
                 f"{spec_text(v.card.output):<26} {v.seconds:>7.1f}"
             )
-        return "\n".join(rows)
+        return "\n".join(rows + ([self.search.summary()] if self.search else []))
 
 
 def convert(config: ConvertConfig) -> ConvertResult:
@@ -121,6 +123,8 @@ def convert(config: ConvertConfig) -> ConvertResult:
     card = runfolder.float_card(run)
     runfolder.verify_model_file(card, run / FLOAT_MODEL)
     variants = _variants(config, run)
+    if config.max_drop is not None:
+        budget.check_val_split(run, card)  # before any work
     if Quantization.INT8 in variants:
         check_lineage(run, card)
     if Quantization.QAT_INT8 in variants and not (run / QAT_MODEL).is_file():
@@ -138,7 +142,8 @@ def convert(config: ConvertConfig) -> ConvertResult:
         else None
     )
     rounded = Quantization.INT8 in variants and config.rounding == Rounding.GPTQ
-    total = len(variants) + 1 + int(config.debug) + int(rounded)
+    searched = config.max_drop is not None
+    total = len(variants) + 1 + int(config.debug) + int(rounded) + int(searched)
     log.stage(1, total, "exporting the Keras model(s) to a temporary SavedModel")
     results: list[VariantResult] = []
     debug_csv = None
@@ -149,11 +154,31 @@ def convert(config: ConvertConfig) -> ConvertResult:
         if rounded:
             log.stage(2, total, f"rounding the int8 weights (GPTQ + bias correction on {manifest.size} images)")  # type: ignore[union-attr]
             rounding = _round_int8(tf, run, representative, Path(tmp), saved)  # type: ignore[arg-type]
-        for step, quant in enumerate(variants, 2 + int(rounded)):
-            log.stage(step, total, f"converting {quant.value}")
-            results.append(
-                _write_variant(tf, quant, saved, config, card, run, manifest, representative, Path(tmp), rounding)
+        search = None
+        if searched:
+            log.stage(2 + int(rounded), total, f"--max-drop {config.max_drop:g}: int8 on the val split, then fixes")
+            search = budget.run(
+                budget.Calibration(manifest, representative, saved, rounding),  # type: ignore[arg-type]
+                _converter_kit(tf, config, card, run, Path(tmp)),
             )
+            chosen = search.calibration
+            manifest, representative, saved, rounding = (
+                chosen.manifest,
+                chosen.representative,
+                chosen.saved,
+                chosen.rounding,
+            )
+            config = dataclasses.replace(config, max_drop=None, keep_float=search.chosen.keep_float)
+        for step, quant in enumerate(variants, 2 + int(rounded) + int(searched)):
+            log.stage(step, total, f"converting {quant.value}")
+            notes = {"max_drop": search.to_dict()} if search and quant == Quantization.INT8 else None
+            results.append(
+                _write_variant(
+                    tf, quant, saved, config, card, run, manifest, representative, Path(tmp), rounding, notes=notes
+                )
+            )
+            if notes and results[-1].card.model_sha256 != search.chosen.sha256:  # type: ignore[union-attr]
+                raise ConversionError("the int8 model written differs from the one --max-drop measured; rerun")
             log.info(f"{results[-1].path.name}: {results[-1].size_bytes / 1024:.1f} KiB in {results[-1].seconds:.1f}s")
         if config.debug:
             from edgetl import debugger  # noqa: PLC0415
@@ -163,7 +188,22 @@ def convert(config: ConvertConfig) -> ConvertResult:
             )  # type: ignore[union-attr]
             debug_csv = debugger.debug_int8(tf, _source(Quantization.INT8, saved), representative, run)  # type: ignore[arg-type]
     runreport.refresh(run)
-    return ConvertResult(run, results, manifest, debug_csv, time.monotonic() - started)
+    return ConvertResult(run, results, manifest, debug_csv, time.monotonic() - started, search)
+
+
+def _converter_kit(tf: Any, config: ConvertConfig, card: ModelCard, run: Path, tmp: Path) -> budget.Kit:
+    """This stage's converter pieces, lent to the --max-drop search (which never imports this module)."""
+    return budget.Kit(
+        tf,
+        config,
+        card,
+        run,
+        tmp,
+        _write_variant,
+        _round_int8,
+        _pixel_loader,
+        lambda saved: _source(Quantization.INT8, saved),
+    )
 
 
 def _sweep_stale_work(run: Path) -> None:
@@ -361,8 +401,13 @@ def _write_variant(
     representative: Optional[Callable[[], Any]],
     work: Path,
     rounding: dict[str, Any],
+    notes: Optional[dict[str, Any]] = None,
+    commit: bool = True,
 ) -> VariantResult:
-    """Convert one variant, check it in the hidden ``work`` folder, then move it and its card into the run."""
+    """Convert one variant, check it in the hidden ``work`` folder, then move it and its card into the run.
+
+    ``notes`` are added to the card's extra; ``commit=False`` leaves the model staged (``path`` is the staged file).
+    """
     start = time.monotonic()
     model = _convert_bytes(tf, quant, saved, config, representative)
     seconds = time.monotonic() - start
@@ -403,6 +448,7 @@ def _write_variant(
             "seed": manifest.seed,
         }
         extra["rounding"] = rounding
+    extra.update(notes or {})
     variant_card = card.replace(
         model_file=path.name,
         model_sha256=sha256_file(staged),
@@ -412,5 +458,7 @@ def _write_variant(
         extra=extra,
     )
     variant_card.save(card_path_for(staged))
+    if not commit:
+        return VariantResult(quant, staged, variant_card, len(model), seconds)
     _commit(staged, card_path_for(staged), path)
     return VariantResult(quant, path, variant_card, len(model), seconds)

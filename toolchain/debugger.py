@@ -27,6 +27,29 @@ WORST_LAYERS = 5
 
 def debug_int8(tf: Any, saved_dir: Path, representative: Callable[[], Any], run: Path) -> Path:
     """Per-layer int8 error statistics to ``RUN/int8_debug.csv``; the worst layers go to the log."""
+    rows = layer_statistics(tf, saved_dir, representative)
+    out = io.StringIO()
+    writer = csv.DictWriter(
+        out, fieldnames=list(rows[0].keys()) if rows else ["layer", "rmse/scale"], lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows({k: csv_cell(v, numbers=True) for k, v in r.items()} for r in rows)  # names from the model
+    path = run / DEBUG_CSV
+    write_bytes_atomic(path, out.getvalue().encode("utf-8"))
+    worst = sorted((r for r in rows if r["rmse/scale"] != "nan"), key=lambda r: -float(r["rmse/scale"]))[:WORST_LAYERS]
+    if worst:
+        names = ", ".join(f"{r['layer']} ({r['op_name']}) {float(r['rmse/scale']):.3f}" for r in worst)
+        log.info(f"worst int8 layers by rmse/scale: {names}")
+        log.info(f"{len(rows)} layers in {path.name}; keep one in float with --keep-float {worst[0]['layer']}")
+    return path
+
+
+def layer_statistics(tf: Any, saved_dir: Path, representative: Callable[[], Any]) -> list[dict[str, str]]:
+    """The debugger's per-tensor rows (first ``DEBUG_SAMPLES`` images), each with its ``layer`` and ``rmse/scale``.
+
+    Raises:
+        ConversionError: the debugger failed on this graph.
+    """
 
     def sample() -> Any:
         for i, item in enumerate(representative()):
@@ -50,17 +73,4 @@ def debug_int8(tf: Any, saved_dir: Path, representative: Callable[[], Any], run:
         scale, mse = float(row.get("scale") or 0), float(row.get("mean_squared_error") or 0)
         row["rmse/scale"] = f"{math.sqrt(mse) / scale:.6g}" if scale > 0 else "nan"
         row["layer"] = (layers_of(row.get("tensor_name", "")) or [""])[-1]
-    out = io.StringIO()
-    writer = csv.DictWriter(
-        out, fieldnames=list(rows[0].keys()) if rows else ["layer", "rmse/scale"], lineterminator="\n"
-    )
-    writer.writeheader()
-    writer.writerows({k: csv_cell(v, numbers=True) for k, v in r.items()} for r in rows)  # names from the model
-    path = run / DEBUG_CSV
-    write_bytes_atomic(path, out.getvalue().encode("utf-8"))
-    worst = sorted((r for r in rows if r["rmse/scale"] != "nan"), key=lambda r: -float(r["rmse/scale"]))[:WORST_LAYERS]
-    if worst:
-        names = ", ".join(f"{r['layer']} ({r['op_name']}) {float(r['rmse/scale']):.3f}" for r in worst)
-        log.info(f"worst int8 layers by rmse/scale: {names}")
-        log.info(f"{len(rows)} layers in {path.name}; keep one in float with --keep-float {worst[0]['layer']}")
-    return path
+    return rows

@@ -37,6 +37,12 @@ class ParityError(EdgeTLError):
     exit_code = 1
 
 
+class BudgetError(EdgeTLError):
+    """``convert --max-drop``: no int8 model within the search's caps keeps the budget on the val split."""
+
+    exit_code = 1
+
+
 class ParityInconclusive(EdgeTLError):
     """The held-out images cannot resolve a parity check and ``--inconclusive fail`` was asked."""
 

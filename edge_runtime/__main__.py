@@ -145,10 +145,13 @@ def cli(image: Optional[str], more_images: tuple[str, ...], csv_path: Optional[s
     return run(config)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The console script: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit code."""
+def main(argv: Optional[Sequence[str]] = None, prog_name: str = "edge-classify") -> int:
+    """The console script: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit code.
+
+    ``prog_name`` is the name usage and errors show (``edgetl run`` when called from there).
+    """
     try:
-        return cli.main(args=None if argv is None else list(argv), prog_name="edge-classify", standalone_mode=False)
+        return cli.main(args=None if argv is None else list(argv), prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
         return exc.exit_code
     except click.ClickException as exc:  # usage errors: Click's message, exit 2

@@ -31,7 +31,10 @@ from edgetl.config import (
 from edgetl.errors import require_train_extra
 from edgetl.parity_config import Inconclusive, ParityConfig, parse_limit
 
-THRESHOLD_HELP = "VALUE for every variant, or VARIANT=VALUE pairs (int8=0.5,fp16=0.2); default: per variant, see README"
+
+def threshold_help(example: str) -> str:
+    """The shared tail of the threshold options' help, with an example valid for that option."""
+    return f"VALUE for every variant, or VARIANT=VALUE pairs ({example}); default: per variant, see README"
 
 
 @main.command()
@@ -47,12 +50,12 @@ THRESHOLD_HELP = "VALUE for every variant, or VARIANT=VALUE pairs (int8=0.5,fp16
     help="Comma-separated variants to check, e.g. int8,fp16 (default: every model_*.tflite). "
     "A subset writes parity_<variants>.json/.md and keeps the full report.",
 )
-@click.option("--max-drop", help=f"Max top-1 drop vs model.keras, in points. {THRESHOLD_HELP}.")
+@click.option("--max-drop", help=f"Max top-1 drop vs model.keras, in points. {threshold_help('int8=0.5,fp16=0.2')}.")
 @click.option(
     "--min-agreement",
-    help=f"Min top-1 agreement with the model a variant came from, in percent (98 = 98%). {THRESHOLD_HELP}.",
+    help=f"Min top-1 agreement with the model a variant came from, in percent (98 = 98%). {threshold_help('int8=98,fp16=99.5')}.",
 )
-@click.option("--max-class-drop", help=f"Max per-class top-1 drop, in points. {THRESHOLD_HELP}.")
+@click.option("--max-class-drop", help=f"Max per-class top-1 drop, in points. {threshold_help('int8=3,qat-int8=2')}.")
 @click.option(
     "--inconclusive",
     type=click.Choice([i.value for i in Inconclusive]),
@@ -310,4 +313,4 @@ def run(args: tuple[str, ...]) -> None:
     """Classify a camera, video or images with a .tflite: `edge-classify` on this machine (see `edgetl run --help`)."""
     from edgetl.runtime.__main__ import main as edge_main  # noqa: PLC0415
 
-    sys.exit(edge_main(list(args)))
+    sys.exit(edge_main(list(args), prog_name="edgetl run"))

@@ -122,6 +122,7 @@ def _offline_build(home: Path, alpha: float) -> subprocess.CompletedProcess[str]
 def test_missing_weights_name_both_fixes(tmp_path: Path) -> None:
     result = _offline_build(tmp_path, 1.0)
     assert result.returncode != 0
+    assert "Downloading data from" not in result.stdout + result.stderr  # Keras' line, before edgetl's error
     last = result.stderr.strip().splitlines()[-1]
     assert "edgetl weights install" in last and "internet" in last and "--weights none" in last
 

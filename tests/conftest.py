@@ -48,7 +48,7 @@ SLOW_TESTS = frozenset(
         "tests/test_qat.py::test_quantized_graph_has_no_fake_quant_between_conv_and_relu",
         "tests/test_train.py::test_tf_hub_feature_vector_backbone",
         "tests/test_train.py::test_uncached_path_and_config_round_trip",
-        "tests/test_weights.py::test_install_writes_verified_files",
+        "tests/test_weights.py::test_install_writes_into_edgetls_cache_and_leaves_keras_files_alone",
         "tests/test_weights.py::test_missing_weights_name_both_fixes",
         "tests/test_weights.py::test_other_alphas_say_only_one_has_offline_weights",
     }

@@ -64,6 +64,9 @@ def test_single_class_and_existing_output(tmp_path: Path) -> None:
 def test_invalid_values_exit_2(tmp_path: Path) -> None:
     result = _run("train", str(tmp_path), "-o", str(tmp_path / "r"), "--image-size", "8")
     assert result.exit_code == 2 and "--image-size must be between 32 and 1024" in result.output
+    result = _run("train", str(tmp_path), "-o", str(tmp_path / "r"), "--image-size", "500")
+    assert result.exit_code == 2 and "--image-size 500 is outside 96-224" in result.output, result.output
+    assert "--weights none" in result.output
     result = _run("train", str(tmp_path), "-o", str(tmp_path / "r"), "--pooling", "median")
     assert result.exit_code == 2 and "'median' is not one of 'avg', 'max'" in result.output
     (tmp_path / "c.json").write_text(json.dumps({"data": "x", "output": "y", "learning_rat": 1}))

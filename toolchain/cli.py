@@ -134,4 +134,4 @@ def with_aliases(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
 
 
 # The commands live beside this module and register themselves on ``main`` when imported.
-from edgetl import cli_stages, cli_train  # noqa: E402, F401
+from edgetl import cli_cache, cli_stages, cli_train  # noqa: E402, F401

@@ -116,3 +116,18 @@ def test_stage_numbers_have_no_gap(fm_folder: Path, tmp_path: Path) -> None:
     stages = re.findall(r"^\[(\d)/(\d)\]", result.stderr, re.M)
     assert stages == [(str(i), "5") for i in range(1, 6)], result.stderr
     assert not NATIVE.search(result.stderr), result.stderr
+
+
+def test_a_stage_run_by_another_continues_its_numbers(capsys: pytest.CaptureFixture) -> None:
+    """`edgetl convert` then its parity gate: [1/2] [2/2] [3/4] [4/4], not [1/2] again."""
+    from edgetl import log
+
+    log.configure()
+    log.stage(1, 2, "export")
+    log.stage(2, 2, "convert int8")
+    with log.continued_stages():
+        log.stage(1, 2, "float model")
+        log.stage(2, 2, "writing parity.json")
+    log.stage(1, 1, "next command")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.lstrip().startswith("[")]
+    assert [line.split("]")[0].strip() for line in lines] == ["[1/2", "[2/2", "[3/4", "[4/4", "[1/1"]

@@ -145,11 +145,11 @@ def test_train_config_example(tmp_path: Path, fm_folder: Path) -> None:
 
 @pytest.mark.slow
 def test_main_help_flow(tmp_path: Path, fm_folder: Path, imagenet_weights: Path) -> None:
-    """``edgetl --help``'s lines as shown (defaults: MobileNetV2 1.0/224, fine-tuning, every variant, parity) on 3 x 6 photos."""
+    """``edgetl --help``'s lines as shown (defaults: MobileNetV2 1.0/224, fine-tuning, every variant, parity) on 2 x 4 photos."""
     data = tmp_path / "DATA"
-    for label in sorted(p.name for p in fm_folder.iterdir())[:3]:
+    for label in sorted(p.name for p in fm_folder.iterdir())[:2]:
         (data / label).mkdir(parents=True)
-        for png in sorted((fm_folder / label).glob("*.png"))[:6]:
+        for png in sorted((fm_folder / label).glob("*.png"))[:4]:
             shutil.copy(png, data / label / png.name)
     env = {**os.environ, "EDGETL_CACHE": str(imagenet_weights.parent.parent)}
     shown = [t.split("#")[0].split() for t in (main.help or "").splitlines() if t.strip().startswith("edgetl ")]

@@ -89,7 +89,10 @@ def calibrate(run: PathLike, **options: Any) -> Manifest:
 
 
 def convert(run: PathLike, **options: Any) -> ConvertResult:
-    """Write the TFLite variants of a run, each with its card (``edgetl convert``, without the parity gate).
+    """Write the TFLite variants of a run, each with its card (``edgetl convert --no-parity``).
+
+    Unlike the command, this does not run the parity gate afterwards: call :func:`parity` on the
+    run next (``edgetl convert`` without ``--no-parity`` does both).
 
     Args:
         run: the run folder.

@@ -299,7 +299,8 @@ def _run_parity_if_available(run_dir: Path) -> None:
     """The parity gate at the end of ``convert``: same thresholds as ``edgetl parity``; raises ParityError."""
     from edgetl.parity import run_parity  # noqa: PLC0415
 
-    result = run_parity(ParityConfig(run=str(run_dir)))
+    with log.continued_stages():  # [8/11] after convert's [7/7]
+        result = run_parity(ParityConfig(run=str(run_dir)))
     result.raise_for_verdict()
     log.info(f"parity: {result.verdict.value} ({len(result.checks)} checks, {result.report_path})")
 

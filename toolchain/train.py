@@ -269,9 +269,10 @@ def _fit(
         else pipeline.pixel_preparer(run.built.normalization, seed, False)
     )
     v = distribute.distribute(run.strategy, worker, lambda: pipeline.ordered_batches(val, batch, plain, shape))
+    where = f"{worker.name}: " if worker.count > 1 else ""  # the worker and its shard only when there are several
+    shard = f" (input shard {worker.index + 1}/{worker.count})" if worker.count > 1 else ""
     log.info(
-        f"{worker.name}: {phase} on {len(train)} rows (input shard {worker.index + 1}/{worker.count}), "
-        f"{pipeline.steps(len(train), batch)} steps of {batch} per epoch"
+        f"{where}{phase} on {len(train)} rows{shard}, {pipeline.steps(len(train), batch)} steps of {batch} per epoch"
     )
     callback = checkpoint.make_callback(state, phase, run.config.patience)
     with contextlib.redirect_stdout(sys.stderr):

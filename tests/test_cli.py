@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,13 @@ def test_data_command_writes_fashion_mnist(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "fm").iterdir())[:2] == ["ankle_boot", "bag"]
     again = _run("data", "fashion-mnist", str(tmp_path / "fm"))
     assert again.exit_code == 3 and "already exists" in again.output
+
+
+@pytest.mark.parametrize("command, old", [("convert", "--quant"), ("parity", "--models")])
+def test_variant_lists_are_called_variants_and_the_old_names_still_work(command: str, old: str, tmp_path: Path) -> None:
+    shown = CliRunner().invoke(main, [command, "--help"]).output
+    assert re.search(r"^  --variants TEXT", shown, re.M) and not re.search(rf"^  {old}\b", shown, re.M)
+    assert f"{old} still works" in " ".join(shown.split())
+    for name in ("--variants", old):  # both parse the list; the empty folder is then refused as a run (exit 3)
+        result = CliRunner().invoke(main, [command, str(tmp_path), name, "int8"])
+        assert result.exit_code == 3, result.output

@@ -64,7 +64,7 @@ FAST = [
 ]
 SLOW = [
     "edgetl calibrate runs/my-model --calib-size 300",
-    "edgetl convert runs/my-model --quant int8 --io int8 --debug --keep-float expanded_conv_depthwise",
+    "edgetl convert runs/my-model --variants int8 --io int8 --debug --keep-float expanded_conv_depthwise",
     "edgetl qat runs/my-model --epochs 3",
     "edgetl convert runs/my-model",
 ]

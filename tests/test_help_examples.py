@@ -48,7 +48,7 @@ def help_examples() -> set[tuple[str, str, str]]:
         for param in command.params:
             for pattern in EXAMPLE_PATTERNS:
                 for match in pattern.finditer(getattr(param, "help", None) or ""):
-                    found.add((" ".join(words), param.opts[-1], match.group(1).rstrip(".,")))
+                    found.add((" ".join(words), param.opts[0], match.group(1).rstrip(".,")))
     for line in (main.help or "").splitlines():
         if line.strip().startswith("edgetl "):
             found.add(("edgetl", "", line.split("#")[0].strip()))
@@ -57,7 +57,7 @@ def help_examples() -> set[tuple[str, str, str]]:
 
 # How each example is run (the cases below), or which test runs it.
 EXERCISED = {
-    ("edgetl parity", "--models", "int8,fp16"): "test_parity_threshold_examples_parse",
+    ("edgetl parity", "--variants", "int8,fp16"): "test_parity_threshold_examples_parse",
     ("edgetl parity", "--max-drop", "int8=0.5,fp16=0.2"): "test_parity_threshold_examples_parse",
     ("edgetl parity", "--min-agreement", "int8=98,fp16=99.5"): "test_parity_threshold_examples_parse",
     ("edgetl parity", "--max-class-drop", "int8=3,qat-int8=2"): "test_parity_threshold_examples_parse",
@@ -86,7 +86,8 @@ def test_parity_threshold_examples_parse(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     for option, value in [
-        ("--models", "int8,fp16"),
+        ("--variants", "int8,fp16"),
+        ("--models", "int8,fp16"),  # the older name, still accepted
         ("--max-drop", "int8=0.5,fp16=0.2"),
         ("--min-agreement", "int8=98,fp16=99.5"),
         ("--max-class-drop", "int8=3,qat-int8=2"),

@@ -32,6 +32,20 @@ from edgetl.errors import require_train_extra
 from edgetl.parity_config import Inconclusive, ParityConfig, parse_limit
 
 
+class HiddenAliases(click.Option):
+    """An option whose first name is shown and whose later names (older spellings in users' scripts) still work."""
+
+    def get_help_record(self, ctx: click.Context) -> Optional[tuple[str, str]]:
+        shown, self.opts = self.opts, self.opts[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+    def get_error_hint(self, ctx: click.Context) -> str:
+        return f"'{self.opts[0]}'"
+
+
 def threshold_help(example: str) -> str:
     """The shared tail of the threshold options' help, with an example valid for that option."""
     return f"VALUE for every variant, or VARIANT=VALUE pairs ({example}); default: per variant, see README"
@@ -46,8 +60,11 @@ def threshold_help(example: str) -> str:
     help="Another labelled folder/CSV (default: the run's test split).",
 )
 @click.option(
+    "--variants",
     "--models",
-    help="Comma-separated variants to check, e.g. int8,fp16 (default: every model_*.tflite). "
+    "models",
+    cls=HiddenAliases,
+    help="Comma-separated variants to check, e.g. int8,fp16 (default: every model_*.tflite; --models still works). "
     "A subset writes parity_<variants>.json/.md and keeps the full report.",
 )
 @click.option("--max-drop", help=f"Max top-1 drop vs model.keras, in points. {threshold_help('int8=0.5,fp16=0.2')}.")
@@ -236,11 +253,13 @@ def _quantizations(
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option(
+    "--variants",
     "--quant",
     "quantizations",
+    cls=HiddenAliases,
     callback=_quantizations,
     help="Comma-separated variants: fp32,fp16,dynamic,int8,qat-int8 (default: all but qat-int8, "
-    "plus qat-int8 when model_qat.keras exists).",
+    "plus qat-int8 when model_qat.keras exists; --quant still works).",
 )
 @click.option(
     "--io",

@@ -57,7 +57,7 @@ class Quantization(str, enum.Enum):
     QAT_INT8 = "qat_int8"
 
 
-# What ``edgetl convert`` writes when --quant is not given (plus qat_int8 when the run has a QAT model).
+# What ``edgetl convert`` writes when --variants is not given (plus qat_int8 when the run has a QAT model).
 DEFAULT_VARIANTS = (Quantization.FP32, Quantization.FP16, Quantization.DYNAMIC, Quantization.INT8)
 
 
@@ -287,14 +287,14 @@ class ConvertConfig:
             check_calib_size(self.calib_size)
         if self.quantizations is not None and not self.quantizations:
             raise ConfigError(
-                "--quant needs at least one of: " + ", ".join(q.value.replace("_", "-") for q in Quantization)
+                "--variants needs at least one of: " + ", ".join(q.value.replace("_", "-") for q in Quantization)
             )
         if (
             (self.debug or self.keep_float)
             and self.quantizations is not None
             and Quantization.INT8 not in self.quantizations
         ):
-            raise ConfigError("--debug and --keep-float apply to the int8 variant; add int8 to --quant")
+            raise ConfigError("--debug and --keep-float apply to the int8 variant; add int8 to --variants")
 
 
 SEED_MAX = 2**32 - 1  # numpy and TensorFlow seeds are unsigned 32-bit

@@ -92,3 +92,13 @@ def test_variant_lists_are_called_variants_and_the_old_names_still_work(command:
     for name in ("--variants", old):  # both parse the list; the empty folder is then refused as a run (exit 3)
         result = CliRunner().invoke(main, [command, str(tmp_path), name, "int8"])
         assert result.exit_code == 3, result.output
+
+
+def test_threads_default_to_all_cores_in_parity_and_edge_classify() -> None:
+    from edgetl.parity_config import ParityConfig
+    from edgetl.runtime.__main__ import cli as edge_cli
+
+    parity_help = " ".join(CliRunner().invoke(main, ["parity", "--help"], terminal_width=200).output.split())
+    edge_help = " ".join(CliRunner().invoke(edge_cli, ["--help"]).output.split())
+    assert "(default: all cores, as in edge-classify)" in parity_help and "(default: all cores)" in edge_help
+    assert ParityConfig(run="r").threads is None

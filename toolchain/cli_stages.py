@@ -80,7 +80,9 @@ def threshold_help(example: str) -> str:
     show_default=True,
     help="Exit 0 (pass) or 4 (fail) when the held-out images are too few to decide a check.",
 )
-@click.option("--threads", type=int, default=ParityConfig.threads, show_default=True, help="Interpreter threads.")
+@click.option(
+    "--threads", type=int, default=None, help="Interpreter threads (default: all cores, as in edge-classify)."
+)
 @click.option("--junit", type=click.Path(dir_okay=False), help="Also write a JUnit XML report here.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the whole report as JSON on stdout (also when the gate fails)."

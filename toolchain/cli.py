@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
+import threading
 from typing import Any, Callable
 
 import click
@@ -23,6 +25,7 @@ class _FriendlyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         from edgetl.runtime.model_card import CardError  # noqa: PLC0415
 
+        previous = _on_sigterm_interrupt()
         try:
             return super().invoke(ctx)
         except EdgeTLError as exc:
@@ -40,6 +43,22 @@ class _FriendlyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _on_sigterm_interrupt() -> Any:
+    """SIGTERM (systemd, a CI timeout, `kill`) stops a command the way Ctrl-C does: the interrupted
+    stage cleans up or says how to resume, and the exit code is 130. The previous handler, or None
+    when not on the main thread (no handler can be set there)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def os_error_line(exc: OSError) -> str:

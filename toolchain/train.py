@@ -103,8 +103,15 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         write_json_atomic(work / CONFIG, config.to_dict())
     try:
         metrics = _train_into(config, work, worker)
-    except KeyboardInterrupt:
-        log.warn(f"interrupted; the last completed epoch is saved: continue with `edgetl train --resume {final}`")
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into the same)
+        if (work / "checkpoint" / "state.json").exists():
+            log.warn(
+                f"interrupted; the last completed epoch is saved in {work}: continue with "
+                f"`edgetl train --resume {final}`, or delete that folder to start over"
+            )
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            log.warn("interrupted before the first epoch was saved; nothing kept")
         raise
     except BaseException:
         if not (work / "checkpoint" / "state.json").exists():

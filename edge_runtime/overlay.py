@@ -25,8 +25,9 @@ class FpsMeter:
 
     Not a mean of ``1/dt``: one frame 1 ms after another would add ~1000 to such a mean, and
     uneven gaps (a camera delivering in bursts, a reader thread ahead of the loop) would read as
-    speed. Over ``window`` seconds, ``(ticks - 1) / (newest - oldest)`` is the rate a viewer sees;
-    it reads 0 until the frames span a quarter of the window (two frames 1 ms apart are no rate).
+    speed. Over ``window`` seconds, ``(ticks - 1) / (newest - oldest)`` is the rate a viewer sees.
+    Until the frames span a quarter of the window the time divided by is that quarter, so the first
+    readings climb towards the rate from below instead of spiking (two frames 1 ms apart read 2, not 1000).
     """
 
     def __init__(self, window: float = 2.0):
@@ -41,9 +42,8 @@ class FpsMeter:
         ticks.append(now)
         while len(ticks) > 2 and now - ticks[1] >= self.window:  # keep the oldest tick that spans the window
             ticks.popleft()
-        elapsed = now - ticks[0]
-        if len(ticks) >= 2 and elapsed >= self.window / 4:
-            self.fps = (len(ticks) - 1) / elapsed
+        if len(ticks) >= 2:
+            self.fps = (len(ticks) - 1) / max(now - ticks[0], self.window / 4)
         return self.fps
 
 

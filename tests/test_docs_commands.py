@@ -62,6 +62,9 @@ FAST = [
     "edge-classify --model model_int8.tflite --image photos/ --csv out.csv --confusion confusion.png",
     "edge-classify --version",
 ]
+# Lines that end in the parity gate: exit 1 is its documented verdict when the data shows a threshold crossed
+# (the small test split of this run can show that for the dynamic-range variant), with one `Error:` line saying which.
+GATE = {"edgetl convert runs/my-model"}
 SLOW = [
     "edgetl calibrate runs/my-model --calib-size 300",
     "edgetl convert runs/my-model --variants int8 --io int8 --debug --keep-float expanded_conv_depthwise",
@@ -148,6 +151,8 @@ def test_slow_lines_run_as_written(tmp_path: Path, trained_run: Path) -> None:
     shutil.copytree(trained_run, tmp_path / "runs" / "my-model")
     for command in SLOW:
         result = _run(command, tmp_path)
-        assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
+        assert result.returncode in ((0, 1) if command in GATE else (0,)), f"{command}\n{result.stderr[-3000:]}"
+        if result.returncode == 1:
+            assert re.match(r"Error: [\w-]+: top-1 ", result.stderr.strip().splitlines()[-1]), result.stderr[-3000:]
     names = sorted(p.name for p in (tmp_path / "runs" / "my-model").glob("model_*.tflite"))
     assert "model_qat_int8.tflite" in names and "model_int8.tflite" in names

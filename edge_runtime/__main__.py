@@ -1,13 +1,15 @@
 """``edge-classify`` (also ``python -m edgetl.runtime``): classify a camera, video or images on the device.
 
-Headless mode prints one JSON line per frame on stdout; logs and the closing
-summary go to stderr. ``--serve`` adds a browser preview (``edgetl.runtime.serve``);
+A window shows the frames when one can open (OpenCV with a GUI and a desktop session); headless
+mode prints one JSON line per frame on stdout instead, chosen by ``--headless`` or, with one note
+on stderr, when no window can open. Logs and the closing summary go to stderr. ``--serve`` shows
+the frames in a browser (``edgetl.runtime.serve``) in place of the window;
 ``--csv`` classifies a folder into a CSV, with accuracy when it has class sub-folders
 (``edgetl.runtime.folder``). Exit codes:
 
     0    the input ended, --max-frames was reached, or q/Esc was pressed
-    2    usage error (bad option, no display without --headless, --serve address
-         taken, class sub-folders not named like the labels)
+    2    usage error (bad option, --serve address taken, class sub-folders not
+         named like the labels)
     3    the model cannot be used (missing or corrupt .tflite, card missing or
          not matching the model, no interpreter package)
     4    the source failed: cannot be opened, lost and not back after the
@@ -36,7 +38,8 @@ EXIT_CODES = (
     "\n\nMeasure models on this board: edge-classify benchmark MODEL.tflite... (see edge-classify benchmark --help)."
 )
 SERVE_HELP = (
-    "browser preview at http://HOST:PORT/ (MJPEG stream with label/score/FPS, /latest.json); HOST defaults to "
+    "browser preview at http://HOST:PORT/ (MJPEG stream with label/score/FPS, /latest.json) in place of the "
+    "window (add --headless for JSON lines too); HOST defaults to "
     "127.0.0.1 (this machine only). 0.0.0.0 exposes it on the LAN with no authentication: anyone on the "
     "network can watch the camera"
 )
@@ -97,7 +100,12 @@ def _parse_serve(ctx: click.Context, param: click.Parameter, value: Optional[str
 )
 @click.option("--rtsp", metavar="URL", help="RTSP/HTTP stream URL")
 @click.argument("more_images", nargs=-1, metavar="[PATH]...")
-@click.option("--headless", is_flag=True, help="no window: one JSON line per frame on stdout")
+@click.option(
+    "--headless",
+    is_flag=True,
+    help="no window: one JSON line per frame on stdout (also what happens, with a note, when no window can open: "
+    "headless OpenCV or no desktop session); with --serve, JSON lines beside the browser preview",
+)
 @click.option("--threads", type=click.IntRange(1, 64), default=None, help="interpreter threads (default: all cores)")
 @click.option("--top-k", type=int, default=3, show_default=True, help="categories per frame")
 @click.option("--threshold", type=float, default=0.0, help="leave out categories scoring below this")
@@ -149,15 +157,18 @@ def cli(image: Optional[str], more_images: tuple[str, ...], csv_path: Optional[s
     return run(config)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The console script: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit code."""
+def main(argv: Optional[Sequence[str]] = None, prog_name: str = "edge-classify") -> int:
+    """The console script: parse ``argv`` (default ``sys.argv[1:]``), run, return the exit code.
+
+    ``prog_name`` is the name usage and errors show (``edgetl run`` when called from there).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["benchmark"]:  # edge-classify benchmark MODEL... (edgetl.runtime.benchmark)
         from edgetl.runtime.benchmark import main as benchmark  # noqa: PLC0415
 
         return benchmark(argv[1:])
     try:
-        return cli.main(args=argv, prog_name="edge-classify", standalone_mode=False)
+        return cli.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
         return exc.exit_code
     except click.ClickException as exc:  # usage errors: Click's message, exit 2
@@ -274,7 +285,6 @@ def run(config: RunConfig) -> int:
     from edgetl.runtime.folder import FolderError  # noqa: PLC0415
     from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
     from edgetl.runtime.model_card import CardError  # noqa: PLC0415
-    from edgetl.runtime.overlay import DisplayError  # noqa: PLC0415
     from edgetl.runtime.serve import ServeError  # noqa: PLC0415
     from edgetl.runtime.sources import SourceError  # noqa: PLC0415
 
@@ -311,7 +321,7 @@ def run(config: RunConfig) -> int:
     except BrokenPipeError:  # stdout reader went away (| head): a normal end, not a crash
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         reason = "stdout closed"
-    except (DisplayError, ServeError, FolderError, OutputPathError, ArgumentError) as exc:
+    except (ServeError, FolderError, OutputPathError, ArgumentError) as exc:
         print(f"edge-classify: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
@@ -341,8 +351,15 @@ def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> 
         outputs.results = folder.FolderResults(plan, classifier.labels, config.top_k)
     elif config.headless:
         outputs.lines = sys.stdout
-    else:
-        outputs.display = overlay.Display()
+    elif config.serve is None:  # the browser preview replaces the window
+        try:
+            outputs.display = overlay.Display()
+        except overlay.DisplayError as exc:
+            log(
+                f"no window: {exc}; printing JSON lines on stdout instead (--headless does so without this note, "
+                "--serve PORT shows the frames in a browser; a window needs OpenCV with a GUI, see the README)"
+            )
+            outputs.lines = sys.stdout
     if config.keep.active:
         outputs.keep = keep.Keep(config.keep, source, sys.stdout, log)
         if outputs.keep.journal is not None:

@@ -5,7 +5,8 @@ cuda drivers`` and absl's ``All log messages before absl::InitializeLog()`` befo
 any Python logging exists, and ``TF_CPP_MIN_LOG_LEVEL`` does not reach them (they
 are written before absl reads it); the first device query adds ``E0000 …
 failed call to cuInit … (303)`` on every CPU-only machine; LiteRT's interpreter
-announces ``Created TensorFlow Lite XNNPACK delegate for CPU``. None of them is
+announces ``Created TensorFlow Lite XNNPACK delegate for CPU``; OpenCV's FFmpeg backend
+writes ``[tcp @ 0x…] Failed to resolve hostname …`` when a stream does not open. None of them is
 actionable, so :func:`hide_native_logs` points fd 2 at a temporary file around the
 code that prints them, then writes back every captured line that is *not* one of
 these known patterns (a real error is never swallowed). ``SHOW = True`` (``edgetl
@@ -31,7 +32,8 @@ NATIVE_LINE = re.compile(
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     r"|To enable the following instructions: .*rebuild TensorFlow"
     r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU"
-    r"|INFO: Initialized TensorFlow Lite runtime)"
+    r"|INFO: Initialized TensorFlow Lite runtime"
+    r"|\[[\w:-]+ @ 0x[0-9a-f]+\] )"  # FFmpeg's av_log prefix (OpenCV's video backend): "[tcp @ 0x55b4...] ..."
 )
 
 

@@ -215,9 +215,13 @@ def _check_frame_size(capture: Any, name: str) -> None:
 
 
 def _open_capture(target: Any, *params: int) -> Any:
+    """``cv2.VideoCapture(target)``; FFmpeg's own lines (``[tcp @ 0x…] Failed to resolve hostname …``) hidden unless -v:
+    a capture that does not open gets edge-classify's one error line instead."""
     import cv2  # noqa: PLC0415
+    from edgetl.runtime.native_log import hide_native_logs  # noqa: PLC0415
 
-    return cv2.VideoCapture(target, cv2.CAP_ANY, list(params)) if params else cv2.VideoCapture(target)
+    with hide_native_logs():
+        return cv2.VideoCapture(target, cv2.CAP_ANY, list(params)) if params else cv2.VideoCapture(target)
 
 
 class VideoFile(FrameSource):

@@ -17,7 +17,8 @@
 # Environment:
 #   ARM64_ROOT       cached rootfs (default /var/cache/edgetl-arm64/<suite>); a re-run reuses it
 #   X86_PYTHON       x86 python with numpy, cv2, ai_edge_litert and pip, the reference side and the
-#                    "training machine" that builds the wheel (default python3)
+#                    "training machine" that builds the wheel (default: the project's venv, $VENV or
+#                    .venv, as scripts/setup.sh makes it; python3 when there is none)
 #   ARM64_SCORE_TOL  per-frame score tolerance, x86 vs arm64 (default 0.02)
 #   ARM64_QEMU_CPU   emulated CPU (default cortex-a72, the Pi 4; cortex-a76 is the Pi 5)
 #   ARM64_MIRROR     Debian mirror (default: the one in /etc/apt/sources.list.d/debian.sources)
@@ -41,7 +42,12 @@ case "$SUITE" in bookworm) PY=python3.11 ;; trixie) PY=python3.13 ;; esac
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=${ARM64_ROOT:-/var/cache/edgetl-arm64/$SUITE}
-X86_PYTHON=${X86_PYTHON:-python3}
+if [ -z "${X86_PYTHON:-}" ]; then
+    X86_PYTHON=python3
+    for candidate in ${VENV:+"$VENV/bin/python"} "$REPO/.venv/bin/python"; do
+        [ -x "$candidate" ] && { X86_PYTHON=$candidate; break; }
+    done
+fi
 case "$X86_PYTHON" in */*) X86_PYTHON="$(cd "$(dirname "$X86_PYTHON")" && pwd)/${X86_PYTHON##*/}" ;; esac  # steps cd elsewhere
 TOL=${ARM64_SCORE_TOL:-0.02}
 QEMU_CPU_MODEL=${ARM64_QEMU_CPU:-cortex-a72}
@@ -93,8 +99,11 @@ host_tools() {
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     if [ ${#missing[@]} -gt 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y "${missing[@]}" >"$WORK/apt.log" 2>&1 \
-            || { apt-get update >>"$WORK/apt.log" 2>&1 && apt-get install -y "${missing[@]}" >>"$WORK/apt.log" 2>&1; } \
+        # Another apt-get or dpkg running (unattended-upgrades, a second check) holds the lock: wait, do not fail.
+        local wait=(-o DPkg::Lock::Timeout=600)
+        apt-get "${wait[@]}" install -y "${missing[@]}" >"$WORK/apt.log" 2>&1 \
+            || { apt-get "${wait[@]}" update >>"$WORK/apt.log" 2>&1 \
+                && apt-get "${wait[@]}" install -y "${missing[@]}" >>"$WORK/apt.log" 2>&1; } \
             || { tail -20 "$WORK/apt.log" >&2; die "apt-get install ${missing[*]} failed"; }
     fi
     mountpoint -q /proc/sys/fs/binfmt_misc \
@@ -352,7 +361,7 @@ mkdir -p "$(dirname "$ROOT")"
 exec 9>"$ROOT.lock"
 flock -w 1800 9 || die "another arm64_check holds $ROOT.lock"
 "$X86_PYTHON" -c 'import ai_edge_litert, cv2, numpy, edgetl.runtime' 2>/dev/null \
-    || die "X86_PYTHON=$X86_PYTHON lacks numpy, cv2, ai_edge_litert or edgetl (pip install -e '.[edge]' there)"
+    || die "X86_PYTHON=$X86_PYTHON lacks numpy, cv2, ai_edge_litert or edgetl (run scripts/setup.sh for .venv, or pip install -e '.[edge]' there)"
 
 step "host tools and binfmt";      host_tools
 step "rootfs ($SUITE arm64)";      build_rootfs

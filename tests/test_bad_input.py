@@ -614,7 +614,9 @@ def test_calib_size_must_be_positive(tmp_path: Path, command: str, size: str) ->
 
 def test_unknown_option_values_are_usage_errors(tmp_path: Path) -> None:
     result = _run("convert", tmp_path, "--quant", "int4")
-    assert _fails(result, 2) == "Invalid value for '--quant': 'int4' is not one of fp32, fp16, dynamic, int8, qat-int8"
+    assert (
+        _fails(result, 2) == "Invalid value for '--variants': 'int4' is not one of fp32, fp16, dynamic, int8, qat-int8"
+    )
     assert "Usage: main convert [OPTIONS] RUN" in result.stderr
     assert (
         _fails(_run("convert", tmp_path, "--io", "float64"), 2)
@@ -622,7 +624,7 @@ def test_unknown_option_values_are_usage_errors(tmp_path: Path) -> None:
     )
     assert (
         _fails(_run("convert", tmp_path, "--quant", ","), 2)
-        == "--quant needs at least one of: fp32, fp16, dynamic, int8, qat-int8"
+        == "--variants needs at least one of: fp32, fp16, dynamic, int8, qat-int8"
     )
     assert (
         _fails(_run("convert", tmp_path / "nope"), 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,9 @@ def test_single_class_and_existing_output(tmp_path: Path) -> None:
 def test_invalid_values_exit_2(tmp_path: Path) -> None:
     result = _run("train", str(tmp_path), "-o", str(tmp_path / "r"), "--image-size", "8")
     assert result.exit_code == 2 and "--image-size must be between 32 and 1024" in result.output
+    result = _run("train", str(tmp_path), "-o", str(tmp_path / "r"), "--image-size", "500")
+    assert result.exit_code == 2 and "--image-size 500 is outside 96-224" in result.output, result.output
+    assert "--weights none" in result.output
     result = _run("train", str(tmp_path), "-o", str(tmp_path / "r"), "--pooling", "median")
     assert result.exit_code == 2 and "'median' is not one of 'avg', 'max'" in result.output
     (tmp_path / "c.json").write_text(json.dumps({"data": "x", "output": "y", "learning_rat": 1}))
@@ -78,3 +82,23 @@ def test_data_command_writes_fashion_mnist(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "fm").iterdir())[:2] == ["ankle_boot", "bag"]
     again = _run("data", "fashion-mnist", str(tmp_path / "fm"))
     assert again.exit_code == 3 and "already exists" in again.output
+
+
+@pytest.mark.parametrize("command, old", [("convert", "--quant"), ("parity", "--models")])
+def test_variant_lists_are_called_variants_and_the_old_names_still_work(command: str, old: str, tmp_path: Path) -> None:
+    shown = CliRunner().invoke(main, [command, "--help"]).output
+    assert re.search(r"^  --variants TEXT", shown, re.M) and not re.search(rf"^  {old}\b", shown, re.M)
+    assert f"{old} still works" in " ".join(shown.split())
+    for name in ("--variants", old):  # both parse the list; the empty folder is then refused as a run (exit 3)
+        result = CliRunner().invoke(main, [command, str(tmp_path), name, "int8"])
+        assert result.exit_code == 3, result.output
+
+
+def test_threads_default_to_all_cores_in_parity_and_edge_classify() -> None:
+    from edgetl.parity_config import ParityConfig
+    from edgetl.runtime.__main__ import cli as edge_cli
+
+    parity_help = " ".join(CliRunner().invoke(main, ["parity", "--help"], terminal_width=200).output.split())
+    edge_help = " ".join(CliRunner().invoke(edge_cli, ["--help"]).output.split())
+    assert "(default: all cores, as in edge-classify)" in parity_help and "(default: all cores)" in edge_help
+    assert ParityConfig(run="r").threads is None

@@ -116,3 +116,25 @@ def test_stage_numbers_have_no_gap(fm_folder: Path, tmp_path: Path) -> None:
     stages = re.findall(r"^\[(\d)/(\d)\]", result.stderr, re.M)
     assert stages == [(str(i), "5") for i in range(1, 6)], result.stderr
     assert not NATIVE.search(result.stderr), result.stderr
+
+
+def test_a_stage_run_by_another_continues_its_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`edgetl convert` then its parity gate: [1/2] [2/2] [3/4] [4/4], not [1/2] again."""
+    import logging
+
+    from edgetl import log
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    monkeypatch.setattr(log, "QUIET", False)  # an earlier -q in this process leaves it set
+    log.LOGGER.addHandler(handler)
+    monkeypatch.setattr(log.LOGGER, "level", logging.INFO)
+    log.stage(1, 2, "export")
+    log.stage(2, 2, "convert int8")
+    with log.continued_stages():
+        log.stage(1, 2, "float model")
+        log.stage(2, 2, "writing parity.json")
+    log.stage(1, 1, "next command")
+    log.LOGGER.removeHandler(handler)
+    assert [r.split("]")[0] for r in records] == ["[1/2", "[2/2", "[3/4", "[4/4", "[1/1"]

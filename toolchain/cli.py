@@ -26,6 +26,7 @@ class _FriendlyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         from edgetl.runtime.model_card import CardError  # noqa: PLC0415
 
+        previous = _on_sigterm_interrupt()
         try:
             with _noting_interrupts():
                 return super().invoke(ctx)
@@ -51,6 +52,9 @@ class _FriendlyGroup(click.Group):
             # library caught the KeyboardInterrupt and raised its own): still an interrupt.
             click.echo("interrupted", err=True)
             sys.exit(130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 _INTERRUPTED: list[int] = []  # SIGINTs seen while a command ran
@@ -75,6 +79,20 @@ def _noting_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    _INTERRUPTED.append(signum)  # remembered like a SIGINT (see ``_FriendlyGroup.invoke``)
+    raise KeyboardInterrupt
+
+
+def _on_sigterm_interrupt() -> Any:
+    """SIGTERM (systemd, a CI timeout, `kill`) stops a command the way Ctrl-C does: the interrupted
+    stage cleans up or says how to resume, and the exit code is 130. The previous handler, or None
+    when not on the main thread (no handler can be set there)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def os_error_line(exc: OSError) -> str:
@@ -169,4 +187,4 @@ def with_aliases(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
 
 
 # The commands live beside this module and register themselves on ``main`` when imported.
-from edgetl import cli_stages, cli_train  # noqa: E402, F401
+from edgetl import cli_cache, cli_stages, cli_train  # noqa: E402, F401

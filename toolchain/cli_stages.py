@@ -39,7 +39,25 @@ DATA_ROOT_HELP = (
 data_root_option = click.option(
     "--data-root", type=click.Path(exists=True), help=DATA_ROOT_HELP
 )  # edgetl.untrusted: a received run folder cannot choose which files are read
-THRESHOLD_HELP = "VALUE for every variant, or VARIANT=VALUE pairs (int8=0.5,fp16=0.2); default: per variant, see README"
+
+
+class HiddenAliases(click.Option):
+    """An option whose first name is shown and whose later names (older spellings in users' scripts) still work."""
+
+    def get_help_record(self, ctx: click.Context) -> Optional[tuple[str, str]]:
+        shown, self.opts = self.opts, self.opts[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+    def get_error_hint(self, ctx: click.Context) -> str:
+        return f"'{self.opts[0]}'"
+
+
+def threshold_help(example: str) -> str:
+    """The shared tail of the threshold options' help, with an example valid for that option."""
+    return f"VALUE for every variant, or VARIANT=VALUE pairs ({example}); default: per variant, see README"
 
 
 @main.command()
@@ -51,16 +69,19 @@ THRESHOLD_HELP = "VALUE for every variant, or VARIANT=VALUE pairs (int8=0.5,fp16
     help="Another labelled folder/CSV (default: the run's test split).",
 )
 @click.option(
+    "--variants",
     "--models",
-    help="Comma-separated variants to check, e.g. int8,fp16 (default: every model_*.tflite). "
+    "models",
+    cls=HiddenAliases,
+    help="Comma-separated variants to check, e.g. int8,fp16 (default: every model_*.tflite; --models still works). "
     "A subset writes parity_<variants>.json/.md and keeps the full report.",
 )
-@click.option("--max-drop", help=f"Max top-1 drop vs model.keras, in points. {THRESHOLD_HELP}.")
+@click.option("--max-drop", help=f"Max top-1 drop vs model.keras, in points. {threshold_help('int8=0.5,fp16=0.2')}.")
 @click.option(
     "--min-agreement",
-    help=f"Min top-1 agreement with the model a variant came from, in percent (98 = 98%). {THRESHOLD_HELP}.",
+    help=f"Min top-1 agreement with the model a variant came from, in percent (98 = 98%). {threshold_help('int8=98,fp16=99.5')}.",
 )
-@click.option("--max-class-drop", help=f"Max per-class top-1 drop, in points. {THRESHOLD_HELP}.")
+@click.option("--max-class-drop", help=f"Max per-class top-1 drop, in points. {threshold_help('int8=3,qat-int8=2')}.")
 @click.option(
     "--inconclusive",
     type=click.Choice([i.value for i in Inconclusive]),
@@ -68,7 +89,9 @@ THRESHOLD_HELP = "VALUE for every variant, or VARIANT=VALUE pairs (int8=0.5,fp16
     show_default=True,
     help="Exit 0 (pass) or 4 (fail) when the held-out images are too few to decide a check.",
 )
-@click.option("--threads", type=int, default=ParityConfig.threads, show_default=True, help="Interpreter threads.")
+@click.option(
+    "--threads", type=int, default=None, help="Interpreter threads (default: all cores, as in edge-classify)."
+)
 @click.option(
     "--junit",
     type=click.Path(dir_okay=False),
@@ -248,11 +271,13 @@ def _quantizations(
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option(
+    "--variants",
     "--quant",
     "quantizations",
+    cls=HiddenAliases,
     callback=_quantizations,
     help="Comma-separated variants: fp32,fp16,dynamic,int8,qat-int8 (default: all but qat-int8, "
-    "plus qat-int8 when model_qat.keras exists).",
+    "plus qat-int8 when model_qat.keras exists; --quant still works).",
 )
 @click.option(
     "--io",
@@ -333,9 +358,12 @@ def _run_parity_if_available(run_dir: Path, data_root: Optional[str] = None, max
     """The parity gate at the end of ``convert``: same thresholds as ``edgetl parity`` (int8's drop: ``--max-drop``)."""
     from edgetl.parity import run_parity  # noqa: PLC0415
 
-    result = run_parity(
-        ParityConfig(run=str(run_dir), data_root=data_root, max_drop=None if max_drop is None else {"int8": max_drop})
-    )
+    with log.continued_stages():  # [8/11] after convert's [7/7]
+        result = run_parity(
+            ParityConfig(
+                run=str(run_dir), data_root=data_root, max_drop=None if max_drop is None else {"int8": max_drop}
+            )
+        )
     result.raise_for_verdict()
     log.info(f"parity: {result.verdict.value} ({len(result.checks)} checks, {result.report_path})")
 
@@ -349,7 +377,7 @@ def run(args: tuple[str, ...]) -> None:
     """Classify a camera, video or images with a .tflite: `edge-classify` on this machine (see `edgetl run --help`)."""
     from edgetl.runtime.__main__ import main as edge_main  # noqa: PLC0415
 
-    sys.exit(edge_main(list(args)))
+    sys.exit(edge_main(list(args), prog_name="edgetl run"))
 
 
 @main.command("report")

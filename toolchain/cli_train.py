@@ -69,7 +69,7 @@ D = dataclass_defaults(TrainConfig)
     type=int,
     default=D["image_size"],
     show_default=True,
-    help="Square input size in pixels (ImageNet weights: 96-224; the Pi model's input).",
+    help="Square input size in pixels, the Pi model's input: 96-224 with ImageNet weights, 32-1024 with --weights none.",
 )
 @click.option("--batch-size", type=int, default=D["batch_size"], show_default=True, help="Images per training step.")
 @click.option("--weights", default=D["weights"], show_default=True, help="imagenet, none, or a Keras weights file.")

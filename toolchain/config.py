@@ -57,7 +57,7 @@ class Quantization(str, enum.Enum):
     QAT_INT8 = "qat_int8"
 
 
-# What ``edgetl convert`` writes when --quant is not given (plus qat_int8 when the run has a QAT model).
+# What ``edgetl convert`` writes when --variants is not given (plus qat_int8 when the run has a QAT model).
 DEFAULT_VARIANTS = (Quantization.FP32, Quantization.FP16, Quantization.DYNAMIC, Quantization.INT8)
 
 
@@ -71,7 +71,7 @@ class TrainConfig:
         output: run folder to create.
         backbone: ``mobilenet_v2`` or ``hub:HANDLE_OR_LOCAL_DIR`` (float only, no QAT).
         alpha: MobileNetV2 width multiplier.
-        image_size: square input size in pixels (96-224 for ImageNet weights).
+        image_size: square input size in pixels: 96-224 with ImageNet weights, 32-1024 otherwise.
         weights: ``imagenet``, ``none`` or a path to a Keras weights file.
         cache_views: views per training image whose backbone features are computed
             once for the frozen-backbone phase (1 = no augmentation, 0 = recompute
@@ -119,6 +119,11 @@ class TrainConfig:
             [
                 (0 < self.alpha <= 1.4, f"--alpha must be in (0, 1.4] (got {self.alpha:g})"),
                 (32 <= self.image_size <= 1024, f"--image-size must be between 32 and 1024 (got {self.image_size})"),
+                (
+                    self.weights.lower() != "imagenet" or self.is_hub or 96 <= self.image_size <= 224,
+                    f"--image-size {self.image_size} is outside 96-224, the sizes MobileNetV2's ImageNet weights are "
+                    "made for; pick a size in that range, or pass --weights none to train from scratch (32-1024)",
+                ),
                 (
                     1 <= self.epochs <= MAX_EPOCHS,
                     f"--epochs must be in 1..{MAX_EPOCHS} (got {self.epochs}); the head needs at least one",
@@ -296,14 +301,14 @@ class ConvertConfig:
             check_calib_size(self.calib_size)
         if self.quantizations is not None and not self.quantizations:
             raise ConfigError(
-                "--quant needs at least one of: " + ", ".join(q.value.replace("_", "-") for q in Quantization)
+                "--variants needs at least one of: " + ", ".join(q.value.replace("_", "-") for q in Quantization)
             )
         if (
             (self.debug or self.keep_float)
             and self.quantizations is not None
             and Quantization.INT8 not in self.quantizations
         ):
-            raise ConfigError("--debug and --keep-float apply to the int8 variant; add int8 to --quant")
+            raise ConfigError("--debug and --keep-float apply to the int8 variant; add int8 to --variants")
 
 
 def check_budget(config: ConvertConfig) -> None:

@@ -129,7 +129,7 @@ def convert(config: ConvertConfig) -> ConvertResult:
         check_lineage(run, card)
     if Quantization.QAT_INT8 in variants and not (run / QAT_MODEL).is_file():
         raise RunFolderError(
-            f"{run} has no {QAT_MODEL}; run `edgetl qat {run}` first, or leave qat-int8 out of --quant"
+            f"{run} has no {QAT_MODEL}; run `edgetl qat {run}` first, or leave qat-int8 out of --variants"
         )
     manifest = (
         ensure_manifest(run, card, config.calib_size, config.calib_seed, config.data_root)

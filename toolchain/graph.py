@@ -44,6 +44,8 @@ def keras() -> Any:
             tf.config.list_physical_devices("GPU")
     except ImportError as exc:
         raise MissingExtraError(exc.name or "tensorflow") from None
+    if not native_log.SHOW:  # TensorFlow's Python warnings (tf.function retracing, deprecations): -v shows them
+        tf.get_logger().setLevel("ERROR")
     return tf_keras
 
 

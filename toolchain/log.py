@@ -40,10 +40,30 @@ def configure() -> None:
     LOGGER.propagate = False
 
 
+_OFFSET = 0  # stages already shown by the command that runs this stage (see continued_stages)
+_LAST = 0  # the number of the last stage line
+
+
 def stage(step: int, total: int, message: str) -> None:
     """A numbered stage line: ``[2/5] converting int8``."""
+    global _LAST
+    _LAST = _OFFSET + step
     if not QUIET:
-        LOGGER.info(f"[{step}/{total}] {message}")
+        LOGGER.info(f"[{_OFFSET + step}/{_OFFSET + total}] {message}")
+
+
+@contextlib.contextmanager
+def continued_stages() -> Iterator[None]:
+    """Number the block's stages after those already shown (``[8/11]`` after ``[7/7]``, not ``[1/4]`` again).
+
+    For a command that runs a second stage at its end (``edgetl convert`` then the parity gate).
+    """
+    global _OFFSET
+    saved, _OFFSET = _OFFSET, _LAST
+    try:
+        yield
+    finally:
+        _OFFSET = saved
 
 
 def info(message: str) -> None:

@@ -9,10 +9,13 @@ on cached features can be copied into the full graph by name.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 from typing import Any
 
+from edgetl import log
 from edgetl.config import MixedPrecision, Pooling, TrainConfig
 from edgetl.errors import RunFolderError, WeightsError
 from edgetl.graph import keras
@@ -85,13 +88,19 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
     if choice == "imagenet":
         # edgetl's own cache first (`edgetl weights install`), passed to Keras as a file; else Keras' download.
         installed = w.cached_weights(config.alpha, config.image_size)
+        keras_says = io.StringIO()  # Keras prints "Downloading data from https://..." and a progress bar on stdout
         try:
-            base = apps.MobileNetV2(
-                input_shape=shape,
-                alpha=config.alpha,
-                include_top=False,
-                weights=str(installed) if installed else "imagenet",
-            )
+            with contextlib.redirect_stdout(keras_says):
+                base = apps.MobileNetV2(
+                    input_shape=shape,
+                    alpha=config.alpha,
+                    include_top=False,
+                    weights=str(installed) if installed else "imagenet",
+                )
+            if "Downloading data from" in keras_says.getvalue():
+                log.info(
+                    f"ImageNet weights: {keras_says.getvalue().splitlines()[0].strip()} (Keras' own cache, ~/.keras)"
+                )
         except ValueError as exc:  # Keras refuses alphas/sizes it has no weights for
             raise WeightsError(f"--weights imagenet: {str(exc).splitlines()[0]}; or pass --weights none") from None
         except Exception as exc:  # Keras raises a bare Exception on URL fetch failure

@@ -77,7 +77,7 @@ class ParityConfig:
             (``DEFAULT_THRESHOLDS``); a number applies to every variant; a dict
             ``{variant: value}`` (``"*"`` for all) to some. Drops in points, agreement in percent.
         inconclusive: exit 0 (``pass``) or 4 (``fail``) when the data cannot resolve a check.
-        threads: interpreter threads.
+        threads: interpreter threads; None: all cores (edge-classify's default too).
         junit: also write a JUnit XML report here (never a file of the run or of the data).
         data_root: the folder holding the run's images, when the run folder was not trained
             on this machine (its recorded root is then not used; ``edgetl.untrusted``).
@@ -90,7 +90,7 @@ class ParityConfig:
     min_agreement: Limit = None
     max_class_drop: Limit = None
     inconclusive: Inconclusive = Inconclusive.PASS
-    threads: int = 2
+    threads: Optional[int] = None
     junit: Optional[str] = None
     data_root: Optional[str] = None
 
@@ -99,12 +99,12 @@ class ParityConfig:
         if self.models is not None:
             object.__setattr__(self, "models", tuple(dict.fromkeys(variant_name(m) for m in self.models if m.strip())))
             if not self.models:
-                raise ConfigError("--models needs at least one variant name, e.g. int8,fp16")
+                raise ConfigError("--variants needs at least one variant name, e.g. int8,fp16")
         object.__setattr__(self, "inconclusive", Inconclusive(self.inconclusive))
         for name in ("max_drop", "min_agreement", "max_class_drop"):
             for value in _limit_values(getattr(self, name)):
                 _check_limit(name, value)
-        if not 1 <= self.threads <= 64:
+        if self.threads is not None and not 1 <= self.threads <= 64:
             raise ConfigError(f"--threads must be between 1 and 64 (got {self.threads})")
 
     @property

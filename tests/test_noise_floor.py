@@ -181,7 +181,10 @@ def test_closing_lines_say_exactly_what_was_shown() -> None:
         "model_int8.tflite instead if 'measurably below float: 0.06 to 0.50 pt lower (95%)' is a margin you accept"
     )
     passing = _report({"int8": _estimate(-0.3, -0.54, -0.07, 0.3)})
-    assert answer.lines(passing)[-1] == "deploy model_int8.tflite (int8: measurably above float: 0.07 to 0.54 pt higher (95%))"
+    assert (
+        answer.lines(passing)[-1]
+        == "deploy model_int8.tflite (int8: measurably above float: 0.07 to 0.54 pt higher (95%))"
+    )
     assert passing.to_dict()["deploy"] == "model_int8.tflite"
     failed = _report({"int8": _estimate(1.2, 0.6, 1.8, 0.3)})
     assert answer.lines(failed)[-1].startswith("deploy nothing: every variant failed a check on evidence")
@@ -199,4 +202,6 @@ def test_check_text_says_a_variant_sits_at_the_threshold() -> None:
         "; it sits at the threshold: these images cannot settle it, nor would ten times as many. Decide: accept "
         "the interval's far end as your margin (0.50), or deploy a variant that passes"
     ), text
-    assert reports.drop_text({"top1": 0.84, "top1_ci": [0.83, 0.85]}, e).endswith("about 1,220,000 held-out images would resolve it")
+    assert reports.drop_text({"top1": 0.84, "top1_ci": [0.83, 0.85]}, e).endswith(
+        "about 1,220,000 held-out images would resolve it"
+    )

@@ -55,6 +55,11 @@ THRESHOLD_HELP = "VALUE for every variant, or VARIANT=VALUE pairs (int8=0.5,fp16
 )
 @click.option("--max-class-drop", help=f"Max per-class top-1 drop, in points. {THRESHOLD_HELP}.")
 @click.option(
+    "--max-flip-ratio",
+    help="Max changed answers as a multiple of the noise floor (the source's flips under ±1 grey level or a "
+    f"JPEG q95 re-save). {THRESHOLD_HELP}.",
+)
+@click.option(
     "--inconclusive",
     type=click.Choice([i.value for i in Inconclusive]),
     default=Inconclusive.PASS.value,
@@ -76,6 +81,7 @@ def parity(
     max_drop: Optional[str],
     min_agreement: Optional[str],
     max_class_drop: Optional[str],
+    max_flip_ratio: Optional[str],
     **options: Any,
 ) -> None:
     """Check every .tflite of RUN against the model it came from, through the device code.
@@ -93,6 +99,7 @@ def parity(
         max_drop=parse_limit("--max-drop", max_drop),
         min_agreement=parse_limit("--min-agreement", min_agreement),
         max_class_drop=parse_limit("--max-class-drop", max_class_drop),
+        max_flip_ratio=parse_limit("--max-flip-ratio", max_flip_ratio),
         **options,
     )
     result = run_parity(config)

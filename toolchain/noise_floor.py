@@ -63,7 +63,9 @@ def perturb(pixels: np.ndarray, kind: str, seed: int = SEED) -> np.ndarray:
     return _APPLY[kind](np.asarray(pixels, np.uint8), seed)
 
 
-def floor_flips(predict: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray, clean: np.ndarray) -> dict[str, np.ndarray]:
+def floor_flips(
+    predict: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray, clean: np.ndarray
+) -> dict[str, np.ndarray]:
     """Per perturbation, per image: does ``predict``'s top-1 change from ``clean``'s?
 
     Args:

@@ -263,9 +263,7 @@ def _items(run: Path, data: Optional[str], card: ModelCard) -> tuple[list[data_m
     return items, dataset
 
 
-def _reference_outputs(
-    load: Any, pixels: np.ndarray, card: ModelCard
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _reference_outputs(load: Any, pixels: np.ndarray, card: ModelCard) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A reference model's probabilities on the images, and its noise floor (two more passes)."""
     with log.quiet_native():
         model = load()

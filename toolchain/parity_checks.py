@@ -72,32 +72,20 @@ def threshold_checks(
     drop = stats.drop_check(float_right, right, limits.max_drop)
     flipped = pred != ref_probs.argmax(1)
     agree = stats.agreement_check(~flipped, limits.min_agreement)
-    fidelity: list[Check] = []
-    class_limit = limits.max_class_drop
     figures: dict[str, Any] = {"flip_rate": stats.Rate.of(flipped).to_dict()}
-    if floor is not None:
-        kind = noise_floor.chosen(floor)
-        rate = stats.Rate.of(floor[kind])
-        excess = stats.fidelity_check(flipped, floor[kind], limits.max_flip_ratio)
-        class_limit = max(class_limit, round(rate.value, 1))
-        figures["noise_floor"] = {
-            **rate.to_dict(),
-            "perturbation": kind,
-            "description": noise_floor.DESCRIPTIONS[kind],
-            "by_perturbation": {k: stats.Rate.of(floor[k]).to_dict() for k in noise_floor.PERTURBATIONS},
-        }
-        figures["fidelity"] = {**excess.to_dict(), "max_flip_ratio": limits.max_flip_ratio}
-        text = reports.fidelity_text(name, reference, figures["flip_rate"], figures["noise_floor"], excess, limits, n)
-        fidelity.append(Check(name, "fidelity", excess.verdict, text, excess))
+    fidelity = _fidelity(name, reference, flipped, floor, limits, figures) if floor is not None else []
+    class_limit = max(limits.max_class_drop, round(figures["noise_floor"]["value"], 1) if fidelity else 0)
     classes = _class_drops(float_right, right, labels, class_names, class_limit)
-    figures.update({
-        "drop_pt": drop.value,
-        "drop": drop.to_dict(),
-        "agreement": agree.value / 100,
-        "agreement_check": agree.to_dict(),
-        "per_class_drop_pt": {c: e.value for c, e in classes.items()},
-        "per_class_drop": {c: e.to_dict() for c, e in classes.items()},
-    })
+    figures.update(
+        {
+            "drop_pt": drop.value,
+            "drop": drop.to_dict(),
+            "agreement": agree.value / 100,
+            "agreement_check": agree.to_dict(),
+            "per_class_drop_pt": {c: e.value for c, e in classes.items()},
+            "per_class_drop": {c: e.to_dict() for c, e in classes.items()},
+        }
+    )
     worst = max(classes, key=lambda c: (classes[c].verdict == stats.Verdict.FAIL, classes[c].value))
     class_verdict = stats.combine([e.verdict for e in classes.values()])
     needed = max((e.images_needed or 0 for e in classes.values() if e.verdict == stats.Verdict.INCONCLUSIVE), default=0)
@@ -116,6 +104,25 @@ def threshold_checks(
             class_estimate,
         ),
     ], figures
+
+
+def _fidelity(
+    name: str, reference: str, flipped: np.ndarray, floor: dict[str, np.ndarray], limits: Thresholds, figures: dict
+) -> list[Check]:
+    """The fidelity check against the larger of the perturbations' flip rates; adds its figures."""
+    kind = noise_floor.chosen(floor)
+    excess = stats.fidelity_check(flipped, floor[kind], limits.max_flip_ratio)
+    figures["noise_floor"] = {
+        **stats.Rate.of(floor[kind]).to_dict(),
+        "perturbation": kind,
+        "description": noise_floor.DESCRIPTIONS[kind],
+        "by_perturbation": {k: stats.Rate.of(floor[k]).to_dict() for k in noise_floor.PERTURBATIONS},
+    }
+    figures["fidelity"] = {**excess.to_dict(), "max_flip_ratio": limits.max_flip_ratio}
+    text = reports.fidelity_text(
+        name, reference, figures["flip_rate"], figures["noise_floor"], excess, limits, len(flipped)
+    )
+    return [Check(name, "fidelity", excess.verdict, text, excess)]
 
 
 def _class_drops(

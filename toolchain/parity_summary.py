@@ -85,9 +85,7 @@ def deploy_line(result: ParityReport) -> str:
     """``deploy model_int8.tflite (int8: at most 0.50 pt below float (95%))``, or why nothing can be."""
     chosen = deploy(result)
     unsure = [
-        n
-        for n in result.models
-        if stats.combine([c.verdict for c in _checks(result, n)]) == stats.Verdict.INCONCLUSIVE
+        n for n in result.models if stats.combine([c.verdict for c in _checks(result, n)]) == stats.Verdict.INCONCLUSIVE
     ]
     if chosen is not None:
         line = f"deploy model_{chosen}.tflite ({chosen}: {accuracy_phrase(result.models[chosen]['drop'])})"

@@ -76,22 +76,14 @@ def threshold_checks(
     fidelity = _fidelity(name, reference, flipped, floor, limits, figures) if floor is not None else []
     class_limit = max(limits.max_class_drop, round(figures["noise_floor"]["value"], 1) if fidelity else 0)
     classes = _class_drops(float_right, right, labels, class_names, class_limit)
-    figures.update(
-        {
-            "drop_pt": drop.value,
-            "drop": drop.to_dict(),
-            "agreement": agree.value / 100,
-            "agreement_check": agree.to_dict(),
-            "per_class_drop_pt": {c: e.value for c, e in classes.items()},
-            "per_class_drop": {c: e.to_dict() for c, e in classes.items()},
-        }
-    )
+    figures.update(drop_pt=drop.value, drop=drop.to_dict(), agreement=agree.value / 100)
+    figures.update(agreement_check=agree.to_dict(), per_class_drop_pt={c: e.value for c, e in classes.items()})
+    figures["per_class_drop"] = {c: e.to_dict() for c, e in classes.items()}
     worst = max(classes, key=lambda c: (classes[c].verdict == stats.Verdict.FAIL, classes[c].value))
     class_verdict = stats.combine([e.verdict for e in classes.values()])
     needed = max((e.images_needed or 0 for e in classes.values() if e.verdict == stats.Verdict.INCONCLUSIVE), default=0)
     class_estimate = dataclasses.replace(classes[worst], verdict=class_verdict, images_needed=needed or None)
-    top1 = float(right.mean())
-    shown = {"top1": top1, "top1_ci": list(stats.wilson(int(right.sum()), len(right)))}
+    shown = {"top1": float(right.mean()), "top1_ci": list(stats.wilson(int(right.sum()), n))}
     return [
         Check(name, "top-1 drop", drop.verdict, reports.drop_text(shown, drop, n), drop),
         *fidelity,

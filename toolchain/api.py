@@ -110,7 +110,7 @@ def parity(run: PathLike, **options: Any) -> ParityReport:
 
     Args:
         run: the run folder.
-        **options: ``ParityConfig`` fields (``data``, ``max_drop``, ``min_agreement``, ``max_class_drop``,
+        **options: ``ParityConfig`` fields (``data``, ``max_drop``, ``max_flip_ratio``, ``min_agreement``, ``max_class_drop``,
             ``threads``, ``models``, ``junit``).
 
     Returns:

@@ -65,6 +65,7 @@ class ParityReport:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        chosen = parity_summary.deploy(self)
         return {
             "verdict": self.verdict.value,
             "passed": self.passed,
@@ -73,7 +74,7 @@ class ParityReport:
             "models": self.models,
             "checks": [c.to_dict() for c in self.checks],
             "summary": parity_summary.lines(self),
-            "deploy": (f"model_{parity_summary.deploy(self)}.tflite" if parity_summary.deploy(self) else None),
+            "deploy": f"model_{chosen}.tflite" if chosen else None,
             "timing_s": self.timing,
         }
 

@@ -118,7 +118,15 @@ def prepare(run: Path, work: Path, broken: bool = True) -> Path:
     if not broken:
         return study
     _converted(study, work, "int8_nearest", "--rounding", "nearest")
-    _converted(study, work, "int8_constant_calibration", calibration=_constant_calibration(study, work))
+    # nearest rounding here too: with one constant image the calibration is what breaks, and it converts in seconds
+    _converted(
+        study,
+        work,
+        "int8_constant_calibration",
+        "--rounding",
+        "nearest",
+        calibration=_constant_calibration(study, work),
+    )
     _variant_copy(study, "int8_bgr", color_order="BGR")
     _variant_copy(study, "int8_norm01", normalization={"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]})
     return study

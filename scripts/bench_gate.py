@@ -60,6 +60,7 @@ def _converted(run: Path, work: Path, name: str, *args: str, calibration: Option
     scratch = work / name
     shutil.copytree(run, scratch, ignore=_variants_and_reports)
     if calibration is not None:
+        _data_root_with_grey(scratch, work / f"{name}_data")
         (scratch / "calibration.json").write_text(json.dumps(calibration))
     result = CliRunner().invoke(main, ["convert", str(scratch), "--quant", "int8", "--no-parity", "-q", *args])
     if result.exit_code != 0:
@@ -80,16 +81,32 @@ def _variants_and_reports(_: str, names: list[str]) -> list[str]:
     ]
 
 
-def _constant_calibration(run: Path, work: Path) -> dict[str, Any]:
-    """A manifest of 20 copies of one grey image: the calibration mistake of a careless script."""
+def _data_root_with_grey(scratch: Path, root: Path) -> None:
+    """Point the scratch run's data root at a folder of links to the real one plus ``grey.png``.
+
+    Calibration refs are paths inside the run's data root, and the user's data folder is
+    not ours to write into.
+    """
     import cv2  # noqa: PLC0415
+    from edgetl.runtime.model_card import load_card  # noqa: PLC0415
+
+    meta = json.loads((scratch / "data.json").read_text())
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in Path(meta["root"]).iterdir():
+        (root / entry.name).symlink_to(entry.resolve())
+    card = load_card(scratch / "model_card.json")
+    cv2.imwrite(str(root / "grey.png"), np.full((card.height, card.width, 3), 128, np.uint8))
+    meta["root"] = str(root)
+    (scratch / "data.json").write_text(json.dumps(meta))
+
+
+def _constant_calibration(run: Path) -> dict[str, Any]:
+    """A manifest of 20 copies of one grey image: the calibration mistake of a careless script."""
     from edgetl.calibration.manifest import list_sha256  # noqa: PLC0415
     from edgetl.runtime.model_card import load_card  # noqa: PLC0415
 
-    grey = work / "grey.png"
     card = load_card(run / "model_card.json")
-    cv2.imwrite(str(grey), np.full((card.height, card.width, 3), 128, np.uint8))
-    refs, labels = (str(grey),) * 20, (0,) * 20
+    refs, labels = ("grey.png",) * 20, (0,) * 20
     return {
         "schema_version": 1,
         "split": "train",
@@ -125,7 +142,7 @@ def prepare(run: Path, work: Path, broken: bool = True) -> Path:
         "int8_constant_calibration",
         "--rounding",
         "nearest",
-        calibration=_constant_calibration(study, work),
+        calibration=_constant_calibration(study),
     )
     _variant_copy(study, "int8_bgr", color_order="BGR")
     _variant_copy(study, "int8_norm01", normalization={"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]})

@@ -25,7 +25,7 @@ may change as many answers as the larger imperceptible change does.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -64,7 +64,10 @@ def perturb(pixels: np.ndarray, kind: str, seed: int = SEED) -> np.ndarray:
 
 
 def floor_flips(
-    predict: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray, clean: np.ndarray
+    predict: Callable[[np.ndarray], np.ndarray],
+    pixels: np.ndarray,
+    clean: np.ndarray,
+    perturbed: Optional[dict[str, np.ndarray]] = None,
 ) -> dict[str, np.ndarray]:
     """Per perturbation, per image: does ``predict``'s top-1 change from ``clean``'s?
 
@@ -72,14 +75,19 @@ def floor_flips(
         predict: uint8 images -> class probabilities (the reference model).
         pixels: the held-out images as the model reads them (uint8 RGB at input size).
         clean: the reference's probabilities on ``pixels``.
+        perturbed: a cache of the perturbed images by kind, filled on first use (so a
+            second reference model reuses them).
 
     Returns:
         ``{perturbation: bool array}`` and, under ``"<kind>_dprob"``, the mean |Δprob|.
     """
     top = clean.argmax(1)
     out: dict[str, np.ndarray] = {}
+    perturbed = {} if perturbed is None else perturbed
     for kind in PERTURBATIONS:
-        probs = predict(perturb(pixels, kind))
+        if kind not in perturbed:
+            perturbed[kind] = perturb(pixels, kind)
+        probs = predict(perturbed[kind])
         out[kind] = probs.argmax(1) != top
         out[f"{kind}_dprob"] = np.asarray(float(np.abs(probs - clean).mean()))
     return out

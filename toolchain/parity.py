@@ -123,15 +123,17 @@ def run_parity(config: ParityConfig) -> ParityReport:
         raise DataError(f"none of the {len(items)} held-out images could be read; check the data folder or pass --data")
     labels = np.asarray([it.label for it in kept])
     start = time.perf_counter()
-    references, floors = {}, {}
+    references, floors, perturbed = {}, {}, {}
     references["model.keras"], floors["model.keras"] = _reference_outputs(
-        lambda: runfolder.load_float_model(run, keras_card), pixels, keras_card
+        lambda: runfolder.load_float_model(run, keras_card), pixels, keras_card, perturbed
     )
     if total == 3:
         log.stage(2, total + 1, "QAT fake-quant graph (the reference of qat_int8)")
-        references[QAT_MODEL], floors[QAT_MODEL] = _reference_outputs(lambda: _load_qat(run), pixels, keras_card)
+        references[QAT_MODEL], floors[QAT_MODEL] = _reference_outputs(
+            lambda: _load_qat(run), pixels, keras_card, perturbed
+        )
     timing = {"references_with_noise_floor": round(time.perf_counter() - start, 1)}
-    del pixels
+    del pixels, perturbed
     float_probs = references["model.keras"]
     float_metrics = _with_interval(report.classification_metrics(float_probs, labels, keras_card.labels))
     log.stage(total, total + 1, f"{len(variants)} .tflite model(s) through edge_runtime")
@@ -264,7 +266,9 @@ def _items(run: Path, data: Optional[str], card: ModelCard) -> tuple[list[data_m
     return items, dataset
 
 
-def _reference_outputs(load: Any, pixels: np.ndarray, card: ModelCard) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _reference_outputs(
+    load: Any, pixels: np.ndarray, card: ModelCard, perturbed: dict[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A reference model's probabilities on the images, and its noise floor (two more passes)."""
     with log.quiet_native():
         model = load()
@@ -273,7 +277,7 @@ def _reference_outputs(load: Any, pixels: np.ndarray, card: ModelCard) -> tuple[
         return feed.predict(model, images, card.normalization)
 
     probs = predict(pixels)
-    return probs, noise_floor.floor_flips(predict, pixels, probs)
+    return probs, noise_floor.floor_flips(predict, pixels, probs, perturbed)
 
 
 def _load_qat(run: Path) -> Any:

@@ -296,6 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--healthy-only", action="store_true", help="only fp16 and int8 (a weak model: false reds)")
     p.add_argument("--output", type=Path, default=ROOT, help="folder holding BENCHMARKS.md and benchmarks.json")
     p.add_argument("--work", type=Path, help="scratch folder (default: temporary)")
+    p.add_argument("--reuse", action="store_true", help="reuse the variants already converted in --work")
     p.add_argument("--summary", help="comma-separated section names: write only the table over them")
     args = p.parse_args(argv)
     if args.summary:
@@ -313,8 +314,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     start = time.monotonic()
     work = args.work or Path(tempfile.mkdtemp(prefix="edgetl-gate-"))
-    study = prepare(args.run, work, broken=not args.healthy_only)
+    reuse = args.reuse and (work / "run" / "model_int8.tflite").is_file()
+    study = work / "run" if reuse else prepare(args.run, work, broken=not args.healthy_only)
     result = run_parity(ParityConfig(run=str(study), data=str(args.data)))
+    np.savez_compressed(  # the per-image results, to judge them again without another evaluation
+        work / "per_image.npz",
+        labels=result.labels,
+        **{f"probs/{k}": v for k, v in result.probabilities.items()},
+        **{f"floor/{r}/{k}": v for r, f in result.floors.items() for k, v in f.items()},
+    )
     rates = gate_rates(result, SIZES)
     seconds = time.monotonic() - start
     images = int(result.float_metrics["count"])

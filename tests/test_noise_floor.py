@@ -113,10 +113,10 @@ def test_fidelity_check_message_and_data_derived_class_limit() -> None:
     fidelity = [c for c in checks if c.name == "fidelity"][0]
     assert fidelity.verdict == v.Verdict.PASS
     assert fidelity.detail.startswith(
-        "int8 changes 4.80% [3.95, 5.83] of model.keras's answers; re-saving the images as JPEG (quality 95) "
+        "int8 changes 4.80% [3.95, 5.83] of model.keras's answers; moving every pixel by ±1 grey level "
         "changes 5.40% [4.49, 6.48]: 0.89x the noise floor (≤ 1.5x allowed;"
     ), fidelity.detail
-    assert figures["flip_rate"]["n"] == 2000 and figures["noise_floor"]["perturbation"] == "jpeg95"
+    assert figures["flip_rate"]["n"] == 2000 and figures["noise_floor"]["perturbation"] == "noise"
     assert figures["per_class_drop"]["c0"]["threshold"] == 5.4  # the floor, in points, above the fixed 3 pt
     agreement = [c for c in checks if c.name == "agreement"][0]
     assert agreement.verdict == v.Verdict.PASS and "(hard floor 80%)" in agreement.detail  # 95.2% agreement

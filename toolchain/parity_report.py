@@ -192,7 +192,7 @@ def markdown(result: ParityReport) -> str:
         f"{f['count']} held-out images. 95% intervals in brackets; a check passes when its interval lies "
         "within the threshold, fails when it lies beyond, and is inconclusive otherwise. *Flips*: images whose "
         "top-1 differs from the reference's; *noise floor*: images whose reference top-1 changes under an "
-        "imperceptible perturbation (the larger of ±1 grey level of noise and a JPEG q95 re-save).",
+        "imperceptible perturbation: every pixel moved by ±1 grey level (a JPEG q95 re-save is given beside it in the sentences above).",
         "",
         *[f"- {line}" for line in result.to_dict()["summary"]],
         "",

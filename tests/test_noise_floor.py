@@ -205,3 +205,29 @@ def test_check_text_says_a_variant_sits_at_the_threshold() -> None:
     assert reports.drop_text({"top1": 0.84, "top1_ci": [0.83, 0.85]}, e).endswith(
         "about 1,220,000 held-out images would resolve it"
     )
+
+
+def test_gate_study_rates_judge_each_subset_with_its_own_floor() -> None:
+    """``scripts/bench_gate.py``: a faithful variant is never red, one flipping 4x the floor is red at 2,000 images."""
+    import sys
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import bench_gate
+
+    labels, ref, healthy, floor = _model(4000, 48, 44, classes=10)  # 1.2% vs 1.1%
+    _, _, broken, _ = _model(4000, 176, 44, classes=10)  # 4.4%
+    labels[:176] = (labels[:176] + 5) % 10  # the flipped images were wrong anyway: no accuracy moves, only answers
+    result = SimpleNamespace(
+        labels=labels,
+        probabilities={"model.keras": ref, "int8": healthy, "int8_nearest": broken},
+        floors={"model.keras": {"noise": floor, "jpeg95": floor}},
+        models={"int8": {"reference": "model.keras"}, "int8_nearest": {"reference": "model.keras"}},
+        float_metrics={"per_class": {str(i): {} for i in range(10)}},
+    )
+    rates = bench_gate.gate_rates(result, (1000, 2000))
+    assert rates["int8"]["2000"]["disjoint"] == {"sets": 2, "fail": 0.0}
+    assert (
+        rates["int8_nearest"]["2000"]["disjoint"]["fail"] == 1.0
+        and rates["int8_nearest"]["2000"]["random"]["sets"] == 200
+    )

@@ -296,6 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--healthy-only", action="store_true", help="only fp16 and int8 (a weak model: false reds)")
     p.add_argument("--output", type=Path, default=ROOT, help="folder holding BENCHMARKS.md and benchmarks.json")
     p.add_argument("--work", type=Path, help="scratch folder (default: temporary)")
+    p.add_argument("--note", default="", help="a paragraph appended to the section (the data and recipe)")
     p.add_argument("--reuse", action="store_true", help="reuse the variants already converted in --work")
     p.add_argument("--summary", help="comma-separated section names: write only the table over them")
     args = p.parse_args(argv)
@@ -344,7 +345,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "summary": result.to_dict()["summary"],
     }
     title = args.title or args.name
-    write_section(args.output, f"gate-{args.name}", _markdown(args.name, title, images, result, rates, seconds), data)
+    text = _markdown(args.name, title, images, result, rates, seconds) + (f"\n\n{args.note}" if args.note else "")
+    write_section(args.output, f"gate-{args.name}", text, data)
     print(json.dumps({v: {s: r[s]["disjoint"]["fail"] for s in r} for v, r in rates.items()}, indent=1))
     return 0
 

@@ -72,7 +72,8 @@ def _unsure_phrase(check: Any, images: int) -> str:
             f"{check.name} sits at its threshold ({e.threshold:g}): {images:,} images cannot settle it, "
             "nor would ten times as many"
         )
-    return f"{check.name} needs about {e.images_needed:,} images to settle"
+    unit = "images per class" if check.name == "per-class drop" else "images"
+    return f"{check.name} needs about {e.images_needed:,} {unit} to settle"
 
 
 def deploy(result: ParityReport) -> Optional[str]:

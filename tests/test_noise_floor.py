@@ -177,8 +177,8 @@ def test_closing_lines_say_exactly_what_was_shown() -> None:
         "nor would ten times as many"
     )
     assert lines[2] == (
-        "deploy model_fp16.tflite (fp16: at most 0.10 pt below float (95%)); int8 is smaller but unresolved: deploy "
-        "model_int8.tflite instead if 'measurably below float: 0.06 to 0.50 pt lower (95%)' is a margin you accept"
+        "deploy model_fp16.tflite (fp16: at most 0.10 pt below float (95%)); int8 is smaller but unresolved (top-1 "
+        "drop; measurably below float: 0.06 to 0.50 pt lower (95%)): deploy model_int8.tflite instead if you accept that"
     )
     passing = _report({"int8": _estimate(-0.3, -0.54, -0.07, 0.3)})
     assert (
@@ -190,7 +190,7 @@ def test_closing_lines_say_exactly_what_was_shown() -> None:
     assert answer.lines(failed)[-1].startswith("deploy nothing: every variant failed a check on evidence")
     settle = _report({"int8": _estimate(0.28, 0.06, 0.5, 0.3, 5_000)})
     assert "top-1 drop needs about 5,000 images to settle" in answer.lines(settle)[0]
-    assert answer.lines(settle)[-1].startswith("no variant passes every check; int8 is unresolved")
+    assert answer.lines(settle)[-1].startswith("no variant passes every check; int8 is unresolved (top-1 drop; ")
 
 
 def test_check_text_says_a_variant_sits_at_the_threshold() -> None:

@@ -97,17 +97,22 @@ def deploy_line(result: ParityReport) -> str:
         if smaller and chosen in PREFERENCE:
             s = smaller[0]
             line += (
-                f"; {s} is smaller but unresolved: deploy model_{s}.tflite instead if "
-                f"'{accuracy_phrase(result.models[s]['drop'])}' is a margin you accept"
+                f"; {s} is smaller but unresolved ({_unresolved(result, s)}; {accuracy_phrase(result.models[s]['drop'])}): "
+                f"deploy model_{s}.tflite instead if you accept that"
             )
         return line
     if unsure:
-        s = [n for n in PREFERENCE if n in unsure][:1] or unsure[:1]
+        s = ([n for n in PREFERENCE if n in unsure] or unsure)[0]
         return (
-            f"no variant passes every check; {s[0]} is unresolved ({accuracy_phrase(result.models[s[0]]['drop'])}): "
-            f"deploy model_{s[0]}.tflite if that margin is acceptable, or evaluate on more held-out images"
+            f"no variant passes every check; {s} is unresolved ({_unresolved(result, s)}; "
+            f"{accuracy_phrase(result.models[s]['drop'])}): deploy model_{s}.tflite if you accept that, "
+            "or evaluate on more held-out images"
         )
     return "deploy nothing: every variant failed a check on evidence (see the checks above)"
+
+
+def _unresolved(result: ParityReport, name: str) -> str:
+    return ", ".join(c.name for c in _checks(result, name) if c.verdict == stats.Verdict.INCONCLUSIVE)
 
 
 def lines(result: ParityReport) -> list[str]:

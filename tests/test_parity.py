@@ -102,9 +102,9 @@ def test_fp32_on_a_tiny_test_set_is_inconclusive_never_red(converted: Path, tmp_
             "--json",
         ],
     )
-    assert loose.exit_code == 0 and json.loads(loose.stdout)["verdict"] == "pass", (
-        loose.output
-    )  # 40/40 agree: >= 91% shown
+    assert loose.exit_code == 0, loose.output  # 40/40 agree: >= 91% shown
+    unsettled = {c["name"] for c in json.loads(loose.stdout)["checks"] if c["verdict"] != "pass"}
+    assert unsettled <= {"fidelity"}, unsettled  # 0 or 1 flip of the floor in 40 images proves no ratio either way
     strict = CliRunner().invoke(main, ["parity", str(run), "--inconclusive", "fail", "--models", "fp32"])
     assert strict.exit_code == 4, strict.output
     assert strict.stderr.strip().splitlines()[-1].startswith("Error: fp32: ")

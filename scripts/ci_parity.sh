@@ -8,6 +8,8 @@
 # Measured 2026-12-05 on 10,000 photos: fp16, int8 and qat_int8 pass every check but qat_int8's
 # per-class drop (shirt 1.3 pt [-0.6, 3.2] vs 3 pt: inconclusive). QAT trained on the labels
 # (--distill 0) failed it here (sneaker 5.1 pt [3.0, 7.5]); the default distils from model.keras.
+# 2026-12-07, with fidelity judged against the noise floor (±1 grey level): the same verdicts, exit 0
+# in 1,678 s under load; int8 changes 1.80% of answers where ±1 grey level changes 2.63% (fp16 0.32%).
 #
 #   bash scripts/ci_parity.sh            # after scripts/setup.sh
 #

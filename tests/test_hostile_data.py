@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from edgetl import cache, data
+from edgetl import cache, data, log
 from edgetl.errors import DataError, RunFolderError
 from edgetl.parity_config import ParityConfig
 from edgetl.runtime import decode, sources
@@ -229,7 +229,10 @@ def test_a_file_over_the_byte_cap_is_refused_unread(tmp_path: Path, monkeypatch:
         decode.decode_image(path)
 
 
-def test_parity_data_on_a_presplit_folder_reads_test_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_parity_data_on_a_presplit_folder_reads_test_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(log, "QUIET", False)  # an earlier command's -q in this process must not hide the note
     caplog.set_level(logging.INFO, logger="edgetl")
     card = ModelCard(labels=("a", "b"), height=16, width=16, model_file="m", model_sha256="0")
     root = tmp_path / "pre"

@@ -125,8 +125,8 @@ def parity(run: PathLike, **options: Any) -> ParityReport:
 
     Args:
         run: the run folder.
-        **options: ``ParityConfig`` fields (``data``, ``max_drop``, ``min_agreement``, ``max_class_drop``,
-            ``threads``, ``models``, ``junit``); ``variants=`` is the same as ``models=``.
+        **options: ``ParityConfig`` fields (``data``, ``max_drop``, ``max_flip_ratio``, ``min_agreement``,
+            ``max_class_drop``, ``threads``, ``models``, ``junit``); ``variants=`` is the same as ``models=``.
 
     Returns:
         ``ParityReport``; ``RUN/parity.json`` and ``RUN/parity.md`` are written.

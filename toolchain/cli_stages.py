@@ -31,6 +31,7 @@ from edgetl.config import (
 )
 from edgetl.errors import MissingExtraError, require_train_extra
 from edgetl.parity_config import Inconclusive, ParityConfig, parse_limit
+from edgetl.parity_summary import lines as answer_lines
 
 DATA_ROOT_HELP = (
     "The folder holding the run's images, for a run folder not trained on this machine "
@@ -83,6 +84,11 @@ def threshold_help(example: str) -> str:
 )
 @click.option("--max-class-drop", help=f"Max per-class top-1 drop, in points. {threshold_help('int8=3,qat-int8=2')}.")
 @click.option(
+    "--max-flip-ratio",
+    help="Max changed answers as a multiple of the noise floor (how often the source's own answers change when "
+    f"every pixel moves by ±1 grey level). {threshold_help('int8=1.5,fp16=2')}.",
+)
+@click.option(
     "--inconclusive",
     type=click.Choice([i.value for i in Inconclusive]),
     default=Inconclusive.PASS.value,
@@ -111,6 +117,7 @@ def parity(
     max_drop: Optional[str],
     min_agreement: Optional[str],
     max_class_drop: Optional[str],
+    max_flip_ratio: Optional[str],
     **options: Any,
 ) -> None:
     """Check every .tflite of RUN against the model it came from, through the device code.
@@ -128,6 +135,7 @@ def parity(
         max_drop=parse_limit("--max-drop", max_drop),
         min_agreement=parse_limit("--min-agreement", min_agreement),
         max_class_drop=parse_limit("--max-class-drop", max_class_drop),
+        max_flip_ratio=parse_limit("--max-flip-ratio", max_flip_ratio),
         **options,
     )
     result = run_parity(config)
@@ -136,19 +144,20 @@ def parity(
 
 
 def parity_summary(result: Any) -> str:
-    """One line per variant with intervals, then the report's path and the gate's verdict."""
+    """One line per variant with intervals, the report's path and verdict, then the answer: what to deploy."""
     lines = []
     for name, m in result.models.items():
-        d, a = m["drop"], m["agreement_check"]
+        d, f, floor = m["drop"], m["flip_rate"], m.get("noise_floor")
         lines.append(
             f"{name:9s} top-1 {100 * m['top1']:.2f}%  drop {d['value']:.2f} pt [{d['low']:.2f}, {d['high']:.2f}]  "
-            f"agreement {a['value']:.2f}% [{a['low']:.2f}, {a['high']:.2f}]"
+            f"flips {f['value']:.2f}% [{f['low']:.2f}, {f['high']:.2f}]"
+            + (f"  noise floor {floor['value']:.2f}% [{floor['low']:.2f}, {floor['high']:.2f}]" if floor else "")
         )
     lines.append(
         f"{result.report_path}  {result.verdict.value}"
         + (" (gate passes)" if result.passed and result.verdict.value != "pass" else "")
     )
-    return "\n".join(lines)
+    return "\n".join(lines + answer_lines(result))
 
 
 QAT_DEFAULTS = dataclass_defaults(QatConfig)
@@ -364,6 +373,8 @@ def _run_parity_if_available(run_dir: Path, data_root: Optional[str] = None, max
                 run=str(run_dir), data_root=data_root, max_drop=None if max_drop is None else {"int8": max_drop}
             )
         )
+    for line in answer_lines(result):
+        log.info(f"parity: {line}")
     result.raise_for_verdict()
     log.info(f"parity: {result.verdict.value} ({len(result.checks)} checks, {result.report_path})")
 

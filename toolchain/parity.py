@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 from edgetl import data as data_mod
-from edgetl import feed, log, report, runfolder, runreport, untrusted
+from edgetl import feed, log, noise_floor, parity_summary, report, runfolder, runreport, untrusted
 from edgetl import parity_report as reports
 from edgetl import verdict as stats
 from edgetl.errors import ConfigError, DataError, ParityError, ParityInconclusive, RunFolderError
@@ -52,6 +52,8 @@ class ParityReport:
     inconclusive_policy: str = "pass"
     labels: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
     probabilities: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)  # per image, by model
+    floors: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict, repr=False)  # by reference
+    timing: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def verdict(self) -> stats.Verdict:
@@ -65,6 +67,7 @@ class ParityReport:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        chosen = parity_summary.deploy(self)
         return {
             "verdict": self.verdict.value,
             "passed": self.passed,
@@ -72,6 +75,9 @@ class ParityReport:
             "float": self.float_metrics,
             "models": self.models,
             "checks": [c.to_dict() for c in self.checks],
+            "summary": parity_summary.lines(self),
+            "deploy": f"model_{chosen}.tflite" if chosen else None,
+            "timing_s": self.timing,
         }
 
     def raise_for_verdict(self) -> None:
@@ -119,21 +125,31 @@ def run_parity(config: ParityConfig) -> ParityReport:
     if not kept:
         raise DataError(f"none of the {len(items)} held-out images could be read; check the data folder or pass --data")
     labels = np.asarray([it.label for it in kept])
-    references = {"model.keras": _keras_probs(run, keras_card, pixels)}
+    start = time.perf_counter()
+    references, floors, perturbed = {}, {}, {}
+    references["model.keras"], floors["model.keras"] = _reference_outputs(
+        lambda: runfolder.load_float_model(run, keras_card), pixels, keras_card, perturbed
+    )
     if total == 3:
         log.stage(2, total + 1, "QAT fake-quant graph (the reference of qat_int8)")
-        references[QAT_MODEL] = _qat_probs(run, keras_card, pixels)
+        references[QAT_MODEL], floors[QAT_MODEL] = _reference_outputs(
+            lambda: _load_qat(run), pixels, keras_card, perturbed
+        )
+    timing = {"references_with_noise_floor": round(time.perf_counter() - start, 1)}
+    del pixels, perturbed
     float_probs = references["model.keras"]
     float_metrics = _with_interval(report.classification_metrics(float_probs, labels, keras_card.labels))
     log.stage(total, total + 1, f"{len(variants)} .tflite model(s) through edge_runtime")
+    start = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
     per_image: dict[str, np.ndarray] = {}
     checks: list[Check] = []
     for variant in variants:
         judged, results[variant.name], per_image[variant.name] = _check_variant(
-            variant, config, keras_card, kept, labels, references, dataset
+            variant, config, keras_card, kept, labels, references, dataset, floors[variant.reference]
         )
         checks += judged
+    timing["variants_through_edge_runtime"] = round(time.perf_counter() - start, 1)
     log.stage(total + 1, total + 1, f"writing {config.report_name}.json and .md")
     result = ParityReport(
         float_metrics,
@@ -143,6 +159,8 @@ def run_parity(config: ParityConfig) -> ParityReport:
         config.inconclusive.value,
         labels=labels,
         probabilities={**references, **per_image},
+        floors=floors,
+        timing=timing,
     )
     reports.write(run, config, result)
     runreport.refresh(run)
@@ -157,6 +175,7 @@ def _check_variant(
     labels: np.ndarray,
     references: dict[str, np.ndarray],
     dataset: data_mod.Dataset,
+    floor: Optional[dict[str, np.ndarray]] = None,
 ) -> tuple[list[Check], dict[str, Any], np.ndarray]:
     """One variant through the device code: its checks, its figures (with flips) and its per-image outputs."""
     run = Path(config.run)
@@ -175,7 +194,10 @@ def _check_variant(
         keras_card.labels,
         config.thresholds_for(variant.name),
         variant.reference,
+        {k: v for k, v in floor.items() if k in noise_floor.PERTURBATIONS} if floor else None,
     )
+    if floor:
+        figures["noise_floor"]["mean_abs_dprob"] = {k: float(floor[f"{k}_dprob"]) for k in noise_floor.PERTURBATIONS}
     float_confusion = report.classification_metrics(references["model.keras"], labels, keras_card.labels)["confusion"]
     report.plot_variant_confusion(
         m["confusion"], float_confusion, keras_card.labels, variant.name, run / f"confusion_{variant.name}.png"
@@ -298,18 +320,24 @@ def _items(run: Path, config: ParityConfig, card: ModelCard) -> tuple[list[data_
     return items, dataset
 
 
-def _keras_probs(run: Path, card: ModelCard, pixels: np.ndarray) -> np.ndarray:
+def _reference_outputs(
+    load: Any, pixels: np.ndarray, card: ModelCard, perturbed: dict[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A reference model's probabilities on the images, and its noise floor (two more passes)."""
     with log.quiet_native():
-        model = runfolder.load_float_model(run, card)
-    return feed.predict(model, pixels, card.normalization)
+        model = load()
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        return feed.predict(model, images, card.normalization)
+
+    probs = predict(pixels)
+    return probs, noise_floor.floor_flips(predict, pixels, probs, perturbed)
 
 
-def _qat_probs(run: Path, card: ModelCard, pixels: np.ndarray) -> np.ndarray:
+def _load_qat(run: Path) -> Any:
     from edgetl.qat_scheme import load_qat  # noqa: PLC0415 - tfmot only when a QAT variant is checked
 
-    with log.quiet_native():
-        model = load_qat(run)
-    return feed.predict(model, pixels, card.normalization)
+    return load_qat(run)
 
 
 def _frame(ref: str, dataset: data_mod.Dataset) -> tuple[np.ndarray, str]:

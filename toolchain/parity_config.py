@@ -22,31 +22,40 @@ class Thresholds:
 
     Attributes:
         max_drop: largest allowed top-1 drop vs ``model.keras``, in percentage points.
-        min_agreement: smallest allowed top-1 agreement with the model the variant was
-            converted from, in percent.
-        max_class_drop: largest allowed top-1 drop of any class, in points.
+        min_agreement: the hard floor of top-1 agreement with the model the variant was
+            converted from, in percent: a catastrophe whatever the model (fidelity proper
+            is judged against the noise floor, ``max_flip_ratio``).
+        max_class_drop: largest allowed top-1 drop of any class, in points; raised to the
+            noise floor's flip rate (in points) when that is larger.
+        max_flip_ratio: the variant may change at most this many times as many answers
+            as an imperceptible perturbation of the input changes in its source model.
     """
 
     max_drop: float
     min_agreement: float
     max_class_drop: float
+    max_flip_ratio: float = 1.5
 
 
-# Per-variant defaults (README, "Parity"). A check fails only on evidence (its 95% interval
+# Per-variant defaults (docs/parity.md). A check fails only on evidence (its 95% interval
 # lies beyond the threshold), so a strict threshold costs inconclusive verdicts on small test
-# sets, never false alarms. Drops carry the promise "as good as the float model": 0.3 pt for
-# every quantized variant (stricter than MLPerf's 99% of FP32 and Intel Neural Compressor's 1%
-# relative, about 0.85 pt at 85% top-1). Agreement is a fidelity diagnostic whose healthy level
-# depends on how many near-ties a model has, so it is set between what healthy and broken
-# conversions measured (10,000 Fashion-MNIST test photos: fp32 100%, fp16 99.62%, int8 98.38%,
-# dynamic 98.02%; broken int8 with nearest rounding 95.06%, constant-image calibration ~12%).
+# sets, never false alarms. Drops carry the promise "as good as the float model", in accuracy
+# points whatever the model: 0.3 pt for every quantized variant (stricter than MLPerf's 99% of
+# FP32 and Intel Neural Compressor's 1% relative). How many answers a faithful conversion
+# changes depends on how unsure the model is, so fidelity is judged against the source's own
+# noise floor (its flips when every pixel moves by ±1 grey level, measured on the same images):
+# at most 1.5x the floor. Measured (BENCHMARKS.md, "Parity gate"): healthy int8 1.04x its floor
+# on the colour set, 1.31x on a weak model of it; nearest-rounding int8 2.3x there. Agreement keeps a hard floor that
+# catches a catastrophe however unsure the model (constant-image calibration agrees ~12%);
+# fp32 is the same function in another runtime, anything below 99.5% is a bug.
 DEFAULT_THRESHOLDS: dict[str, Thresholds] = {
     "fp32": Thresholds(max_drop=0.1, min_agreement=99.5, max_class_drop=1.0),
-    "fp16": Thresholds(max_drop=0.2, min_agreement=98.0, max_class_drop=2.0),
-    "dynamic": Thresholds(max_drop=0.3, min_agreement=95.0, max_class_drop=3.0),
-    "int8": Thresholds(max_drop=0.3, min_agreement=97.0, max_class_drop=3.0),
-    "qat_int8": Thresholds(max_drop=0.3, min_agreement=97.0, max_class_drop=3.0),
+    "fp16": Thresholds(max_drop=0.2, min_agreement=80.0, max_class_drop=2.0),
+    "dynamic": Thresholds(max_drop=0.3, min_agreement=80.0, max_class_drop=3.0),
+    "int8": Thresholds(max_drop=0.3, min_agreement=80.0, max_class_drop=3.0),
+    "qat_int8": Thresholds(max_drop=0.3, min_agreement=80.0, max_class_drop=3.0),
 }
+LIMITS = ("max_drop", "min_agreement", "max_class_drop", "max_flip_ratio")
 FALLBACK_THRESHOLDS = DEFAULT_THRESHOLDS["int8"]  # a variant name edgetl does not know (a renamed file)
 Limit = Optional[Union[float, dict[str, float]]]
 
@@ -73,7 +82,7 @@ class ParityConfig:
         run: the run folder (``model.keras`` + ``model_*.tflite`` with cards).
         data: another labelled folder or CSV to evaluate on; default the run's test split.
         models: variant names (``int8``, ``fp16``...); default every ``model_*.tflite``.
-        max_drop, min_agreement, max_class_drop: None keeps each variant's default
+        max_drop, min_agreement, max_class_drop, max_flip_ratio: None keeps each variant's default
             (``DEFAULT_THRESHOLDS``); a number applies to every variant; a dict
             ``{variant: value}`` (``"*"`` for all) to some. Drops in points, agreement in percent.
         inconclusive: exit 0 (``pass``) or 4 (``fail``) when the data cannot resolve a check.
@@ -89,6 +98,7 @@ class ParityConfig:
     max_drop: Limit = None
     min_agreement: Limit = None
     max_class_drop: Limit = None
+    max_flip_ratio: Limit = None
     inconclusive: Inconclusive = Inconclusive.PASS
     threads: Optional[int] = None
     junit: Optional[str] = None
@@ -101,7 +111,7 @@ class ParityConfig:
             if not self.models:
                 raise ConfigError("--variants needs at least one variant name, e.g. int8,fp16")
         object.__setattr__(self, "inconclusive", Inconclusive(self.inconclusive))
-        for name in ("max_drop", "min_agreement", "max_class_drop"):
+        for name in LIMITS:
             for value in _limit_values(getattr(self, name)):
                 _check_limit(name, value)
         if self.threads is not None and not 1 <= self.threads <= 64:
@@ -116,7 +126,7 @@ class ParityConfig:
         """The variant's default thresholds with this config's overrides applied."""
         base = DEFAULT_THRESHOLDS.get(variant, FALLBACK_THRESHOLDS)
         changes = {}
-        for name in ("max_drop", "min_agreement", "max_class_drop"):
+        for name in LIMITS:
             value = getattr(self, name)
             if isinstance(value, dict):
                 value = value.get(variant, value.get("*"))
@@ -140,6 +150,12 @@ def _check_limit(name: str, value: float) -> None:
             raise ConfigError(f"{option} is a percentage: give {100 * value:g} for {100 * value:g}% (got {value:g})")
         if not 0 <= value <= 100:
             raise ConfigError(f"{option} must be a percentage between 0 and 100 (got {value:g})")
+    elif name == "max_flip_ratio":
+        if not 1 <= value <= 100:
+            raise ConfigError(
+                f"{option} is a multiple of the noise floor, between 1 and 100 (got {value:g}); 1.5 allows "
+                "a variant 1.5 times as many changed answers as an imperceptible change of the input"
+            )
     elif not 0 <= value <= 100:
         raise ConfigError(f"{option} is in percentage points, between 0 and 100 (got {value:g})")
 

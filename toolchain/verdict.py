@@ -202,3 +202,79 @@ def combine(verdicts: list[Verdict]) -> Verdict:
     if Verdict.INCONCLUSIVE in verdicts:
         return Verdict.INCONCLUSIVE
     return Verdict.PASS
+
+
+def excess_interval(
+    n11: int, n10: int, n01: int, n00: int, ratio: float, confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """``p_x − ratio · p_y`` of two paired yes/no figures, with an Agresti–Min adjusted Wald interval.
+
+    ``x`` is "the variant's answer differs from its source's", ``y`` "the source's answer
+    changes under an imperceptible perturbation", on the same images: ``n11`` both,
+    ``n10`` only x, ``n01`` only y, ``n00`` neither. Half an image is added to each cell
+    (Agresti & Min 2005), which keeps the interval honest when flips are rare (a few in
+    200 images); the variance keeps the pairing (the covariance of x and y), so images
+    that flip under both count once.
+
+    Returns:
+        (observed difference, low, high) as fractions.
+    """
+    n = n11 + n10 + n01 + n00
+    if n == 0:
+        return 0.0, -1.0 - ratio, 1.0
+    value = (n11 + n10) / n - ratio * (n11 + n01) / n
+    size = n + 2
+    px, py, pxy = (n11 + n10 + 1) / size, (n11 + n01 + 1) / size, (n11 + 0.5) / size
+    variance = (px * (1 - px) + ratio * ratio * py * (1 - py) - 2 * ratio * (pxy - px * py)) / size
+    centre, half = px - ratio * py, z_value(confidence) * math.sqrt(max(variance, 0.0))
+    return value, centre - half, centre + half
+
+
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """A share of images in percent with its Wilson interval (``n`` images)."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, hits: np.ndarray, confidence: float = CONFIDENCE) -> "Rate":
+        hits = np.asarray(hits, bool)
+        n, k = len(hits), int(hits.sum())
+        low, high = wilson(k, n, confidence)
+        return cls(100 * k / n if n else 0.0, 100 * low, 100 * high, n)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"value": self.value, "low": self.low, "high": self.high, "n": self.n}
+
+
+def fidelity_check(
+    flips: np.ndarray, floor_flips: np.ndarray, max_ratio: float, confidence: float = CONFIDENCE
+) -> Estimate:
+    """Does a variant change more answers than ``max_ratio`` times the source's own noise floor?
+
+    Args:
+        flips: per image, the variant's top-1 differs from its source's (clean images).
+        floor_flips: per image, the source's top-1 changes under an imperceptible
+            perturbation of the same image (its noise floor).
+        max_ratio: allowed flip rate as a multiple of the floor.
+
+    Returns:
+        An Estimate of ``flip rate − max_ratio × floor`` in points, judged against 0
+        (pass: the variant flips at most ``max_ratio`` times as many answers as the floor).
+    """
+    x, y = np.asarray(flips, bool), np.asarray(floor_flips, bool)
+    n = len(x)
+    cells = [float((x & y).sum()), float((x & ~y).sum()), float((~x & y).sum()), float((~x & ~y).sum())]
+
+    def at(size: int) -> Verdict:
+        counts = [round(cell * size / n) for cell in cells]
+        _, low, high = excess_interval(*counts, ratio=max_ratio, confidence=confidence)
+        return at_most(low, high, 0.0)
+
+    value, low, high = excess_interval(*(int(c) for c in cells), ratio=max_ratio, confidence=confidence)
+    verdict = at_most(low, high, 0.0)
+    needed = images_to_resolve(at, n) if verdict == Verdict.INCONCLUSIVE and n else None
+    return Estimate(100 * value, 100 * low, 100 * high, 0.0, verdict, needed)

@@ -54,6 +54,15 @@ NOT_RUN = [
     (r"^systemctl |^journalctl ", "needs systemd on the Pi (tests/test_pi_deploy.py checks the unit)"),
     (r"^\.venv/bin/python scripts/bench", "benchmarks, 4 min to an hour; .ci/run runs scripts/bench.py --quick"),
     (r"^git worktree add", "checks out an old commit for the benchmarks' before columns"),
+    (
+        r"^edge-classify benchmark ",
+        "tests/test_edge_keep.py::test_every_documented_line_runs_with_a_video_for_the_camera runs it as written",
+    ),
+    (r"^edgetl report ", "tests/test_run_report.py::test_cli_rebuilds_the_page runs it on a run folder of its own"),
+    (
+        r"^edgetl convert .*--max-drop",
+        "a search of several int8 conversions (minutes); tests/test_budget.py runs --max-drop on a trained run (slow)",
+    ),
 ]
 FAST = [
     "edge-classify --help",

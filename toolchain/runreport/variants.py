@@ -222,7 +222,7 @@ def _variants_intro(files: RunFiles) -> str:
     return (
         f"Parity: every .tflite through the device code on {n or 0:,.0f} held-out images, against model.keras "
         f"(accuracy) and the model it was converted from (agreement). Median ms: per image as parity ran it on the "
-        f"machine that made this report's parity.json ({config.get('threads', '?')} thread(s), decode included, "
+        f"machine that made this report's parity.json ({_threads_text(config.get('threads', '?'))}, decode included, "
         "under that machine's load). Check cells: verdict, then the figure and its 95% interval (hover for the sentence)."
     )
 
@@ -323,3 +323,8 @@ def debug_section(files: RunFiles) -> str:
         + (image(chart, "int8 error per layer", 900) if chart else para("int8_debug.csv has no usable rows", "note"))
         + "</section>"
     )
+
+
+def _threads_text(threads: Any) -> str:
+    """``2 thread(s)``; parity's default (None) is every core of that machine."""
+    return "all cores" if threads is None else f"{threads} thread(s)"

@@ -61,6 +61,7 @@ SEEDS_PER_DATASET = {"fashion-mnist": (42,), "animal-mnist": (42,), "colour-emoj
 TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = 300, 100, 300
 COLOUR_VAL_SHARE = 0.2  # colour-emoji: all its 1,959 training pictures, a fifth of each class's emoji held out for val
 REUSE = False  # --reuse: keep the seeds already measured on this --work
+REUSED: list[str] = []  # the seeds --reuse kept (named in the section)
 QUICK = False  # --quick: a smoke run of the script itself (tiny data, 2 epochs); its figures mean nothing
 
 
@@ -276,6 +277,7 @@ def one_seed(name: str, work: Path, px: int, seed: int) -> dict[str, Any]:
     record = work / f"{name}-record{tag}.json"
     if REUSE and record.exists():
         say(f"{name} seed {seed}: reusing {record.name}")
+        REUSED.append(f"{name} seed {seed}")
         return json.loads(record.read_text())
     cache = work / f"cache-{name}-{os.getpid()}"
     runs = {side: work / f"{name}-{side}{tag}" for side in ("edgetl", "probe")}
@@ -479,10 +481,15 @@ def _with_other_rows(rows: list[dict[str, Any]], out: Path) -> list[dict[str, An
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
-        "## Time to accuracy: `edgetl train` vs the seeds' Keras recipe (`scripts/bench_tta.py`)",
+        "## Time to accuracy: `edgetl train` vs the seeds' Keras recipe and a linear probe (`scripts/bench_tta.py`)",
         "",
-        f"Measured {meta['date']} ({meta['minutes']} min), {meta['cpu']}, load average {meta['load']} at the end. "
-        f"Fashion-MNIST and Animal-MNIST: {TRAIN_PER_CLASS} train + {VAL_PER_CLASS} val images per class from the "
+        f"Measured {meta['date']} ({meta['minutes']} min), {meta['cpu']}, load average {meta['load']} at the end"
+        + (
+            f" ({', '.join(meta['reused'])}: measured by earlier invocations on the same `--work`, `--reuse`). "
+            if meta.get("reused")
+            else ". "
+        )
+        + f"Fashion-MNIST and Animal-MNIST: {TRAIN_PER_CLASS} train + {VAL_PER_CLASS} val images per class from the "
         "training pool, the test split from the held-out pool. colour-emoji (`scripts/colour_emoji.py`): all 1,959 "
         "training pictures (Apple + Google emoji artwork on five photos), a fifth of each class's emoji held out as "
         "val (both drawings of an emoji in one split), test = 1,297 pictures of *other* emoji drawn by Twitter and "
@@ -811,10 +818,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "minutes": round((time.monotonic() - started) / 60, 1),
         "cpu": f"{info.get('cpu_model', '?')}, {os.cpu_count()} logical CPUs",
         "load": ", ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "reused": REUSED,
     }
     write_section(work if QUICK else args.output, "tta", render(rows, meta), {"meta": meta, "rows": rows})
     for r in rows:
-        print(json.dumps({k: r[k] for k in ("dataset", "speedup_to_target", "test_gain_pt", "over_seeds")}))
+        print(json.dumps({k: r.get(k) for k in ("dataset", "speedup_to_target", "test_gain_pt", "over_seeds")}))
     return 0
 
 

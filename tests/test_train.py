@@ -99,7 +99,9 @@ def test_fine_tune_keeps_batchnorm_statistics(tmp_path: Path, fm_folder: Path, i
         keep_fine_tune="always",
     )
     tuned = model.load(str(tmp_path / "run" / "model.keras"))
-    reference = model.keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights="imagenet")
+    reference = model.keras().applications.MobileNetV2(
+        input_shape=(96, 96, 3), include_top=False, weights=str(imagenet_weights)
+    )
     bn = reference.get_layer("block_16_project_BN").get_weights()
     np.testing.assert_array_equal(tuned.get_layer("block_16_project_BN").get_weights()[2], bn[2])
     assert not np.array_equal(
@@ -117,7 +119,9 @@ def test_fine_tune_that_loses_on_val_is_dropped(tmp_path: Path, fm_folder: Path,
 
     metrics = _train(tmp_path, fm_folder, epochs=3, fine_tune_epochs=1, fine_tune_learning_rate=1.0, max_per_class=12)
     tuned = model.load(str(tmp_path / "run" / "model.keras"))
-    reference = model.keras().applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False, weights="imagenet")
+    reference = model.keras().applications.MobileNetV2(
+        input_shape=(96, 96, 3), include_top=False, weights=str(imagenet_weights)
+    )
     for name in ("block_16_project", "Conv_1"):  # the top layers the fine-tune changed are ImageNet's again
         np.testing.assert_array_equal(
             tuned.get_layer(name).get_weights()[0], reference.get_layer(name).get_weights()[0]

@@ -4,7 +4,8 @@ Phase 1 trains only the head, on backbone features computed once (and, with
 augmentation, on a few cached augmented views): the frozen backbone gives the
 same features every epoch, so recomputing it, as the tutorials do, only burns
 time. Phase 2 optionally fine-tunes the top layers, BatchNorm kept in inference
-mode, at a low learning rate. Early stopping restores the best weights in both.
+mode, at a low learning rate, and is kept only when the val split says it beat the
+head alone (``--keep-fine-tune``). Early stopping restores the best weights in both.
 The run folder is assembled under a temporary name and renamed when complete.
 """
 

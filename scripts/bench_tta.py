@@ -1,28 +1,36 @@
-"""Time to accuracy: ``edgetl train`` (its defaults) vs the seeds' Keras recipe on the same photos.
+"""Time to accuracy and final accuracy: ``edgetl train`` (its defaults) vs the seeds' Keras recipe vs a linear
+probe, on the same photos.
 
-    python scripts/bench_tta.py                                  # both datasets, ~11 min on 2 cores
+    python scripts/bench_tta.py                                  # three datasets, ~1 h on 2 idle cores
     python scripts/bench_tta.py --datasets fashion-mnist --px 96
+    python scripts/bench_tta.py --datasets colour-emoji --work W --reuse --train-seeds 42,43,44
     python scripts/bench_tta.py --work W --add-before /tmp/base  # same --work: before vs after, 5 seeds
 
-The seeds' recipe is what the Keras transfer-learning tutorials do: the frozen
-MobileNetV2 recomputed on augmented batches every epoch (10 epochs, Adam 1e-3),
-then the top 30 layers fine-tuned (3 epochs, Adam 1e-5). ``edgetl train`` runs
-with its defaults (3 cached views, early-stopped head, early-stopped fine-tune of
-the top 60 layers) except ``--image-size``. Both read the same pre-split folder
-(train / val / test, each image in one split only) and decode it themselves
-from PNG, cold; both run as fresh processes and are timed from their launch, so
-Python and TensorFlow start-up count for both.
+The datasets: Fashion-MNIST and Animal-MNIST (grey 28-px silhouettes) and colour-emoji
+(``scripts/colour_emoji.py``: colour pictures whose test part shows other objects, drawn by
+other vendors, on other photos). The seeds' recipe is what the Keras transfer-learning
+tutorials do: the frozen MobileNetV2 recomputed on augmented batches every epoch (10
+epochs, Adam 1e-3), then the top 30 layers fine-tuned (3 epochs, Adam 1e-5). The linear
+probe is ``edgetl train`` with ``PROBE_FLAGS`` (frozen features, one softmax layer, no
+augmentation, no fine-tune). ``edgetl train`` runs with its defaults (3 cached views,
+early-stopped head, early-stopped fine-tune of the top 60 layers, kept only when the val
+split says it helped) except ``--image-size``. All read the same pre-split folder (train /
+val / test, each image in one split only) and decode it themselves from PNG, cold; all run
+as fresh processes and are timed from their launch, so Python and TensorFlow start-up count.
 
 "Reached" = the first epoch end at which a model's accuracy on the val split
-(held out: neither recipe trains on it; edgetl only early-stops on it) is at
+(held out: no recipe trains on it; edgetl early-stops and decides on it) is at
 least the seeds' recipe's final val accuracy; edgetl's per-epoch end times come
-from its ``history.json`` (``epoch_end_unix``). Final test top-1 of both is
-compared on the test split, paired per image, with a 95% interval (Newcombe).
+from its ``history.json`` (``epoch_end_unix``). Final test top-1 of the three is
+compared on the test split, paired per image, with a 95% interval (Newcombe), seed by
+seed (``SEEDS_PER_DATASET`` or ``--train-seeds``), and over seeds (Student t).
+Each seed's figures are kept in ``--work`` (``--reuse`` keeps them instead of training again).
 edgetl's ``history.json`` also says where its time went (start-up and pixel cache,
 feature pass, head epochs, fine-tune), which gives a floor for any recipe that runs
 each image through the backbone once. A re-run whose edgetl val curve and test top-1
-come out the same as the last run's keeps that run's ``--add-before`` seeds. Writes the ``tta``
-section of ``BENCHMARKS.md`` and ``benchmarks.json``; nothing is asserted.
+come out the same as the last run's keeps that run's ``--add-before`` seeds; rows of
+datasets not measured this time are kept from the last run, with their date. Writes the
+``tta`` section of ``BENCHMARKS.md`` and ``benchmarks.json``; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -46,7 +54,14 @@ sys.path[:0] = [str(ROOT / "scripts")]
 from bench_util import machine_info, markdown_table, write_section  # noqa: E402
 
 SEEDS_HEAD_EPOCHS, SEEDS_FINE_EPOCHS, SEEDS_FINE_LAYERS = 10, 3, 30
+# A linear probe: frozen-backbone features of each image as it is, one softmax layer, no dropout, no fine-tune.
+PROBE_FLAGS = ["--cache-views", "1", "--no-augment", "--fine-tune-epochs", "0", "--dropout", "0"]
+# Seeds per dataset: several where edgetl's margin over the others is within one seed's spread.
+SEEDS_PER_DATASET = {"fashion-mnist": (42,), "animal-mnist": (42,), "colour-emoji": (42, 43, 44)}
 TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = 300, 100, 300
+COLOUR_VAL_SHARE = 0.2  # colour-emoji: all its 1,959 training pictures, a fifth of each class's emoji held out for val
+REUSE = False  # --reuse: keep the seeds already measured on this --work
+REUSED: list[str] = []  # the seeds --reuse kept (named in the section)
 QUICK = False  # --quick: a smoke run of the script itself (tiny data, 2 epochs); its figures mean nothing
 
 
@@ -67,6 +82,25 @@ def _split_pool(pool: Path, out: Path, val_per_class: int) -> None:
     shutil.rmtree(pool)
 
 
+def _split_pool_by_object(pool: Path, out: Path, share: float) -> None:
+    """Move a seeded ``share`` of each class's *emoji* (both vendors' pictures of it) into ``out/val``.
+
+    The pool holds the Apple and the Google drawing of each emoji: a split by picture
+    would put one in train and the other in val, and val would measure recall of
+    objects already seen. Held out by object, val asks what the test asks.
+    """
+    rng = np.random.default_rng(0)
+    for cls in sorted(p.name for p in pool.iterdir() if p.is_dir()):
+        files = sorted((pool / cls).iterdir())
+        objects = sorted({f.name.split("_")[2] for f in files})  # train_<vendor>_<code point>_v<view>.png
+        chosen = {objects[i] for i in rng.permutation(len(objects))[: max(1, round(share * len(objects)))]}
+        for f in files:
+            target = out / ("val" if f.name.split("_")[2] in chosen else "train") / cls
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(f), target / f.name)
+    shutil.rmtree(pool)
+
+
 def write_data(work: Path, name: str) -> Path:
     """A pre-split folder: 300 train + 100 val images per class from the training pool, test from the held-out pool."""
     out = work / name
@@ -79,6 +113,15 @@ def write_data(work: Path, name: str) -> Path:
 
         write_fashion_mnist_folder(work / f"{name}-pool", per_class=per, seed=0, part="train")
         write_fashion_mnist_folder(out / "test", per_class=test, seed=0, part="test")
+    elif name == "colour-emoji":
+        script = str(ROOT / "scripts" / "colour_emoji.py")
+        for part, folder in (("train", work / f"{name}-pool"), ("test", out / "test")):
+            count = ["--per-class", str(per if part == "train" else test)] if QUICK else []
+            subprocess.run(
+                [sys.executable, script, str(folder), "--part", part, *count], check=True, stdout=subprocess.DEVNULL
+            )
+        _split_pool_by_object(work / f"{name}-pool", out, COLOUR_VAL_SHARE)
+        return out
     elif name == "animal-mnist":
         script = str(ROOT / "scripts" / "animal_mnist.py")
         for part, folder, count in (
@@ -96,12 +139,24 @@ def write_data(work: Path, name: str) -> Path:
     return out
 
 
-def run_edgetl(data: Path, run: Path, px: int, cache: Path) -> dict[str, Any]:
-    """``edgetl train`` with its defaults as a fresh process; per-epoch val accuracy at seconds since launch."""
+def run_edgetl(data: Path, run: Path, px: int, cache: Path, flags: Sequence[str] = ()) -> dict[str, Any]:
+    """``edgetl train`` (its defaults, or ``flags``) as a fresh process; per-epoch val accuracy at seconds since launch."""
     env = {**os.environ, "EDGETL_PIXEL_CACHE": str(cache)}
-    command = [sys.executable, "-m", "edgetl", "train", str(data), "-o", str(run), "--image-size", str(px), "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "edgetl",
+        "train",
+        str(data),
+        "-o",
+        str(run),
+        "--image-size",
+        str(px),
+        *flags,
+        "-q",
+    ]
     if QUICK:
-        command += ["--epochs", "2", "--fine-tune-epochs", "1"]
+        command += ["--epochs", "2"] + ([] if "--fine-tune-epochs" in flags else ["--fine-tune-epochs", "1"])
     say(" ".join(command[1:]))
     launch = time.time()
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -115,6 +170,7 @@ def run_edgetl(data: Path, run: Path, px: int, cache: Path) -> dict[str, Any]:
         "seconds": round(total, 1),
         "curve": curve,
         "split": time_split(history, launch),
+        "decision": history[-1].get("decision"),
         "command": " ".join(["edgetl", *command[3:]]),
     }
 
@@ -140,10 +196,10 @@ def time_split(history: list[dict[str, Any]], launch: float) -> dict[str, float]
     }
 
 
-def run_seeds(run: Path, px: int, out: Path) -> dict[str, Any]:
+def run_seeds(run: Path, px: int, out: Path, seed: int = 42) -> dict[str, Any]:
     """The seeds' recipe as a fresh process on ``run``'s splits; per-epoch val accuracy at seconds since launch."""
     launch = time.time()
-    command = [sys.executable, __file__, "--seeds-recipe", str(run), str(out), "--px", str(px)]
+    command = [sys.executable, __file__, "--seeds-recipe", str(run), str(out), "--px", str(px), "--seed", str(seed)]
     subprocess.run(command + (["--quick"] if QUICK else []), check=True)
     record = json.loads(out.read_text())
     del record["test_labels"]  # stays in ``out`` for the paired comparisons; not a figure for benchmarks.json
@@ -153,7 +209,7 @@ def run_seeds(run: Path, px: int, out: Path) -> dict[str, Any]:
     return record
 
 
-def seeds_recipe(run: Path, out: Path, px: int) -> None:
+def seeds_recipe(run: Path, out: Path, px: int, seed: int = 42) -> None:
     """Child process: decode the run's splits, train as the tutorials do, record val/test after every epoch."""
     from edgetl import data, feed, model  # noqa: PLC0415
     from edgetl.config import TrainConfig  # noqa: PLC0415
@@ -164,12 +220,12 @@ def seeds_recipe(run: Path, out: Path, px: int) -> None:
         images, kept, _ = dataset.pixels(items, px, warn=False)
         pixels[split] = images, np.asarray([it.label for it in kept])
     classes = len(dataset.class_names)
-    built = model.build(TrainConfig(data="-", output="-", image_size=px, seed=42), classes)
+    built = model.build(TrainConfig(data="-", output="-", image_size=px, seed=seed), classes)
     k = model.keras()
-    k.utils.set_random_seed(42)
+    k.utils.set_random_seed(seed)
     norm = built.normalization
     built.full.compile(k.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    seq = feed.make_sequence(*pixels["train"], norm, 32, 42, True)
+    seq = feed.make_sequence(*pixels["train"], norm, 32, seed, True)
     curve, paused = [], 0.0
     head_epochs, fine_epochs = (1, 1) if QUICK else (SEEDS_HEAD_EPOCHS, SEEDS_FINE_EPOCHS)
     for epoch in range(head_epochs + fine_epochs):
@@ -196,27 +252,69 @@ def edgetl_test_predictions(run: Path, px: int) -> np.ndarray:
     return feed.predict(model.load(str(run / "model.keras")), images, model.MOBILENET_NORMALIZATION).argmax(1)
 
 
-def compare(name: str, work: Path, px: int) -> dict[str, Any]:
-    """Both recipes on one dataset: the time each needs to the seeds' final val accuracy, final test top-1."""
+def _test_top1(ok: np.ndarray) -> dict[str, Any]:
     from edgetl import verdict  # noqa: PLC0415
 
-    data = write_data(work, name)
-    run = work / f"{name}-edgetl"
-    shutil.rmtree(run, ignore_errors=True)
-    edgetl = run_edgetl(data, run, px, work / f"cache-{name}-{os.getpid()}")
-    seeds = run_seeds(run, px, work / f"{name}-seeds.json")
-    target = seeds["curve"][-1]["val_top1"]
+    lo, hi = verdict.wilson(int(ok.sum()), len(ok))
+    return {"top1": round(float(ok.mean()), 4), "interval95": [round(lo, 4), round(hi, 4)], "n": len(ok)}
+
+
+def _gain(ref_ok: np.ndarray, new_ok: np.ndarray) -> list[float]:
+    """New minus reference test top-1 in points, paired on the same images, with its 95% interval (Newcombe)."""
+    from edgetl import verdict  # noqa: PLC0415
+
+    diff, low, high = verdict.paired_difference(ref_ok, new_ok)  # reference minus new
+    return [round(-100 * v, 2) for v in (diff, high, low)]
+
+
+def one_seed(name: str, work: Path, px: int, seed: int) -> dict[str, Any]:
+    """edgetl's default, the seeds' recipe and a linear probe, trained with ``seed`` on the same splits.
+
+    The seed's figures are kept in ``work/NAME-record[-seedS].json``; with ``--reuse`` a seed
+    whose record is there (an interrupted or earlier run on the same ``--work``) is not trained again.
+    """
+    data, tag = write_data(work, name), "" if seed == 42 else f"-seed{seed}"
+    record = work / f"{name}-record{tag}.json"
+    if REUSE and record.exists():
+        say(f"{name} seed {seed}: reusing {record.name}")
+        REUSED.append(f"{name} seed {seed}")
+        return json.loads(record.read_text())
+    cache = work / f"cache-{name}-{os.getpid()}"
+    runs = {side: work / f"{name}-{side}{tag}" for side in ("edgetl", "probe")}
+    for run in runs.values():
+        shutil.rmtree(run, ignore_errors=True)
+    edgetl = run_edgetl(data, runs["edgetl"], px, cache, ["--seed", str(seed)])
+    seeds = run_seeds(runs["edgetl"], px, work / f"{name}-seeds{tag}.json", seed)
+    probe = run_edgetl(data, runs["probe"], px, cache, [*PROBE_FLAGS, "--seed", str(seed)])
+    labels = np.asarray(json.loads((work / f"{name}-seeds{tag}.json").read_text())["test_labels"])
+    ok = {
+        "seeds": np.load(work / f"{name}-seeds{tag}.test_pred.npy") == labels,
+        "edgetl": edgetl_test_predictions(runs["edgetl"], px) == labels,
+        "probe": edgetl_test_predictions(runs["probe"], px) == labels,
+    }
+    say(f"{name} seed {seed}: " + ", ".join(f"{k} {100 * v.mean():.2f}%" for k, v in ok.items()))
+    out = {
+        "seed": seed,
+        "edgetl": {**edgetl, "test": _test_top1(ok["edgetl"])},
+        "seeds": {**seeds, "test": _test_top1(ok["seeds"])},
+        "probe": {"seconds": probe["seconds"], "command": probe["command"], "test": _test_top1(ok["probe"])},
+        "edgetl_minus_seeds_pt": _gain(ok["seeds"], ok["edgetl"]),
+        "edgetl_minus_probe_pt": _gain(ok["probe"], ok["edgetl"]),
+    }
+    record.write_text(json.dumps(out))
+    return out
+
+
+def compare(name: str, work: Path, px: int, seeds: Sequence[int] = (42,)) -> dict[str, Any]:
+    """Three recipes on one dataset: time to the seeds' final val accuracy (first seed), final test top-1 per seed."""
+    from edgetl import verdict  # noqa: PLC0415
+
+    per_seed = [one_seed(name, work, px, seed) for seed in seeds]
+    first, data = per_seed[0], work / name
+    seeds_run, edgetl = first["seeds"], first["edgetl"]
+    target = seeds_run["curve"][-1]["val_top1"]
     reached = next((row for row in edgetl["curve"] if row["val_top1"] >= target), None)
-    labels = np.asarray(json.loads((work / f"{name}-seeds.json").read_text())["test_labels"])
-    seeds_ok = np.load(work / f"{name}-seeds.test_pred.npy") == labels
-    edgetl_ok = edgetl_test_predictions(run, px) == labels
-    diff, low, high = verdict.paired_difference(seeds_ok, edgetl_ok)  # seeds minus edgetl
     n_val = len(list((data / "val").rglob("*.png")))
-
-    def top1(ok: np.ndarray) -> dict[str, Any]:
-        lo, hi = verdict.wilson(int(ok.sum()), len(ok))
-        return {"top1": round(float(ok.mean()), 4), "interval95": [round(lo, 4), round(hi, 4)], "n": len(ok)}
-
     return {
         "dataset": name,
         "px": px,
@@ -224,11 +322,42 @@ def compare(name: str, work: Path, px: int) -> dict[str, Any]:
         "val_images": n_val,
         "target_val_top1": target,
         "target_interval95": [round(v, 4) for v in verdict.wilson(round(target * n_val), n_val)],
-        "seeds": {**seeds, "test": top1(seeds_ok)},
-        "edgetl": {**edgetl, "test": top1(edgetl_ok), "reached": reached},
-        "speedup_to_target": round(seeds["seconds"] / reached["seconds"], 2) if reached else None,
-        "test_gain_pt": [round(-100 * v, 2) for v in (diff, high, low)],
+        "seeds": seeds_run,
+        "edgetl": {**edgetl, "reached": reached},
+        "probe": first["probe"],
+        "speedup_to_target": round(seeds_run["seconds"] / reached["seconds"], 2) if reached else None,
+        "test_gain_pt": first["edgetl_minus_seeds_pt"],
+        "per_seed": [_brief(r) for r in per_seed],
+        "over_seeds": _over_seeds(per_seed),
     }
+
+
+def _brief(r: dict[str, Any]) -> dict[str, Any]:
+    """One seed's test top-1 of each recipe, its paired gains, times and edgetl's fine-tune decision."""
+    decision = r["edgetl"].get("decision") or {}
+    return {
+        "seed": r["seed"],
+        "test": {side: r[side]["test"] for side in ("edgetl", "seeds", "probe")},
+        "seconds": {side: r[side]["seconds"] for side in ("edgetl", "seeds", "probe")},
+        "edgetl_minus_seeds_pt": r["edgetl_minus_seeds_pt"],
+        "edgetl_minus_probe_pt": r["edgetl_minus_probe_pt"],
+        "fine_tune_kept": decision.get("kept"),
+    }
+
+
+def _over_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean test top-1 of each recipe over seeds; edgetl's mean paired gains, 95% Student t over seeds (one seed: its
+    paired interval over test images)."""
+    out: dict[str, Any] = {"n_seeds": len(per_seed)}
+    for side in ("edgetl", "seeds", "probe"):
+        values = np.array([100 * r[side]["test"]["top1"] for r in per_seed])
+        sd = round(float(values.std(ddof=1)), 2) if len(values) > 1 else None
+        out[side] = {"mean": round(float(values.mean()), 2), "sd": sd}
+    for ref in ("seeds", "probe"):
+        gains = np.array([r[f"edgetl_minus_{ref}_pt"][0] for r in per_seed])
+        interval = _t_interval(gains) if len(gains) > 1 else per_seed[0][f"edgetl_minus_{ref}_pt"][1:]
+        out[f"edgetl_minus_{ref}_pt"] = [round(float(gains.mean()), 2), *interval]
+    return out
 
 
 # Today's default recipe spelled out, for the code before the pixel cache (its defaults differed).
@@ -340,16 +469,35 @@ def _keep_before(rows: list[dict[str, Any]], out: Path) -> None:
             say(f"{row['dataset']}: same val curve and test top-1 as the last run, its before/after seeds are kept")
 
 
+def _with_other_rows(rows: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """This run's rows after the last run's rows of the datasets it did not measure (each keeps its date)."""
+    last = _last_section(out)
+    measured = {r["dataset"] for r in rows}
+    others = [r for r in last.get("rows", []) if r["dataset"] not in measured]
+    for r in others:
+        r.setdefault("measured", last.get("meta", {}).get("date"))
+    return others + rows
+
+
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
-        "## Time to accuracy: `edgetl train` vs the seeds' Keras recipe (`scripts/bench_tta.py`)",
+        "## Time to accuracy: `edgetl train` vs the seeds' Keras recipe and a linear probe (`scripts/bench_tta.py`)",
         "",
-        f"Measured {meta['date']} ({meta['minutes']} min), {meta['cpu']}, load average {meta['load']} at the end. "
-        f"Each dataset: {TRAIN_PER_CLASS} train + {VAL_PER_CLASS} val images per class from its training pool, the "
-        "test split from its held-out pool; MobileNetV2 1.0 with the offline ImageNet weights at the size shown. "
+        f"Measured {meta['date']} ({meta['minutes']} min), {meta['cpu']}, load average {meta['load']} at the end"
+        + (
+            f" ({', '.join(meta['reused'])}: measured by earlier invocations on the same `--work`, `--reuse`). "
+            if meta.get("reused")
+            else ". "
+        )
+        + f"Fashion-MNIST and Animal-MNIST: {TRAIN_PER_CLASS} train + {VAL_PER_CLASS} val images per class from the "
+        "training pool, the test split from the held-out pool. colour-emoji (`scripts/colour_emoji.py`): all 1,959 "
+        "training pictures (Apple + Google emoji artwork on five photos), a fifth of each class's emoji held out as "
+        "val (both drawings of an emoji in one split), test = 1,297 pictures of *other* emoji drawn by Twitter and "
+        "Facebook on four other photos. MobileNetV2 1.0 with the offline ImageNet weights at the size shown. "
         f"Seeds' recipe: backbone recomputed on augmented batches every epoch ({SEEDS_HEAD_EPOCHS} epochs, Adam 1e-3), "
         f"then the top {SEEDS_FINE_LAYERS} layers ({SEEDS_FINE_EPOCHS} epochs, 1e-5). `edgetl train`: its defaults "
-        "(3 cached views, early-stopped head, then the top 60 layers at 1e-4, early-stopped). Both are fresh "
+        "(3 cached views, early-stopped head, then the top 60 layers at 1e-4, early-stopped, kept only when the "
+        "val split says it helped). Both are fresh "
         "processes timed from launch (interpreter, TensorFlow import, cold PNG decoding included); the seeds' "
         "per-epoch evaluation is not counted. *Target* = the seeds' final val top-1; *reached* = edgetl's first "
         "epoch end at or above it.",
@@ -360,7 +508,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         reached = r["edgetl"]["reached"]
         table.append(
             [
-                f"{r['dataset']} ({r['train_images']:,} train, {r['px']} px)",
+                f"{r['dataset']} ({r['train_images']:,} train, {r['px']} px)"
+                + (f", measured {r['measured'][:10]}" if r.get("measured") else ""),
                 f"{100 * r['target_val_top1']:.2f}% [{100 * r['target_interval95'][0]:.1f}, "
                 f"{100 * r['target_interval95'][1]:.1f}] (n={r['val_images']:,})",
                 f"{r['seeds']['seconds']:.0f} s",
@@ -384,26 +533,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
     ]
     lines += _time_split_lines(rows)
-    table = []
-    for r in rows:
-        s, e = r["seeds"]["test"], r["edgetl"]["test"]
-        gain, low, high = r["test_gain_pt"]
-        table.append(
-            [
-                r["dataset"],
-                f"{100 * s['top1']:.2f}% [{100 * s['interval95'][0]:.2f}, {100 * s['interval95'][1]:.2f}]",
-                f"{100 * e['top1']:.2f}% [{100 * e['interval95'][0]:.2f}, {100 * e['interval95'][1]:.2f}]",
-                f"{gain:+.2f} [{low:+.2f}, {high:+.2f}]",
-                f"{s['n']:,}",
-            ]
-        )
-    lines += [
-        markdown_table(
-            ["data", "seeds' recipe test top-1", "edgetl test top-1", "edgetl − seeds (pt, paired 95%)", "test images"],
-            table,
-        ),
-        "",
-    ]
+    lines += _accuracy_lines(rows)
     olds = [r for r in rows if r.get("before")]
     if olds:
         lines += [
@@ -446,6 +576,119 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 )
         lines.append("")
     return "\n".join(lines)
+
+
+def _pt(gain: Optional[Sequence[float]]) -> str:
+    if gain is None:
+        return "–"
+    return f"{gain[0]:+.2f} [{gain[1]:+.2f}, {gain[2]:+.2f}]"
+
+
+def _before_probe(r: dict[str, Any]) -> dict[str, Any]:
+    """A row measured before the linear probe joined (one seed, no probe) in the shape of ``_over_seeds``."""
+    test = {side: r[side]["test"] for side in ("edgetl", "seeds")}
+    test["probe"] = None
+    r["per_seed"] = [
+        {
+            "seed": 42,
+            "test": test,
+            "seconds": {"seeds": r["seeds"]["seconds"], "probe": None, "edgetl": r["edgetl"]["seconds"]},
+            "edgetl_minus_seeds_pt": r["test_gain_pt"],
+            "edgetl_minus_probe_pt": None,
+            "fine_tune_kept": None,
+        }
+    ]
+    out: dict[str, Any] = {side: {"mean": round(100 * t["top1"], 2), "sd": None} for side, t in test.items() if t}
+    return {
+        **out,
+        "n_seeds": 1,
+        "probe": None,
+        "edgetl_minus_seeds_pt": r["test_gain_pt"],
+        "edgetl_minus_probe_pt": None,
+    }
+
+
+def _mean(figures: Optional[dict[str, Any]]) -> str:
+    if figures is None:
+        return "–"
+    sd = figures["sd"]
+    return f"{figures['mean']:.2f}%" + (f" (sd {sd:.2f})" if sd is not None else "")
+
+
+def _accuracy_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Final test top-1 of the three recipes (mean over seeds) and edgetl's paired gains, then seed by seed."""
+    table, seeds_table, gains = [], [], []
+    for r in rows:
+        o = r.get("over_seeds") or _before_probe(r)
+        gains.append(o["edgetl_minus_seeds_pt"][0])
+        n = r["per_seed"][0]["test"]["edgetl"]["n"]
+        table.append(
+            [
+                r["dataset"],
+                *(_mean(o[side]) for side in ("seeds", "probe", "edgetl")),
+                _pt(o["edgetl_minus_seeds_pt"]),
+                _pt(o["edgetl_minus_probe_pt"]),
+                f"{n:,} × {o['n_seeds']}",
+            ]
+        )
+        for p in r["per_seed"]:
+            t = p["test"]
+            seeds_table.append(
+                [
+                    r["dataset"],
+                    str(p["seed"]),
+                    _top1(t["seeds"]),
+                    _top1(t["probe"]),
+                    _top1(t["edgetl"]),
+                    _pt(p["edgetl_minus_seeds_pt"]),
+                    _pt(p["edgetl_minus_probe_pt"]),
+                    {True: "kept", False: "dropped", None: "–"}[p["fine_tune_kept"]],
+                    " / ".join(
+                        "–" if p["seconds"][k] is None else f"{p['seconds'][k]:.0f}"
+                        for k in ("seeds", "probe", "edgetl")
+                    ),
+                ]
+            )
+    return [
+        "Final test top-1 of the three recipes trained on the same images, paired on the same test images. "
+        f"*Linear probe*: `edgetl train {' '.join(PROBE_FLAGS)}` (frozen features, one softmax layer). Gains are "
+        "edgetl minus the other recipe in points: over several seeds, the mean of the per-seed paired differences "
+        "with a 95% Student-t interval over seeds (seeds are the unit of training noise); over one seed, the paired "
+        "95% interval over test images (Newcombe).",
+        "",
+        markdown_table(
+            [
+                "data",
+                "seeds' recipe",
+                "linear probe",
+                "edgetl default",
+                "edgetl − seeds (pt, 95%)",
+                "edgetl − probe (pt, 95%)",
+                "test images × seeds",
+            ],
+            table,
+        ),
+        "",
+        f"Mean edgetl − seeds over the {len(gains)} datasets: **{np.mean(gains):+.2f} pt**. Seed by seed (test "
+        "top-1 with its 95% Wilson interval; gains paired per image, Newcombe; *fine-tune* = what edgetl's val split "
+        "decided; seconds under load, each a fresh process):",
+        "",
+        markdown_table(
+            [
+                "data",
+                "seed",
+                "seeds' recipe",
+                "linear probe",
+                "edgetl",
+                "edgetl − seeds",
+                "edgetl − probe",
+                "fine-tune",
+                "s: seeds / probe / edgetl",
+            ],
+            seeds_table,
+        ),
+        "",
+    ]
 
 
 def _time_split_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -509,13 +752,15 @@ def _time_split_lines(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _top1(t: dict[str, Any]) -> str:
+def _top1(t: Optional[dict[str, Any]]) -> str:
+    if t is None:
+        return "–"
     return f"{100 * t['top1']:.2f}% [{100 * t['interval95'][0]:.2f}, {100 * t['interval95'][1]:.2f}]"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", default="fashion-mnist,animal-mnist")
+    p.add_argument("--datasets", default="fashion-mnist,animal-mnist,colour-emoji")
     p.add_argument("--px", type=int, default=96)
     p.add_argument("--work", type=Path, help="scratch folder (kept; default a new temporary one)")
     p.add_argument("--output", type=Path, default=ROOT)
@@ -535,12 +780,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--quick", action="store_true", help="smoke-test the script: tiny data, 2 epochs, written to the scratch folder"
     )
     p.add_argument("--seeds-recipe", nargs=2, type=Path, metavar=("RUN", "OUT"), help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--train-seeds",
+        help="seeds to train every recipe with on every dataset, e.g. 42,43,44 (default: 42 on the grey sets, "
+        "42,43,44 on colour-emoji, where the recipes are closer than one seed's spread)",
+    )
+    p.add_argument(
+        "--reuse", action="store_true", help="keep the seeds already measured on this --work (their record files)"
+    )
     args = p.parse_args(argv)
+    global REUSE
+    REUSE = args.reuse
     if args.quick:
         global QUICK, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS
         QUICK, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = True, 20, 10, 20
     if args.seeds_recipe:
-        seeds_recipe(*args.seeds_recipe, args.px)
+        seeds_recipe(*args.seeds_recipe, args.px, args.seed)
         return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-tta-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -553,17 +809,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         write_section(out, "tta", render(section["rows"], section["meta"]), section)
         return 0
     started, info = time.monotonic(), machine_info()
-    rows = [compare(name, work, args.px) for name in args.datasets.split(",")]
+    chosen = [int(v) for v in args.train_seeds.split(",")] if args.train_seeds else None
+    rows = [compare(n, work, args.px, chosen or SEEDS_PER_DATASET.get(n, (42,))) for n in args.datasets.split(",")]
     _keep_before(rows, work if QUICK else args.output)
+    rows = _with_other_rows(rows, work if QUICK else args.output)
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "minutes": round((time.monotonic() - started) / 60, 1),
         "cpu": f"{info.get('cpu_model', '?')}, {os.cpu_count()} logical CPUs",
         "load": ", ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "reused": REUSED,
     }
     write_section(work if QUICK else args.output, "tta", render(rows, meta), {"meta": meta, "rows": rows})
     for r in rows:
-        print(json.dumps({k: r[k] for k in ("dataset", "speedup_to_target", "test_gain_pt")}))
+        print(json.dumps({k: r.get(k) for k in ("dataset", "speedup_to_target", "test_gain_pt", "over_seeds")}))
     return 0
 
 

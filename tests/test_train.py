@@ -91,7 +91,15 @@ def test_imagenet_weights_beat_random_init_on_the_same_budget(
 def test_fine_tune_keeps_batchnorm_statistics(tmp_path: Path, fm_folder: Path, imagenet_weights: Path) -> None:
     from edgetl import model
 
-    metrics = _train(tmp_path, fm_folder, epochs=2, fine_tune_epochs=1, fine_tune_layers=20, max_per_class=12)
+    metrics = _train(
+        tmp_path,
+        fm_folder,
+        epochs=2,
+        fine_tune_epochs=1,
+        fine_tune_layers=20,
+        max_per_class=12,
+        keep_fine_tune="always",
+    )
     tuned = model.load(str(tmp_path / "run" / "model.keras"))
     reference = model.keras().applications.MobileNetV2(
         input_shape=(96, 96, 3), include_top=False, weights=str(imagenet_weights)
@@ -104,6 +112,60 @@ def test_fine_tune_keeps_batchnorm_statistics(tmp_path: Path, fm_folder: Path, i
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["phase"] for h in history] == ["head (cached features)", "fine-tune"]
     assert metrics["val"]["count"] > 0
+
+
+@pytest.mark.slow
+def test_fine_tune_that_loses_on_val_is_dropped(tmp_path: Path, fm_folder: Path, imagenet_weights: Path) -> None:
+    """A fine-tune at a rate that wrecks the backbone loses on val: the head-only weights come back, and it is recorded."""
+    from edgetl import model
+
+    metrics = _train(tmp_path, fm_folder, epochs=3, fine_tune_epochs=1, fine_tune_learning_rate=1.0, max_per_class=12)
+    tuned = model.load(str(tmp_path / "run" / "model.keras"))
+    reference = model.keras().applications.MobileNetV2(
+        input_shape=(96, 96, 3), include_top=False, weights=str(imagenet_weights)
+    )
+    for name in ("block_16_project", "Conv_1"):  # the top layers the fine-tune changed are ImageNet's again
+        np.testing.assert_array_equal(
+            tuned.get_layer(name).get_weights()[0], reference.get_layer(name).get_weights()[0]
+        )
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    decision = history[1]["decision"]
+    assert decision["kept"] is False and decision["helped_on_val"] is False and decision["rule"] == "if-better"
+    assert decision["fine_tuned"]["val_loss"] > decision["head_only"]["val_loss"]
+    assert metrics["val"]["top1"] == pytest.approx(decision["head_only"]["val_top1"], abs=0.02)  # float16 features
+    card = json.loads((tmp_path / "run" / "model_card.json").read_text())
+    assert card["extra"]["training"]["fine_tune_kept"] is False
+
+
+def test_no_test_split_with_test_fraction_zero(tmp_path: Path, fm_folder: Path) -> None:
+    """--test-fraction 0 trains on every image but val; parity then needs the user's own test images."""
+    from click.testing import CliRunner
+    from edgetl.cli import main
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        ["train", str(fm_folder), "-o", str(run), "--weights", "none", "--alpha", "0.35", "--image-size", "32"]
+        + ["--epochs", "1", "--fine-tune-epochs", "0", "--per-class", "10", "--test-fraction", "0", "-q", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["test_top1"] is None and summary["val_top1"] is not None
+    counts = {s: len((run / "splits" / f"{s}.csv").read_text().splitlines()) - 1 for s in ("train", "val", "test")}
+    assert counts == {"train": 90, "val": 10, "test": 0}
+    assert json.loads((run / "metrics.json").read_text())["test"] == {"count": 0, "top1": None}
+    assert (run / "confusion_val.png").exists()
+    parity = CliRunner().invoke(main, ["parity", str(run)])
+    assert parity.exit_code == 3 and "pass --data DIR" in parity.output, parity.output
+
+
+def test_split_fractions_are_checked() -> None:
+    from edgetl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--test-fraction in \[0, 1\) \(got 0.1 and -0.1\)"):
+        TrainConfig(data="d", output="o", test_fraction=-0.1)
+    with pytest.raises(ConfigError, match="--val-fraction must be in"):
+        TrainConfig(data="d", output="o", val_fraction=0)
 
 
 def test_uncached_path_and_config_round_trip(tmp_path: Path, fm_folder: Path) -> None:

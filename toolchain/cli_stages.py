@@ -219,7 +219,8 @@ def qat(run: str, as_json: bool, **options: Any) -> None:
         "float_test_top1": result.float_metrics.get("test", {}).get("top1"),
         "seconds": round(result.seconds, 1),
     }
-    emit(summary, as_json, f"{result.model_path}  QAT val top-1 {top1['val']:.4f}  test top-1 {top1['test']:.4f}")
+    test = "no test split" if top1["test"] is None else f"test top-1 {top1['test']:.4f}"
+    emit(summary, as_json, f"{result.model_path}  QAT val top-1 {top1['val']:.4f}  {test}")
 
 
 @main.command()
@@ -365,8 +366,12 @@ def convert(
 
 def _run_parity_if_available(run_dir: Path, data_root: Optional[str] = None, max_drop: Optional[float] = None) -> None:
     """The parity gate at the end of ``convert``: same thresholds as ``edgetl parity`` (int8's drop: ``--max-drop``)."""
+    from edgetl import data  # noqa: PLC0415
     from edgetl.parity import run_parity  # noqa: PLC0415
 
+    if not data.load_split(run_dir, "test", data_root)[1]:
+        log.warn(f"{run_dir} has no test split (--test-fraction 0): check it with `edgetl parity {run_dir} --data DIR`")
+        return
     with log.continued_stages():  # [8/11] after convert's [7/7]
         result = run_parity(
             ParityConfig(

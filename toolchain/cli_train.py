@@ -19,6 +19,7 @@ from edgetl.cli import (
     with_aliases,
 )
 from edgetl.config import (
+    KeepFineTune,
     MixedPrecision,
     Pooling,
     Strategy,
@@ -101,6 +102,14 @@ D = dataclass_defaults(TrainConfig)
     help="Adam learning rate of the fine-tuning phase (low: the backbone is pre-trained).",
 )
 @click.option(
+    "--keep-fine-tune",
+    type=click.Choice([k.value for k in KeepFineTune]),
+    default=D["keep_fine_tune"].value,
+    show_default=True,
+    help="if-better: keep the fine-tuned model only when its val loss and val top-1 beat the head-only model's "
+    "(else restore the head-only weights); always: keep it.",
+)
+@click.option(
     "--pooling",
     type=click.Choice([p.value for p in Pooling]),
     default=D["pooling"].value,
@@ -149,7 +158,8 @@ D = dataclass_defaults(TrainConfig)
     type=float,
     default=D["test_fraction"],
     show_default=True,
-    help="Share of each class held out for the test split.",
+    help="Share of each class held out for the test split (0 = none: test on your own images with "
+    "`edgetl parity RUN --data DIR`).",
 )
 @click.option(
     "--patience",
@@ -236,7 +246,8 @@ def _train_summary(result: Any, as_json: bool) -> None:
     emit(
         summary,
         as_json,
-        f"{result.run_dir}  val top-1 {summary['val_top1']:.4f}  test top-1 {summary['test_top1']:.4f}",
+        f"{result.run_dir}  val top-1 {summary['val_top1']:.4f}  "
+        + ("no test split" if summary["test_top1"] is None else f"test top-1 {summary['test_top1']:.4f}"),
     )
 
 

@@ -47,6 +47,18 @@ class Strategy(str, enum.Enum):
     MULTI_WORKER = "multi-worker"
 
 
+class KeepFineTune(str, enum.Enum):
+    """Whether the fine-tuned model replaces the head-only one.
+
+    ``if-better``: only when the val split says the fine-tune helped (lower val loss
+    and val top-1 no lower than the head-only model's); otherwise the head-only
+    weights are restored. ``always``: keep it, as the tutorials do.
+    """
+
+    IF_BETTER = "if-better"
+    ALWAYS = "always"
+
+
 class Quantization(str, enum.Enum):
     """The TFLite variants ``edgetl convert`` writes, one file each."""
 
@@ -93,12 +105,14 @@ class TrainConfig:
     dropout: float = 0.2
     head_batchnorm: bool = False
     # The measured recipe (README "Why these defaults"): head on cached features, then the top
-    # 60 layers at 1e-4; early stopping (patience) ends either phase when val loss stalls.
+    # 60 layers at 1e-4, kept only when the val split says it helped; early stopping
+    # (patience) ends either phase when val loss stalls.
     epochs: int = 20
     fine_tune_epochs: int = 10
     fine_tune_layers: int = 60
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
+    keep_fine_tune: KeepFineTune = KeepFineTune.IF_BETTER
     batch_size: int = 32
     seed: int = 42
     val_fraction: float = 0.1
@@ -150,7 +164,12 @@ class TrainConfig:
                     0 < self.fine_tune_learning_rate <= 10,
                     f"--fine-tune-learning-rate must be a number in (0, 10] (got {self.fine_tune_learning_rate:g})",
                 ),
-                (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1, "split fractions must be in (0, 1)"),
+                (
+                    0 < self.val_fraction < 1 and 0 <= self.test_fraction < 1,
+                    "--val-fraction must be in (0, 1) and --test-fraction in [0, 1) "
+                    f"(got {self.val_fraction:g} and {self.test_fraction:g}); --test-fraction 0 keeps no test split "
+                    "(test on your own held-out images: edgetl parity RUN --data DIR)",
+                ),
                 (self.val_fraction + self.test_fraction < 0.9, "val + test fractions must leave >= 10% to train"),
                 (0 <= self.cache_views <= 100, f"--cache-views must be in 0..100 (got {self.cache_views})"),
                 (
@@ -420,7 +439,15 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-_ENUMS: tuple[type[enum.Enum], ...] = (Pooling, MixedPrecision, Strategy, Quantization, IoType, Rounding)
+_ENUMS: tuple[type[enum.Enum], ...] = (
+    Pooling,
+    MixedPrecision,
+    Strategy,
+    Quantization,
+    IoType,
+    Rounding,
+    KeepFineTune,
+)
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:

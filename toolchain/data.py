@@ -167,7 +167,9 @@ def split(
 ) -> dict[str, list[Item]]:
     """Seeded, stratified train/val/test lists (a given train/val/test layout is kept).
 
-    Every class gets at least one image in each split when it has three or more.
+    Every class gets at least one image in each split when it has three or more;
+    ``test_fraction`` 0 keeps no test split (the user tests on held-out images of
+    their own, ``edgetl parity RUN --data DIR``), unless the layout gives one.
     """
     rng = np.random.default_rng(seed)
     if dataset.presplit:
@@ -175,15 +177,17 @@ def split(
         if "val" not in given:
             given["train"], given["val"] = _stratify(given["train"], val_fraction, rng)
         if "test" not in given:
-            given["train"], given["test"] = _stratify(given["train"], test_fraction, rng)
-        empty = [s for s in SPLITS if not given[s]]
+            given["train"], given["test"] = (
+                _stratify(given["train"], test_fraction, rng) if test_fraction else (given["train"], [])
+            )
+        empty = [s for s in SPLITS if not given[s] and (s != "test" or test_fraction or "test" in dataset.presplit)]
         if empty:
             raise DataError(
                 f"{dataset.root}/{empty[0]}/ holds no images; add images to it, or remove the folder to split it off train"
             )
         return {s: given[s] for s in SPLITS}
     items = _cap(dataset.items, max_per_class, rng)
-    rest, test = _stratify(items, test_fraction, rng)
+    rest, test = _stratify(items, test_fraction, rng) if test_fraction else (items, [])
     train, val = _stratify(rest, val_fraction / (1 - test_fraction), rng)
     return {"train": train, "val": val, "test": test}
 
@@ -269,8 +273,9 @@ def load_split(
             f"pass --data-root DIR, the folder that holds this run's images{elsewhere}"
         )
     legacy = meta.get("paths") != datapaths.LAYOUT
+    no_test = name == "test" and not sum(meta.get("counts", {}).get("test", [1]))  # trained with --test-fraction 0
     rows = datapaths.read_split_rows(
-        run_dir, name, len(meta["class_names"]), meta.get("csv_cells") == datapaths.CSV_CELLS
+        run_dir, name, len(meta["class_names"]), meta.get("csv_cells") == datapaths.CSV_CELLS, allow_empty=no_test
     )
     items = [Item(datapaths.resolve_ref(meta["root"], ref, where, legacy), label) for ref, label, where in rows]
     array = None

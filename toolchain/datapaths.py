@@ -113,13 +113,16 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
     return meta
 
 
-def read_split_rows(run_dir: Path, name: str, num_classes: int, escaped: bool = False) -> list[tuple[str, int, str]]:
+def read_split_rows(
+    run_dir: Path, name: str, num_classes: int, escaped: bool = False, allow_empty: bool = False
+) -> list[tuple[str, int, str]]:
     """``(ref, label, where)`` of every row of ``splits/NAME.csv``; ``where`` is ``file:line``.
 
     ``escaped``: the refs were written formula-safe (``untrusted.csv_field``); the leading ``'`` is removed.
+    ``allow_empty``: no rows is what the run recorded (a run without a test split).
 
     Raises:
-        RunFolderError: missing, unreadable, no rows, a bad label, or a malformed row.
+        RunFolderError: missing, unreadable, no rows (unless ``allow_empty``), a bad label, or a malformed row.
     """
     path = Path(run_dir) / "splits" / f"{name}.csv"
     if not path.is_file():
@@ -141,7 +144,7 @@ def read_split_rows(run_dir: Path, name: str, num_classes: int, escaped: bool = 
         raise RunFolderError(
             f"{path} is not a readable split list ({str(exc)[:120]}); the run folder is damaged: {RETRAIN}"
         ) from None
-    if not rows:
+    if not rows and not allow_empty:
         raise RunFolderError(f"{path} lists no images; the run folder is damaged: {RETRAIN}")
     return rows
 

@@ -104,9 +104,13 @@ def qat(config: QatConfig) -> QatResult:
         s: report.classification_metrics(
             pipeline.predict(quantized, _source(splits[s]), card.normalization, shape), splits[s].labels, card.labels
         )
+        if len(splits[s].labels)
+        else {"count": 0, "top1": None}  # a run trained with --test-fraction 0
         for s in ("val", "test")
     }
     for split in ("val", "test"):
+        if metrics[split]["top1"] is None:
+            continue
         log.info(
             f"QAT {split} top-1 {metrics[split]['top1']:.4f} (float {card.extra.get('metrics', {}).get(split, {}).get('top1', float('nan')):.4f})"
         )

@@ -4,7 +4,8 @@ Phase 1 trains only the head, on backbone features computed once (and, with
 augmentation, on a few cached augmented views): the frozen backbone gives the
 same features every epoch, so recomputing it, as the tutorials do, only burns
 time. Phase 2 optionally fine-tunes the top layers, BatchNorm kept in inference
-mode, at a low learning rate. Early stopping restores the best weights in both.
+mode, at a low learning rate, and is kept only when the val split says it beat the
+head alone (``--keep-fine-tune``). Early stopping restores the best weights in both.
 The run folder is assembled under a temporary name and renamed when complete.
 """
 
@@ -24,7 +25,8 @@ import numpy as np
 from edgetl import cache, checkpoint, distribute, graph, log, pipeline, report, runfolder, runreport, untrusted
 from edgetl import data as data_mod
 from edgetl import model as model_mod
-from edgetl.config import MixedPrecision, Strategy, TrainConfig
+from edgetl.checkpoint import save_weights_atomic
+from edgetl.config import KeepFineTune, MixedPrecision, Strategy, TrainConfig
 from edgetl.errors import RunFolderError
 from edgetl.runfolder import (
     CONFIG,
@@ -181,7 +183,9 @@ def _train_into(config: TrainConfig, work: Path, worker: distribute.Worker) -> d
         run = _Run(config, built, pixels, state, strategy)
         history = [_timed(_head_phase, run)]
         if config.fine_tune_epochs:
+            save_weights_atomic(built.full, state.weights("head_only", "full"))
             history.append(_timed(_fine_tune_phase, run))
+            history[-1]["decision"] = _keep_fine_tune(run, history[0], history[-1])
     if policy != "float32" or worker.count > 1:
         built = _to_float32(config, built, len(dataset.class_names))
     log.stage(
@@ -386,6 +390,46 @@ def _fine_tune_phase(run: _Run) -> dict[str, Any]:
     return {"phase": "fine-tune", "trainable_layers": trainable, **hist}
 
 
+def _at_best(history: dict[str, Any]) -> dict[str, Any]:
+    """A phase's epoch with the lowest val loss (the one early stopping restored) and its val figures."""
+    best = int(np.argmin(history["val_loss"]))
+    return {
+        "epoch": best + 1,
+        "val_loss": round(float(history["val_loss"][best]), 4),
+        "val_top1": round(float(history["val_accuracy"][best]), 4),
+    }
+
+
+def _keep_fine_tune(run: _Run, head: dict[str, Any], fine: dict[str, Any]) -> dict[str, Any]:
+    """Keep the fine-tuned model, or restore the head-only weights saved before it, as ``--keep-fine-tune`` says.
+
+    ``if-better`` keeps it only when the val split says it helped: a lower val loss
+    (the less noisy figure, the one each phase's epoch was chosen by) and a val top-1
+    no lower than the head-only model's. On small or unlike data the fine-tune can
+    fit the training images and lose on new ones; the head-only model is then the
+    better guess. Returns the decision and the figures it was made on (history.json).
+    """
+    before, after = _at_best(head), _at_best(fine)
+    helped = after["val_loss"] < before["val_loss"] and after["val_top1"] >= before["val_top1"]
+    keep = helped or run.config.keep_fine_tune == KeepFineTune.ALWAYS
+    if not keep:
+        run.built.full.load_weights(str(run.state.weights("head_only", "full")))
+    n = len(run.px.y["val"])
+    log.info(
+        f"fine-tune {'kept' if keep else 'dropped, head-only weights restored'}: val loss "
+        f"{after['val_loss']:.4f} vs {before['val_loss']:.4f} head-only, val top-1 {100 * after['val_top1']:.2f}% vs "
+        f"{100 * before['val_top1']:.2f}% on {n} images (--keep-fine-tune {run.config.keep_fine_tune.value})"
+    )
+    return {
+        "kept": keep,
+        "rule": run.config.keep_fine_tune.value,
+        "helped_on_val": helped,
+        "val_images": n,
+        "head_only": before,
+        "fine_tuned": after,
+    }
+
+
 def _to_float32(config: TrainConfig, built: model_mod.BuiltModel, num_classes: int) -> model_mod.BuiltModel:
     """Rebuild the graph in float32 and copy the weights: the saved model is what TFLite converts."""
     model_mod.set_precision(MixedPrecision.OFF, False)
@@ -398,6 +442,10 @@ def _to_float32(config: TrainConfig, built: model_mod.BuiltModel, num_classes: i
 def _evaluate(built: model_mod.BuiltModel, px: Splits, class_names: list[str], size: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("val", "test"):
+        if not len(px.y[name]):  # --test-fraction 0: the user tests on their own images
+            out[name] = {"count": 0, "top1": None}
+            log.info(f"no {name} split (--test-fraction 0): test with `edgetl parity RUN --data DIR`")
+            continue
         probs = pipeline.predict(built.full, px.source(name, sharded=False), built.normalization, (size, size, 3))
         out[name] = report.classification_metrics(probs, px.y[name], class_names)
         log.info(f"{name} top-1 {out[name]['top1']:.4f} on {out[name]['count']} images")
@@ -421,8 +469,9 @@ def _write_run(
     write_json_atomic(work / "history.json", history)
     write_json_atomic(work / "metrics.json", metrics)
     report.plot_history(history, work / "learning_curves.png")
+    shown = "test" if metrics["test"]["count"] else "val"  # no test split: the val confusion instead
     report.plot_confusion(
-        metrics["test"]["confusion"], class_names, "model.keras on the test split", work / "confusion_test.png"
+        metrics[shown]["confusion"], class_names, f"model.keras on the {shown} split", work / f"confusion_{shown}.png"
     )
     card = ModelCard(
         labels=tuple(class_names),
@@ -436,7 +485,12 @@ def _write_run(
         output=TensorSpec("float32"),
         extra={
             "backbone": {"name": config.backbone, "alpha": config.alpha, **built.weights_info},
-            "training": {"seed": config.seed, "precision": policy, "epochs_run": [len(h["loss"]) for h in history]},
+            "training": {
+                "seed": config.seed,
+                "precision": policy,
+                "epochs_run": [len(h["loss"]) for h in history],
+                "fine_tune_kept": history[-1]["decision"]["kept"] if len(history) > 1 else None,
+            },
             "metrics": {s: {"top1": metrics[s]["top1"], "count": metrics[s]["count"]} for s in ("val", "test")},
             "versions": runfolder.versions(tf),
         },

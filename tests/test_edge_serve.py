@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from browser import CHROMIUM, CHROMIUM_FLAGS
 from edgetl.runtime.__main__ import EXIT_INTERRUPTED, EXIT_USAGE
 from edgetl.runtime.classifier import Category
 from edgetl.runtime.serve import PreviewHub, ServeError, parse_address
@@ -32,17 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "tests" / "golden" / "golden_int8.tflite"
 LABELS = tuple(json.loads((REPO / "tests" / "golden" / "golden_int8.json").read_text())["labels"])
 EDGE_CLASSIFY = [sys.executable, "-m", "edgetl.runtime"]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from browser import CHROMIUM, CHROMIUM_FLAGS
 from click.testing import CliRunner
 from edgetl import data, report
 from edgetl import parity_report as reports
@@ -34,17 +35,6 @@ from edgetl.runtime.model_card import ModelCard, Normalization, TensorSpec, writ
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 CLASSES = ("circle", HOSTILE, 'quote" & amp')
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _draw(kind: int, k: int) -> np.ndarray:

@@ -201,9 +201,12 @@ def check_val_split(run: Path, card: ModelCard) -> int:
     return len(data_mod.datapaths.read_split_rows(Path(run), "val", len(card.labels)))
 
 
-def load_val(run: Path, card: ModelCard) -> ValSet:
-    """The val split: each image decoded as the device decodes it, and model.keras's probabilities on it."""
-    dataset, items = data_mod.load_split(run, "val")
+def load_val(run: Path, card: ModelCard, data_root: Optional[str] = None) -> ValSet:
+    """The val split: each image decoded as the device decodes it, and model.keras's probabilities on it.
+
+    ``data_root``: the user's ``--data-root`` (a run folder this machine did not record; ``edgetl.untrusted``).
+    """
+    dataset, items = data_mod.load_split(run, "val", data_root)
     pixels, kept, _ = dataset.pixels(items, card.height, card.interpolation)
     if not kept:
         raise RunFolderError(f"none of the {len(items)} val images of {run} could be read; restore the data")
@@ -368,10 +371,12 @@ def run(base: Calibration, kit: Kit) -> Search:
         return kit.write_variant(kit.tf, Quantization.INT8, *args, commit=False).path
 
     def recalibrate(size: int) -> Optional[Calibration]:
-        chosen = choose_manifest(kit.run, kit.card, size, base.manifest.seed)
+        chosen = choose_manifest(kit.run, kit.card, size, base.manifest.seed, config.data_root)
         if chosen.size <= base.manifest.size:
             return None
-        feed_ = calibration.representative_dataset(chosen, kit.card, kit.pixel_loader(kit.run, kit.card, chosen.refs))
+        feed_ = calibration.representative_dataset(
+            chosen, kit.card, kit.pixel_loader(kit.run, kit.card, chosen.refs, config.data_root)
+        )
         saved, rounding = {k: v for k, v in base.saved.items() if k != "int8"}, {"method": config.rounding.value}
         if config.rounding == Rounding.GPTQ:
             (kit.work / f"calibration-{chosen.size}").mkdir()
@@ -387,7 +392,13 @@ def run(base: Calibration, kit: Kit) -> Search:
                 worst[row["layer"]] = max(worst.get(row["layer"], 0.0), float(row["rmse/scale"]))
         return sorted(worst.items(), key=lambda kv: (-kv[1], kv[0]))
 
-    result = search(config, load_val(kit.run, kit.card), base, Tools(stage, recalibrate, rank), kit.work / "max-drop")
+    result = search(
+        config,
+        load_val(kit.run, kit.card, config.data_root),
+        base,
+        Tools(stage, recalibrate, rank),
+        kit.work / "max-drop",
+    )
     raise_if_unreached(result)
     if result.chosen and result.chosen.keep_float:
         result.calibration = unrounded(result.calibration)  # type: ignore[arg-type]

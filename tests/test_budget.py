@@ -154,16 +154,16 @@ def test_too_few_calibration_images_are_fixed_and_recorded(trained_run: Path, tm
 
     run = _copy(trained_run, tmp_path)
     fast = {"quantizations": ("int8",), "rounding": "nearest", "calib_size": 1}
-    with pytest.raises(BudgetError):  # plain int8 calibrated on one image misses the budget (one val image: 2.5 pt)
-        convert(run, max_drop=3.0, max_evals=1, **fast)
-    result = convert(run, max_drop=3.0, **fast)
+    with pytest.raises(BudgetError):  # plain int8 calibrated on one image misses 2 pt (one of 40 val images: 2.5 pt)
+        convert(run, max_drop=2.0, max_evals=1, **fast)
+    result = convert(run, max_drop=2.0, **fast)
     search = result.search
     assert search.trials[0].step == "plain int8" and not search.trials[0].holds
     assert search.trials[1].step == "larger calibration set" and search.trials[1].calib_size > 1
-    assert search.chosen.holds and search.chosen.drop.value <= 3.0
+    assert search.chosen.holds and search.chosen.drop.value <= 2.0
     card = json.loads((run / "model_int8.json").read_text())
     assert card["model_sha256"] == search.chosen.sha256
     assert card["extra"]["calibration"]["size"] == search.chosen.calib_size
     assert card["extra"]["conversion"]["keep_float"] == list(search.chosen.keep_float)
     assert json.loads((run / "calibration.json").read_text())["size"] == search.chosen.calib_size
-    assert "--max-drop 3 on" in result.table()
+    assert "--max-drop 2 on" in result.table()

@@ -231,3 +231,12 @@ def test_gate_study_rates_judge_each_subset_with_its_own_floor() -> None:
         rates["int8_nearest"]["2000"]["disjoint"]["fail"] == 1.0
         and rates["int8_nearest"]["2000"]["random"]["sets"] == 200
     )
+
+
+def test_far_end_of_a_ceiling_above_its_threshold_is_the_high_end() -> None:
+    """A per-class drop of 3.1 pt [1.2, 5.1] against 3 pt: the margin to accept is 5.10, not the low end."""
+    from edgetl import parity_report as reports
+
+    e = _estimate(3.1, 1.2, 5.1, 3.0, None)
+    text = reports.class_text("t-shirt_top", e, 10, available=10_000)
+    assert text.endswith("accept the interval's far end as your margin (5.10), or deploy a variant that passes"), text

@@ -28,20 +28,24 @@ MAX_FLIPS = 1000  # flipped images listed in parity.json
 SETTLE_FACTOR = 10  # a check needing more than this many times the test set "sits at the threshold"
 
 
-def _needs(e: stats.Estimate, unit: str = "held-out images", available: Optional[int] = None) -> str:
+def _needs(
+    e: stats.Estimate, unit: str = "held-out images", available: Optional[int] = None, at_least: bool = False
+) -> str:
+    """What would settle an inconclusive check; ``at_least``: the check is a floor (agreement), not a ceiling."""
     if e.verdict != stats.Verdict.INCONCLUSIVE:
         return ""
     far = e.images_needed is None or (available is not None and e.images_needed > SETTLE_FACTOR * available)
     if far:
         return (
             "; it sits at the threshold: these images cannot settle it, nor would ten times as many. Decide: accept "
-            f"the interval's far end as your margin ({_far_end(e)}), or deploy a variant that passes"
+            f"the interval's far end as your margin ({_far_end(e, at_least)}), or deploy a variant that passes"
         )
     return f"; about {e.images_needed:,} {unit} would resolve it"
 
 
-def _far_end(e: stats.Estimate) -> str:
-    return f"{e.high:.2f}" if e.threshold >= e.value else f"{e.low:.2f}"
+def _far_end(e: stats.Estimate, at_least: bool = False) -> str:
+    """The end of the interval on the wrong side: the high end of a ceiling (drops), the low end of a floor."""
+    return f"{e.low:.2f}" if at_least else f"{e.high:.2f}"
 
 
 def drop_text(m: dict[str, Any], e: stats.Estimate, available: Optional[int] = None) -> str:
@@ -61,7 +65,7 @@ def agreement_text(reference: str, e: stats.Estimate, available: Optional[int] =
     return (
         f"top-1 agreement with {reference} {e.value:.2f}% [{e.low:.2f}, {e.high:.2f}] "
         f"({'<' if e.verdict == stats.Verdict.FAIL else 'hard floor'} {e.threshold:g}%)"
-        f"{_needs(e, available=available)}"
+        f"{_needs(e, available=available, at_least=True)}"
     )
 
 

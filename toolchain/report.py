@@ -133,6 +133,7 @@ def confusion_figure(
     plt = pyplot()
     class_names, matrix, note = focus(class_names, confusion)  # past 40 classes: the top confusions only
     what = f"{what} ({note})" if note else what
+    counts = counts and not note  # that many classes: the normalised view alone keeps the figure readable and small
     side = max(4.0, 0.5 * len(class_names) + 2)
     panels = 2 if counts else 1
     fig, axes = plt.subplots(1, panels, figsize=(side * panels, side), squeeze=False)

@@ -49,6 +49,7 @@ def _assert_consistent(run: Path) -> list[str]:
         json.loads((run / "calibration.json").read_text())
     visible = {p.name for p in run.iterdir() if not p.name.startswith(".")}
     expected = {"config.json", "data.json", "model.keras", "model_card.json", "splits", "calibration.json"}
+    expected |= {"report.html", "results.csv"}  # the run report convert rewrites at its end (atomic, like the rest)
     assert visible <= expected | {f"model_{v}.{ext}" for v in ("fp32", "int8") for ext in ("tflite", "json")}, visible
     return present
 

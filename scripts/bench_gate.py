@@ -55,7 +55,7 @@ def _variant_copy(run: Path, name: str, **card_changes: Any) -> None:
 def _converted(run: Path, work: Path, name: str, *args: str, calibration: Optional[dict[str, Any]] = None) -> None:
     """Convert int8 in a scratch copy of ``run`` with ``args`` and bring it back as ``model_<name>``."""
     from click.testing import CliRunner  # noqa: PLC0415
-    from edgetl.cli import main  # noqa: PLC0415
+    from edgetl.cli.main import main  # noqa: PLC0415
 
     scratch = work / name
     shutil.copytree(run, scratch, ignore=_variants_and_reports)
@@ -151,9 +151,9 @@ def prepare(run: Path, work: Path, broken: bool = True) -> Path:
 
 def _red(result: Any, variant: str, subset: np.ndarray) -> bool:
     """Would the default gate's statistics fail ``variant`` on these images alone?"""
-    from edgetl.parity import threshold_checks  # noqa: PLC0415
-    from edgetl.parity_config import ParityConfig  # noqa: PLC0415
-    from edgetl.verdict import Verdict, combine  # noqa: PLC0415
+    from edgetl.config.parity import ParityConfig  # noqa: PLC0415
+    from edgetl.parity.stage import threshold_checks  # noqa: PLC0415
+    from edgetl.stats import Verdict, combine  # noqa: PLC0415
 
     m = result.models[variant]
     reference = m["reference"]
@@ -310,8 +310,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error("RUN and TEST_DATA are required (or --summary NAMES)")
     import time  # noqa: PLC0415
 
-    from edgetl.parity import run_parity  # noqa: PLC0415
-    from edgetl.parity_config import ParityConfig  # noqa: PLC0415
+    from edgetl.config.parity import ParityConfig  # noqa: PLC0415
+    from edgetl.parity.stage import run_parity  # noqa: PLC0415
 
     start = time.monotonic()
     work = args.work or Path(tempfile.mkdtemp(prefix="edgetl-gate-"))

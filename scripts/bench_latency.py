@@ -34,10 +34,10 @@ def build_models(params: Any, data_dir: Path, work: Path) -> list[dict[str, Any]
         Per model: name, run folder, weights, MACs per image, the .tflite paths and
         the convert result (for the conversion section).
     """
-    from edgetl import model as model_mod  # noqa: PLC0415
     from edgetl.config import ConvertConfig, Quantization, Rounding, TrainConfig  # noqa: PLC0415
-    from edgetl.convert import convert  # noqa: PLC0415
-    from edgetl.train import train  # noqa: PLC0415
+    from edgetl.convert.stage import convert  # noqa: PLC0415
+    from edgetl.model import classifier as model_mod  # noqa: PLC0415
+    from edgetl.train.stage import train  # noqa: PLC0415
 
     models = []
     for alpha, size, weights in params.latency_models:
@@ -124,7 +124,7 @@ def _row(r: dict[str, Any], macs: int, results: list[dict[str, Any]]) -> dict[st
 
 def _worker_calls(model: dict[str, Any], frame: Any, threads: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The callables to time: invoke on a prepared tensor (Keras: predict_on_batch), and scores() on the frame."""
-    from edgetl import model as model_mod  # noqa: PLC0415
+    from edgetl.model import classifier as model_mod  # noqa: PLC0415
     from edgetl.runtime import Classifier, ClassifierOptions, preprocess  # noqa: PLC0415
     from edgetl.runtime.model_card import load_card  # noqa: PLC0415
 
@@ -146,7 +146,7 @@ def _worker_calls(model: dict[str, Any], frame: Any, threads: int) -> tuple[dict
 def worker(spec_path: str, out_path: str) -> None:
     """Subprocess body: fix TensorFlow's threads, then time every model's variants interleaved."""
     import cv2  # noqa: PLC0415
-    from edgetl import graph  # noqa: PLC0415
+    from edgetl.model import graph  # noqa: PLC0415
 
     spec = json.loads(Path(spec_path).read_text())
     threads = int(spec["threads"])

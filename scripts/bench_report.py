@@ -274,7 +274,7 @@ def conversion(rows: list[dict[str, Any]], prep: dict[str, Any]) -> str:
         [
             "## 5. Conversion",
             "",
-            "Wall time of each `edgetl.convert.convert` variant (the library's own per-variant timing; int8 includes "
+            "Wall time of each `edgetl.convert` variant (the library's own per-variant timing; int8 includes "
             "running the calibration set through the model), the rest of the call (one SavedModel export per Keras model; "
             "for QAT also rebuilding the fake-quant graph from model.keras, as tfmot cannot reload it; read-back with "
             "ai-edge-litert; cards), and the calibration steps around it.",

@@ -33,7 +33,7 @@ class Data:
 
 def write_data(work: Path, train_per_class: int, test_per_class: int) -> Data:
     """Write class-balanced Fashion-MNIST subsets: ``train_per_class`` from its train part, ``test_per_class`` from its test part."""
-    from edgetl.datasets import write_fashion_mnist_folder  # noqa: PLC0415
+    from edgetl.data.fashion_mnist import write_fashion_mnist_folder  # noqa: PLC0415
 
     train_dir, test_dir = work / "fashion-train", work / "fashion-test"
     write_fashion_mnist_folder(train_dir, per_class=train_per_class, seed=0, part="train")
@@ -56,7 +56,7 @@ def _split_counts(run: Path) -> dict[str, int]:
 
 
 def _train_once(name: str, config: Any) -> dict[str, Any]:
-    from edgetl.train import train  # noqa: PLC0415
+    from edgetl.train.stage import train  # noqa: PLC0415
 
     result = train(config)
     history = json.loads((result.run_dir / "history.json").read_text())
@@ -141,11 +141,11 @@ def prepare_variants(params: Any, run: Path) -> dict[str, Any]:
         own per-variant times).
     """
     from edgetl import calibration  # noqa: PLC0415
-    from edgetl.calibrate import calibrate  # noqa: PLC0415
     from edgetl.config import CalibrationConfig, ConvertConfig, QatConfig  # noqa: PLC0415
-    from edgetl.convert import convert  # noqa: PLC0415
+    from edgetl.convert.calibrate import calibrate  # noqa: PLC0415
+    from edgetl.convert.stage import convert  # noqa: PLC0415
     from edgetl.data import split_image_loader  # noqa: PLC0415
-    from edgetl.qat import qat  # noqa: PLC0415
+    from edgetl.qat.stage import qat  # noqa: PLC0415
     from edgetl.runtime.model_card import load_card  # noqa: PLC0415
 
     qat_result, qat_seconds = (
@@ -179,8 +179,8 @@ def accuracy(run: Path, data: Data, threads: int) -> dict[str, Any]:
     ``edgetl.runtime.Classifier``) on the same images; it returns the report
     whatever the verdict (the benchmark reports the goals rather than gating on them).
     """
-    from edgetl.parity import run_parity  # noqa: PLC0415
-    from edgetl.parity_config import ParityConfig  # noqa: PLC0415
+    from edgetl.config.parity import ParityConfig  # noqa: PLC0415
+    from edgetl.parity.stage import run_parity  # noqa: PLC0415
 
     config = ParityConfig(str(run), data=str(data.test), threads=threads)
     result, seconds = _timed(run_parity, config)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
-from edgetl.graph import WEIGHTED_CLASSES
+from edgetl.model.graph import WEIGHTED_CLASSES
 from edgetl.runfolder import package_version
 
 # Layers whose multiply-accumulates are counted: their kernel holds one weight per MAC per output position.

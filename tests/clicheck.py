@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from click.testing import CliRunner, Result
-from edgetl.cli import main
+from edgetl.cli.main import main
 
 EDGETL_EXIT_CODES = {
     1,

@@ -79,7 +79,7 @@ def _no_network(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def imagenet_weights() -> Path:
     """The offline ImageNet weight file in edgetl's cache; tests never download it (scripts/setup.sh installs it)."""
-    from edgetl import weights
+    from edgetl.model import weights
 
     path = weights.cache_dir() / weights.keras_weights_name(1.0, 96)
     if not path.exists():
@@ -94,7 +94,7 @@ def imagenet_weights() -> Path:
 @pytest.fixture(scope="session")
 def fm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 real Fashion-MNIST photos per class as a class-folder PNG dataset."""
-    from edgetl.datasets import write_fashion_mnist_folder
+    from edgetl.data.fashion_mnist import write_fashion_mnist_folder
 
     folder = tmp_path_factory.mktemp("data") / "fashion"
     write_fashion_mnist_folder(folder, per_class=40, seed=0)
@@ -105,7 +105,7 @@ def fm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path, imagenet_weights: Path) -> Path:
     """A real run: ImageNet MobileNetV2 1.0/96, head trained on cached features."""
     from edgetl.config import TrainConfig
-    from edgetl.train import train
+    from edgetl.train.stage import train
 
     run = tmp_path_factory.mktemp("runs") / "fm96"
     config = TrainConfig(
@@ -122,8 +122,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, fm_folder: Path) -> Path:
     For conversion mechanics (variants, IO types, cards, calibration), where accuracy
     does not matter; copy it before writing into it.
     """
-    from edgetl import data, model
+    from edgetl import data
     from edgetl.config import TrainConfig
+    from edgetl.model import classifier as model
     from edgetl.runtime.model_card import ModelCard, sha256_file, write_json_atomic
 
     run = tmp_path_factory.mktemp("runs") / "tiny"

@@ -700,7 +700,7 @@ def test_convert_refuses_a_model_that_is_not_its_card(tmp_path: Path, tiny_run: 
 
 
 def test_keras_model_with_a_lambda_layer_is_refused(tmp_path: Path) -> None:
-    from edgetl import model
+    from edgetl.model import classifier as model
     from edgetl.runtime.model_card import ModelCard, sha256_file
 
     k = model.keras()

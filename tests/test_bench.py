@@ -44,7 +44,7 @@ def test_ratio_fmt_and_goal() -> None:
 
 
 def _tiny_model():
-    from edgetl.graph import keras
+    from edgetl.model.graph import keras
 
     k = keras()
     inputs = k.Input((8, 8, 3))
@@ -66,7 +66,7 @@ def test_count_macs_matches_a_hand_count() -> None:
 
 def test_count_macs_mobilenet_v2_matches_the_paper() -> None:
     """MobileNetV2 1.0/224 with its 1000-class head: 300 M multiply-adds (Sandler et al., Table 4)."""
-    from edgetl.graph import keras
+    from edgetl.model.graph import keras
 
     model = keras().applications.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, weights=None)
     assert 295e6 < bench_util.count_macs(model) < 305e6

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from clicheck import fails
 from clicheck import run as run_cli
-from edgetl import budget
 from edgetl.config import ConvertConfig, Quantization
+from edgetl.convert import budget
 from edgetl.errors import BudgetError, ConfigError
 
 

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgetl import cache, weights
-from edgetl.cli import main
+from edgetl.cli.main import main
+from edgetl.data import pixels as cache
+from edgetl.model import weights
 
 
 @pytest.fixture

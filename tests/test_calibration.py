@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from edgetl import calibration, data
-from edgetl.cli import main
+from edgetl.cli.main import main
 from edgetl.runtime import preprocess
 from edgetl.runtime.model_card import load_card
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from edgetl.cli import main
+from edgetl.cli.main import main
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -31,7 +31,7 @@ def test_every_command_has_help(command: tuple[str, ...]) -> None:
 
 def test_help_does_not_import_tensorflow() -> None:
     code = (
-        "import sys\nfrom edgetl.cli import main\ntry:\n  main(['--help'])\nexcept SystemExit:\n  pass\n"
+        "import sys\nfrom edgetl.cli.main import main\ntry:\n  main(['--help'])\nexcept SystemExit:\n  pass\n"
         "print(sorted(m for m in ('tensorflow', 'tf_keras', 'cv2') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -95,7 +95,7 @@ def test_variant_lists_are_called_variants_and_the_old_names_still_work(command:
 
 
 def test_threads_default_to_all_cores_in_parity_and_edge_classify() -> None:
-    from edgetl.parity_config import ParityConfig
+    from edgetl.config.parity import ParityConfig
     from edgetl.runtime.__main__ import cli as edge_cli
 
     parity_help = " ".join(CliRunner().invoke(main, ["parity", "--help"], terminal_width=200).output.split())

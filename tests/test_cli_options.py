@@ -8,7 +8,7 @@ from typing import Iterator
 import click
 import pytest
 from click.testing import CliRunner
-from edgetl.cli import main
+from edgetl.cli.main import main
 from edgetl.config import CalibrationConfig, QatConfig, TrainConfig
 
 

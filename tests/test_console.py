@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from edgetl.cli import main
+from edgetl.cli.main import main
 from edgetl.runtime import native_log
 
 EDGETL = [sys.executable, "-m", "edgetl"]

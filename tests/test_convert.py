@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from edgetl import data
-from edgetl.cli import main
+from edgetl.cli.main import main
 from edgetl.config import ConvertConfig, IoType, Quantization, Rounding
 from edgetl.runtime import decode, preprocess
 from edgetl.runtime.model_card import load_card, sha256_file
@@ -84,7 +84,8 @@ def test_every_default_variant_converts_with_a_matching_card(converted: tuple[Pa
 
 
 def test_fp32_matches_keras(converted: tuple[Path, str]) -> None:
-    from edgetl import feed, model
+    from edgetl.data import feed
+    from edgetl.model import classifier as model
 
     run, _ = converted
     images, _ = _held_out(run, 8)
@@ -94,7 +95,7 @@ def test_fp32_matches_keras(converted: tuple[Path, str]) -> None:
 
 
 def test_same_manifest_gives_byte_identical_int8(converted: tuple[Path, str], tmp_path: Path) -> None:
-    from edgetl.convert import convert
+    from edgetl.convert.stage import convert
 
     run, _ = converted
     again = _copy(run, tmp_path)
@@ -131,7 +132,7 @@ def test_every_variant_carries_standard_metadata_that_changes_no_output(converte
 
 @pytest.mark.parametrize("io_type", ["int8", "float32"])
 def test_int8_io_type_is_as_asked(tiny_run: Path, tmp_path: Path, io_type: str) -> None:
-    from edgetl.convert import convert
+    from edgetl.convert.stage import convert
 
     run = _copy(tiny_run, tmp_path)
     result = convert(ConvertConfig(run=str(run), quantizations=(Quantization.INT8,), io=IoType(io_type), calib_size=20))
@@ -144,8 +145,8 @@ def test_int8_io_type_is_as_asked(tiny_run: Path, tmp_path: Path, io_type: str) 
 
 @pytest.mark.slow
 def test_debug_statistics_and_keep_float(tiny_run: Path, tmp_path: Path) -> None:
-    from edgetl.convert import convert
-    from edgetl.tflite_inspect import float_ops
+    from edgetl.convert.stage import convert
+    from edgetl.convert.tflite_inspect import float_ops
 
     run = _copy(tiny_run, tmp_path)
     config = ConvertConfig(
@@ -175,7 +176,7 @@ def test_int8_agrees_with_float_on_real_photos(trained_run: Path, tmp_path: Path
     calibrated rounding (GPTQ + bias correction) recovers it; ``--keep-float`` on
     the stem recovers part of it the other way, at the cost of float ops.
     """
-    from edgetl.convert import convert
+    from edgetl.convert.stage import convert
 
     run = _copy(trained_run, tmp_path)
     convert(

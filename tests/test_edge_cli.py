@@ -236,7 +236,7 @@ def test_usage_errors_exit_2(args: list[str], message: str) -> None:
 
 def test_version_and_edgetl_run_forwarding(capsys: pytest.CaptureFixture) -> None:
     from click.testing import CliRunner
-    from edgetl.cli import main as edgetl
+    from edgetl.cli.main import main as edgetl
     from edgetl.runtime import __version__
 
     result = subprocess.run(EDGE_CLASSIFY + ["--version"], capture_output=True, text=True, timeout=60)

@@ -219,7 +219,7 @@ def test_folder_accuracy_equals_parity_on_a_real_run(
 ) -> None:
     """The same int8 model and class folders: edge-classify's accuracy and matrix are parity's, to the image."""
     from click.testing import CliRunner
-    from edgetl.cli import main as edgetl
+    from edgetl.cli.main import main as edgetl
 
     run = Path(shutil.copytree(trained_run, tmp_path / "run"))
     result = CliRunner().invoke(

@@ -37,7 +37,7 @@ EDGE_CLASSIFY = [sys.executable, "-m", "edgetl.runtime"]
 @pytest.fixture(scope="module")
 def photo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4 s MJPG .avi (320x240, 30 FPS): 12 real Fashion-MNIST photos, 10 frames each, on a grey canvas."""
-    from edgetl.datasets import load_fashion_mnist
+    from edgetl.data.fashion_mnist import load_fashion_mnist
 
     images, _ = load_fashion_mnist("test")
     path = tmp_path_factory.mktemp("serve") / "photos.avi"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 import pytest
-from edgetl.cli import main
+from edgetl.cli.main import main
 from edgetl.runtime.__main__ import cli as edge_cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import clicheck
 import pytest
-from edgetl import distribute
 from edgetl.config import Strategy
 from edgetl.errors import ConfigError
+from edgetl.train import distribute
 
 CLUSTER = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
 
@@ -195,7 +195,7 @@ def _plain_bug(*args: object, **kwargs: object) -> None:
 
 
 def test_an_interrupt_wrapped_in_another_exception_still_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgetl import weights
+    from edgetl.model import weights
 
     monkeypatch.setattr(weights, "install_imagenet_weights", _wrapped_interrupt)
     result = clicheck.run("weights", "install")

@@ -23,15 +23,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from edgetl import cache, data, log
+from edgetl import data, log
+from edgetl.config.parity import ParityConfig
+from edgetl.data import pixels as cache
 from edgetl.errors import DataError, RunFolderError
-from edgetl.parity_config import ParityConfig
 from edgetl.runtime import decode, sources
 from edgetl.runtime.__main__ import main as edge_main
 from edgetl.runtime.decode import ImageDecodeError
 from edgetl.runtime.model_card import ModelCard
 
-parity = importlib.import_module("edgetl.parity")  # the module (edgetl.parity is also the API function)
+parity = importlib.import_module("edgetl.parity.stage")  # the module (edgetl.parity is also the API function)
 
 
 def _ppm(path: Path, value: int, size: int = 24) -> Path:
@@ -343,7 +344,7 @@ def test_weights_install_refuses_declared_blowups_before_reading(
     tmp_path: Path, build: object, problem: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import clicheck
-    from edgetl import weights
+    from edgetl.model import weights
 
     monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "cache"))
 
@@ -356,7 +357,7 @@ def test_weights_install_refuses_declared_blowups_before_reading(
 
 def test_weights_install_refuses_a_damaged_hdf5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import clicheck
-    from edgetl import weights
+    from edgetl.model import weights
 
     monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / "cache"))
 
@@ -395,7 +396,7 @@ def test_focus_keeps_the_top_confusions_past_40_classes() -> None:
 
 @pytest.mark.slow  # matplotlib: ~13 s
 def test_confusion_figures_of_300_classes_stay_small(tmp_path: Path) -> None:
-    from edgetl import report
+    from edgetl import metrics as report
     from edgetl.runtime import folder
 
     labels, matrix = _confusion()

@@ -36,7 +36,7 @@ def _mediapipe_python() -> Path:
 def test_mediapipe_reads_the_labels_of_int8_and_fp32(tiny_run: Path, tmp_path: Path) -> None:
     _mediapipe_python()
     from edgetl.config import ConvertConfig, Quantization
-    from edgetl.convert import convert
+    from edgetl.convert.stage import convert
 
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     labels = load_card(run / "model_card.json").labels

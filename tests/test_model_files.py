@@ -18,8 +18,9 @@ from typing import Any
 
 import clicheck
 import pytest
-from edgetl import keras_file, model
 from edgetl.errors import RunFolderError
+from edgetl.model import classifier as model
+from edgetl.model import keras_file
 from edgetl.runtime.model_card import sha256_file
 
 FIX = "re-run `edgetl train` (or `edgetl qat`) to write it again"

@@ -23,7 +23,7 @@ def test_import_edgetl_and_the_runtime_never_load_tensorflow(tmp_path: Path) -> 
         "import edgetl, edgetl.runtime\n"
         "from edgetl.runtime import Classifier, ClassifierOptions\n"
         "edgetl.train, edgetl.qat, edgetl.convert, edgetl.parity, edgetl.calibrate\n"
-        "import edgetl.cli, edgetl.config, edgetl.calibration\n"
+        "import edgetl.cli.main, edgetl.config, edgetl.calibration\n"
         "print(sorted(k for k in sys.modules if k.split('.')[0] in ('toolchain', 'edge_runtime', 'calibration')))\n"
     )
     result = _python(code, tmp_path)
@@ -35,7 +35,7 @@ def test_a_users_calibration_py_in_the_working_directory_breaks_nothing(tmp_path
     """The generic names (calibration, toolchain, edge_runtime) are the user's: ours live under edgetl."""
     for name in ("calibration", "toolchain", "edge_runtime"):
         (tmp_path / f"{name}.py").write_text("raise SystemExit('the user module was imported instead of edgetl')\n")
-    code = "import edgetl.calibration, edgetl.runtime, edgetl.cli\nprint(edgetl.calibration.MANIFEST_NAME)\n"
+    code = "import edgetl.calibration, edgetl.runtime, edgetl.cli.main\nprint(edgetl.calibration.MANIFEST_NAME)\n"
     result = _python(code, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "calibration.json"
@@ -46,9 +46,9 @@ def test_a_users_calibration_py_in_the_working_directory_breaks_nothing(tmp_path
 
 
 def test_the_api_names_stay_functions_after_the_stage_modules_load() -> None:
-    from edgetl.convert import ConvertResult  # noqa: F401 - imports the stage module edgetl.convert
-    from edgetl.parity import run_parity  # noqa: F401
-    from edgetl.train import TrainResult  # noqa: F401
+    from edgetl.convert.stage import ConvertResult  # noqa: F401 - imports the stage module edgetl.convert
+    from edgetl.parity.stage import run_parity  # noqa: F401
+    from edgetl.train.stage import TrainResult  # noqa: F401
 
     for name in ("train", "qat", "calibrate", "convert", "parity"):
         assert callable(getattr(edgetl, name)), name

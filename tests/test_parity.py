@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from edgetl import untrusted
 from edgetl.calibration.manifest import list_sha256
-from edgetl.cli import main
+from edgetl.cli.main import main
 from edgetl.runtime.model_card import load_card
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,7 @@ def test_fidelity_against_the_noise_floor_passes_fp16_and_fails_a_degraded_varia
     converted: Path, tmp_path: Path
 ) -> None:
     """400 held-out photos: fp16 changes far fewer answers than ±1 grey level or a JPEG re-save; a wrong card far more."""
-    from edgetl.datasets import write_fashion_mnist_folder
+    from edgetl.data.fashion_mnist import write_fashion_mnist_folder
 
     test = tmp_path / "test"
     write_fashion_mnist_folder(test, per_class=40, seed=5, part="test")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgetl.cli import main
+from edgetl.cli.main import main
 from edgetl.config import ConvertConfig, Quantization
 from edgetl.runtime.model_card import load_card, sha256_file
 
@@ -57,10 +57,10 @@ def test_qat_error_messages(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_qat_run_reloads_and_converts_to_full_integer(tiny_run: Path, tmp_path: Path) -> None:
-    from edgetl import feed
-    from edgetl.convert import _variants, convert
-    from edgetl.qat_scheme import load_qat
-    from edgetl.tflite_inspect import float_ops
+    from edgetl.convert.stage import _variants, convert
+    from edgetl.convert.tflite_inspect import float_ops
+    from edgetl.data import feed
+    from edgetl.model.qat_scheme import load_qat
 
     run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
     result = CliRunner().invoke(main, ["qat", str(run), "--epochs", "1", "--json"])
@@ -83,8 +83,8 @@ def test_qat_run_reloads_and_converts_to_full_integer(tiny_run: Path, tmp_path: 
 
 def _parity_judges_qat_int8_against_its_own_graph(run: Path) -> None:
     """Fidelity of qat_int8 is measured against model_qat.keras (what it was converted from), accuracy against model.keras."""
-    from edgetl.parity import run_parity
-    from edgetl.parity_config import ParityConfig
+    from edgetl.config.parity import ParityConfig
+    from edgetl.parity.stage import run_parity
 
     result = run_parity(ParityConfig(run=str(run), models=("qat-int8",)))
     m, probs, labels = result.models["qat_int8"], result.probabilities, result.labels
@@ -101,9 +101,10 @@ def _parity_judges_qat_int8_against_its_own_graph(run: Path) -> None:
 @pytest.mark.slow
 def test_range_initialisation_keeps_a_real_model_accurate(trained_run: Path) -> None:
     """tfmot's [-6, 6] starting ranges clip MobileNetV2's activations; calibrated ones do not."""
-    from edgetl import feed, model
-    from edgetl.qat import initialize_ranges
-    from edgetl.qat_scheme import quantize
+    from edgetl.data import feed
+    from edgetl.model import classifier as model
+    from edgetl.model.qat_scheme import quantize
+    from edgetl.qat.stage import initialize_ranges
 
     card = load_card(trained_run / "model_card.json")
     val, labels = _pixels(trained_run, "val")
@@ -119,7 +120,7 @@ def test_range_initialisation_keeps_a_real_model_accurate(trained_run: Path) -> 
 
 def _tiny_float_model(seed: int = 0) -> object:
     """MobileNetV2 0.35/32 with random BatchNorm statistics, so folding has something to get wrong."""
-    from edgetl import model
+    from edgetl.model import classifier as model
 
     k = model.keras()
     k.utils.set_random_seed(seed)
@@ -137,8 +138,8 @@ def _tiny_float_model(seed: int = 0) -> object:
 
 
 def test_batchnorm_folding_keeps_the_function() -> None:
-    from edgetl import model
-    from edgetl.graph import fold_batchnorm
+    from edgetl.model import classifier as model
+    from edgetl.model.graph import fold_batchnorm
 
     k = model.keras()
     net = _tiny_float_model()
@@ -156,7 +157,7 @@ def test_batchnorm_folding_keeps_the_function() -> None:
 def test_depthwise_kernels_are_fake_quantized_per_channel() -> None:
     """tfmot's own quantizer is per-tensor on depthwise kernels; a small-weight channel collapsed to zero."""
     import tensorflow as tf
-    from edgetl import qat_scheme
+    from edgetl.model import qat_scheme
 
     rng = np.random.default_rng(2)
     kernel = (
@@ -175,7 +176,7 @@ def test_depthwise_kernels_are_fake_quantized_per_channel() -> None:
 
 
 def test_quantized_graph_has_no_fake_quant_between_conv_and_relu() -> None:
-    from edgetl.qat_scheme import quantize
+    from edgetl.model.qat_scheme import quantize
 
     quantized = quantize(_tiny_float_model())
     wrappers = {layer.name: layer for layer in quantized.layers if type(layer).__name__ == "QuantizeWrapperV2"}
@@ -189,8 +190,8 @@ def test_dead_channel_bias_fits_int32_after_qat_conversion() -> None:
     """A conv channel with a ~zero kernel and a real bias: TFLite's bias (scale = input x weight scale) must not saturate."""
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
-    from edgetl import model
-    from edgetl.qat_scheme import quantize
+    from edgetl.model import classifier as model
+    from edgetl.model.qat_scheme import quantize
 
     k = model.keras()
     inputs = k.Input((8, 8, 3))
@@ -224,9 +225,9 @@ def test_dead_channel_bias_fits_int32_after_qat_conversion() -> None:
 def test_distilled_qat_follows_the_float_model_not_the_labels(fm_folder: Path) -> None:
     """distill 1: the labels play no part (same weights with wrong labels); distill 0: they pull the model away."""
     import cv2
-    from edgetl import model
-    from edgetl.qat import distiller
-    from edgetl.qat_scheme import quantize
+    from edgetl.model import classifier as model
+    from edgetl.model.qat_scheme import quantize
+    from edgetl.qat.stage import distiller
 
     k = model.keras()
     paths = sorted(fm_folder.glob("*/*.png"))[::4][:96]

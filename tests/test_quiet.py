@@ -9,7 +9,7 @@ import sys
 import pytest
 
 RETRACE = """
-from edgetl import graph
+from edgetl.model import graph
 graph.keras()
 import tensorflow as tf
 for n in range(8):  # new tf.functions in a loop: TensorFlow warns about retracing

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgetl import rounding
+from edgetl.convert import rounding
 
 SIZE = 24
 
@@ -53,7 +53,7 @@ def _model(seed: int):
     The depthwise kernels get a few large taps per channel and BatchNorm random
     statistics, the pattern that makes nearest rounding lose most on MobileNetV2.
     """
-    from edgetl.graph import keras
+    from edgetl.model.graph import keras
 
     k = keras()
     k.utils.set_random_seed(seed)
@@ -129,7 +129,7 @@ def _run(model: bytes, images: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny() -> dict:
-    from edgetl import graph
+    from edgetl.model import graph
 
     model = _model(5)
     calibration, held_out = _images(1, 96), _images(2, 200)
@@ -149,7 +149,7 @@ def tiny() -> dict:
 
 def _ranges(model, calibration: np.ndarray) -> dict:
     import tensorflow as tf
-    from edgetl.convert import calibrated_ranges
+    from edgetl.convert.stage import calibrated_ranges
 
     with tempfile.TemporaryDirectory() as tmp:
         model.export(str(Path(tmp) / "saved"))
@@ -203,7 +203,7 @@ def test_simulation_tracks_the_real_int8_model(tiny: dict) -> None:
 
 
 def test_gptq_int8_is_closer_to_float_than_nearest(tiny: dict) -> None:
-    from edgetl import graph
+    from edgetl.model import graph
 
     nearest = _run(_int8(graph.fold_batchnorm(tiny["model"]), tiny["calibration"]), tiny["held_out"])
     gptq = _run(tiny["gptq_bytes"], tiny["held_out"])

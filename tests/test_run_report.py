@@ -24,12 +24,13 @@ import numpy as np
 import pytest
 from browser import CHROMIUM, CHROMIUM_FLAGS
 from click.testing import CliRunner
-from edgetl import data, report
-from edgetl import parity_report as reports
-from edgetl.cli import main
-from edgetl.parity import ParityReport
-from edgetl.parity_checks import threshold_checks
-from edgetl.parity_config import ParityConfig, Thresholds
+from edgetl import data
+from edgetl import metrics as report
+from edgetl.cli.main import main
+from edgetl.config.parity import ParityConfig, Thresholds
+from edgetl.parity import report as reports
+from edgetl.parity.checks import threshold_checks
+from edgetl.parity.stage import ParityReport
 from edgetl.runreport import REPORT_HTML, RESULTS_CSV, write_report
 from edgetl.runtime.model_card import ModelCard, Normalization, TensorSpec, write_json_atomic
 

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgetl import cache, data, distribute
+from edgetl import data
 from edgetl.config import Strategy
+from edgetl.data import pixels as cache
 from edgetl.errors import ConfigError
+from edgetl.train import distribute
 
 
 def _items(folder: Path) -> tuple[data.Dataset, list[data.Item]]:
@@ -166,7 +168,7 @@ def test_two_worker_training_on_localhost(tmp_path: Path, fm_folder: Path) -> No
     assert summaries[0]["test_top1"] == summaries[1]["test_top1"]  # one model, in sync
     assert {p.name for p in run.iterdir()} == RUN_FILES
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mw"]  # no worker folder left behind
-    from edgetl import model
+    from edgetl.model import classifier as model
     from edgetl.runtime.model_card import load_card
 
     card = load_card(run / "model_card.json")
@@ -220,11 +222,11 @@ def test_killed_cluster_resumes_from_the_chiefs_checkpoint(tmp_path: Path, fm_fo
 @pytest.mark.slow
 def test_qat_trains_in_float32_after_float16_training(tmp_path: Path, fm_folder: Path) -> None:
     """tfmot's fake-quant ops take float32 only: QAT must not inherit a float16 training's policy."""
-    from edgetl import model
     from edgetl.config import MixedPrecision, QatConfig, TrainConfig
-    from edgetl.qat import qat
-    from edgetl.qat_scheme import load_qat
-    from edgetl.train import train
+    from edgetl.model import classifier as model
+    from edgetl.model.qat_scheme import load_qat
+    from edgetl.qat.stage import qat
+    from edgetl.train.stage import train
 
     config = TrainConfig(
         data=str(fm_folder),
@@ -260,7 +262,7 @@ def test_multi_worker_without_tf_config_is_one_error_line(
     tmp_path: Path, fm_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from click.testing import CliRunner
-    from edgetl.cli import main
+    from edgetl.cli.main import main
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     result = CliRunner().invoke(

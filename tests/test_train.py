@@ -49,7 +49,9 @@ def test_offline_imagenet_run_learns_real_photos(trained_run: Path) -> None:
 
 
 def test_saved_model_reloads_in_safe_mode_and_predicts(trained_run: Path) -> None:
-    from edgetl import data, feed, model
+    from edgetl import data
+    from edgetl.data import feed
+    from edgetl.model import classifier as model
 
     keras_model = model.load(str(trained_run / "model.keras"))
     assert not any(type(layer).__name__ in ("Lambda", "Rescaling", "Functional") for layer in keras_model.layers)
@@ -62,7 +64,7 @@ def test_saved_model_reloads_in_safe_mode_and_predicts(trained_run: Path) -> Non
 
 
 def _train(tmp_path: Path, folder: Path, **overrides) -> dict:
-    from edgetl.train import train
+    from edgetl.train.stage import train
 
     options = dict(
         data=str(folder),
@@ -89,7 +91,7 @@ def test_imagenet_weights_beat_random_init_on_the_same_budget(
 
 @pytest.mark.slow
 def test_fine_tune_keeps_batchnorm_statistics(tmp_path: Path, fm_folder: Path, imagenet_weights: Path) -> None:
-    from edgetl import model
+    from edgetl.model import classifier as model
 
     metrics = _train(
         tmp_path,
@@ -117,7 +119,7 @@ def test_fine_tune_keeps_batchnorm_statistics(tmp_path: Path, fm_folder: Path, i
 @pytest.mark.slow
 def test_fine_tune_that_loses_on_val_is_dropped(tmp_path: Path, fm_folder: Path, imagenet_weights: Path) -> None:
     """A fine-tune at a rate that wrecks the backbone loses on val: the head-only weights come back, and it is recorded."""
-    from edgetl import model
+    from edgetl.model import classifier as model
 
     metrics = _train(tmp_path, fm_folder, epochs=3, fine_tune_epochs=1, fine_tune_learning_rate=1.0, max_per_class=12)
     tuned = model.load(str(tmp_path / "run" / "model.keras"))
@@ -140,7 +142,7 @@ def test_fine_tune_that_loses_on_val_is_dropped(tmp_path: Path, fm_folder: Path,
 def test_no_test_split_with_test_fraction_zero(tmp_path: Path, fm_folder: Path) -> None:
     """--test-fraction 0 trains on every image but val; parity then needs the user's own test images."""
     from click.testing import CliRunner
-    from edgetl.cli import main
+    from edgetl.cli.main import main
 
     run = tmp_path / "run"
     result = CliRunner().invoke(
@@ -175,7 +177,7 @@ def test_uncached_path_and_config_round_trip(tmp_path: Path, fm_folder: Path) ->
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history[0]["phase"] == "head (uncached)"
     from click.testing import CliRunner
-    from edgetl.cli import main
+    from edgetl.cli.main import main
 
     result = CliRunner().invoke(
         main, ["train", "--config", str(tmp_path / "run" / "config.json"), "-o", str(tmp_path / "again"), "-q"]
@@ -196,7 +198,7 @@ cpu = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from edgetl import log
 from edgetl.config import TrainConfig
-from edgetl.train import train
+from edgetl.train.stage import train
 log.configure()  # the library logs through `logging`; show its stage lines as the CLI does
 r = train(TrainConfig(data={str(fm_folder)!r}, output={str(tmp_path / "mirror")!r}, weights='none', alpha=0.35,
           image_size=32, epochs=1, fine_tune_epochs=1, cache_views=1, max_per_class=6, batch_size=8,
@@ -208,7 +210,7 @@ print(json.dumps(r.metrics['test']['count']))
     assert "2 replica(s)" in result.stderr and "mixed_bfloat16" in result.stderr
     card = load_card(tmp_path / "mirror" / "model_card.json")
     assert card.extra["training"]["precision"] == "mixed_bfloat16"
-    from edgetl import model
+    from edgetl.model import classifier as model
 
     saved = model.load(str(tmp_path / "mirror" / "model.keras"))
     assert saved.layers[1].dtype_policy.name == "float32"  # saved for conversion in float32
@@ -217,7 +219,7 @@ print(json.dumps(r.metrics['test']['count']))
 def test_tf_hub_feature_vector_backbone(tmp_path: Path, fm_folder: Path) -> None:
     """``--backbone hub:DIR`` trains on a local SavedModel feature vector, normalised to [0, 1]."""
     import tensorflow as tf
-    from edgetl.graph import keras
+    from edgetl.model.graph import keras
 
     base = keras().applications.MobileNetV2(
         input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None, pooling="avg"

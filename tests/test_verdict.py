@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgetl import verdict as v
-from edgetl.cli import main
+from edgetl import stats as v
+from edgetl.cli.main import main
+from edgetl.config.parity import DEFAULT_THRESHOLDS, ParityConfig, Thresholds, parse_limit, variant_name
 from edgetl.errors import ConfigError
-from edgetl.parity_config import DEFAULT_THRESHOLDS, ParityConfig, Thresholds, parse_limit, variant_name
 
 
 def test_wilson_matches_textbook_values() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgetl import weights
 from edgetl.errors import WeightsError
+from edgetl.model import weights
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,7 @@ def test_install_writes_into_edgetls_cache_and_leaves_keras_files_alone(tmp_path
     assert manifest["source_sha256"] == weights.DOGCAT_WHEEL_SHA256 and str(tmp_path) not in result.stdout
     names = sorted(f["name"] for f in manifest["files"])
     assert names == sorted(weights.keras_weights_name(1.0, r) for r in weights.KERAS_SIZES)
-    from edgetl.model import keras
+    from edgetl.model.classifier import keras
 
     model = keras().applications.MobileNetV2(
         input_shape=(96, 96, 3), include_top=False, weights=str(target / keras_file.name)
@@ -134,8 +134,8 @@ def test_other_alphas_say_only_one_has_offline_weights(tmp_path: Path) -> None:
 
 def _probe_accuracy(weights_arg: str | None, x_train, y_train, x_test, y_test) -> float:
     """Ridge-regression linear probe on frozen, pooled backbone features."""
-    from edgetl.graph import keras
-    from edgetl.model import MOBILENET_NORMALIZATION
+    from edgetl.model.classifier import MOBILENET_NORMALIZATION
+    from edgetl.model.graph import keras
     from edgetl.runtime.preprocess import normalize
 
     base = keras().applications.MobileNetV2(
@@ -155,7 +155,7 @@ def _probe_accuracy(weights_arg: str | None, x_train, y_train, x_test, y_test) -
 @pytest.mark.slow
 def test_weights_are_real_imagenet_features(imagenet_weights: Path) -> None:
     """A linear probe on real photos must clearly beat the same probe on random-init features."""
-    from edgetl.datasets import load_fashion_mnist
+    from edgetl.data.fashion_mnist import load_fashion_mnist
     from edgetl.runtime.preprocess import resize, to_rgb
 
     images, labels = load_fashion_mnist("test")

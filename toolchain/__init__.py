@@ -19,7 +19,7 @@ imports the rest. Everything here loads lazily, so ``import edgetl`` and
 
 The stage modules ``edgetl.train``, ``edgetl.qat``, ``edgetl.convert`` and ``edgetl.parity``
 share their names with the API functions; the attribute is always the function (import
-the modules with ``from edgetl.train import ...``).
+the modules with ``from edgetl.train.stage import ...``).
 """
 
 from __future__ import annotations

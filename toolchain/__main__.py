@@ -1,5 +1,5 @@
 """``python -m edgetl`` is ``edgetl``."""
 
-from edgetl.cli import main
+from edgetl.cli.main import main
 
 main()

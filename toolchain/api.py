@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 if TYPE_CHECKING:
     from edgetl.calibration import Manifest
     from edgetl.config import TrainConfig
-    from edgetl.convert import ConvertResult
-    from edgetl.parity import ParityReport
-    from edgetl.qat import QatResult
-    from edgetl.train import TrainResult
+    from edgetl.convert.stage import ConvertResult
+    from edgetl.parity.stage import ParityReport
+    from edgetl.qat.stage import QatResult
+    from edgetl.train.stage import TrainResult
 
 C = TypeVar("C")
 PathLike = Union[str, Path]
@@ -56,7 +56,7 @@ def train(config: Optional[TrainConfig] = None, *, resume: bool = False, **optio
     """
     from edgetl.config import TrainConfig  # noqa: PLC0415
     from edgetl.errors import ConfigError  # noqa: PLC0415
-    from edgetl.train import train as run  # noqa: PLC0415
+    from edgetl.train.stage import train as run  # noqa: PLC0415
 
     if not isinstance(resume, bool):
         raise ConfigError(f"resume must be True or False (got {resume!r})")
@@ -74,7 +74,7 @@ def qat(run: PathLike, **options: Any) -> QatResult:
         ``QatResult``: ``model_path``, ``card_path``, ``metrics``, ``float_metrics``, ``seconds``.
     """
     from edgetl.config import QatConfig  # noqa: PLC0415
-    from edgetl.qat import qat as stage  # noqa: PLC0415
+    from edgetl.qat.stage import qat as stage  # noqa: PLC0415
 
     return stage(_config(QatConfig, None, {"run": check_run(run), **options}))
 
@@ -86,8 +86,8 @@ def calibrate(run: PathLike, **options: Any) -> Manifest:
         run: the run folder.
         **options: ``CalibrationConfig`` fields (``size``, ``seed``).
     """
-    from edgetl.calibrate import calibrate as stage  # noqa: PLC0415
     from edgetl.config import CalibrationConfig  # noqa: PLC0415
+    from edgetl.convert.calibrate import calibrate as stage  # noqa: PLC0415
 
     return stage(_config(CalibrationConfig, None, {"run": check_run(run), **options}))
 
@@ -113,7 +113,7 @@ def convert(run: PathLike, **options: Any) -> ConvertResult:
         BudgetError: under ``max_drop``, no int8 model within the caps keeps the budget (nothing written).
     """
     from edgetl.config import ConvertConfig  # noqa: PLC0415
-    from edgetl.convert import convert as stage  # noqa: PLC0415
+    from edgetl.convert.stage import convert as stage  # noqa: PLC0415
 
     if "variants" in options:
         options["quantizations"] = options.pop("variants")
@@ -134,7 +134,7 @@ def parity(run: PathLike, **options: Any) -> ParityReport:
     Raises:
         ParityError: a threshold was crossed (after the reports are written).
     """
-    from edgetl.parity import ParityConfig, run_parity  # noqa: PLC0415
+    from edgetl.parity.stage import ParityConfig, run_parity  # noqa: PLC0415
 
     if "variants" in options:
         options["models"] = options.pop("variants")

@@ -114,7 +114,7 @@ def load_float_model(run: Path, card: Optional[ModelCard] = None) -> Any:
         RunFolderError: not a run folder, or a model that is not a loadable, code-free Keras file.
         CardError: the model's sha256 differs from its card's.
     """
-    from edgetl import model  # noqa: PLC0415 - TensorFlow only when a model is loaded
+    from edgetl.model import classifier as model  # noqa: PLC0415 - TensorFlow only when a model is loaded
 
     run = Path(run)
     card = card or float_card(run)
@@ -135,7 +135,7 @@ def versions(tf: Any = None, litert: bool = False) -> dict[str, str]:
 
     found = {"edgetl": edgetl.__version__}
     if tf is not None:
-        from edgetl import graph  # noqa: PLC0415
+        from edgetl.model import graph  # noqa: PLC0415
 
         found.update(tensorflow=tf.__version__, tf_keras=graph.keras().__version__)
     found.update(numpy=np.__version__, opencv=cv2.__version__, python=sys.version.split()[0])

@@ -16,7 +16,8 @@ import datetime
 from pathlib import Path
 from typing import Optional
 
-from edgetl import log, report
+from edgetl import log
+from edgetl import metrics as report
 from edgetl.errors import EdgeTLError
 from edgetl.runreport import files as files_mod
 from edgetl.runreport import html, results, sections, variants

@@ -3,7 +3,7 @@
 A run folder may come from someone else (a CI artifact, a colleague's upload), so
 nothing here trusts it: every JSON value is checked for its type before use, an
 unreadable file leaves its section out with a note, and image paths are resolved
-only under the run's recorded data root (:mod:`edgetl.datapaths`).
+only under the run's recorded data root (:mod:`edgetl.data.paths`).
 """
 
 from __future__ import annotations

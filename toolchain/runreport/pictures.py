@@ -2,7 +2,7 @@
 
 Thumbnails are decoded by the device's code (:mod:`edgetl.data`, resolved under the
 run's recorded data root) and encoded with OpenCV; the chart is drawn by matplotlib
-(:mod:`edgetl.report`). Both are imported only when a picture is made.
+(:mod:`edgetl.metrics`). Both are imported only when a picture is made.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 from edgetl import data as data_mod
-from edgetl import report
+from edgetl import metrics as report
 from edgetl.errors import EdgeTLError
 
 SAMPLES_PER_CLASS = 6

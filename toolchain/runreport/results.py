@@ -16,7 +16,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgetl import report
+from edgetl import metrics as report
 from edgetl.runtime.model_card import write_bytes_atomic
 
 RESULTS_CSV = "results.csv"

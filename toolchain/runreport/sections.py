@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from edgetl import report, verdict
+from edgetl import metrics as report
+from edgetl import stats as verdict
 from edgetl.runreport import pictures
 from edgetl.runreport.files import RunFiles, as_dict, as_list, num, numbers
 from edgetl.runreport.html import esc, image, para, table, tag

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from edgetl import runfolder, verdict
-from edgetl.datapaths import inside
+from edgetl import runfolder
+from edgetl import stats as verdict
+from edgetl.data.paths import inside
 from edgetl.runreport import pictures
 from edgetl.runreport.files import RunFiles, VariantFile, as_dict, as_list, num, png
 from edgetl.runreport.html import details, esc, image, para, table, tag

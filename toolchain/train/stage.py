@@ -1,0 +1,503 @@
+"""``edgetl train``: transfer learning from ImageNet MobileNetV2 to a run folder.
+
+Phase 1 trains only the head, on backbone features computed once (and, with
+augmentation, on a few cached augmented views): the frozen backbone gives the
+same features every epoch, so recomputing it, as the tutorials do, only burns
+time. Phase 2 optionally fine-tunes the top layers, BatchNorm kept in inference
+mode, at a low learning rate, and is kept only when the val split says it beat the
+head alone (``--keep-fine-tune``). Early stopping restores the best weights in both.
+The run folder is assembled under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from edgetl import data as data_mod
+from edgetl import log, runfolder, runreport, untrusted
+from edgetl import metrics as report
+from edgetl.config import KeepFineTune, MixedPrecision, Strategy, TrainConfig
+from edgetl.data import pipeline
+from edgetl.data import pixels as cache
+from edgetl.errors import RunFolderError
+from edgetl.model import classifier as model_mod
+from edgetl.model import graph
+from edgetl.runfolder import (
+    CONFIG,
+    FLOAT_CARD,
+    FLOAT_MODEL,
+    read_json,
+    sha256_file,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+from edgetl.runtime.model_card import ModelCard, TensorSpec
+from edgetl.train import checkpoint, distribute
+from edgetl.train.checkpoint import save_weights_atomic
+
+
+def stage_count(config: TrainConfig) -> int:
+    """Stages that run: read, decode, build, head, [fine-tune], evaluate (no gap when one is skipped)."""
+    return 5 + int(config.fine_tune_epochs > 0)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """Where the run went and how well it did."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    seconds: float
+
+
+@dataclasses.dataclass
+class Splits:
+    """The three splits' pixels in the on-disk cache, and this worker's place in the cluster."""
+
+    parts: dict[str, cache.Split]
+    worker: distribute.Worker
+
+    def source(self, name: str, sharded: bool = True) -> pipeline.Source:
+        """A split's rows this worker reads (``sharded``) or all of them."""
+        part = self.parts[name]
+        count = len(part.labels)
+        indices = distribute.shard(count, self.worker) if sharded else np.arange(count, dtype=np.int64)
+        return pipeline.Source(part.rows, part.labels, indices)
+
+    @property
+    def y(self) -> dict[str, np.ndarray]:
+        return {name: part.labels for name, part in self.parts.items()}
+
+
+def partial_dir(run: Path, worker: distribute.Worker = distribute.Worker()) -> Path:
+    """Where a run is assembled (and checkpointed) until it is complete; other workers' own folders."""
+    run = Path(run)
+    return run.parent / (f".{run.name}.partial" if worker.chief else f".{run.name}.worker{worker.index}.partial")
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train a classifier as ``config`` says and write its run folder.
+
+    The run is built in a hidden ``.RUN.partial`` folder, checkpointed every epoch,
+    and renamed to RUN when complete. Ctrl-C or a kill leaves the partial folder,
+    which ``resume=True`` continues from the last completed epoch.
+
+    Raises:
+        DataError, WeightsError, ConfigError, RunFolderError: bad input, each with its fix.
+    """
+    started = time.monotonic()
+    final = Path(config.output)
+    worker = distribute.worker_from_env(config.strategy)
+    work = partial_dir(final, worker)
+    if resume and not (work / CONFIG).exists():
+        raise RunFolderError(f"nothing to resume at {final}: no interrupted run ({work.name}) beside it")
+    created = None  # the first folder this run creates (a new --output's parents too), removed on early failure
+    if not resume:
+        if worker.chief:
+            runfolder.check_output(final)
+        runfolder.check_no_partial(final, work, worker.count)
+        created = runfolder.first_missing(work)
+        work.mkdir(parents=True)
+        write_json_atomic(work / CONFIG, config.to_dict())
+    try:
+        metrics = _train_into(config, work, worker)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (the CLI turns it into the same)
+        if (work / "checkpoint" / "state.json").exists():
+            log.warn(
+                f"interrupted; the last completed epoch is saved in {work}: continue with "
+                f"`edgetl train --resume {final}`, or delete that folder to start over"
+            )
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            log.warn("interrupted before the first epoch was saved; nothing kept")
+        raise
+    except BaseException:
+        if not (work / "checkpoint" / "state.json").exists():
+            shutil.rmtree(work, ignore_errors=True)  # nothing trained yet: nothing worth keeping
+            runfolder.remove_empty_parents(created, work)
+        raise
+    shutil.rmtree(work / "checkpoint", ignore_errors=True)
+    shutil.rmtree(work / "features", ignore_errors=True)
+    if not worker.chief:  # the chief writes the run; this worker's checkpoints were only its part of the saves
+        shutil.rmtree(work, ignore_errors=True)
+        return TrainResult(final, metrics, time.monotonic() - started)
+    if final.exists():
+        final.rmdir()
+    os.replace(work, final)
+    runreport.refresh(final)
+    return TrainResult(final, metrics, time.monotonic() - started)
+
+
+def resume_config(run: Path, trusted: bool = False, confirmed: Optional[dict[str, Any]] = None) -> TrainConfig:
+    """The config an interrupted run was started with (this worker's copy in a multi-worker run).
+
+    Args:
+        trusted: ``--trust-config``: the saved config may choose a hub backbone or weights file.
+        confirmed: command-line values; a saved value that loads a model is accepted when repeated here.
+
+    Raises:
+        RunFolderError: nothing to resume. ConfigError: the saved config loads a model and is neither
+            trusted nor confirmed (a received ``.RUN.partial`` must not run code).
+    """
+    worker = distribute.worker_from_env(Strategy.MULTI_WORKER) if os.environ.get("TF_CONFIG") else distribute.Worker()
+    path = partial_dir(run, worker) / CONFIG
+    try:
+        data = read_json(path)
+    except (ValueError, OSError) as exc:
+        raise RunFolderError(
+            f"{path} is not readable JSON ({str(exc)[:120]}); remove {path.parent} and start again"
+        ) from None
+    if data is None:
+        raise RunFolderError(f"nothing to resume at {run}: no interrupted run ({path.parent.name}) beside it")
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path} is not a saved config; remove {path.parent} and start again")
+    given = [k for k, v in (confirmed or {}).items() if data.get(k) == v]
+    untrusted.check_config_values(data, f"{path}", given, trusted)
+    return TrainConfig.from_dict(data)
+
+
+def _train_into(config: TrainConfig, work: Path, worker: distribute.Worker) -> dict[str, Any]:
+    log.stage(1, stage_count(config), f"reading {config.data}")
+    dataset = data_mod.discover(config.data, config.allow_outside_root)
+    splits = data_mod.split(dataset, config.val_fraction, config.test_fraction, config.seed, config.max_per_class)
+    log.info(data_mod.describe(splits, dataset.class_names))
+    log.stage(2, stage_count(config), f"decoding images at {config.image_size}px into the pixel cache")
+    pixels, skipped = _decode(dataset, splits, config, worker)
+    if worker.chief:
+        data_mod.write_splits(work, dataset, splits, skipped)
+    fresh = not (work / "checkpoint" / "state.json").exists()  # stopped while forming a cluster: nothing to keep
+    tf, strategy, policy = _runtime(config, work if fresh else None)
+    distribute.check_same_data(strategy, worker, json.dumps([dataset.class_names, _relative_splits(dataset, splits)]))
+    log.stage(
+        3,
+        stage_count(config),
+        f"building MobileNetV2 alpha={config.alpha} ({policy}, {strategy.num_replicas_in_sync} replica(s))",
+    )
+    state = checkpoint.State(work / "checkpoint")
+    with strategy.scope():
+        built = model_mod.build(config, len(dataset.class_names))
+        run = _Run(config, built, pixels, state, strategy)
+        history = [_timed(_head_phase, run)]
+        if config.fine_tune_epochs:
+            save_weights_atomic(built.full, state.weights("head_only", "full"))
+            history.append(_timed(_fine_tune_phase, run))
+            history[-1]["decision"] = _keep_fine_tune(run, history[0], history[-1])
+    if policy != "float32" or worker.count > 1:
+        built = _to_float32(config, built, len(dataset.class_names))
+    log.stage(
+        stage_count(config),
+        stage_count(config),
+        "evaluating"
+        + (" and writing the run folder" if worker.chief else f" ({worker.name}: the chief writes the run)"),
+    )
+    metrics = _evaluate(built, pixels, dataset.class_names, config.image_size)
+    metrics["skipped"] = len(skipped)
+    if worker.chief:
+        _write_run(config, work, built, dataset.class_names, history, metrics, tf, policy)
+    distribute.barrier(strategy, worker)
+    return metrics
+
+
+@dataclasses.dataclass
+class _Run:
+    """What a training phase works with."""
+
+    config: TrainConfig
+    built: model_mod.BuiltModel
+    px: Splits
+    state: checkpoint.State
+    strategy: Any
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.config.image_size, self.config.image_size, 3)
+
+    @property
+    def batch_size(self) -> int:
+        """Batches each input pipeline yields: the global ``--batch-size`` split over a cluster's replicas."""
+        if self.px.worker.count == 1:
+            return self.config.batch_size
+        return max(1, self.config.batch_size // self.strategy.num_replicas_in_sync)
+
+
+def _timed(phase: Any, run: _Run) -> dict[str, Any]:
+    """Run a training phase and record its wall time and training images per second."""
+    start = time.monotonic()
+    result = phase(run)
+    seconds = time.monotonic() - start
+    epochs = len(result["loss"])
+    return {**result, "seconds": round(seconds, 3), "images_per_s": round(epochs * len(run.px.y["train"]) / seconds, 1)}
+
+
+def _decode(
+    dataset: data_mod.Dataset, splits: dict[str, list[data_mod.Item]], config: TrainConfig, worker: distribute.Worker
+) -> tuple[Splits, list[dict[str, str]]]:
+    """Each split decoded once into the pixel cache (reused when the data has not changed)."""
+    parts, skipped = {}, []
+    folder = Path(config.cache_dir).expanduser() if config.cache_dir else None
+    for name in data_mod.SPLITS:
+        parts[name] = cache.load_split(dataset, splits[name], config.image_size, folder=folder, name=name)
+        splits[name] = parts[name].items
+        skipped += parts[name].skipped
+    if skipped:
+        log.warn(f"skipped {len(skipped)} unreadable image(s) (listed in data.json), e.g. {skipped[0]['reason']}")
+    data_mod.check_readable(dataset, splits, skipped)
+    return Splits(parts, worker), skipped
+
+
+def _relative_splits(dataset: data_mod.Dataset, splits: dict[str, list[data_mod.Item]]) -> dict[str, list[Any]]:
+    return {name: [[dataset.relative(it.ref), it.label] for it in items] for name, items in splits.items()}
+
+
+def _runtime(config: TrainConfig, work: Optional[Path] = None) -> tuple[Any, Any, str]:
+    """TensorFlow, the distribution strategy and the dtype policy for this machine."""
+    k = graph.keras()
+    import tensorflow as tf  # noqa: PLC0415
+
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy = distribute.make_strategy(config, len(gpus), work)  # multi-worker must exist before any other TF op
+    k.utils.set_random_seed(config.seed)
+    policy = model_mod.set_precision(config.mixed_precision, bool(gpus))
+    if config.mixed_precision == MixedPrecision.FLOAT16 and not gpus:
+        log.warn("float16 mixed precision without a GPU is slow; bfloat16 suits CPUs with AVX-512 BF16")
+    return tf, strategy, policy
+
+
+def _compile(model: Any, learning_rate: float) -> None:
+    k = graph.keras()
+    model.compile(k.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def _fit(
+    model: Any,
+    run: _Run,
+    phase: str,
+    epochs: int,
+    train: pipeline.Source,
+    val: pipeline.Source,
+    prepare: Any,
+    shape: tuple[int, ...],
+) -> dict[str, list[float]]:
+    """``model.fit`` on streamed batches from the phase's last checkpoint, early-stopping and checkpointing every epoch.
+
+    Keras' progress bars go to stderr (stdout carries results). Returns the
+    phase's whole history, epochs from before a resume included.
+    """
+    state = run.state
+    start = checkpoint.resume_point(model, state, phase)
+    if state.phase(phase)["done"]:
+        checkpoint.restore_best(model, state, phase)
+    start = distribute.follow_chief(run.strategy, run.px.worker, model, state.phase(phase), start)
+    if start:
+        log.info(f"resuming {phase} after epoch {start}")
+    if state.phase(phase)["done"]:
+        return dict(state.phase(phase)["history"])
+    batch, worker, seed = run.batch_size, run.px.worker, run.config.seed
+    x = distribute.distribute(
+        run.strategy, worker, lambda: pipeline.training_batches(train, batch, seed, start, epochs, prepare, shape)
+    )
+    plain = (
+        pipeline.as_float32
+        if prepare is pipeline.as_float32
+        else pipeline.pixel_preparer(run.built.normalization, seed, False)
+    )
+    v = distribute.distribute(run.strategy, worker, lambda: pipeline.ordered_batches(val, batch, plain, shape))
+    where = f"{worker.name}: " if worker.count > 1 else ""  # the worker and its shard only when there are several
+    shard = f" (input shard {worker.index + 1}/{worker.count})" if worker.count > 1 else ""
+    log.info(
+        f"{where}{phase} on {len(train)} rows{shard}, {pipeline.steps(len(train), batch)} steps of {batch} per epoch"
+    )
+    callback = checkpoint.make_callback(state, phase, run.config.patience)
+    with contextlib.redirect_stdout(sys.stderr):
+        model.fit(
+            x,
+            steps_per_epoch=pipeline.steps(len(train), batch),
+            validation_data=v,
+            validation_steps=pipeline.steps(len(val), batch),
+            epochs=epochs,
+            initial_epoch=start,
+            callbacks=[callback],
+            verbose=0 if log.QUIET else (1 if sys.stderr.isatty() else 2),
+        )
+    return dict(state.phase(phase)["history"])
+
+
+def _head_phase(run: _Run) -> dict[str, Any]:
+    config, built, px = run.config, run.built, run.px
+    views = config.cache_views if config.augment else min(config.cache_views, 1)
+    train, val = px.source("train"), px.source("val")
+    if views == 0:
+        log.stage(
+            4,
+            stage_count(config),
+            f"training the head for {config.epochs} epochs, backbone recomputed every epoch (uncached)",
+        )
+        _compile(built.full, config.learning_rate)
+        prepare = pipeline.pixel_preparer(built.normalization, config.seed, config.augment)
+        hist = _fit(built.full, run, "head", config.epochs, train, val, prepare, run.shape)
+        return {"phase": "head (uncached)", **hist}
+    log.stage(
+        4,
+        stage_count(config),
+        f"training the head for {config.epochs} epochs on cached features ({views} view(s) per image)",
+    )
+    start = time.monotonic()
+    folder = run.state.folder.parent / "features"
+    train_f = pipeline.write_features(
+        built.features, train, views, built.normalization, config.seed, run.shape, folder / "train.npy"
+    )
+    val_f = pipeline.write_features(
+        built.features, val, 1, built.normalization, config.seed, run.shape, folder / "val.npy"
+    )
+    log.info(
+        f"backbone features for {len(train_f) + len(val_f)} images in {time.monotonic() - start:.1f}s (float16, on disk)"
+    )
+    _compile(built.head, config.learning_rate)
+    train_feats = pipeline.Source(train_f, np.tile(train.labels[train.indices], views), np.arange(len(train_f)))
+    val_feats = pipeline.Source(val_f, val.labels[val.indices], np.arange(len(val_f)))
+    hist = _fit(
+        built.head, run, "head", config.epochs, train_feats, val_feats, pipeline.as_float32, (train_f.shape[1],)
+    )
+    model_mod.copy_head_weights(built.head, built.full)
+    return {"phase": "head (cached features)", "views": views, **hist}
+
+
+def _fine_tune_phase(run: _Run) -> dict[str, Any]:
+    config, built = run.config, run.built
+    trainable = model_mod.unfreeze_top(built, config.fine_tune_layers)
+    log.stage(
+        5,
+        stage_count(config),
+        f"fine-tuning the top {config.fine_tune_layers} layers ({trainable} with weights, BatchNorm frozen) "
+        f"for {config.fine_tune_epochs} epochs at lr {config.fine_tune_learning_rate:g}",
+    )
+    _compile(built.full, config.fine_tune_learning_rate)  # recompile: trainable flags changed
+    prepare = pipeline.pixel_preparer(built.normalization, config.seed, config.augment)
+    hist = _fit(
+        built.full,
+        run,
+        "fine_tune",
+        config.fine_tune_epochs,
+        run.px.source("train"),
+        run.px.source("val"),
+        prepare,
+        run.shape,
+    )
+    return {"phase": "fine-tune", "trainable_layers": trainable, **hist}
+
+
+def _at_best(history: dict[str, Any]) -> dict[str, Any]:
+    """A phase's epoch with the lowest val loss (the one early stopping restored) and its val figures."""
+    best = int(np.argmin(history["val_loss"]))
+    return {
+        "epoch": best + 1,
+        "val_loss": round(float(history["val_loss"][best]), 4),
+        "val_top1": round(float(history["val_accuracy"][best]), 4),
+    }
+
+
+def _keep_fine_tune(run: _Run, head: dict[str, Any], fine: dict[str, Any]) -> dict[str, Any]:
+    """Keep the fine-tuned model, or restore the head-only weights saved before it, as ``--keep-fine-tune`` says.
+
+    ``if-better`` keeps it only when the val split says it helped: a lower val loss
+    (the less noisy figure, the one each phase's epoch was chosen by) and a val top-1
+    no lower than the head-only model's. On small or unlike data the fine-tune can
+    fit the training images and lose on new ones; the head-only model is then the
+    better guess. Returns the decision and the figures it was made on (history.json).
+    """
+    before, after = _at_best(head), _at_best(fine)
+    helped = after["val_loss"] < before["val_loss"] and after["val_top1"] >= before["val_top1"]
+    keep = helped or run.config.keep_fine_tune == KeepFineTune.ALWAYS
+    if not keep:
+        run.built.full.load_weights(str(run.state.weights("head_only", "full")))
+    n = len(run.px.y["val"])
+    log.info(
+        f"fine-tune {'kept' if keep else 'dropped, head-only weights restored'}: val loss "
+        f"{after['val_loss']:.4f} vs {before['val_loss']:.4f} head-only, val top-1 {100 * after['val_top1']:.2f}% vs "
+        f"{100 * before['val_top1']:.2f}% on {n} images (--keep-fine-tune {run.config.keep_fine_tune.value})"
+    )
+    return {
+        "kept": keep,
+        "rule": run.config.keep_fine_tune.value,
+        "helped_on_val": helped,
+        "val_images": n,
+        "head_only": before,
+        "fine_tuned": after,
+    }
+
+
+def _to_float32(config: TrainConfig, built: model_mod.BuiltModel, num_classes: int) -> model_mod.BuiltModel:
+    """Rebuild the graph in float32 and copy the weights: the saved model is what TFLite converts."""
+    model_mod.set_precision(MixedPrecision.OFF, False)
+    plain = model_mod.build(dataclasses.replace(config, weights="none"), num_classes)
+    plain.full.set_weights([np.asarray(w, dtype=np.float32) for w in built.full.get_weights()])
+    plain.weights_info = built.weights_info
+    return plain
+
+
+def _evaluate(built: model_mod.BuiltModel, px: Splits, class_names: list[str], size: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("val", "test"):
+        if not len(px.y[name]):  # --test-fraction 0: the user tests on their own images
+            out[name] = {"count": 0, "top1": None}
+            log.info(f"no {name} split (--test-fraction 0): test with `edgetl parity RUN --data DIR`")
+            continue
+        probs = pipeline.predict(built.full, px.source(name, sharded=False), built.normalization, (size, size, 3))
+        out[name] = report.classification_metrics(probs, px.y[name], class_names)
+        log.info(f"{name} top-1 {out[name]['top1']:.4f} on {out[name]['count']} images")
+    return out
+
+
+def _write_run(
+    config: TrainConfig,
+    work: Path,
+    built: model_mod.BuiltModel,
+    class_names: list[str],
+    history: list[dict[str, Any]],
+    metrics: dict[str, Any],
+    tf: Any,
+    policy: str,
+) -> None:
+    model_path = work / FLOAT_MODEL
+    with runfolder.atomic_path(model_path, suffix=".keras") as tmp:
+        built.full.save(str(tmp))
+    write_bytes_atomic(work / "labels.txt", ("\n".join(class_names) + "\n").encode("utf-8"))
+    write_json_atomic(work / "history.json", history)
+    write_json_atomic(work / "metrics.json", metrics)
+    report.plot_history(history, work / "learning_curves.png")
+    shown = "test" if metrics["test"]["count"] else "val"  # no test split: the val confusion instead
+    report.plot_confusion(
+        metrics[shown]["confusion"], class_names, f"model.keras on the {shown} split", work / f"confusion_{shown}.png"
+    )
+    card = ModelCard(
+        labels=tuple(class_names),
+        height=config.image_size,
+        width=config.image_size,
+        model_file=model_path.name,
+        model_sha256=sha256_file(model_path),
+        quantization="keras",
+        normalization=built.normalization,
+        input=TensorSpec("float32"),
+        output=TensorSpec("float32"),
+        extra={
+            "backbone": {"name": config.backbone, "alpha": config.alpha, **built.weights_info},
+            "training": {
+                "seed": config.seed,
+                "precision": policy,
+                "epochs_run": [len(h["loss"]) for h in history],
+                "fine_tune_kept": history[-1]["decision"]["kept"] if len(history) > 1 else None,
+            },
+            "metrics": {s: {"top1": metrics[s]["top1"], "count": metrics[s]["count"]} for s in ("val", "test")},
+            "versions": runfolder.versions(tf),
+        },
+    )
+    card.save(work / FLOAT_CARD)

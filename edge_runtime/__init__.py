@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgetl.runtime.version import __version__ as __version__
+
 __all__ = ["Category", "Classifier", "ClassifierOptions"]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from edgetl.runtime import classifier  # noqa: PLC0415
+        from edgetl.runtime import classifier  # the names load on first use: cv2 and LiteRT only when asked for
 
         return getattr(classifier, name)
     raise AttributeError(f"module 'edgetl.runtime' has no attribute {name!r}")

@@ -27,10 +27,18 @@ import time
 from typing import Any, Optional, Sequence
 
 import click
-from edgetl.runtime import guard, keep
+from edgetl.runtime import guard, keep, overlay
+from edgetl.runtime.benchmark import main as benchmark
+from edgetl.runtime.classifier import Classifier, ClassifierOptions
+from edgetl.runtime.decode import IMAGE_EXTENSIONS
 from edgetl.runtime.errors import ArgumentError
+from edgetl.runtime.folder import FolderError
 from edgetl.runtime.guard import OutputPathError
+from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError, backend
+from edgetl.runtime.model_card import CardError, write_json_atomic
 from edgetl.runtime.runstats import RunStats
+from edgetl.runtime.serve import PreviewHub, PreviewServer, ServeError, parse_address
+from edgetl.runtime.sources import SourceError
 
 EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_SOURCE, EXIT_IO, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
 EXIT_CODES = (
@@ -80,7 +88,6 @@ class RunConfig:
 
 
 def _parse_serve(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[tuple[str, int]]:
-    from edgetl.runtime.serve import ServeError, parse_address  # noqa: PLC0415
 
     try:
         return None if value is None else parse_address(value)
@@ -164,8 +171,6 @@ def main(argv: Optional[Sequence[str]] = None, prog_name: str = "edge-classify")
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["benchmark"]:  # edge-classify benchmark MODEL... (edgetl.runtime.benchmark)
-        from edgetl.runtime.benchmark import main as benchmark  # noqa: PLC0415
-
         return benchmark(argv[1:])
     try:
         return cli.main(args=argv, prog_name=prog_name, standalone_mode=False)
@@ -183,8 +188,7 @@ def main(argv: Optional[Sequence[str]] = None, prog_name: str = "edge-classify")
 
 
 def open_source(config: RunConfig, folder: Any = None) -> Any:
-    from edgetl.runtime import sources  # noqa: PLC0415
-    from edgetl.runtime.decode import IMAGE_EXTENSIONS  # noqa: PLC0415
+    from edgetl.runtime import sources
 
     if folder is not None:
         if not folder.paths:
@@ -226,8 +230,7 @@ class Outputs:
 
 def classify_stream(classifier: Any, source: Any, config: RunConfig, stats: RunStats, outputs: Outputs) -> str:
     """The loop: frame -> scores -> top-k -> JSON line, window, preview and/or CSV row. Returns why it ended."""
-    from edgetl.runtime import overlay  # noqa: PLC0415
-    from edgetl.runtime.classifier import top_k  # noqa: PLC0415
+    from edgetl.runtime.classifier import top_k
 
     meter = overlay.FpsMeter()
     min_interval = 1.0 / config.fps_cap if config.fps_cap > 0 else 0.0
@@ -281,13 +284,6 @@ def run(config: RunConfig) -> int:
         if not config.quiet:
             print(f"[edge-classify] {message}", file=sys.stderr, flush=True)
 
-    from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
-    from edgetl.runtime.folder import FolderError  # noqa: PLC0415
-    from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError, backend  # noqa: PLC0415
-    from edgetl.runtime.model_card import CardError  # noqa: PLC0415
-    from edgetl.runtime.serve import ServeError  # noqa: PLC0415
-    from edgetl.runtime.sources import SourceError  # noqa: PLC0415
-
     stats, source, outputs, server, code, reason = RunStats(), None, Outputs(), None, EXIT_OK, ""
     try:
         classifier = Classifier(
@@ -337,7 +333,7 @@ def run(config: RunConfig) -> int:
 
 def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> tuple[Any, Any]:
     """The source, then the outputs ``config`` asks for (filled into ``outputs``); (source, preview server or None)."""
-    from edgetl.runtime import folder, overlay  # noqa: PLC0415
+    from edgetl.runtime import folder, overlay
 
     guard.check_run_outputs(config)  # before the source is opened or anything written
     plan = folder.plan(config.images, classifier.labels) if config.folder_mode else None
@@ -366,8 +362,6 @@ def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> 
             outputs.lines = None  # a summary line per --summary-every seconds instead of one per frame
     server = None
     if config.serve is not None:
-        from edgetl.runtime.serve import PreviewHub, PreviewServer  # noqa: PLC0415
-
         server = PreviewServer(*config.serve, PreviewHub(), title=f"edge-classify: {os.path.basename(config.model)}")
         outputs.hub = server.hub
         log(
@@ -401,15 +395,13 @@ def _finish(stats: RunStats, source: Any, reason: str, code: int, config: RunCon
     if results is not None:
         code = _finish_folder(results, summary, code, config, log)
     if config.summary_json:
-        from edgetl.runtime.model_card import write_json_atomic  # noqa: PLC0415
-
         write_json_atomic(config.summary_json, {**summary, "exit_code": code})
     return code
 
 
 def _finish_folder(results: Any, summary: dict[str, Any], code: int, config: RunConfig, log: Any) -> int:
     """Folder mode: the CSV and the confusion PNG (only when the run was not cut short), accuracy in the summary."""
-    from edgetl.runtime import folder  # noqa: PLC0415
+    from edgetl.runtime import folder
 
     accuracy = results.accuracy()
     if accuracy is not None:

@@ -20,12 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import click
 import numpy as np
 from edgetl.runtime.board import board_info, peak_rss_mb, peak_rss_reset
+from edgetl.runtime.classifier import Classifier, ClassifierOptions
+from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError
+from edgetl.runtime.model_card import CardError
 from edgetl.runtime.runstats import rss_mb
 
 SYNTHETIC_SIZE = (480, 640)  # height, width: a VGA camera frame
@@ -62,7 +68,7 @@ class BenchmarkConfig:
 
 def synthetic_frame(seed: int = 0, size: tuple[int, int] = SYNTHETIC_SIZE) -> np.ndarray:
     """A seeded BGR scene (gradients, shapes, sensor-like noise): a camera frame that compresses like one."""
-    import cv2  # noqa: PLC0415
+    import cv2
 
     rng = np.random.default_rng(seed)
     height, width = size
@@ -82,7 +88,7 @@ def frame_bytes(config: BenchmarkConfig) -> tuple[bytes, str]:
     Raises:
         ImageError: ``config.image`` cannot be decoded.
     """
-    import cv2  # noqa: PLC0415
+    import cv2
 
     if config.image is None:
         ok, data = cv2.imencode(".jpg", synthetic_frame(config.seed), [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -98,7 +104,6 @@ class _Cell:
     """One model at one thread count: its classifier and the latencies measured so far."""
 
     def __init__(self, model: str, threads: int) -> None:
-        from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
 
         self.model, self.threads = model, threads
         self.classifier = Classifier(ClassifierOptions(model_path=model, num_threads=threads, max_results=3))
@@ -108,7 +113,7 @@ class _Cell:
 
     def run(self, data: bytes, record: bool = True) -> None:
         """One end-to-end run: decode the JPEG, classify (preprocess, invoke, top-k)."""
-        import cv2  # noqa: PLC0415
+        import cv2
 
         started = time.perf_counter()
         frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -251,7 +256,6 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def _parse_threads(ctx: Any, param: Any, value: str) -> tuple[int, ...]:
-    import click  # noqa: PLC0415
 
     try:
         counts = tuple(dict.fromkeys(int(part) for part in value.split(",") if part.strip()))
@@ -264,7 +268,6 @@ def _parse_threads(ctx: Any, param: Any, value: str) -> tuple[int, ...]:
 
 def command() -> Any:
     """The ``edge-classify benchmark`` Click command (built on demand, so ``edge-classify`` stays one command)."""
-    import click  # noqa: PLC0415
 
     @click.command(
         name="edge-classify benchmark",
@@ -295,8 +298,6 @@ def command() -> Any:
         """Measure invoke and end-to-end latency (p50/p90), FPS and peak memory of one or more
         .tflite models on this board, per thread count; prints a table (or --json) with the board,
         OS, Python and runtime versions. Example: edge-classify benchmark model_int8.tflite model_fp32.tflite --threads 1,2"""
-        import json  # noqa: PLC0415
-        import sys  # noqa: PLC0415
 
         def log(message: str) -> None:
             if not quiet:
@@ -310,11 +311,6 @@ def command() -> Any:
 
 def main(argv: Sequence[str]) -> int:
     """``edge-classify benchmark ARGS``: the exit code (errors as one ``edge-classify: error:`` line)."""
-    import sys  # noqa: PLC0415
-
-    import click  # noqa: PLC0415
-    from edgetl.runtime.interpreter import ModelLoadError, RuntimeMissingError  # noqa: PLC0415
-    from edgetl.runtime.model_card import CardError  # noqa: PLC0415
 
     try:
         return command().main(args=list(argv), prog_name="edge-classify benchmark", standalone_mode=False) or 0

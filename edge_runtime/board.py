@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from edgetl.runtime.interpreter import backend
 
 
 def board_info() -> dict[str, Any]:
     """The board, CPU, OS, Python and runtime versions: what a figure needs beside it to mean anything."""
-    from edgetl.runtime.interpreter import backend  # noqa: PLC0415
 
     name, _ = backend()
     runtime = name.replace("_", "-")

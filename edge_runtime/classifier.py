@@ -18,6 +18,7 @@ import numpy as np
 from edgetl.runtime import preprocess
 from edgetl.runtime.errors import ArgumentError
 from edgetl.runtime.interpreter import default_probe_timeout, load_interpreter, probe
+from edgetl.runtime.metadata import card_from_metadata
 from edgetl.runtime.model_card import CardError, ModelCard, TensorSpec, card_path_for, load_card, verify_model_file
 
 
@@ -139,8 +140,6 @@ class Classifier:
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         if from_metadata:
-            from edgetl.runtime.metadata import card_from_metadata  # noqa: PLC0415
-
             self.card = card_from_metadata(model_path, self._input, self._output, found)  # type: ignore[assignment]
         self._input_spec = _spec(self._input)
         self._output_spec = _spec(self._output)
@@ -248,7 +247,7 @@ def top_k(values: np.ndarray, labels: tuple[str, ...], k: int, threshold: float 
 def _read_metadata(model_path: Path, card_path: Path) -> dict[str, Any]:
     """The model's TFLite metadata, read before the interpreter loads; the usual missing-card error without any."""
     try:
-        from edgetl.runtime.metadata import read_metadata  # noqa: PLC0415  (needs flatbuffers; only this path does)
+        from edgetl.runtime.metadata import read_metadata  # (needs flatbuffers; only this path does)
     except ImportError as exc:
         raise CardError(
             f"no model card at {card_path}, and reading the model's TFLite metadata needs {exc.name} "

@@ -193,7 +193,7 @@ def draw_confusion(labels: Sequence[str], confusion: Sequence[Sequence[int]], ti
 
     Past 40 classes only the top confusions are drawn (:func:`focus`), so the image stays under ~2,500 px.
     """
-    import cv2  # noqa: PLC0415
+    import cv2
 
     labels, matrix, note = focus(labels, confusion)
     title = f"{title} ({note})" if note else title

@@ -24,6 +24,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+from edgetl.runtime.decode import IMAGE_EXTENSIONS
+from edgetl.runtime.model_card import card_path_for
+
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s@]*(?:@[^/\s@]*)*)@")
 
@@ -144,8 +147,6 @@ def check_run_outputs(config: Any) -> None:
     Raises:
         OutputPathError: the option, the clash and the fix, in one line.
     """
-    from edgetl.runtime.decode import IMAGE_EXTENSIONS  # noqa: PLC0415
-    from edgetl.runtime.model_card import card_path_for  # noqa: PLC0415
 
     card = config.card or str(card_path_for(Path(config.model)))
     inputs = [(config.model, "the model"), (card, "the model's card"), (config.video, "the input video")]

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from edgetl.runtime.errors import EdgeTLError
 from edgetl.runtime.native_log import hide_native_logs
 
@@ -86,7 +87,7 @@ def probe(model_path: Path, num_threads: Optional[int] = None, timeout: Optional
     if pid == 0:  # the child: never returns into the caller's code
         code = 1
         try:
-            import faulthandler  # noqa: PLC0415
+            import faulthandler
 
             faulthandler.disable()  # its dump of the child's crash would reach the parent's stderr
             null = os.open(os.devnull, os.O_WRONLY)
@@ -112,7 +113,6 @@ def probe(model_path: Path, num_threads: Optional[int] = None, timeout: Optional
 
 def _invoke_once(model_path: Path, num_threads: Optional[int]) -> int:
     """The child's work: 0 when the model loads and runs once, 1 when it raises."""
-    import numpy as np  # noqa: PLC0415
 
     try:
         interpreter = load_interpreter(model_path, num_threads)

@@ -37,6 +37,7 @@ from typing import Any, Callable, Optional, Sequence, TextIO
 
 import click
 import numpy as np
+from edgetl.runtime import overlay
 from edgetl.runtime.model_card import atomic_path
 
 THUMB = 32  # thumbnail side for the near-duplicate test
@@ -128,7 +129,7 @@ def file_label(text: str) -> str:
 
 def thumbnail(image: np.ndarray) -> np.ndarray:
     """The 32x32 grey float thumbnail the near-duplicate test compares."""
-    import cv2  # noqa: PLC0415
+    import cv2
 
     grey = image if image.ndim == 2 else cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
     return cv2.resize(grey, (THUMB, THUMB), interpolation=cv2.INTER_AREA).astype(np.float32)
@@ -190,7 +191,7 @@ class FrameKeeper:
 
     def offer(self, when: float, bgr: np.ndarray, name: str) -> Optional[Path]:
         """Keep ``bgr`` as ``name`` unless too soon, too similar or out of room; the path written, or None."""
-        import cv2  # noqa: PLC0415
+        import cv2
 
         if self.full or (self._last_time is not None and when - self._last_time < self.every):
             return None
@@ -231,7 +232,7 @@ class VideoKeeper:
         self._writer: Any = None
 
     def write(self, bgr: np.ndarray) -> None:
-        import cv2  # noqa: PLC0415
+        import cv2
 
         if self.full:
             return
@@ -346,7 +347,6 @@ class Keep:
 
     def add(self, frame: Any, categories: Sequence[Any], fps: float) -> None:
         """Keep what the options ask for of one classified frame."""
-        from edgetl.runtime import overlay  # noqa: PLC0415
 
         when = self.when(frame)
         bgr = frame.image[:, :, ::-1] if frame.color_order == "RGB" and frame.image.ndim == 3 else frame.image

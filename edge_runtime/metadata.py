@@ -27,9 +27,9 @@ from typing import Any, Optional
 
 import flatbuffers
 import numpy as np
-from edgetl.runtime import __version__
 from edgetl.runtime._vendor import metadata_schema_py_generated as meta
 from edgetl.runtime.model_card import CardError, ModelCard, Normalization, TensorSpec, check_values, sha256_file
+from edgetl.runtime.version import __version__
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
@@ -120,7 +120,7 @@ def embed(model: bytes, card: ModelCard, quantization: str) -> bytes:
     Raises:
         MetadataError: not a TFLite model, or not one image input and one output.
     """
-    from ai_edge_litert import schema_py_generated as schema  # noqa: PLC0415  (the device may have tflite-runtime only)
+    from ai_edge_litert import schema_py_generated as schema  # (the device may have tflite-runtime only)
 
     if len(model) < 8 or model[4:8] != MODEL_IDENTIFIER:
         raise MetadataError("not a TFLite model (no TFL3 identifier); embed metadata into the converter's output")
@@ -153,7 +153,7 @@ def strip(model: bytes) -> bytes:
 
     For checking that metadata changes nothing the interpreter computes.
     """
-    from ai_edge_litert import schema_py_generated as schema  # noqa: PLC0415
+    from ai_edge_litert import schema_py_generated as schema
 
     tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model, 0))
     for link in [m for m in tree.metadata or [] if m.name in (METADATA_NAME, METADATA_NAME.encode())]:

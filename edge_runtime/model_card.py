@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -173,7 +174,6 @@ def check_values(card: ModelCard, fix: str = "model card is malformed ({}); rege
     Raises:
         CardError: empty labels, a size, normalisation, tensor type, colour order or interpolation out of range.
     """
-    import math  # noqa: PLC0415
 
     norm, problems = card.normalization, []
     if not card.labels:

@@ -49,7 +49,7 @@ class FpsMeter:
 
 def draw(frame: np.ndarray, categories: Sequence[Category], fps: float) -> np.ndarray:
     """A copy of ``frame`` (BGR) with one ``label score`` line per category and the FPS."""
-    import cv2  # noqa: PLC0415
+    import cv2
 
     out = np.ascontiguousarray(
         frame if frame.ndim == 3 and frame.shape[2] == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
@@ -71,7 +71,7 @@ def window_unavailable() -> Optional[str]:
     without highgui (its build information says ``GUI: NONE``); on Linux a window also needs a
     desktop session (``$DISPLAY`` or ``$WAYLAND_DISPLAY``; not set over ssh or under systemd).
     """
-    import cv2  # noqa: PLC0415
+    import cv2
 
     gui = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.M)
     if gui is not None and gui.group(1).upper() == "NONE":
@@ -89,7 +89,7 @@ class Display:
     """
 
     def __init__(self) -> None:
-        import cv2  # noqa: PLC0415
+        import cv2
 
         self._cv2 = cv2
         reason = window_unavailable()

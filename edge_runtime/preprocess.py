@@ -20,7 +20,7 @@ TIE_SLACK = 1e-3  # of a quantization step: float32 normalisation lands within ~
 
 
 def _cv2():
-    import cv2  # noqa: PLC0415 - cv2 costs ~100 ms; only pay it when pixels are touched
+    import cv2  # cv2 costs ~100 ms; only pay it when pixels are touched
 
     return cv2
 

@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from edgetl.runtime import overlay
 from edgetl.runtime.classifier import Category
 
 BOUNDARY = "edgetlframe"
@@ -124,8 +125,7 @@ class PreviewHub:
 
     def _encode_loop(self) -> None:
         """Draw and encode the newest pending frame, at most ``max_fps`` times a second."""
-        import cv2  # noqa: PLC0415
-        from edgetl.runtime import overlay  # noqa: PLC0415
+        import cv2
 
         interval = 1.0 / self.max_fps if self.max_fps > 0 else 0.0
         while True:

@@ -22,6 +22,7 @@ import numpy as np
 from edgetl.runtime import decode
 from edgetl.runtime.errors import EdgeTLError
 from edgetl.runtime.guard import redact
+from edgetl.runtime.native_log import hide_native_logs
 
 _EOF = object()
 
@@ -217,8 +218,7 @@ def _check_frame_size(capture: Any, name: str) -> None:
 def _open_capture(target: Any, *params: int) -> Any:
     """``cv2.VideoCapture(target)``; FFmpeg's own lines (``[tcp @ 0x…] Failed to resolve hostname …``) hidden unless -v:
     a capture that does not open gets edge-classify's one error line instead."""
-    import cv2  # noqa: PLC0415
-    from edgetl.runtime.native_log import hide_native_logs  # noqa: PLC0415
+    import cv2
 
     with hide_native_logs():
         return cv2.VideoCapture(target, cv2.CAP_ANY, list(params)) if params else cv2.VideoCapture(target)
@@ -350,7 +350,7 @@ class Camera(FrameSource):
         self._reader = _Reader(self._read, self._deliver, "camera-reader")
 
     def _default_opener(self) -> Any:
-        import cv2  # noqa: PLC0415
+        import cv2
 
         timeouts = (
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
@@ -448,7 +448,7 @@ class PiCamera(Camera):
 
     def _picamera_opener(self) -> Any:
         try:
-            from picamera2 import Picamera2  # noqa: PLC0415
+            from picamera2 import Picamera2
         except ImportError:
             raise SourceError(
                 "--camera picam needs picamera2: sudo apt install python3-picamera2, and create the venv with --system-site-packages"

@@ -164,7 +164,7 @@ def part_pool(
 
 def write_folder(output: Path, images: np.ndarray, chosen: dict[str, np.ndarray], part: str) -> dict[str, int]:
     """Write ``output/<class>/<part>_<index>.png`` beside ``output`` and rename into place (never half-written)."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))

@@ -42,7 +42,7 @@ def make_video(out: Path, images: list[Path], size: tuple[int, int] = (160, 120)
     Returns:
         The number of frames written.
     """
-    import cv2  # noqa: PLC0415 - only this subcommand needs it
+    import cv2  # only this subcommand needs it
 
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
     if not writer.isOpened():
@@ -62,9 +62,9 @@ def make_video(out: Path, images: list[Path], size: tuple[int, int] = (160, 120)
 
 def make_tensors(model: Path, out: Path, images: list[Path]) -> np.ndarray:
     """Stack the model's input tensors for ``images`` plus seeded random ones into ``out``."""
-    from edgetl.runtime.decode import decode_image  # noqa: PLC0415
-    from edgetl.runtime.model_card import card_path_for, load_card  # noqa: PLC0415
-    from edgetl.runtime.preprocess import prepare  # noqa: PLC0415
+    from edgetl.runtime.decode import decode_image
+    from edgetl.runtime.model_card import card_path_for, load_card
+    from edgetl.runtime.preprocess import prepare
 
     card = load_card(card_path_for(model))
     batch = [prepare(decode_image(p), card, "RGB")[0] for p in images]
@@ -83,7 +83,7 @@ def make_tensors(model: Path, out: Path, images: list[Path]) -> np.ndarray:
 
 def invoke(model: Path, inputs: Path, out: Path) -> np.ndarray:
     """Run every input tensor through a 1-thread LiteRT interpreter; save the raw outputs."""
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(model), num_threads=1)
     interpreter.allocate_tensors()

@@ -127,9 +127,9 @@ def clean(value: Any) -> Any:
 
 def run_sections(params: Params, work: Path, results: dict[str, Any]) -> None:
     """Run every section into ``results``, saving it to ``work/results.json`` after each."""
-    import bench_latency  # noqa: PLC0415
-    import bench_runtime  # noqa: PLC0415
-    import bench_train  # noqa: PLC0415
+    import bench_latency
+    import bench_runtime
+    import bench_train
 
     save = lambda: (work / "results.json").write_text(json.dumps(clean(results), indent=1))  # noqa: E731
     say(f"data: Fashion-MNIST {params.train_per_class}/class (train part), {params.test_per_class}/class (test part)")
@@ -207,7 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     output = args.output or (ROOT / "runs" / "bench-quick" if args.quick else ROOT)
     work = args.work or Path(tempfile.mkdtemp(prefix="edgetl-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    from edgetl import log  # noqa: PLC0415
+    from edgetl import log
 
     log.configure()  # the stages' log lines on stderr, as the edgetl command shows them
     log.QUIET = args.quiet
@@ -227,11 +227,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         say(f"failed; results so far are in {work / 'results.json'} (scratch folder kept)")
         raise
     results["meta"] = {**meta, "wall_s": round(time.monotonic() - started, 1), "loadavg_end": load_average()}
-    import bench_report  # noqa: PLC0415
+    import bench_report
 
     output.mkdir(parents=True, exist_ok=True)
     results = json.loads(_portable(json.dumps(clean(results)), work))
-    from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415 - never half a report
+    from edgetl.runtime.model_card import write_bytes_atomic  # never half a report
 
     old_json = json.loads((output / "benchmarks.json").read_text()) if (output / "benchmarks.json").exists() else {}
     if "scale" in old_json:  # scripts/bench_scale.py's section is measured separately: keep it

@@ -132,7 +132,7 @@ def render(reports: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 
 def benchmark_markdown(report: dict[str, Any]) -> str:
-    from edgetl.runtime.benchmark import markdown  # noqa: PLC0415
+    from edgetl.runtime.benchmark import markdown
 
     return markdown(report)
 

@@ -54,8 +54,8 @@ def _variant_copy(run: Path, name: str, **card_changes: Any) -> None:
 
 def _converted(run: Path, work: Path, name: str, *args: str, calibration: Optional[dict[str, Any]] = None) -> None:
     """Convert int8 in a scratch copy of ``run`` with ``args`` and bring it back as ``model_<name>``."""
-    from click.testing import CliRunner  # noqa: PLC0415
-    from edgetl.cli.main import main  # noqa: PLC0415
+    from click.testing import CliRunner
+    from edgetl.cli.main import main
 
     scratch = work / name
     shutil.copytree(run, scratch, ignore=_variants_and_reports)
@@ -87,8 +87,8 @@ def _data_root_with_grey(scratch: Path, root: Path) -> None:
     Calibration refs are paths inside the run's data root, and the user's data folder is
     not ours to write into.
     """
-    import cv2  # noqa: PLC0415
-    from edgetl.runtime.model_card import load_card  # noqa: PLC0415
+    import cv2
+    from edgetl.runtime.model_card import load_card
 
     meta = json.loads((scratch / "data.json").read_text())
     root.mkdir(parents=True, exist_ok=True)
@@ -102,8 +102,8 @@ def _data_root_with_grey(scratch: Path, root: Path) -> None:
 
 def _constant_calibration(run: Path) -> dict[str, Any]:
     """A manifest of 20 copies of one grey image: the calibration mistake of a careless script."""
-    from edgetl.calibration.manifest import list_sha256  # noqa: PLC0415
-    from edgetl.runtime.model_card import load_card  # noqa: PLC0415
+    from edgetl.calibration.manifest import list_sha256
+    from edgetl.runtime.model_card import load_card
 
     card = load_card(run / "model_card.json")
     refs, labels = ("grey.png",) * 20, (0,) * 20
@@ -151,9 +151,9 @@ def prepare(run: Path, work: Path, broken: bool = True) -> Path:
 
 def _red(result: Any, variant: str, subset: np.ndarray) -> bool:
     """Would the default gate's statistics fail ``variant`` on these images alone?"""
-    from edgetl.config.parity import ParityConfig  # noqa: PLC0415
-    from edgetl.parity.stage import threshold_checks  # noqa: PLC0415
-    from edgetl.stats import Verdict, combine  # noqa: PLC0415
+    from edgetl.config.parity import ParityConfig
+    from edgetl.parity.stage import threshold_checks
+    from edgetl.stats import Verdict, combine
 
     m = result.models[variant]
     reference = m["reference"]
@@ -308,10 +308,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.run is None or args.data is None:
         p.error("RUN and TEST_DATA are required (or --summary NAMES)")
-    import time  # noqa: PLC0415
+    import time
 
-    from edgetl.config.parity import ParityConfig  # noqa: PLC0415
-    from edgetl.parity.stage import run_parity  # noqa: PLC0415
+    from edgetl.config.parity import ParityConfig
+    from edgetl.parity.stage import run_parity
 
     start = time.monotonic()
     work = args.work or Path(tempfile.mkdtemp(prefix="edgetl-gate-"))

@@ -34,10 +34,10 @@ def build_models(params: Any, data_dir: Path, work: Path) -> list[dict[str, Any]
         Per model: name, run folder, weights, MACs per image, the .tflite paths and
         the convert result (for the conversion section).
     """
-    from edgetl.config import ConvertConfig, Quantization, Rounding, TrainConfig  # noqa: PLC0415
-    from edgetl.convert.stage import convert  # noqa: PLC0415
-    from edgetl.model import classifier as model_mod  # noqa: PLC0415
-    from edgetl.train.stage import train  # noqa: PLC0415
+    from edgetl.config import ConvertConfig, Quantization, Rounding, TrainConfig
+    from edgetl.convert.stage import convert
+    from edgetl.model import classifier as model_mod
+    from edgetl.train.stage import train
 
     models = []
     for alpha, size, weights in params.latency_models:
@@ -124,9 +124,9 @@ def _row(r: dict[str, Any], macs: int, results: list[dict[str, Any]]) -> dict[st
 
 def _worker_calls(model: dict[str, Any], frame: Any, threads: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The callables to time: invoke on a prepared tensor (Keras: predict_on_batch), and scores() on the frame."""
-    from edgetl.model import classifier as model_mod  # noqa: PLC0415
-    from edgetl.runtime import Classifier, ClassifierOptions, preprocess  # noqa: PLC0415
-    from edgetl.runtime.model_card import load_card  # noqa: PLC0415
+    from edgetl.model import classifier as model_mod
+    from edgetl.runtime import Classifier, ClassifierOptions, preprocess
+    from edgetl.runtime.model_card import load_card
 
     card = load_card(Path(model["run"]) / "model_card.json")
     keras_model = model_mod.load(str(Path(model["run"]) / "model.keras"))
@@ -145,13 +145,13 @@ def _worker_calls(model: dict[str, Any], frame: Any, threads: int) -> tuple[dict
 
 def worker(spec_path: str, out_path: str) -> None:
     """Subprocess body: fix TensorFlow's threads, then time every model's variants interleaved."""
-    import cv2  # noqa: PLC0415
-    from edgetl.model import graph  # noqa: PLC0415
+    import cv2
+    from edgetl.model import graph
 
     spec = json.loads(Path(spec_path).read_text())
     threads = int(spec["threads"])
     graph.keras()
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)

@@ -161,7 +161,7 @@ def _figures(parity: dict[str, Any], variant: str, path: Path) -> dict[str, Any]
 
 def _latency(paths: dict[str, Path], repeats: int) -> dict[str, Any]:
     """Median bare invoke() ms of each model, 1 thread, interleaved in blocks (ratios are fair under load)."""
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    from ai_edge_litert.interpreter import Interpreter
 
     calls = {}
     for name, path in paths.items():

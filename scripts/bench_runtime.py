@@ -31,7 +31,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 def make_frames(image_dir: Path, count: int, seed: int = 0) -> list[np.ndarray]:
     """``count`` 640x480 BGR frames, each a real Fashion-MNIST photo enlarged on a grey background."""
-    import cv2  # noqa: PLC0415
+    import cv2
 
     paths = sorted(image_dir.glob("*/*.png"))
     order = np.random.default_rng(seed).permutation(len(paths))
@@ -49,7 +49,7 @@ def make_frames(image_dir: Path, count: int, seed: int = 0) -> list[np.ndarray]:
 
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: float = 30.0) -> dict[str, Any]:
     """Write ``frames`` as an MJPG ``.avi`` with ``cv2.VideoWriter``; also save the first frame as PNG beside it."""
-    import cv2  # noqa: PLC0415
+    import cv2
 
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, FRAME_SIZE)
     if not writer.isOpened():
@@ -201,8 +201,8 @@ def soak(model: str, video: Path, threads: int, frames: int, work: Path) -> dict
 
 def invoke_worker(model: str, frame_path: str, threads: int, count: int) -> dict[str, Any]:
     """Bare invoke loop on one prepared tensor: FPS over ``count`` calls and per-call statistics."""
-    import cv2  # noqa: PLC0415
-    from edgetl.runtime import Classifier, ClassifierOptions  # noqa: PLC0415
+    import cv2
+    from edgetl.runtime import Classifier, ClassifierOptions
 
     classifier = Classifier(ClassifierOptions(model_path=model, num_threads=threads))
     tensor = classifier.prepare(cv2.imread(frame_path, cv2.IMREAD_COLOR), "BGR")

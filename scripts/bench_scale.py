@@ -57,7 +57,7 @@ def memory(
     base: Path, work: Path, counts: Sequence[int], px: int, codes: Sequence[str] = ("before", "after")
 ) -> list[dict[str, Any]]:
     """Peak RSS of 1 cached head epoch at each dataset size, before (base) and after (this checkout)."""
-    from edgetl.data.fashion_mnist import write_fashion_mnist_folder  # noqa: PLC0415
+    from edgetl.data.fashion_mnist import write_fashion_mnist_folder
 
     args = [
         "--weights",
@@ -96,9 +96,9 @@ def memory(
 
 def throughput(data_dir: Path, work: Path, px: int, alpha: float, count: int = 1024) -> dict[str, Any]:
     """Images/s of decode, augment+normalise (one thread = one core) and tf.data (all cores) vs the model's step."""
-    import tensorflow as tf  # noqa: PLC0415
-    from edgetl import data  # noqa: PLC0415
-    from edgetl.config import TrainConfig  # noqa: PLC0415
+    import tensorflow as tf
+    from edgetl import data
+    from edgetl.config import TrainConfig
     from edgetl.data import pipeline
     from edgetl.data import pixels as cache
     from edgetl.model import classifier as model
@@ -145,9 +145,9 @@ def throughput(data_dir: Path, work: Path, px: int, alpha: float, count: int = 1
 
 def feature_pass(px: int = 96, count: int = 1024, rounds: int = 3) -> dict[str, Any]:
     """Backbone features of ``count`` images: ``predict_on_batch`` at 32 (before) vs one ``tf.function`` at 256 (after)."""
-    from edgetl.config import TrainConfig  # noqa: PLC0415
+    from edgetl.config import TrainConfig
     from edgetl.data import pipeline
-    from edgetl.model import classifier as model  # noqa: PLC0415
+    from edgetl.model import classifier as model
 
     built = model.build(TrainConfig(data="-", output="-", weights="imagenet", alpha=1.0, image_size=px), 10)
     images = np.random.default_rng(0).uniform(-1, 1, (count, px, px, 3)).astype(np.float32)
@@ -284,7 +284,7 @@ def _closing(results: dict[str, Any]) -> list[str]:
 
 
 def write(results: dict[str, Any], out: Path) -> None:
-    from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415
+    from edgetl.runtime.model_card import write_bytes_atomic
 
     md = out / "BENCHMARKS.md"
     text = md.read_text() if md.exists() else "# Benchmarks\n"
@@ -352,7 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "throughput" in sections:
         first = int(args.counts.split(",")[0])
         if not (work / f"fm{first}").exists():
-            from edgetl.data.fashion_mnist import write_fashion_mnist_folder  # noqa: PLC0415
+            from edgetl.data.fashion_mnist import write_fashion_mnist_folder
 
             write_fashion_mnist_folder(work / f"fm{first}", per_class=first // 10, seed=0, part="train")
         results["throughput"] = throughput(work / f"fm{first}", work, args.px, 0.35)

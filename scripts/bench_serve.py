@@ -160,9 +160,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     p.add_argument("--output", type=Path, default=ROOT, help="folder holding benchmarks.json and BENCHMARKS.md")
     args = p.parse_args(argv)
-    import bench_report  # noqa: PLC0415
-    from edgetl.data.fashion_mnist import write_fashion_mnist_folder  # noqa: PLC0415
-    from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415
+    import bench_report
+    from edgetl.data.fashion_mnist import write_fashion_mnist_folder
+    from edgetl.runtime.model_card import write_bytes_atomic
 
     models = args.model or [str(ROOT / "tests" / "golden" / "golden_int8.tflite")]
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-serve-") as tmp:

@@ -33,7 +33,7 @@ class Data:
 
 def write_data(work: Path, train_per_class: int, test_per_class: int) -> Data:
     """Write class-balanced Fashion-MNIST subsets: ``train_per_class`` from its train part, ``test_per_class`` from its test part."""
-    from edgetl.data.fashion_mnist import write_fashion_mnist_folder  # noqa: PLC0415
+    from edgetl.data.fashion_mnist import write_fashion_mnist_folder
 
     train_dir, test_dir = work / "fashion-train", work / "fashion-test"
     write_fashion_mnist_folder(train_dir, per_class=train_per_class, seed=0, part="train")
@@ -56,7 +56,7 @@ def _split_counts(run: Path) -> dict[str, int]:
 
 
 def _train_once(name: str, config: Any) -> dict[str, Any]:
-    from edgetl.train.stage import train  # noqa: PLC0415
+    from edgetl.train.stage import train
 
     result = train(config)
     history = json.loads((result.run_dir / "history.json").read_text())
@@ -93,7 +93,7 @@ def training_speed(params: Any, data: Data, work: Path) -> dict[str, Any]:
     head epochs. The 3-view cached run also fine-tunes every backbone layer (BatchNorm
     frozen) and is the model the accuracy section quantizes.
     """
-    from edgetl.config import TrainConfig  # noqa: PLC0415
+    from edgetl.config import TrainConfig
 
     base = dict(
         data=str(data.train),
@@ -140,13 +140,13 @@ def prepare_variants(params: Any, run: Path) -> dict[str, Any]:
         the input side of what the int8 converter does), and ``convert`` (the library's
         own per-variant times).
     """
-    from edgetl import calibration  # noqa: PLC0415
-    from edgetl.config import CalibrationConfig, ConvertConfig, QatConfig  # noqa: PLC0415
-    from edgetl.convert.calibrate import calibrate  # noqa: PLC0415
-    from edgetl.convert.stage import convert  # noqa: PLC0415
-    from edgetl.data import split_image_loader  # noqa: PLC0415
-    from edgetl.qat.stage import qat  # noqa: PLC0415
-    from edgetl.runtime.model_card import load_card  # noqa: PLC0415
+    from edgetl import calibration
+    from edgetl.config import CalibrationConfig, ConvertConfig, QatConfig
+    from edgetl.convert.calibrate import calibrate
+    from edgetl.convert.stage import convert
+    from edgetl.data import split_image_loader
+    from edgetl.qat.stage import qat
+    from edgetl.runtime.model_card import load_card
 
     qat_result, qat_seconds = (
         _timed(qat, QatConfig(str(run), epochs=params.qat_epochs)) if params.qat_epochs else (None, None)
@@ -167,7 +167,7 @@ def prepare_variants(params: Any, run: Path) -> dict[str, Any]:
 
 
 def _qat_epochs(card_path: Path) -> int:
-    from edgetl.runtime.model_card import load_card  # noqa: PLC0415
+    from edgetl.runtime.model_card import load_card
 
     return int(load_card(card_path).extra.get("qat", {}).get("epochs_run", 0))
 
@@ -179,8 +179,8 @@ def accuracy(run: Path, data: Data, threads: int) -> dict[str, Any]:
     ``edgetl.runtime.Classifier``) on the same images; it returns the report
     whatever the verdict (the benchmark reports the goals rather than gating on them).
     """
-    from edgetl.config.parity import ParityConfig  # noqa: PLC0415
-    from edgetl.parity.stage import run_parity  # noqa: PLC0415
+    from edgetl.config.parity import ParityConfig
+    from edgetl.parity.stage import run_parity
 
     config = ParityConfig(str(run), data=str(data.test), threads=threads)
     result, seconds = _timed(run_parity, config)

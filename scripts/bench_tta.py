@@ -109,7 +109,7 @@ def write_data(work: Path, name: str) -> Path:
     per = TRAIN_PER_CLASS + VAL_PER_CLASS
     test = TEST_PER_CLASS
     if name == "fashion-mnist":
-        from edgetl.data.fashion_mnist import write_fashion_mnist_folder  # noqa: PLC0415
+        from edgetl.data.fashion_mnist import write_fashion_mnist_folder
 
         write_fashion_mnist_folder(work / f"{name}-pool", per_class=per, seed=0, part="train")
         write_fashion_mnist_folder(out / "test", per_class=test, seed=0, part="test")
@@ -211,8 +211,8 @@ def run_seeds(run: Path, px: int, out: Path, seed: int = 42) -> dict[str, Any]:
 
 def seeds_recipe(run: Path, out: Path, px: int, seed: int = 42) -> None:
     """Child process: decode the run's splits, train as the tutorials do, record val/test after every epoch."""
-    from edgetl import data  # noqa: PLC0415
-    from edgetl.config import TrainConfig  # noqa: PLC0415
+    from edgetl import data
+    from edgetl.config import TrainConfig
     from edgetl.data import feed
     from edgetl.model import classifier as model
 
@@ -247,7 +247,7 @@ def seeds_recipe(run: Path, out: Path, px: int, seed: int = 42) -> None:
 
 
 def edgetl_test_predictions(run: Path, px: int) -> np.ndarray:
-    from edgetl import data  # noqa: PLC0415
+    from edgetl import data
     from edgetl.data import feed
     from edgetl.model import classifier as model
 
@@ -257,7 +257,7 @@ def edgetl_test_predictions(run: Path, px: int) -> np.ndarray:
 
 
 def _test_top1(ok: np.ndarray) -> dict[str, Any]:
-    from edgetl import stats as verdict  # noqa: PLC0415
+    from edgetl import stats as verdict
 
     lo, hi = verdict.wilson(int(ok.sum()), len(ok))
     return {"top1": round(float(ok.mean()), 4), "interval95": [round(lo, 4), round(hi, 4)], "n": len(ok)}
@@ -265,7 +265,7 @@ def _test_top1(ok: np.ndarray) -> dict[str, Any]:
 
 def _gain(ref_ok: np.ndarray, new_ok: np.ndarray) -> list[float]:
     """New minus reference test top-1 in points, paired on the same images, with its 95% interval (Newcombe)."""
-    from edgetl import stats as verdict  # noqa: PLC0415
+    from edgetl import stats as verdict
 
     diff, low, high = verdict.paired_difference(ref_ok, new_ok)  # reference minus new
     return [round(-100 * v, 2) for v in (diff, high, low)]
@@ -311,7 +311,7 @@ def one_seed(name: str, work: Path, px: int, seed: int) -> dict[str, Any]:
 
 def compare(name: str, work: Path, px: int, seeds: Sequence[int] = (42,)) -> dict[str, Any]:
     """Three recipes on one dataset: time to the seeds' final val accuracy (first seed), final test top-1 per seed."""
-    from edgetl import stats as verdict  # noqa: PLC0415
+    from edgetl import stats as verdict
 
     per_seed = [one_seed(name, work, px, seed) for seed in seeds]
     first, data = per_seed[0], work / name
@@ -402,7 +402,7 @@ def before(row: dict[str, Any], work: Path, base: Path, seeds: Sequence[int]) ->
     draw different augmentations from the same seed, so training noise shows only across
     seeds: the mean difference over ``seeds`` and each code's seed-to-seed spread are given.
     """
-    from edgetl import stats as verdict  # noqa: PLC0415
+    from edgetl import stats as verdict
 
     name, px = row["dataset"], row["px"]
     labels = np.asarray(json.loads((work / f"{name}-seeds.json").read_text())["test_labels"])

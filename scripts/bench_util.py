@@ -213,9 +213,9 @@ def write_section(root: Path, name: str, markdown: str, data: dict[str, Any]) ->
     own a named section; ``scripts/bench.py`` keeps every such section when it rewrites
     the rest (``preserved_sections``).
     """
-    import json  # noqa: PLC0415
+    import json
 
-    from edgetl.runtime.model_card import write_bytes_atomic  # noqa: PLC0415
+    from edgetl.runtime.model_card import write_bytes_atomic
 
     md_path, json_path = root / "BENCHMARKS.md", root / "benchmarks.json"
     start, end = SECTION_START.format(name=name), SECTION_END.format(name=name)
@@ -233,7 +233,7 @@ def write_section(root: Path, name: str, markdown: str, data: dict[str, Any]) ->
 
 def preserved_sections(md_text: str, results_json: dict[str, Any], old_json: dict[str, Any]) -> str:
     """The marked sections of an old ``BENCHMARKS.md`` (appended by ``bench.py`` to the new one; JSON too)."""
-    import re  # noqa: PLC0415
+    import re
 
     blocks = re.findall(r"<!-- section:([\w-]+) -->.*?<!-- /section:\1 -->", md_text, flags=re.S)
     out = []

@@ -185,7 +185,7 @@ def emoji_parts(meta: list[dict], split_seed: int) -> dict[str, dict[str, list[d
 
 
 def _background(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    import cv2  # noqa: PLC0415
+    import cv2
 
     h, w = photo.shape[:2]
     side = int(min(h, w) * rng.uniform(0.3, 1.0))
@@ -196,7 +196,7 @@ def _background(photo: np.ndarray, size: int, rng: np.random.Generator) -> np.nd
 
 def compose(emoji_rgba: np.ndarray, photo: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """One RGB picture: the emoji scaled, rotated and alpha-composited at a random place on a photo crop."""
-    import cv2  # noqa: PLC0415
+    import cv2
 
     canvas = _background(photo, size, rng).astype(np.float32)
     side = max(8, int(size * rng.uniform(0.35, 0.75)))
@@ -211,7 +211,7 @@ def compose(emoji_rgba: np.ndarray, photo: np.ndarray, size: int, rng: np.random
 
 
 def _read_rgb(path: Path, flags: int) -> np.ndarray:
-    import cv2  # noqa: PLC0415
+    import cv2
 
     image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), flags)
     if image is None:
@@ -226,7 +226,7 @@ def _read_rgb(path: Path, flags: int) -> np.ndarray:
 
 
 def build(args: argparse.Namespace) -> dict[str, int]:
-    import cv2  # noqa: PLC0415
+    import cv2
 
     output = Path(args.output)
     if output.exists():

@@ -67,11 +67,11 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=REPO / "tests" / "golden")
     out = p.parse_args().out
 
-    import tensorflow as tf  # noqa: PLC0415
-    import tf_keras  # noqa: PLC0415
-    from edgetl.runtime import decode, preprocess  # noqa: PLC0415
-    from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
-    from edgetl.runtime.model_card import ModelCard, TensorSpec, sha256_file, write_bytes_atomic, write_json_atomic  # noqa: PLC0415
+    import tensorflow as tf
+    import tf_keras
+    from edgetl.runtime import decode, preprocess
+    from edgetl.runtime.classifier import Classifier, ClassifierOptions
+    from edgetl.runtime.model_card import ModelCard, TensorSpec, sha256_file, write_bytes_atomic, write_json_atomic
 
     tf.keras.utils.set_random_seed(SEED)
     rng = np.random.default_rng(SEED)
@@ -92,7 +92,7 @@ def main() -> int:
     model_path = out / "golden_int8.tflite"
     write_bytes_atomic(model_path, converter.convert())
 
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(model_path))
     (in_scale, in_zp), (out_scale, out_zp) = (
@@ -112,7 +112,7 @@ def main() -> int:
     )
     card.save(model_path.with_suffix(".json"))
 
-    import cv2  # noqa: PLC0415
+    import cv2
 
     expected = {}
     shapes = [(48, 64), (32, 32), (120, 90), (17, 23)]  # shrink, identity, shrink, enlarge: every resize path

@@ -195,11 +195,11 @@ def _plain_bug(*args: object, **kwargs: object) -> None:
 
 
 def test_an_interrupt_wrapped_in_another_exception_still_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgetl.model import weights
+    from edgetl.cli import train as commands  # the name the command calls
 
-    monkeypatch.setattr(weights, "install_imagenet_weights", _wrapped_interrupt)
+    monkeypatch.setattr(commands, "install_imagenet_weights", _wrapped_interrupt)
     result = clicheck.run("weights", "install")
     assert result.exit_code == 130 and result.stderr.strip().splitlines()[-1] == "interrupted"
     assert "Traceback" not in result.output and result.stdout == ""
-    monkeypatch.setattr(weights, "install_imagenet_weights", _plain_bug)  # variant: no Ctrl-C: a bug stays visible
+    monkeypatch.setattr(commands, "install_imagenet_weights", _plain_bug)  # variant: no Ctrl-C: a bug stays visible
     assert isinstance(clicheck.run("weights", "install").exception, RuntimeError)

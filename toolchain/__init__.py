@@ -29,7 +29,8 @@ import sys
 import types
 from typing import Any
 
-__version__ = "0.1.0"
+from edgetl.runtime.version import __version__
+
 __all__ = ["__version__", "train", "qat", "calibrate", "convert", "parity", "runtime", "calibration"]
 
 _API = frozenset({"train", "qat", "calibrate", "convert", "parity"})

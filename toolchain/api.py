@@ -28,6 +28,10 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 
+from edgetl.config import CalibrationConfig, ConvertConfig, QatConfig, TrainConfig
+from edgetl.errors import ConfigError
+from edgetl.parity.stage import ParityConfig, run_parity
+
 if TYPE_CHECKING:
     from edgetl.calibration import Manifest
     from edgetl.config import TrainConfig
@@ -54,9 +58,7 @@ def train(config: Optional[TrainConfig] = None, *, resume: bool = False, **optio
     Raises:
         DataError, WeightsError, ConfigError, RunFolderError: bad input, each naming its fix.
     """
-    from edgetl.config import TrainConfig  # noqa: PLC0415
-    from edgetl.errors import ConfigError  # noqa: PLC0415
-    from edgetl.train.stage import train as run  # noqa: PLC0415
+    from edgetl.train.stage import train as run
 
     if not isinstance(resume, bool):
         raise ConfigError(f"resume must be True or False (got {resume!r})")
@@ -73,8 +75,7 @@ def qat(run: PathLike, **options: Any) -> QatResult:
     Returns:
         ``QatResult``: ``model_path``, ``card_path``, ``metrics``, ``float_metrics``, ``seconds``.
     """
-    from edgetl.config import QatConfig  # noqa: PLC0415
-    from edgetl.qat.stage import qat as stage  # noqa: PLC0415
+    from edgetl.qat.stage import qat as stage
 
     return stage(_config(QatConfig, None, {"run": check_run(run), **options}))
 
@@ -86,8 +87,7 @@ def calibrate(run: PathLike, **options: Any) -> Manifest:
         run: the run folder.
         **options: ``CalibrationConfig`` fields (``size``, ``seed``).
     """
-    from edgetl.config import CalibrationConfig  # noqa: PLC0415
-    from edgetl.convert.calibrate import calibrate as stage  # noqa: PLC0415
+    from edgetl.convert.calibrate import calibrate as stage
 
     return stage(_config(CalibrationConfig, None, {"run": check_run(run), **options}))
 
@@ -112,8 +112,7 @@ def convert(run: PathLike, **options: Any) -> ConvertResult:
     Raises:
         BudgetError: under ``max_drop``, no int8 model within the caps keeps the budget (nothing written).
     """
-    from edgetl.config import ConvertConfig  # noqa: PLC0415
-    from edgetl.convert.stage import convert as stage  # noqa: PLC0415
+    from edgetl.convert.stage import convert as stage
 
     if "variants" in options:
         options["quantizations"] = options.pop("variants")
@@ -134,7 +133,6 @@ def parity(run: PathLike, **options: Any) -> ParityReport:
     Raises:
         ParityError: a threshold was crossed (after the reports are written).
     """
-    from edgetl.parity.stage import ParityConfig, run_parity  # noqa: PLC0415
 
     if "variants" in options:
         options["models"] = options.pop("variants")
@@ -148,7 +146,6 @@ def _config(kind: type[C], config: Optional[C], options: dict[str, Any]) -> C:
         ConfigError: ``config`` of another kind, an unknown keyword, a value of the wrong kind
             (every refusal names the keyword and what it takes).
     """
-    from edgetl.errors import ConfigError  # noqa: PLC0415
 
     if config is not None and not isinstance(config, kind):
         raise ConfigError(f"config must be a {kind.__name__} (got {type(config).__name__}); or pass keyword arguments")
@@ -171,7 +168,6 @@ def check_run(run: Any) -> str:
     Raises:
         ConfigError: not a ``str`` or ``os.PathLike``.
     """
-    from edgetl.errors import ConfigError  # noqa: PLC0415
 
     if isinstance(run, bool) or not isinstance(run, (str, os.PathLike)):
         raise ConfigError(f"run must be the path of a run folder, a str or pathlib.Path (got {type(run).__name__})")
@@ -188,7 +184,6 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     Raises:
         ConfigError: a string that is not one of an enum's values.
     """
-    from edgetl.errors import ConfigError  # noqa: PLC0415
 
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
@@ -210,7 +205,6 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
 
 
 def _member(name: str, kind: Any, value: Any) -> Any:
-    from edgetl.errors import ConfigError  # noqa: PLC0415
 
     if not isinstance(value, str):
         return value

@@ -6,6 +6,8 @@ prints errors or exits.
 
 from __future__ import annotations
 
+import importlib.util
+
 from edgetl.runtime.errors import EdgeTLError  # the family's root, shared with the device runtime
 
 
@@ -69,7 +71,6 @@ def require_train_extra() -> None:
 
     ``importlib.util.find_spec`` only looks the modules up; nothing is imported.
     """
-    import importlib.util  # noqa: PLC0415
 
     for name in TRAIN_EXTRA_MODULES:
         if importlib.util.find_spec(name) is None:

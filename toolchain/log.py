@@ -86,7 +86,7 @@ def progress(items: Iterable[T], total: int, label: str) -> Iterator[T]:
     show = not QUIET and total > 0
     start = time.monotonic()
     if show and sys.stderr.isatty():
-        from tqdm import tqdm  # noqa: PLC0415
+        from tqdm import tqdm
 
         yield from tqdm(
             items, total=total, desc=f"      {label}", unit="img", file=sys.stderr, leave=False, dynamic_ncols=True

@@ -82,10 +82,10 @@ def _save_figure(fig: Any, path: Path) -> None:
 
 
 def pyplot() -> Any:
-    import matplotlib  # noqa: PLC0415
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     return plt
 
@@ -271,7 +271,7 @@ def flip_sheet_figure(
     in all); the title and the colour legend sit on top, whatever the number of lines.
     """
     plt = pyplot()
-    from matplotlib.patches import Patch  # noqa: PLC0415
+    from matplotlib.patches import Patch
 
     shown = rows[:SHEET_FLIPS]
     cols = min(len(shown), SHEET_COLUMNS)

@@ -26,9 +26,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from edgetl import log
 from edgetl.config import Quantization
 from edgetl.errors import ConfigError, RunFolderError
+from edgetl.model import classifier as model
+from edgetl.model import graph
 from edgetl.runtime.model_card import (
     CardError,
     ModelCard,
@@ -114,7 +117,6 @@ def load_float_model(run: Path, card: Optional[ModelCard] = None) -> Any:
         RunFolderError: not a run folder, or a model that is not a loadable, code-free Keras file.
         CardError: the model's sha256 differs from its card's.
     """
-    from edgetl.model import classifier as model  # noqa: PLC0415 - TensorFlow only when a model is loaded
 
     run = Path(run)
     card = card or float_card(run)
@@ -129,14 +131,10 @@ def versions(tf: Any = None, litert: bool = False) -> dict[str, str]:
         tf: the imported ``tensorflow`` module, or None to leave TensorFlow out.
         litert: also record the installed ``ai-edge-litert`` version.
     """
-    import cv2  # noqa: PLC0415
-    import edgetl  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
+    import cv2
 
-    found = {"edgetl": edgetl.__version__}
+    found = {"edgetl": package_version("edgetl")}
     if tf is not None:
-        from edgetl.model import graph  # noqa: PLC0415
-
         found.update(tensorflow=tf.__version__, tf_keras=graph.keras().__version__)
     found.update(numpy=np.__version__, opencv=cv2.__version__, python=sys.version.split()[0])
     if litert:

@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from edgetl.errors import ConfigError
 from edgetl.runtime import guard
+from edgetl.runtime.decode import IMAGE_EXTENSIONS
 
 KEY_NAME = "key"
 TRUST_FLAG = "--trust-config"
@@ -142,7 +143,6 @@ def check_output(path: Optional[str], option: str, files: Sequence[Path] = (), f
     """
     if not path:
         return
-    from edgetl.runtime.decode import IMAGE_EXTENSIONS  # noqa: PLC0415
 
     try:
         guard.check_outputs(

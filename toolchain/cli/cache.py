@@ -8,11 +8,11 @@ from typing import Any
 import click
 from edgetl.cli.common import emit, quiet_option
 from edgetl.data import pixels as pixel_cache
+from edgetl.model.weights import cache_dir
 
 
 def _parts() -> dict[str, Any]:
     """Each part of the cache: its folder, size and file count."""
-    from edgetl.model.weights import cache_dir  # noqa: PLC0415 - light; keeps this module's imports to the CLI's
 
     out = {}
     for name, folder in (("weights", cache_dir()), ("pixels", pixel_cache.default_dir())):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -18,13 +19,14 @@ from typing import Any, Callable, Iterator, Optional
 import click
 from edgetl import log
 from edgetl.errors import EdgeTLError
+from edgetl.runtime import native_log
+from edgetl.runtime.model_card import CardError
 
 
 class FriendlyGroup(click.Group):
     """Turns library errors into one clean line and the right exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from edgetl.runtime.model_card import CardError  # noqa: PLC0415
 
         previous = _on_sigterm_interrupt()
         try:
@@ -123,10 +125,6 @@ def verbose_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
     def _set(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
         if value:
-            import os  # noqa: PLC0415
-
-            from edgetl.runtime import native_log  # noqa: PLC0415
-
             log.VERBOSE = native_log.SHOW = True
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # before TensorFlow loads
         return value

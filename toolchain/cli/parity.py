@@ -11,6 +11,7 @@ import click
 from edgetl.cli.common import HiddenAliases, data_root_option, emit, quiet_option, verbose_option
 from edgetl.config.parity import Inconclusive, ParityConfig, parse_limit
 from edgetl.errors import require_train_extra
+from edgetl.parity.stage import run_parity
 from edgetl.parity.summary import lines as answer_lines
 
 
@@ -84,7 +85,6 @@ def parity(
     4 inconclusive under --inconclusive fail.
     """
     require_train_extra()
-    from edgetl.parity.stage import run_parity  # noqa: PLC0415
 
     config = ParityConfig(
         run=run,

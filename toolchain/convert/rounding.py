@@ -160,7 +160,7 @@ def _weighted(
     layer: Any, kind: str, x_f: np.ndarray, x_q: np.ndarray, ranges: dict[str, tuple[float, float]], rounding: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """One weighted layer, rounded when ``rounding``: its float output (original weights) and its int8-graph output."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     weights = layer.get_weights()
     activation = layer.activation
@@ -193,7 +193,7 @@ def _linear(x: Any) -> Any:
 
 def _input_hessian(layer: Any, kind: str, x: np.ndarray) -> np.ndarray:
     """Per group (1, or each channel of a depthwise conv): E[p pᵀ] over every input patch p."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     per_image = max(1, x[0].size * (layer.kernel_size[0] * layer.kernel_size[1] if kind != "Dense" else 1) * 4)
     step = max(1, CHUNK_BYTES // per_image)

@@ -28,7 +28,7 @@ import numpy as np
 from edgetl import calibration, log, runfolder, runreport
 from edgetl import data as data_mod
 from edgetl.config import DEFAULT_VARIANTS, ConvertConfig, IoType, Quantization, Rounding
-from edgetl.convert import budget
+from edgetl.convert import budget, debugger
 from edgetl.convert import rounding as rounding_mod
 from edgetl.convert.calibrate import ensure_manifest
 from edgetl.convert.tflite_inspect import float_ops, keep_float_nodes, layers_of, read_back, spec_text
@@ -184,8 +184,6 @@ def convert(config: ConvertConfig) -> ConvertResult:
                 raise ConversionError("the int8 model written differs from the one --max-drop measured; rerun")
             log.info(f"{results[-1].path.name}: {results[-1].size_bytes / 1024:.1f} KiB in {results[-1].seconds:.1f}s")
         if config.debug:
-            from edgetl.convert import debugger  # noqa: PLC0415
-
             log.stage(
                 total, total, f"int8 quantization debugger on {min(debugger.DEBUG_SAMPLES, manifest.size)} images"
             )  # type: ignore[union-attr]
@@ -270,13 +268,13 @@ def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any
     saved: dict[str, Path] = {}
     with log.quiet_native():
         graph.keras()
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         if any(q != Quantization.QAT_INT8 for q in variants):
             model_mod.load(str(run / FLOAT_MODEL)).export(str(tmp / "float"))
             saved["float"] = tmp / "float"
     if Quantization.QAT_INT8 in variants:
-        from edgetl.model.qat_scheme import load_qat  # noqa: PLC0415 - tfmot only when a QAT model is converted
+        from edgetl.model.qat_scheme import load_qat  # tfmot only when a QAT model is converted
 
         quantized = load_qat(run)
         with log.quiet_native():
@@ -313,7 +311,7 @@ def _round_int8(
 
 def calibrated_ranges(tf: Any, saved_dir: Path, representative: Callable[[], Any]) -> dict[str, tuple[float, float]]:
     """Keras layer name -> the (min, max) the int8 converter calibrates for that layer's output tensor."""
-    from tensorflow.lite.python import schema_py_generated as schema  # noqa: PLC0415
+    from tensorflow.lite.python import schema_py_generated as schema
 
     converter = _converter(tf, Quantization.INT8, {"float": Path(saved_dir)}, IoType.FLOAT32, representative)
     converter._experimental_calibrate_only = True  # noqa: SLF001
@@ -380,7 +378,7 @@ def _selective_int8(tf: Any, converter: Any, config: ConvertConfig) -> bytes:
     the denylisted ops' outputs, the same two steps QuantizationDebugger uses for
     its selective quantization.
     """
-    from tensorflow.lite.python import convert as tflite_convert  # noqa: PLC0415
+    from tensorflow.lite.python import convert as tflite_convert
 
     converter._experimental_calibrate_only = True  # noqa: SLF001
     calibrated = converter.convert()

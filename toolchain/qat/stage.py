@@ -90,7 +90,7 @@ def qat(config: QatConfig) -> QatResult:
     log.stage(2, STAGES, "folding BatchNorm and wrapping the model with fake quantization (tfmot)")
     with log.quiet_native():
         k = graph.keras()
-        from edgetl.model import qat_scheme  # noqa: PLC0415 - imports TensorFlow and tfmot
+        from edgetl.model import qat_scheme  # imports TensorFlow and tfmot
 
         model_mod.set_precision(MixedPrecision.OFF, False)
         k.utils.set_random_seed(seed)
@@ -144,7 +144,7 @@ def initialize_ranges(
     set to i/(i+1) makes each range the running mean of the batch ranges, as if
     calibrated, before training starts.
     """
-    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops  # noqa: PLC0415
+    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
     original = quant_ops.MovingAvgQuantize
     step = {"i": 0}
@@ -175,7 +175,7 @@ def distiller(student: Any, teacher: Any, weight: float) -> Any:
     transfer it to a smaller network). ``fit`` on the result updates ``student``
     in place; its weights are what early stopping restores.
     """
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     k = graph.keras()
     teacher.trainable = False
@@ -280,7 +280,7 @@ def _card(
     metrics: dict[str, Any],
     seed: int,
 ) -> ModelCard:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     extra = {
         "backbone": card.extra.get("backbone", {}),

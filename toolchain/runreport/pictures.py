@@ -27,7 +27,7 @@ def sample_rows(run: Path, num_classes: int, interpolation: str = "area") -> tup
     The note says why there are no pictures when the images cannot be read (moved data,
     a damaged split list); the page shows it instead of failing.
     """
-    import cv2  # noqa: PLC0415
+    import cv2
 
     try:
         dataset, items = data_mod.load_split(run, "train")

@@ -90,7 +90,7 @@ def make_strategy(config: TrainConfig, gpus: int, cleanup: Optional[Path] = None
 
     ``cleanup``: the run's partial folder, removed if the process is stopped while the cluster forms.
     """
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     if config.strategy == Strategy.MULTI_WORKER:
         strategy = _join_cluster(tf, worker_from_env(Strategy.MULTI_WORKER), cleanup)
@@ -213,7 +213,7 @@ def check_same_data(strategy: Any, worker: Worker, fingerprint: str) -> None:
     """
     if worker.count == 1:
         return
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     mine = float(int(hashlib.sha256(fingerprint.encode("utf-8", "surrogateescape")).hexdigest()[:12], 16))
     chief = float(_from_chief(strategy, worker, [np.asarray([mine])])[0][0])
@@ -255,7 +255,7 @@ def barrier(strategy: Any, worker: Worker) -> None:
     """
     if worker.count == 1:
         return
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
 
@@ -293,7 +293,7 @@ def follow_chief(strategy: Any, worker: Worker, model: Any, record: dict[str, An
 
 def _from_chief(strategy: Any, worker: Worker, arrays: list[np.ndarray]) -> list[np.ndarray]:
     """The chief's ``arrays`` on every worker: one all-reduce (sum) of a flat vector to which only the chief adds."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     flat = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
     if not worker.chief:

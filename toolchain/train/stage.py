@@ -261,7 +261,7 @@ def _relative_splits(dataset: data_mod.Dataset, splits: dict[str, list[data_mod.
 def _runtime(config: TrainConfig, work: Optional[Path] = None) -> tuple[Any, Any, str]:
     """TensorFlow, the distribution strategy and the dtype policy for this machine."""
     k = graph.keras()
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     strategy = distribute.make_strategy(config, len(gpus), work)  # multi-worker must exist before any other TF op

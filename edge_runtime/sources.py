@@ -1,4 +1,4 @@
-"""Frame sources: image files, video files, USB/CSI cameras, RTSP streams, Picamera2.
+"""Frame sources: image files and video files, and what every source shares (live cameras: ``cameras.py``).
 
 Live sources are read by a thread that keeps only the newest frame. OpenCV's V4L2
 backend otherwise queues frames, and a classifier slower than the camera reports
@@ -21,10 +21,9 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 from edgetl.runtime import decode
 from edgetl.runtime.errors import EdgeTLError
-from edgetl.runtime.guard import redact
 from edgetl.runtime.native_log import hide_native_logs
 
-_EOF = object()
+END_OF_STREAM = object()
 
 
 class SourceError(EdgeTLError, RuntimeError):
@@ -174,7 +173,7 @@ def expand_images(paths: Sequence[str]) -> list[Path]:
     return found
 
 
-class _Reader(threading.Thread):
+class FrameReader(threading.Thread):
     """Calls ``read()`` until it returns None or the stop event is set; hands frames to ``sink``."""
 
     def __init__(self, read: Callable[[], Any], sink: Callable[[Any], None], name: str):
@@ -188,17 +187,17 @@ class _Reader(threading.Thread):
             while not self.stop.is_set():
                 item = self._read()
                 self._sink(item)
-                if item is _EOF:
+                if item is END_OF_STREAM:
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self.error = exc
-            self._sink(_EOF)
+            self._sink(END_OF_STREAM)
 
 
 MAX_BAD_FRAMES = 25  # failed reads in a row that end a video whose frame count is unknown
 
 
-def _check_frame_size(capture: Any, name: str) -> None:
+def check_frame_size(capture: Any, name: str) -> None:
     """Refuse, before decoding a frame, a source whose reported frame size is over the image pixel budget.
 
     Raises:
@@ -215,7 +214,7 @@ def _check_frame_size(capture: Any, name: str) -> None:
         )
 
 
-def _open_capture(target: Any, *params: int) -> Any:
+def open_capture(target: Any, *params: int) -> Any:
     """``cv2.VideoCapture(target)``; FFmpeg's own lines (``[tcp @ 0x…] Failed to resolve hostname …``) hidden unless -v:
     a capture that does not open gets edge-classify's one error line instead."""
     import cv2
@@ -233,15 +232,15 @@ class VideoFile(FrameSource):
         self.name = str(path)
         if not self.path.is_file():
             raise SourceError(f"{path}: no such video file")
-        self._capture = _open_capture(str(self.path))
+        self._capture = open_capture(str(self.path))
         if not self._capture.isOpened():
             raise SourceError(f"{path}: OpenCV cannot open it as a video (unknown container or codec)")
-        _check_frame_size(self._capture, self.name)
+        check_frame_size(self._capture, self.name)
         self._frames = int(self._capture.get(7) or 0)  # cv2.CAP_PROP_FRAME_COUNT (an estimate; 0 when unknown)
         fps = float(self._capture.get(5) or 0)  # cv2.CAP_PROP_FPS
         self.fps = fps if 0 < fps < 1000 else 30.0
         self._index = 0
-        self._reader: Optional[_Reader] = None
+        self._reader: Optional[FrameReader] = None
         self._ahead: queue.Queue = queue.Queue(maxsize=4)
 
     def _read(self) -> Any:
@@ -252,7 +251,7 @@ class VideoFile(FrameSource):
             self._capture.set(1, 0)  # cv2.CAP_PROP_POS_FRAMES: rewind
             ok, image = self._read_frame()
         if not ok:
-            return _EOF
+            return END_OF_STREAM
         frame = Frame(image, self._index, self.name, "BGR", time.monotonic())
         self._index += 1
         return self._prepared(frame)
@@ -287,16 +286,18 @@ class VideoFile(FrameSource):
         self._start = time.monotonic()
         if self.realtime:
             slot = LatestFrame()
-            self._reader = _Reader(self._read, lambda f: slot.close() if f is _EOF else slot.put(f), "video-reader")
+            self._reader = FrameReader(
+                self._read, lambda f: slot.close() if f is END_OF_STREAM else slot.put(f), "video-reader"
+            )
             self._reader.start()
             while (frame := slot.get(timeout=60)) is not None:
                 self.stats.dropped = slot.dropped
                 yield frame
             self.stats.dropped = slot.dropped
         else:
-            self._reader = _Reader(self._read, self._ahead.put, "video-decoder")
+            self._reader = FrameReader(self._read, self._ahead.put, "video-decoder")
             self._reader.start()
-            while (frame := self._ahead.get()) is not _EOF:
+            while (frame := self._ahead.get()) is not END_OF_STREAM:
                 yield frame
         if self._reader.error is not None:
             raise SourceError(f"{self.name}: decoding failed ({self._reader.error})")
@@ -311,168 +312,3 @@ class VideoFile(FrameSource):
                     pass
                 self._reader.join(timeout=0.02)
         self._capture.release()
-
-
-class Camera(FrameSource):
-    """A live OpenCV source (``/dev/videoN`` or an RTSP/HTTP URL) read by a latest-frame thread.
-
-    Args:
-        target: camera index or stream URL.
-        retries: reconnect attempts, in a row without a frame, before the source counts as lost.
-        backoff: first wait before a reconnect, doubled each time (capped at 8 s).
-        stall_s: seconds without a frame that count as a lost source.
-        opener: makes a capture object (``cv2.VideoCapture`` by default); tests pass their own.
-    """
-
-    def __init__(
-        self,
-        target: Any,
-        retries: int = 5,
-        backoff: float = 0.5,
-        stall_s: float = 5.0,
-        opener: Optional[Callable[[], Any]] = None,
-    ):
-        super().__init__()
-        self.target, self.retries, self.backoff, self.stall_s = target, retries, backoff, stall_s
-        self.name = f"camera {target}" if isinstance(target, int) else redact(str(target))  # no password in any output
-        self._opener = opener or self._default_opener
-        self._slot = LatestFrame()
-        self._capture = self._try_open()
-        if self._capture is None:  # never opened: no point retrying a device that does not exist
-            raise SourceError(f"{self.name} cannot be opened; check the cable/URL and that no other program holds it")
-        try:
-            _check_frame_size(self._capture, self.name)  # a stream of 100-megapixel frames: refused before one decodes
-        except SourceError:
-            self._capture.release()
-            raise
-        self._index = 0
-        self._attempts = 0  # reconnect attempts since the last good frame
-        self._reader = _Reader(self._read, self._deliver, "camera-reader")
-
-    def _default_opener(self) -> Any:
-        import cv2
-
-        timeouts = (
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-            int(self.stall_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-            int(self.stall_s * 1000),
-        )
-        capture = _open_capture(self.target, *timeouts) if isinstance(self.target, str) else _open_capture(self.target)
-        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # where the backend supports it; the thread does the rest
-        return capture
-
-    def _try_open(self) -> Optional[Any]:
-        """One attempt: an opened capture, or None."""
-        capture = self._opener()
-        if capture is not None and capture.isOpened():
-            return capture
-        if capture is not None:
-            capture.release()
-        return None
-
-    def _reconnect(self) -> Optional[Any]:
-        """Reopen a source that stopped delivering, with backoff; None when closed meanwhile.
-
-        Attempts since the last good frame share one budget of ``retries``, so a source
-        that opens again but still delivers nothing is given up on too, not reopened forever.
-
-        Raises:
-            SourceError: ``retries`` attempts and still no frame.
-        """
-        while self._attempts < self.retries:
-            if self._reader.stop.wait(min(self.backoff * 2**self._attempts, 8.0)):
-                return None
-            self._attempts += 1
-            self.stats.reconnects += 1
-            capture = self._try_open()
-            if capture is not None:
-                return capture
-        raise SourceError(
-            f"{self.name} was lost and did not come back after {self.retries} reconnects; check the cable/URL and that no other program holds it"
-        )
-
-    def _read(self) -> Any:
-        failures_since = None
-        while not self._reader.stop.is_set():
-            ok, image = self._capture.read()
-            if ok and image is not None and image.size:
-                self._index += 1
-                self._attempts = 0
-                return self._prepared(Frame(image, self._index - 1, self.name, "BGR", time.monotonic()))
-            failures_since = failures_since or time.monotonic()
-            if time.monotonic() - failures_since < min(self.stall_s, 1.0):
-                time.sleep(0.01)  # a corrupt or late frame: try the next one
-                continue
-            self._capture.release()
-            capture = self._reconnect()
-            if capture is None:
-                break
-            self._capture = capture
-            failures_since = None
-        return _EOF
-
-    def _deliver(self, frame: Any) -> None:
-        if frame is _EOF:
-            self._slot.close()
-        else:
-            self._slot.put(frame)
-
-    def frames(self) -> Iterator[Frame]:
-        self._reader.start()
-        while True:
-            frame = self._slot.get(timeout=self.stall_s * (self.retries + 2) + 16)
-            self.stats.dropped = self._slot.dropped
-            if frame is None:
-                break
-            yield frame
-        if self._reader.error is not None:
-            raise SourceError(str(self._reader.error)) from None
-        if not self._reader.stop.is_set():
-            raise SourceError(f"{self.name} stalled: no frame for {self.stall_s * (self.retries + 2) + 16:.0f} s")
-
-    def close(self) -> None:
-        self._reader.stop.set()
-        if self._reader.is_alive():
-            self._reader.join(timeout=self.stall_s + 1)
-        self._capture.release()
-
-
-class PiCamera(Camera):
-    """The Raspberry Pi camera through Picamera2 (libcamera), which OpenCV cannot open (opencv#22820)."""
-
-    def __init__(self, size: tuple[int, int] = (640, 480), **kwargs: Any):
-        self._size = size
-        super().__init__("picam", opener=self._picamera_opener, **kwargs)
-        self.name = "picamera2"
-
-    def _picamera_opener(self) -> Any:
-        try:
-            from picamera2 import Picamera2
-        except ImportError:
-            raise SourceError(
-                "--camera picam needs picamera2: sudo apt install python3-picamera2, and create the venv with --system-site-packages"
-            ) from None
-        return _Picamera2Capture(Picamera2, self._size)
-
-
-class _Picamera2Capture:
-    """Picamera2 behind the small part of the VideoCapture interface that Camera uses."""
-
-    def __init__(self, factory: Any, size: tuple[int, int]):
-        self._camera = factory()
-        # "RGB888" is B, G, R in memory: the order OpenCV frames have.
-        self._camera.configure(self._camera.create_preview_configuration(main={"format": "RGB888", "size": size}))
-        self._camera.start()
-
-    def isOpened(self) -> bool:  # noqa: N802 - the cv2 name
-        return True
-
-    def read(self) -> tuple[bool, Optional[np.ndarray]]:
-        try:
-            return True, self._camera.capture_array()
-        except Exception:  # noqa: BLE001 - any camera error is a failed read, handled by reconnecting
-            return False, None
-
-    def release(self) -> None:
-        self._camera.close()

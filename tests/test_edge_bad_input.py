@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgetl.runtime.__main__ import EXIT_IO, EXIT_MODEL, EXIT_USAGE, main
+from edgetl.runtime.__main__ import main
 from edgetl.runtime.model_card import sha256_file
+from edgetl.runtime.session import EXIT_IO, EXIT_MODEL, EXIT_USAGE
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 EDGE_EXIT_CODES = {0, 2, 3, 4, 5, 130}

@@ -20,7 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from edgetl.runtime.__main__ import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_SOURCE, EXIT_USAGE, main
+from edgetl.runtime.__main__ import main
+from edgetl.runtime.session import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_SOURCE, EXIT_USAGE
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"

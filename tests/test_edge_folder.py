@@ -16,9 +16,10 @@ import cv2
 import numpy as np
 import pytest
 from edgetl.runtime import Classifier, ClassifierOptions
-from edgetl.runtime.__main__ import EXIT_OK, EXIT_USAGE, main
+from edgetl.runtime.__main__ import main
 from edgetl.runtime.decode import decode_image
 from edgetl.runtime.folder import wilson
+from edgetl.runtime.session import EXIT_OK, EXIT_USAGE
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"

@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 import pytest
 from edgetl.runtime import keep
-from edgetl.runtime.__main__ import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
+from edgetl.runtime.__main__ import main
+from edgetl.runtime.session import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"

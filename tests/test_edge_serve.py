@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 import pytest
 from browser import CHROMIUM, CHROMIUM_FLAGS
-from edgetl.runtime.__main__ import EXIT_INTERRUPTED, EXIT_USAGE
 from edgetl.runtime.classifier import Category
 from edgetl.runtime.serve import PreviewHub, ServeError, parse_address
+from edgetl.runtime.session import EXIT_INTERRUPTED, EXIT_USAGE
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "tests" / "golden" / "golden_int8.tflite"

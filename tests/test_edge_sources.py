@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 import pytest
 from edgetl.runtime import sources
-from edgetl.runtime.sources import Camera, Frame, LatestFrame, SourceError, VideoFile
+from edgetl.runtime.cameras import Camera
+from edgetl.runtime.sources import Frame, LatestFrame, SourceError, VideoFile
 
 LEVEL = 4  # grey level per frame number; MJPG keeps a flat grey within +-2
 

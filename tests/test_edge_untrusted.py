@@ -25,8 +25,9 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 import pytest
-from edgetl.runtime.__main__ import EXIT_OK, EXIT_SOURCE, EXIT_USAGE, main
+from edgetl.runtime.__main__ import main
 from edgetl.runtime.guard import redact
+from edgetl.runtime.session import EXIT_OK, EXIT_SOURCE, EXIT_USAGE
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 PASSWORD = "s3cret-Pa55"

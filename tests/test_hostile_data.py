@@ -27,7 +27,7 @@ from edgetl import data, log
 from edgetl.config.parity import ParityConfig
 from edgetl.data import pixels as cache
 from edgetl.errors import DataError, RunFolderError
-from edgetl.runtime import decode, sources
+from edgetl.runtime import cameras, decode, sources
 from edgetl.runtime.__main__ import main as edge_main
 from edgetl.runtime.decode import ImageDecodeError
 from edgetl.runtime.model_card import ModelCard
@@ -295,7 +295,7 @@ def test_video_frames_over_the_pixel_budget_are_refused_before_decoding(
     monkeypatch.setattr(decode, "MAX_DECODE_PIXELS", 1000)  # 64x48 stands in for 100 megapixels
     with pytest.raises(sources.SourceError, match="frames of 64x48 .* over the 0-megapixel budget"):
         sources.VideoFile(str(video))
-    from edgetl.runtime.__main__ import EXIT_SOURCE
+    from edgetl.runtime.session import EXIT_SOURCE
 
     golden = Path(__file__).resolve().parent / "golden" / "golden_int8.tflite"
     assert edge_main(["--model", str(golden), "--video", str(video), "--headless"]) == EXIT_SOURCE
@@ -430,7 +430,7 @@ def test_a_stream_reporting_huge_frames_is_refused_before_reading() -> None:
     with pytest.raises(
         sources.SourceError, match="frames of 10000x10000 \\(100 megapixels\\) are over the 40-megapixel"
     ):
-        sources.Camera("rtsp://camera/stream", opener=_HugeStream)
+        cameras.Camera("rtsp://camera/stream", opener=_HugeStream)
     assert _HugeStream.released
 
 

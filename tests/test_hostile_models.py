@@ -24,10 +24,11 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 from edgetl.runtime import metadata
-from edgetl.runtime.__main__ import EXIT_MODEL, main
+from edgetl.runtime.__main__ import main
 from edgetl.runtime.classifier import Classifier, ClassifierOptions
 from edgetl.runtime.interpreter import ModelLoadError, probe
 from edgetl.runtime.model_card import CardError, Normalization, load_card, sha256_file
+from edgetl.runtime.session import EXIT_MODEL
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 DATA = Path(__file__).resolve().parent / "data"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from edgetl.runtime.__main__ import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_SOURCE, EXIT_USAGE
+from edgetl.runtime.session import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_SOURCE, EXIT_USAGE
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "deploy" / "pi" / "edge-classify@.service"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import zipfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from edgetl import log
@@ -130,6 +131,25 @@ def _csv_image(path: Path, root: Path, lineno: int, row: list[str], allow_outsid
 
 
 def from_arrays(path: Path) -> Dataset:
+    """An image array with its labels (``.npz``, or ``<name>images.npy`` + ``<name>labels.npy``), checked."""
+    images, labels, names = _read_arrays(path)
+    _check_arrays(path, images, labels, names)
+    if names is None:
+        names = [str(v) for v in sorted(set(labels.tolist()))]
+        index = {v: i for i, v in enumerate(sorted(set(labels.tolist())))}
+        codes = [index[v] for v in labels.tolist()]
+    else:
+        codes = [int(v) for v in labels.tolist()]
+        if min(codes) < 0 or max(codes) >= len(names):
+            raise DataError(
+                f"{path}: labels must index class_names (0..{len(names) - 1}), got {min(codes)}..{max(codes)}; "
+                "fix the labels or class_names"
+            )
+    items = [Item(f"#{i}", c) for i, c in enumerate(codes)]
+    return Dataset("array", str(path.resolve()), names, items, _array=images)
+
+
+def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, Optional[list[str]]]:
     try:
         if path.suffix.lower() == ".npz":
             with np.load(path, allow_pickle=False) as archive:
@@ -154,6 +174,10 @@ def from_arrays(path: Path) -> Dataset:
             f"{path} is not a numpy file edgetl reads (not .npz/.npy, truncated, or pickled objects, "
             "which are never loaded); save uint8 arrays with np.savez / np.save"
         ) from None
+    return images, labels, names
+
+
+def _check_arrays(path: Path, images: np.ndarray, labels: np.ndarray, names: Optional[list[str]]) -> None:
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
         raise DataError(
             f"{path}: images must be (N, H, W[, 1|3|4]), got shape {images.shape}; "
@@ -181,16 +205,3 @@ def from_arrays(path: Path) -> Dataset:
         raise DataError(
             f"{path}: labels must be integers or strings, got {labels.dtype}; convert them with .astype(int)"
         )
-    if names is None:
-        names = [str(v) for v in sorted(set(labels.tolist()))]
-        index = {v: i for i, v in enumerate(sorted(set(labels.tolist())))}
-        codes = [index[v] for v in labels.tolist()]
-    else:
-        codes = [int(v) for v in labels.tolist()]
-        if min(codes) < 0 or max(codes) >= len(names):
-            raise DataError(
-                f"{path}: labels must index class_names (0..{len(names) - 1}), got {min(codes)}..{max(codes)}; "
-                "fix the labels or class_names"
-            )
-    items = [Item(f"#{i}", c) for i, c in enumerate(codes)]
-    return Dataset("array", str(path.resolve()), names, items, _array=images)

@@ -31,18 +31,16 @@ from edgetl import data as data_mod
 from edgetl import log, runfolder, runreport, stats, untrusted
 from edgetl import metrics as report
 from edgetl.config.parity import ParityConfig
-from edgetl.data import feed
 from edgetl.errors import ConfigError, DataError, ParityError, ParityInconclusive, RunFolderError
 from edgetl.parity import noise_floor
 from edgetl.parity import report as reports
 from edgetl.parity import summary as parity_summary
 from edgetl.parity.checks import Check, threshold_checks
-from edgetl.runtime import decode, preprocess
-from edgetl.runtime.classifier import Classifier, ClassifierOptions
-from edgetl.runtime.model_card import ModelCard, load_card, sha256_file, verify_model_file
+from edgetl.parity.outputs import contract_checks, device_frame, device_probs, load_qat_reference, reference_outputs
+from edgetl.parity.variants import QAT_MODEL, Variant, inventory
+from edgetl.runtime.model_card import ModelCard
 
 CONTRACT_SAMPLES = 8
-QAT_MODEL = runfolder.QAT_MODEL
 
 
 @dataclasses.dataclass
@@ -98,16 +96,6 @@ class ParityReport:
             )
 
 
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """A .tflite of the run, its card, and the Keras model it was converted from."""
-
-    name: str
-    path: Path
-    card: ModelCard
-    reference: str  # "model.keras" or "model_qat.keras"
-
-
 def run_parity(config: ParityConfig) -> ParityReport:
     """Evaluate every variant against its references, write the reports, and return the verdict.
 
@@ -122,25 +110,10 @@ def run_parity(config: ParityConfig) -> ParityReport:
     keras_card = runfolder.float_card(run)
     items, dataset = _items(run, config, keras_card)  # the data's labels are checked before any model is opened
     _check_outputs(run, config, dataset)
-    variants = _inventory(run, keras_card, config.models)
+    variants = inventory(run, keras_card, config.models)
     total = 3 if any(v.reference == QAT_MODEL for v in variants) else 2
     log.stage(1, total + 1, f"float Keras model on {len(items)} held-out images")
-    pixels, kept, _ = dataset.pixels(items, keras_card.height, keras_card.interpolation)
-    if not kept:
-        raise DataError(f"none of the {len(items)} held-out images could be read; check the data folder or pass --data")
-    labels = np.asarray([it.label for it in kept])
-    start = time.perf_counter()
-    references, floors, perturbed = {}, {}, {}
-    references["model.keras"], floors["model.keras"] = _reference_outputs(
-        lambda: runfolder.load_float_model(run, keras_card), pixels, keras_card, perturbed
-    )
-    if total == 3:
-        log.stage(2, total + 1, "QAT fake-quant graph (the reference of qat_int8)")
-        references[QAT_MODEL], floors[QAT_MODEL] = _reference_outputs(
-            lambda: _load_qat(run), pixels, keras_card, perturbed
-        )
-    timing = {"references_with_noise_floor": round(time.perf_counter() - start, 1)}
-    del pixels, perturbed
+    kept, labels, references, floors, timing = _references(run, items, dataset, keras_card, total)
     float_probs = references["model.keras"]
     float_metrics = _with_interval(report.classification_metrics(float_probs, labels, keras_card.labels))
     log.stage(total, total + 1, f"{len(variants)} .tflite model(s) through edge_runtime")
@@ -171,6 +144,29 @@ def run_parity(config: ParityConfig) -> ParityReport:
     return result
 
 
+def _references(
+    run: Path, items: list[data_mod.Item], dataset: data_mod.Dataset, keras_card: ModelCard, total: int
+) -> tuple[list[data_mod.Item], np.ndarray, dict[str, np.ndarray], dict[str, dict[str, np.ndarray]], dict[str, float]]:
+    """The readable held-out images, their labels, and each Keras reference's outputs and noise floor on them."""
+    pixels, kept, _ = dataset.pixels(items, keras_card.height, keras_card.interpolation)
+    if not kept:
+        raise DataError(f"none of the {len(items)} held-out images could be read; check the data folder or pass --data")
+    labels = np.asarray([it.label for it in kept])
+    start = time.perf_counter()
+    references, floors, perturbed = {}, {}, {}
+    references["model.keras"], floors["model.keras"] = reference_outputs(
+        lambda: runfolder.load_float_model(run, keras_card), pixels, keras_card, perturbed
+    )
+    if total == 3:
+        log.stage(2, total + 1, "QAT fake-quant graph (the reference of qat_int8)")
+        references[QAT_MODEL], floors[QAT_MODEL] = reference_outputs(
+            lambda: load_qat_reference(run), pixels, keras_card, perturbed
+        )
+    timing = {"references_with_noise_floor": round(time.perf_counter() - start, 1)}
+    del pixels, perturbed
+    return kept, labels, references, floors, timing
+
+
 def _check_variant(
     variant: Variant,
     config: ParityConfig,
@@ -183,8 +179,8 @@ def _check_variant(
 ) -> tuple[list[Check], dict[str, Any], np.ndarray]:
     """One variant through the device code: its checks, its figures (with flips) and its per-image outputs."""
     run = Path(config.run)
-    checks = _contract_checks(variant, keras_card, kept[:CONTRACT_SAMPLES], dataset)
-    probs, latency = _device_probs(variant.path, config.threads, [it.ref for it in kept], dataset)
+    checks = contract_checks(variant, keras_card, kept[:CONTRACT_SAMPLES], dataset)
+    probs, latency = device_probs(variant.path, config.threads, [it.ref for it in kept], dataset)
     m = _measure(variant, probs, latency, references, labels, keras_card.labels)
     relative = [data_mod.Item(dataset.relative(it.ref), it.label) for it in kept]  # listed relative to the data root
     where = {rel.ref: it.ref for rel, it in zip(relative, kept)}
@@ -208,64 +204,13 @@ def _check_variant(
     )
     report.flip_sheet(
         m["flips"],
-        lambda ref: _frame(where[ref], dataset)[0],
+        lambda ref: device_frame(where[ref], dataset)[0],
         run / f"flips_{variant.name}.png",
         variant.name,
         variant.reference,
         len(kept),
     )
     return checks + judged, {**m, **figures}, probs
-
-
-def _inventory(run: Path, keras_card: ModelCard, models: Optional[Sequence[str]]) -> list[Variant]:
-    found = sorted(run.glob("model_*.tflite"), key=lambda p: runfolder.variant_rank(p.stem.removeprefix("model_")))
-    paths = [run / f"model_{m}.tflite" for m in models] if models else found
-    if not paths:
-        raise RunFolderError(f"{run} has no model_*.tflite; run `edgetl convert {run}` first")
-    variants = []
-    source_hashes: dict[str, str] = {}  # each source model hashed once, however many variants name it
-    for path in paths:
-        if not path.is_file():
-            present = ", ".join(p.stem.removeprefix("model_") for p in sorted(run.glob("model_*.tflite"))) or "none"
-            raise RunFolderError(
-                f"{path} does not exist (variants in this run: {present}); run `edgetl convert {run}` or fix --models"
-            )
-        if not path.with_suffix(".json").is_file():
-            raise RunFolderError(f"{path} has no card {path.with_suffix('.json').name}; re-run `edgetl convert {run}`")
-        card = load_card(path.with_suffix(".json"))
-        verify_model_file(card, path)
-        variants.append(_lineage(run, path, card, keras_card, source_hashes))
-    return variants
-
-
-def _lineage(run: Path, path: Path, card: ModelCard, keras_card: ModelCard, hashes: dict[str, str]) -> Variant:
-    """Refuse a variant that was not converted from this run's model, or whose card disagrees with it."""
-    name = path.stem.removeprefix("model_")
-    fix = f"run `edgetl convert {run}` again (or remove {path.name})"
-    if tuple(card.labels) != tuple(keras_card.labels):
-        raise RunFolderError(
-            f"{path.name}'s card labels {list(card.labels)} differ from the run's {list(keras_card.labels)}; {fix}"
-        )
-    if (card.height, card.width) != (keras_card.height, keras_card.width):
-        raise RunFolderError(
-            f"{path.name} takes {card.height}x{card.width} images, the run's model "
-            f"{keras_card.height}x{keras_card.width}; {fix}"
-        )
-    source = card.extra.get("source") if isinstance(card.extra.get("source"), dict) else {}
-    reference = QAT_MODEL if source.get("file") == QAT_MODEL else "model.keras"
-    if not (run / reference).is_file():
-        raise RunFolderError(f"{path.name} was converted from {reference}, which this run does not have; {fix}")
-    if reference not in hashes:
-        hashes[reference] = sha256_file(run / reference)
-    if (
-        source.get("sha256") != hashes[reference]
-        or source.get("float_sha256", keras_card.model_sha256) != keras_card.model_sha256
-    ):
-        raise RunFolderError(
-            f"{path.name} was not converted from this run's {reference} "
-            f"(its card records sha256 {str(source.get('sha256'))[:12]}…); {fix}"
-        )
-    return Variant(name, path, card, reference)
 
 
 def _check_outputs(run: Path, config: ParityConfig, dataset: data_mod.Dataset) -> None:
@@ -322,84 +267,6 @@ def _items(run: Path, config: ParityConfig, card: ModelCard) -> tuple[list[data_
     index = {name: card.labels.index(name) for name in dataset.class_names}
     items = [data_mod.Item(it.ref, index[dataset.class_names[it.label]]) for it in dataset.items]
     return items, dataset
-
-
-def _reference_outputs(
-    load: Any, pixels: np.ndarray, card: ModelCard, perturbed: dict[str, np.ndarray]
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """A reference model's probabilities on the images, and its noise floor (two more passes)."""
-    with log.quiet_native():
-        model = load()
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return feed.predict(model, images, card.normalization)
-
-    probs = predict(pixels)
-    return probs, noise_floor.floor_flips(predict, pixels, probs, perturbed)
-
-
-def _load_qat(run: Path) -> Any:
-    from edgetl.model.qat_scheme import load_qat  # tfmot only when a QAT variant is checked
-
-    return load_qat(run)
-
-
-def _frame(ref: str, dataset: data_mod.Dataset) -> tuple[np.ndarray, str]:
-    """The image as the device gets it: a file decoded by cv2 (BGR), or an array row (RGB)."""
-    if ref.startswith("#"):
-        return preprocess.to_rgb(dataset._array[int(ref[1:])], "RGB"), "RGB"  # noqa: SLF001
-    return decode.decode_image(ref), "RGB"
-
-
-def _device_probs(
-    path: Path, threads: int, refs: list[str], dataset: data_mod.Dataset
-) -> tuple[np.ndarray, list[float]]:
-
-    with log.quiet_native():
-        classifier = Classifier(ClassifierOptions(model_path=str(path), num_threads=threads))
-    probs, latency = [], []
-    for ref in log.progress(refs, len(refs), path.name):
-        frame, order = _frame(ref, dataset)
-        start = time.perf_counter()
-        probs.append(classifier.scores(frame, color_order=order))
-        latency.append((time.perf_counter() - start) * 1000)
-    return np.asarray(probs, dtype=np.float32), latency
-
-
-def _contract_checks(
-    variant: Variant, keras_card: ModelCard, items: list[data_mod.Item], dataset: data_mod.Dataset
-) -> list[Check]:
-    """Compare the device's input tensor with the training-side one on sample images (exact checks, no statistics)."""
-    card, name = variant.card, variant.name
-    same = card.color_order == keras_card.color_order and card.normalization == keras_card.normalization
-    checks = [
-        Check(
-            name,
-            "preprocessing contract",
-            stats.Verdict.PASS if same else stats.Verdict.FAIL,
-            f"card says {card.color_order} {card.normalization.description}, the model was trained on "
-            f"{keras_card.color_order} {keras_card.normalization.description}",
-        )
-    ]
-    worst = 0.0
-    for item in items:
-        frame, order = _frame(item.ref, dataset)
-        device = preprocess.dequantize(preprocess.prepare(frame, card, order)[0], card.input)
-        pixels = dataset._load(item, keras_card.height, keras_card.interpolation)  # noqa: SLF001
-        training = preprocess.normalize(pixels, keras_card.normalization)
-        worst = max(worst, float(np.abs(device - training).max()))
-    limit = max(1.01 * (card.input.scale if card.input.quantized else 1e-6), 1e-5)
-    ok = stats.Verdict.PASS if worst <= limit else stats.Verdict.FAIL
-    checks.append(
-        Check(
-            name,
-            "input tensor",
-            ok,
-            f"device input differs from training-side input by {worst:.4g} "
-            f"({'≤' if worst <= limit else '>'} {limit:.4g} allowed)",
-        )
-    )
-    return checks
 
 
 def _with_interval(metrics: dict[str, Any]) -> dict[str, Any]:

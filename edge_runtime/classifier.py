@@ -141,8 +141,8 @@ class Classifier:
         self._output = self._interpreter.get_output_details()[0]
         if from_metadata:
             self.card = card_from_metadata(model_path, self._input, self._output, found)  # type: ignore[assignment]
-        self._input_spec = _spec(self._input)
-        self._output_spec = _spec(self._output)
+        self._input_spec = TensorSpec.from_detail(self._input)
+        self._output_spec = TensorSpec.from_detail(self._output)
         self._check_card(model_path)
         self._card_for_input = self.card.replace(input=self._input_spec)
         self.last_timings = Timings()
@@ -257,8 +257,3 @@ def _read_metadata(model_path: Path, card_path: Path) -> dict[str, Any]:
     if not found:
         load_card(card_path)  # raises "no model card at …"
     return found
-
-
-def _spec(details: dict[str, Any]) -> TensorSpec:
-    scale, zero_point = details.get("quantization", (0.0, 0))
-    return TensorSpec(dtype=np.dtype(details["dtype"]).name, scale=float(scale), zero_point=int(zero_point))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import math
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -25,6 +24,7 @@ from edgetl.runtime.classifier import Category
 from edgetl.runtime.decode import image_files
 from edgetl.runtime.guard import csv_cell
 from edgetl.runtime.model_card import write_bytes_atomic
+from edgetl.runtime.proportion import wilson
 
 
 class FolderError(ValueError):
@@ -131,17 +131,6 @@ class FolderResults:
             "labels": self.labels,
             "confusion": self.confusion.tolist(),
         }
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval for a proportion (95% for z = 1.96); (0, 1) when n is 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 MAX_MATRIX_CLASSES = 40  # beyond this a full matrix is unreadable (300 classes: an 18,000-px figure, 9 GB to draw)

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import flatbuffers
 import numpy as np
-from edgetl.runtime._vendor import metadata_schema_py_generated as meta
+from edgetl.runtime._vendor import metadata_schema_py_generated
 from edgetl.runtime.model_card import CardError, ModelCard, Normalization, TensorSpec, check_values, sha256_file
 from edgetl.runtime.version import __version__
 
@@ -59,34 +59,34 @@ def metadata_buffer(card: ModelCard, quantization: str) -> bytes:
     image input without them); integer-input models carry them too, as the float
     normalisation their input quantization stands in for.
     """
-    norm = meta.NormalizationOptionsT()
+    norm = metadata_schema_py_generated.NormalizationOptionsT()
     norm.mean, norm.std = [float(x) for x in card.normalization.mean], [float(x) for x in card.normalization.std]
-    unit = meta.ProcessUnitT()
-    unit.optionsType, unit.options = meta.ProcessUnitOptions.NormalizationOptions, norm
-    image = meta.ImagePropertiesT()
-    image.colorSpace = meta.ColorSpaceType.RGB
+    unit = metadata_schema_py_generated.ProcessUnitT()
+    unit.optionsType, unit.options = metadata_schema_py_generated.ProcessUnitOptions.NormalizationOptions, norm
+    image = metadata_schema_py_generated.ImagePropertiesT()
+    image.colorSpace = metadata_schema_py_generated.ColorSpaceType.RGB
     source = card.normalization.description
     image_in = _tensor(
         "image",
         f"{card.color_order} image {card.width}x{card.height}, pixels 0-255 normalised {source}; "
         "integer inputs then quantize with the tensor's scale and zero point",
-        meta.ContentProperties.ImageProperties,
+        metadata_schema_py_generated.ContentProperties.ImageProperties,
         image,
     )
     image_in.processUnits = [unit]
-    labels = meta.AssociatedFileT()
-    labels.name, labels.type = LABELS_FILE, meta.AssociatedFileType.TENSOR_AXIS_LABELS
+    labels = metadata_schema_py_generated.AssociatedFileT()
+    labels.name, labels.type = LABELS_FILE, metadata_schema_py_generated.AssociatedFileType.TENSOR_AXIS_LABELS
     labels.description = "Class names in output order, one per line."
     scores = _tensor(
         "probability",
         f"Scores of the {card.num_classes} classes (softmax).",
-        meta.ContentProperties.FeatureProperties,
-        meta.FeaturePropertiesT(),
+        metadata_schema_py_generated.ContentProperties.FeatureProperties,
+        metadata_schema_py_generated.FeaturePropertiesT(),
     )
     scores.associatedFiles = [labels]
-    subgraph = meta.SubGraphMetadataT()
+    subgraph = metadata_schema_py_generated.SubGraphMetadataT()
     subgraph.inputTensorMetadata, subgraph.outputTensorMetadata = [image_in], [scores]
-    model = meta.ModelMetadataT()
+    model = metadata_schema_py_generated.ModelMetadataT()
     backbone = card.extra.get("backbone", {}) if isinstance(card.extra.get("backbone"), dict) else {}
     model.name = f"edgetl {backbone.get('name', 'image')} classifier ({quantization})"
     model.description = (
@@ -104,9 +104,9 @@ def metadata_buffer(card: ModelCard, quantization: str) -> bytes:
 
 
 def _tensor(name: str, description: str, kind: int, properties: Any) -> Any:
-    content = meta.ContentT()
+    content = metadata_schema_py_generated.ContentT()
     content.contentPropertiesType, content.contentProperties = kind, properties
-    tensor = meta.TensorMetadataT()
+    tensor = metadata_schema_py_generated.TensorMetadataT()
     tensor.name, tensor.description, tensor.content = name, description, content
     return tensor
 
@@ -224,7 +224,9 @@ def read_metadata(path: Path) -> dict[str, Any]:
             return {}
         if buffer[4:8] != METADATA_IDENTIFIER:
             raise MetadataError(f"{path}: its {METADATA_NAME} buffer is not TFLite metadata (no M001 identifier)")
-        model = meta.ModelMetadataT.InitFromObj(meta.ModelMetadata.GetRootAs(buffer, 0))
+        model = metadata_schema_py_generated.ModelMetadataT.InitFromObj(
+            metadata_schema_py_generated.ModelMetadata.GetRootAs(buffer, 0)
+        )
     except (
         IndexError,
         ValueError,
@@ -242,7 +244,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     image = graph.inputTensorMetadata[0] if graph and graph.inputTensorMetadata else None
     scores = graph.outputTensorMetadata[0] if graph and graph.outputTensorMetadata else None
     props = image.content.contentProperties if image is not None and image.content is not None else None
-    colour = {v: k for k, v in vars(meta.ColorSpaceType).items() if not k.startswith("_")}
+    colour = {v: k for k, v in vars(metadata_schema_py_generated.ColorSpaceType).items() if not k.startswith("_")}
     return {
         "name": text(model.name),
         "description": text(model.description),
@@ -250,7 +252,9 @@ def read_metadata(path: Path) -> dict[str, Any]:
         "author": text(model.author),
         "license": text(model.license),
         "min_parser_version": text(model.minParserVersion),
-        "color_space": colour.get(props.colorSpace) if isinstance(props, meta.ImagePropertiesT) else None,
+        "color_space": colour.get(props.colorSpace)
+        if isinstance(props, metadata_schema_py_generated.ImagePropertiesT)
+        else None,
         "normalization": _normalization(image),
         "labels": _labels(path, data, scores),
     }
@@ -258,7 +262,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 def _metadata_bytes(data: bytes) -> Optional[bytes]:
     """The contents of the model's ``TFLITE_METADATA`` buffer, or None."""
-    model = meta.Model.GetRootAs(data, 0)
+    model = metadata_schema_py_generated.Model.GetRootAs(data, 0)
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)
         if entry.Name() == METADATA_NAME.encode():
@@ -271,7 +275,7 @@ def _metadata_bytes(data: bytes) -> Optional[bytes]:
 
 def _normalization(tensor: Any) -> Optional[dict[str, list[float]]]:
     for unit in (tensor.processUnits or []) if tensor is not None else []:
-        if isinstance(unit.options, meta.NormalizationOptionsT):
+        if isinstance(unit.options, metadata_schema_py_generated.NormalizationOptionsT):
             mean, std = [float(x) for x in unit.options.mean], [float(x) for x in unit.options.std]
             return {"mean": mean * 3 if len(mean) == 1 else mean, "std": std * 3 if len(std) == 1 else std}
     return None
@@ -279,7 +283,11 @@ def _normalization(tensor: Any) -> Optional[dict[str, list[float]]]:
 
 def _labels(path: Path, data: bytes, tensor: Any) -> Optional[list[str]]:
     files = (
-        [f for f in (tensor.associatedFiles or []) if f.type == meta.AssociatedFileType.TENSOR_AXIS_LABELS]
+        [
+            f
+            for f in (tensor.associatedFiles or [])
+            if f.type == metadata_schema_py_generated.AssociatedFileType.TENSOR_AXIS_LABELS
+        ]
         if tensor
         else []
     )
@@ -359,8 +367,8 @@ def card_from_metadata(
         model_sha256=sha256_file(path),
         quantization="tflite-metadata",
         normalization=Normalization(mean=tuple(norm["mean"]), std=tuple(norm["std"])),
-        input=_spec(input_detail),
-        output=_spec(output_detail),
+        input=TensorSpec.from_detail(input_detail),
+        output=TensorSpec.from_detail(output_detail),
         extra={
             "source": "TFLite metadata",
             "metadata": {k: v for k, v in found.items() if k not in ("labels", "normalization")},
@@ -372,8 +380,3 @@ def card_from_metadata(
         f"{path}: its TFLite metadata and tensors cannot be used ({{}}); keep the model's .json card beside it or re-run edgetl convert",
     )
     return card
-
-
-def _spec(detail: dict[str, Any]) -> TensorSpec:
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    return TensorSpec(np.dtype(detail["dtype"]).name, float(scale), int(zero_point))

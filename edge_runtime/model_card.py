@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import numpy as np
 from edgetl.runtime.errors import EdgeTLError
 
 SCHEMA_VERSION = 1
@@ -60,6 +61,12 @@ class TensorSpec:
     @property
     def quantized(self) -> bool:
         return self.dtype in ("uint8", "int8") and self.scale > 0
+
+    @classmethod
+    def from_detail(cls, detail: dict[str, Any]) -> "TensorSpec":
+        """The spec of an interpreter's tensor detail (``get_input_details()[0]`` and the like)."""
+        scale, zero_point = detail.get("quantization", (0.0, 0))
+        return cls(np.dtype(detail["dtype"]).name, float(scale), int(zero_point))
 
 
 @dataclasses.dataclass(frozen=True)

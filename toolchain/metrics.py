@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
-from edgetl import stats as verdict
+from edgetl import stats
 from edgetl.runtime.folder import focus
 from edgetl.runtime.model_card import write_bytes_atomic
 
@@ -51,7 +51,7 @@ def top1_interval(confusion: Sequence[Sequence[int]]) -> tuple[float, float, flo
     matrix = np.asarray(confusion, dtype=np.int64)
     n = int(matrix.sum())
     right = int(np.trace(matrix)) if matrix.size else 0
-    low, high = verdict.wilson(right, n)
+    low, high = stats.wilson(right, n)
     return (right / n if n else 0.0), low, high, n
 
 

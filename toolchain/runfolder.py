@@ -30,8 +30,7 @@ import numpy as np
 from edgetl import log
 from edgetl.config import Quantization
 from edgetl.errors import ConfigError, RunFolderError
-from edgetl.model import classifier as model
-from edgetl.model import graph
+from edgetl.model import classifier, graph
 from edgetl.runtime.model_card import (
     CardError,
     ModelCard,
@@ -121,7 +120,7 @@ def load_float_model(run: Path, card: Optional[ModelCard] = None) -> Any:
     run = Path(run)
     card = card or float_card(run)
     verify_model_file(card, run / FLOAT_MODEL)
-    return model.load(str(run / FLOAT_MODEL))
+    return classifier.load(str(run / FLOAT_MODEL))
 
 
 def versions(tf: Any = None, litert: bool = False) -> dict[str, str]:

@@ -26,12 +26,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from statistics import NormalDist
 from typing import Callable, Optional
 
 import numpy as np
-
-CONFIDENCE = 0.95
+from edgetl.runtime.proportion import CONFIDENCE, wilson, z_value
 
 
 class Verdict(str, enum.Enum):
@@ -40,23 +38,6 @@ class Verdict(str, enum.Enum):
     PASS = "pass"
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
-
-
-def z_value(confidence: float = CONFIDENCE) -> float:
-    """Two-sided normal quantile for ``confidence`` (1.96 at 95%)."""
-    return NormalDist().inv_cdf(0.5 + confidence / 2)
-
-
-def wilson(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion; (0, 1) when ``n`` is 0."""
-    if n <= 0:
-        return 0.0, 1.0
-    z = z_value(confidence)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def paired_difference(

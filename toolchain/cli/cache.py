@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 from edgetl.cli.common import emit, quiet_option
-from edgetl.data import pixels as pixel_cache
+from edgetl.data import pixels
 from edgetl.model.weights import cache_dir
 
 
@@ -15,8 +15,8 @@ def _parts() -> dict[str, Any]:
     """Each part of the cache: its folder, size and file count."""
 
     out = {}
-    for name, folder in (("weights", cache_dir()), ("pixels", pixel_cache.default_dir())):
-        size, files = pixel_cache.folder_size(folder)
+    for name, folder in (("weights", cache_dir()), ("pixels", pixels.default_dir())):
+        size, files = pixels.folder_size(folder)
         out[name] = {"path": str(folder), "bytes": size, "files": files}
     return out
 

@@ -36,10 +36,10 @@ from edgetl.convert.calibrate import calibrate as run_calibrate
 from edgetl.convert.stage import convert as run_convert
 from edgetl.errors import MissingExtraError, require_train_extra
 from edgetl.parity.stage import run_parity
-from edgetl.parity.summary import lines as answer_lines
+from edgetl.parity.summary import lines
 from edgetl.qat.stage import qat as run_qat
 from edgetl.runreport import write_report
-from edgetl.runtime.__main__ import main as edge_main
+from edgetl.runtime.__main__ import main
 
 QAT_DEFAULTS = dataclass_defaults(QatConfig)
 
@@ -253,7 +253,7 @@ def _run_parity_if_available(run_dir: Path, data_root: Optional[str] = None, max
                 run=str(run_dir), data_root=data_root, max_drop=None if max_drop is None else {"int8": max_drop}
             )
         )
-    for line in answer_lines(result):
+    for line in lines(result):
         log.info(f"parity: {line}")
     result.raise_for_verdict()
     log.info(f"parity: {result.verdict.value} ({len(result.checks)} checks, {result.report_path})")
@@ -267,7 +267,7 @@ def _run_parity_if_available(run_dir: Path, data_root: Optional[str] = None, max
 def run(args: tuple[str, ...]) -> None:
     """Classify a camera, video or images with a .tflite: `edge-classify` on this machine (see `edgetl run --help`)."""
 
-    sys.exit(edge_main(list(args), prog_name="edgetl run"))
+    sys.exit(main(list(args), prog_name="edgetl run"))
 
 
 @click.command("report")

@@ -33,14 +33,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-from edgetl import calibration, log, runfolder, stats
-from edgetl import data as data_mod
+from edgetl import calibration, data, log, runfolder, stats
 from edgetl.config import DEFAULT_CALIB_SIZE, ConvertConfig, Quantization, Rounding
 from edgetl.config.parity import DEFAULT_THRESHOLDS
 from edgetl.convert import debugger
-from edgetl.convert.calibrate import choose as choose_manifest
-from edgetl.data import feed
-from edgetl.data import paths as datapaths
+from edgetl.convert.calibrate import choose
+from edgetl.data import feed, paths
 from edgetl.errors import BudgetError, RunFolderError
 from edgetl.runtime import decode, preprocess
 from edgetl.runtime.classifier import Classifier, ClassifierOptions
@@ -201,7 +199,7 @@ def check_val_split(run: Path, card: ModelCard) -> int:
             f"{run}/splits/val.csv lists no images: --max-drop measures int8 on the validation split (never on "
             "test, which the parity gate keeps); train with a val split (--val-fraction), or convert without --max-drop"
         )
-    return len(datapaths.read_split_rows(Path(run), "val", len(card.labels)))
+    return len(paths.read_split_rows(Path(run), "val", len(card.labels)))
 
 
 def load_val(run: Path, card: ModelCard, data_root: Optional[str] = None) -> ValSet:
@@ -209,7 +207,7 @@ def load_val(run: Path, card: ModelCard, data_root: Optional[str] = None) -> Val
 
     ``data_root``: the user's ``--data-root`` (a run folder this machine did not record; ``edgetl.untrusted``).
     """
-    dataset, items = data_mod.load_split(run, "val", data_root)
+    dataset, items = data.load_split(run, "val", data_root)
     pixels, kept, _ = dataset.pixels(items, card.height, card.interpolation)
     if not kept:
         raise RunFolderError(f"none of the {len(items)} val images of {run} could be read; restore the data")
@@ -373,7 +371,7 @@ def run(base: Calibration, kit: Kit) -> Search:
         return kit.write_variant(kit.tf, Quantization.INT8, *args, commit=False).path
 
     def recalibrate(size: int) -> Optional[Calibration]:
-        chosen = choose_manifest(kit.run, kit.card, size, base.manifest.seed, config.data_root)
+        chosen = choose(kit.run, kit.card, size, base.manifest.seed, config.data_root)
         if chosen.size <= base.manifest.size:
             return None
         feed_ = calibration.representative_dataset(

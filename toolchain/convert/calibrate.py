@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from edgetl import calibration, log, runfolder
-from edgetl import data as data_mod
+from edgetl import calibration, data, log, runfolder
 from edgetl.config import DEFAULT_CALIB_SEED, DEFAULT_CALIB_SIZE, CalibrationConfig
 from edgetl.errors import RunFolderError
 from edgetl.runfolder import ModelCard
@@ -37,7 +36,7 @@ def choose(run: Path, card: ModelCard, size: int, seed: int, data_root: Optional
     Raises:
         RunFolderError: the train split is missing or empty.
     """
-    dataset, items = data_mod.load_split(run, "train", data_root)
+    dataset, items = data.load_split(run, "train", data_root)
     try:  # refs relative to the data root: the sha256 does not depend on where the run or the cwd is
         refs = [(dataset.relative(it.ref), it.label) for it in items]
         return calibration.build_manifest(refs, card.labels, size, seed)

@@ -25,19 +25,17 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-from edgetl import calibration, log, runfolder, runreport
-from edgetl import data as data_mod
+from edgetl import calibration, data, log, runfolder, runreport
 from edgetl.config import DEFAULT_VARIANTS, ConvertConfig, IoType, Quantization, Rounding
 from edgetl.convert import budget, debugger
 from edgetl.convert import rounding as rounding_mod
 from edgetl.convert.calibrate import ensure_manifest
 from edgetl.convert.tflite_inspect import float_ops, keep_float_nodes, layers_of, read_back, spec_text
-from edgetl.data import paths as datapaths
+from edgetl.data import paths
 from edgetl.errors import ConfigError, ConversionError, RunFolderError
-from edgetl.model import classifier as model_mod
-from edgetl.model import graph
+from edgetl.model import classifier, graph
 from edgetl.runfolder import FLOAT_CARD, FLOAT_MODEL, QAT_MODEL, card_path_for, sha256_file, write_bytes_atomic
-from edgetl.runtime.metadata import embed as embed_metadata
+from edgetl.runtime.metadata import embed
 from edgetl.runtime.model_card import ModelCard
 
 WORK_PREFIX = ".convert-"  # hidden work folder in the run: SavedModel export, staged models
@@ -247,7 +245,7 @@ def check_lineage(run: Path, card: ModelCard) -> None:
     Raises:
         RunFolderError: the card's labels differ from ``data.json``'s class names.
     """
-    names = datapaths.read_meta(run)["class_names"]
+    names = paths.read_meta(run)["class_names"]
     if list(card.labels) != list(names):
         raise RunFolderError(
             f"{run / FLOAT_CARD} lists {len(card.labels)} labels ({', '.join(card.labels)[:80]}), the run's data.json "
@@ -260,7 +258,7 @@ def _pixel_loader(
     run: Path, card: ModelCard, refs: tuple[str, ...], data_root: Optional[str]
 ) -> calibration.PixelLoader:
     """Pixels of a manifest ref: a file under the run's data root (decoded on the device path), or an array row."""
-    return data_mod.split_image_loader(run, card.height, card.interpolation, refs, data_root)
+    return data.split_image_loader(run, card.height, card.interpolation, refs, data_root)
 
 
 def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any, dict[str, Path]]:
@@ -271,7 +269,7 @@ def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any
         import tensorflow as tf
 
         if any(q != Quantization.QAT_INT8 for q in variants):
-            model_mod.load(str(run / FLOAT_MODEL)).export(str(tmp / "float"))
+            classifier.load(str(run / FLOAT_MODEL)).export(str(tmp / "float"))
             saved["float"] = tmp / "float"
     if Quantization.QAT_INT8 in variants:
         from edgetl.model.qat_scheme import load_qat  # tfmot only when a QAT model is converted
@@ -289,7 +287,7 @@ def _round_int8(
     """Export a BatchNorm-folded copy of the model with calibrated int8 weights as ``saved["int8"]``."""
     images = np.concatenate([sample[0] for sample in representative()])  # decoded once, for both uses below
     with log.quiet_native():
-        folded = graph.fold_batchnorm(model_mod.load(str(run / FLOAT_MODEL)))
+        folded = graph.fold_batchnorm(classifier.load(str(run / FLOAT_MODEL)))
         folded.export(str(tmp / "folded"))
         ranges = calibrated_ranges(tf, tmp / "folded", lambda: ([image[None]] for image in images))
     try:
@@ -412,7 +410,7 @@ def _write_variant(
     start = time.monotonic()
     model = _convert_bytes(tf, quant, saved, config, representative)
     seconds = time.monotonic() - start
-    model = embed_metadata(
+    model = embed(
         model, card, quant.value
     )  # labels + normalisation inside the file too (MediaPipe, card-less edge-classify)
     name = runfolder.variant_file(quant.value)

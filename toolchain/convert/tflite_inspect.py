@@ -9,7 +9,6 @@ converter made of them (``layers_of``, ``keep_float_nodes``). No TensorFlow here
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from edgetl import log
@@ -70,7 +69,7 @@ def read_back(path: Path, card: ModelCard) -> tuple[TensorSpec, TensorSpec]:
             f"{path.name} takes {shape_in} and returns {shape_out}; its card says "
             f"({card.height}, {card.width}, 3) -> {card.num_classes} classes"
         )
-    return _spec(inputs[0]), _spec(outputs[0])
+    return TensorSpec.from_detail(inputs[0]), TensorSpec.from_detail(outputs[0])
 
 
 def float_ops(path: Path) -> list[str]:
@@ -80,11 +79,6 @@ def float_ops(path: Path) -> list[str]:
     interpreter = Interpreter(model_path=str(path))
     floating = {t["index"] for t in interpreter.get_tensor_details() if np.dtype(t["dtype"]) == np.float32}
     return [op["op_name"] for op in interpreter._get_ops_details() if floating.intersection(op["outputs"])]  # noqa: SLF001
-
-
-def _spec(detail: dict[str, Any]) -> TensorSpec:
-    scale, zero_point = detail["quantization"]
-    return TensorSpec(np.dtype(detail["dtype"]).name, float(scale), int(zero_point))
 
 
 def spec_text(spec: TensorSpec) -> str:

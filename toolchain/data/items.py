@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 from edgetl import log
-from edgetl.data import paths as datapaths
+from edgetl.data import paths
 from edgetl.errors import RunFolderError
 from edgetl.runtime import decode, preprocess
 
@@ -36,7 +36,7 @@ class Dataset:
 
     def relative(self, ref: str) -> str:
         """``ref`` as a run folder records it: relative to ``root`` (``#N`` as is)."""
-        return datapaths.relative_ref(self.root, ref)
+        return paths.relative_ref(self.root, ref)
 
     def load_ref(self, ref: str, size: int, interpolation: str) -> np.ndarray:
         """RGB uint8 pixels of a recorded ``ref`` (a manifest's), resolved under ``root``.
@@ -44,7 +44,7 @@ class Dataset:
         Raises:
             RunFolderError: the ref escapes the root, or its image is gone or unreadable.
         """
-        path = datapaths.resolve_ref(self.root, ref, "calibration.json", self.legacy)
+        path = paths.resolve_ref(self.root, ref, "calibration.json", self.legacy)
         try:
             return self._load(Item(path, 0), size, interpolation)
         except (decode.ImageDecodeError, ValueError, IndexError) as exc:

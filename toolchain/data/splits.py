@@ -15,8 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from edgetl import untrusted
-from edgetl.data import paths as datapaths
-from edgetl.data import sources as data_sources
+from edgetl.data import paths, sources
 from edgetl.data.items import SPLITS, Dataset, Item
 from edgetl.data.sources import from_arrays
 from edgetl.errors import DataError, RunFolderError
@@ -37,11 +36,11 @@ def discover(path: str, allow_outside_root: bool = False, min_classes: int = 2) 
     if not source.exists():
         raise DataError(f"{path} does not exist; pass a folder of class sub-folders, a .csv of path,label, or a .npz")
     if source.is_dir():
-        dataset = data_sources.from_folder(Path(os.path.abspath(source)))
+        dataset = sources.from_folder(Path(os.path.abspath(source)))
     elif source.suffix.lower() == ".csv":
-        dataset = data_sources.from_csv(source, allow_outside_root)
+        dataset = sources.from_csv(source, allow_outside_root)
     elif source.suffix.lower() in (".npz", ".npy"):
-        dataset = data_sources.from_arrays(source)
+        dataset = sources.from_arrays(source)
     else:
         raise DataError(f"{path}: unsupported data file; pass a folder, a .csv of path,label, or a .npz/.npy")
     _check_classes(dataset, min_classes)
@@ -149,25 +148,23 @@ def write_splits(run_dir: Path, dataset: Dataset, splits: dict[str, list[Item]],
     The root is recorded once, absolute; every image relative to it (``datapaths``),
     so the run folder works from any directory and after being moved.
     """
-    root = datapaths.record_root(dataset.kind, dataset.root, (it.ref for v in splits.values() for it in v))
+    root = paths.record_root(dataset.kind, dataset.root, (it.ref for v in splits.values() for it in v))
     for name, items in splits.items():
-        lines = ["ref,label"] + [
-            f"{untrusted.csv_field(datapaths.relative_ref(root, it.ref))},{it.label}" for it in items
-        ]
+        lines = ["ref,label"] + [f"{untrusted.csv_field(paths.relative_ref(root, it.ref))},{it.label}" for it in items]
         text = "\n".join(lines) + "\n"  # a file name that is not UTF-8 keeps its bytes (read back alike)
         write_bytes_atomic(run_dir / "splits" / f"{name}.csv", text.encode("utf-8", "surrogateescape"))
     counts = {
         s: np.bincount([i.label for i in v], minlength=len(dataset.class_names)).tolist() for s, v in splits.items()
     }
-    skipped = [{**s, "ref": datapaths.relative_ref(root, s["ref"])} for s in skipped]
+    skipped = [{**s, "ref": paths.relative_ref(root, s["ref"])} for s in skipped]
     write_json_atomic(
         run_dir / "data.json",
         {
             "kind": dataset.kind,
             "root": root,
             "root_hmac": untrusted.sign_root(dataset.kind, root),  # this machine's word that the root is its data
-            "paths": datapaths.LAYOUT,
-            "csv_cells": datapaths.CSV_CELLS,
+            "paths": paths.LAYOUT,
+            "csv_cells": paths.CSV_CELLS,
             "class_names": dataset.class_names,
             "counts": counts,
             "skipped": skipped,
@@ -191,7 +188,7 @@ def load_split(
             given, a path escapes the data root, or the images are gone.
     """
     run_dir = Path(run_dir)
-    meta = datapaths.read_meta(run_dir)
+    meta = paths.read_meta(run_dir)
     if data_root is not None:
         meta = {**meta, "root": os.path.abspath(os.path.expanduser(data_root))}
     elif not untrusted.root_verified(meta):
@@ -200,12 +197,12 @@ def load_split(
             "(a run folder trained elsewhere, by an older edgetl, or edited), so edgetl reads no images through it; "
             f"pass --data-root DIR, the folder that holds this run's images{elsewhere}"
         )
-    legacy = meta.get("paths") != datapaths.LAYOUT
+    legacy = meta.get("paths") != paths.LAYOUT
     no_test = name == "test" and not sum(meta.get("counts", {}).get("test", [1]))  # trained with --test-fraction 0
-    rows = datapaths.read_split_rows(
-        run_dir, name, len(meta["class_names"]), meta.get("csv_cells") == datapaths.CSV_CELLS, allow_empty=no_test
+    rows = paths.read_split_rows(
+        run_dir, name, len(meta["class_names"]), meta.get("csv_cells") == paths.CSV_CELLS, allow_empty=no_test
     )
-    items = [Item(datapaths.resolve_ref(meta["root"], ref, where, legacy), label) for ref, label, where in rows]
+    items = [Item(paths.resolve_ref(meta["root"], ref, where, legacy), label) for ref, label, where in rows]
     array = None
     if meta["kind"] == "array":
         if not Path(meta["root"]).is_file():
@@ -259,7 +256,7 @@ def split_image_loader(
     """
     dataset, _ = load_split(run_dir, "train", data_root)
     for ref in refs:
-        path = datapaths.resolve_ref(dataset.root, ref, f"{run_dir}/calibration.json", dataset.legacy)
+        path = paths.resolve_ref(dataset.root, ref, f"{run_dir}/calibration.json", dataset.legacy)
         if not ref.startswith("#") and not os.path.isfile(path):
             raise RunFolderError(
                 f"calibration image {path} is gone; restore it, or run `edgetl calibrate` to choose a new set"

@@ -18,8 +18,7 @@ from typing import Any
 from edgetl import log
 from edgetl.config import MixedPrecision, Pooling, TrainConfig
 from edgetl.errors import RunFolderError, WeightsError
-from edgetl.model import keras_file
-from edgetl.model import weights as w
+from edgetl.model import keras_file, weights
 from edgetl.model.graph import keras
 from edgetl.runtime.model_card import Normalization, sha256_file
 
@@ -88,7 +87,7 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
         }
     if choice == "imagenet":
         # edgetl's own cache first (`edgetl weights install`), passed to Keras as a file; else Keras' download.
-        installed = w.cached_weights(config.alpha, config.image_size)
+        installed = weights.cached_weights(config.alpha, config.image_size)
         keras_says = io.StringIO()  # Keras prints "Downloading data from https://..." and a progress bar on stdout
         try:
             with contextlib.redirect_stdout(keras_says):
@@ -105,8 +104,8 @@ def _mobilenet(config: TrainConfig) -> tuple[Any, dict[str, Any]]:
         except ValueError as exc:  # Keras refuses alphas/sizes it has no weights for
             raise WeightsError(f"--weights imagenet: {str(exc).splitlines()[0]}; or pass --weights none") from None
         except Exception as exc:  # Keras raises a bare Exception on URL fetch failure
-            raise w.missing_weights_error(config.alpha, config.image_size) from exc
-        return base, w.imagenet_provenance(installed, config.alpha, config.image_size)
+            raise weights.missing_weights_error(config.alpha, config.image_size) from exc
+        return base, weights.imagenet_provenance(installed, config.alpha, config.image_size)
     path = os.path.expanduser(config.weights)
     if not os.path.isfile(path):
         raise WeightsError(f"--weights {config.weights}: no such file; pass imagenet, none, or a Keras weights file")

@@ -12,8 +12,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from edgetl import stats
 from edgetl.config.parity import Thresholds
-from edgetl.parity import noise_floor
-from edgetl.parity import report as reports
+from edgetl.parity import noise_floor, report
 
 
 @dataclasses.dataclass
@@ -85,14 +84,14 @@ def threshold_checks(
     class_estimate = dataclasses.replace(classes[worst], verdict=class_verdict, images_needed=needed or None)
     shown = {"top1": float(right.mean()), "top1_ci": list(stats.wilson(int(right.sum()), n))}
     return [
-        Check(name, "top-1 drop", drop.verdict, reports.drop_text(shown, drop, n), drop),
+        Check(name, "top-1 drop", drop.verdict, report.drop_text(shown, drop, n), drop),
         *fidelity,
-        Check(name, "agreement", agree.verdict, reports.agreement_text(reference, agree, n), agree),
+        Check(name, "agreement", agree.verdict, report.agreement_text(reference, agree, n), agree),
         Check(
             name,
             "per-class drop",
             class_verdict,
-            reports.class_text(worst, class_estimate, len(classes), n // max(1, len(classes))),
+            report.class_text(worst, class_estimate, len(classes), n // max(1, len(classes))),
             class_estimate,
         ),
     ], figures
@@ -111,7 +110,7 @@ def _fidelity(
         "by_perturbation": {k: stats.Rate.of(floor[k]).to_dict() for k in noise_floor.PERTURBATIONS},
     }
     figures["fidelity"] = {**excess.to_dict(), "max_flip_ratio": limits.max_flip_ratio}
-    text = reports.fidelity_text(
+    text = report.fidelity_text(
         name, reference, figures["flip_rate"], figures["noise_floor"], excess, limits, len(flipped)
     )
     return [Check(name, "fidelity", excess.verdict, text, excess)]

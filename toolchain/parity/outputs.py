@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgetl import data as data_mod
-from edgetl import log, stats
+from edgetl import data, log, stats
 from edgetl.data import feed
 from edgetl.parity import noise_floor
 from edgetl.parity.checks import Check
@@ -39,16 +38,14 @@ def load_qat_reference(run: Path) -> Any:
     return load_qat(run)
 
 
-def device_frame(ref: str, dataset: data_mod.Dataset) -> tuple[np.ndarray, str]:
+def device_frame(ref: str, dataset: data.Dataset) -> tuple[np.ndarray, str]:
     """The image as the device gets it: a file decoded by cv2 (BGR), or an array row (RGB)."""
     if ref.startswith("#"):
         return preprocess.to_rgb(dataset._array[int(ref[1:])], "RGB"), "RGB"  # noqa: SLF001
     return decode.decode_image(ref), "RGB"
 
 
-def device_probs(
-    path: Path, threads: int, refs: list[str], dataset: data_mod.Dataset
-) -> tuple[np.ndarray, list[float]]:
+def device_probs(path: Path, threads: int, refs: list[str], dataset: data.Dataset) -> tuple[np.ndarray, list[float]]:
 
     with log.quiet_native():
         classifier = Classifier(ClassifierOptions(model_path=str(path), num_threads=threads))
@@ -62,7 +59,7 @@ def device_probs(
 
 
 def contract_checks(
-    variant: Variant, keras_card: ModelCard, items: list[data_mod.Item], dataset: data_mod.Dataset
+    variant: Variant, keras_card: ModelCard, items: list[data.Item], dataset: data.Dataset
 ) -> list[Check]:
     """Compare the device's input tensor with the training-side one on sample images (exact checks, no statistics)."""
     card, name = variant.card, variant.name

@@ -32,9 +32,8 @@ from edgetl import log, runfolder, runreport, stats, untrusted
 from edgetl import metrics as report
 from edgetl.config.parity import ParityConfig
 from edgetl.errors import ConfigError, DataError, ParityError, ParityInconclusive, RunFolderError
-from edgetl.parity import noise_floor
+from edgetl.parity import noise_floor, summary
 from edgetl.parity import report as reports
-from edgetl.parity import summary as parity_summary
 from edgetl.parity.checks import Check, threshold_checks
 from edgetl.parity.outputs import contract_checks, device_frame, device_probs, load_qat_reference, reference_outputs
 from edgetl.parity.variants import QAT_MODEL, Variant, inventory
@@ -69,7 +68,7 @@ class ParityReport:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        chosen = parity_summary.deploy(self)
+        chosen = summary.deploy(self)
         return {
             "verdict": self.verdict.value,
             "passed": self.passed,
@@ -77,7 +76,7 @@ class ParityReport:
             "float": self.float_metrics,
             "models": self.models,
             "checks": [c.to_dict() for c in self.checks],
-            "summary": parity_summary.lines(self),
+            "summary": summary.lines(self),
             "deploy": f"model_{chosen}.tflite" if chosen else None,
             "timing_s": self.timing,
         }

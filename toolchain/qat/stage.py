@@ -34,11 +34,9 @@ from edgetl import data as data_mod
 from edgetl import log, runfolder, runreport
 from edgetl import metrics as report
 from edgetl.config import MixedPrecision, QatConfig
-from edgetl.data import feed, pipeline
-from edgetl.data import pixels as cache
+from edgetl.data import feed, pipeline, pixels
 from edgetl.errors import RunFolderError
-from edgetl.model import classifier as model_mod
-from edgetl.model import graph
+from edgetl.model import classifier, graph
 from edgetl.runfolder import FLOAT_MODEL, QAT_CARD, QAT_MODEL, QAT_SCHEME, ModelCard, read_json, sha256_file
 
 STAGES = 4
@@ -92,9 +90,9 @@ def qat(config: QatConfig) -> QatResult:
         k = graph.keras()
         from edgetl.model import qat_scheme  # imports TensorFlow and tfmot
 
-        model_mod.set_precision(MixedPrecision.OFF, False)
+        classifier.set_precision(MixedPrecision.OFF, False)
         k.utils.set_random_seed(seed)
-        float_model = model_mod.load(str(run / FLOAT_MODEL))
+        float_model = classifier.load(str(run / FLOAT_MODEL))
         quantized = qat_scheme.quantize(float_model)
         initialize_ranges(quantized, splits["train"].rows, card, seed)
     trainer = distiller(quantized, float_model, config.distill)
@@ -129,7 +127,7 @@ def qat(config: QatConfig) -> QatResult:
 
 def initialize_ranges(
     quantized: Any,
-    images: np.ndarray | cache.Rows,
+    images: np.ndarray | pixels.Rows,
     card: ModelCard,
     seed: int,
     batches: int = RANGE_BATCHES,
@@ -159,7 +157,7 @@ def initialize_ranges(
         for i in range(min(batches, max(1, len(images) // batch_size))):
             step["i"] = i
             chosen = np.sort(order[i * batch_size : (i + 1) * batch_size])
-            batch = images.take(chosen) if isinstance(images, cache.Rows) else images[chosen]
+            batch = images.take(chosen) if isinstance(images, pixels.Rows) else images[chosen]
             quantized(feed.normalize(batch, card.normalization), training=True)
     finally:
         quant_ops.MovingAvgQuantize = original
@@ -222,7 +220,7 @@ def distiller(student: Any, teacher: Any, weight: float) -> Any:
     return Distiller()
 
 
-def _splits(run: Path, card: ModelCard, cache_dir: str | None, data_root: str | None) -> dict[str, cache.Split]:
+def _splits(run: Path, card: ModelCard, cache_dir: str | None, data_root: str | None) -> dict[str, pixels.Split]:
     """Each split's pixels in the on-disk cache, as ``edgetl train`` left them (decoded now if not).
 
     Streaming from the cache keeps QAT's memory flat in the dataset's size, like
@@ -232,18 +230,18 @@ def _splits(run: Path, card: ModelCard, cache_dir: str | None, data_root: str | 
     splits = {}
     for name in data_mod.SPLITS:
         dataset, items = data_mod.load_split(run, name, data_root)
-        splits[name] = cache.load_split(dataset, items, card.height, card.interpolation, folder=folder, name=name)
+        splits[name] = pixels.load_split(dataset, items, card.height, card.interpolation, folder=folder, name=name)
     if not len(splits["train"].labels) or not len(splits["val"].labels):
         raise RunFolderError(f"{run}: no readable train or val images left for QAT; restore the run's data")
     return splits
 
 
-def _source(split: cache.Split) -> pipeline.Source:
+def _source(split: pixels.Split) -> pipeline.Source:
     return pipeline.Source(split.rows, split.labels, np.arange(len(split.labels), dtype=np.int64))
 
 
 def _fit(
-    model: Any, config: QatConfig, splits: dict[str, cache.Split], card: ModelCard, seed: int
+    model: Any, config: QatConfig, splits: dict[str, pixels.Split], card: ModelCard, seed: int
 ) -> dict[str, list[float]]:
     """Fine-tune on batches streamed from the pixel cache, early stopping on val loss; epoch lines go to stderr.
 

@@ -16,11 +16,9 @@ import datetime
 from pathlib import Path
 from typing import Optional
 
-from edgetl import log
-from edgetl import metrics as report
+from edgetl import log, metrics
 from edgetl.errors import EdgeTLError
-from edgetl.runreport import files as files_mod
-from edgetl.runreport import html, results, sections, variants
+from edgetl.runreport import files, html, results, sections, variants
 from edgetl.runtime.model_card import CardError, write_bytes_atomic
 
 REPORT_HTML = "report.html"
@@ -49,7 +47,7 @@ def write_report(run: Path, name: Optional[str] = None) -> Path:
         RunFolderError: ``run`` is not an ``edgetl train`` run folder.
     """
     run = Path(run)
-    found = files_mod.load(run)
+    found = files.load(run)
     if found.phases:
         results.write(run, found.phases)
     body = "".join(
@@ -87,7 +85,7 @@ def refresh(run: Path) -> Optional[Path]:
     return path
 
 
-def _header(found: files_mod.RunFiles, title: str) -> str:
+def _header(found: files.RunFiles, title: str) -> str:
     choice, why = variants.deploy_choice(found)
     confusion, what = sections.test_source(found)
     verdict = str(found.parity.get("verdict", "")) if found.parity else ""
@@ -96,7 +94,7 @@ def _header(found: files_mod.RunFiles, title: str) -> str:
         html.card("deploy", html.tag("code", html.esc(choice)) if choice else "–"),
         html.card(
             "float top-1 (95%)",
-            html.esc(report.top1_text(confusion).removeprefix("top-1 ").replace(" (95%)", ""))
+            html.esc(metrics.top1_text(confusion).removeprefix("top-1 ").replace(" (95%)", ""))
             if confusion is not None
             else "–",
         ),
@@ -123,7 +121,7 @@ def _header(found: files_mod.RunFiles, title: str) -> str:
     )
 
 
-def _files_footer(found: files_mod.RunFiles) -> str:
+def _files_footer(found: files.RunFiles) -> str:
     names = sorted(p.name for p in found.run.iterdir() if p.is_file() and not p.name.startswith("."))
     return (
         '<section id="files"><h2>Files in this run folder</h2>'

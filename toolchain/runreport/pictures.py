@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from edgetl import data as data_mod
-from edgetl import metrics as report
+from edgetl import data, metrics
 from edgetl.errors import EdgeTLError
 
 SAMPLES_PER_CLASS = 6
@@ -30,7 +29,7 @@ def sample_rows(run: Path, num_classes: int, interpolation: str = "area") -> tup
     import cv2
 
     try:
-        dataset, items = data_mod.load_split(run, "train")
+        dataset, items = data.load_split(run, "train")
     except (EdgeTLError, OSError, ValueError) as exc:
         return [None] * num_classes, f"no sample images: {exc}"
     chosen = [it for label in range(num_classes) for it in [i for i in items if i.label == label][:SAMPLES_PER_CLASS]]
@@ -61,15 +60,15 @@ def debug_chart(rows: Sequence[dict[str, Any]], worst: int = 20) -> Optional[byt
     if not scored:
         return None
     scored = sorted(scored, reverse=True)[:worst]
-    plt = report.pyplot()
+    plt = metrics.pyplot()
     fig, ax = plt.subplots(figsize=(9, 0.32 * len(scored) + 1.3))
     ax.barh(range(len(scored)), [v for v, _ in scored], color="#54aeff")
-    ax.set_yticks(range(len(scored)), [name for _, name in scored], fontsize=report.SMALL)
+    ax.set_yticks(range(len(scored)), [name for _, name in scored], fontsize=metrics.SMALL)
     ax.invert_yaxis()
     ax.axvline(HEALTHY_RMSE_SCALE, color="#1a7f37", ls="--", lw=1.2, label="0.289: rounding alone (1/√12)")
     ax.set_xlabel("rmse / scale (error in quantization steps)")
     ax.set_title(f"int8 error per layer, the {len(scored)} worst of {len(rows)}", fontsize=10)
-    ax.legend(fontsize=report.SMALL, loc="lower right")
+    ax.legend(fontsize=metrics.SMALL, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    return report.figure_png(fig)
+    return metrics.figure_png(fig)

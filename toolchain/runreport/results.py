@@ -16,7 +16,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgetl import metrics as report
+from edgetl import metrics
 from edgetl.runtime.model_card import write_bytes_atomic
 
 RESULTS_CSV = "results.csv"
@@ -32,7 +32,7 @@ def rows(phases: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, An
     columns = ["stage", "phase", "epoch", "phase_epoch", *FIRST, *extra, "restored", "epoch_end_utc"]
     out, epoch = [], 0
     for phase in phases:
-        best = report.restored_epoch(phase)
+        best = metrics.restored_epoch(phase)
         ends = phase.get("epoch_end_unix") if isinstance(phase.get("epoch_end_unix"), list) else []
         for k in range(len(phase["loss"])):
             epoch += 1

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from edgetl import metrics as report
-from edgetl import stats as verdict
+from edgetl import metrics, stats
 from edgetl.runreport import pictures
 from edgetl.runreport.files import RunFiles, as_dict, as_list, num, numbers
 from edgetl.runreport.html import esc, image, para, table, tag
@@ -26,7 +25,7 @@ def _interval(successes: int, n: int) -> str:
     """``85.3% [80.9, 88.9]`` (Wilson 95%) or ``–`` for no images."""
     if n <= 0:
         return "–"
-    low, high = verdict.wilson(successes, n)
+    low, high = stats.wilson(successes, n)
     return f"{100 * successes / n:.1f}% <span class=muted>[{100 * low:.1f}, {100 * high:.1f}]</span>"
 
 
@@ -76,7 +75,7 @@ def _phase_rows(phases: Sequence[dict[str, Any]]) -> list[list[str]]:
     rows, offset = [], 0
     for phase in phases:
         loss = numbers(phase.get("loss"))
-        best = report.restored_epoch(phase)
+        best = metrics.restored_epoch(phase)
         val_loss, val_acc = numbers(phase.get("val_loss")), numbers(phase.get("val_accuracy"))
         pick = (best or 0) - 1
         seconds, speed = num(phase.get("seconds")), num(phase.get("images_per_s"))
@@ -112,7 +111,7 @@ def training_section(files: RunFiles) -> str:
         f"(top {config.get('fine_tune_layers', '?')} layers), early stopping on val loss with patience "
         f"{config.get('patience', '?')}: each phase keeps the weights of its lowest val loss (★ below)."
     )
-    curves = image(report.history_figure(files.phases), "learning curves: loss and accuracy per epoch", 1000)
+    curves = image(metrics.history_figure(files.phases), "learning curves: loss and accuracy per epoch", 1000)
     head = ["phase", "epochs run", "restored epoch", "val loss there", "val top-1 there", "seconds", "images/s"]
     return (
         '<section id="training"><h2>Training</h2>'
@@ -154,9 +153,9 @@ def test_section(files: RunFiles) -> str:
     confusion, what = test_source(files)
     if confusion is None:
         return '<section id="test"><h2>Test results</h2>' + para("No readable confusion matrix.", "note") + "</section>"
-    figure = report.confusion_figure(confusion, files.labels, what, counts=False)
+    figure = metrics.confusion_figure(confusion, files.labels, what, counts=False)
     explain = (
-        f"{what}: {report.top1_text(confusion)}. Recall: the share of a class's images called that class; "
+        f"{what}: {metrics.top1_text(confusion)}. Recall: the share of a class's images called that class; "
         "precision: the share of the images called that class that are it. Brackets: 95% Wilson intervals "
         "(per class, not adjusted for the number of classes)."
     )

@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from edgetl import runfolder
-from edgetl import stats as verdict
+from edgetl import runfolder, stats
 from edgetl.data.paths import inside
 from edgetl.runreport import pictures
 from edgetl.runreport.files import RunFiles, VariantFile, as_dict, as_list, num, png
@@ -32,14 +31,14 @@ FLIP_ROWS = 20
 
 def model_verdicts(parity: dict[str, Any]) -> dict[str, str]:
     """Each variant's verdict: fail if a check failed, else inconclusive if one was, else pass."""
-    found: dict[str, list[verdict.Verdict]] = {}
+    found: dict[str, list[stats.Verdict]] = {}
     for check in as_list(parity.get("checks")):
         check = as_dict(check)
         try:
-            found.setdefault(str(check.get("model")), []).append(verdict.Verdict(check.get("verdict")))
+            found.setdefault(str(check.get("model")), []).append(stats.Verdict(check.get("verdict")))
         except ValueError:
             continue
-    return {name: verdict.combine(marks).value for name, marks in found.items()}
+    return {name: stats.combine(marks).value for name, marks in found.items()}
 
 
 def deploy_choice(files: RunFiles) -> tuple[Optional[str], str]:

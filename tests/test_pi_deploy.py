@@ -1,4 +1,4 @@
-"""The Raspberry Pi guide's pieces that x86 can check: the systemd unit, the README blocks, the extra.
+"""The Raspberry Pi guide's pieces that x86 can check: the systemd unit, the guide's blocks, the extra.
 
 The guide itself is run line by line in an emulated bookworm arm64 rootfs by
 scripts/arm64_check.sh (root, minutes; CI). Here: the unit file shipped in deploy/pi/ names the
@@ -23,7 +23,7 @@ from edgetl.runtime.session import EXIT_INTERRUPTED, EXIT_MODEL, EXIT_SOURCE, EX
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "deploy" / "pi" / "edge-classify@.service"
-README = (REPO / "README.md").read_text()
+GUIDE = (REPO / "docs" / "raspberry-pi.md").read_text()  # the Pi guide (moved from the README)
 GOLDEN = REPO / "tests" / "golden"
 
 
@@ -34,10 +34,10 @@ def _unit() -> configparser.ConfigParser:
     return parser
 
 
-def _readme_block(marker: str) -> list[str]:
+def _guide_block(marker: str) -> list[str]:
     """The shell lines of the fenced block after ``<!-- pi-guide:MARKER -->`` (what arm64_check.sh runs)."""
-    match = re.search(rf"<!-- pi-guide:{marker} -->\n```bash\n(.*?)\n```", README, re.S)
-    assert match, f"README.md has no pi-guide:{marker} block"
+    match = re.search(rf"<!-- pi-guide:{marker} -->\n```bash\n(.*?)\n```", GUIDE, re.S)
+    assert match, f"docs/raspberry-pi.md has no pi-guide:{marker} block"
     return [line for line in match.group(1).splitlines() if line.strip()]
 
 
@@ -48,7 +48,7 @@ def _exec_start() -> list[str]:
 def test_unit_runs_the_guides_venv_and_model_as_the_instance_user():
     service = _unit()["Service"]
     argv = _exec_start()
-    on_the_pi = "\n".join(_readme_block("on-the-pi"))
+    on_the_pi = "\n".join(_guide_block("on-the-pi"))
     assert "python3 -m venv --system-site-packages ~/edgetl" in on_the_pi
     assert "mv model_int8.tflite model_int8.json ~/models/" in on_the_pi
     assert service["User"] == "%i"
@@ -105,18 +105,18 @@ def test_systemd_analyze_verifies_the_unit(tmp_path):
     assert result.stdout + result.stderr == ""
 
 
-def test_readme_install_line_matches_the_package():
+def test_guide_install_line_matches_the_package():
     """The wheel the guide copies and installs is the one `pip wheel .` builds, with an extra that exists."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wheel = f"edgetl-{project['version']}-py3-none-any.whl"
-    training, on_the_pi = _readme_block("training-machine"), _readme_block("on-the-pi")
+    training, on_the_pi = _guide_block("training-machine"), _guide_block("on-the-pi")
     assert training[0] == "pip wheel . --no-deps -w dist/"
     assert f"dist/{wheel}" in training[1] and "deploy/pi/edge-classify@.service" in training[1]
     assert f'~/edgetl/bin/pip install "{wheel}[edge-bookworm]"' in on_the_pi
     bookworm = project["optional-dependencies"]["edge-bookworm"]
     assert "numpy>=1.23.5,<2" in bookworm  # apt's 1.24 satisfies it: pip installs no numpy
     assert "opencv-python-headless>=4.8,<4.12" in bookworm  # 4.12+ require numpy>=2
-    at_boot = _readme_block("at-boot")
+    at_boot = _guide_block("at-boot")
     assert at_boot[0] == "sudo cp edge-classify@.service /etc/systemd/system/"
     assert "sudo systemctl enable --now edge-classify@$USER" in at_boot
 

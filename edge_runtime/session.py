@@ -225,7 +225,7 @@ def _open_io(classifier: Any, config: RunConfig, outputs: Outputs, log: Any) -> 
         except overlay.DisplayError as exc:
             log(
                 f"no window: {exc}; printing JSON lines on stdout instead (--headless does so without this note, "
-                "--serve PORT shows the frames in a browser; a window needs OpenCV with a GUI, see the README)"
+                "--serve PORT shows the frames in a browser; a window needs OpenCV with a GUI, see docs/raspberry-pi.md)"
             )
             outputs.lines = sys.stdout
     if config.keep.active:

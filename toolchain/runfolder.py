@@ -1,4 +1,4 @@
-"""The run folder: its file names, the one "is this a run" check, the float model and card, versions, atomic writes.
+"""The run folder: its file names, the one "is this a run" check, the float model and card, versions.
 
 Every stage (``train``, ``qat``, ``convert``, ``parity``) reads and writes a run
 folder through this module, so its layout is written down once::
@@ -34,14 +34,11 @@ from edgetl.model import classifier, graph
 from edgetl.runtime.model_card import (
     CardError,
     ModelCard,
-    atomic_path,
     card_path_for,
     load_card,
     read_json,
     sha256_file,
     verify_model_file,
-    write_bytes_atomic,
-    write_json_atomic,
 )
 
 __all__ = [
@@ -59,14 +56,11 @@ __all__ = [
     "float_card",
     "load_float_model",
     "versions",
-    "atomic_path",
     "card_path_for",
     "load_card",
     "read_json",
     "sha256_file",
     "verify_model_file",
-    "write_bytes_atomic",
-    "write_json_atomic",
 ]
 
 FLOAT_MODEL = "model.keras"

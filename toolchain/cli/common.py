@@ -189,3 +189,37 @@ class HiddenAliases(click.Option):
 
     def get_error_hint(self, ctx: click.Context) -> str:
         return f"'{self.opts[0]}'"
+
+
+def training_options(defaults: dict[str, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--batch-size``, ``--patience`` and ``--augment/--no-augment``: the options ``train`` and ``qat`` share,
+    each with its own config's defaults."""
+    options = (
+        click.option(
+            "--batch-size",
+            type=int,
+            default=defaults["batch_size"],
+            show_default=True,
+            help="Images per training step.",
+        ),
+        click.option(
+            "--patience",
+            type=int,
+            default=defaults["patience"],
+            show_default=True,
+            help="Early stopping: epochs without a better val loss before a phase ends (best weights restored).",
+        ),
+        click.option(
+            "--augment/--no-augment",
+            default=defaults["augment"],
+            show_default=True,
+            help="Flip, small rotation and contrast.",
+        ),
+    )
+
+    def apply(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply

@@ -17,7 +17,7 @@ from edgetl.parity.summary import lines as answer_lines
 
 def threshold_help(example: str) -> str:
     """The shared tail of the threshold options' help, with an example valid for that option."""
-    return f"VALUE for every variant, or VARIANT=VALUE pairs ({example}); default: per variant, see README"
+    return f"VALUE for every variant, or VARIANT=VALUE pairs ({example}); default: per variant, see docs/parity.md"
 
 
 @click.command()

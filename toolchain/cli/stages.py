@@ -20,6 +20,7 @@ from edgetl.cli.common import (
     dataclass_defaults,
     emit,
     quiet_option,
+    training_options,
     verbose_option,
     with_aliases,
 )
@@ -60,18 +61,7 @@ QAT_DEFAULTS = dataclass_defaults(QatConfig)
     show_default=True,
     help="Adam learning rate (low: the model is already trained).",
 )
-@click.option(
-    "--batch-size", type=int, default=QAT_DEFAULTS["batch_size"], show_default=True, help="Images per training step."
-)
-@click.option(
-    "--patience", type=int, default=QAT_DEFAULTS["patience"], show_default=True, help="Early-stopping patience."
-)
-@click.option(
-    "--augment/--no-augment",
-    default=QAT_DEFAULTS["augment"],
-    show_default=True,
-    help="Flip, small rotation and contrast.",
-)
+@training_options(QAT_DEFAULTS)
 @click.option(
     "--distill",
     type=float,

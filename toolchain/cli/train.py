@@ -14,6 +14,7 @@ from edgetl.cli.common import (
     dataclass_defaults,
     emit,
     quiet_option,
+    training_options,
     verbose_option,
     with_aliases,
 )
@@ -75,7 +76,6 @@ D = dataclass_defaults(TrainConfig)
     show_default=True,
     help="Square input size in pixels, the Pi model's input: 96-224 with ImageNet weights, 32-1024 with --weights none.",
 )
-@click.option("--batch-size", type=int, default=D["batch_size"], show_default=True, help="Images per training step.")
 @click.option("--weights", default=D["weights"], show_default=True, help="imagenet, none, or a Keras weights file.")
 @click.option(
     "--backbone",
@@ -136,9 +136,6 @@ D = dataclass_defaults(TrainConfig)
     help="BatchNormalization in the head.",
 )
 @click.option(
-    "--augment/--no-augment", default=D["augment"], show_default=True, help="Flip, small rotation and contrast."
-)
-@click.option(
     "--cache-views",
     type=int,
     default=D["cache_views"],
@@ -163,13 +160,6 @@ D = dataclass_defaults(TrainConfig)
     show_default=True,
     help="Share of each class held out for the test split (0 = none: test on your own images with "
     "`edgetl parity RUN --data DIR`).",
-)
-@click.option(
-    "--patience",
-    type=int,
-    default=D["patience"],
-    show_default=True,
-    help="Early stopping: epochs without a better val loss before a phase ends (best weights restored).",
 )
 @click.option(
     "--mixed-precision",
@@ -201,6 +191,7 @@ D = dataclass_defaults(TrainConfig)
     help="Let --config (or --resume's saved config) choose a hub: backbone or a weights file, "
     "which load and run a model: only for files you trust as you would code.",
 )
+@training_options(D)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @quiet_option
 @verbose_option

@@ -61,7 +61,7 @@ class TrainConfig:
     hidden_units: int = 0
     dropout: float = 0.2
     head_batchnorm: bool = False
-    # The measured recipe (README "Why these defaults"): head on cached features, then the top
+    # The measured recipe (docs/cli.md, "Why these defaults"): head on cached features, then the top
     # 60 layers at 1e-4, kept only when the val split says it helped; early stopping
     # (patience) ends either phase when val loss stalls.
     epochs: int = 20

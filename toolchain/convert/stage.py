@@ -34,9 +34,9 @@ from edgetl.convert.tflite_inspect import float_ops, keep_float_nodes, layers_of
 from edgetl.data import paths
 from edgetl.errors import ConfigError, ConversionError, RunFolderError
 from edgetl.model import classifier, graph
-from edgetl.runfolder import FLOAT_CARD, FLOAT_MODEL, QAT_MODEL, card_path_for, sha256_file, write_bytes_atomic
+from edgetl.runfolder import FLOAT_CARD, FLOAT_MODEL, QAT_MODEL, card_path_for, sha256_file
 from edgetl.runtime.metadata import embed
-from edgetl.runtime.model_card import ModelCard
+from edgetl.runtime.model_card import ModelCard, write_bytes_atomic
 
 WORK_PREFIX = ".convert-"  # hidden work folder in the run: SavedModel export, staged models
 

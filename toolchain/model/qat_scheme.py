@@ -27,16 +27,8 @@ from edgetl import log
 from edgetl.errors import RunFolderError
 from edgetl.model import classifier as model
 from edgetl.model import graph, keras_file
-from edgetl.runfolder import (
-    FLOAT_MODEL,
-    QAT_CARD,
-    QAT_MODEL,
-    QAT_SCHEME,
-    atomic_path,
-    load_card,
-    sha256_file,
-    verify_model_file,
-)
+from edgetl.runfolder import FLOAT_MODEL, QAT_CARD, QAT_MODEL, QAT_SCHEME, load_card, sha256_file, verify_model_file
+from edgetl.runtime.model_card import atomic_path
 
 graph.keras()  # TF_USE_LEGACY_KERAS before TensorFlow loads
 import tensorflow as tf  # noqa: E402

@@ -28,16 +28,8 @@ from edgetl.data import pipeline
 from edgetl.data import pixels as cache
 from edgetl.errors import RunFolderError
 from edgetl.model import classifier, graph
-from edgetl.runfolder import (
-    CONFIG,
-    FLOAT_CARD,
-    FLOAT_MODEL,
-    read_json,
-    sha256_file,
-    write_bytes_atomic,
-    write_json_atomic,
-)
-from edgetl.runtime.model_card import ModelCard, TensorSpec
+from edgetl.runfolder import CONFIG, FLOAT_CARD, FLOAT_MODEL, read_json, sha256_file
+from edgetl.runtime.model_card import ModelCard, TensorSpec, atomic_path, write_bytes_atomic, write_json_atomic
 from edgetl.train import checkpoint, distribute
 from edgetl.train.checkpoint import save_weights_atomic
 from edgetl.train.phases import PhaseRun, Splits, fine_tune_phase, head_phase, keep_fine_tune, stage_count, timed
@@ -248,7 +240,7 @@ def _write_run(
     policy: str,
 ) -> None:
     model_path = work / FLOAT_MODEL
-    with runfolder.atomic_path(model_path, suffix=".keras") as tmp:
+    with atomic_path(model_path, suffix=".keras") as tmp:
         built.full.save(str(tmp))
     write_bytes_atomic(work / "labels.txt", ("\n".join(class_names) + "\n").encode("utf-8"))
     write_json_atomic(work / "history.json", history)

@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "edgetl.metrics",
         ),
     ),
+    ("judgement", ("edgetl.gate",)),
     ("run report", ("edgetl.runreport",)),
     ("stages", STAGES),
     ("front ends", ("edgetl.api", "edgetl.cli")),

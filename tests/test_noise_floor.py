@@ -14,9 +14,9 @@ import pytest
 from edgetl import stats as v
 from edgetl.config.parity import DEFAULT_THRESHOLDS, ParityConfig
 from edgetl.errors import ConfigError
-from edgetl.parity import noise_floor
+from edgetl.gate import noise_floor
+from edgetl.gate.checks import Check, threshold_checks
 from edgetl.parity import summary as answer
-from edgetl.parity.checks import Check, threshold_checks
 from edgetl.parity.stage import ParityReport
 
 
@@ -194,15 +194,15 @@ def test_closing_lines_say_exactly_what_was_shown() -> None:
 
 
 def test_check_text_says_a_variant_sits_at_the_threshold() -> None:
-    from edgetl.parity import report as reports
+    from edgetl.gate import texts
 
     e = _estimate(0.28, 0.06, 0.5, 0.3, 1_220_000)
-    text = reports.drop_text({"top1": 0.84, "top1_ci": [0.83, 0.85]}, e, available=10_000)
+    text = texts.drop_text({"top1": 0.84, "top1_ci": [0.83, 0.85]}, e, available=10_000)
     assert text.endswith(
         "; it sits at the threshold: these images cannot settle it, nor would ten times as many. Decide: accept "
         "the interval's far end as your margin (0.50), or deploy a variant that passes"
     ), text
-    assert reports.drop_text({"top1": 0.84, "top1_ci": [0.83, 0.85]}, e).endswith(
+    assert texts.drop_text({"top1": 0.84, "top1_ci": [0.83, 0.85]}, e).endswith(
         "about 1,220,000 held-out images would resolve it"
     )
 
@@ -235,8 +235,8 @@ def test_gate_study_rates_judge_each_subset_with_its_own_floor() -> None:
 
 def test_far_end_of_a_ceiling_above_its_threshold_is_the_high_end() -> None:
     """A per-class drop of 3.1 pt [1.2, 5.1] against 3 pt: the margin to accept is 5.10, not the low end."""
-    from edgetl.parity import report as reports
+    from edgetl.gate import texts
 
     e = _estimate(3.1, 1.2, 5.1, 3.0, None)
-    text = reports.class_text("t-shirt_top", e, 10, available=10_000)
+    text = texts.class_text("t-shirt_top", e, 10, available=10_000)
     assert text.endswith("accept the interval's far end as your margin (5.10), or deploy a variant that passes"), text

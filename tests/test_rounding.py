@@ -212,3 +212,89 @@ def test_gptq_int8_is_closer_to_float_than_nearest(tiny: dict) -> None:
     assert error_gptq < 0.7 * error_nearest, (error_gptq, error_nearest)
     agree = lambda p: (p.argmax(1) == tiny["float"].argmax(1)).mean()  # noqa: E731
     assert agree(gptq) >= agree(nearest)
+
+
+def test_float_layers_follow_the_converters_fused_ops(tiny: dict) -> None:
+    """Naming a conv or the ReLU fused with it keeps both in float; an add or a pool stands alone."""
+    config = tiny["rounded"].get_config()
+    assert rounding.float_layers(config, ("dw_relu",)) == {"dw", "dw_relu"}
+    assert rounding.float_layers(config, ("stem",)) == {"stem", "stem_relu"}
+    assert rounding.float_layers(config, ("add", "unknown")) == {"add"}
+    assert rounding.float_layers(config, ()) == set()
+
+
+def test_kept_float_layers_keep_float_weights_and_the_rest_round_around_them(tiny: dict) -> None:
+    from edgetl.model import graph
+
+    float_weights = {layer.name: layer.get_weights() for layer in graph.fold_batchnorm(tiny["model"]).layers}
+    gptq = {layer.name: layer.get_weights() for layer in tiny["rounded"].layers}
+    kept = graph.fold_batchnorm(tiny["model"])
+    ranges = _ranges(kept, tiny["calibration"])
+    rounding.round_weights(kept, tiny["calibration"] / np.float32(127.5) - 1, ranges, keep_float=("dw_relu",))
+    now = {layer.name: layer.get_weights() for layer in kept.layers}
+    assert all(np.array_equal(a, b) for a, b in zip(now["dw"], float_weights["dw"]))  # its own, float weights
+    assert all(np.array_equal(a, b) for a, b in zip(now["stem"], gptq["stem"]))  # before it: the same GPTQ
+    assert not np.array_equal(now["project"][1], gptq["project"][1])  # after it: bias-corrected for a float dw
+
+
+def _layer_names(model: bytes) -> tuple[str, ...]:
+    from ai_edge_litert.interpreter import Interpreter
+    from edgetl.convert.tflite_inspect import layers_of
+
+    interpreter = Interpreter(model_content=model)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    found = [layers_of(names[i]) for op in interpreter._get_ops_details() for i in op["outputs"]]
+    return tuple(dict.fromkeys(name for layers in found for name in layers))
+
+
+def _selective(model, calibration: np.ndarray, keep_float: tuple[str, ...]) -> bytes:
+    """``edgetl convert --keep-float`` on ``model``, float32 input and output."""
+    import tensorflow as tf
+    from edgetl.config import ConvertConfig, IoType
+    from edgetl.convert.stage import _selective_int8
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.export(str(Path(tmp) / "saved"))
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "saved"))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: ([image[None] / np.float32(127.5) - 1] for image in calibration)
+        config = ConvertConfig(run="r", keep_float=keep_float, io=IoType.FLOAT32)
+        return _selective_int8(tf, converter, config)
+
+
+def test_every_layer_kept_float_computes_the_float_model(tiny: dict) -> None:
+    """Every named layer in float computes the float model's features to float precision when the rounding
+    knows they are float; with the all-int8 GPTQ weights left in (what --keep-float did), they are far off.
+
+    The features are the pooled tensor: the output op (here the logits) carries no layer name in the
+    converted graph, so no --keep-float name reaches it and it stays int8.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+    from edgetl.model import graph
+
+    images = tiny["held_out"][:50] / np.float32(127.5) - 1
+    k = graph.keras()
+    expected = k.Model(tiny["model"].input, tiny["model"].get_layer("pool").output).predict(images, verbose=0)
+
+    def features(model: bytes) -> np.ndarray:
+        interpreter = Interpreter(model_content=model, experimental_preserve_all_tensors=True)
+        interpreter.allocate_tensors()
+        pool = next(t["index"] for t in interpreter.get_tensor_details() if t["name"].endswith("pool/Mean"))
+        out = []
+        for image in images:
+            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
+            interpreter.invoke()
+            out.append(interpreter.get_tensor(pool)[0])
+        return np.stack(out)
+
+    names = _layer_names(tiny["gptq_bytes"])
+    assert set(names) == {"stem", "stem_relu", "dw", "dw_relu", "project", "add", "pool"}
+    kept = graph.fold_batchnorm(tiny["model"])
+    ranges = _ranges(kept, tiny["calibration"])
+    rounding.round_weights(kept, tiny["calibration"] / np.float32(127.5) - 1, ranges, keep_float=names)
+    spread = np.abs(expected).mean()
+    fixed = np.abs(features(_selective(kept, tiny["calibration"], names)) - expected).max()
+    assert fixed < 1e-4 * spread, (fixed, spread)
+    stale = np.abs(features(_selective(tiny["rounded"], tiny["calibration"], names)) - expected).max()
+    assert stale > 1e-2 * spread, (stale, spread)

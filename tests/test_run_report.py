@@ -28,8 +28,8 @@ from edgetl import data
 from edgetl import metrics as report
 from edgetl.cli.main import main
 from edgetl.config.parity import ParityConfig, Thresholds
+from edgetl.gate.checks import threshold_checks
 from edgetl.parity import report as reports
-from edgetl.parity.checks import threshold_checks
 from edgetl.parity.stage import ParityReport
 from edgetl.runreport import REPORT_HTML, RESULTS_CSV, write_report
 from edgetl.runtime.model_card import ModelCard, Normalization, TensorSpec, write_json_atomic

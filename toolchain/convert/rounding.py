@@ -57,7 +57,10 @@ class RoundingReport:
 
 
 def round_weights(
-    model: Any, images: np.ndarray, ranges: Optional[dict[str, tuple[float, float]]] = None
+    model: Any,
+    images: np.ndarray,
+    ranges: Optional[dict[str, tuple[float, float]]] = None,
+    keep_float: tuple[str, ...] = (),
 ) -> RoundingReport:
     """Replace ``model``'s Conv2D/DepthwiseConv2D/Dense weights and biases in place with int8-grid ones.
 
@@ -67,9 +70,12 @@ def round_weights(
         ranges: layer name -> (min, max) of its output as the converter calibrated it
             (the converter widens some, e.g. an add's inputs to the add's range); layers
             missing here are calibrated on ``images``.
+        keep_float: layers the int8 model computes in float (``--keep-float``): their weights
+            stay the float ones (GPTQ's would be set for int8 inputs of theirs), and the layers
+            after them are rounded for the graph as it will run, float layers included.
     """
     started = time.monotonic()
-    y_f, y_q = _walk(model, images, dict(ranges or {}))
+    y_f, y_q = _walk(model, images, dict(ranges or {}), keep_float=tuple(keep_float))
     agreement = float((y_f.argmax(-1) == y_q.argmax(-1)).mean())
     layers = sum(1 for layer in model.layers if layer.__class__.__name__ in WEIGHTED)
     return RoundingReport("gptq", len(images), layers, round(time.monotonic() - started, 1), round(agreement, 4))
@@ -95,14 +101,30 @@ def simulate(model: Any, images: np.ndarray, ranges: dict[str, tuple[float, floa
 
 
 def _walk(
-    model: Any, images: np.ndarray, ranges: dict[str, tuple[float, float]], rounding: bool = True
+    model: Any,
+    images: np.ndarray,
+    ranges: dict[str, tuple[float, float]],
+    rounding: bool = True,
+    keep_float: tuple[str, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run the float and the simulated int8 graph side by side in graph order, rounding each weighted layer."""
+    """Run the float and the simulated int8 graph side by side in graph order, rounding each weighted layer.
+
+    A ``keep_float`` layer keeps its weights and its output is not quantized for float
+    readers; an int8 reader gets it quantized (the converter puts a QUANTIZE op there).
+    """
     config = model.get_config()
     consumers = graph.consumers(config)
+    floating = float_layers(config, keep_float)
     float_out: dict[str, np.ndarray] = {}
     int8_out: dict[str, np.ndarray] = {}
+    keys: dict[str, str] = {}
     pending = {name: len(kinds) for name, kinds in consumers.items()}
+
+    def read(source: str, reader: str) -> np.ndarray:
+        if source in floating and reader not in floating and keys.get(source):
+            return fake_quant(int8_out[source], keys[source], ranges)
+        return int8_out[source]
+
     for spec in config["layers"]:
         name, kind = spec["name"], spec["class_name"]
         layer = model.get_layer(name)
@@ -110,18 +132,24 @@ def _walk(
         if kind == "InputLayer":
             x_f = images.astype(np.float32)
             x_q = x_f
+        elif kind in WEIGHTED and name in floating:
+            x_f, x_q = _call(layer, [float_out[sources[0]]]), _call(layer, [read(sources[0], name)])
         elif kind in WEIGHTED:
-            x_f, x_q = _weighted(layer, kind, float_out[sources[0]], int8_out[sources[0]], ranges, rounding)
+            x_f, x_q = _weighted(layer, kind, float_out[sources[0]], read(sources[0], name), ranges, rounding)
         else:
             x_f = _call(layer, [float_out[s] for s in sources])
-            x_q = _call(layer, [int8_out[s] for s in sources])
+            x_q = _call(layer, [read(s, name) for s in sources])
         key = name  # a Dense with an activation has two TFLite tensors: ``name`` (logits, see _weighted) and this one
         activation = spec["config"].get("activation", "linear")
         if kind == "Dense" and activation != "linear":
             key = f"{name}:{activation}"
             if activation == "softmax":
                 ranges.setdefault(key, SOFTMAX_RANGE)
-        if kind not in PASS_THROUGH and set(consumers.get(name, [])) != {"ReLU"}:
+                floating.discard(name)  # the converter keeps the softmax int8 (scale 1/256) whatever is denylisted
+        quantized = kind not in PASS_THROUGH and set(consumers.get(name, [])) != {"ReLU"}
+        if quantized and name in floating:
+            keys[name] = key  # quantized by its int8 readers only
+        elif quantized:
             x_q = fake_quant(x_q, key, ranges)
         for s in sources:
             pending[s] -= 1
@@ -130,6 +158,34 @@ def _walk(
         float_out[name], int8_out[name] = x_f, x_q
     last = config["output_layers"][0][0]
     return float_out[last], int8_out[last]
+
+
+def float_layers(config: dict[str, Any], keep_float: tuple[str, ...]) -> set[str]:
+    """The layers of a folded functional ``config`` that compute in float when ``keep_float`` are denylisted.
+
+    The converter fuses a conv with the ReLU that reads it into one op named after both,
+    so naming either keeps both in float; pass-through layers (padding) follow their source.
+    """
+    keep = set(keep_float)
+    if not keep:
+        return set()
+    layers = {spec["name"]: spec for spec in config["layers"]}
+    sources = {name: [ref[0] for node in spec["inbound_nodes"] for ref in node] for name, spec in layers.items()}
+    readers: dict[str, list[str]] = {}
+    for name, froms in sources.items():
+        for source in froms:
+            readers.setdefault(source, []).append(name)
+    floating = {name for name in keep if name in layers}
+    for name in list(floating):
+        spec = layers[name]
+        if spec["class_name"] == "ReLU" and len(sources[name]) == 1:
+            source = sources[name][0]
+            if layers[source]["class_name"] in WEIGHTED and len(readers.get(source, [])) == 1:
+                floating.add(source)
+    for name in list(floating):
+        if layers[name]["class_name"] in WEIGHTED:
+            floating.update(r for r in readers.get(name, []) if layers[r]["class_name"] == "ReLU")
+    return floating
 
 
 def fake_quant(x: np.ndarray, name: str, ranges: dict[str, tuple[float, float]]) -> np.ndarray:

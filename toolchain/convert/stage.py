@@ -154,7 +154,7 @@ def convert(config: ConvertConfig) -> ConvertResult:
         tf, saved = _export_all(run, variants, Path(tmp))
         if rounded:
             log.stage(2, total, f"rounding the int8 weights (GPTQ + bias correction on {manifest.size} images)")  # type: ignore[union-attr]
-            rounding = _round_int8(tf, run, representative, Path(tmp), saved)  # type: ignore[arg-type]
+            rounding = _round_int8(tf, run, representative, Path(tmp), saved, config.keep_float)  # type: ignore[arg-type]
         search = None
         if searched:
             log.stage(2 + int(rounded), total, f"--max-drop {config.max_drop:g}: int8 on the val split, then fixes")
@@ -282,16 +282,27 @@ def _export_all(run: Path, variants: list[Quantization], tmp: Path) -> tuple[Any
 
 
 def _round_int8(
-    tf: Any, run: Path, representative: Callable[[], Any], tmp: Path, saved: dict[str, Path]
+    tf: Any,
+    run: Path,
+    representative: Callable[[], Any],
+    tmp: Path,
+    saved: dict[str, Path],
+    keep_float: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Export a BatchNorm-folded copy of the model with calibrated int8 weights as ``saved["int8"]``."""
+    """Export a BatchNorm-folded copy of the model with calibrated int8 weights as ``saved["int8"]``.
+
+    ``keep_float`` layers keep their float weights, and the others are rounded for the graph with
+    those layers in float (GPTQ's weights for a layer assume int8 inputs and outputs of its own).
+    """
     images = np.concatenate([sample[0] for sample in representative()])  # decoded once, for both uses below
     with log.quiet_native():
         folded = graph.fold_batchnorm(classifier.load(str(run / FLOAT_MODEL)))
         folded.export(str(tmp / "folded"))
         ranges = calibrated_ranges(tf, tmp / "folded", lambda: ([image[None]] for image in images))
     try:
-        report = rounding_mod.round_weights(folded, images[: rounding_mod.image_budget(folded, len(images))], ranges)
+        report = rounding_mod.round_weights(
+            folded, images[: rounding_mod.image_budget(folded, len(images))], ranges, keep_float
+        )
     except (ValueError, KeyError, TypeError, np.linalg.LinAlgError) as exc:  # a graph the simulation does not know
         raise ConversionError(
             f"calibrated int8 rounding failed on this graph ({type(exc).__name__}: {str(exc)[:200]}); "
@@ -304,7 +315,7 @@ def _round_int8(
         f"rounded {report.layers} layers on {report.images} images in {report.seconds:.0f}s; "
         f"the simulated int8 graph agrees with float on {100 * report.sim_agreement:.1f}% of them"
     )
-    return report.to_dict()
+    return {**report.to_dict(), **({"float_layers_kept": list(keep_float)} if keep_float else {})}
 
 
 def calibrated_ranges(tf: Any, saved_dir: Path, representative: Callable[[], Any]) -> dict[str, tuple[float, float]]:

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from edgetl import data, log, stats
 from edgetl.data import feed
-from edgetl.parity import noise_floor
-from edgetl.parity.checks import Check
+from edgetl.gate import noise_floor
+from edgetl.gate.checks import Check
 from edgetl.parity.variants import Variant
 from edgetl.runtime import decode, preprocess
 from edgetl.runtime.classifier import Classifier, ClassifierOptions

@@ -32,9 +32,10 @@ from edgetl import log, runfolder, runreport, stats, untrusted
 from edgetl import metrics as report
 from edgetl.config.parity import ParityConfig
 from edgetl.errors import ConfigError, DataError, ParityError, ParityInconclusive, RunFolderError
-from edgetl.parity import noise_floor, summary
+from edgetl.gate import noise_floor
+from edgetl.gate.checks import Check, threshold_checks
 from edgetl.parity import report as reports
-from edgetl.parity.checks import Check, threshold_checks
+from edgetl.parity import summary
 from edgetl.parity.outputs import contract_checks, device_frame, device_probs, load_qat_reference, reference_outputs
 from edgetl.parity.variants import QAT_MODEL, Variant, inventory
 from edgetl.runtime.model_card import ModelCard

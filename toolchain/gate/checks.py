@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from edgetl import stats
 from edgetl.config.parity import Thresholds
-from edgetl.parity import noise_floor, report
+from edgetl.gate import noise_floor, texts
 
 
 @dataclasses.dataclass
@@ -56,7 +56,7 @@ def threshold_checks(
     Top-1 drop and per-class drop are measured against ``float_probs`` (``model.keras``,
     the model the user trained); agreement against ``ref_probs`` (the model the variant
     was converted from). With ``floor`` (per perturbation, per image: the reference's
-    top-1 changed under it, :mod:`edgetl.parity.noise_floor`) the variant's flips are judged
+    top-1 changed under it, :mod:`edgetl.gate.noise_floor`) the variant's flips are judged
     against the larger of those flip rates (at most ``limits.max_flip_ratio`` times it),
     and the per-class limit rises to that rate in points when it is larger. Pure numpy:
     the gate study (``scripts/bench_gate.py``) calls it on many subsets of one evaluation.
@@ -84,14 +84,14 @@ def threshold_checks(
     class_estimate = dataclasses.replace(classes[worst], verdict=class_verdict, images_needed=needed or None)
     shown = {"top1": float(right.mean()), "top1_ci": list(stats.wilson(int(right.sum()), n))}
     return [
-        Check(name, "top-1 drop", drop.verdict, report.drop_text(shown, drop, n), drop),
+        Check(name, "top-1 drop", drop.verdict, texts.drop_text(shown, drop, n), drop),
         *fidelity,
-        Check(name, "agreement", agree.verdict, report.agreement_text(reference, agree, n), agree),
+        Check(name, "agreement", agree.verdict, texts.agreement_text(reference, agree, n), agree),
         Check(
             name,
             "per-class drop",
             class_verdict,
-            report.class_text(worst, class_estimate, len(classes), n // max(1, len(classes))),
+            texts.class_text(worst, class_estimate, len(classes), n // max(1, len(classes))),
             class_estimate,
         ),
     ], figures
@@ -110,7 +110,7 @@ def _fidelity(
         "by_perturbation": {k: stats.Rate.of(floor[k]).to_dict() for k in noise_floor.PERTURBATIONS},
     }
     figures["fidelity"] = {**excess.to_dict(), "max_flip_ratio": limits.max_flip_ratio}
-    text = report.fidelity_text(
+    text = texts.fidelity_text(
         name, reference, figures["flip_rate"], figures["noise_floor"], excess, limits, len(flipped)
     )
     return [Check(name, "fidelity", excess.verdict, text, excess)]

@@ -173,6 +173,11 @@ class Classifier:
             )
 
     @property
+    def input_spec(self) -> TensorSpec:
+        """The model's input tensor as the interpreter reports it (dtype, scale, zero point)."""
+        return self._input_spec
+
+    @property
     def labels(self) -> tuple[str, ...]:
         return self.card.labels
 

@@ -108,7 +108,7 @@ def throughput(data_dir: Path, work: Path, px: int, alpha: float, count: int = 1
     count = len(items)
     start = time.monotonic()
     for item in items[:256]:
-        dataset._load(item, px, "area")  # noqa: SLF001
+        dataset.load_item(item, px, "area")
     decode = min(256, count) / (time.monotonic() - start)
     split = cache.load_split(dataset, items, px, folder=work / "cache-throughput")
     src = pipeline.Source(split.rows, split.labels, np.arange(len(items)))

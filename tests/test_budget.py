@@ -11,7 +11,7 @@ import pytest
 from clicheck import fails
 from clicheck import run as run_cli
 from edgetl.config import ConvertConfig, Quantization
-from edgetl.convert import budget
+from edgetl.convert import budget, validation
 from edgetl.errors import BudgetError, ConfigError
 
 
@@ -94,20 +94,20 @@ def test_hold_rule_is_the_point_estimate(tmp_path: Path) -> None:
     float_probs = np.eye(3)[labels]
     probs = float_probs.copy()
     probs[0] = [0, 1, 0]
-    val = budget.ValSet(labels, float_probs, ("a", "b", "c"), lambda: [])
-    assert not budget.judge(val, probs, 0.3)["holds"]
-    judged = budget.judge(val, probs, 0.4)
+    val = validation.ValSet(labels, float_probs, ("a", "b", "c"), lambda: [])
+    assert not validation.judge(val, probs, 0.3)["holds"]
+    judged = validation.judge(val, probs, 0.4)
     assert judged["holds"] and judged["drop"].high > 0.4
 
 
-def _val_with_floor(floor_images: int) -> tuple[budget.ValSet, np.ndarray]:
+def _val_with_floor(floor_images: int) -> tuple[validation.ValSet, np.ndarray]:
     """300 val images of 3 classes, float right on all; the float model's noise floor flips ``floor_images``."""
     labels = np.repeat(np.arange(3), 100)
     float_probs = np.eye(3, dtype=np.float32)[labels]
     flipped = np.zeros(300, bool)
     flipped[::3][:floor_images] = True
     floor = {"noise": flipped, "jpeg95": np.zeros(300, bool)}
-    return budget.ValSet(labels, float_probs, ("a", "b", "c"), lambda: [], floor), float_probs
+    return validation.ValSet(labels, float_probs, ("a", "b", "c"), lambda: [], floor), float_probs
 
 
 def _flip(probs: np.ndarray, images: list[int]) -> np.ndarray:
@@ -121,11 +121,11 @@ def test_hold_rule_accepts_flips_within_the_noise_floor() -> None:
     """3 lost images of 300 (1.00 pt) miss 0.3 pt by the point estimate, yet hold when the float model's own
     ±1-grey-level noise flips 15 of those 300: the val split cannot tell that candidate from float."""
     val, float_probs = _val_with_floor(15)
-    judged = budget.judge(val, _flip(float_probs, [150, 151, 152]), 0.3)
+    judged = validation.judge(val, _flip(float_probs, [150, 151, 152]), 0.3)
     assert judged["drop"].value == pytest.approx(1.0) and judged["flips"] == 3 and judged["floor_flips"] == 15
     assert judged["holds"] and judged["why"] == "noise floor"
     quiet, _ = _val_with_floor(2)  # a steadier model: the same 3 flips exceed its 2
-    judged = budget.judge(quiet, _flip(float_probs, [150, 151, 152]), 0.3)
+    judged = validation.judge(quiet, _flip(float_probs, [150, 151, 152]), 0.3)
     assert not judged["holds"] and judged["why"] == ""
 
 
@@ -133,7 +133,7 @@ def test_hold_rule_never_takes_a_candidate_the_gate_fails_on_val() -> None:
     """Within a loud noise floor (90 flips) but 30 val images lost, all of class c: the gate's top-1 drop
     check fails on evidence (10 pt [6.8, 13.9]), so the candidate does not hold."""
     val, float_probs = _val_with_floor(90)
-    judged = budget.judge(val, _flip(float_probs, list(range(200, 230))), 0.3)
+    judged = validation.judge(val, _flip(float_probs, list(range(200, 230))), 0.3)
     assert judged["flips"] == 30 and judged["flips"] <= judged["floor_flips"]
     assert not judged["holds"]
     assert judged["why"] == "top-1 drop failed on evidence" and judged["drop"].low > 0.3

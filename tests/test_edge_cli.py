@@ -288,7 +288,7 @@ def test_no_window_falls_back_to_json_lines_with_one_note(capsys: pytest.Capture
     assert notes == [
         "[edge-classify] no window: this OpenCV has no GUI (a headless wheel such as opencv-python-headless); "
         "printing JSON lines on stdout instead (--headless does so without this note, --serve PORT shows the frames "
-        "in a browser; a window needs OpenCV with a GUI, see the README)"
+        "in a browser; a window needs OpenCV with a GUI, see docs/raspberry-pi.md)"
     ]
     assert len(lines(captured.out)) == len(list(GOLDEN.glob("*.png")))
     assert main(["--model", str(MODEL), "--image", str(GOLDEN), "-q"]) == EXIT_OK

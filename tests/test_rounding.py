@@ -149,7 +149,7 @@ def tiny() -> dict:
 
 def _ranges(model, calibration: np.ndarray) -> dict:
     import tensorflow as tf
-    from edgetl.convert.stage import calibrated_ranges
+    from edgetl.convert.converter import calibrated_ranges
 
     with tempfile.TemporaryDirectory() as tmp:
         model.export(str(Path(tmp) / "saved"))
@@ -251,7 +251,7 @@ def _selective(model, calibration: np.ndarray, keep_float: tuple[str, ...]) -> b
     """``edgetl convert --keep-float`` on ``model``, float32 input and output."""
     import tensorflow as tf
     from edgetl.config import ConvertConfig, IoType
-    from edgetl.convert.stage import _selective_int8
+    from edgetl.convert.converter import _selective_int8
 
     with tempfile.TemporaryDirectory() as tmp:
         model.export(str(Path(tmp) / "saved"))

@@ -26,7 +26,7 @@ drop limit and the float model's noise floor measured on the same val images:
   per-class drop): a candidate the gate would turn red on val is never chosen; and
 - the val evidence is within the budget: the top-1 drop's **point estimate** is at most
   ``max_drop``, **or** the candidate flips no more val answers than ``model.keras`` itself
-  flips when every pixel moves by ±1 grey level (:mod:`edgetl.noise_floor`).
+  flips when every pixel moves by ±1 grey level (:mod:`edgetl.gate.noise_floor`).
 
 Why not the point estimate alone: a 0.3 pt budget on 300 val images allows no net lost
 image, while fp16 alone loses two (Fashion-MNIST, BENCHMARKS.md) and the float model's
@@ -41,8 +41,9 @@ estimate of the validation metric with ``max_drop``; it has no noise floor.)
 
 Deterministic (the same run folder gives the same candidates in the same order and
 the same choice) and bounded (``max_evals`` validation passes, ``max_seconds`` of wall
-time). Nothing is written here: candidates are staged by the convert stage in its
-hidden work folder, and the stage commits the chosen one.
+time). Nothing is written here: candidates are staged in the convert stage's hidden work
+folder (:mod:`edgetl.convert.converter`), and the stage commits the chosen one. The val
+split's evaluation and judgement live in :mod:`edgetl.convert.validation`.
 """
 
 from __future__ import annotations
@@ -52,27 +53,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
-from edgetl import calibration, data, log, runfolder, stats
+from edgetl import calibration, log, runfolder, stats
 from edgetl.config import DEFAULT_CALIB_SIZE, ConvertConfig, Quantization, Rounding
-from edgetl.config.parity import DEFAULT_THRESHOLDS
 from edgetl.convert import debugger
 from edgetl.convert.calibrate import choose
-from edgetl.data import feed, paths
-from edgetl.errors import BudgetError, RunFolderError
-from edgetl.gate import noise_floor
-from edgetl.gate.checks import threshold_checks
-from edgetl.runtime import decode, preprocess
-from edgetl.runtime.classifier import Classifier, ClassifierOptions
-from edgetl.runtime.model_card import ModelCard
+from edgetl.convert.converter import Conversion, pixel_loader, round_int8, source_of, write_variant
+from edgetl.convert.validation import RULE, ValSet, evaluate, judge, load_val
+from edgetl.errors import BudgetError
 
 CALIB_GROWTH = 2  # the larger calibration set holds this many times the current one's images (at least the default)
-LIMITS = DEFAULT_THRESHOLDS["int8"]  # the gate's other int8 checks, which must not fail on evidence on val
-RULE = (
-    "the parity gate's checks on val (max_drop as the top-1 drop limit, fidelity against model.keras's noise floor "
-    "on val) do not fail on evidence, and the top-1 drop point estimate <= max_drop or the flips <= the noise "
-    "floor's flips"
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,21 +72,6 @@ class Calibration:
     representative: Callable[[], Any]
     saved: dict[str, Path]  # SavedModel folders: "float", and "int8" when the weights were rounded
     rounding: dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Kit:
-    """The convert stage's pieces the search builds its candidates with (passed in: no stage import)."""
-
-    tf: Any
-    config: ConvertConfig
-    card: ModelCard
-    run: Path
-    work: Path
-    write_variant: Callable[..., Any]  # convert._write_variant
-    round_int8: Callable[..., dict[str, Any]]  # convert._round_int8
-    pixel_loader: Callable[..., calibration.PixelLoader]  # convert._pixel_loader
-    int8_source: Callable[[dict[str, Path]], Path]  # the SavedModel the int8 variant is converted from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +141,7 @@ class Search:
     stopped: str
     seconds: float
     calibration: Optional[Calibration] = dataclasses.field(default=None, repr=False)
+    conversion: Optional[Conversion] = dataclasses.field(default=None, repr=False)  # the chosen one, to write
 
     @property
     def plain(self) -> Trial:
@@ -208,113 +183,6 @@ class Search:
             f"{c.size_bytes / p.size_bytes:.3f}x plain int8's size, {c.median_ms / max(p.median_ms, 1e-9):.2f}x its "
             f"latency; {len(self.trials)} evaluation(s)"
         )
-
-
-@dataclasses.dataclass
-class ValSet:
-    """The val split, decoded once: labels, model.keras's probabilities, and device input tensors by input spec."""
-
-    labels: np.ndarray
-    float_probs: np.ndarray
-    class_names: tuple[str, ...]
-    frames: Callable[[], list[np.ndarray]]
-    floor: Optional[dict[str, np.ndarray]] = None  # model.keras's noise floor on val (edgetl.noise_floor.floor_flips)
-    tensors: dict[tuple[str, float, int], list[np.ndarray]] = dataclasses.field(default_factory=dict)
-
-
-def check_val_split(run: Path, card: ModelCard) -> int:
-    """Number of images in the run's val split, refused when there are none (before any work).
-
-    Raises:
-        RunFolderError: the val split is missing or lists no image.
-    """
-    path = Path(run) / "splits" / "val.csv"
-    if path.is_file() and not any(line.strip() for line in path.read_text(encoding="utf-8").splitlines()[1:]):
-        raise RunFolderError(
-            f"{run}/splits/val.csv lists no images: --max-drop measures int8 on the validation split (never on "
-            "test, which the parity gate keeps); train with a val split (--val-fraction), or convert without --max-drop"
-        )
-    return len(paths.read_split_rows(Path(run), "val", len(card.labels)))
-
-
-def load_val(run: Path, card: ModelCard, data_root: Optional[str] = None) -> ValSet:
-    """The val split: each image decoded as the device decodes it, and model.keras's probabilities on it.
-
-    ``data_root``: the user's ``--data-root`` (a run folder this machine did not record; ``edgetl.untrusted``).
-    """
-    dataset, items = data.load_split(run, "val", data_root)
-    pixels, kept, _ = dataset.pixels(items, card.height, card.interpolation)
-    if not kept:
-        raise RunFolderError(f"none of the {len(items)} val images of {run} could be read; restore the data")
-    with log.quiet_native():
-        model = runfolder.load_float_model(run, card)
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return feed.predict(model, images, card.normalization)
-
-    probs = predict(pixels)
-    floor = noise_floor.floor_flips(predict, pixels, probs)  # as the gate measures it, on the val images
-
-    def frames() -> list[np.ndarray]:
-        if dataset.kind == "array":
-            return [preprocess.to_rgb(dataset._array[int(it.ref[1:])], "RGB") for it in kept]  # noqa: SLF001
-        return [decode.decode_image(it.ref) for it in kept]
-
-    return ValSet(np.asarray([it.label for it in kept]), probs, tuple(card.labels), frames, floor)
-
-
-def evaluate(path: Path, val: ValSet) -> tuple[np.ndarray, float]:
-    """Scores of a staged .tflite on every val image through ``edgetl.runtime.Classifier``, and its median ms."""
-
-    with log.quiet_native():
-        classifier = Classifier(ClassifierOptions(model_path=str(path), num_threads=1))
-    spec = classifier._input_spec  # noqa: SLF001 - the tensors depend only on the input's type, scale and zero point
-    key = (spec.dtype, round(spec.scale, 12), spec.zero_point)
-    if key not in val.tensors:
-        val.tensors[key] = [classifier.prepare(frame, "RGB") for frame in val.frames()]
-    probs, times = [], []
-    for tensor in val.tensors[key]:
-        start = time.perf_counter()
-        probs.append(classifier.invoke(tensor))
-        times.append(time.perf_counter() - start)
-    return np.asarray(probs, dtype=np.float32), 1000 * float(np.median(times))
-
-
-def judge(val: ValSet, probs: np.ndarray, max_drop: float) -> dict[str, Any]:
-    """The parity gate's checks on val, and ``holds`` by the search's rule (see the module docstring).
-
-    The checks are :func:`edgetl.gate.checks.threshold_checks`, what ``edgetl parity`` runs
-    on the test split, with ``max_drop`` as the top-1 drop limit and the gate's other int8
-    limits; with ``val.floor`` they include fidelity against the float model's noise floor.
-    """
-    limits = dataclasses.replace(LIMITS, max_drop=max_drop)
-    checks, figures = threshold_checks(
-        "int8", probs, val.float_probs, val.float_probs, val.labels, val.class_names, limits, floor=val.floor
-    )
-    by_name = {check.name: check for check in checks}
-    drop, classes = by_name["top-1 drop"].estimate, figures["per_class_drop"]
-    worst = max(classes, key=lambda c: (classes[c]["verdict"] == stats.Verdict.FAIL.value, classes[c]["value"]))
-    flips = int((probs.argmax(1) != val.float_probs.argmax(1)).sum())
-    floor_flips = int(val.floor[noise_floor.chosen(val.floor)].sum()) if val.floor else None
-    failed = [check.name for check in checks if check.verdict == stats.Verdict.FAIL]
-    if failed:
-        why = f"{', '.join(failed)} failed on evidence"
-    elif drop.value <= max_drop:  # type: ignore[union-attr]
-        why = "drop"
-    elif floor_flips is not None and flips <= floor_flips:
-        why = "noise floor"
-    else:
-        why = ""
-    return {
-        "drop": drop,
-        "agreement": by_name["agreement"].estimate,
-        "worst_class": worst,
-        "class_drop": by_name["per-class drop"].estimate,
-        "holds": why in ("drop", "noise floor"),
-        "flips": flips,
-        "floor_flips": floor_flips,
-        "why": why,
-    }
 
 
 class _Cap(Exception):
@@ -409,13 +277,15 @@ def _float_layers(trial: Callable[..., Trial], cal: Calibration, layers: list[st
     return f"{held} float layer(s) hold, {held - 1} do not"
 
 
-def run(base: Calibration, kit: Kit) -> Search:
+def run(conv: Conversion) -> Search:
     """The search with the convert stage's converter; the chosen calibration is saved when it is a new one.
 
     Raises:
         BudgetError: no candidate within the caps holds (exit 1; nothing written).
     """
-    config = kit.config
+    config, work = conv.config, conv.work
+    assert conv.manifest is not None and conv.representative is not None
+    base = Calibration(conv.manifest, conv.representative, conv.saved, conv.rounding)
     with_float: dict[tuple[str, tuple[str, ...]], Calibration] = {}
 
     def rounded_for(cal: Calibration, layers: tuple[str, ...], folder: Path) -> Calibration:
@@ -426,52 +296,66 @@ def run(base: Calibration, kit: Kit) -> Search:
         if key not in with_float:
             saved = {k: v for k, v in cal.saved.items() if k != "int8"}
             (folder / "gptq").mkdir(parents=True)
-            rounding = kit.round_int8(kit.tf, kit.run, cal.representative, folder / "gptq", saved, layers)
+            rounding = round_int8(conv.tf, conv.run, cal.representative, folder / "gptq", saved, layers)
             with_float[key] = Calibration(cal.manifest, cal.representative, saved, rounding)
         return with_float[key]
 
     def stage(cal: Calibration, layers: tuple[str, ...], folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         cal = rounded_for(cal, layers, folder)
-        trial = dataclasses.replace(config, max_drop=None, keep_float=layers)
-        args = (cal.saved, trial, kit.card, kit.run, cal.manifest, cal.representative, folder, cal.rounding)
-        return kit.write_variant(kit.tf, Quantization.INT8, *args, commit=False).path
+        return write_variant(_candidate(conv, cal, layers, folder), Quantization.INT8, commit=False).path
 
     def recalibrate(size: int) -> Optional[Calibration]:
-        chosen = choose(kit.run, kit.card, size, base.manifest.seed, config.data_root)
+        chosen = choose(conv.run, conv.card, size, base.manifest.seed, config.data_root)
         if chosen.size <= base.manifest.size:
             return None
         feed_ = calibration.representative_dataset(
-            chosen, kit.card, kit.pixel_loader(kit.run, kit.card, chosen.refs, config.data_root)
+            chosen, conv.card, pixel_loader(conv.run, conv.card, chosen.refs, config.data_root)
         )
         saved, rounding = {k: v for k, v in base.saved.items() if k != "int8"}, {"method": config.rounding.value}
         if config.rounding == Rounding.GPTQ:
-            (kit.work / f"calibration-{chosen.size}").mkdir()
-            rounding = kit.round_int8(kit.tf, kit.run, feed_, kit.work / f"calibration-{chosen.size}", saved)
+            (work / f"calibration-{chosen.size}").mkdir()
+            rounding = round_int8(conv.tf, conv.run, feed_, work / f"calibration-{chosen.size}", saved)
         return Calibration(chosen, feed_, saved, rounding)
-
-    def rank(cal: Calibration) -> list[tuple[str, float]]:
-
-        worst: dict[str, float] = {}
-        for row in debugger.layer_statistics(kit.tf, kit.int8_source(cal.saved), cal.representative):
-            if row["layer"] and row["rmse/scale"] != "nan":
-                worst[row["layer"]] = max(worst.get(row["layer"], 0.0), float(row["rmse/scale"]))
-        return sorted(worst.items(), key=lambda kv: (-kv[1], kv[0]))
 
     result = search(
         config,
-        load_val(kit.run, kit.card, config.data_root),
+        load_val(conv.run, conv.card, config.data_root),
         base,
-        Tools(stage, recalibrate, rank),
-        kit.work / "max-drop",
+        Tools(stage, recalibrate, lambda cal: _rank(conv, cal)),
+        work / "max-drop",
     )
     raise_if_unreached(result)
     if result.chosen and result.calibration is not None:
-        result.calibration = rounded_for(result.calibration, result.chosen.keep_float, kit.work / "chosen")
-    path = kit.run / calibration.MANIFEST_NAME
+        result.calibration = rounded_for(result.calibration, result.chosen.keep_float, work / "chosen")
+        result.conversion = _candidate(conv, result.calibration, result.chosen.keep_float, work)
+    path = conv.run / calibration.MANIFEST_NAME
     if result.calibration is not None and result.calibration.manifest.sha256 != base.manifest.sha256:
         result.calibration.manifest.save(path)  # the larger set the search chose: the int8 card names its sha256
     return result
+
+
+def _rank(conv: Conversion, cal: Calibration) -> list[tuple[str, float]]:
+    """Quantized layers, worst first, by the debugger's RMSE over the quantization step (the int8 model's ops)."""
+    worst: dict[str, float] = {}
+    for row in debugger.layer_statistics(conv.tf, source_of(Quantization.INT8, cal.saved), cal.representative):
+        if row["layer"] and row["rmse/scale"] != "nan":
+            worst[row["layer"]] = max(worst.get(row["layer"], 0.0), float(row["rmse/scale"]))
+    return sorted(worst.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _candidate(conv: Conversion, cal: Calibration, layers: tuple[str, ...], folder: Path) -> Conversion:
+    """The conversion of one candidate: its calibration, its float layers, staged in ``folder``."""
+    config = dataclasses.replace(conv.config, max_drop=None, keep_float=layers)
+    return dataclasses.replace(
+        conv,
+        config=config,
+        work=folder,
+        manifest=cal.manifest,
+        representative=cal.representative,
+        saved=cal.saved,
+        rounding=cal.rounding,
+    )
 
 
 def raise_if_unreached(result: Search) -> None:

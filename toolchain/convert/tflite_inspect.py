@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from edgetl import log
+from edgetl.convert import tflite_private
 from edgetl.errors import ConfigError, ConversionError
 from edgetl.runtime.model_card import ModelCard, TensorSpec
 
@@ -31,7 +32,7 @@ def keep_float_nodes(model: bytes, layers: tuple[str, ...]) -> list[str]:
 
     interpreter = Interpreter(model_content=model)
     tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
-    outputs = [tensors[i] for op in interpreter._get_ops_details() for i in op["outputs"] if i in tensors]  # noqa: SLF001
+    outputs = [tensors[i] for op in tflite_private.ops_details(interpreter) for i in op["outputs"] if i in tensors]
     nodes: list[str] = []
     for layer in layers:
         found = [name for name in outputs if layer in layers_of(name)]
@@ -78,7 +79,7 @@ def float_ops(path: Path) -> list[str]:
 
     interpreter = Interpreter(model_path=str(path))
     floating = {t["index"] for t in interpreter.get_tensor_details() if np.dtype(t["dtype"]) == np.float32}
-    return [op["op_name"] for op in interpreter._get_ops_details() if floating.intersection(op["outputs"])]  # noqa: SLF001
+    return [op["op_name"] for op in tflite_private.ops_details(interpreter) if floating.intersection(op["outputs"])]
 
 
 def spec_text(spec: TensorSpec) -> str:

@@ -31,7 +31,7 @@ class Dataset:
     class_names: list[str]
     items: list[Item]
     presplit: Optional[dict[str, list[Item]]] = None
-    _array: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
+    array: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)
     legacy: bool = False  # a run folder from before the relative layout (datapaths)
 
     def relative(self, ref: str) -> str:
@@ -46,7 +46,7 @@ class Dataset:
         """
         path = paths.resolve_ref(self.root, ref, "calibration.json", self.legacy)
         try:
-            return self._load(Item(path, 0), size, interpolation)
+            return self.load_item(Item(path, 0), size, interpolation)
         except (decode.ImageDecodeError, ValueError, IndexError) as exc:
             raise RunFolderError(
                 f"calibration image {path} is unreadable or gone ({str(exc)[:120]}); restore it, "
@@ -67,7 +67,7 @@ class Dataset:
         skipped: list[dict[str, str]] = []
         for item in log.progress(items, len(items), f"decoding {size}px images"):
             try:
-                out[len(kept)] = self._load(item, size, interpolation)
+                out[len(kept)] = self.load_item(item, size, interpolation)
                 kept.append(item)
             except (decode.ImageDecodeError, ValueError) as exc:
                 skipped.append({"ref": item.ref, "reason": str(exc)})
@@ -75,10 +75,10 @@ class Dataset:
             log.warn(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]['reason']}")
         return out[: len(kept)], kept, skipped
 
-    def _load(self, item: Item, size: int, interpolation: str) -> np.ndarray:
+    def load_item(self, item: Item, size: int, interpolation: str) -> np.ndarray:
         if item.ref.startswith("#"):
-            if self._array is None or not item.ref[1:].isdigit() or int(item.ref[1:]) >= len(self._array):
+            if self.array is None or not item.ref[1:].isdigit() or int(item.ref[1:]) >= len(self.array):
                 raise ValueError(f"{item.ref} is not a row of the image array {self.root}")
-            rgb = preprocess.to_rgb(self._array[int(item.ref[1:])], "RGB")
+            rgb = preprocess.to_rgb(self.array[int(item.ref[1:])], "RGB")
             return preprocess.resize(rgb, size, size, interpolation)
         return decode.load_image(item.ref, size, size, interpolation)

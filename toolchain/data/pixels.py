@@ -322,7 +322,7 @@ def _decode_to(
             block = np.zeros((min(CHUNK, len(items) - start), size, size, 3), dtype=np.uint8)
             for i in range(len(block)):
                 try:
-                    block[i] = dataset._load(items[start + i], size, interpolation)  # noqa: SLF001 - the one decoder of a Dataset
+                    block[i] = dataset.load_item(items[start + i], size, interpolation)
                     ok[start + i] = True
                 except (decode.ImageDecodeError, ValueError) as exc:
                     reasons[start + i] = str(exc)

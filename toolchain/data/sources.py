@@ -146,7 +146,7 @@ def from_arrays(path: Path) -> Dataset:
                 "fix the labels or class_names"
             )
     items = [Item(f"#{i}", c) for i, c in enumerate(codes)]
-    return Dataset("array", str(path.resolve()), names, items, _array=images)
+    return Dataset("array", str(path.resolve()), names, items, array=images)
 
 
 def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, Optional[list[str]]]:

@@ -209,14 +209,14 @@ def load_split(
             raise RunFolderError(
                 f"the run's image array {meta['root']} is gone; restore it there (data.json records it)"
             )
-        array = from_arrays(Path(meta["root"]))._array  # noqa: SLF001 - this package's own Dataset
+        array = from_arrays(Path(meta["root"])).array
     _check_array_refs(run_dir, name, items, meta["root"], array)
     if array is None and items and not Path(items[0].ref).exists():
         raise RunFolderError(
             f"the run's images under {meta['root']} are gone; restore them there (data.json records "
             "where they were), pass --data-root DIR where they are now, or re-run `edgetl train`"
         )
-    return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, _array=array, legacy=legacy), items
+    return Dataset(meta["kind"], meta["root"], list(meta["class_names"]), items, array=array, legacy=legacy), items
 
 
 def _check_array_refs(run_dir: Path, name: str, items: Sequence[Item], root: str, array: Optional[np.ndarray]) -> None:

@@ -16,12 +16,18 @@ tfmot 0.8.1 cannot reload a quantized model from a ``.keras`` file
 :func:`load_qat` rebuilds the graph from ``model.keras`` and loads the saved
 weights into it; the QAT card pins the float model's sha256 so a changed
 ``model.keras`` is refused rather than silently mismatched.
+
+Every private tfmot name edgetl uses is imported here and nowhere else (checked against
+tfmot 0.8.1): ``quantize_layout_transform``, ``default_8bit_*`` and ``model_transformer`` to
+build the scheme (tfmot's public API has no way to replace its layout transform), and
+``quant_ops.MovingAvgQuantize`` for :func:`running_mean_ranges`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from edgetl import log
 from edgetl.errors import RunFolderError
@@ -33,7 +39,7 @@ from edgetl.runtime.model_card import atomic_path
 graph.keras()  # TF_USE_LEGACY_KERAS before TensorFlow loads
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
-from tensorflow_model_optimization.python.core.quantization.keras import quantize_layout_transform  # noqa: E402
+from tensorflow_model_optimization.python.core.quantization.keras import quant_ops, quantize_layout_transform  # noqa: E402
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
     default_8bit_quantize_scheme,
     default_8bit_transforms,
@@ -212,3 +218,24 @@ def load_qat(run: Path) -> Any:
         quantized = quantize(model.load(str(run / FLOAT_MODEL)))
         quantized.load_weights(str(run / QAT_MODEL))
     return quantized
+
+
+@contextlib.contextmanager
+def running_mean_ranges() -> Iterator[Callable[[int], None]]:
+    """While open, tfmot's activation ranges follow the running mean of the batches seen.
+
+    tfmot moves each range with an EMA of decay 0.999 (private ``quant_ops.MovingAvgQuantize``,
+    tfmot 0.8.1); the yielded function sets the step ``i`` so that the decay is i/(i+1).
+    """
+    original = quant_ops.MovingAvgQuantize
+    step = {"i": 0}
+
+    def running_mean(*args: Any, **kwargs: Any) -> Any:
+        kwargs["ema_decay"] = step["i"] / (step["i"] + 1)
+        return original(*args, **kwargs)
+
+    quant_ops.MovingAvgQuantize = running_mean
+    try:
+        yield lambda i: step.__setitem__("i", i)
+    finally:
+        quant_ops.MovingAvgQuantize = original

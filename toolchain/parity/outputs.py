@@ -41,7 +41,7 @@ def load_qat_reference(run: Path) -> Any:
 def device_frame(ref: str, dataset: data.Dataset) -> tuple[np.ndarray, str]:
     """The image as the device gets it: a file decoded by cv2 (BGR), or an array row (RGB)."""
     if ref.startswith("#"):
-        return preprocess.to_rgb(dataset._array[int(ref[1:])], "RGB"), "RGB"  # noqa: SLF001
+        return preprocess.to_rgb(dataset.array[int(ref[1:])], "RGB"), "RGB"
     return decode.decode_image(ref), "RGB"
 
 
@@ -77,7 +77,7 @@ def contract_checks(
     for item in items:
         image, order = device_frame(item.ref, dataset)
         device = preprocess.dequantize(preprocess.prepare(image, card, order)[0], card.input)
-        pixels = dataset._load(item, keras_card.height, keras_card.interpolation)  # noqa: SLF001
+        pixels = dataset.load_item(item, keras_card.height, keras_card.interpolation)
         training = preprocess.normalize(pixels, keras_card.normalization)
         worst = max(worst, float(np.abs(device - training).max()))
     limit = max(1.01 * (card.input.scale if card.input.quantized else 1e-6), 1e-5)

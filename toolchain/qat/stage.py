@@ -142,25 +142,15 @@ def initialize_ranges(
     set to i/(i+1) makes each range the running mean of the batch ranges, as if
     calibrated, before training starts.
     """
-    from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
-
-    original = quant_ops.MovingAvgQuantize
-    step = {"i": 0}
-
-    def running_mean(*args: Any, **kwargs: Any) -> Any:
-        kwargs["ema_decay"] = step["i"] / (step["i"] + 1)
-        return original(*args, **kwargs)
+    from edgetl.model.qat_scheme import running_mean_ranges  # TensorFlow and tfmot
 
     order = np.random.default_rng((seed, 7)).permutation(len(images))
-    quant_ops.MovingAvgQuantize = running_mean
-    try:
+    with running_mean_ranges() as at_step:
         for i in range(min(batches, max(1, len(images) // batch_size))):
-            step["i"] = i
+            at_step(i)
             chosen = np.sort(order[i * batch_size : (i + 1) * batch_size])
             batch = images.take(chosen) if isinstance(images, pixels.Rows) else images[chosen]
             quantized(feed.normalize(batch, card.normalization), training=True)
-    finally:
-        quant_ops.MovingAvgQuantize = original
 
 
 def distiller(student: Any, teacher: Any, weight: float) -> Any:

@@ -207,7 +207,7 @@ def test_check_text_says_a_variant_sits_at_the_threshold() -> None:
     )
 
 
-def test_gate_study_rates_judge_each_subset_with_its_own_floor() -> None:
+def test_gate_study_rates_judge_each_subset_with_its_own_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     """``scripts/bench_gate.py``: a faithful variant is never red, one flipping 4x the floor is red at 2,000 images."""
     import sys
 
@@ -227,11 +227,13 @@ def test_gate_study_rates_judge_each_subset_with_its_own_floor() -> None:
         float_metrics={},
         timing={},
     )
+    monkeypatch.setattr(bench_gate, "PARTITIONS", 2)  # the study's 10 partitions and 200 subsets: a fast lane's share
+    monkeypatch.setattr(bench_gate, "RANDOM_SUBSETS", 20)
     rates = bench_gate.gate_rates(saved, (1000, 2000))
     assert rates["int8"]["2000"]["disjoint"] == {"sets": 2 * bench_gate.PARTITIONS, "fail": 0.0}
     assert (
         rates["int8_nearest"]["2000"]["disjoint"]["fail"] == 1.0
-        and rates["int8_nearest"]["2000"]["random"]["sets"] == 200
+        and rates["int8_nearest"]["2000"]["random"]["sets"] == 20
     )
 
 

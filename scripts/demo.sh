@@ -38,6 +38,12 @@ for name, m in report["models"].items():
         f"{floor['description']} changes {floor['value']:.2f}% [{floor['low']:.2f}, {floor['high']:.2f}] "
         f"(n={f['n']:,})"
     )
+    s, fs = m.get("shift"), floor.get("shift")
+    if s and fs:  # what the fidelity check judges: how far the scores move, every image counted
+        print(
+            f"    its probabilities move {s['value']:.2f} pt [{s['low']:.2f}, {s['high']:.2f}] on average; "
+            f"the noise moves them {fs['value']:.2f} pt [{fs['low']:.2f}, {fs['high']:.2f}]"
+        )
 for line in report["summary"]:
     print(f"  {line}")
 PY

@@ -207,10 +207,9 @@ def test_check_text_says_a_variant_sits_at_the_threshold() -> None:
     )
 
 
-def test_gate_study_rates_judge_each_subset_with_its_own_floor() -> None:
+def test_gate_study_rates_judge_each_subset_with_its_own_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     """``scripts/bench_gate.py``: a faithful variant is never red, one flipping 4x the floor is red at 2,000 images."""
     import sys
-    from types import SimpleNamespace
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     import bench_gate
@@ -218,19 +217,42 @@ def test_gate_study_rates_judge_each_subset_with_its_own_floor() -> None:
     labels, ref, healthy, floor = _model(4000, 48, 44, classes=10)  # 1.2% vs 1.1%
     _, _, broken, _ = _model(4000, 176, 44, classes=10)  # 4.4%
     labels[:176] = (labels[:176] + 5) % 10  # the flipped images were wrong anyway: no accuracy moves, only answers
-    result = SimpleNamespace(
+    saved = bench_gate.Saved(
         labels=labels,
         probabilities={"model.keras": ref, "int8": healthy, "int8_nearest": broken},
         floors={"model.keras": {"noise": floor, "jpeg95": floor}},
-        models={"int8": {"reference": "model.keras"}, "int8_nearest": {"reference": "model.keras"}},
-        float_metrics={"per_class": {str(i): {} for i in range(10)}},
+        references={"int8": "model.keras", "int8_nearest": "model.keras"},
+        class_names=[str(i) for i in range(10)],
+        contract={"int8": True, "int8_nearest": True},
+        float_metrics={},
+        timing={},
     )
-    rates = bench_gate.gate_rates(result, (1000, 2000))
-    assert rates["int8"]["2000"]["disjoint"] == {"sets": 2, "fail": 0.0}
+    monkeypatch.setattr(bench_gate, "PARTITIONS", 2)  # the study's 10 partitions and 200 subsets: a fast lane's share
+    monkeypatch.setattr(bench_gate, "RANDOM_SUBSETS", 20)
+    rates = bench_gate.gate_rates(saved, (1000, 2000))
+    assert rates["int8"]["2000"]["disjoint"] == {"sets": 2 * bench_gate.PARTITIONS, "fail": 0.0}
     assert (
         rates["int8_nearest"]["2000"]["disjoint"]["fail"] == 1.0
-        and rates["int8_nearest"]["2000"]["random"]["sets"] == 200
+        and rates["int8_nearest"]["2000"]["random"]["sets"] == 20
     )
+
+
+def test_gate_study_sets_take_one_view_of_a_picture() -> None:
+    """Three views of each of 500 pictures: a 300-image set never holds two views of one picture."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import bench_gate
+
+    groups = np.repeat(np.arange(500), 3)
+    sets = bench_gate.test_sets(groups, 300, np.random.default_rng(0))
+    assert len(sets["disjoint"]) == 3 * bench_gate.PARTITIONS  # a round of 500 pictures holds one set of 300: 3 rounds
+    for s in sets["disjoint"] + sets["random"]:
+        assert len(s) == 300 and len(np.unique(groups[s])) == 300
+    first = np.concatenate(sets["disjoint"][:3])
+    assert len(np.unique(first)) == 900  # one partition: no image twice
+    big = bench_gate.test_sets(groups, 1000, np.random.default_rng(0))["random"][0]
+    assert len(big) == 1000 and np.bincount(groups[big]).max() == 2  # 500 pictures: two views each
 
 
 def test_far_end_of_a_ceiling_above_its_threshold_is_the_high_end() -> None:
@@ -240,3 +262,34 @@ def test_far_end_of_a_ceiling_above_its_threshold_is_the_high_end() -> None:
     e = _estimate(3.1, 1.2, 5.1, 3.0, None)
     text = texts.class_text("t-shirt_top", e, 10, available=10_000)
     assert text.endswith("accept the interval's far end as your margin (5.10), or deploy a variant that passes"), text
+
+
+def test_shift_is_the_total_variation_between_score_vectors() -> None:
+    clean = np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    moved = np.array([[0.7, 0.3, 0.0], [0.0, 0.0, 1.0]])
+    assert np.allclose(noise_floor.shift(moved, clean), [0.2, 1.0])
+    assert np.allclose(noise_floor.shift(clean, clean), 0.0)
+
+
+def test_fidelity_is_judged_on_probability_shifts_when_the_floor_carries_them() -> None:
+    labels, ref, variant, floor = _model(2000, 96, 108)
+    names = [f"c{i}" for i in range(8)]
+    # the variant moves every image's top probability by 0.02, the noise moves it by 0.02 on
+    # the floor's flips only: 2.0 pt vs 0.108 pt on average, far past 1.5x
+    variant = 0.98 * variant + 0.02 / 8
+    floor_shift = np.where(floor, 0.02, 0.0)
+    checks, figures = threshold_checks(
+        "int8",
+        variant,
+        ref,
+        ref,
+        labels,
+        names,
+        DEFAULT_THRESHOLDS["int8"],
+        floor={"noise": floor, "jpeg95": floor, "noise_shift": floor_shift},
+    )
+    fidelity = [c for c in checks if c.name == "fidelity"][0]
+    assert fidelity.verdict == v.Verdict.FAIL and figures["fidelity"]["measure"] == "shift"
+    assert "its probabilities move 6.45 pt [5.54, 7.37] on average" in fidelity.detail, fidelity.detail
+    assert "the noise's 0.11 pt [0.09, 0.13]" in fidelity.detail
+    assert figures["noise_floor"]["shift"]["value"] == pytest.approx(0.108)

@@ -154,6 +154,8 @@ def test_fidelity_against_the_noise_floor_passes_fp16_and_fails_a_degraded_varia
     assert fp16["flip_rate"]["value"] < fp16["noise_floor"]["value"], (fp16["flip_rate"], fp16["noise_floor"])
     assert fidelity["detail"].startswith("fp16 changes ") and "x the noise floor (≤ 1.5x allowed;" in fidelity["detail"]
     assert set(fp16["noise_floor"]["by_perturbation"]) == {"noise", "jpeg95"}
+    assert fp16["fidelity"]["measure"] == "shift" and fp16["shift"]["value"] < fp16["noise_floor"]["shift"]["value"]
+    assert "its probabilities move " in fidelity["detail"]  # judged on every image's probability shift
     assert report["summary"][0].startswith("fp16: ") and "of answers;" in report["summary"][0]
     assert report["timing_s"]["references_with_noise_floor"] > 0
     assert result.stdout  # the closing lines are the end of the human output too

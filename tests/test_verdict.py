@@ -165,3 +165,30 @@ def test_parity_on_a_folder_that_is_not_a_run_exits_3(tmp_path: Path) -> None:
         result.stderr.strip()
         == f"Error: {tmp_path} has no model.keras and model_card.json; is it an `edgetl train` run folder?"
     )
+
+
+def test_shift_check_is_a_paired_normal_interval_on_the_per_image_excess() -> None:
+    shift = np.array([0.02, 0.04, 0.00, 0.10, 0.04])
+    floor = np.array([0.02, 0.02, 0.00, 0.04, 0.02])
+    e = v.shift_check(shift, floor, max_ratio=1.5)
+    d = shift - 1.5 * floor  # -0.01, 0.01, 0, 0.04, 0.01: mean 0.01
+    half = 1.959964 * d.std(ddof=1) / np.sqrt(5)
+    assert e.value == pytest.approx(1.0) and e.low == pytest.approx(100 * (0.01 - half))
+    assert e.high == pytest.approx(100 * (0.01 + half)) and e.verdict == v.Verdict.INCONCLUSIVE
+    assert e.images_needed is not None and 5 < e.images_needed < 20  # the same spread settles it at ~8 images
+    mean = v.Mean.of(shift)
+    assert mean.value == pytest.approx(4.0) and mean.n == 5 and mean.low == pytest.approx(0.72, abs=0.01)
+
+
+def test_shift_check_resolves_what_flip_counts_cannot_at_2000_images() -> None:
+    # Fashion-MNIST's shape (BENCHMARKS.md): per-image shifts spread ~1.6x their mean; int8 with
+    # nearest rounding moves the probabilities 2x as far as ±1 grey level and flips 1.9x as many answers
+    rng = np.random.default_rng(0)
+    floor = rng.gamma(0.4, 0.025 / 0.4, 2000)  # mean 0.025, sd/mean 1.58
+    broken = 2.0 * floor * rng.gamma(4.0, 0.25, 2000)  # paired: the same images move most
+    healthy = 0.8 * floor * rng.gamma(4.0, 0.25, 2000)
+    assert v.shift_check(broken, floor, 1.5).verdict == v.Verdict.FAIL
+    assert v.shift_check(healthy, floor, 1.5).verdict == v.Verdict.PASS
+    flips, floor_flips = np.zeros(2000, bool), np.zeros(2000, bool)
+    flips[:96], floor_flips[76:126] = True, True  # 4.8% vs 2.5% (20 in common), the same ratio in answers
+    assert v.fidelity_check(flips, floor_flips, 1.5).verdict == v.Verdict.INCONCLUSIVE

@@ -72,7 +72,9 @@ def threshold_checks(
     flipped = pred != ref_probs.argmax(1)
     agree = stats.agreement_check(~flipped, limits.min_agreement)
     figures: dict[str, Any] = {"flip_rate": stats.Rate.of(flipped).to_dict()}
-    fidelity = _fidelity(name, reference, flipped, floor, limits, figures) if floor is not None else []
+    moved = noise_floor.shift(probs, ref_probs)
+    figures["shift"] = stats.Mean.of(moved).to_dict()
+    fidelity = _fidelity(name, reference, flipped, moved, floor, limits, figures) if floor is not None else []
     class_limit = max(limits.max_class_drop, round(figures["noise_floor"]["value"], 1) if fidelity else 0)
     classes = _class_drops(float_right, right, labels, class_names, class_limit)
     figures.update(drop_pt=drop.value, drop=drop.to_dict(), agreement=agree.value / 100)
@@ -98,20 +100,40 @@ def threshold_checks(
 
 
 def _fidelity(
-    name: str, reference: str, flipped: np.ndarray, floor: dict[str, np.ndarray], limits: Thresholds, figures: dict
+    name: str,
+    reference: str,
+    flipped: np.ndarray,
+    moved: np.ndarray,
+    floor: dict[str, np.ndarray],
+    limits: Thresholds,
+    figures: dict,
 ) -> list[Check]:
-    """The fidelity check against the larger of the perturbations' flip rates; adds its figures."""
+    """The fidelity check against the gating perturbation (±1 grey level); adds its figures.
+
+    Judged on the per-image probability shift when the floor carries it (``<kind>_shift``,
+    :func:`edgetl.gate.noise_floor.shift`: every image counts), else on top-1 flips.
+    """
     kind = noise_floor.chosen(floor)
-    excess = stats.fidelity_check(flipped, floor[kind], limits.max_flip_ratio)
+    floor_shift = floor.get(f"{kind}_shift")
+    if floor_shift is not None:
+        excess = stats.shift_check(moved, floor_shift, limits.max_flip_ratio)
+    else:
+        excess = stats.fidelity_check(flipped, floor[kind], limits.max_flip_ratio)
     figures["noise_floor"] = {
         **stats.Rate.of(floor[kind]).to_dict(),
         "perturbation": kind,
         "description": noise_floor.DESCRIPTIONS[kind],
-        "by_perturbation": {k: stats.Rate.of(floor[k]).to_dict() for k in noise_floor.PERTURBATIONS},
+        "by_perturbation": {k: stats.Rate.of(floor[k]).to_dict() for k in noise_floor.PERTURBATIONS if k in floor},
     }
-    figures["fidelity"] = {**excess.to_dict(), "max_flip_ratio": limits.max_flip_ratio}
+    if floor_shift is not None:
+        figures["noise_floor"]["shift"] = stats.Mean.of(floor_shift).to_dict()
+    figures["fidelity"] = {
+        **excess.to_dict(),
+        "max_flip_ratio": limits.max_flip_ratio,
+        "measure": "shift" if floor_shift is not None else "flips",
+    }
     text = texts.fidelity_text(
-        name, reference, figures["flip_rate"], figures["noise_floor"], excess, limits, len(flipped)
+        name, reference, figures["flip_rate"], figures["noise_floor"], excess, limits, len(flipped), figures["shift"]
     )
     return [Check(name, "fidelity", excess.verdict, text, excess)]
 

@@ -59,14 +59,30 @@ def fidelity_text(
     e: stats.Estimate,
     limits: Any,
     available: Optional[int] = None,
+    shift: Optional[dict[str, Any]] = None,
 ) -> str:
-    """``int8 changes 4.80% [3.9, 5.9] of model.keras's answers; re-saving the images as JPEG changes 5.40% [...]``."""
-    ratio = flip["value"] / floor["value"] if floor["value"] else float("inf") if flip["value"] else 1.0
+    """``int8 changes 4.80% [3.9, 5.9] of model.keras's answers; ±1 grey level changes 4.30% [...]; ...``.
+
+    With the per-image probability shifts (``shift`` and ``floor["shift"]``) the check is
+    judged on them and the text says so; else on the flips.
+    """
     mark = {stats.Verdict.PASS: "≤", stats.Verdict.FAIL: ">", stats.Verdict.INCONCLUSIVE: "vs"}[e.verdict]
-    return (
+    text = (
         f"{name} changes {flip['value']:.2f}% [{flip['low']:.2f}, {flip['high']:.2f}] of {reference}'s answers; "
-        f"{floor['description']} changes {floor['value']:.2f}% [{floor['low']:.2f}, {floor['high']:.2f}]: "
-        f"{ratio:.2f}x the noise floor ({mark} {limits.max_flip_ratio:g}x allowed; flips − "
+        f"{floor['description']} changes {floor['value']:.2f}% [{floor['low']:.2f}, {floor['high']:.2f}]"
+    )
+    fs = floor.get("shift")
+    if shift is not None and fs is not None:
+        ratio = shift["value"] / fs["value"] if fs["value"] else float("inf") if shift["value"] else 1.0
+        return (
+            f"{text}; its probabilities move {shift['value']:.2f} pt [{shift['low']:.2f}, {shift['high']:.2f}] on "
+            f"average, the noise's {fs['value']:.2f} pt [{fs['low']:.2f}, {fs['high']:.2f}]: {ratio:.2f}x the noise "
+            f"floor ({mark} {limits.max_flip_ratio:g}x allowed; shift − {limits.max_flip_ratio:g} × floor = "
+            f"{e.value:.2f} pt [{e.low:.2f}, {e.high:.2f}], paired){_needs(e, available=available)}"
+        )
+    ratio = flip["value"] / floor["value"] if floor["value"] else float("inf") if flip["value"] else 1.0
+    return (
+        f"{text}: {ratio:.2f}x the noise floor ({mark} {limits.max_flip_ratio:g}x allowed; flips − "
         f"{limits.max_flip_ratio:g} × floor = {e.value:.2f} pt [{e.low:.2f}, {e.high:.2f}], paired)"
         f"{_needs(e, available=available)}"
     )

@@ -194,7 +194,7 @@ def _check_variant(
         keras_card.labels,
         config.thresholds_for(variant.name),
         variant.reference,
-        {k: v for k, v in floor.items() if k in noise_floor.PERTURBATIONS} if floor else None,
+        {k: v for k, v in floor.items() if not k.endswith("_dprob")} if floor else None,
     )
     if floor:
         figures["noise_floor"]["mean_abs_dprob"] = {k: float(floor[f"{k}_dprob"]) for k in noise_floor.PERTURBATIONS}

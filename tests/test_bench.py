@@ -1,20 +1,17 @@
-"""scripts/bench*.py: the pure helpers (tables, statistics, MAC counts, report), not the timings."""
+"""benchmarks/: the pure helpers (tables, statistics, MAC counts, report), not the timings."""
 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-import bench
-import bench_report
-import bench_runtime
-import bench_train
-import bench_util
+import benchmarks.__main__ as bench
+from benchmarks import report as bench_report
+from benchmarks import runtime as bench_runtime
+from benchmarks import train as bench_train
+from benchmarks import util as bench_util
 
 
 def test_markdown_table_aligns_numbers_right_and_escapes_pipes() -> None:
@@ -194,7 +191,7 @@ def _results() -> dict:
             "mode": "quick",
             "date": "2026-01-01 00:00 UTC",
             "wall_s": 60.0,
-            "command": "python scripts/bench.py --quick",
+            "command": "python benchmarks/__main__.py --quick",
             "loadavg_end": [1.0, 1.0, 1.0],
             "versions": {"tensorflow": "2.21.0"},
             "machine": {"cpu_model": "CPU", "logical_cpus": 2, "os": "Linux", "machine": "x86_64", "python": "3.11"},
@@ -253,7 +250,7 @@ def test_report_renders_every_section_with_goal_status() -> None:
     assert "| int8 top-1 drop (pt) | ≤ 0.30 pt | 1.00 pt | **NOT met** |" in text
     assert "| int8 size vs fp32 | ≤ 0.310× | 0.300× | met |" in text
     assert "| 1.0/224 int8 | 2 | 50.0 | 100.0 | 50.00% | **NOT met** |" in text
-    assert "10.0 M multiply-accumulates" in text and "`python scripts/bench.py --quick`" in text
+    assert "10.0 M multiply-accumulates" in text and "`python benchmarks/__main__.py --quick`" in text
 
 
 def test_report_without_qat_and_with_warm_soak() -> None:

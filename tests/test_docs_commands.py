@@ -57,7 +57,7 @@ NOT_RUN = [
     (r"^~/edgetl/bin/", PI),
     (r"^mkdir -p ~/models", PI),
     (r"^systemctl |^journalctl ", "needs systemd on the Pi (tests/test_pi_deploy.py checks the unit)"),
-    (r"^\.venv/bin/python scripts/bench", "benchmarks, 4 min to an hour; .ci/run runs scripts/bench.py --quick"),
+    (r"^\.venv/bin/python -m benchmarks", "benchmarks, 4 min to an hour; .ci/run runs python -m benchmarks --quick"),
     (r"^git worktree add", "checks out an old commit for the benchmarks' before columns"),
     (
         r"^edge-classify benchmark ",

@@ -156,9 +156,8 @@ def test_console_script_and_help() -> None:
 
 
 def test_bench_device_section_has_the_table_and_the_ratios(two_models: list[Path], tmp_path: Path) -> None:
-    """scripts/bench_device.py's rendering, on a real report (the second copy labelled fp32 for the ratio)."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    import bench_device
+    """benchmarks/device.py's rendering, on a real report (the second copy labelled fp32 for the ratio)."""
+    from benchmarks import device as bench_device
 
     report = benchmark.run_benchmark(
         benchmark.BenchmarkConfig(models=tuple(map(str, two_models)), threads=(1, 2), runs=3, warmup=1)

@@ -208,11 +208,8 @@ def test_check_text_says_a_variant_sits_at_the_threshold() -> None:
 
 
 def test_gate_study_rates_judge_each_subset_with_its_own_floor(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``scripts/bench_gate.py``: a faithful variant is never red, one flipping 4x the floor is red at 2,000 images."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import bench_gate
+    """``benchmarks/gate.py``: a faithful variant is never red, one flipping 4x the floor is red at 2,000 images."""
+    from benchmarks import gate as bench_gate
 
     labels, ref, healthy, floor = _model(4000, 48, 44, classes=10)  # 1.2% vs 1.1%
     _, _, broken, _ = _model(4000, 176, 44, classes=10)  # 4.4%
@@ -239,10 +236,7 @@ def test_gate_study_rates_judge_each_subset_with_its_own_floor(monkeypatch: pyte
 
 def test_gate_study_sets_take_one_view_of_a_picture() -> None:
     """Three views of each of 500 pictures: a 300-image set never holds two views of one picture."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import bench_gate
+    from benchmarks import gate as bench_gate
 
     groups = np.repeat(np.arange(500), 3)
     sets = bench_gate.test_sets(groups, 300, np.random.default_rng(0))

@@ -1,7 +1,7 @@
 """The statistical half of the parity gate: one variant's checks from per-image outputs.
 
 Pure numpy on top of :mod:`edgetl.stats`; ``edgetl parity`` calls it once per variant,
-and the gate study (``scripts/bench_gate.py``) on many subsets of one evaluation.
+and the gate study (``benchmarks/gate.py``) on many subsets of one evaluation.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def threshold_checks(
     top-1 changed under it, :mod:`edgetl.gate.noise_floor`) the variant's flips are judged
     against the larger of those flip rates (at most ``limits.max_flip_ratio`` times it),
     and the per-class limit rises to that rate in points when it is larger. Pure numpy:
-    the gate study (``scripts/bench_gate.py``) calls it on many subsets of one evaluation.
+    the gate study (``benchmarks/gate.py``) calls it on many subsets of one evaluation.
 
     Returns:
         The checks (drop, fidelity when ``floor`` is given, agreement, per-class drop)

@@ -3,7 +3,7 @@
 The models are built with ``edgetl.train`` (one short head epoch: latency does
 not depend on how well the head is trained) and converted with
 ``edgetl.convert``. Each thread count is measured in its own subprocess
-(``python scripts/bench_latency.py SPEC OUT``) because TensorFlow fixes its thread
+(``python benchmarks/latency.py SPEC OUT``) because TensorFlow fixes its thread
 pools when it starts; inside it, Keras and every .tflite take turns in interleaved
 blocks, so the ratios compare like with like on a shared machine.
 """
@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent  # holds toolchain/ and edge_runtime/ (for a checkout not pip-installed)
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))
+from edgetl.config import DEFAULT_VARIANTS
 
-from bench_util import count_macs, interleaved, ratio, summarize  # noqa: E402 - after the sys.path line
-from edgetl.config import DEFAULT_VARIANTS  # noqa: E402
+from benchmarks.util import count_macs, interleaved, ratio, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+
 
 TFLITE_VARIANTS = tuple(q.value for q in DEFAULT_VARIANTS)
 

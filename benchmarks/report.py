@@ -1,4 +1,4 @@
-"""``BENCHMARKS.md`` from the results dictionary that ``scripts/bench.py`` also writes as JSON.
+"""``BENCHMARKS.md`` from the results dictionary that ``benchmarks/__main__.py`` also writes as JSON.
 
 Pure formatting: every function takes plain dicts and returns Markdown, so the
 tests can render a canned result without running anything.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bench_util import fmt, markdown_table
+from benchmarks.util import fmt, markdown_table
 
 pct = lambda v: fmt(None if v is None else 100 * v, ".2f", "%")  # noqa: E731
 kib = lambda b: fmt(None if b is None else b / 1024, ".0f")  # noqa: E731
@@ -25,7 +25,7 @@ def header(meta: dict[str, Any]) -> str:
         [
             "# Benchmarks",
             "",
-            f"Measured by `scripts/bench.py` in one run ({meta['mode']} mode) on {meta['date']}, {meta['wall_s'] / 60:.1f} min wall.",
+            f"Measured by `benchmarks/__main__.py` in one run ({meta['mode']} mode) on {meta['date']}, {meta['wall_s'] / 60:.1f} min wall.",
             "",
             f"- **Command:** `{meta['command']}`",
             f"- **CPU:** {m['cpu_model']}, {cores}, {m.get('hypervisor') or 'no'} hypervisor, {m.get('memory_gib')} GiB RAM, {m['os']} {m['machine']}",
@@ -291,14 +291,14 @@ def conversion(rows: list[dict[str, Any]], prep: dict[str, Any]) -> str:
 
 
 def serve(section: dict[str, Any]) -> str:
-    """Section 6 (``scripts/bench_serve.py``): classification FPS and CPU per frame with the browser preview and one viewer vs without."""
+    """Section 6 (``benchmarks/serve.py``): classification FPS and CPU per frame with the browser preview and one viewer vs without."""
     first = section["models"][0]
     v = section["models"][0]["video"]
     parts = [
         "## 6. Browser preview",
         "",
         f"`edge-classify --video clip.avi --loop --max-frames {first['frames_per_run']} --threads {first['threads']} --headless` with and without "
-        "`--serve 127.0.0.1:PORT` and one viewer reading the MJPEG stream (`scripts/bench_serve.py`, "
+        "`--serve 127.0.0.1:PORT` and one viewer reading the MJPEG stream (`benchmarks/serve.py`, "
         f"{first['date']}): a {v['frames']}-frame {v['size']} {v['codec']} video of real Fashion-MNIST photos, "
         "interleaved pairs of runs per model. FPS from the per-frame JSON lines after each "
         f"run's first {first['skip_s']:g} s; CPU = user + system time of the whole edge-classify process per frame "
@@ -365,6 +365,6 @@ def render(results: dict[str, Any]) -> str:
         runtime(results["runtime"]),
         conversion(results["conversion"], results["variants"]),
     ]
-    if "serve" in results:  # scripts/bench_serve.py adds it
+    if "serve" in results:  # benchmarks/serve.py adds it
         parts.append(serve(results["serve"]))
     return "\n\n".join(parts) + "\n"

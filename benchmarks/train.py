@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_util import ratio
 from edgetl.config import Quantization
+
+from benchmarks.util import ratio
 
 VARIANTS = tuple(q.value for q in Quantization)  # every variant convert can write
 # The goals of issue #6, shown next to the numbers (not asserted).

@@ -1,8 +1,8 @@
 """How often does the default parity gate turn red, for healthy and for broken models, on three datasets?
 
-    python scripts/bench_gate.py RUN TEST_DATA [--name fashion-mnist] [--output .] [--healthy-only]
-    python scripts/bench_gate.py RUN TEST_DATA --work W --rejudge   # judge W/per_image.npz again, no TensorFlow
-    python scripts/bench_gate.py --summary colour,colour-weak,animal-mnist,...   # the table over the sections
+    python benchmarks/gate.py RUN TEST_DATA [--name fashion-mnist] [--output .] [--healthy-only]
+    python benchmarks/gate.py RUN TEST_DATA --work W --rejudge   # judge W/per_image.npz again, no TensorFlow
+    python benchmarks/gate.py --summary colour,colour-weak,animal-mnist,...   # the table over the sections
 
 RUN is a trained run folder with ``model_int8.tflite`` (calibrated rounding, the default)
 and ``model_fp16.tflite``; TEST_DATA a large labelled held-out folder (e.g. all 10,000
@@ -42,8 +42,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_util import markdown_table, write_section
+from benchmarks.util import markdown_table, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (200, 300, 1000, 2000)
@@ -350,7 +349,7 @@ def _markdown(title: str, saved: Saved, figures: dict[str, Any], rates: dict[str
         [
             f"## Parity gate: how often it turns red ({title})",
             "",
-            f"`python scripts/bench_gate.py` on {n:,} held-out images. Float top-1 {100 * fm['top1']:.2f}% "
+            f"`python benchmarks/gate.py` on {n:,} held-out images. Float top-1 {100 * fm['top1']:.2f}% "
             f"[{100 * fm['top1_ci'][0]:.2f}, {100 * fm['top1_ci'][1]:.2f}]. Each test set is judged by the default "
             "gate's statistics alone at each variant's defaults (top-1 drop; fidelity: the variant's mean "
             "probability shift at most 1.5x the shift ±1 grey level of noise causes, paired, on the same set; "
@@ -414,7 +413,7 @@ def summary_section(output: Path, names: Sequence[str]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/bench_gate.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="benchmarks/gate.py", description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, nargs="?", help="trained run folder with model_int8.tflite and model_fp16.tflite")
     p.add_argument("data", type=Path, nargs="?", help="large labelled held-out folder")
     p.add_argument("--name", default="fashion-mnist", help="dataset name for the section key")

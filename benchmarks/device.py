@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """``edge-classify benchmark`` on this machine: int8 vs fp32 MobileNetV2 1.0/224, 1-2 threads (issue #30).
 
-    .venv/bin/python scripts/bench_device.py                    # builds the models once (~5 min), then ~1 min
-    .venv/bin/python scripts/bench_device.py --models A.tflite B.tflite
+    .venv/bin/python benchmarks/device.py                    # builds the models once (~5 min), then ~1 min
+    .venv/bin/python benchmarks/device.py --models A.tflite B.tflite
 
 Without ``--models`` it makes a MobileNetV2 1.0/224 classifier the quick way (300 Fashion-MNIST
 photos at 224 px, 3 head epochs on the offline ImageNet weights, one cached view, no fine-tuning;
@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.util import load_average, write_section
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-from bench_util import load_average, write_section  # noqa: E402
 
 BIN = Path(sys.executable).parent
 MADE = (
@@ -93,7 +93,7 @@ def render(reports: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     first = reports[0]
     header, table = benchmark_markdown(first).rstrip().split("\n\n", 1)
     lines = [
-        "## Device benchmark: `edge-classify benchmark` on this machine (`scripts/bench_device.py`)",
+        "## Device benchmark: `edge-classify benchmark` on this machine (`benchmarks/device.py`)",
         "",
         f"{meta['models']}. Measured {first['time']}, {len(reports)} runs of "
         f"`{meta['command']}` (separate processes; in each, both models interleaved in "

@@ -1,10 +1,10 @@
 """Time to accuracy and final accuracy: ``edgetl train`` (its defaults) vs the seeds' Keras recipe vs a linear
 probe, on the same photos.
 
-    python scripts/bench_tta.py                                  # three datasets, ~1 h on 2 idle cores
-    python scripts/bench_tta.py --datasets fashion-mnist --px 96
-    python scripts/bench_tta.py --datasets colour-emoji --work W --reuse --train-seeds 42,43,44
-    python scripts/bench_tta.py --work W --add-before /tmp/base  # same --work: before vs after, 5 seeds
+    python benchmarks/tta.py                                  # three datasets, ~1 h on 2 idle cores
+    python benchmarks/tta.py --datasets fashion-mnist --px 96
+    python benchmarks/tta.py --datasets colour-emoji --work W --reuse --train-seeds 42,43,44
+    python benchmarks/tta.py --work W --add-before /tmp/base  # same --work: before vs after, 5 seeds
 
 The datasets: Fashion-MNIST and Animal-MNIST (grey 28-px silhouettes) and colour-emoji
 (``scripts/colour_emoji.py``: colour pictures whose test part shows other objects, drawn by
@@ -48,10 +48,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "scripts")]
+from benchmarks.util import machine_info, markdown_table, write_section
 
-from bench_util import machine_info, markdown_table, write_section  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 SEEDS_HEAD_EPOCHS, SEEDS_FINE_EPOCHS, SEEDS_FINE_LAYERS = 10, 3, 30
 # A linear probe: frozen-backbone features of each image as it is, one softmax layer, no dropout, no fine-tune.
@@ -485,7 +485,7 @@ def _with_other_rows(rows: list[dict[str, Any]], out: Path) -> list[dict[str, An
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
-        "## Time to accuracy: `edgetl train` vs the seeds' Keras recipe and a linear probe (`scripts/bench_tta.py`)",
+        "## Time to accuracy: `edgetl train` vs the seeds' Keras recipe and a linear probe (`benchmarks/tta.py`)",
         "",
         f"Measured {meta['date']} ({meta['minutes']} min), {meta['cpu']}, load average {meta['load']} at the end"
         + (

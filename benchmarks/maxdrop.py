@@ -17,7 +17,7 @@ head on cached features), and then:
 Writes the ``max-drop`` section of BENCHMARKS.md and benchmarks.json.
 
 Usage:
-    nice -n 5 .venv/bin/python scripts/bench_maxdrop.py --work /tmp/maxdrop   # ~15 min on 2 cores
+    nice -n 5 .venv/bin/python benchmarks/maxdrop.py --work /tmp/maxdrop   # ~15 min on 2 cores
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from benchmarks import util as bench_util
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import bench_util  # noqa: E402
 
 PY = sys.executable
 EDGETL = [PY, "-m", "edgetl"]
@@ -181,7 +181,7 @@ def _cell(m: dict[str, Any], variant: str) -> str:
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        "## int8 within a budget: `edgetl convert --max-drop` on hard cases (`scripts/bench_maxdrop.py`)",
+        "## int8 within a budget: `edgetl convert --max-drop` on hard cases (`benchmarks/maxdrop.py`)",
         "",
         f"MobileNetV2 1.0/96, ImageNet weights, head on cached features ({args.epochs} epochs at most), one run per "
         f"dataset. Hard case: int8 calibrated on {args.calib_size} train images (`--calib-size {args.calib_size}`). "

@@ -1,11 +1,11 @@
 """Scale benchmarks (#22): peak memory vs dataset size, input pipeline vs model step, feature pass.
 
-    python scripts/bench_scale.py --base /tmp/scale-base     # base = a checkout of the code before the cache
+    python benchmarks/scale.py --base /tmp/scale-base     # base = a checkout of the code before the cache
 
 Writes its own section of ``BENCHMARKS.md`` (between ``<!-- scale:begin -->`` and
 ``<!-- scale:end -->``) and the ``scale`` key of ``benchmarks.json``. Every ratio
 compares numbers measured in this one run; nothing is asserted. Time to accuracy
-and the recipe's accuracy before/after are ``scripts/bench_tta.py``'s. ``edgetl train``
+and the recipe's accuracy before/after are ``benchmarks/tta.py``'s. ``edgetl train``
 runs as a subprocess (once with the base checkout on ``PYTHONPATH``, once with
 this one), its peak resident memory read from ``/usr/bin/time -v``.
 """
@@ -25,10 +25,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+from benchmarks.util import machine_info, markdown_table, ratio
 
-from bench_util import machine_info, markdown_table, ratio  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 BEGIN, END = "<!-- scale:begin -->", "<!-- scale:end -->"
 
@@ -174,7 +174,7 @@ def render(results: dict[str, Any]) -> str:
     """The BENCHMARKS.md section."""
     lines = [
         BEGIN,
-        "## Scale: memory, input pipeline, feature pass (`scripts/bench_scale.py`)",
+        "## Scale: memory, input pipeline, feature pass (`benchmarks/scale.py`)",
         "",
         f"Measured {results['meta']['date']} ({results['meta']['minutes']} min of runs), {results['meta']['cpu']}, load average "
         f"{', '.join(f'{v:.1f}' for v in results['meta'].get('load', []))} at the end: absolute times are noisy and wall times vary with the load; memory is not affected. "
@@ -252,7 +252,7 @@ def render(results: dict[str, Any]) -> str:
         ]
     lines += [
         "**Time to accuracy and the recipe's accuracy** before and after the streamed pipeline: see the section "
-        "*Time to accuracy* (`scripts/bench_tta.py`), measured on two datasets with paired intervals.",
+        "*Time to accuracy* (`benchmarks/tta.py`), measured on two datasets with paired intervals.",
         "",
     ]
     lines += _closing(results)
@@ -360,7 +360,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "feature_pass" in sections:
         results["feature_pass"] = feature_pass()
         save()
-    for gone in ("accuracy", "time_to_accuracy"):  # measured by scripts/bench_tta.py now
+    for gone in ("accuracy", "time_to_accuracy"):  # measured by benchmarks/tta.py now
         results.pop(gone, None)
     save()
     print(args.output / "BENCHMARKS.md")

@@ -1,7 +1,7 @@
 """Benchmark edgetl on this machine in one run; write ``BENCHMARKS.md`` and ``benchmarks.json``.
 
-    python scripts/bench.py            # full: what the committed BENCHMARKS.md shows (~20 min, 2 cores)
-    python scripts/bench.py --quick    # ~4 min, no QAT (tests/test_qat.py covers it); CI runs it to prove the script works
+    python benchmarks/__main__.py            # full: what the committed BENCHMARKS.md shows (~20 min, 2 cores)
+    python benchmarks/__main__.py --quick    # ~4 min, no QAT (tests/test_qat.py covers it); CI runs it to prove the script works
 
 Sections: (1) training speed, cached vs uncached head phase and a full fine-tune;
 (2) accuracy and size of float/fp32/fp16/dynamic/int8/QAT-int8 on real held-out
@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_util import library_versions, load_average, machine_info, preserved_sections
+from benchmarks.util import library_versions, load_average, machine_info, preserved_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,9 +126,9 @@ def clean(value: Any) -> Any:
 
 def run_sections(params: Params, work: Path, results: dict[str, Any]) -> None:
     """Run every section into ``results``, saving it to ``work/results.json`` after each."""
-    import bench_latency
-    import bench_runtime
-    import bench_train
+    from benchmarks import latency as bench_latency
+    from benchmarks import runtime as bench_runtime
+    from benchmarks import train as bench_train
 
     save = lambda: (work / "results.json").write_text(json.dumps(clean(results), indent=1))  # noqa: E731
     say(f"data: Fashion-MNIST {params.train_per_class}/class (train part), {params.test_per_class}/class (test part)")
@@ -184,7 +183,7 @@ def _portable(text: str, work: Path) -> str:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/bench.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="benchmarks/__main__.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small subsets and few repeats (a few minutes; CI)")
     p.add_argument(
         "--output",
@@ -218,7 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "date": date,
         "machine": machine_info(),
         "versions": library_versions(),
-        "command": shlex.join(["python", "scripts/bench.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join(["python", "benchmarks/__main__.py", *(sys.argv[1:] if argv is None else argv)]),
     }
     say(f"{params.mode} mode; scratch folder {work}")
     try:
@@ -227,17 +226,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         say(f"failed; results so far are in {work / 'results.json'} (scratch folder kept)")
         raise
     results["meta"] = {**meta, "wall_s": round(time.monotonic() - started, 1), "loadavg_end": load_average()}
-    import bench_report
+    from benchmarks import report as bench_report
 
     output.mkdir(parents=True, exist_ok=True)
     results = json.loads(_portable(json.dumps(clean(results)), work))
     from edgetl.runtime.model_card import write_bytes_atomic  # never half a report
 
     old_json = json.loads((output / "benchmarks.json").read_text()) if (output / "benchmarks.json").exists() else {}
-    if "scale" in old_json:  # scripts/bench_scale.py's section is measured separately: keep it
+    if "scale" in old_json:  # benchmarks/scale.py's section is measured separately: keep it
         results["scale"] = old_json["scale"]
     old_md = (output / "BENCHMARKS.md").read_text() if (output / "BENCHMARKS.md").exists() else ""
-    kept = preserved_sections(old_md, results, old_json)  # sections of scripts/bench_gate.py and the like
+    kept = preserved_sections(old_md, results, old_json)  # sections of benchmarks/gate.py and the like
     scale = ""
     if "<!-- scale:begin -->" in old_md:
         end = old_md.find("<!-- scale:end -->")

@@ -3,7 +3,7 @@
 ``edge-classify --video clip.avi --headless`` is timed end to end (its own summary
 JSON and per-frame JSON lines) against bare ``Classifier.invoke`` in a fresh
 process on the same model and thread count; cold start and a soak run's memory
-growth come from subprocesses too. ``python scripts/bench_runtime.py invoke MODEL
+growth come from subprocesses too. ``python benchmarks/runtime.py invoke MODEL
 FRAME THREADS N`` is the bare-invoke worker.
 """
 
@@ -19,11 +19,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent  # holds edge_runtime/ (for a checkout not pip-installed)
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))
+from benchmarks.util import interleaved, median, ratio, run_seconds, summarize
 
-from bench_util import interleaved, median, ratio, run_seconds, summarize  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 FRAME_SIZE = (640, 480)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -8,9 +8,9 @@ the edge-classify process, from ``wait4``; on a shared machine it moves far less
 and on a CPU-bound Pi it is what FPS follows). FPS comes from the per-frame JSON lines, over the frames after the
 first second of each run (the viewer is connected by then), so start-up is left out of both.
 Writes its section into ``benchmarks.json`` (key ``serve``) and re-renders ``BENCHMARKS.md``
-(only that section changes; the full ``scripts/bench.py`` run is not repeated)::
+(only that section changes; the full ``benchmarks/__main__.py`` run is not repeated)::
 
-    .venv/bin/python scripts/bench_serve.py [--model RUN/model_int8.tflite ...] [--runs 5]
+    .venv/bin/python benchmarks/serve.py [--model RUN/model_int8.tflite ...] [--runs 5]
 
 On a machine shared with other jobs, run it at a higher priority (``sudo nice -n -10 …``;
 the children inherit it) so the other jobs do not decide the FPS; the section records the
@@ -32,11 +32,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+from benchmarks.runtime import ENV, edge_classify, make_frames, write_video
+from benchmarks.util import load_average, median, ratio
 
-from bench_runtime import ENV, edge_classify, make_frames, write_video  # noqa: E402
-from bench_util import load_average, median, ratio  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 SKIP_S = 1.0  # the first second of every run is left out (model load, the viewer connecting)
 
@@ -145,7 +145,7 @@ def measure(model: str, runs: int, frames: int, threads: int, video: dict[str, A
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/bench_serve.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="benchmarks/serve.py", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--model", action="append", help="a .tflite with its card (repeat for several; default: the golden int8 model)"
     )
@@ -160,9 +160,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     p.add_argument("--output", type=Path, default=ROOT, help="folder holding benchmarks.json and BENCHMARKS.md")
     args = p.parse_args(argv)
-    import bench_report
     from edgetl.data.fashion_mnist import write_fashion_mnist_folder
     from edgetl.runtime.model_card import write_bytes_atomic
+
+    from benchmarks import report as bench_report
 
     models = args.model or [str(ROOT / "tests" / "golden" / "golden_int8.tflite")]
     with tempfile.TemporaryDirectory(prefix="edgetl-bench-serve-") as tmp:

@@ -210,7 +210,7 @@ def write_section(root: Path, name: str, markdown: str, data: dict[str, Any]) ->
     """Put one separately measured section into ``BENCHMARKS.md`` (between markers) and ``benchmarks.json``.
 
     Scripts that measure one thing (the parity gate study, the browser preview, scale)
-    own a named section; ``scripts/bench.py`` keeps every such section when it rewrites
+    own a named section; ``benchmarks/__main__.py`` keeps every such section when it rewrites
     the rest (``preserved_sections``).
     """
     import json

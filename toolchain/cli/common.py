@@ -191,30 +191,25 @@ class HiddenAliases(click.Option):
         return f"'{self.opts[0]}'"
 
 
+def defaulted(defaults: dict[str, Any], name: str, kind: Any = None, **options: Any) -> Callable[..., Any]:
+    """An option whose default (shown in ``--help``) comes from a config dataclass: ``--fine-tune-epochs``
+    reads ``defaults["fine_tune_epochs"]``, so the CLI never restates a default."""
+    dest = name.split("/")[0].lstrip("-").replace("-", "_")
+    return click.option(name, type=kind, default=defaults[dest], show_default=True, **options)
+
+
 def training_options(defaults: dict[str, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--batch-size``, ``--patience`` and ``--augment/--no-augment``: the options ``train`` and ``qat`` share,
     each with its own config's defaults."""
     options = (
-        click.option(
-            "--batch-size",
-            type=int,
-            default=defaults["batch_size"],
-            show_default=True,
-            help="Images per training step.",
-        ),
-        click.option(
+        defaulted(defaults, "--batch-size", int, help="Images per training step."),
+        defaulted(
+            defaults,
             "--patience",
-            type=int,
-            default=defaults["patience"],
-            show_default=True,
+            int,
             help="Early stopping: epochs without a better val loss before a phase ends (best weights restored).",
         ),
-        click.option(
-            "--augment/--no-augment",
-            default=defaults["augment"],
-            show_default=True,
-            help="Flip, small rotation and contrast.",
-        ),
+        defaulted(defaults, "--augment/--no-augment", help="Flip, small rotation and contrast."),
     )
 
     def apply(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -18,6 +18,7 @@ from edgetl.cli.common import (
     alias_option,
     data_root_option,
     dataclass_defaults,
+    defaulted,
     emit,
     quiet_option,
     training_options,
@@ -47,26 +48,13 @@ QAT_DEFAULTS = dataclass_defaults(QatConfig)
 
 @click.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--epochs",
-    type=int,
-    default=QAT_DEFAULTS["epochs"],
-    show_default=True,
-    help="Most fine-tuning epochs (early stopping on val).",
-)
-@click.option(
-    "--learning-rate",
-    type=float,
-    default=QAT_DEFAULTS["learning_rate"],
-    show_default=True,
-    help="Adam learning rate (low: the model is already trained).",
-)
+@defaulted(QAT_DEFAULTS, "--epochs", int, help="Most fine-tuning epochs (early stopping on val).")
+@defaulted(QAT_DEFAULTS, "--learning-rate", float, help="Adam learning rate (low: the model is already trained).")
 @training_options(QAT_DEFAULTS)
-@click.option(
+@defaulted(
+    QAT_DEFAULTS,
     "--distill",
-    type=float,
-    default=QAT_DEFAULTS["distill"],
-    show_default=True,
+    float,
     help="Share of the loss matching model.keras's probabilities (1: keep the float model's behaviour, "
     "which parity checks; 0: train on the labels, which can trade accuracy between classes).",
 )

@@ -12,6 +12,7 @@ import click
 from edgetl.cli.common import (
     alias_option,
     dataclass_defaults,
+    defaulted,
     emit,
     quiet_option,
     training_options,
@@ -45,63 +46,31 @@ D = dataclass_defaults(TrainConfig)
     type=click.Path(dir_okay=False),
     help="JSON/TOML config (e.g. RUN/config.json); flags override it.",
 )
-@click.option(
-    "--epochs",
-    type=int,
-    default=D["epochs"],
-    show_default=True,
-    help="Most head epochs (frozen backbone, cached features; early stopping ends sooner).",
-)
-@click.option(
+@defaulted(D, "--epochs", int, help="Most head epochs (frozen backbone, cached features; early stopping ends sooner).")
+@defaulted(
+    D,
     "--fine-tune-epochs",
-    type=int,
-    default=D["fine_tune_epochs"],
-    show_default=True,
+    int,
     help="Then most epochs fine-tuning the top layers (early stopping ends sooner; 0 = head only).",
 )
-@click.option(
-    "--fine-tune-layers",
-    type=int,
-    default=D["fine_tune_layers"],
-    show_default=True,
-    help="How many top backbone layers fine-tuning unfreezes (BatchNorm stays frozen).",
+@defaulted(
+    D, "--fine-tune-layers", int, help="How many top backbone layers fine-tuning unfreezes (BatchNorm stays frozen)."
 )
-@click.option(
-    "--alpha", type=float, default=D["alpha"], show_default=True, help="MobileNetV2 width (offline weights: 1.0 only)."
-)
-@click.option(
+@defaulted(D, "--alpha", float, help="MobileNetV2 width (offline weights: 1.0 only).")
+@defaulted(
+    D,
     "--image-size",
-    type=int,
-    default=D["image_size"],
-    show_default=True,
+    int,
     help="Square input size in pixels, the Pi model's input: 96-224 with ImageNet weights, 32-1024 with --weights none.",
 )
-@click.option("--weights", default=D["weights"], show_default=True, help="imagenet, none, or a Keras weights file.")
-@click.option(
-    "--backbone",
-    default=D["backbone"],
-    show_default=True,
-    help="mobilenet_v2 or hub:HANDLE_OR_DIR (float only, no QAT).",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=D["seed"],
-    show_default=True,
-    help="Seeds the split, subset, augmentation and weight init.",
-)
-@click.option(
-    "--learning-rate",
-    type=float,
-    default=D["learning_rate"],
-    show_default=True,
-    help="Adam learning rate of the head phase.",
-)
-@click.option(
+@defaulted(D, "--weights", help="imagenet, none, or a Keras weights file.")
+@defaulted(D, "--backbone", help="mobilenet_v2 or hub:HANDLE_OR_DIR (float only, no QAT).")
+@defaulted(D, "--seed", int, help="Seeds the split, subset, augmentation and weight init.")
+@defaulted(D, "--learning-rate", float, help="Adam learning rate of the head phase.")
+@defaulted(
+    D,
     "--fine-tune-learning-rate",
-    type=float,
-    default=D["fine_tune_learning_rate"],
-    show_default=True,
+    float,
     help="Adam learning rate of the fine-tuning phase (low: the backbone is pre-trained).",
 )
 @click.option(
@@ -119,45 +88,21 @@ D = dataclass_defaults(TrainConfig)
     show_default=True,
     help="Global pooling between backbone and head.",
 )
-@click.option(
-    "--hidden-units",
-    type=int,
-    default=D["hidden_units"],
-    show_default=True,
-    help="Dense ReLU layer before the classifier (0 = none).",
-)
-@click.option(
-    "--dropout", type=float, default=D["dropout"], show_default=True, help="Dropout rate before the classifier."
-)
-@click.option(
-    "--head-batchnorm/--no-head-batchnorm",
-    default=D["head_batchnorm"],
-    show_default=True,
-    help="BatchNormalization in the head.",
-)
-@click.option(
-    "--cache-views",
-    type=int,
-    default=D["cache_views"],
-    show_default=True,
-    help="Cached backbone views per image in the head phase (0 = recompute every epoch).",
+@defaulted(D, "--hidden-units", int, help="Dense ReLU layer before the classifier (0 = none).")
+@defaulted(D, "--dropout", float, help="Dropout rate before the classifier.")
+@defaulted(D, "--head-batchnorm/--no-head-batchnorm", help="BatchNormalization in the head.")
+@defaulted(
+    D, "--cache-views", int, help="Cached backbone views per image in the head phase (0 = recompute every epoch)."
 )
 @click.option(
     "--per-class", "max_per_class", type=int, help="Use at most N images per class (seeded subset; default all)."
 )
 @alias_option("--max-per-class", "max_per_class", int)
-@click.option(
-    "--val-fraction",
-    type=float,
-    default=D["val_fraction"],
-    show_default=True,
-    help="Share of each class held out for validation.",
-)
-@click.option(
+@defaulted(D, "--val-fraction", float, help="Share of each class held out for validation.")
+@defaulted(
+    D,
     "--test-fraction",
-    type=float,
-    default=D["test_fraction"],
-    show_default=True,
+    float,
     help="Share of each class held out for the test split (0 = none: test on your own images with "
     "`edgetl parity RUN --data DIR`).",
 )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import clicheck
 import pytest
+from cluster import free_ports
 from edgetl.config import Strategy
 from edgetl.errors import ConfigError
 from edgetl.train import distribute
@@ -68,16 +69,6 @@ def test_malformed_tf_config_is_one_config_error(
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run*"))
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _chief(tmp_path: Path, fm_folder: Path, ports: list[int], **env: str) -> subprocess.Popen:
     hosts = [f"127.0.0.1:{p}" for p in ports]
     environ = {
@@ -114,7 +105,7 @@ def _gone(tmp_path: Path) -> bool:
 def test_a_chief_waiting_for_a_worker_says_so_and_stops_on_a_signal(
     tmp_path: Path, fm_folder: Path, sig: signal.Signals
 ) -> None:
-    ports = _free_ports(2)
+    ports = free_ports(2)
     proc = _chief(tmp_path, fm_folder, ports, EDGETL_WORKER_TIMEOUT="300")
     _wait_for_line(proc, f"chief: waiting for worker 1 at 127.0.0.1:{ports[1]}")
     if sig == signal.SIGINT:
@@ -129,7 +120,7 @@ def test_a_chief_waiting_for_a_worker_says_so_and_stops_on_a_signal(
 
 @pytest.mark.slow
 def test_a_worker_that_never_starts_ends_the_wait_with_one_line(tmp_path: Path, fm_folder: Path) -> None:
-    ports = _free_ports(2)
+    ports = free_ports(2)
     proc = _chief(tmp_path, fm_folder, ports, EDGETL_WORKER_TIMEOUT="5")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGINT, err[-2000:]  # interrupted by its watchdog: 130 in a shell
@@ -143,7 +134,7 @@ def test_a_worker_that_never_starts_ends_the_wait_with_one_line(tmp_path: Path, 
 
 @pytest.mark.slow
 def test_a_port_in_use_is_one_line(tmp_path: Path, fm_folder: Path) -> None:
-    ports = _free_ports(2)
+    ports = free_ports(2)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", ports[0]))
         holder.listen()
@@ -163,7 +154,7 @@ def test_workers_with_different_data_both_stop_with_one_line(tmp_path: Path, fm_
     other = Path(shutil.copytree(fm_folder, tmp_path / "other"))
     first = sorted(os.listdir(other))[0]
     (other / first).rename(other / f"zz_{first}")  # worker 1's copy names a class otherwise
-    ports = _free_ports(2)
+    ports = free_ports(2)
     hosts = [f"127.0.0.1:{p}" for p in ports]
     procs = []
     for index, data in enumerate((fm_folder, other)):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cluster import free_ports
 from edgetl import data
 from edgetl.config import Strategy
 from edgetl.data import pixels as cache
@@ -72,16 +72,6 @@ def test_worker_roles_and_equal_shards(monkeypatch: pytest.MonkeyPatch) -> None:
         distribute.worker_from_env(Strategy.MULTI_WORKER)
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _worker_args(fm_folder: Path, run: Path, *extra: str) -> list[str]:
     return [
         sys.executable,
@@ -114,7 +104,7 @@ def _worker_args(fm_folder: Path, run: Path, *extra: str) -> list[str]:
 
 def _start_workers(args: list[str], cwd: Path) -> list[subprocess.Popen]:
     """Two worker processes of one TF_CONFIG cluster on 127.0.0.1 (fresh ports)."""
-    hosts = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    hosts = [f"127.0.0.1:{p}" for p in free_ports(2)]
     procs = []
     for index in range(2):
         env = {

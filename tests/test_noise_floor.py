@@ -209,12 +209,12 @@ def test_check_text_says_a_variant_sits_at_the_threshold() -> None:
 
 def test_gate_study_rates_judge_each_subset_with_its_own_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     """``benchmarks/gate.py``: a faithful variant is never red, one flipping 4x the floor is red at 2,000 images."""
-    from benchmarks import gate as bench_gate
+    from benchmarks import redrates
 
     labels, ref, healthy, floor = _model(4000, 48, 44, classes=10)  # 1.2% vs 1.1%
     _, _, broken, _ = _model(4000, 176, 44, classes=10)  # 4.4%
     labels[:176] = (labels[:176] + 5) % 10  # the flipped images were wrong anyway: no accuracy moves, only answers
-    saved = bench_gate.Saved(
+    saved = redrates.Saved(
         labels=labels,
         probabilities={"model.keras": ref, "int8": healthy, "int8_nearest": broken},
         floors={"model.keras": {"noise": floor, "jpeg95": floor}},
@@ -224,10 +224,10 @@ def test_gate_study_rates_judge_each_subset_with_its_own_floor(monkeypatch: pyte
         float_metrics={},
         timing={},
     )
-    monkeypatch.setattr(bench_gate, "PARTITIONS", 2)  # the study's 10 partitions and 200 subsets: a fast lane's share
-    monkeypatch.setattr(bench_gate, "RANDOM_SUBSETS", 20)
-    rates = bench_gate.gate_rates(saved, (1000, 2000))
-    assert rates["int8"]["2000"]["disjoint"] == {"sets": 2 * bench_gate.PARTITIONS, "fail": 0.0}
+    monkeypatch.setattr(redrates, "PARTITIONS", 2)  # the study's 10 partitions and 200 subsets: a fast lane's share
+    monkeypatch.setattr(redrates, "RANDOM_SUBSETS", 20)
+    rates = redrates.gate_rates(saved, (1000, 2000))
+    assert rates["int8"]["2000"]["disjoint"] == {"sets": 2 * redrates.PARTITIONS, "fail": 0.0}
     assert (
         rates["int8_nearest"]["2000"]["disjoint"]["fail"] == 1.0
         and rates["int8_nearest"]["2000"]["random"]["sets"] == 20
@@ -236,16 +236,16 @@ def test_gate_study_rates_judge_each_subset_with_its_own_floor(monkeypatch: pyte
 
 def test_gate_study_sets_take_one_view_of_a_picture() -> None:
     """Three views of each of 500 pictures: a 300-image set never holds two views of one picture."""
-    from benchmarks import gate as bench_gate
+    from benchmarks import redrates
 
     groups = np.repeat(np.arange(500), 3)
-    sets = bench_gate.test_sets(groups, 300, np.random.default_rng(0))
-    assert len(sets["disjoint"]) == 3 * bench_gate.PARTITIONS  # a round of 500 pictures holds one set of 300: 3 rounds
+    sets = redrates.test_sets(groups, 300, np.random.default_rng(0))
+    assert len(sets["disjoint"]) == 3 * redrates.PARTITIONS  # a round of 500 pictures holds one set of 300: 3 rounds
     for s in sets["disjoint"] + sets["random"]:
         assert len(s) == 300 and len(np.unique(groups[s])) == 300
     first = np.concatenate(sets["disjoint"][:3])
     assert len(np.unique(first)) == 900  # one partition: no image twice
-    big = bench_gate.test_sets(groups, 1000, np.random.default_rng(0))["random"][0]
+    big = redrates.test_sets(groups, 1000, np.random.default_rng(0))["random"][0]
     assert len(big) == 1000 and np.bincount(groups[big]).max() == 2  # 500 pictures: two views each
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """``edge-classify benchmark`` on this machine: int8 vs fp32 MobileNetV2 1.0/224, 1-2 threads (issue #30).
 
-    .venv/bin/python benchmarks/device.py                    # builds the models once (~5 min), then ~1 min
-    .venv/bin/python benchmarks/device.py --models A.tflite B.tflite
+    .venv/bin/python -m benchmarks.device                    # builds the models once (~5 min), then ~1 min
+    .venv/bin/python -m benchmarks.device --models A.tflite B.tflite
 
 Without ``--models`` it makes a MobileNetV2 1.0/224 classifier the quick way (300 Fashion-MNIST
 photos at 224 px, 3 head epochs on the offline ImageNet weights, one cached view, no fine-tuning;

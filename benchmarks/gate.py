@@ -195,7 +195,7 @@ def _markdown(title: str, saved: Saved, figures: dict[str, Any], rates: dict[str
         [
             f"## Parity gate: how often it turns red ({title})",
             "",
-            f"`python benchmarks/gate.py` on {n:,} held-out images. Float top-1 {100 * fm['top1']:.2f}% "
+            f"`python -m benchmarks.gate` on {n:,} held-out images. Float top-1 {100 * fm['top1']:.2f}% "
             f"[{100 * fm['top1_ci'][0]:.2f}, {100 * fm['top1_ci'][1]:.2f}]. Each test set is judged by the default "
             "gate's statistics alone at each variant's defaults (top-1 drop; fidelity: the variant's mean "
             "probability shift at most 1.5x the shift ±1 grey level of noise causes, paired, on the same set; "

@@ -3,7 +3,7 @@
 The models are built with ``edgetl.train`` (one short head epoch: latency does
 not depend on how well the head is trained) and converted with
 ``edgetl.convert``. Each thread count is measured in its own subprocess
-(``python benchmarks/latency.py SPEC OUT``) because TensorFlow fixes its thread
+(``python -m benchmarks.latency SPEC OUT``) because TensorFlow fixes its thread
 pools when it starts; inside it, Keras and every .tflite take turns in interleaved
 blocks, so the ratios compare like with like on a shared machine.
 """

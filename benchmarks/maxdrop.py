@@ -17,7 +17,7 @@ head on cached features), and then:
 Writes the ``max-drop`` section of BENCHMARKS.md and benchmarks.json.
 
 Usage:
-    nice -n 5 .venv/bin/python benchmarks/maxdrop.py --work /tmp/maxdrop   # ~15 min on 2 cores
+    nice -n 5 .venv/bin/python -m benchmarks.maxdrop --work /tmp/maxdrop   # ~15 min on 2 cores
 """
 
 from __future__ import annotations

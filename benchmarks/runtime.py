@@ -3,7 +3,7 @@
 ``edge-classify --video clip.avi --headless`` is timed end to end (its own summary
 JSON and per-frame JSON lines) against bare ``Classifier.invoke`` in a fresh
 process on the same model and thread count; cold start and a soak run's memory
-growth come from subprocesses too. ``python benchmarks/runtime.py invoke MODEL
+growth come from subprocesses too. ``python -m benchmarks.runtime invoke MODEL
 FRAME THREADS N`` is the bare-invoke worker.
 """
 

@@ -1,6 +1,6 @@
 """Scale benchmarks (#22): peak memory vs dataset size, input pipeline vs model step, feature pass.
 
-    python benchmarks/scale.py --base /tmp/scale-base     # base = a checkout of the code before the cache
+    python -m benchmarks.scale --base /tmp/scale-base     # base = a checkout of the code before the cache
 
 Writes its own section of ``BENCHMARKS.md`` (between ``<!-- scale:begin -->`` and
 ``<!-- scale:end -->``) and the ``scale`` key of ``benchmarks.json``. Every ratio

@@ -10,7 +10,7 @@ first second of each run (the viewer is connected by then), so start-up is left 
 Writes its section into ``benchmarks.json`` (key ``serve``) and re-renders ``BENCHMARKS.md``
 (only that section changes; the full ``benchmarks/__main__.py`` run is not repeated)::
 
-    .venv/bin/python benchmarks/serve.py [--model RUN/model_int8.tflite ...] [--runs 5]
+    .venv/bin/python -m benchmarks.serve [--model RUN/model_int8.tflite ...] [--runs 5]
 
 On a machine shared with other jobs, run it at a higher priority (``sudo nice -n -10 …``;
 the children inherit it) so the other jobs do not decide the FPS; the section records the

@@ -1,10 +1,10 @@
 """Time to accuracy and final accuracy: ``edgetl train`` (its defaults) vs the seeds' Keras recipe vs a linear
 probe, on the same photos.
 
-    python benchmarks/tta.py                                  # three datasets, ~1 h on 2 idle cores
-    python benchmarks/tta.py --datasets fashion-mnist --px 96
-    python benchmarks/tta.py --datasets colour-emoji --work W --reuse --train-seeds 42,43,44
-    python benchmarks/tta.py --work W --add-before /tmp/base  # same --work: before vs after, 5 seeds
+    python -m benchmarks.tta                                  # three datasets, ~1 h on 2 idle cores
+    python -m benchmarks.tta --datasets fashion-mnist --px 96
+    python -m benchmarks.tta --datasets colour-emoji --work W --reuse --train-seeds 42,43,44
+    python -m benchmarks.tta --work W --add-before /tmp/base  # same --work: before vs after, 5 seeds
 
 The datasets: Fashion-MNIST and Animal-MNIST (grey 28-px silhouettes) and colour-emoji
 (``scripts/colour_emoji.py``: colour pictures whose test part shows other objects, drawn by

@@ -1,7 +1,7 @@
 """Benchmark edgetl on this machine in one run; write ``BENCHMARKS.md`` and ``benchmarks.json``.
 
-    python -m benchmarks.__main__            # full: what the committed BENCHMARKS.md shows (~20 min, 2 cores)
-    python -m benchmarks.__main__ --quick    # ~4 min, no QAT (tests/test_qat.py covers it); CI runs it to prove the script works
+    python -m benchmarks            # full: what the committed BENCHMARKS.md shows (~20 min, 2 cores)
+    python -m benchmarks --quick    # ~4 min, no QAT (tests/test_qat.py covers it); CI runs it to prove the script works
 
 Sections: (1) training speed, cached vs uncached head phase and a full fine-tune;
 (2) accuracy and size of float/fp32/fp16/dynamic/int8/QAT-int8 on real held-out

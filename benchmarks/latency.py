@@ -95,7 +95,11 @@ def measure(params: Any, models: list[dict[str, Any]], frame: Path, work: Path) 
         spec_path.write_text(json.dumps(spec))
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_USE_LEGACY_KERAS": "1"}
         subprocess.run(
-            [sys.executable, __file__, str(spec_path), str(out_path)], check=True, env=env, stdout=subprocess.DEVNULL
+            [sys.executable, "-m", "benchmarks.latency", str(spec_path), str(out_path)],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            cwd=ROOT,
         )
         results += json.loads(out_path.read_text())
     macs = {m["name"]: m["macs"] for m in models}

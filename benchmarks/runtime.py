@@ -123,8 +123,8 @@ def pipeline_once(model: str, video: Path, threads: int, work: Path, extra: Sequ
 
 def bare_invoke_once(model: str, frame: Path, threads: int, count: int) -> dict[str, Any]:
     """Bare ``Classifier.invoke`` FPS in a fresh process: the ceiling the pipeline is measured against."""
-    command = [sys.executable, __file__, "invoke", model, str(frame), str(threads), str(count)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True, env=ENV).stdout
+    command = [sys.executable, "-m", "benchmarks.runtime", "invoke", model, str(frame), str(threads), str(count)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=ENV, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

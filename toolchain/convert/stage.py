@@ -101,17 +101,18 @@ def convert(config: ConvertConfig) -> ConvertResult:
         if Quantization.INT8 in variants
         else None
     )
+    representative = (  # checks every calibration image is there, before any export
+        calibration.representative_dataset(manifest, card, pixel_loader(run, card, manifest.refs, config.data_root))
+        if manifest
+        else None
+    )
     steps = Steps(config, variants)
     log.stage(1, steps.total, "exporting the Keras model(s) to a temporary SavedModel")
     _sweep_stale_work(run)
     with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=run) as tmp:
         tf, saved = export_all(run, variants, Path(tmp))
-        conv = Conversion(tf, config, card, run, Path(tmp), saved, rounding={"method": config.rounding.value})
-        if manifest is not None:
-            loader = pixel_loader(run, card, manifest.refs, config.data_root)
-            conv = dataclasses.replace(
-                conv, manifest=manifest, representative=calibration.representative_dataset(manifest, card, loader)
-            )
+        rounding = {"method": config.rounding.value}
+        conv = Conversion(tf, config, card, run, Path(tmp), saved, manifest, representative, rounding)
         conv, search = _int8_steps(conv, steps)
         results = [_write(conv, quant, search, step, steps.total) for step, quant in steps.variants()]
         debug_csv = _debug(conv, steps) if config.debug else None

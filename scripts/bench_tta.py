@@ -63,6 +63,7 @@ COLOUR_VAL_SHARE = 0.2  # colour-emoji: all its 1,959 training pictures, a fifth
 REUSE = False  # --reuse: keep the seeds already measured on this --work
 REUSED: list[str] = []  # the seeds --reuse kept (named in the section)
 QUICK = False  # --quick: a smoke run of the script itself (tiny data, 2 epochs); its figures mean nothing
+SECTION = "tta"  # --section: the BENCHMARKS.md / benchmarks.json section written (e.g. tta_224 for another size)
 
 
 def say(message: str) -> None:
@@ -450,7 +451,7 @@ def before(row: dict[str, Any], work: Path, base: Path, seeds: Sequence[int]) ->
 def _last_section(out: Path) -> dict[str, Any]:
     """The ``tta`` section an earlier run wrote to ``out``'s ``benchmarks.json`` (empty if none)."""
     path = out / "benchmarks.json"
-    return json.loads(path.read_text()).get("sections", {}).get("tta", {}) if path.exists() else {}
+    return json.loads(path.read_text()).get("sections", {}).get(SECTION, {}) if path.exists() else {}
 
 
 def _keep_before(rows: list[dict[str, Any]], out: Path) -> None:
@@ -481,7 +482,8 @@ def _with_other_rows(rows: list[dict[str, Any]], out: Path) -> list[dict[str, An
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
-        "## Time to accuracy: `edgetl train` vs the seeds' Keras recipe and a linear probe (`scripts/bench_tta.py`)",
+        "## Time to accuracy: `edgetl train` vs the seeds' Keras recipe and a linear probe (`scripts/bench_tta.py`)"
+        + ("" if SECTION == "tta" else f", {', '.join(sorted({str(r['px']) + ' px' for r in rows}))}"),
         "",
         f"Measured {meta['date']} ({meta['minutes']} min), {meta['cpu']}, load average {meta['load']} at the end"
         + (
@@ -759,6 +761,7 @@ def _top1(t: Optional[dict[str, Any]]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    global REUSE, SECTION, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS, QUICK
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="fashion-mnist,animal-mnist,colour-emoji")
     p.add_argument("--px", type=int, default=96)
@@ -787,13 +790,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "42,43,44 on colour-emoji, where the recipes are closer than one seed's spread)",
     )
     p.add_argument(
+        "--per-class",
+        metavar="TRAIN,VAL,TEST",
+        help=f"Fashion-MNIST / Animal-MNIST images per class (default {TRAIN_PER_CLASS},{VAL_PER_CLASS},"
+        f"{TEST_PER_CLASS}; Animal-MNIST's test is its whole held-out pool); a new --work for other counts",
+    )
+    p.add_argument("--section", default=SECTION, help="the BENCHMARKS.md section to write, e.g. tta_224")
+    p.add_argument(
         "--reuse", action="store_true", help="keep the seeds already measured on this --work (their record files)"
     )
     args = p.parse_args(argv)
-    global REUSE
-    REUSE = args.reuse
+    REUSE, SECTION = args.reuse, args.section
+    if args.per_class:
+        TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = (int(v) for v in args.per_class.split(","))
     if args.quick:
-        global QUICK, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS
         QUICK, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = True, 20, 10, 20
     if args.seeds_recipe:
         seeds_recipe(*args.seeds_recipe, args.px, args.seed)
@@ -806,7 +816,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for row in section["rows"]:
             row["seeds"].pop("test_labels", None)  # written by runs before 2026-12-05
             row["before"] = before(row, work, args.add_before, [int(v) for v in args.seeds.split(",")])
-        write_section(out, "tta", render(section["rows"], section["meta"]), section)
+        write_section(out, SECTION, render(section["rows"], section["meta"]), section)
         return 0
     started, info = time.monotonic(), machine_info()
     chosen = [int(v) for v in args.train_seeds.split(",")] if args.train_seeds else None
@@ -820,7 +830,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "load": ", ".join(f"{v:.1f}" for v in os.getloadavg()),
         "reused": REUSED,
     }
-    write_section(work if QUICK else args.output, "tta", render(rows, meta), {"meta": meta, "rows": rows})
+    write_section(work if QUICK else args.output, SECTION, render(rows, meta), {"meta": meta, "rows": rows})
     for r in rows:
         print(json.dumps({k: r.get(k) for k in ("dataset", "speedup_to_target", "test_gain_pt", "over_seeds")}))
     return 0

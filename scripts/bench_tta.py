@@ -752,11 +752,16 @@ def _time_split_lines(rows: list[dict[str, Any]]) -> list[str]:
         + "Best val top-1 of edgetl's cached head phase vs the target: "
         + "; ".join(heads)
         + ". Past the head, every fine-tune epoch costs a backbone forward and backward pass per image. The target "
-        f"is itself one noisy figure (its 95% interval above spans {min(spans):.0f}–{max(spans):.0f} pt), so where "
+        f"is itself one noisy figure (its 95% interval above spans {_span(spans)} pt), so where "
         "it falls between edgetl's "
         "head and fine-tune epochs decides the speed-up: read the ratio with that interval in mind.",
         "",
     ]
+
+
+def _span(spans: Sequence[float]) -> str:
+    low, high = round(min(spans)), round(max(spans))
+    return f"about {low}" if low == high else f"{low}–{high}"
 
 
 def _top1(t: Optional[dict[str, Any]]) -> str:

@@ -63,6 +63,8 @@ COLOUR_VAL_SHARE = 0.2  # colour-emoji: all its 1,959 training pictures, a fifth
 REUSE = False  # --reuse: keep the seeds already measured on this --work
 REUSED: list[str] = []  # the seeds --reuse kept (named in the section)
 QUICK = False  # --quick: a smoke run of the script itself (tiny data, 2 epochs); its figures mean nothing
+ANIMAL_TEST_POOL = True  # Animal-MNIST's test split: its whole held-out pool (else TEST_PER_CLASS, --per-class)
+SECTION = "tta"  # --section: the BENCHMARKS.md / benchmarks.json section written (e.g. tta_224 for another size)
 
 
 def say(message: str) -> None:
@@ -126,7 +128,7 @@ def write_data(work: Path, name: str) -> Path:
         script = str(ROOT / "scripts" / "animal_mnist.py")
         for part, folder, count in (
             ("train", work / f"{name}-pool", per),
-            ("test", out / "test", 0 if not QUICK else test),
+            ("test", out / "test", 0 if ANIMAL_TEST_POOL and not QUICK else test),
         ):
             subprocess.run(
                 [sys.executable, script, str(folder), "--part", part, "--per-class", str(count), "--seed", "0"],
@@ -454,7 +456,7 @@ def before(row: dict[str, Any], work: Path, base: Path, seeds: Sequence[int]) ->
 def _last_section(out: Path) -> dict[str, Any]:
     """The ``tta`` section an earlier run wrote to ``out``'s ``benchmarks.json`` (empty if none)."""
     path = out / "benchmarks.json"
-    return json.loads(path.read_text()).get("sections", {}).get("tta", {}) if path.exists() else {}
+    return json.loads(path.read_text()).get("sections", {}).get(SECTION, {}) if path.exists() else {}
 
 
 def _keep_before(rows: list[dict[str, Any]], out: Path) -> None:
@@ -485,7 +487,8 @@ def _with_other_rows(rows: list[dict[str, Any]], out: Path) -> list[dict[str, An
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
-        "## Time to accuracy: `edgetl train` vs the seeds' Keras recipe and a linear probe (`benchmarks/tta.py`)",
+        "## Time to accuracy: `edgetl train` vs the seeds' Keras recipe and a linear probe (`benchmarks/tta.py`)"
+        + ("" if SECTION == "tta" else f", {', '.join(sorted({str(r['px']) + ' px' for r in rows}))}"),
         "",
         f"Measured {meta['date']} ({meta['minutes']} min), {meta['cpu']}, load average {meta['load']} at the end"
         + (
@@ -507,6 +510,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "epoch end at or above it.",
         "",
     ]
+    if meta.get("note"):  # what a reader must know about this section's runs (set when the rows are assembled)
+        lines += [meta["note"], ""]
     table = []
     for r in rows:
         reached = r["edgetl"]["reached"]
@@ -585,7 +590,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 def _pt(gain: Optional[Sequence[float]]) -> str:
     if gain is None:
         return "–"
-    return f"{gain[0]:+.2f} [{gain[1]:+.2f}, {gain[2]:+.2f}]"
+    return "{:+.2f} [{:+.2f}, {:+.2f}]".format(*(v + 0.0 for v in gain))  # + 0.0: no "-0.00"
 
 
 def _before_probe(r: dict[str, Any]) -> dict[str, Any]:
@@ -698,6 +703,7 @@ def _accuracy_lines(rows: list[dict[str, Any]]) -> list[str]:
 def _time_split_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The table of where edgetl's time went, and the fastest any once-through-the-backbone recipe could be here."""
     table, bounds, heads = [], [], []
+    spans = [100 * (r["target_interval95"][1] - r["target_interval95"][0]) for r in rows]
     for r in rows:
         split, reached = r["edgetl"].get("split"), r["edgetl"]["reached"]
         if not split or not split["views"]:
@@ -750,10 +756,16 @@ def _time_split_lines(rows: list[dict[str, Any]]) -> list[str]:
         + "Best val top-1 of edgetl's cached head phase vs the target: "
         + "; ".join(heads)
         + ". Past the head, every fine-tune epoch costs a backbone forward and backward pass per image. The target "
-        "is itself one noisy figure (its 95% interval above spans about 4 pt), so where it falls between edgetl's "
+        f"is itself one noisy figure (its 95% interval above spans {_span(spans)} pt), so where "
+        "it falls between edgetl's "
         "head and fine-tune epochs decides the speed-up: read the ratio with that interval in mind.",
         "",
     ]
+
+
+def _span(spans: Sequence[float]) -> str:
+    low, high = round(min(spans)), round(max(spans))
+    return f"about {low}" if low == high else f"{low}–{high}"
 
 
 def _top1(t: Optional[dict[str, Any]]) -> str:
@@ -763,6 +775,7 @@ def _top1(t: Optional[dict[str, Any]]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    global REUSE, SECTION, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS, QUICK, ANIMAL_TEST_POOL
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", default="fashion-mnist,animal-mnist,colour-emoji")
     p.add_argument("--px", type=int, default=96)
@@ -791,13 +804,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "42,43,44 on colour-emoji, where the recipes are closer than one seed's spread)",
     )
     p.add_argument(
+        "--per-class",
+        metavar="TRAIN,VAL,TEST",
+        help=f"Fashion-MNIST / Animal-MNIST images per class (default {TRAIN_PER_CLASS},{VAL_PER_CLASS},"
+        f"{TEST_PER_CLASS}, Animal-MNIST's test then its whole held-out pool); a new --work for other counts",
+    )
+    p.add_argument("--section", default=SECTION, help="the BENCHMARKS.md section to write, e.g. tta_224")
+    p.add_argument(
         "--reuse", action="store_true", help="keep the seeds already measured on this --work (their record files)"
     )
     args = p.parse_args(argv)
-    global REUSE
-    REUSE = args.reuse
+    REUSE, SECTION = args.reuse, args.section
+    if args.per_class:
+        TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = (int(v) for v in args.per_class.split(","))
+        ANIMAL_TEST_POOL = False
     if args.quick:
-        global QUICK, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS
         QUICK, TRAIN_PER_CLASS, VAL_PER_CLASS, TEST_PER_CLASS = True, 20, 10, 20
     if args.seeds_recipe:
         seeds_recipe(*args.seeds_recipe, args.px, args.seed)
@@ -810,7 +831,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for row in section["rows"]:
             row["seeds"].pop("test_labels", None)  # written by runs before 2026-12-05
             row["before"] = before(row, work, args.add_before, [int(v) for v in args.seeds.split(",")])
-        write_section(out, "tta", render(section["rows"], section["meta"]), section)
+        write_section(out, SECTION, render(section["rows"], section["meta"]), section)
         return 0
     started, info = time.monotonic(), machine_info()
     chosen = [int(v) for v in args.train_seeds.split(",")] if args.train_seeds else None
@@ -824,7 +845,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "load": ", ".join(f"{v:.1f}" for v in os.getloadavg()),
         "reused": REUSED,
     }
-    write_section(work if QUICK else args.output, "tta", render(rows, meta), {"meta": meta, "rows": rows})
+    write_section(work if QUICK else args.output, SECTION, render(rows, meta), {"meta": meta, "rows": rows})
     for r in rows:
         print(json.dumps({k: r.get(k) for k in ("dataset", "speedup_to_target", "test_gain_pt", "over_seeds")}))
     return 0

@@ -65,6 +65,11 @@ NOT_RUN = [
     ),
     (r"^edgetl report ", "tests/test_run_report.py::test_cli_rebuilds_the_page runs it on a run folder of its own"),
     (
+        r"^edgetl (train data/fm-train|convert runs/fm-own-test|parity runs/fm-own-test)",
+        "docs/train.md's own-test-images flow at the default 224 px (tens of minutes); "
+        "tests/test_train.py::test_own_test_images_flow_as_docs_train_md_shows runs the same three steps on a tiny model",
+    ),
+    (
         r"^edgetl convert .*--max-drop",
         "a search of several int8 conversions (minutes); tests/test_budget.py runs --max-drop on a trained run (slow)",
     ),
@@ -76,6 +81,8 @@ FAST = [
     "edge-classify --model model_int8.tflite --image photos/ --csv out.csv --confusion confusion.png",
     "edge-classify --version",
     "edgetl data fashion-mnist fashion/ --per-class 300",
+    "edgetl data fashion-mnist data/fm-train --per-class 100 --part train",
+    "edgetl data fashion-mnist data/fm-test --per-class 50 --part test",
 ]
 # Lines that end in the parity gate: exit 1 is its documented verdict when the data shows a threshold crossed
 # (the small test split of this run can show that for the dynamic-range variant), with one `Error:` line saying which.

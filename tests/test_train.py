@@ -161,6 +161,31 @@ def test_no_test_split_with_test_fraction_zero(tmp_path: Path, fm_folder: Path) 
     assert parity.exit_code == 3 and "pass --data DIR" in parity.output, parity.output
 
 
+@pytest.mark.slow
+def test_own_test_images_flow_as_docs_train_md_shows(tmp_path: Path, fm_folder: Path) -> None:
+    """docs/train.md's flow on a tiny model: --test-fraction 0, convert skips its gate, parity --data DIR judges."""
+    from click.testing import CliRunner
+    from edgetl.cli.main import main
+    from edgetl.data.fashion_mnist import write_fashion_mnist_folder
+
+    run, test = tmp_path / "runs" / "fm-own-test", tmp_path / "data" / "fm-test"
+    write_fashion_mnist_folder(test, per_class=5, seed=1, part="test")
+    trained = CliRunner().invoke(
+        main,
+        ["train", str(fm_folder), "-o", str(run), "--test-fraction", "0", "--weights", "none", "--alpha", "0.35"]
+        + ["--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "0", "--per-class", "10", "-q"],
+    )
+    assert trained.exit_code == 0, trained.output
+    converted = CliRunner().invoke(main, ["convert", str(run), "--variants", "int8", "--calib-size", "20"])
+    assert converted.exit_code == 0, converted.output
+    assert "has no test split (--test-fraction 0): check it with `edgetl parity" in converted.stderr
+    assert not list(run.glob("parity*.json"))  # convert's own gate was skipped, not run on nothing
+    checked = CliRunner().invoke(main, ["parity", str(run), "--data", str(test), "--json", "-q"])
+    assert checked.exit_code in (0, 1), checked.output  # 1: the gate's verdict on evidence, a documented answer
+    report = json.loads(checked.stdout)
+    assert report["models"]["int8"]["count"] == 50 and (run / "parity.json").is_file()
+
+
 def test_split_fractions_are_checked() -> None:
     from edgetl.errors import ConfigError
 

@@ -111,7 +111,7 @@ def test_install_refuses_a_file_that_is_not_mobilenet(tmp_path: Path) -> None:
 
 def _offline_build(home: Path, alpha: float) -> subprocess.CompletedProcess[str]:
     code = (
-        "from edgetl.config import TrainConfig\nfrom edgetl.model import build\n"
+        "from edgetl.config import TrainConfig\nfrom edgetl.model.classifier import build\n"
         f"build(TrainConfig(data='x', output='y', alpha={alpha}, image_size=96), 3)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", weights.CACHE_ENV)}

@@ -201,7 +201,8 @@ class Search:
         c, p = self.chosen, self.plain
         return (
             f"--max-drop {self.max_drop:g} on {self.val_images} val images: {c.step}, {len(c.keep_float)} float layer(s), "
-            f"calibration {c.calib_size}; drop {c.drop.value:.2f} pt (plain int8 {p.drop.value:.2f}); "
+            f"calibration {c.calib_size}; drop {c.drop.value:.2f} pt (plain int8 {p.drop.value:.2f}), {c.flips} flips"
+            f"{'' if c.floor_flips is None else f' vs a noise floor of {c.floor_flips}'} (held by the {c.why} rule); "
             f"{c.size_bytes / p.size_bytes:.3f}x plain int8's size, {c.median_ms / max(p.median_ms, 1e-9):.2f}x its "
             f"latency; {len(self.trials)} evaluation(s)"
         )

@@ -206,3 +206,23 @@ def test_too_few_calibration_images_are_fixed_and_recorded(trained_run: Path, tm
     assert card["extra"]["conversion"]["keep_float"] == list(search.chosen.keep_float)
     assert json.loads((run / "calibration.json").read_text())["size"] == search.chosen.calib_size
     assert "--max-drop 2 on" in result.table()
+
+
+def test_parity_md_shows_the_rule_flips_and_noise_floor() -> None:
+    """The card's record of the search, as parity.md prints it: which half of the rule held, flips vs floor."""
+    from edgetl.parity_report import max_drop_lines
+
+    val, float_probs = _val_with_floor(15)
+
+    def trial(step: str, flipped: list[int], layers: tuple[str, ...]) -> budget.Trial:
+        judged = budget.judge(val, _flip(float_probs, flipped), 0.3)
+        return budget.Trial(step, 300, layers, 1000, "0" * 64, median_ms=1.0, **judged)
+
+    plain = trial("plain int8", list(range(150, 180)), ())
+    chosen = trial("1 worst layer(s) in float", [150, 151, 152], ("Conv1",))
+    search = budget.Search(0.3, 300, [plain, chosen], [("Conv1", 2.0)], chosen, "1 float layer(s) hold", 1.0)
+    text = "\n".join(max_drop_lines("int8", search.to_dict()))
+    assert "Float layers (1): `Conv1`. Rule: the parity gate's checks on val" in text
+    assert "(held by: noise floor)." in text
+    assert "| plain int8 | 300 | 0 | 10.00 [" in text and "| 30 (15) |" in text
+    assert "| chosen | 300 | 1 | 1.00 [" in text and "| 3 (15) |" in text

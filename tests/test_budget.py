@@ -88,8 +88,9 @@ def test_float_layers_stop_when_even_all_do_not_hold() -> None:
     assert stub.asked == [1, 2, 3]
 
 
-def test_hold_rule_is_the_point_estimate(tmp_path: Path) -> None:
-    """A drop of exactly one image in 300 (0.33 pt) misses a 0.3 pt budget and meets 0.4, whatever its interval."""
+def test_hold_rule_without_a_noise_floor_is_the_point_estimate(tmp_path: Path) -> None:
+    """No floor measured: a drop of one image in 300 (0.33 pt) misses a 0.3 pt budget and meets 0.4, whatever
+    its interval."""
     labels = np.repeat(np.arange(3), 100)
     float_probs = np.eye(3)[labels]
     probs = float_probs.copy()
@@ -126,6 +127,19 @@ def test_hold_rule_accepts_flips_within_the_noise_floor() -> None:
     assert judged["holds"] and judged["why"] == "noise floor"
     quiet, _ = _val_with_floor(2)  # a steadier model: the same 3 flips exceed its 2
     judged = budget.judge(quiet, _flip(float_probs, [150, 151, 152]), 0.3)
+    assert not judged["holds"] and judged["why"] == ""
+
+
+def test_hold_rule_wants_flips_within_the_floor_even_when_top1_does_not_drop() -> None:
+    """15 answers changed where noise changes 10, all from wrong to right (top-1 rises): the gate on test allows
+    1.5x the floor, and a colour model at 1.5x on val failed it at 2.0x on test, so val asks for 1x."""
+    val, _ = _val_with_floor(10)
+    wrong = np.eye(3, dtype=np.float32)[(val.labels + 1) % 3]  # float wrong everywhere
+    val = budget.ValSet(val.labels, wrong, val.class_names, val.frames, val.floor)
+    probs = wrong.copy()
+    probs[:15] = np.eye(3, dtype=np.float32)[val.labels[:15]]
+    judged = budget.judge(val, probs, 0.3)
+    assert judged["drop"].value < 0 and judged["flips"] == 15 and judged["floor_flips"] == 10
     assert not judged["holds"] and judged["why"] == ""
 
 

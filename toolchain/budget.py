@@ -24,14 +24,19 @@ drop limit and the float model's noise floor measured on the same val images:
 
 - no check fails on evidence (top-1 drop, fidelity against the noise floor, agreement,
   per-class drop): a candidate the gate would turn red on val is never chosen; and
-- the val evidence is within the budget: the top-1 drop's **point estimate** is at most
-  ``max_drop``, **or** the candidate flips no more val answers than ``model.keras`` itself
-  flips when every pixel moves by ±1 grey level (:mod:`edgetl.noise_floor`).
+- the candidate changes no more val answers (top-1 different from ``model.keras``'s) than
+  ``model.keras`` itself changes when every pixel moves by ±1 grey level
+  (:mod:`edgetl.noise_floor`): the gate on test allows 1.5x that floor, and 1x on val
+  leaves the margin a small val split needs (the same Fashion-MNIST int8 file read 1.27x
+  its floor on 300 val images and 0.71x on 2,000 test images; a colour model at exactly
+  1.5x on val failed fidelity on test at 2.0x). Without a measured floor (a ``ValSet``
+  built by hand) the rule is the top-1 drop's point estimate at most ``max_drop``.
 
-Why not the point estimate alone: a 0.3 pt budget on 300 val images allows no net lost
+Why not the drop's point estimate: a 0.3 pt budget on 300 val images allows no net lost
 image, while fp16 alone loses two (Fashion-MNIST, BENCHMARKS.md) and the float model's
 own noise floor flips 15 of the same 300; that rule kept searching past every candidate
-the gate passes on test. Why not the interval's upper end: 300 images cannot put the
+the gate passes on test. A large top-1 drop is still refused: it fails the drop check on
+evidence. Why not the interval's upper end: 300 images cannot put the
 upper end of a paired interval under 0.3 pt even for a model identical to float (no
 discordant image still leaves +1.01 pt; 1,000 images +0.31). A candidate within its
 noise floor changes no more answers than sensor noise does to the float model, so the
@@ -67,8 +72,7 @@ CALIB_GROWTH = 2  # the larger calibration set holds this many times the current
 LIMITS = DEFAULT_THRESHOLDS["int8"]  # the gate's other int8 checks, which must not fail on evidence on val
 RULE = (
     "the parity gate's checks on val (max_drop as the top-1 drop limit, fidelity against model.keras's noise floor "
-    "on val) do not fail on evidence, and the top-1 drop point estimate <= max_drop or the flips <= the noise "
-    "floor's flips"
+    "on val) do not fail on evidence, and the candidate flips no more val answers than the noise floor does"
 )
 
 
@@ -298,12 +302,10 @@ def judge(val: ValSet, probs: np.ndarray, max_drop: float) -> dict[str, Any]:
     failed = [check.name for check in checks if check.verdict == stats.Verdict.FAIL]
     if failed:
         why = f"{', '.join(failed)} failed on evidence"
-    elif drop.value <= max_drop:  # type: ignore[union-attr]
-        why = "drop"
-    elif floor_flips is not None and flips <= floor_flips:
-        why = "noise floor"
-    else:
-        why = ""
+    elif floor_flips is not None:
+        why = "noise floor" if flips <= floor_flips else ""
+    else:  # no noise floor measured (a val set built without one): the point estimate alone
+        why = "drop" if drop.value <= max_drop else ""  # type: ignore[union-attr]
     return {
         "drop": drop,
         "agreement": by_name["agreement"].estimate,

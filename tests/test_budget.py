@@ -240,3 +240,26 @@ def test_parity_md_shows_the_rule_flips_and_noise_floor() -> None:
     assert "(held by: noise floor)." in text
     assert "| plain int8 | 300 | 0 | 10.00 [" in text and "| 30 (15) |" in text
     assert "| chosen | 300 | 1 | 1.00 [" in text and "| 3 (15) |" in text
+
+
+def test_float_layer_candidates_are_re_rounded_once_each_and_only_under_gptq(tmp_path: Path) -> None:
+    """A GPTQ calibration is re-rounded around each float-layer set (once: cached); nearest needs no rounding."""
+    calls: list[tuple[str, ...]] = []
+
+    def round_int8(tf, run, representative, folder, saved, layers):
+        calls.append(layers)
+        saved["int8"] = folder / "int8"
+        return {"method": "gptq", "float_layers_kept": list(layers)}
+
+    kit = budget.Kit(None, None, None, tmp_path, tmp_path, None, round_int8, None, None)  # type: ignore[arg-type]
+    manifest = type("M", (), {"sha256": "abc"})()
+    gptq = budget.Calibration(manifest, lambda: [], {"float": tmp_path / "f", "int8": tmp_path / "i"}, {})
+    cache: dict = {}
+    assert budget._rounded_for(kit, cache, gptq, (), tmp_path / "t0") is gptq  # plain int8: as rounded
+    first = budget._rounded_for(kit, cache, gptq, ("Conv1",), tmp_path / "t1")
+    again = budget._rounded_for(kit, cache, gptq, ("Conv1",), tmp_path / "t2")
+    assert first is again and calls == [("Conv1",)]
+    assert first.saved == {"float": tmp_path / "f", "int8": tmp_path / "t1" / "gptq" / "int8"}
+    assert first.rounding["float_layers_kept"] == ["Conv1"] and gptq.saved["int8"] == tmp_path / "i"
+    nearest = budget.Calibration(manifest, lambda: [], {"float": tmp_path / "f"}, {"method": "nearest"})
+    assert budget._rounded_for(kit, cache, nearest, ("Conv1",), tmp_path / "t3") is nearest and len(calls) == 1

@@ -420,16 +420,7 @@ def run(base: Calibration, kit: Kit) -> Search:
     with_float: dict[tuple[str, tuple[str, ...]], Calibration] = {}
 
     def rounded_for(cal: Calibration, layers: tuple[str, ...], folder: Path) -> Calibration:
-        """``cal`` with its GPTQ weights re-rounded around ``layers`` kept in float (their float weights)."""
-        if not layers or "int8" not in cal.saved:  # nearest rounding: the converter reads the float weights
-            return cal
-        key = (cal.manifest.sha256, layers)
-        if key not in with_float:
-            saved = {k: v for k, v in cal.saved.items() if k != "int8"}
-            (folder / "gptq").mkdir(parents=True)
-            rounding = kit.round_int8(kit.tf, kit.run, cal.representative, folder / "gptq", saved, layers)
-            with_float[key] = Calibration(cal.manifest, cal.representative, saved, rounding)
-        return with_float[key]
+        return _rounded_for(kit, with_float, cal, layers, folder)
 
     def stage(cal: Calibration, layers: tuple[str, ...], folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -474,6 +465,25 @@ def run(base: Calibration, kit: Kit) -> Search:
     if result.calibration is not None and result.calibration.manifest.sha256 != base.manifest.sha256:
         result.calibration.manifest.save(path)  # the larger set the search chose: the int8 card names its sha256
     return result
+
+
+def _rounded_for(
+    kit: Kit,
+    cache: dict[tuple[str, tuple[str, ...]], Calibration],
+    cal: Calibration,
+    layers: tuple[str, ...],
+    folder: Path,
+) -> Calibration:
+    """``cal`` with its GPTQ weights re-rounded around ``layers`` kept in float (their float weights), cached."""
+    if not layers or "int8" not in cal.saved:  # nearest rounding: the converter reads the float weights
+        return cal
+    key = (cal.manifest.sha256, layers)
+    if key not in cache:
+        saved = {k: v for k, v in cal.saved.items() if k != "int8"}
+        (folder / "gptq").mkdir(parents=True)
+        rounding = kit.round_int8(kit.tf, kit.run, cal.representative, folder / "gptq", saved, layers)
+        cache[key] = Calibration(cal.manifest, cal.representative, saved, rounding)
+    return cache[key]
 
 
 def raise_if_unreached(result: Search) -> None:

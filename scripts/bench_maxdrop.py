@@ -192,7 +192,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "dataset. Hard case per row: int8 calibrated on too few train images (`--calib-size`), or the stock "
         "converter's nearest weight rounding (`--rounding nearest`) where too few images did not fail. "
         f"`--max-drop {args.max_drop:g}` searches on the val split only (holds: no gate check fails on evidence on "
-        "val, and the val drop is at most the budget or the flips at most the float model's noise floor on val); "
+        "val, and the candidate's flips are at most the float model's own noise floor on val); "
         "the gate then judges fp16, plain int8 "
         "(`int8plain`) and the searched int8 on the same test images through edge_runtime (drop vs model.keras, "
         "95% paired interval; verdict of all the gate's checks). Latency: bare `invoke()`, 1 thread, median of "

@@ -12,6 +12,7 @@ from clicheck import fails
 from clicheck import run as run_cli
 from edgetl.config import ConvertConfig, Quantization
 from edgetl.convert import budget, validation
+from edgetl.convert.converter import Conversion
 from edgetl.errors import BudgetError, ConfigError
 
 
@@ -88,8 +89,9 @@ def test_float_layers_stop_when_even_all_do_not_hold() -> None:
     assert stub.asked == [1, 2, 3]
 
 
-def test_hold_rule_is_the_point_estimate(tmp_path: Path) -> None:
-    """A drop of exactly one image in 300 (0.33 pt) misses a 0.3 pt budget and meets 0.4, whatever its interval."""
+def test_hold_rule_without_a_noise_floor_is_the_point_estimate(tmp_path: Path) -> None:
+    """No floor measured: a drop of one image in 300 (0.33 pt) misses a 0.3 pt budget and meets 0.4, whatever
+    its interval."""
     labels = np.repeat(np.arange(3), 100)
     float_probs = np.eye(3)[labels]
     probs = float_probs.copy()
@@ -126,6 +128,19 @@ def test_hold_rule_accepts_flips_within_the_noise_floor() -> None:
     assert judged["holds"] and judged["why"] == "noise floor"
     quiet, _ = _val_with_floor(2)  # a steadier model: the same 3 flips exceed its 2
     judged = validation.judge(quiet, _flip(float_probs, [150, 151, 152]), 0.3)
+    assert not judged["holds"] and judged["why"] == ""
+
+
+def test_hold_rule_wants_flips_within_the_floor_even_when_top1_does_not_drop() -> None:
+    """15 answers changed where noise changes 10, all from wrong to right (top-1 rises): the gate on test allows
+    1.5x the floor, and a colour model at 1.5x on val failed it at 2.0x on test, so val asks for 1x."""
+    val, _ = _val_with_floor(10)
+    wrong = np.eye(3, dtype=np.float32)[(val.labels + 1) % 3]  # float wrong everywhere
+    val = validation.ValSet(val.labels, wrong, val.class_names, val.frames, val.floor)
+    probs = wrong.copy()
+    probs[:15] = np.eye(3, dtype=np.float32)[val.labels[:15]]
+    judged = validation.judge(val, probs, 0.3)
+    assert judged["drop"].value < 0 and judged["flips"] == 15 and judged["floor_flips"] == 10
     assert not judged["holds"] and judged["why"] == ""
 
 
@@ -206,3 +221,49 @@ def test_too_few_calibration_images_are_fixed_and_recorded(trained_run: Path, tm
     assert card["extra"]["conversion"]["keep_float"] == list(search.chosen.keep_float)
     assert json.loads((run / "calibration.json").read_text())["size"] == search.chosen.calib_size
     assert "--max-drop 2 on" in result.table()
+
+
+def test_parity_md_shows_the_rule_flips_and_noise_floor() -> None:
+    """The card's record of the search, as parity.md prints it: which half of the rule held, flips vs floor."""
+    from edgetl.parity.report import max_drop_lines
+
+    val, float_probs = _val_with_floor(15)
+
+    def trial(step: str, flipped: list[int], layers: tuple[str, ...]) -> budget.Trial:
+        judged = validation.judge(val, _flip(float_probs, flipped), 0.3)
+        return budget.Trial(step, 300, layers, 1000, "0" * 64, median_ms=1.0, **judged)
+
+    plain = trial("plain int8", list(range(150, 180)), ())
+    chosen = trial("1 worst layer(s) in float", [150, 151, 152], ("Conv1",))
+    search = budget.Search(0.3, 300, [plain, chosen], [("Conv1", 2.0)], chosen, "1 float layer(s) hold", 1.0)
+    text = "\n".join(max_drop_lines("int8", search.to_dict()))
+    assert "Float layers (1): `Conv1`. Rule: the parity gate's checks on val" in text
+    assert "(held by: noise floor)." in text
+    assert "| plain int8 | 300 | 0 | 10.00 [" in text and "| 30 (15) |" in text
+    assert "| chosen | 300 | 1 | 1.00 [" in text and "| 3 (15) |" in text
+
+
+def test_float_layer_candidates_are_re_rounded_once_each_and_only_under_gptq(tmp_path: Path) -> None:
+    """A GPTQ calibration is re-rounded around each float-layer set (once: cached); nearest needs no rounding."""
+    calls: list[tuple[str, ...]] = []
+
+    def round_int8(tf, run, representative, folder, saved, layers):
+        calls.append(layers)
+        saved["int8"] = folder / "int8"
+        return {"method": "gptq", "float_layers_kept": list(layers)}
+
+    conv = Conversion(None, None, None, tmp_path, tmp_path, {})  # type: ignore[arg-type]
+    manifest = type("M", (), {"sha256": "abc"})()
+    gptq = budget.Calibration(manifest, lambda: [], {"float": tmp_path / "f", "int8": tmp_path / "i"}, {})
+    cache: dict = {}
+    assert budget._rounded_for(conv, cache, gptq, (), tmp_path / "t0", round_int8) is gptq  # plain int8: as rounded
+    first = budget._rounded_for(conv, cache, gptq, ("Conv1",), tmp_path / "t1", round_int8)
+    again = budget._rounded_for(conv, cache, gptq, ("Conv1",), tmp_path / "t2", round_int8)
+    assert first is again and calls == [("Conv1",)]
+    assert first.saved == {"float": tmp_path / "f", "int8": tmp_path / "t1" / "gptq" / "int8"}
+    assert first.rounding["float_layers_kept"] == ["Conv1"] and gptq.saved["int8"] == tmp_path / "i"
+    nearest = budget.Calibration(manifest, lambda: [], {"float": tmp_path / "f"}, {"method": "nearest"})
+    assert (
+        budget._rounded_for(conv, cache, nearest, ("Conv1",), tmp_path / "t3", round_int8) is nearest
+        and len(calls) == 1
+    )

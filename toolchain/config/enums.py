@@ -70,5 +70,5 @@ class IoType(str, enum.Enum):
 class Rounding(str, enum.Enum):
     """How the int8 variant's weights are rounded to their int8 steps."""
 
-    GPTQ = "gptq"  # calibrated: GPTQ + bias correction on a simulated int8 graph (edgetl.rounding)
+    GPTQ = "gptq"  # calibrated: GPTQ + bias correction on a simulated int8 graph (edgetl.convert.rounding)
     NEAREST = "nearest"  # the converter's own round-to-nearest

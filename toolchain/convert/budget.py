@@ -24,14 +24,19 @@ drop limit and the float model's noise floor measured on the same val images:
 
 - no check fails on evidence (top-1 drop, fidelity against the noise floor, agreement,
   per-class drop): a candidate the gate would turn red on val is never chosen; and
-- the val evidence is within the budget: the top-1 drop's **point estimate** is at most
-  ``max_drop``, **or** the candidate flips no more val answers than ``model.keras`` itself
-  flips when every pixel moves by ±1 grey level (:mod:`edgetl.gate.noise_floor`).
+- the candidate changes no more val answers (top-1 different from ``model.keras``'s) than
+  ``model.keras`` itself changes when every pixel moves by ±1 grey level
+  (:mod:`edgetl.gate.noise_floor`): the gate on test allows 1.5x that floor, and 1x on val
+  leaves the margin a small val split needs (the same Fashion-MNIST int8 file read 1.27x
+  its floor on 300 val images and 0.71x on 2,000 test images; a colour model at exactly
+  1.5x on val failed fidelity on test at 2.0x). Without a measured floor (a ``ValSet``
+  built by hand) the rule is the top-1 drop's point estimate at most ``max_drop``.
 
-Why not the point estimate alone: a 0.3 pt budget on 300 val images allows no net lost
+Why not the drop's point estimate: a 0.3 pt budget on 300 val images allows no net lost
 image, while fp16 alone loses two (Fashion-MNIST, BENCHMARKS.md) and the float model's
 own noise floor flips 15 of the same 300; that rule kept searching past every candidate
-the gate passes on test. Why not the interval's upper end: 300 images cannot put the
+the gate passes on test. A large top-1 drop is still refused: it fails the drop check on
+evidence. Why not the interval's upper end: 300 images cannot put the
 upper end of a paired interval under 0.3 pt even for a model identical to float (no
 discordant image still leaves +1.01 pt; 1,000 images +0.31). A candidate within its
 noise floor changes no more answers than sensor noise does to the float model, so the
@@ -179,7 +184,8 @@ class Search:
         c, p = self.chosen, self.plain
         return (
             f"--max-drop {self.max_drop:g} on {self.val_images} val images: {c.step}, {len(c.keep_float)} float layer(s), "
-            f"calibration {c.calib_size}; drop {c.drop.value:.2f} pt (plain int8 {p.drop.value:.2f}); "
+            f"calibration {c.calib_size}; drop {c.drop.value:.2f} pt (plain int8 {p.drop.value:.2f}), {c.flips} flips"
+            f"{'' if c.floor_flips is None else f' vs a noise floor of {c.floor_flips}'} (held by the {c.why} rule); "
             f"{c.size_bytes / p.size_bytes:.3f}x plain int8's size, {c.median_ms / max(p.median_ms, 1e-9):.2f}x its "
             f"latency; {len(self.trials)} evaluation(s)"
         )
@@ -289,16 +295,7 @@ def run(conv: Conversion) -> Search:
     with_float: dict[tuple[str, tuple[str, ...]], Calibration] = {}
 
     def rounded_for(cal: Calibration, layers: tuple[str, ...], folder: Path) -> Calibration:
-        """``cal`` with its GPTQ weights re-rounded around ``layers`` kept in float (their float weights)."""
-        if not layers or "int8" not in cal.saved:  # nearest rounding: the converter reads the float weights
-            return cal
-        key = (cal.manifest.sha256, layers)
-        if key not in with_float:
-            saved = {k: v for k, v in cal.saved.items() if k != "int8"}
-            (folder / "gptq").mkdir(parents=True)
-            rounding = round_int8(conv.tf, conv.run, cal.representative, folder / "gptq", saved, layers)
-            with_float[key] = Calibration(cal.manifest, cal.representative, saved, rounding)
-        return with_float[key]
+        return _rounded_for(conv, with_float, cal, layers, folder)
 
     def stage(cal: Calibration, layers: tuple[str, ...], folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -356,6 +353,26 @@ def _candidate(conv: Conversion, cal: Calibration, layers: tuple[str, ...], fold
         saved=cal.saved,
         rounding=cal.rounding,
     )
+
+
+def _rounded_for(
+    conv: Conversion,
+    cache: dict[tuple[str, tuple[str, ...]], Calibration],
+    cal: Calibration,
+    layers: tuple[str, ...],
+    folder: Path,
+    rounder: Callable[..., dict[str, Any]] = round_int8,
+) -> Calibration:
+    """``cal`` with its GPTQ weights re-rounded around ``layers`` kept in float (their float weights), cached."""
+    if not layers or "int8" not in cal.saved:  # nearest rounding: the converter reads the float weights
+        return cal
+    key = (cal.manifest.sha256, layers)
+    if key not in cache:
+        saved = {k: v for k, v in cal.saved.items() if k != "int8"}
+        (folder / "gptq").mkdir(parents=True)
+        rounding = rounder(conv.tf, conv.run, cal.representative, folder / "gptq", saved, layers)
+        cache[key] = Calibration(cal.manifest, cal.representative, saved, rounding)
+    return cache[key]
 
 
 def raise_if_unreached(result: Search) -> None:

@@ -48,7 +48,7 @@ class ConvertResult:
     manifest: Optional[calibration.Manifest]
     debug_csv: Optional[Path]
     seconds: float
-    search: Optional[Any] = None  # edgetl.budget.Search under --max-drop
+    search: Optional[Any] = None  # edgetl.convert.budget.Search under --max-drop
 
     def fp32_bytes(self) -> Optional[int]:
         """Size of the fp32 model: converted now, or already in the run folder."""

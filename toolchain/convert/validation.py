@@ -24,8 +24,7 @@ from edgetl.runtime.model_card import ModelCard
 LIMITS = DEFAULT_THRESHOLDS["int8"]  # the gate's other int8 checks, which must not fail on evidence on val
 RULE = (
     "the parity gate's checks on val (max_drop as the top-1 drop limit, fidelity against model.keras's noise floor "
-    "on val) do not fail on evidence, and the top-1 drop point estimate <= max_drop or the flips <= the noise "
-    "floor's flips"
+    "on val) do not fail on evidence, and the candidate flips no more val answers than the noise floor does"
 )
 
 
@@ -120,12 +119,10 @@ def judge(val: ValSet, probs: np.ndarray, max_drop: float) -> dict[str, Any]:
     failed = [check.name for check in checks if check.verdict == stats.Verdict.FAIL]
     if failed:
         why = f"{', '.join(failed)} failed on evidence"
-    elif drop.value <= max_drop:  # type: ignore[union-attr]
-        why = "drop"
-    elif floor_flips is not None and flips <= floor_flips:
-        why = "noise floor"
-    else:
-        why = ""
+    elif floor_flips is not None:
+        why = "noise floor" if flips <= floor_flips else ""
+    else:  # no noise floor measured (a val set built without one): the point estimate alone
+        why = "drop" if drop.value <= max_drop else ""  # type: ignore[union-attr]
     return {
         "drop": drop,
         "agreement": by_name["agreement"].estimate,

@@ -145,13 +145,17 @@ def max_drop_lines(name: str, search: Any) -> list[str]:
         f"Measured at convert time on {search['val_images']} images of the val split (never test), through "
         f"edge_runtime; {search['evaluations']} evaluation(s), {search['seconds']:.0f} s. Calibration: "
         f"{search['calibration']['method']} over {search['calibration']['size']} train images. "
-        f"Float layers ({len(c['float_layers'])}): {layers}.",
+        f"Float layers ({len(c['float_layers'])}): {layers}. Rule: {search.get('rule', 'drop <= budget')}"
+        + (f" (held by: {c['why']})" if c.get("why") else "")
+        + ".",
         "",
-        "| on val | calibration | float layers | drop (pt) | agreement | size KiB | median ms (1 thread) |",
-        "|---|---|---|---|---|---|---|",
+        "| on val | calibration | float layers | drop (pt) | agreement | flips (noise floor) | size KiB | "
+        "median ms (1 thread) |",
+        "|---|---|---|---|---|---|---|---|",
     ] + [
         f"| {label} | {t['calibration_size']} | {len(t['float_layers'])} | {t['drop']['value']:.2f} "
         f"[{t['drop']['low']:.2f}, {t['drop']['high']:.2f}] | {t['agreement']['value']:.2f}% | "
+        f"{t.get('flips', '?')} ({t.get('noise_floor_flips', '?')}) | "
         f"{t['size_bytes'] / 1024:.0f} | {t['median_ms']:.3f} |"
         for label, t in (("plain int8", p), ("chosen", c))
     ]

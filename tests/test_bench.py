@@ -298,3 +298,31 @@ def test_report_adds_the_browser_preview_section_when_bench_serve_ran() -> None:
     assert "| pair 1 | 100.0 | 90.0 | 5.000 | 5.500 | 14.9 |" in text
     assert "With a viewer: FPS 90.00% of the FPS without, CPU per frame 110.00% of it (medians of 1 runs each" in text
     assert "The process used 50.00% of a core without a viewer and 49.50% with one" in text
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "benchmarks",
+        "benchmarks.gate",
+        "benchmarks.tta",
+        "benchmarks.maxdrop",
+        "benchmarks.device",
+        "benchmarks.scale",
+        "benchmarks.serve",
+    ],
+)
+def test_every_benchmark_runs_as_a_module_from_the_repository_root(module: str) -> None:
+    """Each benchmark starts as documented (``python -m benchmarks.X``): its imports resolve and its options parse.
+
+    The runs themselves take minutes to an hour (docs/benchmarks.md); CI proves the entry points, not the timings.
+    """
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage: ")

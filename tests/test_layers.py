@@ -171,3 +171,12 @@ def test_the_checker_sees_a_planted_upward_import_and_circle() -> None:
             test_no_import_circle()
     finally:
         GRAPH.update(saved)
+
+
+def test_every_package_folder_is_installed() -> None:
+    """A folder with an ``__init__.py`` missing from pyproject's package list would be left out of the wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert sorted(folders - listed) == []

@@ -201,8 +201,9 @@ def time_split(history: list[dict[str, Any]], launch: float) -> dict[str, float]
 def run_seeds(run: Path, px: int, out: Path, seed: int = 42) -> dict[str, Any]:
     """The seeds' recipe as a fresh process on ``run``'s splits; per-epoch val accuracy at seconds since launch."""
     launch = time.time()
-    command = [sys.executable, __file__, "--seeds-recipe", str(run), str(out), "--px", str(px), "--seed", str(seed)]
-    subprocess.run(command + (["--quick"] if QUICK else []), check=True)
+    command = [sys.executable, "-m", "benchmarks.tta", "--seeds-recipe", str(run), str(out), "--px", str(px)]
+    command += ["--seed", str(seed)] + (["--quick"] if QUICK else [])
+    subprocess.run(command, check=True, cwd=ROOT)
     record = json.loads(out.read_text())
     del record["test_labels"]  # stays in ``out`` for the paired comparisons; not a figure for benchmarks.json
     for row in record["curve"]:

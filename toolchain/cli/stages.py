@@ -44,6 +44,7 @@ from edgetl.runreport import write_report
 from edgetl.runtime.__main__ import main
 
 QAT_DEFAULTS = dataclass_defaults(QatConfig)
+CONVERT_DEFAULTS = dataclass_defaults(ConvertConfig)
 
 
 @click.command()
@@ -172,20 +173,8 @@ def _quantizations(
     "(a larger calibration set, then the fewest float layers); exit 1, nothing written, when none does. "
     "The parity gate then checks int8 against this budget.",
 )
-@click.option(
-    "--max-evals",
-    type=int,
-    default=ConvertConfig.max_evals,
-    show_default=True,
-    help="--max-drop: most validation passes.",
-)
-@click.option(
-    "--max-seconds",
-    type=float,
-    default=ConvertConfig.max_seconds,
-    show_default=True,
-    help="--max-drop: wall-time cap of the search.",
-)
+@defaulted(CONVERT_DEFAULTS, "--max-evals", int, help="--max-drop: most validation passes.")
+@defaulted(CONVERT_DEFAULTS, "--max-seconds", float, help="--max-drop: wall-time cap of the search.")
 @click.option("--no-parity", is_flag=True, help="Do not run `edgetl parity` after converting.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @quiet_option

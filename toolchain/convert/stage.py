@@ -170,15 +170,9 @@ def _int8_steps(conv: Conversion, steps: Steps) -> tuple[Conversion, Optional[bu
     if not steps.searched:
         return conv, None
     log.stage(2 + int(steps.rounded), steps.total, f"--max-drop {config.max_drop:g}: int8 on the val split, then fixes")
-    search = budget.run(conv)
-    chosen = search.conversion
-    assert chosen is not None and search.chosen is not None
-    return dataclasses.replace(chosen, config=replace_config(config, search.chosen.keep_float)), search
-
-
-def replace_config(config: ConvertConfig, keep_float: tuple[str, ...]) -> ConvertConfig:
-    """The config a chosen candidate is written with: its float layers, and no further search."""
-    return dataclasses.replace(config, max_drop=None, keep_float=keep_float)
+    search = budget.run(conv)  # raises BudgetError when no candidate holds
+    assert search.conversion is not None  # the chosen candidate: its calibration, float layers, no further search
+    return search.conversion, search
 
 
 def _write(
